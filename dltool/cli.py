@@ -1,0 +1,180 @@
+"""The `dltool` command line: thin commands that load the config and call the library.
+
+Exit codes: 0 ok (or nothing to do), 1 runtime failure, 2 config or usage error,
+3 data-quality threshold exceeded. Human output goes to stderr; `--json` prints a
+machine-readable summary on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dltool.errors import DataQualityError, DltoolError
+
+app = typer.Typer(
+    help="Deep-learning ETL and training on Spark, driven by one YAML file.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML file.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+MasterOpt = Annotated[Optional[str], typer.Option("--master", help="Spark master URL (overrides spark.master).")]
+ConfOpt = Annotated[
+    Optional[list[str]], typer.Option("--conf", help="Extra Spark setting KEY=VALUE (repeatable).", show_default=False)
+]
+
+
+def _say(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message)
+
+
+def _finish(summary: dict, as_json: bool, exit_code: int = 0) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+    raise typer.Exit(exit_code)
+
+
+def _fail(error: DltoolError, as_json: bool) -> None:
+    message = str(error).strip() or type(error).__name__
+    for line in message.splitlines():
+        print(f"dltool: error: {line}", file=sys.stderr)
+    summary = {"status": "error", "exit_code": error.exit_code, "error": type(error).__name__, "message": message}
+    if isinstance(error, DataQualityError):
+        summary.update(status="failed_quality", summary=error.summary)
+    _finish(summary, as_json, error.exit_code)
+
+
+def _overrides(master: str | None = None, conf: list[str] | None = None, **paths: str | None) -> dict:
+    """Dotted config overrides from command-line options; local paths are taken relative to the cwd."""
+    from dltool.errors import ConfigError
+
+    overrides = {}
+    for dotted, value in paths.items():
+        if value is not None:
+            overrides[dotted.replace("__", ".")] = value if "://" in value else os.path.abspath(value)
+    if master:
+        overrides["spark.master"] = master
+    spark_conf = {}
+    for item in conf or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--conf {item!r}: expected KEY=VALUE, e.g. --conf spark.driver.memory=2g")
+        spark_conf[key.strip()] = value
+    if spark_conf:
+        overrides["spark.conf"] = spark_conf  # merged into the file's conf map by the loader
+    return overrides
+
+
+def _load(config: Path, overrides: dict):
+    from dltool.config.loader import load_config
+
+    return load_config(config, overrides)
+
+
+@app.command()
+def ingest(
+    config: ConfigArg,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Dataset location (overrides dataset.path).")] = None,
+    input: Annotated[Optional[str], typer.Option("--input", "-i", help="Input location (overrides ingest.input).")] = None,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild even if the dataset exists.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be read and written; start nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read raw images, audio or CSV and write Parquet tensor shards with a manifest."""
+    try:
+        from dltool.spark.ingest import run_ingest
+
+        cfg = _load(config, _overrides(master, conf, dataset__path=output, ingest__input=input))
+        summary = run_ingest(cfg, overwrite=overwrite, dry_run=dry_run, progress=not as_json)
+    except DltoolError as e:
+        _fail(e, as_json)
+    _report_ingest(summary)
+    _finish(summary, as_json)
+
+
+def _report_ingest(summary: dict) -> None:
+    status = summary["status"]
+    if status == "up_to_date":
+        _say(f"[green]✓[/] {summary['message']}")
+        return
+    if status == "dry_run":
+        _say(f"dry run: would read {summary['inputs']} inputs ({summary['bytes'] / 2**20:.1f} MB) from {summary['source']}")
+        if summary.get("splits"):
+            _say("  per split: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+        if summary.get("labels") is not None:
+            _say(f"  labels: {summary['labels']}")
+        _say(f"  left out by include/exclude: {summary['left_out_by_patterns']}")
+        _say("  would write: " + ", ".join(summary["writes"]))
+        return
+    counts = summary["counts"]
+    _say(
+        f"[green]✓[/] wrote {counts['rows']} rows to {summary['dataset']} in {summary['seconds']:.1f}s "
+        f"({', '.join(f'{k} {v}' for k, v in summary['splits'].items())}); "
+        f"{counts['ok']} of {counts['inputs']} inputs ok, {counts['quarantined']} quarantined"
+    )
+    for error in summary.get("errors") or []:
+        _say(f"  quarantined {error['key']}: [{error['stage']}] {error['message']}")
+
+
+@app.command()
+def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
+    """Check a config file without starting Spark (exit 2 when it is invalid)."""
+    try:
+        cfg = _load(config, {})
+    except DltoolError as e:
+        _fail(e, as_json)
+    _say(f"[green]✓[/] {config}: valid ({cfg.ingest.reader} reader, dataset {cfg.dataset.path})")
+    _finish({"status": "ok", "config": str(config), "name": cfg.name}, as_json)
+
+
+@app.command()
+def inspect(
+    dataset: Annotated[str, typer.Argument(help="Dataset location (path or URI).", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a dataset's manifest, counts per split and class, schema and a sample row."""
+    try:
+        from dltool.inspect import describe_dataset
+
+        info = describe_dataset(dataset)
+    except DltoolError as e:
+        _fail(e, as_json)
+    if not as_json:
+        from dltool.inspect import print_description
+
+        print_description(info)
+    _finish(info, as_json)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the experiment YAML (for editor completion and validation)."""
+    from dltool.config.models import ExperimentConfig
+
+    sys.stdout.write(json.dumps(ExperimentConfig.model_json_schema(), indent=2) + "\n")
+
+
+def main() -> None:
+    try:
+        app()
+    except Exception as e:  # a bug in dltool: still one line, the trace only on request
+        if os.environ.get("DLTOOL_DEBUG"):
+            raise
+        print(f"dltool: internal error: {type(e).__name__}: {e} (set DLTOOL_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

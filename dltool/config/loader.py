@@ -1,0 +1,144 @@
+"""Load an experiment YAML safely and report every error with its file, line and field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dltool.config.models import ExperimentConfig
+from dltool.errors import ConfigError, InputNotFoundError
+
+# Fields that name a location; relative paths in them are resolved against the config file.
+PATH_FIELDS = ("dataset.path", "ingest.input")
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment file.
+
+    `overrides` maps dotted field names (``spark.master``) to values given on the
+    command line; they win over the file and are not resolved against it.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise InputNotFoundError(f"{path}: config file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config: {e}") from e
+    return parse_config(text, source=str(path), base_dir=path.parent, overrides=overrides)
+
+
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = e.problem or str(e)
+        if "python/" in str(e):
+            problem = "Python object tags are not allowed (the config is loaded safely)"
+        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of sections (name, dataset, ingest, ...)")
+    for dotted in PATH_FIELDS:
+        value = _get(data, dotted)
+        if isinstance(value, str) and base_dir is not None:
+            _set(data, dotted, resolve_relative(value, base_dir))
+    for dotted, value in (overrides or {}).items():
+        if dotted == "spark.conf" and isinstance(_get(data, dotted), dict):
+            value = {**_get(data, dotted), **value}
+        _set(data, dotted, value)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        overridden = set(overrides or {})
+        raise ConfigError(_format_errors(e, root, source, overridden)) from e
+
+
+def resolve_relative(value: str, base_dir: Path) -> str:
+    """Resolve a plain relative path against base_dir; leave URIs and absolute paths alone."""
+    if "://" in value or os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(os.path.abspath(base_dir), value))
+
+
+def config_hash(section: Any) -> str:
+    """A stable digest of a config section (or plain data), for idempotent reruns."""
+    data = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _get(data: dict, dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _format_errors(error: ValidationError, root: yaml.Node | None, source: str, overridden: set[str]) -> str:
+    lines = []
+    for item in error.errors():
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        where = "command line" if field in overridden else _line_of(root, loc, source)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; `dltool schema` lists the fields)"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        elif item["type"] == "union_tag_invalid":
+            message = f"unknown value {item['input']!r}; expected one of {item['ctx']['expected_tags']}"
+        lines.append(f"{where}: {field}: {message}")
+    return "; ".join(lines) if len(lines) <= 1 else "\n".join(lines)
+
+
+# Discriminator tags pydantic puts into error locations; they are not YAML keys.
+_UNION_TAGS = {"image", "audio", "csv", "parent_dir", "regex", "none"}
+
+
+def _line_of(root: yaml.Node | None, loc: list, source: str) -> str:
+    """The deepest YAML line that the error location reaches."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    child = value
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return f"{source}:{line}" if line else source

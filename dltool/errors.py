@@ -1,0 +1,56 @@
+"""The exceptions dltool raises, each carrying the exit code the CLI maps it to.
+
+    DltoolError                  exit 1: a runtime failure (storage, Spark, worker)
+    ├── ConfigError              exit 2: the config or a command-line value is wrong
+    │   └── InputNotFoundError   exit 2: an input path, dataset or run does not exist
+    ├── StorageError             exit 1: a filesystem cannot be reached or written
+    └── DataQualityError         exit 3: too many records were quarantined
+
+A message is one line that says what failed, where, and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataQualityError",
+    "DltoolError",
+    "InputNotFoundError",
+    "RecordError",
+    "StorageError",
+]
+
+
+class DltoolError(Exception):
+    exit_code = 1
+
+
+class ConfigError(DltoolError):
+    exit_code = 2
+
+
+class InputNotFoundError(ConfigError):
+    pass
+
+
+class StorageError(DltoolError):
+    exit_code = 1
+
+
+class DataQualityError(DltoolError):
+    exit_code = 3
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
+
+
+class RecordError(Exception):
+    """One input record could not be used; it is quarantined, never raised to the user.
+
+    `stage` is where it failed: read, header, decode, transform, parse, validate.
+    """
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage

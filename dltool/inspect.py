@@ -1,0 +1,87 @@
+"""Describe a dataset from its manifest and shards: counts, schema, errors and a sample row."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dltool.storage.fs import open_location
+from dltool.storage.manifest import SUCCESS, read_manifest
+
+
+def describe_dataset(uri: str) -> dict:
+    """Manifest facts plus what the files themselves say (schema, a sample row, error counts)."""
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from dltool.shards.codec import TensorSpec, decode_tensors
+
+    dataset = open_location(uri)
+    manifest = read_manifest(dataset, require_success=False)
+    info = {
+        "dataset": dataset.uri,
+        "complete": dataset.child(SUCCESS).exists(),
+        "name": manifest["name"],
+        "reader": manifest["reader"],
+        "created": manifest["created"],
+        "features": manifest["features"],
+        "label": manifest["label"],
+        "counts": manifest["counts"],
+        "splits": {s: {"rows": v["rows"], "files": len(v["files"]), "per_class": v["per_class"]}
+                   for s, v in manifest["splits"].items()},  # fmt: skip
+        "stats": manifest["stats"],
+    }
+    first = next((f for split in manifest["splits"].values() for f in split["files"]), None)
+    if first:
+        shard = dataset.child(*first.split("/"))
+        parquet = pq.ParquetFile(shard.path, filesystem=shard.fs)
+        info["schema"] = {field.name: str(field.type) for field in parquet.schema_arrow}
+        row = parquet.read_row_group(0).slice(0, 1)
+        spec = TensorSpec.from_json(manifest["features"])
+        tensor = decode_tensors(row.column("features"), spec)[0]
+        sample = {"key": row.column("key")[0].as_py(), "features_shape": list(tensor.shape),
+                  "features_min": float(np.min(tensor)), "features_max": float(np.max(tensor))}  # fmt: skip
+        if "label" in row.column_names:
+            label = row.column("label")[0].as_py()
+            vocab = manifest["label"].get("vocabulary")
+            sample["label"] = label
+            if vocab:
+                sample["label_name"] = vocab[label]
+        info["sample"] = sample
+    errors = dataset.child("_errors")
+    if errors.exists():
+        table = pads.dataset(errors.path, filesystem=errors.fs, format="parquet").to_table(columns=["stage", "error_class"])
+        by_class: dict[str, int] = {}
+        for stage, cls in zip(table.column("stage").to_pylist(), table.column("error_class").to_pylist()):
+            by_class[f"{stage}/{cls}"] = by_class.get(f"{stage}/{cls}", 0) + 1
+        info["errors"] = dict(sorted(by_class.items()))
+    return info
+
+
+def print_description(info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True, highlight=False)
+    state = "[green]complete[/]" if info["complete"] else "[red]INCOMPLETE (no _SUCCESS)[/]"
+    feats = info["features"]
+    console.print(f"[bold]{info['name']}[/] ({info['reader']} reader) at {info['dataset']}: {state}")
+    console.print(f"features: shape {feats['shape']} {feats['dtype']} ({feats['encoding']}); label: {info['label'].get('kind')}")
+    counts = info["counts"]
+    console.print(
+        f"inputs {counts['inputs']} = ok {counts['ok']} + quarantined {counts['quarantined']}; "
+        f"rows {counts['rows']} (augmented {counts.get('augmented', 0)})"
+    )
+    table = Table("split", "rows", "files", "per class")
+    for split, entry in info["splits"].items():
+        per_class = ", ".join(f"{k}: {v}" for k, v in entry["per_class"].items())
+        table.add_row(split, str(entry["rows"]), str(entry["files"]), per_class)
+    console.print(table)
+    if info.get("stats"):
+        stats = info["stats"]
+        console.print(f"train stats (per last axis, first 8): mean {stats['mean'][:8]} std {stats['std'][:8]}")
+    if info.get("schema"):
+        console.print("schema: " + ", ".join(f"{k} {v}" for k, v in info["schema"].items()))
+    if info.get("sample"):
+        console.print(f"sample row: {info['sample']}")
+    if info.get("errors"):
+        console.print("quarantined by stage/class: " + ", ".join(f"{k} {v}" for k, v in info["errors"].items()))

@@ -1,0 +1,240 @@
+"""The `csv` reader: Spark's CSV parser, per-field validation, Spark ML preprocessing fitted on train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dltool.errors import ConfigError
+from dltool.readers.base import TableReader, register
+
+CORRUPT = "_corrupt_record"
+
+
+@dataclass
+class TableBuild:
+    """What a table reader hands the ingest job: good rows, quarantined rows, and what was fitted."""
+
+    rows: object  # DataFrame: features array<float>, [label], key, split, passthrough...
+    errors: object  # DataFrame with the error table's columns
+    width: int
+    feature_names: list[str]
+    label_kind: str | None
+    vocabulary: list[str] | None
+    stats: dict | None
+    inputs: int
+    preprocess: object  # the fitted PipelineModel (features only)
+
+
+@register
+class CsvReader(TableReader):
+    name = "csv"
+
+    def read_options(self) -> dict:
+        cfg = self.config
+        return {"header": str(cfg.header).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
+                "multiLine": str(cfg.multiline).lower(), "encoding": cfg.encoding}  # fmt: skip
+
+    def columns(self, spark, paths: list[str]) -> list[str]:
+        """The file's column names: its header (first file), or the config's `columns`."""
+        cfg = self.config
+        if not cfg.header:
+            return list(cfg.columns)
+        names = spark.read.options(**self.read_options()).csv(paths[0]).columns
+        names = [n.lstrip("\ufeff").strip() for n in names]
+        used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c]
+        missing = [c for c in used if c not in names]
+        if missing:
+            raise ConfigError(f"{paths[0]}: columns {missing} named in ingest are not in the header {names}")
+        return names
+
+    def build(self, spark, paths: list[str], relpaths: dict[str, str], split_settings) -> TableBuild:
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        from dltool.spark.splits import split_column
+
+        cfg = self.config
+        names = self.columns(spark, paths)
+        schema = T.StructType([T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())])
+        raw = (
+            spark.read.options(**self.read_options())
+            .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).option("enforceSchema", "true")
+            .schema(schema).csv(paths)
+            .withColumn("_file", F.input_file_name()).withColumn("_mid", F.monotonically_increasing_id())
+        )  # fmt: skip
+        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
+        raw = _with_row_numbers(spark, raw, relpaths)
+        if cfg.key_column:
+            raw = raw.withColumn("key", F.col(cfg.key_column))
+        else:
+            raw = raw.withColumn("key", F.concat_ws(":", "_relpath", F.col("_row").cast("string")))
+        error_class, message = self._validation(raw)
+        raw = raw.withColumn("_error_class", error_class).withColumn("_message", message)
+        errors = raw.where(F.col("_error_class").isNotNull()).select(
+            F.coalesce("key", F.concat_ws(":", "_relpath", F.col("_row").cast("string"))).alias("key"),
+            F.concat_ws(":", "_file", F.col("_row").cast("string")).alias("path"), F.lit("csv").alias("reader"),
+            F.lit("parse").alias("stage"), F.col("_error_class").alias("error_class"), F.col("_message").alias("message"),
+        )  # fmt: skip
+        good = raw.where(F.col("_error_class").isNull())
+        good = good.select(
+            *[self._number(F.col(c)).alias(c) for c in cfg.numeric],
+            *[F.when(self._missing(F.col(c)), None).otherwise(F.trim(c)).alias(c) for c in cfg.categorical],
+            *[F.col(c).alias(c) for c in cfg.passthrough],
+            *([self._label(F.col(cfg.label)).alias("_label")] if cfg.label else []),
+            "key", split_column(F.col("key"), split_settings).alias("split"),
+        )  # fmt: skip
+        inputs = raw.count()
+        label_kind, vocabulary = None, None
+        if cfg.label and cfg.task == "classification":
+            label_kind = "class"
+            vocabulary = sorted(r[0] for r in good.select("_label").distinct().collect())
+            good = good.withColumn("label", F.array_position(F.array(*map(F.lit, vocabulary)), F.col("_label")) - 1)
+        elif cfg.label:
+            label_kind = "regression"
+            good = good.withColumn("label", F.col("_label").cast("float"))
+        train = good.where(F.col("split") == "train")
+        if train.limit(1).count() == 0:
+            raise ConfigError(f"{paths[0]}: no valid rows fall in the train split; nothing to fit preprocessing on")
+        model = self._pipeline().fit(train)
+        feature_names = self.feature_names(model)
+        rows = model.transform(good)
+        stats = _feature_stats(rows.where(F.col("split") == "train"))
+        keep = ["label"] if label_kind else []
+        rows = rows.select(
+            _to_array("_vec").alias("features"), *[F.col(c).cast("int" if label_kind == "class" else "float") for c in keep],
+            F.col("key").cast("string"), *[F.col(c).cast("string") for c in cfg.passthrough], "split",
+        )  # fmt: skip
+        return TableBuild(rows, errors, len(feature_names), feature_names, label_kind, vocabulary, stats, inputs, model)
+
+    def _missing(self, col):
+        from pyspark.sql import functions as F
+
+        return col.isNull() | F.trim(col).isin(self.config.na_values)
+
+    def _number(self, col):
+        from pyspark.sql import functions as F
+
+        return F.when(self._missing(col), None).otherwise(F.trim(col).try_cast("double"))
+
+    def _label(self, col):
+        from pyspark.sql import functions as F
+
+        return self._number(col) if self.config.task == "regression" else F.trim(col)
+
+    def _validation(self, raw):
+        """Two columns, the error class and message of the row's first problem (null when it is good)."""
+        from pyspark.sql import functions as F
+
+        cfg = self.config
+        checks = [(F.col(CORRUPT).isNotNull(), "MalformedRow",
+                   F.concat(F.lit("malformed row (wrong number of fields or bad quoting): "),
+                            F.substring(CORRUPT, 1, 120)))]  # fmt: skip
+        if cfg.key_column:
+            checks.append((self._missing(F.col(cfg.key_column)), "MissingKey", F.lit(f"field {cfg.key_column}: missing key")))
+        if cfg.label:
+            checks.append((self._missing(F.col(cfg.label)), "MissingLabel", F.lit(f"field {cfg.label}: missing label")))
+        numeric = cfg.numeric + ([cfg.label] if cfg.label and cfg.task == "regression" else [])
+        for c in numeric:
+            bad = ~self._missing(F.col(c)) & F.trim(F.col(c)).try_cast("double").isNull()
+            checks.append((bad, "BadValue", F.concat(F.lit(f"field {c}: '"), F.substring(F.col(c), 1, 60), F.lit("' is not a number"))))
+        for c in cfg.categorical + ([cfg.label] if cfg.label else []) + cfg.passthrough:
+            checks.append((F.col(c).contains("\ufffd"), "EncodingError",
+                           F.lit(f"field {c}: bytes that are not valid {cfg.encoding}")))  # fmt: skip
+        error_class, message = F.lit(None).cast("string"), F.lit(None).cast("string")
+        for condition, name, text in reversed(checks):  # the first failing check wins
+            error_class = F.when(condition, F.lit(name)).otherwise(error_class)
+            message = F.when(condition, text).otherwise(message)
+        return error_class, message
+
+    def _pipeline(self):
+        """Imputer, StringIndexer/OneHotEncoder, VectorAssembler (and StandardScaler) for the features."""
+        from pyspark.ml import Pipeline
+        from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
+
+        cfg = self.config
+        stages, inputs, names = [], [], []
+        if cfg.numeric:
+            imputed = [f"_imp_{c}" for c in cfg.numeric]
+            stages.append(Imputer(inputCols=cfg.numeric, outputCols=imputed, strategy=cfg.impute))
+            inputs += imputed
+            names += cfg.numeric
+        if cfg.categorical:
+            indexed = [f"_idx_{c}" for c in cfg.categorical]
+            stages.append(StringIndexer(inputCols=cfg.categorical, outputCols=indexed, handleInvalid="keep",
+                                        stringOrderType="alphabetAsc"))  # fmt: skip
+            if cfg.categorical_encoding == "onehot":
+                encoded = [f"_ohe_{c}" for c in cfg.categorical]
+                stages.append(OneHotEncoder(inputCols=indexed, outputCols=encoded, dropLast=False, handleInvalid="keep"))
+                inputs += encoded
+            else:
+                inputs += indexed
+        target = "_vec_raw" if cfg.scale else "_vec"
+        stages.append(VectorAssembler(inputCols=inputs, outputCol=target, handleInvalid="error"))
+        if cfg.scale:
+            stages.append(StandardScaler(inputCol=target, outputCol="_vec", withMean=True, withStd=True))
+        return Pipeline(stages=stages)
+
+    def feature_names(self, model) -> list[str]:
+        """Names of the fitted vector's slots: numeric columns, then category=value slots."""
+        from pyspark.ml.feature import OneHotEncoderModel, StringIndexerModel
+
+        cfg = self.config
+        names = list(cfg.numeric)
+        indexer = next((s for s in model.stages if isinstance(s, StringIndexerModel)), None)
+        encoder = next((s for s in model.stages if isinstance(s, OneHotEncoderModel)), None)
+        if indexer is None:
+            return names
+        if encoder is None:
+            return names + list(cfg.categorical)
+        for column, vocab, size in zip(cfg.categorical, indexer.labelsArray, encoder.categorySizes):
+            # StringIndexer's "keep" bucket and OneHotEncoder's own invalid slot follow the vocabulary.
+            extra = size + 1 - len(vocab)
+            names += [f"{column}={v}" for v in vocab] + [f"{column}=<other>"] + [f"{column}=<unused>"] * (extra - 1)
+        return names
+
+
+def _to_array(column: str):
+    from pyspark.ml.functions import vector_to_array
+
+    return vector_to_array(column, dtype="float32")
+
+
+def _feature_stats(train) -> dict:
+    from pyspark.ml.stat import Summarizer
+
+    row = train.select(Summarizer.metrics("mean", "std", "count").summary(train["_vec"]).alias("s")).first()["s"]
+    return {"axis": "last", "count": int(row["count"]), "mean": [round(float(v), 6) for v in row["mean"]],
+            "std": [round(float(v), 6) for v in row["std"]]}  # fmt: skip
+
+
+def _with_row_numbers(spark, raw, relpaths: dict[str, str]):
+    """Add `_row` (1-based data row within its file) and `_relpath`, from per-partition counts.
+
+    monotonically_increasing_id is (partition << 33) + index within the partition, and
+    Spark keeps each file's splits in order, so offsets per (file, partition) give row
+    numbers with one small aggregation instead of a sort of the whole table.
+    """
+    from pyspark.sql import functions as F
+
+    pieces = (
+        raw.groupBy("_file", (F.col("_mid") / (1 << 33)).cast("long").alias("_pid"))
+        .agg(F.min("_mid").alias("_first"), F.count("*").alias("_n")).collect()
+    )  # fmt: skip
+    offsets, seen = [], {}
+    for piece in sorted(pieces, key=lambda p: (p["_file"], p["_pid"], p["_first"])):
+        start = seen.get(piece["_file"], 0)
+        offsets.append((piece["_file"], piece["_pid"], piece["_first"], start, _relpath(piece["_file"], relpaths)))
+        seen[piece["_file"]] = start + piece["_n"]
+    table = spark.createDataFrame(offsets, "_file string, _pid long, _first long, _start long, _relpath string")
+    raw = raw.withColumn("_pid", (F.col("_mid") / (1 << 33)).cast("long"))
+    joined = raw.join(F.broadcast(table), ["_file", "_pid"])
+    return joined.withColumn("_row", F.col("_mid") - F.col("_first") + F.col("_start") + 1)
+
+
+def _relpath(file_uri: str, relpaths: dict[str, str]) -> str:
+    from urllib.parse import unquote
+
+    path = unquote(file_uri.split("://", 1)[-1])
+    path = "/" + path.lstrip("/") if file_uri.startswith("file:") else path
+    return relpaths.get(path, path.rsplit("/", 1)[-1])

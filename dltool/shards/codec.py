@@ -1,0 +1,90 @@
+"""Encode fixed-shape tensors as Spark-native Arrow columns and decode them without row loops.
+
+uint8 tensors are stored as `binary` (the raw C-order bytes of one example);
+float32 tensors as `list<float>` (Spark's array<float>). Shape and dtype live
+in the manifest and in the Parquet key-value metadata under `dltool.tensors`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+ENCODINGS = {"uint8": "binary", "float32": "list"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str  # "uint8" or "float32"
+
+    @property
+    def encoding(self) -> str:
+        return ENCODINGS[self.dtype]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return pa.binary() if self.encoding == "binary" else pa.list_(pa.float32())
+
+    def to_json(self) -> dict:
+        return {"shape": list(self.shape), "dtype": self.dtype, "encoding": self.encoding}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TensorSpec":
+        return cls(tuple(int(d) for d in data["shape"]), data["dtype"])
+
+
+def encode_tensors(batch: np.ndarray, spec: TensorSpec) -> pa.Array:
+    """A [n, *shape] array as one Arrow array with n fixed-size values (no per-row copies)."""
+    if tuple(batch.shape[1:]) != spec.shape or batch.dtype != np.dtype(spec.dtype):
+        raise ValueError(
+            f"features: expected shape {list(spec.shape)} dtype {spec.dtype}, got {list(batch.shape[1:])} {batch.dtype}"
+        )
+    n = batch.shape[0]
+    flat = np.ascontiguousarray(batch).reshape(-1)
+    if spec.encoding == "binary":
+        offsets = np.arange(n + 1, dtype=np.int64) * spec.nbytes
+        return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(flat)]).cast(
+            pa.binary()
+        )
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * spec.size)
+    return pa.ListArray.from_arrays(offsets, pa.array(flat, type=pa.float32()))
+
+
+def decode_tensors(column: pa.Array | pa.ChunkedArray, spec: TensorSpec, field: str = "features") -> np.ndarray:
+    """The [n, *shape] numpy array held by an encoded column; raises ValueError naming the field."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    if column.null_count:
+        raise ValueError(f"{field}: {column.null_count} null tensors")
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        offsets_type = np.int32 if pa.types.is_binary(column.type) else np.int64
+        offsets = np.frombuffer(column.buffers()[1], dtype=offsets_type)[column.offset : column.offset + n + 1]
+        data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        values = data.view(spec.dtype)
+        lengths_ok = n == 0 or np.all(np.diff(offsets) == spec.nbytes)
+    elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        values = column.flatten().to_numpy(zero_copy_only=False).astype(spec.dtype, copy=False)
+        lengths_ok = values.size == n * spec.size and (
+            pa.types.is_fixed_size_list(column.type)
+            or np.all(np.diff(column.offsets.to_numpy()) == spec.size)
+        )
+    else:
+        raise ValueError(f"{field}: column type {column.type} is not a dltool tensor encoding (binary or list<float>)")
+    if not lengths_ok or values.size != n * spec.size:
+        raise ValueError(
+            f"{field}: expected {spec.size} values per row for shape {list(spec.shape)}, got {values.size} in {n} rows"
+        )
+    return values.reshape((n, *spec.shape))

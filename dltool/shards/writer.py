@@ -1,0 +1,105 @@
+"""Write one Parquet shard file: fixed-size tensors, label, key; row groups sized by bytes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dltool.shards.codec import TensorSpec, encode_tensors
+from dltool.storage.fs import Location
+
+TENSOR_METADATA_KEY = b"dltool.tensors"
+
+
+def shard_schema(spec: TensorSpec, label_kind: str | None, passthrough: list[str] = ()) -> pa.Schema:
+    """The Arrow schema of a shard; label_kind is "class" (int32), "regression" (float32) or None."""
+    fields = [pa.field("features", spec.arrow_type, nullable=False)]
+    if label_kind == "class":
+        fields.append(pa.field("label", pa.int32(), nullable=False))
+    elif label_kind == "regression":
+        fields.append(pa.field("label", pa.float32(), nullable=False))
+    fields.append(pa.field("key", pa.string(), nullable=False))
+    fields.extend(pa.field(name, pa.string()) for name in passthrough)
+    metadata = {TENSOR_METADATA_KEY: json.dumps({"features": spec.to_json()}).encode()}
+    return pa.schema(fields, metadata=metadata)
+
+
+class ShardWriter:
+    """Buffers examples and writes them as row groups of one Parquet file, opened on first write.
+
+    Use as a context manager; `rows` and `bytes` say what was written. A writer that
+    received no examples leaves no file.
+    """
+
+    def __init__(self, target: Location, schema: pa.Schema, spec: TensorSpec, row_group_mb: int, compression: str):
+        self.target = target
+        self.schema = schema
+        self.spec = spec
+        self.row_group_rows = max(1, (row_group_mb << 20) // max(1, spec.nbytes))
+        self.compression = None if compression == "none" else compression
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: dict[str, list] = {name: [] for name in schema.names}
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def add(self, tensor: np.ndarray, key: str, label=None, extra: dict | None = None) -> None:
+        self._pending["features"].append(tensor)
+        self._pending["key"].append(key)
+        if "label" in self._pending:
+            self._pending["label"].append(label)
+        for name in self.schema.names[self.schema.get_field_index("key") + 1 :]:
+            self._pending[name].append((extra or {}).get(name))
+        if len(self._pending["key"]) >= self.row_group_rows:
+            self._flush()
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Write a batch that already has the shard schema's columns (the tabular path)."""
+        from dltool.shards.codec import decode_tensors
+
+        table = pa.Table.from_batches([batch]).select(self.schema.names).cast(self.schema)
+        decode_tensors(table.column("features"), self.spec)  # raises if a row has the wrong size
+        self._write(table)
+
+    def _flush(self) -> None:
+        if not self._pending["key"]:
+            return
+        columns = []
+        for field in self.schema:
+            values = self._pending[field.name]
+            if field.name == "features":
+                columns.append(encode_tensors(np.stack(values), self.spec))
+            else:
+                columns.append(pa.array(values, type=field.type))
+        self._write(pa.Table.from_arrays(columns, schema=self.schema))
+        self._pending = {name: [] for name in self.schema.names}
+
+    def _write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self._writer is None:
+            parent = self.target.path.rsplit("/", 1)[0]
+            self.target.fs.create_dir(parent, recursive=True)
+            self._writer = pq.ParquetWriter(
+                self.target.path, self.schema, filesystem=self.target.fs, compression=self.compression
+            )
+        self._writer.write_table(table, row_group_size=self.row_group_rows)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    @property
+    def file_bytes(self) -> int:
+        info = self.target.fs.get_file_info(self.target.path)
+        return info.size or 0

@@ -1,0 +1,1 @@
+"""Spark: session builder, ingest job, progress."""

@@ -1,0 +1,422 @@
+"""The ingest job: list inputs, decode them in Spark tasks, write shards, commit the dataset.
+
+File readers (image, audio): the driver lists files with pyarrow, assigns labels
+and splits, and cuts each split into shard-sized tasks; each Spark task reads
+its files straight from storage, decodes them and writes one Parquet shard with
+pyarrow. Bytes never cross the JVM, and the driver only holds file names and
+per-task summaries (docs/design-ingest.md has the measurements behind this).
+Table readers (CSV) build a DataFrame with Spark and write it through the same
+shard writer inside `mapInArrow`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import dltool
+from dltool.config.loader import config_hash
+from dltool.config.models import ExperimentConfig
+from dltool.errors import ConfigError, DataQualityError, DltoolError, RecordError
+from dltool.readers.base import FileReader, reader_for
+from dltool.shards.codec import TensorSpec
+from dltool.shards.writer import ShardWriter, shard_schema
+from dltool.spark.splits import SPLITS, split_of
+from dltool.storage.fs import InputFile, Location, list_files, open_location
+from dltool.storage.manifest import FORMAT, FORMAT_VERSION, MANIFEST, SUCCESS, read_manifest, write_manifest
+
+ERROR_FIELDS = ("key", "path", "reader", "stage", "error_class", "message")
+
+
+@dataclass
+class FileTask:
+    """One Spark task: the files of one shard, everything it needs as plain picklable values."""
+
+    reader_config: object
+    staging_uri: str
+    split: str
+    part: int
+    files: list[tuple[str, str, int | None, int]]  # path, relpath (the key), label index, size
+    label_kind: str | None
+    row_group_mb: int
+    compression: str
+
+
+@dataclass
+class TaskSummary:
+    split: str
+    shard: str | None = None
+    rows: int = 0
+    inputs_ok: int = 0
+    quarantined: int = 0
+    augmented: int = 0
+    per_class: Counter = field(default_factory=Counter)
+    moments: np.ndarray | None = None  # [3, C]: count, sum, sum of squares per last-axis entry
+    errors: list[dict] = field(default_factory=list)  # only the first few, for the summary
+
+
+def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True) -> dict:
+    """Ingest the config's inputs into its dataset location; returns the run summary."""
+    reader = reader_for(config.ingest)
+    dataset = open_location(config.dataset.path)
+    source = open_location(config.ingest.input)
+    include = getattr(config.ingest, "include", None) or ["*.csv", "*.tsv", "*.txt", "*.csv.gz"]
+    files, left_out = list_files(source, include, getattr(config.ingest, "exclude", ()))
+    if not files:
+        raise ConfigError(f"{source.uri}: no input files match include {include}")
+    fingerprint = _fingerprint(files)
+    digest = config_hash({"ingest": config.ingest.model_dump(mode="json", exclude={"input"}),
+                          "split": config.dataset.split.model_dump(mode="json"), "format": FORMAT_VERSION})  # fmt: skip
+    started = time.time()
+    replacing = _check_existing(dataset, digest, fingerprint, overwrite)
+    if replacing == "up_to_date":
+        manifest = read_manifest(dataset)
+        return {"status": "up_to_date", "dataset": dataset.uri, "counts": manifest["counts"],
+                "message": f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild"}  # fmt: skip
+    if dry_run:
+        return _plan(config, reader, dataset, source, files, left_out)
+
+    from dltool.spark.session import default_parallelism, spark_failure, spark_session
+
+    spark = spark_session(config.spark)
+    _remove_stale_staging(dataset)
+    staging = dataset.sibling(f".staging-{uuid.uuid4().hex[:8]}")
+    try:
+        if reader.kind == "file":
+            body = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
+        else:
+            from dltool.spark.table_ingest import ingest_table
+
+            body = ingest_table(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
+        manifest = _manifest(config, reader, source, body, digest, fingerprint, left_out)
+        bad = manifest["counts"]["quarantined"] / max(1, manifest["counts"]["inputs"])
+        manifest["status"] = "ok" if bad <= config.dataset.max_bad_fraction else "failed_quality"
+        write_manifest(staging, manifest)
+        _commit(staging, dataset)
+    except DltoolError:
+        staging.delete()
+        raise
+    except Exception as e:
+        staging.delete()
+        if type(e).__module__.startswith(("py4j", "pyspark")):
+            raise spark_failure(e, f"ingest of {source.uri}") from e
+        raise
+    except BaseException:
+        staging.delete()
+        raise
+    summary = {
+        "status": "written" if manifest["status"] == "ok" else "failed_quality",
+        "dataset": dataset.uri, "replaced": replacing, "seconds": round(time.time() - started, 2),
+        "counts": manifest["counts"], "splits": {s: v["rows"] for s, v in manifest["splits"].items()},
+        "labels": manifest["label"].get("vocabulary"), "errors": body["first_errors"],
+    }  # fmt: skip
+    if manifest["status"] != "ok":
+        raise DataQualityError(
+            f"{manifest['counts']['quarantined']} of {manifest['counts']['inputs']} inputs quarantined "
+            f"({bad:.1%} > max_bad_fraction {config.dataset.max_bad_fraction:g}); "
+            f"see {dataset.uri}/_errors (the dataset is not marked complete)",
+            summary,
+        )
+    dataset.child(SUCCESS).write_bytes(b"")
+    return summary
+
+
+def _fingerprint(files: list[InputFile]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relpath}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool) -> str | None:
+    """What is at the dataset location: None (nothing), "incomplete", "dataset" or "up_to_date"."""
+    if not dataset.exists():
+        return None
+    if dataset.child(SUCCESS).exists():
+        manifest = read_manifest(dataset)
+        if manifest.get("config_hash") == digest and manifest.get("input_fingerprint") == fingerprint and not overwrite:
+            return "up_to_date"
+        if not overwrite:
+            raise ConfigError(
+                f"{dataset.uri} holds a dataset built from another config or other inputs; "
+                "pass --overwrite to rebuild it, or choose another --output"
+            )
+        return "dataset"
+    if dataset.child(MANIFEST).exists():
+        return "incomplete"  # an ingest that died or failed its quality gate: always safe to replace
+    if dataset.is_dir() and not _is_empty(dataset) and not overwrite:
+        raise ConfigError(f"{dataset.uri} exists and is not a dltool dataset; pass --overwrite or choose another --output")
+    return "other" if dataset.exists() else None
+
+
+def _remove_stale_staging(dataset: Location) -> None:
+    """Delete staging and old copies left by ingests of this dataset that were killed."""
+    import pyarrow.fs as pafs
+
+    parent, name = dataset.path.rstrip("/").rsplit("/", 1)
+    try:
+        siblings = dataset.fs.get_file_info(pafs.FileSelector(parent or "/", allow_not_found=True))
+    except OSError:
+        return
+    for info in siblings:
+        if info.base_name.startswith((name + ".staging-", name + ".old-")):
+            dataset.fs.delete_dir(info.path) if info.type == pafs.FileType.Directory else dataset.fs.delete_file(info.path)
+
+
+def _is_empty(location: Location) -> bool:
+    import pyarrow.fs as pafs
+
+    return not location.fs.get_file_info(pafs.FileSelector(location.path))
+
+
+def _commit(staging: Location, dataset: Location) -> None:
+    """Swap the staged dataset in by rename; the old one is removed only after the swap."""
+    old = None
+    if dataset.exists():
+        old = dataset.sibling(f".old-{uuid.uuid4().hex[:8]}")
+        dataset.fs.move(dataset.path, old.path)
+    parent = dataset.path.rsplit("/", 1)[0]
+    if parent:
+        dataset.fs.create_dir(parent, recursive=True)
+    dataset.fs.move(staging.path, dataset.path)
+    if old is not None:
+        old.delete()
+
+
+def plan_shards(records: int, record_bytes: int, shard_mb: int, parallelism: int, share: float) -> int:
+    """Shards for one split: enough to keep each under shard_mb and to give every core work."""
+    if records == 0:
+        return 0
+    by_size = math.ceil(records * record_bytes / (shard_mb << 20))
+    by_cores = max(1, round(2 * parallelism * share))
+    return max(1, min(records, max(by_size, by_cores)))
+
+
+def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile]):
+    """Labels and splits of the listed files, decided on the driver from their paths."""
+    split_cfg = config.dataset.split
+    labelled = config.ingest.label.source != "none"
+    by_split: dict[str, list] = {s: [] for s in SPLITS}
+    unlabelled = []
+    labels = {}
+    for f in files:
+        label = reader.label_of(f.relpath)
+        if labelled and label is None:
+            unlabelled.append(f)
+            continue
+        labels[f.relpath] = label
+        by_split[split_of(f.relpath, split_cfg)].append(f)
+    vocabulary = sorted(set(labels.values())) if labelled else None
+    index = {name: i for i, name in enumerate(vocabulary or [])}
+    assigned = {
+        split: [(f.path, f.relpath, index.get(labels[f.relpath]), f.size) for f in sorted(items, key=_hash_order)]
+        for split, items in by_split.items()
+    }
+    return assigned, vocabulary, unlabelled
+
+
+def _hash_order(f: InputFile) -> str:
+    import hashlib
+
+    # Shards in hash order mix classes, so a shuffle buffer at training time sees them all.
+    return hashlib.md5(f.relpath.encode()).hexdigest()
+
+
+def _ingest_files(spark, config, reader, source, files, staging, parallelism, progress) -> dict:
+    spec = reader.tensor_spec()
+    assigned, vocabulary, unlabelled = _assign(config, reader, files)
+    label_kind = "class" if vocabulary is not None else None
+    copies = reader.augment_copies()
+    tasks = []
+    for split, items in assigned.items():
+        per_record = spec.nbytes * (1 + (copies if split == "train" else 0))
+        n = plan_shards(len(items), per_record, config.dataset.shard_mb, parallelism, len(items) / len(files))
+        if config.ingest.files_per_task:
+            n = max(n, math.ceil(len(items) / config.ingest.files_per_task)) if items else 0
+        for part in range(n):
+            chunk = items[part::n]
+            tasks.append(FileTask(config.ingest, staging.uri, split, part, chunk, label_kind,
+                                  config.dataset.row_group_mb, config.dataset.compression))  # fmt: skip
+    driver_errors = [
+        _error_row(f.relpath, f.path, reader.name, RecordError("label", _unlabelled_reason(config, f.relpath)))
+        for f in unlabelled
+    ]
+    if driver_errors:
+        _write_errors(staging.child("_errors", "part-driver.parquet"), driver_errors)
+    summaries: list[TaskSummary] = []
+    if tasks:
+        from dltool.spark.progress import spark_progress
+
+        rdd = spark.sparkContext.parallelize(tasks, len(tasks))
+        with spark_progress(spark, f"ingest {config.name}: {len(files)} files", progress):
+            summaries = rdd.map(_run_file_task).collect()
+    return _combine(summaries, spec, vocabulary, len(files), driver_errors)
+
+
+def _unlabelled_reason(config, relpath: str) -> str:
+    label = config.ingest.label
+    if label.source == "regex":
+        return f"label regex {label.pattern!r} does not match {relpath!r}"
+    return f"{relpath!r} is not inside a class folder (label source parent_dir)"
+
+
+def _run_file_task(task: FileTask) -> TaskSummary:
+    """Executor side: read, decode and write one shard; quarantine what fails."""
+    reader = reader_for(task.reader_config)
+    reader.setup()
+    spec = reader.tensor_spec()
+    staging = open_location(task.staging_uri)
+    name = f"part-{task.part:05d}.parquet"
+    summary = TaskSummary(split=task.split)
+    errors = []
+    max_bytes = int(task.reader_config.max_file_mb * (1 << 20))
+    copies = reader.augment_copies() if task.split == "train" else 0
+    schema = shard_schema(spec, task.label_kind)
+    with ShardWriter(staging.child(task.split, name), schema, spec, task.row_group_mb, task.compression) as writer:
+        for path, key, label, size in task.files:
+            try:
+                if size > max_bytes:
+                    raise RecordError("read", f"file is {size / 2**20:.1f} MB, over max_file_mb {task.reader_config.max_file_mb:g}")
+                data = _read(staging.fs, path, max_bytes)
+                examples = reader.decode(data, key)
+            except Exception as e:  # every failure of one record is that record's, never the task's
+                errors.append(_error_row(key, path, reader.name, e))
+                continue
+            summary.inputs_ok += 1
+            for suffix, example in examples:
+                writer.add(example, key + suffix, label)
+                summary.per_class[label] += 1
+                if task.split == "train":
+                    summary.moments = _accumulate(summary.moments, example)
+                for copy in range(copies):
+                    writer.add(reader.augment(example, key + suffix, copy), f"{key}{suffix}#aug{copy + 1}", label)
+                    summary.per_class[label] += 1
+                    summary.augmented += 1
+    summary.rows = writer.rows
+    summary.shard = f"{task.split}/{name}" if summary.rows else None
+    summary.quarantined = len(errors)
+    if errors:
+        _write_errors(staging.child("_errors", f"part-{task.split}-{task.part:05d}.parquet"), errors)
+    summary.errors = errors[:5]
+    return summary
+
+
+def _read(fs, path: str, max_bytes: int) -> bytes:
+    try:
+        with fs.open_input_file(path) as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError as e:
+        raise RecordError("read", "file disappeared after listing") from e
+    except OSError as e:
+        raise RecordError("read", f"cannot read file: {str(e).splitlines()[0]}") from e
+    if len(data) > max_bytes:
+        raise RecordError("read", f"file grew past max_file_mb after listing ({len(data)} bytes read)")
+    return data
+
+
+def _accumulate(moments: np.ndarray | None, example: np.ndarray) -> np.ndarray:
+    values = example.reshape(-1, example.shape[-1]).astype(np.float64)
+    update = np.stack([np.full(values.shape[1], values.shape[0], np.float64), values.sum(0), (values * values).sum(0)])
+    return update if moments is None else moments + update
+
+
+def _error_row(key: str, path: str, reader: str, error: Exception) -> dict:
+    stage = error.stage if isinstance(error, RecordError) else "decode"
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return {"key": key, "path": path, "reader": reader, "stage": stage,
+            "error_class": type(error).__name__, "message": message}  # fmt: skip
+
+
+def _write_errors(target: Location, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: pa.array([row[name] for row in rows], pa.string()) for name in ERROR_FIELDS})
+    target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, target.path, filesystem=target.fs, compression="zstd")
+
+
+def _combine(summaries: list[TaskSummary], spec: TensorSpec, vocabulary, inputs: int, driver_errors) -> dict:
+    splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
+    moments = None
+    counts = Counter(inputs=inputs, quarantined=len(driver_errors))
+    first_errors = driver_errors[:5]
+    for s in summaries:
+        entry = splits[s.split]
+        entry["rows"] += s.rows
+        entry["per_class"].update(s.per_class)
+        if s.shard:
+            entry["files"].append(s.shard)
+        counts.update(ok=s.inputs_ok, quarantined=s.quarantined, augmented=s.augmented)
+        if s.moments is not None:
+            moments = s.moments if moments is None else moments + s.moments
+        first_errors.extend(s.errors[: max(0, 5 - len(first_errors))])
+    for entry in splits.values():
+        entry["files"].sort()
+        entry["per_class"] = {
+            (vocabulary[k] if vocabulary is not None and k is not None else "all"): v
+            for k, v in sorted(entry["per_class"].items(), key=lambda kv: (kv[0] is None, kv[0]))
+        }
+    return {"spec": spec, "vocabulary": vocabulary, "label_kind": "class" if vocabulary is not None else None,
+            "splits": splits, "stats": _stats(moments), "counts": dict(counts),
+            "first_errors": first_errors, "feature_names": None, "preprocess": None}  # fmt: skip
+
+
+def _stats(moments: np.ndarray | None) -> dict | None:
+    """Mean and std per entry of the tensor's last axis (channel, mel bin, feature) over train."""
+    if moments is None:
+        return None
+    count, total, squares = moments
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return {"axis": "last", "count": int(count[0]), "mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
+
+
+def _manifest(config, reader, source, body, digest, fingerprint, left_out) -> dict:
+    counts = {"inputs": body["counts"].get("inputs", 0), "ok": body["counts"].get("ok", 0),
+              "quarantined": body["counts"].get("quarantined", 0), "augmented": body["counts"].get("augmented", 0),
+              "rows": sum(s["rows"] for s in body["splits"].values()), "left_out_by_patterns": left_out}  # fmt: skip
+    if counts["inputs"] != counts["ok"] + counts["quarantined"]:
+        raise RuntimeError(f"ingest lost records: {counts}")  # a bug, not bad input: never hide it
+    label = {"column": "label", "kind": body["label_kind"]}
+    if body["vocabulary"] is not None:
+        label["vocabulary"] = body["vocabulary"]
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": config.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "dltool_version": dltool.__version__,
+        "reader": reader.name, "source": source.uri,
+        "features": {"column": "features", **body["spec"].to_json(), "names": body["feature_names"]},
+        "label": label, "key": {"column": "key"},
+        "passthrough": list(getattr(config.ingest, "passthrough", [])),
+        "splits": body["splits"], "counts": counts, "stats": body["stats"],
+        "preprocess": body["preprocess"], "errors": "_errors",
+        "config_hash": digest, "input_fingerprint": fingerprint,
+        "ingest": json.loads(config.ingest.model_dump_json()),
+    }  # fmt: skip
+
+
+def _plan(config, reader, dataset, source, files, left_out) -> dict:
+    """What an ingest would read and write, without starting Spark."""
+    plan = {"status": "dry_run", "dataset": dataset.uri, "source": source.uri, "inputs": len(files),
+            "left_out_by_patterns": left_out, "sample_inputs": [f.relpath for f in files[:10]],
+            "bytes": sum(f.size for f in files)}  # fmt: skip
+    if reader.kind == "file":
+        spec = reader.tensor_spec()
+        assigned, vocabulary, unlabelled = _assign(config, reader, files)
+        plan.update(
+            features=spec.to_json(), labels=vocabulary, unlabelled=len(unlabelled),
+            splits={s: len(items) for s, items in assigned.items()},
+        )
+    else:
+        plan.update(columns={"numeric": config.ingest.numeric, "categorical": config.ingest.categorical,
+                             "label": config.ingest.label})  # fmt: skip
+    plan["writes"] = [f"{dataset.uri}/{d}" for d in ("train/", "val/", "test/", "_errors/", MANIFEST, SUCCESS)]
+    return plan

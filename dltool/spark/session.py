@@ -1,0 +1,71 @@
+"""Build the SparkSession from the config, or reuse the one spark-submit started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from dltool.config.models import SparkSettings
+from dltool.errors import DltoolError
+
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+def java_available() -> bool:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return True
+    return shutil.which("java") is not None
+
+
+def spark_session(settings: SparkSettings):
+    """The active SparkSession if there is one (spark-submit, notebooks), else a new one from settings."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if not java_available():
+        raise DltoolError("Java not found: Spark needs Java 17+ (apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
+    local = settings.master.startswith("local")
+    # PySpark starts executors' Python from this variable, not from spark.pyspark.python.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if local:
+        # Bind loopback: the machine's network address may be unroutable or firewalled.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    conf = {
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
+    }
+    if local:
+        # Small local jobs: 200 shuffle partitions would be 200 near-empty tasks.
+        conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+                     "spark.sql.shuffle.partitions": str(2 * (os.cpu_count() or 2))})  # fmt: skip
+    conf.update({key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.conf.items()})
+    builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as e:  # py4j / JVM start-up failures arrive as many types
+        raise DltoolError(f"cannot start Spark (master {settings.master}): {str(e).splitlines()[0]}") from e
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def spark_failure(error: Exception, what: str) -> DltoolError:
+    """One line for a failed Spark job: the last Python or Java error line, not the whole trace."""
+    text = str(error)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    cause = next((ln for ln in reversed(lines) if "Error" in ln.split(":", 1)[0] or "Exception" in ln.split(":", 1)[0]), None)
+    return DltoolError(f"{what} failed in Spark: {cause or (lines[0] if lines else type(error).__name__)}")
+
+
+def default_parallelism(spark) -> int:
+    return max(1, spark.sparkContext.defaultParallelism)

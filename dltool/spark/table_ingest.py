@@ -1,0 +1,92 @@
+"""Write a table reader's DataFrame as shards: one pyarrow ShardWriter per Spark task, in mapInArrow."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from dltool.shards.codec import TensorSpec
+from dltool.shards.writer import ShardWriter, shard_schema
+from dltool.spark.splits import SPLITS
+from dltool.storage.fs import open_location
+
+
+def hadoop_uri(location) -> str:
+    """The URI Spark's Hadoop filesystems want (a plain local path becomes file://)."""
+    return location.uri if "://" in location.uri else "file://" + location.path
+
+
+def ingest_table(spark, config, reader, source, files, staging, parallelism, progress) -> dict:
+    from pyspark.sql import functions as F
+
+    from dltool.spark.ingest import ERROR_FIELDS, plan_shards
+    from dltool.spark.progress import spark_progress
+
+    paths = [hadoop_uri(open_location(f.path)) if "://" not in source.uri else f.path for f in files]
+    relpaths = {f.path: f.relpath for f in files}
+    with spark_progress(spark, f"ingest {config.name}: {len(files)} CSV file(s)", progress):
+        built = reader.build(spark, paths, relpaths, config.dataset.split)
+        built.errors.select(*ERROR_FIELDS).coalesce(1).write.mode("overwrite").option("compression", "zstd").parquet(
+            hadoop_uri(staging.child("_errors"))
+        )
+        built.preprocess.write().overwrite().save(hadoop_uri(staging.child("_preprocess")))
+        spec = TensorSpec((built.width,), "float32")
+        rows = built.rows.persist()
+        per_split = dict(rows.groupBy("split").count().collect())
+        total = sum(per_split.values())
+        summaries = []
+        for split in SPLITS:
+            n = plan_shards(per_split.get(split, 0), spec.nbytes, config.dataset.shard_mb, parallelism,
+                            per_split.get(split, 0) / max(1, total))  # fmt: skip
+            if n == 0:
+                continue
+            writer = _shard_task(staging.uri, split, spec, built.label_kind, list(config.ingest.passthrough),
+                                 config.dataset.row_group_mb, config.dataset.compression)  # fmt: skip
+            part = rows.where(F.col("split") == split).drop("split").repartition(n)
+            summaries += part.mapInArrow(writer, "shard string, rows long, per_class string").collect()
+        rows.unpersist()
+        quarantined = built.inputs - total
+        first_errors = [r.asDict() for r in built.errors.limit(5).collect()] if quarantined else []
+    splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
+    for row in summaries:
+        split = row["shard"].split("/", 1)[0]
+        splits[split]["rows"] += row["rows"]
+        splits[split]["files"].append(row["shard"])
+        splits[split]["per_class"].update(json.loads(row["per_class"]))
+    for entry in splits.values():
+        entry["files"].sort()
+        counts = entry["per_class"]
+        if built.vocabulary is not None:
+            entry["per_class"] = {built.vocabulary[int(k)]: v for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))}
+        else:
+            entry["per_class"] = {"all": sum(counts.values())} if counts else {}
+    return {"spec": spec, "vocabulary": built.vocabulary, "label_kind": built.label_kind, "splits": splits,
+            "stats": built.stats, "counts": {"inputs": built.inputs, "ok": total, "quarantined": quarantined},
+            "first_errors": first_errors, "feature_names": built.feature_names, "preprocess": "_preprocess"}  # fmt: skip
+
+
+def _shard_task(staging_uri, split, spec, label_kind, passthrough, row_group_mb, compression):
+    """The mapInArrow function: stream the partition's batches into one shard file."""
+
+    def write(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        part = TaskContext.get().partitionId()
+        name = f"{split}/part-{part:05d}.parquet"
+        schema = shard_schema(spec, label_kind, passthrough)
+        counts = Counter()
+        target = open_location(staging_uri).child(*name.split("/"))
+        with ShardWriter(target, schema, spec, row_group_mb, compression) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                if label_kind == "class":
+                    counts.update(batch.column("label").to_numpy().tolist())
+                else:
+                    counts.update({"all": batch.num_rows})
+        if writer.rows:
+            yield pa.RecordBatch.from_pydict(
+                {"shard": [name], "rows": [writer.rows], "per_class": [json.dumps({str(k): v for k, v in counts.items()})]}
+            )
+
+    return write

@@ -1,0 +1,136 @@
+"""Map local paths and URIs to pyarrow filesystems, list inputs, and commit by rename."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Iterable
+
+from dltool.errors import ConfigError, InputNotFoundError, StorageError
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in storage: the pyarrow filesystem and the path inside it, plus the URI users gave."""
+
+    uri: str
+    fs: object  # pyarrow.fs.FileSystem
+    path: str
+
+    def child(self, *parts: str) -> "Location":
+        path = posixpath.join(self.path, *parts)
+        uri = self.uri.rstrip("/") + "/" + "/".join(parts)
+        return Location(uri, self.fs, path)
+
+    def sibling(self, suffix: str) -> "Location":
+        """A location next to this one whose name ends with suffix (staging, old copies)."""
+        return Location(self.uri.rstrip("/") + suffix, self.fs, self.path.rstrip("/") + suffix)
+
+    def exists(self) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as f:
+            return f.read()
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write a small file atomically where the filesystem allows: temp name, then rename."""
+        tmp = self.path + ".tmp"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, self.path)
+
+    def delete(self) -> None:
+        import pyarrow.fs as pafs
+
+        info = self.fs.get_file_info(self.path)
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path)
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.path)
+
+
+def open_location(uri: str) -> Location:
+    """Resolve a local path, file://, hdfs://, s3://, gs:// or abfs:// URI to a Location.
+
+    Raises StorageError with one line saying what to install or set when the
+    filesystem cannot be reached.
+    """
+    import pyarrow.fs as pafs
+
+    if "://" not in uri:
+        path = os.path.abspath(uri)
+        return Location(path, pafs.LocalFileSystem(), path)
+    scheme = uri.split("://", 1)[0].lower()
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except OSError as e:
+        text = str(e)
+        if scheme in ("hdfs", "viewfs") and ("libhdfs" in text or "libjvm" in text or "JAVA_HOME" in text):
+            raise StorageError(
+                f"{uri}: cannot open HDFS: {text.splitlines()[0]}; install the Hadoop client and set "
+                "HADOOP_HOME, JAVA_HOME and ARROW_LIBHDFS_DIR (the folder holding libhdfs.so)"
+            ) from e
+        raise StorageError(f"{uri}: cannot open storage: {text.splitlines()[0] if text else e!r}") from e
+    except ValueError as e:  # pyarrow.ArrowInvalid: an unknown scheme
+        raise ConfigError(f"{uri}: unsupported storage URI ({e}); use a local path, file://, hdfs:// or s3://") from e
+    return Location(uri, fs, path)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One listed input: where it is, its path relative to the input root, size and mtime."""
+
+    path: str
+    relpath: str
+    size: int
+    mtime_ns: int
+
+
+def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = ()) -> tuple[list[InputFile], int]:
+    """List files under root (recursively) whose relative path matches include and not exclude.
+
+    Returns the matches sorted by relative path and the number of files that were
+    present but left out by the patterns (reported, so nothing vanishes silently).
+    """
+    import pyarrow.fs as pafs
+
+    try:
+        info = root.fs.get_file_info(root.path)
+    except OSError as e:
+        raise StorageError(f"{root.uri}: cannot reach input: {e}") from e
+    if info.type == pafs.FileType.NotFound:
+        raise InputNotFoundError(f"{root.uri}: input not found")
+    if info.type == pafs.FileType.File:
+        infos, base = [info], posixpath.dirname(root.path)
+    else:
+        try:
+            infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
+        except OSError as e:
+            raise StorageError(f"{root.uri}: cannot list input: {e}") from e
+        base = root.path
+    include = [p.lower() for p in include]
+    exclude = [p.lower() for p in exclude]
+    matched, left_out = [], 0
+    for item in infos:
+        if item.type != pafs.FileType.File:
+            continue
+        rel = posixpath.relpath(item.path, base)
+        if any(part.startswith((".", "_")) for part in rel.split("/")):
+            continue  # hidden files and Spark/Hadoop markers (_SUCCESS, .crc) are not inputs
+        low = rel.lower()
+        if any(fnmatch.fnmatchcase(low, p) for p in include) and not any(fnmatch.fnmatchcase(low, p) for p in exclude):
+            matched.append(InputFile(item.path, rel, item.size or 0, item.mtime_ns or 0))
+        else:
+            left_out += 1
+    matched.sort(key=lambda f: f.relpath)
+    return matched, left_out

@@ -1,0 +1,1 @@
+"""Per-record transforms that turn decoded inputs into fixed-shape tensors."""

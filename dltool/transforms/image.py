@@ -1,0 +1,284 @@
+"""Image bytes to uint8 (H, W, C) arrays: decode, EXIF orientation, resize and augmentation."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from dltool.errors import RecordError
+
+__all__ = ["augment_image", "decode_image", "orientation_transform", "resize_image"]
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_ORIENTATION = 0x0112
+_RESIZE_MODES = ("stretch", "pad", "crop")
+
+# (decoded channels, requested channels) -> cv2 colour-conversion code name.
+# OpenCV decodes to BGR(A); converting straight to the target saves a pass.
+_CONVERSIONS = {
+    (1, 3): "COLOR_GRAY2RGB",
+    (1, 4): "COLOR_GRAY2RGBA",
+    (3, 1): "COLOR_BGR2GRAY",
+    (3, 3): "COLOR_BGR2RGB",
+    (3, 4): "COLOR_BGR2RGBA",
+    (4, 1): "COLOR_BGRA2GRAY",
+    (4, 3): "COLOR_BGRA2RGB",
+    (4, 4): "COLOR_BGRA2RGBA",
+}
+
+
+def _cv2() -> Any:
+    # Imported lazily so that `import dltool` does not pay for OpenCV.
+    import cv2
+
+    return cv2
+
+
+def _pil_image() -> Any:
+    from PIL import Image
+
+    # We enforce max_pixels ourselves from the header; Pillow's own bomb check
+    # would warn (or raise) with its own limit and message instead.
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
+
+
+def _read_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, EXIF orientation) from a lazy Pillow open, or None if Pillow can't identify it."""
+    Image = _pil_image()
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Exception:
+        return None
+    with img:
+        try:
+            width, height = img.size
+        except Exception:
+            return None
+        try:
+            # PngImageFile.getexif() decodes the whole image when no eXIf chunk
+            # precedes IDAT; the base method only reads what open() parsed.
+            orientation = int(Image.Image.getexif(img).get(_EXIF_ORIENTATION, 1))
+        except Exception:
+            # A broken EXIF block must not cost us a decodable image.
+            orientation = 1
+    return int(width), int(height), orientation
+
+
+def _check_truncation(data: bytes) -> None:
+    # libjpeg decodes a truncated JPEG into a grey-bottomed image with only a
+    # warning, so the missing end marker is the one reliable signal we get.
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise RecordError("decode", "truncated JPEG (no end-of-image marker)")
+    if data[:8] == _PNG_SIGNATURE and b"IEND" not in data[-12:]:
+        raise RecordError("decode", "truncated PNG (no IEND chunk)")
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    if img.dtype in (np.float32, np.float64):
+        # Float images (TIFF) are taken as 0..1 intensities; NaN becomes black.
+        scaled = np.clip(np.nan_to_num(img, nan=0.0), 0.0, 1.0) * 255.0
+        return np.rint(scaled).astype(np.uint8)
+    raise RecordError("decode", f"unsupported pixel type {img.dtype}")
+
+
+def _convert_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """BGR(A)/gray as OpenCV decodes it -> RGB/RGBA/gray with `channels` channels, always 3-D."""
+    if img.ndim == 2:
+        img = img[:, :, np.newaxis]
+    have = img.shape[2]
+    if have not in (1, 3, 4):
+        raise RecordError("decode", f"unsupported channel count {have}")
+    if have == 1 and channels == 1:
+        return img
+    cv2 = _cv2()
+    out = cv2.cvtColor(img, getattr(cv2, _CONVERSIONS[(have, channels)]))
+    return out[:, :, np.newaxis] if out.ndim == 2 else out
+
+
+def orientation_transform(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an (H, W, ...) array so it displays upright.
+
+    1 and unknown values return `img` itself; others return a C-contiguous copy.
+    """
+    if orientation == 2:  # mirror horizontal
+        out = img[:, ::-1]
+    elif orientation == 3:  # rotate 180
+        out = img[::-1, ::-1]
+    elif orientation == 4:  # mirror vertical
+        out = img[::-1]
+    elif orientation == 5:  # transpose: mirror along the main diagonal
+        out = img.swapaxes(0, 1)
+    elif orientation == 6:  # rotate 90 clockwise
+        out = np.rot90(img, k=-1)
+    elif orientation == 7:  # transverse: mirror along the anti-diagonal
+        out = img[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:  # rotate 90 counter-clockwise
+        out = np.rot90(img, k=1)
+    else:
+        return img
+    return np.ascontiguousarray(out)
+
+
+def decode_image(data: bytes, channels: int, max_pixels: int) -> np.ndarray:
+    """Decode image bytes to an upright uint8 (H, W, channels) array in gray/RGB/RGBA order.
+
+    Raises RecordError (stage read, header or decode) for empty, oversized,
+    truncated, corrupt or unsupported data.
+    """
+    if channels not in (1, 3, 4):
+        raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
+    if not data:
+        raise RecordError("read", "empty file (0 bytes)")
+
+    header = _read_header(data)
+    orientation = 1
+    if header is not None:
+        width, height, orientation = header
+        # Checked before decoding: a decompression bomb must cost no memory.
+        if width * height > max_pixels:
+            raise RecordError(
+                "header",
+                f"image is {width}x{height} = {width * height} pixels, over max_pixels {max_pixels}",
+            )
+
+    _check_truncation(data)
+
+    cv2 = _cv2()
+    try:
+        # UNCHANGED keeps alpha and 16-bit depth, and skips OpenCV's own EXIF
+        # rotation (which IMREAD_COLOR applies), so orientation is applied once.
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except Exception:
+        img = None
+    if img is None:
+        raise RecordError("decode", "not a decodable image (corrupt or unsupported format)")
+
+    if header is None and img.shape[0] * img.shape[1] > max_pixels:
+        # Pillow could not read the header, so this is the first size we know.
+        height, width = img.shape[:2]
+        raise RecordError(
+            "decode", f"image is {width}x{height} = {width * height} pixels, over max_pixels {max_pixels}"
+        )
+
+    img = _convert_channels(_to_uint8(img), channels)
+    return np.ascontiguousarray(orientation_transform(img, orientation))
+
+
+def _resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """cv2.resize to (height, width), keeping a size-1 channel axis that cv2 drops."""
+    if img.shape[:2] == (height, width):
+        return img
+    cv2 = _cv2()
+    shrinking = height <= img.shape[0] and width <= img.shape[1]
+    # INTER_AREA averages source pixels, avoiding aliasing when shrinking;
+    # it degenerates to blocky output when enlarging, where LINEAR is better.
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    out = cv2.resize(np.ascontiguousarray(img), (width, height), interpolation=interpolation)
+    return out.reshape(height, width, img.shape[2])
+
+
+def resize_image(img: np.ndarray, size: tuple[int, int], mode: str, pad_value: int = 0) -> np.ndarray:
+    """Resize a uint8 (H, W, C) image to size = (height, width).
+
+    stretch: ignore aspect ratio; pad: fit inside and centre on a pad_value
+    canvas; crop: cover the target and keep the centre.
+    """
+    if mode not in _RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {', '.join(_RESIZE_MODES)}, got {mode!r}")
+    if img.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) image, got shape {img.shape}")
+    target_h, target_w = int(size[0]), int(size[1])
+    if target_h < 1 or target_w < 1:
+        raise ValueError(f"size must be positive (height, width), got {size}")
+    h, w, c = img.shape
+
+    if mode == "stretch":
+        return _resize(img, target_h, target_w)
+
+    if mode == "pad":
+        if not 0 <= pad_value <= 255:
+            raise ValueError(f"pad_value must be 0..255, got {pad_value}")
+        scale = min(target_h / h, target_w / w)
+        new_h = min(target_h, max(1, round(h * scale)))
+        new_w = min(target_w, max(1, round(w * scale)))
+        canvas = np.full((target_h, target_w, c), pad_value, dtype=np.uint8)
+        top, left = (target_h - new_h) // 2, (target_w - new_w) // 2
+        canvas[top : top + new_h, left : left + new_w] = _resize(img, new_h, new_w)
+        return canvas
+
+    # crop: cut the centred source window with the target's aspect ratio first,
+    # so only the pixels that survive get resized.
+    scale = max(target_h / h, target_w / w)
+    crop_h = min(h, max(1, round(target_h / scale)))
+    crop_w = min(w, max(1, round(target_w / scale)))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    return np.ascontiguousarray(_resize(img[top : top + crop_h, left : left + crop_w], target_h, target_w))
+
+
+def _crop_window(length: int, frac_start: float, frac_end: float) -> tuple[int, int]:
+    start = int(frac_start * length)
+    end = length - int(frac_end * length)
+    if end <= start:
+        # crop may be up to (not including) 1 per side, so both sides together
+        # can eat the whole axis; keep one pixel where they meet.
+        start = min(max(start, 0), length - 1)
+        end = start + 1
+    return start, end
+
+
+def augment_image(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    flip: bool,
+    rotate: float,
+    crop: float,
+    brightness: float,
+) -> np.ndarray:
+    """Randomly flip, rotate, crop-and-resize and brighten a uint8 (H, W, C) image.
+
+    Output has the input's shape and dtype. The result depends only on the
+    inputs and the rng state; disabled options draw no random numbers.
+    """
+    if img.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) image, got shape {img.shape}")
+    h, w, c = img.shape
+    out = img
+
+    if flip and rng.random() < 0.5:
+        out = out[:, ::-1]
+
+    if rotate:
+        cv2 = _cv2()
+        angle = float(rng.uniform(-rotate, rotate))
+        matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
+        # Reflecting the border avoids black corners the model could learn from.
+        out = cv2.warpAffine(
+            np.ascontiguousarray(out),
+            matrix,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
+        ).reshape(h, w, c)
+
+    if crop:
+        top_f, bottom_f, left_f, right_f = rng.uniform(0.0, crop, size=4)
+        y0, y1 = _crop_window(h, top_f, bottom_f)
+        x0, x1 = _crop_window(w, left_f, right_f)
+        out = _resize(out[y0:y1, x0:x1], h, w)
+
+    if brightness:
+        delta = float(rng.uniform(-brightness, brightness)) * 255.0
+        out = np.array(out, dtype=np.uint8, copy=True)
+        # Alpha is opacity, not light: only colour/gray channels are shifted.
+        colour = slice(0, 3) if c == 4 else slice(None)
+        shifted = np.rint(out[:, :, colour].astype(np.float32) + delta)
+        out[:, :, colour] = np.clip(shifted, 0, 255).astype(np.uint8)
+
+    return np.ascontiguousarray(out)
