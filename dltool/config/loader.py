@@ -106,6 +106,8 @@ def _format_errors(error: ValidationError, root: yaml.Node | None, source: str, 
     lines = []
     for item in error.errors():
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+        if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append(item["ctx"]["discriminator"].strip("'"))
         field = ".".join(str(p) for p in loc) or "(top level)"
         where = "command line" if field in overridden else _line_of(root, loc, source)
         message = item["msg"].removeprefix("Value error, ")
@@ -114,7 +116,9 @@ def _format_errors(error: ValidationError, root: yaml.Node | None, source: str, 
         elif item["type"] == "missing":
             message = "required field is missing"
         elif item["type"] == "union_tag_invalid":
-            message = f"unknown value {item['input']!r}; expected one of {item['ctx']['expected_tags']}"
+            message = f"unknown value {item['ctx']['tag']!r}; expected one of {item['ctx']['expected_tags']}"
+        elif item["type"] == "union_tag_not_found":
+            message = "required field is missing (it selects the kind, e.g. reader: image)"
         lines.append(f"{where}: {field}: {message}")
     return "; ".join(lines) if len(lines) <= 1 else "\n".join(lines)
 

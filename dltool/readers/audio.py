@@ -30,6 +30,10 @@ class AudioReader(FileReader):
         )
         return TensorSpec(tuple(shape), "float32")
 
+    def stats_axis(self) -> int:
+        # Spectrograms are (frames, bins, channels): normalise per bin; waveforms per channel.
+        return -1 if self.config.features == "waveform" else 1
+
     def decode(self, data: bytes, relpath: str) -> list[tuple[str, np.ndarray]]:
         from dltool.transforms import audio
 

@@ -58,6 +58,10 @@ class FileReader(Reader):
     def decode(self, data: bytes, relpath: str) -> list[tuple[str, np.ndarray]]:
         """The (key suffix, example) pairs of one file; raises RecordError for a bad record."""
 
+    def stats_axis(self) -> int:
+        """The tensor axis that train statistics are kept per entry of (channel, mel bin)."""
+        return -1
+
     def augment_copies(self) -> int:
         return 0
 

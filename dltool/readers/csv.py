@@ -204,7 +204,7 @@ def _feature_stats(train) -> dict:
     from pyspark.ml.stat import Summarizer
 
     row = train.select(Summarizer.metrics("mean", "std", "count").summary(train["_vec"]).alias("s")).first()["s"]
-    return {"axis": "last", "count": int(row["count"]), "mean": [round(float(v), 6) for v in row["mean"]],
+    return {"axis": 0, "count": int(row["count"]), "mean": [round(float(v), 6) for v in row["mean"]],
             "std": [round(float(v), 6) for v in row["std"]]}  # fmt: skip
 
 

@@ -258,7 +258,10 @@ def _ingest_files(spark, config, reader, source, files, staging, parallelism, pr
         rdd = spark.sparkContext.parallelize(tasks, len(tasks))
         with spark_progress(spark, f"ingest {config.name}: {len(files)} files", progress):
             summaries = rdd.map(_run_file_task).collect()
-    return _combine(summaries, spec, vocabulary, len(files), driver_errors)
+    body = _combine(summaries, spec, vocabulary, len(files), driver_errors)
+    if body["stats"]:
+        body["stats"]["axis"] = reader.stats_axis() % len(spec.shape)
+    return body
 
 
 def _unlabelled_reason(config, relpath: str) -> str:
@@ -295,7 +298,7 @@ def _run_file_task(task: FileTask) -> TaskSummary:
                 writer.add(example, key + suffix, label)
                 summary.per_class[label] += 1
                 if task.split == "train":
-                    summary.moments = _accumulate(summary.moments, example)
+                    summary.moments = _accumulate(summary.moments, example, reader.stats_axis())
                 for copy in range(copies):
                     writer.add(reader.augment(example, key + suffix, copy), f"{key}{suffix}#aug{copy + 1}", label)
                     summary.per_class[label] += 1
@@ -322,8 +325,9 @@ def _read(fs, path: str, max_bytes: int) -> bytes:
     return data
 
 
-def _accumulate(moments: np.ndarray | None, example: np.ndarray) -> np.ndarray:
-    values = example.reshape(-1, example.shape[-1]).astype(np.float64)
+def _accumulate(moments: np.ndarray | None, example: np.ndarray, axis: int) -> np.ndarray:
+    values = np.moveaxis(example, axis, -1)
+    values = values.reshape(-1, values.shape[-1]).astype(np.float64)
     update = np.stack([np.full(values.shape[1], values.shape[0], np.float64), values.sum(0), (values * values).sum(0)])
     return update if moments is None else moments + update
 
@@ -371,13 +375,13 @@ def _combine(summaries: list[TaskSummary], spec: TensorSpec, vocabulary, inputs:
 
 
 def _stats(moments: np.ndarray | None) -> dict | None:
-    """Mean and std per entry of the tensor's last axis (channel, mel bin, feature) over train."""
+    """Mean and std per entry of one tensor axis (channel, mel bin, feature) over train."""
     if moments is None:
         return None
     count, total, squares = moments
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
-    return {"axis": "last", "count": int(count[0]), "mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
+    return {"axis": -1, "count": int(count[0]), "mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
 
 
 def _manifest(config, reader, source, body, digest, fingerprint, left_out) -> dict:

@@ -1,0 +1,271 @@
+"""Ingest benchmark: dltool on Spark local[2] against the bare-library ceiling, same data, one run.
+
+What it measures (see docs/benchmarks.md for results and DESIGN.md "Performance"):
+
+- image: N small JPEG/PNG files in 10 class folders -> 32x32x3 uint8 shards. dltool's
+  `run_ingest` against a single-process loop of file read + cv2.imdecode + cv2.resize;
+  the 2-core ceiling is twice the loop's rate. Also dltool's own decode (no Spark), one core.
+- csv: a generated CSV (8 numeric + 2 categorical columns + label, ~1% missing) through the
+  csv reader, against pyarrow.csv.read_csv + pyarrow.parquet.write_table (zstd), which uses
+  both cores itself.
+- audio: N 1 s mono WAV clips at 22050 Hz -> 16 kHz waveforms. dltool against a loop of
+  soundfile.read + soxr.resample (HQ); ceiling = 2 x the loop.
+
+The Spark session is created first and timed on its own (run_ingest reuses it). Rates are
+printed without and with that start-up. Peak memory: the driver's ru_maxrss (lifetime, so run
+one section per process for clean figures) and VmHWM of the JVM and Python workers below it.
+Data is generated deterministically into --work (default bench/_data/) and reused.
+
+    .venv/bin/python bench/ingest.py --images 20000 --csv-rows 1000000 --audio 2000
+    .venv/bin/python bench/ingest.py --images 300 --only image      # fixed costs
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = [f"c{i}" for i in range(10)]
+
+
+def mb(kib: int) -> str:
+    return f"{kib / 1024:.0f} MB"
+
+
+def driver_peak_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def tree_peaks() -> str:
+    """Peak RSS (VmHWM) of the JVM and of the Python workers started under this process."""
+    children: dict[int, list[int]] = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    jvm, workers, stack = 0, [], list(children.get(os.getpid(), []))
+    while stack:
+        pid = stack.pop()
+        stack += children.get(pid, [])
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            hwm = next(int(ln.split()[1]) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("VmHWM"))
+        except (OSError, StopIteration):
+            continue
+        if comm == "java":
+            jvm = max(jvm, hwm)
+        elif comm.startswith("python"):
+            workers.append(hwm)
+    top = max(workers, default=0)
+    return f"JVM peak {mb(jvm)}, Python workers peak {mb(top)} each ({len(workers)} processes)"
+
+
+# ---------------------------------------------------------------- data generation
+
+def make_images(root: Path, n: int) -> Path:
+    import cv2
+
+    out = root / f"images-{n}"
+    if (out / ".done").exists():
+        return out
+    for c in CLASSES:
+        (out / c).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        cls = i % 10
+        img = np.empty((64, 64, 3), np.uint8)
+        img[:] = rng.integers(0, 256, 3, dtype=np.uint8)
+        img = cv2.add(img, rng.integers(0, 40, (64, 64, 3), dtype=np.uint8))  # texture
+        color = tuple(int(v) for v in rng.integers(0, 256, 3))
+        x, y, r = (int(v) for v in rng.integers([16, 16, 6], [48, 48, 20]))
+        if cls % 3 == 0:
+            cv2.circle(img, (x, y), r, color, -1)
+        elif cls % 3 == 1:
+            cv2.rectangle(img, (x - r, y - r), (x + r, y + r), color, -1)
+        else:
+            cv2.line(img, (x - r, y - r), (x + r, y + r), color, 1 + cls // 3)
+        ext, params = (".png", []) if i % 10 == 9 else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90])
+        (out / CLASSES[cls] / f"img_{i:06d}{ext}").write_bytes(cv2.imencode(ext, img, params)[1].tobytes())
+    (out / ".done").touch()
+    return out
+
+
+def make_csv(root: Path, rows: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    out = root / f"table-{rows}.csv"
+    if out.exists():
+        return out
+    rng = np.random.default_rng(0)
+    cols = {}
+    for j in range(8):
+        values = np.round(rng.normal(j, 1 + j, rows), 4)
+        cols[f"x{j}"] = pa.array(values, mask=rng.random(rows) < 0.01)
+    for name, k in (("cat_a", 5), ("cat_b", 20)):
+        labels = np.array([f"{name}_{v}" for v in range(k)])[rng.integers(0, k, rows)]
+        cols[name] = pa.array(labels, mask=rng.random(rows) < 0.01)
+    cols["label"] = pa.array(np.array(["no", "yes", "maybe"])[rng.integers(0, 3, rows)])
+    pacsv.write_csv(pa.table(cols), out, pacsv.WriteOptions(quoting_style="needed"))
+    return out
+
+
+def make_audio(root: Path, n: int, rate: int = 22050) -> Path:
+    import soundfile
+
+    out = root / f"audio-{n}"
+    if (out / ".done").exists():
+        return out
+    t = np.arange(rate) / rate
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        kind = ("tone", "chirp", "noise")[i % 3]
+        f = rng.uniform(200, 2000)
+        wave = {"tone": lambda: np.sin(2 * np.pi * f * t), "chirp": lambda: np.sin(2 * np.pi * f * t * (1 + t)),
+                "noise": lambda: rng.normal(0, 0.3, rate)}[kind]()  # fmt: skip
+        (out / kind).mkdir(parents=True, exist_ok=True)
+        soundfile.write(out / kind / f"clip_{i:05d}.wav", (0.5 * wave).astype(np.float32), rate, subtype="PCM_16")
+    (out / ".done").touch()
+    return out
+
+
+# ---------------------------------------------------------------- the two sides
+
+def run_dltool(work: Path, name: str, ingest_yaml: str, spark) -> float:
+    """Seconds for one run_ingest (the session already exists and is reused)."""
+    from dltool.config.loader import load_config
+    from dltool.spark.ingest import run_ingest
+
+    cfg = work / "configs" / f"{name}.yaml"
+    cfg.parent.mkdir(exist_ok=True)
+    cfg.write_text(f"name: bench-{name}\nspark:\n  master: local[2]\n"
+                   f"dataset:\n  path: {work / 'out' / name}\n{ingest_yaml}")  # fmt: skip
+    start = time.perf_counter()
+    summary = run_ingest(load_config(cfg), overwrite=True, progress=False)
+    seconds = time.perf_counter() - start
+    print(f"  dltool {name}: {summary['counts']['rows']} rows, {summary['counts']['quarantined']} quarantined, {seconds:.1f} s")
+    return seconds
+
+
+def bare_images(folder: Path, size: int) -> tuple[float, float]:
+    """Seconds for the bare OpenCV loop, and for dltool's own decode+resize, both on one core."""
+    import cv2
+
+    from dltool.config.models import ImageReaderConfig
+    from dltool.readers.base import reader_for
+
+    cv2.setNumThreads(1)
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".jpg", ".png"))
+    start = time.perf_counter()
+    for p in files:
+        img = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    bare = time.perf_counter() - start
+    reader = reader_for(ImageReaderConfig(reader="image", input=str(folder), size=(size, size)))
+    reader.setup()
+    start = time.perf_counter()
+    for p in files:
+        reader.decode(p.read_bytes(), p.name)
+    return bare, time.perf_counter() - start
+
+
+def bare_audio(folder: Path, rate: int) -> float:
+    import soundfile
+    import soxr
+
+    start = time.perf_counter()
+    for p in sorted(folder.rglob("*.wav")):
+        wave, sr = soundfile.read(p, dtype="float32", always_2d=True)
+        soxr.resample(wave, sr, rate, quality="HQ")
+    return time.perf_counter() - start
+
+
+def pyarrow_csv(path: Path, out: Path) -> float:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    start = time.perf_counter()
+    pq.write_table(pacsv.read_csv(path), out, compression="zstd")
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=20000)
+    ap.add_argument("--csv-rows", type=int, default=1_000_000)
+    ap.add_argument("--audio", type=int, default=2000)
+    ap.add_argument("--only", choices=["image", "csv", "audio"])
+    ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "_data")
+    args = ap.parse_args()
+    work = args.work.resolve()
+    sections = [args.only] if args.only else ["image", "csv", "audio"]
+    work.mkdir(parents=True, exist_ok=True)
+
+    t = time.perf_counter()
+    data = {"image": lambda: make_images(work, args.images), "csv": lambda: make_csv(work, args.csv_rows),
+            "audio": lambda: make_audio(work, args.audio)}  # fmt: skip
+    paths = {s: data[s]() for s in sections}
+    print(f"data ready in {work} ({time.perf_counter() - t:.1f} s); driver RSS before Spark {mb(driver_peak_kib())}")
+
+    from dltool.config.models import SparkSettings
+    from dltool.spark.session import spark_session
+
+    t = time.perf_counter()
+    spark = spark_session(SparkSettings(master="local[2]"))
+    startup = time.perf_counter() - t
+    print(f"spark session start-up {startup:.1f} s")
+    rows = []
+
+    def report(section, n, unit, dl, bare_rate, ceiling, extra=""):
+        rate, ratio = n / dl, n / dl / ceiling
+        bare_text = "-" if bare_rate is None else f"{bare_rate:,.0f}"
+        line = (f"{section} ingest: dltool {rate:,.0f} {unit}/s, bare 1 core {bare_text} {unit}/s, "
+                f"ceiling (2 cores) {ceiling:,.0f} {unit}/s, ratio {ratio:.2f} (spark start-up {startup:.1f} s excluded; "
+                f"with it {n / (dl + startup):,.0f} {unit}/s){extra}")  # fmt: skip
+        print(line)
+        print(f"  driver peak RSS {mb(driver_peak_kib())}; {tree_peaks()}")
+        rows.append((section, f"{n:,}", f"{rate:,.0f}", f"{n / (dl + startup):,.0f}", bare_text,
+                     f"{ceiling:,.0f}", f"{ratio:.2f}", f"{dl:.1f}", mb(driver_peak_kib())))  # fmt: skip
+
+    if "image" in sections:
+        bare, decode = bare_images(paths["image"], 32)
+        yaml = ("ingest:\n  reader: image\n  input: {}\n  size: [32, 32]\n  channels: 3\n  resize: stretch\n")
+        dl = run_dltool(work, f"image-{args.images}", yaml.format(paths["image"]), spark)
+        n = args.images
+        report("image", n, "img", dl, n / bare, 2 * n / bare, f"; dltool decode alone (no Spark) 1 core {n / decode:,.0f} img/s")
+
+    if "csv" in sections:
+        ceiling = args.csv_rows / pyarrow_csv(paths["csv"], work / "out" / "pyarrow.parquet")
+        yaml = ("ingest:\n  reader: csv\n  input: {}\n  numeric: [x0, x1, x2, x3, x4, x5, x6, x7]\n"
+                "  categorical: [cat_a, cat_b]\n  label: label\n")  # fmt: skip
+        dl = run_dltool(work, f"csv-{args.csv_rows}", yaml.format(paths["csv"]), spark)
+        report("csv", args.csv_rows, "rows", dl, None, ceiling, " (ceiling: pyarrow read_csv + write_table, both cores)")
+
+    if "audio" in sections:
+        bare = bare_audio(paths["audio"], 16000)
+        yaml = ("ingest:\n  reader: audio\n  input: {}\n  sample_rate: 16000\n  duration: 1.0\n  features: waveform\n")
+        dl = run_dltool(work, f"audio-{args.audio}", yaml.format(paths["audio"]), spark)
+        n = args.audio
+        report("audio", n, "clips", dl, n / bare, 2 * n / bare)
+
+    spark.stop()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(f"\nspark start-up {startup:.1f} s; largest reaped child (RUSAGE_CHILDREN, after stop) {mb(children)}\n")
+    head = ("section", "n", "dltool/s", "incl. start-up", "bare 1 core", "ceiling", "ratio", "dltool s", "driver peak")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(str(v).rjust(w) for v, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Image and audio ingest on a real local[2] Spark: shards, manifest, quarantine, reruns, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from dltool.cli import app
+from dltool.shards.codec import TensorSpec, decode_tensors
+from tests.conftest import ROOT
+
+
+def ingest(*args):
+    result = CliRunner().invoke(app, ["ingest", *map(str, args), "--json"])
+    summary = json.loads(result.stdout) if result.stdout.strip() else None
+    return result, summary
+
+
+def read_split(dataset, split):
+    return pads.dataset(str(dataset / split), format="parquet").to_table()
+
+
+def test_images_config_ingests_and_reads_back_without_dltool(spark, tmp_path):
+    out = tmp_path / "digits"
+    result, summary = ingest(ROOT / "configs" / "images.yaml", "--output", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert (out / "_SUCCESS").exists()
+    counts = manifest["counts"]
+    assert counts["inputs"] == 300 and counts["ok"] == 300 and counts["quarantined"] == 0
+    assert manifest["label"]["vocabulary"] == [str(d) for d in range(10)]
+    assert manifest["features"]["shape"] == [32, 32, 3] and manifest["features"]["dtype"] == "uint8"
+    spec = TensorSpec.from_json(manifest["features"])
+    total = 0
+    for split in ("train", "val", "test"):
+        table = read_split(out, split)
+        assert table.num_rows == manifest["splits"][split]["rows"]
+        images = decode_tensors(table.column("features"), spec)
+        assert images.shape == (table.num_rows, 32, 32, 3) and images.dtype == np.uint8
+        assert set(table.column("label").to_pylist()) <= set(range(10))
+        total += table.num_rows
+    train_keys = read_split(out, "train").column("key").to_pylist()
+    # One augmented copy per train image, none for val/test.
+    assert sum(k.endswith("#aug1") for k in train_keys) == counts["augmented"] == len(train_keys) // 2
+    assert not any("#aug" in k for k in read_split(out, "val").column("key").to_pylist())
+    assert total == counts["rows"]
+    # The key names the source file; the label is its class folder.
+    table = read_split(out, "test")
+    vocab = manifest["label"]["vocabulary"]
+    for key, label in zip(table.column("key").to_pylist(), table.column("label").to_pylist()):
+        assert key.split("/")[0] == vocab[label]
+    # A decoded PNG matches OpenCV's own decode+resize of the source (pad mode, 32x32 already fits).
+    row = next(i for i, k in enumerate(table.column("key").to_pylist()) if k.endswith(".png") and "#" not in k)
+    source = cv2.cvtColor(cv2.imread(str(ROOT / "sample_data" / "images" / table.column("key")[row].as_py())), cv2.COLOR_BGR2RGB)
+    if source.shape[:2] == (32, 32):
+        np.testing.assert_array_equal(decode_tensors(table.column("features"), spec)[row], source)
+    # Spark and pandas read the shards with no dltool code.
+    assert spark.read.parquet(str(out / "train")).count() == manifest["splits"]["train"]["rows"]
+    frame = pd.read_parquet(out / "val")
+    assert len(np.frombuffer(frame["features"].iloc[0], np.uint8)) == 32 * 32 * 3
+    # Channel statistics from the train split are in the manifest.
+    assert len(manifest["stats"]["mean"]) == 3 and all(0 < s < 128 for s in manifest["stats"]["std"])
+    meta = json.loads(pq.ParquetFile(out / manifest["splits"]["train"]["files"][0]).schema_arrow.metadata[b"dltool.tensors"])
+    assert meta["features"]["shape"] == [32, 32, 3]
+
+    # Rerun: nothing to do, exit 0; --overwrite rebuilds with identical split assignment.
+    again, summary = ingest(ROOT / "configs" / "images.yaml", "--output", out)
+    assert again.exit_code == 0 and summary["status"] == "up_to_date"
+    keys_before = {s: sorted(read_split(out, s).column("key").to_pylist()) for s in ("train", "val", "test")}
+    rebuilt, summary = ingest(ROOT / "configs" / "images.yaml", "--output", out, "--overwrite")
+    assert rebuilt.exit_code == 0 and summary["status"] == "written" and summary["replaced"] == "dataset"
+    assert keys_before == {s: sorted(read_split(out, s).column("key").to_pylist()) for s in ("train", "val", "test")}
+    assert not list(tmp_path.glob("digits.staging-*")) and not list(tmp_path.glob("digits.old-*"))
+
+
+def test_audio_config_ingests_spectrograms(spark, tmp_path):
+    out = tmp_path / "sounds"
+    result, summary = ingest(ROOT / "configs" / "audio.yaml", "--output", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["counts"]["ok"] == 60 and manifest["label"]["vocabulary"] == ["chirp", "noise", "tone"]
+    spec = TensorSpec.from_json(manifest["features"])
+    assert spec.shape == (61, 32, 1) and spec.dtype == "float32"  # 1 s at 8 kHz, n_fft 256, hop 128
+    features = decode_tensors(read_split(out, "train").column("features"), spec)
+    assert np.isfinite(features).all()
+    # Statistics are per mel bin (axis 1) and match the train shards.
+    assert manifest["stats"]["axis"] == 1 and len(manifest["stats"]["mean"]) == 32
+    np.testing.assert_allclose(manifest["stats"]["mean"], features.mean(axis=(0, 1, 3)), rtol=1e-4, atol=1e-4)
+    # Spark sees the tensor column as array<float>.
+    assert dict(spark.read.parquet(str(out / "val")).dtypes)["features"] == "array<float>"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def hostile_images(tmp_path):
+    """20 good images in two classes plus one file of every bad kind."""
+    root = tmp_path / "hostile"
+    rng = np.random.default_rng(1)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            cv2.imwrite(str(root / cls / f"{i}.png"), image)
+    good_jpeg = cv2.imencode(".jpg", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))[1].tobytes()
+    (root / "cat" / "wrong_extension.jpg").write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    bad = {
+        "cat/empty.png": b"",
+        "cat/truncated.jpg": good_jpeg[: len(good_jpeg) // 2],
+        "dog/text.png": b"this is a text file, not a PNG\n",
+        "dog/bomb.png": _png_header_only(60000, 60000),
+        "dog/garbage.webp": bytes(rng.integers(0, 256, 500, dtype=np.uint8)),
+        "no_class_folder.png": cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes(),
+    }
+    for name, data in bad.items():
+        (root / name).write_bytes(data)
+    (root / "dog" / "notes.txt").write_text("not an image and not included")
+    return root, bad
+
+
+def test_hostile_images_are_quarantined_and_counted(spark, tmp_path, write_config, hostile_images):
+    root, bad = hostile_images
+    config = {
+        "name": "hostile",
+        "dataset": {"path": str(tmp_path / "out"), "max_bad_fraction": 0.5, "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        "ingest": {"reader": "image", "input": str(root), "size": [16, 16], "channels": 1, "max_pixels": 1_000_000},
+    }
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts == {**counts, "inputs": 27, "ok": 21, "quarantined": 6, "left_out_by_patterns": 1}
+    errors = pads.dataset(str(tmp_path / "out" / "_errors"), format="parquet").to_table().to_pylist()
+    by_key = {e["key"]: e for e in errors}
+    assert set(by_key) == set(bad)
+    assert by_key["cat/empty.png"]["stage"] == "read"
+    assert by_key["dog/bomb.png"]["stage"] == "header" and "max_pixels" in by_key["dog/bomb.png"]["message"]
+    assert by_key["cat/truncated.jpg"]["stage"] == "decode" and "truncated" in by_key["cat/truncated.jpg"]["message"]
+    assert by_key["no_class_folder.png"]["stage"] == "label"
+    assert all(e["path"].endswith(e["key"]) and e["reader"] == "image" and e["error_class"] for e in errors)
+    keys = [k for s in ("train", "val", "test") for k in read_split(tmp_path / "out", s).column("key").to_pylist()]
+    assert len(keys) == 21 and "cat/wrong_extension.jpg" in keys  # decoded by content, not by name
+
+
+def test_quality_threshold_exits_3_and_leaves_no_complete_dataset(spark, tmp_path, write_config, hostile_images):
+    root, _ = hostile_images
+    out = tmp_path / "out"
+    config = {
+        "name": "hostile",
+        "dataset": {"path": str(out), "max_bad_fraction": 0.05},
+        "ingest": {"reader": "image", "input": str(root), "size": [16, 16]},
+    }
+    path = write_config(config)
+    result, summary = ingest(path)
+    assert result.exit_code == 3
+    assert summary["status"] == "failed_quality" and summary["summary"]["counts"]["quarantined"] == 6
+    assert "6 of 27 inputs quarantined" in result.stderr and "max_bad_fraction 0.05" in result.stderr
+    assert not (out / "_SUCCESS").exists() and (out / "_errors").is_dir()
+    # `train` and `inspect` see an incomplete dataset; a rerun with a looser gate replaces it.
+    from dltool.errors import InputNotFoundError
+    from dltool.storage import open_location, read_manifest
+
+    with pytest.raises(InputNotFoundError, match="incomplete"):
+        read_manifest(open_location(str(out)))
+    config["dataset"]["max_bad_fraction"] = 0.3
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 0 and summary["replaced"] == "incomplete"
+    assert (out / "_SUCCESS").exists()
+
+
+def test_refuses_foreign_output_and_changed_config(spark, tmp_path, write_config, hostile_images):
+    root, _ = hostile_images
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    config = {"name": "x", "dataset": {"path": str(out), "max_bad_fraction": 0.5},
+              "ingest": {"reader": "image", "input": str(root), "size": [8, 8]}}  # fmt: skip
+    result, _ = ingest(write_config(config))
+    assert result.exit_code == 2 and "not a dltool dataset" in result.stderr
+    assert (out / "precious.txt").read_text() == "keep me"
+    shutil.rmtree(out)
+    assert ingest(write_config(config))[0].exit_code == 0
+    config["ingest"]["size"] = [12, 12]
+    result, _ = ingest(write_config(config))
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+
+
+def test_missing_input_is_a_clear_config_error(spark, tmp_path, write_config):
+    config = {"name": "x", "dataset": {"path": str(tmp_path / "o")},
+              "ingest": {"reader": "image", "input": str(tmp_path / "nowhere"), "size": [8, 8]}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 2
+    assert summary["message"] == f"{tmp_path / 'nowhere'}: input not found"

@@ -1,0 +1,109 @@
+"""Config loading: safe YAML, errors with file, line and field, overrides, relative paths."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from dltool.config import load_config, parse_config
+from dltool.errors import ConfigError
+
+GOOD = textwrap.dedent(
+    """\
+    name: digits
+    dataset:
+      path: out/digits
+    ingest:
+      reader: image
+      input: images
+      size: [32, 32]
+    """
+)
+
+
+def test_relative_paths_resolve_against_config_file(tmp_path):
+    path = tmp_path / "conf" / "x.yaml"
+    path.parent.mkdir()
+    path.write_text(GOOD)
+    cfg = load_config(path)
+    assert cfg.dataset.path == str(tmp_path / "conf" / "out" / "digits")
+    assert cfg.ingest.input == str(tmp_path / "conf" / "images")
+    assert cfg.spark.master == "local[*]"
+    assert cfg.ingest.channels == 3 and cfg.ingest.size == (32, 32)
+
+
+def test_uris_and_overrides_are_kept(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(GOOD.replace("out/digits", "s3://bucket/digits"))
+    cfg = load_config(path, {"spark.master": "spark://h:7077", "spark.conf": {"spark.executor.cores": "1"}})
+    assert cfg.dataset.path == "s3://bucket/digits"
+    assert cfg.spark.master == "spark://h:7077"
+    assert cfg.spark.conf == {"spark.executor.cores": "1"}
+
+
+def test_error_names_file_line_and_field():
+    bad = GOOD.replace("size: [32, 32]", "size: [32, 32]\n  channels: 5")
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, source="exp.yaml")
+    message = str(info.value)
+    assert message.startswith("exp.yaml:8: ingest.channels:"), message
+    assert "1, 3 or 4" in message
+
+
+def test_unknown_field_and_missing_field():
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace("  size: [32, 32]", "  sise: [32, 32]"), source="exp.yaml")
+    message = str(info.value)
+    assert "exp.yaml:7: ingest.sise: unknown field" in message
+    assert "ingest.size: required field is missing" in message
+
+
+def test_unknown_reader_lists_known_ones():
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace("reader: image", "reader: video"), source="exp.yaml")
+    assert "exp.yaml:5: ingest.reader: unknown value 'video'" in str(info.value)
+    assert "'image'" in str(info.value) and "'csv'" in str(info.value)
+
+
+def test_python_tags_are_rejected():
+    evil = GOOD + "extra: !!python/object/apply:os.system ['echo pwned']\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(evil, source="exp.yaml")
+    assert "exp.yaml:8" in str(info.value)
+    assert "Python object tags are not allowed" in str(info.value)
+
+
+def test_invalid_yaml_has_line():
+    with pytest.raises(ConfigError) as info:
+        parse_config("name: x\ndataset: [unclosed\n", source="exp.yaml")
+    assert str(info.value).startswith("exp.yaml:")
+    assert "invalid YAML" in str(info.value)
+
+
+def test_split_fractions_must_sum_to_one():
+    bad = GOOD.replace("  path: out/digits", "  path: out/digits\n  split: {train: 0.8, val: 0.3, test: 0.1}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, source="exp.yaml")
+    assert "exp.yaml:4: dataset.split: train + val + test must be 1.0, got 1.2" in str(info.value)
+
+
+def test_label_regex_needs_a_group():
+    bad = GOOD.replace("  size: [32, 32]", "  size: [32, 32]\n  label: {source: regex, pattern: 'cat|dog'}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, source="exp.yaml")
+    assert "ingest.label.pattern" in str(info.value) and "capturing group" in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert "config file not found" in str(info.value)
+
+
+@pytest.mark.parametrize("config", ["images.yaml", "audio.yaml", "csv.yaml"])
+def test_shipped_configs_validate(config):
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / config)
+    assert cfg.ingest.reader in ("image", "audio", "csv")
