@@ -1,0 +1,122 @@
+"""CSV ingest on a real local[2] Spark: parsing, per-field quarantine, Spark ML preprocessing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.dataset as pads
+from typer.testing import CliRunner
+
+from dltool.cli import app
+from dltool.shards.codec import TensorSpec, decode_tensors
+from tests.conftest import ROOT
+
+
+def ingest(*args):
+    result = CliRunner().invoke(app, ["ingest", *map(str, args), "--json"])
+    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+
+
+def table(out, split):
+    return pads.dataset(str(out / split), format="parquet").to_table()
+
+
+def test_csv_config_ingests_with_fitted_preprocessing(spark, tmp_path):
+    out = tmp_path / "churn"
+    result, summary = ingest(ROOT / "configs" / "csv.yaml", "--output", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["counts"]["inputs"] == 400 and manifest["counts"]["quarantined"] == 0
+    assert manifest["label"]["vocabulary"] == ["no", "yes"]
+    names = manifest["features"]["names"]
+    assert names[:5] == ["age", "income", "tenure_months", "monthly_spend", "support_calls"]
+    assert "plan=basic" in names and "region=west" in names
+    spec = TensorSpec.from_json(manifest["features"])
+    assert spec.shape == (len(names),)
+    train = table(out, "train")
+    features = decode_tensors(train.column("features"), spec)
+    assert np.isfinite(features).all()  # missing values were imputed
+    # One-hot slots of each categorical sum to 1 per row.
+    plan = [i for i, n in enumerate(names) if n.startswith("plan=")]
+    np.testing.assert_array_equal(features[:, plan].sum(axis=1), 1.0)
+    # Stats are the train split's per-feature mean.
+    np.testing.assert_allclose(manifest["stats"]["mean"], features.mean(axis=0), rtol=1e-4)
+    # Keys are the id column; splits partition the rows.
+    keys = [k for s in ("train", "val", "test") for k in table(out, s).column("key").to_pylist()]
+    assert len(keys) == len(set(keys)) == 400 and keys[0].startswith("C")
+    # The fitted Spark ML pipeline is saved and loads.
+    from pyspark.ml import PipelineModel
+
+    model = PipelineModel.load(str(out / "_preprocess"))
+    assert len(model.stages) == 4  # Imputer, StringIndexer, OneHotEncoder, VectorAssembler
+
+
+HOSTILE = (
+    "\ufeffid,x,y,colour,target\n"
+    "r1,1.5,2,red,a\n"
+    "r2,2.5,,blue,b\n"  # missing y: imputed
+    "r3,3.5,4\n"  # ragged: too few fields
+    "r4,4.5,5,red,a,extra\n"  # ragged: too many fields
+    'r5,"5,5",6,red,a\n'  # quoted value that is not a number
+    "r6,six,6,red,b\n"  # not a number
+    "r7,7.5,7,gr\xe9en,a\n"  # latin-1 byte in a UTF-8 file
+    "r8,8.5,8,red,\n"  # missing label
+    'r9,9.5,9,"light ""blue""",b\n'  # escaped quotes: fine
+)
+
+
+def test_hostile_csv_rows_are_quarantined_with_field_and_row(spark, tmp_path, write_config):
+    good = "".join(f"g{i},{i},{i * 2},{'red' if i % 2 else 'blue'},{'a' if i % 3 else 'b'}\n" for i in range(40))
+    data = (HOSTILE + good).encode("utf-8").replace("gr\xe9en".encode("utf-8"), b"gr\xe9en")
+    (tmp_path / "rows.csv").write_bytes(data)
+    config = {
+        "name": "hostile_csv",
+        "dataset": {"path": str(tmp_path / "out"), "max_bad_fraction": 0.2},
+        "ingest": {"reader": "csv", "input": str(tmp_path / "rows.csv"), "numeric": ["x", "y"],
+                   "categorical": ["colour"], "label": "target"},  # fmt: skip
+    }
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["counts"]["inputs"] == 49
+    assert manifest["counts"]["quarantined"] == 6 and manifest["counts"]["ok"] == 43
+    errors = {e["key"]: e for e in pads.dataset(str(tmp_path / "out" / "_errors"), format="parquet").to_table().to_pylist()}
+    assert set(errors) == {"rows.csv:3", "rows.csv:4", "rows.csv:5", "rows.csv:6", "rows.csv:7", "rows.csv:8"}
+    assert errors["rows.csv:3"]["error_class"] == "MalformedRow"
+    assert errors["rows.csv:4"]["error_class"] == "MalformedRow"
+    assert errors["rows.csv:5"]["message"] == "field x: '5,5' is not a number"
+    assert errors["rows.csv:6"]["message"] == "field x: 'six' is not a number"
+    assert errors["rows.csv:7"]["error_class"] == "EncodingError" and "colour" in errors["rows.csv:7"]["message"]
+    assert errors["rows.csv:8"]["message"] == "field target: missing label"
+    assert all(e["path"].endswith(f"rows.csv:{e['key'].split(':')[1]}") for e in errors.values())
+    kept = [k for s in ("train", "val", "test") for k in table(tmp_path / "out", s).column("key").to_pylist()]
+    assert {"rows.csv:1", "rows.csv:2", "rows.csv:9"} <= set(kept) and len(kept) == 43
+    assert manifest["label"]["vocabulary"] == ["a", "b"]
+
+
+def test_csv_regression_and_quality_gate(spark, tmp_path, write_config):
+    rows = "".join(f"{i},{i % 5},{'x' if i % 2 else 'y'},{i * 0.5}\n" for i in range(60))
+    (tmp_path / "t.csv").write_text("a,b,c,value\n" + rows + "bad,1,x,2\n" * 10)
+    config = {
+        "name": "reg",
+        "dataset": {"path": str(tmp_path / "out"), "max_bad_fraction": 0.05},
+        "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": ["a", "b"],
+                   "categorical": ["c"], "categorical_encoding": "index", "label": "value", "task": "regression",
+                   "scale": True},  # fmt: skip
+    }
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 3 and "10 of 70 inputs quarantined" in result.stderr
+    config["dataset"]["max_bad_fraction"] = 0.2
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["label"]["kind"] == "regression" and manifest["features"]["shape"] == [3]
+    train = table(tmp_path / "out", "train")
+    assert str(train.schema.field("label").type) == "float"
+    features = decode_tensors(train.column("features"), TensorSpec((3,), "float32"))
+    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-5)  # scaled on train
+    # Labels stay raw floats: value = a * 0.5, and a is recoverable from the scaled feature.
+    model_mean, model_std = np.mean(features[:, 0]), np.std(features[:, 0])
+    assert abs(model_mean) < 1e-5 and model_std > 0.5
+    assert set(train.column("label").to_pylist()) <= {i * 0.5 for i in range(60)}
