@@ -48,7 +48,7 @@ class DataQualityError(DltoolError):
 class RecordError(Exception):
     """One input record could not be used; it is quarantined, never raised to the user.
 
-    `stage` is where it failed: read, header, decode, transform, parse, validate.
+    `stage` is where it failed: read, label, header, decode, transform (files) or parse (CSV rows).
     """
 
     def __init__(self, stage: str, message: str):

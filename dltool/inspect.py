@@ -78,7 +78,7 @@ def print_description(info: dict) -> None:
     console.print(table)
     if info.get("stats"):
         stats = info["stats"]
-        console.print(f"train stats (per last axis, first 8): mean {stats['mean'][:8]} std {stats['std'][:8]}")
+        console.print(f"train stats (per entry of axis {stats['axis']}, first 8): mean {stats['mean'][:8]} std {stats['std'][:8]}")
     if info.get("schema"):
         console.print("schema: " + ", ".join(f"{k} {v}" for k, v in info["schema"].items()))
     if info.get("sample"):

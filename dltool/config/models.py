@@ -28,9 +28,9 @@ class SparkSettings(Section):
 class SplitSettings(Section):
     """Fractions of records per split, assigned by a stable hash of the record key."""
 
-    train: float = Field(0.8, ge=0, le=1)
-    val: float = Field(0.1, ge=0, le=1)
-    test: float = Field(0.1, ge=0, le=1)
+    train: float = Field(0.8, ge=0, le=1, description="Fraction of records in the train split.")
+    val: float = Field(0.1, ge=0, le=1, description="Fraction of records in the validation split.")
+    test: float = Field(0.1, ge=0, le=1, description="Fraction of records in the test split.")
     salt: str = Field("", description="Changes the hash, and so which records land in which split.")
 
     @model_validator(mode="after")
@@ -48,7 +48,7 @@ class DatasetSettings(Section):
     split: SplitSettings = SplitSettings()
     shard_mb: int = Field(128, ge=1, le=4096, description="Target size of one Parquet shard file.")
     row_group_mb: int = Field(32, ge=1, le=1024, description="Target size of one Parquet row group.")
-    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    compression: Literal["zstd", "snappy", "gzip", "none"] = Field("zstd", description="Parquet compression codec.")
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Fail (exit 3) when more than this fraction of inputs is quarantined."
     )
@@ -70,7 +70,7 @@ class LabelFromRegex(Section):
     """The label is the first group of a regex searched in the path relative to the input root."""
 
     source: Literal["regex"]
-    pattern: str
+    pattern: str = Field(description="Regex searched in the relative path; its first group is the label.")
 
     @field_validator("pattern")
     @classmethod
@@ -100,32 +100,32 @@ class FileInput(Section):
     label: FileLabel = LabelFromParentDir()
     max_file_mb: float = Field(64, gt=0, description="Files larger than this are quarantined unread.")
     files_per_task: int = Field(
-        0, ge=0, description="Files per Spark task; 0 sizes tasks from the shard size and the cores."
+        0, ge=0, description="At most this many files per Spark task (and shard); 0 sizes tasks from shard_mb and the cores."
     )
 
 
 class Augment(Section):
     """Ingest-time augmentation: `copies` extra randomised copies of each train image."""
 
-    copies: int = Field(0, ge=0, le=32)
+    copies: int = Field(0, ge=0, le=32, description="Extra augmented copies of each train example (0: off).")
     flip: bool = Field(False, description="Random horizontal flip.")
     rotate: float = Field(0, ge=0, le=180, description="Random rotation within +/- this many degrees.")
     crop: float = Field(0, ge=0, lt=1, description="Random crop removing up to this fraction of each side, then resize.")
     brightness: float = Field(0, ge=0, le=1, description="Random brightness shift within +/- this fraction of 255.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed mixed with each record key, so reruns write the same pixels.")
 
 
 class ImageReaderConfig(FileInput):
     """Images (JPEG, PNG, BMP, TIFF, WebP) decoded with OpenCV."""
 
-    reader: Literal["image"]
-    include: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    reader: Literal["image"] = Field(description="Selects this reader.")
+    include: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS), description="Glob patterns of files to read.")
     size: tuple[int, int] = Field(description="Output [height, width] in pixels.")
     channels: Literal[1, 3, 4] = Field(3, description="1 grayscale, 3 RGB, 4 RGBA.")
     resize: Literal["stretch", "pad", "crop"] = Field(
         "stretch", description="stretch to size; pad: keep aspect and pad; crop: keep aspect and center-crop."
     )
-    pad_value: int = Field(0, ge=0, le=255)
+    pad_value: int = Field(0, ge=0, le=255, description="Fill value of the border in pad mode.")
     dtype: Literal["uint8", "float32"] = Field("uint8", description="Stored dtype; float32 scales to [0, 1].")
     max_pixels: int = Field(40_000_000, gt=0, description="Images whose header declares more pixels are quarantined.")
     augment: Augment = Augment()
@@ -141,20 +141,22 @@ class ImageReaderConfig(FileInput):
 class AudioReaderConfig(FileInput):
     """Audio (WAV, FLAC, OGG, MP3, Opus) decoded with soundfile and resampled with soxr."""
 
-    reader: Literal["audio"]
-    include: list[str] = Field(default_factory=lambda: list(AUDIO_EXTENSIONS))
-    sample_rate: int = Field(16000, ge=1000, le=192000)
+    reader: Literal["audio"] = Field(description="Selects this reader.")
+    include: list[str] = Field(default_factory=lambda: list(AUDIO_EXTENSIONS), description="Glob patterns of files to read.")
+    sample_rate: int = Field(16000, ge=1000, le=192000, description="Every clip is resampled (soxr, HQ) to this rate.")
     channels: int = Field(1, ge=1, le=8, description="1 mixes down to mono; N keeps N channels (mono is repeated).")
     duration: float = Field(description="Seconds per example; shorter clips are zero-padded.", gt=0, le=600)
     long_clips: Literal["crop", "chunk"] = Field("crop", description="crop keeps the start; chunk makes windows.")
     chunk_hop: float | None = Field(None, gt=0, description="Seconds between chunk starts (default: duration).")
-    features: Literal["waveform", "logmel", "mfcc"] = "waveform"
-    n_fft: int = Field(512, ge=16, le=16384)
-    hop_length: int = Field(160, ge=1)
-    n_mels: int = Field(40, ge=1, le=512)
-    n_mfcc: int = Field(13, ge=1, le=128)
-    fmin: float = Field(0.0, ge=0)
-    fmax: float | None = Field(None, gt=0)
+    features: Literal["waveform", "logmel", "mfcc"] = Field(
+        "waveform", description="Store the waveform, or a log-mel spectrogram / MFCCs computed at ingest."
+    )
+    n_fft: int = Field(512, ge=16, le=16384, description="FFT window length in samples (spectrograms).")
+    hop_length: int = Field(160, ge=1, description="Samples between spectrogram frames.")
+    n_mels: int = Field(40, ge=1, le=512, description="Mel bands.")
+    n_mfcc: int = Field(13, ge=1, le=128, description="MFCC coefficients kept (features: mfcc).")
+    fmin: float = Field(0.0, ge=0, description="Lowest mel band edge in Hz.")
+    fmax: float | None = Field(None, gt=0, description="Highest mel band edge in Hz (default: Nyquist).")
 
     @model_validator(mode="after")
     def _spectrogram_fits(self):
@@ -170,23 +172,30 @@ class AudioReaderConfig(FileInput):
 class CsvReaderConfig(Section):
     """Tabular rows read with Spark's CSV reader; preprocessing fitted with Spark ML on train."""
 
-    reader: Literal["csv"]
+    reader: Literal["csv"] = Field(description="Selects this reader.")
     input: str = Field(description="A CSV file, or a directory of CSV files.")
-    header: bool = True
+    header: bool = Field(True, description="The first line holds column names.")
     columns: list[str] | None = Field(None, description="Column names when the file has no header.")
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    quote: str = Field('"', min_length=1, max_length=1)
-    escape: str = Field('"', min_length=1, max_length=1)
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+    quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
+    escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
     multiline: bool = Field(False, description="Allow quoted values that span lines.")
-    encoding: str = "utf-8"
-    na_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"])
+    encoding: str = Field("utf-8", description="Text encoding of the file.")
+    na_values: list[str] = Field(
+        default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"],
+        description="Values read as missing.",
+    )
     numeric: list[str] = Field(default_factory=list, description="Numeric feature columns.")
     categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
-    categorical_encoding: Literal["onehot", "index"] = "onehot"
+    categorical_encoding: Literal["onehot", "index"] = Field(
+        "onehot", description="One-hot slots per category (plus one for missing/unseen), or the category index."
+    )
     impute: Literal["mean", "median", "mode"] = Field("mean", description="Fills missing numeric values.")
     scale: bool = Field(False, description="Standardise features at ingest (else the model does it).")
     label: str | None = Field(None, description="Label column.")
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="classification: label is a class name; regression: a number."
+    )
     key_column: str | None = Field(None, description="Unique id column; default: file:row.")
     passthrough: list[str] = Field(default_factory=list, description="Columns copied to the shards as strings.")
 

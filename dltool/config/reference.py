@@ -140,14 +140,16 @@ def _type_name(annotation: Any, sections: list[_Section]) -> str:
     if annotation in _SCALARS:
         return _SCALARS[annotation]
     if _is_model(annotation):
-        return f"section, see [{_section_of(annotation, sections).title}](#{_section_of(annotation, sections).anchor})"
+        section = _section_of(annotation, sections)
+        return f"section, see [{section.title}](#{section.anchor})"
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Literal:
         values = [f"`{_yaml(v)}`" for v in args]
         return values[0] if len(values) == 1 else "one of " + ", ".join(values)
     if origin in (Union, types.UnionType):
         if all(_is_model(a) for a in args):
-            links = [f"[{_section_of(a, sections).tag[1]}](#{_section_of(a, sections).anchor})" for a in args]
+            members = [_section_of(a, sections) for a in args]
+            links = [f"[{m.tag[1] if m.tag else m.title}](#{m.anchor})" for m in members]
             return "one of the sections " + ", ".join(links)
         names = [_type_name(a, sections) for a in args]
         return ", ".join(names[:-1]) + " or " + names[-1]

@@ -233,8 +233,10 @@ def _with_row_numbers(spark, raw, relpaths: dict[str, str]):
 
 
 def _relpath(file_uri: str, relpaths: dict[str, str]) -> str:
+    """The input-relative path of a file Spark names by URI (file:/x and file:///x are one file)."""
     from urllib.parse import unquote
 
-    path = unquote(file_uri.split("://", 1)[-1])
-    path = "/" + path.lstrip("/") if file_uri.startswith("file:") else path
-    return relpaths.get(path, path.rsplit("/", 1)[-1])
+    uri = unquote(file_uri)
+    if uri.startswith("file:"):
+        uri = "file://" + "/" + uri[len("file:"):].lstrip("/")
+    return relpaths.get(uri, uri.rsplit("/", 1)[-1])

@@ -4,7 +4,7 @@ File readers (image, audio): the driver lists files with pyarrow, assigns labels
 and splits, and cuts each split into shard-sized tasks; each Spark task reads
 its files straight from storage, decodes them and writes one Parquet shard with
 pyarrow. Bytes never cross the JVM, and the driver only holds file names and
-per-task summaries (docs/design-ingest.md has the measurements behind this).
+per-task summaries (docs/benchmarks.md has the measurements behind this).
 Table readers (CSV) build a DataFrame with Spark and write it through the same
 shard writer inside `mapInArrow`.
 """
@@ -39,6 +39,7 @@ class FileTask:
     """One Spark task: the files of one shard, everything it needs as plain picklable values."""
 
     reader_config: object
+    source_uri: str
     staging_uri: str
     split: str
     part: int
@@ -66,7 +67,7 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     reader = reader_for(config.ingest)
     dataset = open_location(config.dataset.path)
     source = open_location(config.ingest.input)
-    include = getattr(config.ingest, "include", None) or ["*.csv", "*.tsv", "*.txt", "*.csv.gz"]
+    include = getattr(config.ingest, "include", None) or ["*.csv", "*.tsv", "*.txt", "*.csv.gz", "*.csv.bz2"]
     files, left_out = list_files(source, include, getattr(config.ingest, "exclude", ()))
     if not files:
         raise ConfigError(f"{source.uri}: no input files match include {include}")
@@ -74,19 +75,25 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     digest = config_hash({"ingest": config.ingest.model_dump(mode="json", exclude={"input"}),
                           "split": config.dataset.split.model_dump(mode="json"), "format": FORMAT_VERSION})  # fmt: skip
     started = time.time()
+    if dry_run:
+        plan = _plan(config, reader, dataset, source, files, left_out)
+        plan["existing"] = _existing(dataset, digest, fingerprint)
+        return plan
     replacing = _check_existing(dataset, digest, fingerprint, overwrite)
     if replacing == "up_to_date":
         manifest = read_manifest(dataset)
         return {"status": "up_to_date", "dataset": dataset.uri, "counts": manifest["counts"],
                 "message": f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild"}  # fmt: skip
-    if dry_run:
-        return _plan(config, reader, dataset, source, files, left_out)
 
     from dltool.spark.session import default_parallelism, spark_failure, spark_session
 
     spark = spark_session(config.spark)
-    _remove_stale_staging(dataset)
-    staging = dataset.sibling(f".staging-{uuid.uuid4().hex[:8]}")
+    _remove_stale_siblings(dataset)
+    if _renames_directories(dataset):
+        staging = dataset.sibling(f".staging-{uuid.uuid4().hex[:8]}")
+    else:  # object stores cannot rename a folder: write in place, _SUCCESS alone marks it complete
+        dataset.delete()
+        staging = dataset
     try:
         if reader.kind == "file":
             body = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
@@ -98,7 +105,10 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         bad = manifest["counts"]["quarantined"] / max(1, manifest["counts"]["inputs"])
         manifest["status"] = "ok" if bad <= config.dataset.max_bad_fraction else "failed_quality"
         write_manifest(staging, manifest)
-        _commit(staging, dataset)
+        # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
+        target = dataset.sibling(".failed") if manifest["status"] != "ok" and replacing == "dataset" else dataset
+        if staging is not dataset:
+            _commit(staging, target)
     except DltoolError:
         staging.delete()
         raise
@@ -117,10 +127,11 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         "labels": manifest["label"].get("vocabulary"), "errors": body["first_errors"],
     }  # fmt: skip
     if manifest["status"] != "ok":
+        kept = " (the previous complete dataset is kept)" if target is not dataset else " (not marked complete)"
         raise DataQualityError(
             f"{manifest['counts']['quarantined']} of {manifest['counts']['inputs']} inputs quarantined "
             f"({bad:.1%} > max_bad_fraction {config.dataset.max_bad_fraction:g}); "
-            f"see {dataset.uri}/_errors (the dataset is not marked complete)",
+            f"see {target.uri}/_errors{kept}",
             summary,
         )
     dataset.child(SUCCESS).write_bytes(b"")
@@ -136,29 +147,40 @@ def _fingerprint(files: list[InputFile]) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool) -> str | None:
-    """What is at the dataset location: None (nothing), "incomplete", "dataset" or "up_to_date"."""
+def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
+    """What is at the dataset location: None, "up_to_date", "dataset", "incomplete" or "foreign"."""
     if not dataset.exists():
         return None
     if dataset.child(SUCCESS).exists():
         manifest = read_manifest(dataset)
-        if manifest.get("config_hash") == digest and manifest.get("input_fingerprint") == fingerprint and not overwrite:
-            return "up_to_date"
-        if not overwrite:
-            raise ConfigError(
-                f"{dataset.uri} holds a dataset built from another config or other inputs; "
-                "pass --overwrite to rebuild it, or choose another --output"
-            )
-        return "dataset"
+        same = manifest.get("config_hash") == digest and manifest.get("input_fingerprint") == fingerprint
+        return "up_to_date" if same else "dataset"
     if dataset.child(MANIFEST).exists():
         return "incomplete"  # an ingest that died or failed its quality gate: always safe to replace
-    if dataset.is_dir() and not _is_empty(dataset) and not overwrite:
+    return "foreign" if dataset.is_dir() and not _is_empty(dataset) else None
+
+
+def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool) -> str | None:
+    """The existing state, or a ConfigError when replacing it needs --overwrite."""
+    state = _existing(dataset, digest, fingerprint)
+    if state == "up_to_date" and overwrite:
+        return "dataset"
+    if state == "dataset" and not overwrite:
+        raise ConfigError(
+            f"{dataset.uri} holds a dataset built from another config or other inputs; "
+            "pass --overwrite to rebuild it, or choose another --output"
+        )
+    if state == "foreign" and not overwrite:
         raise ConfigError(f"{dataset.uri} exists and is not a dltool dataset; pass --overwrite or choose another --output")
-    return "other" if dataset.exists() else None
+    return state
 
 
-def _remove_stale_staging(dataset: Location) -> None:
-    """Delete staging and old copies left by ingests of this dataset that were killed."""
+def _renames_directories(location: Location) -> bool:
+    return location.fs.type_name not in ("s3", "gcs")
+
+
+def _remove_stale_siblings(dataset: Location) -> None:
+    """Delete staging areas, old copies and failed runs left beside this dataset by earlier ingests."""
     import pyarrow.fs as pafs
 
     parent, name = dataset.path.rstrip("/").rsplit("/", 1)
@@ -167,7 +189,7 @@ def _remove_stale_staging(dataset: Location) -> None:
     except OSError:
         return
     for info in siblings:
-        if info.base_name.startswith((name + ".staging-", name + ".old-")):
+        if info.base_name.startswith((name + ".staging-", name + ".old-", name + ".failed")):
             dataset.fs.delete_dir(info.path) if info.type == pafs.FileType.Directory else dataset.fs.delete_file(info.path)
 
 
@@ -243,7 +265,7 @@ def _ingest_files(spark, config, reader, source, files, staging, parallelism, pr
             n = max(n, math.ceil(len(items) / config.ingest.files_per_task)) if items else 0
         for part in range(n):
             chunk = items[part::n]
-            tasks.append(FileTask(config.ingest, staging.uri, split, part, chunk, label_kind,
+            tasks.append(FileTask(config.ingest, source.uri, staging.uri, split, part, chunk, label_kind,
                                   config.dataset.row_group_mb, config.dataset.compression))  # fmt: skip
     driver_errors = [
         _error_row(f.relpath, f.path, reader.name, RecordError("label", _unlabelled_reason(config, f.relpath)))
@@ -277,6 +299,7 @@ def _run_file_task(task: FileTask) -> TaskSummary:
     reader.setup()
     spec = reader.tensor_spec()
     staging = open_location(task.staging_uri)
+    source = open_location(task.source_uri)
     name = f"part-{task.part:05d}.parquet"
     summary = TaskSummary(split=task.split)
     errors = []
@@ -288,7 +311,7 @@ def _run_file_task(task: FileTask) -> TaskSummary:
             try:
                 if size > max_bytes:
                     raise RecordError("read", f"file is {size / 2**20:.1f} MB, over max_file_mb {task.reader_config.max_file_mb:g}")
-                data = _read(staging.fs, path, max_bytes)
+                data = _read(source.fs, path, max_bytes)
                 examples = reader.decode(data, key)
             except Exception as e:  # every failure of one record is that record's, never the task's
                 errors.append(_error_row(key, path, reader.name, e))

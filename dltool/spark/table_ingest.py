@@ -12,8 +12,21 @@ from dltool.storage.fs import open_location
 
 
 def hadoop_uri(location) -> str:
-    """The URI Spark's Hadoop filesystems want (a plain local path becomes file://)."""
-    return location.uri if "://" in location.uri else "file://" + location.path
+    """The URI Spark's Hadoop filesystems want for a Location (a plain local path becomes file://)."""
+    return spark_path(location.uri, location.path)
+
+
+def spark_path(source_uri: str, path: str) -> str:
+    """The Hadoop URI of a file that pyarrow listed under source_uri (pyarrow drops scheme and host)."""
+    from urllib.parse import urlsplit
+
+    if "://" not in source_uri:
+        return "file://" + path
+    parts = urlsplit(source_uri)
+    scheme = {"s3": "s3a"}.get(parts.scheme, parts.scheme)
+    if scheme in ("s3a", "gs", "gcs"):
+        return f"{scheme}://{path}"  # pyarrow paths there are bucket/key
+    return f"{scheme}://{parts.netloc}{path}"
 
 
 def ingest_table(spark, config, reader, source, files, staging, parallelism, progress) -> dict:
@@ -22,8 +35,8 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     from dltool.spark.ingest import ERROR_FIELDS, plan_shards
     from dltool.spark.progress import spark_progress
 
-    paths = [hadoop_uri(open_location(f.path)) if "://" not in source.uri else f.path for f in files]
-    relpaths = {f.path: f.relpath for f in files}
+    paths = [spark_path(source.uri, f.path) for f in files]
+    relpaths = dict(zip(paths, (f.relpath for f in files)))
     with spark_progress(spark, f"ingest {config.name}: {len(files)} CSV file(s)", progress):
         built = reader.build(spark, paths, relpaths, config.dataset.split)
         built.errors.select(*ERROR_FIELDS).coalesce(1).write.mode("overwrite").option("compression", "zstd").parquet(

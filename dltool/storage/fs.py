@@ -100,7 +100,7 @@ def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = 
     """List files under root (recursively) whose relative path matches include and not exclude.
 
     Returns the matches sorted by relative path and the number of files that were
-    present but left out by the patterns (reported, so nothing vanishes silently).
+    present but left out (hidden, or by the patterns), reported so nothing vanishes silently.
     """
     import pyarrow.fs as pafs
 
@@ -110,8 +110,9 @@ def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = 
         raise StorageError(f"{root.uri}: cannot reach input: {e}") from e
     if info.type == pafs.FileType.NotFound:
         raise InputNotFoundError(f"{root.uri}: input not found")
-    if info.type == pafs.FileType.File:
-        infos, base = [info], posixpath.dirname(root.path)
+    if info.type == pafs.FileType.File:  # a file named explicitly is read whatever its name
+        rel = posixpath.basename(root.path)
+        return [InputFile(info.path, rel, info.size or 0, info.mtime_ns or 0)], 0
     else:
         try:
             infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
@@ -125,10 +126,11 @@ def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = 
         if item.type != pafs.FileType.File:
             continue
         rel = posixpath.relpath(item.path, base)
-        if any(part.startswith((".", "_")) for part in rel.split("/")):
-            continue  # hidden files and Spark/Hadoop markers (_SUCCESS, .crc) are not inputs
         low = rel.lower()
-        if any(fnmatch.fnmatchcase(low, p) for p in include) and not any(fnmatch.fnmatchcase(low, p) for p in exclude):
+        hidden = any(part.startswith((".", "_")) for part in rel.split("/"))  # .crc, _SUCCESS, .DS_Store
+        if not hidden and any(fnmatch.fnmatchcase(low, p) for p in include) and not any(
+            fnmatch.fnmatchcase(low, p) for p in exclude
+        ):
             matched.append(InputFile(item.path, rel, item.size or 0, item.mtime_ns or 0))
         else:
             left_out += 1

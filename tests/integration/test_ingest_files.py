@@ -182,6 +182,13 @@ def test_quality_threshold_exits_3_and_leaves_no_complete_dataset(spark, tmp_pat
     result, summary = ingest(write_config(config))
     assert result.exit_code == 0 and summary["replaced"] == "incomplete"
     assert (out / "_SUCCESS").exists()
+    # A rebuild that fails its gate never displaces the complete dataset: it lands beside it.
+    before = (out / "_manifest.json").read_text()
+    config["dataset"]["max_bad_fraction"] = 0.01
+    result, summary = ingest(write_config(config), "--overwrite")
+    assert result.exit_code == 3 and "previous complete dataset is kept" in result.stderr
+    assert (out / "_SUCCESS").exists() and (out / "_manifest.json").read_text() == before
+    assert (tmp_path / "out.failed" / "_errors").is_dir()
 
 
 def test_refuses_foreign_output_and_changed_config(spark, tmp_path, write_config, hostile_images):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from typer.testing import CliRunner
@@ -29,7 +30,7 @@ def test_reference_is_deterministic():
 @pytest.mark.parametrize("model", READERS, ids=lambda m: m.__name__)
 def test_reference_lists_every_reader_field(model):
     text = render_reference()
-    tag = model.model_fields["reader"].annotation.__args__[0]
+    tag = get_args(model.model_fields["reader"].annotation)[0]
     section = text.split(f"## `ingest` with `reader: {tag}`", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in model.model_fields if f"| `{name}` |" not in section]
     assert not missing, f"{model.__name__} fields missing from its reference table: {missing}"
