@@ -20,3 +20,22 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+def run_ingest_cli(*args):
+    """`dltool ingest ARGS --json` in-process: the CLI result and its parsed JSON summary."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dltool.cli import app
+
+    result = CliRunner().invoke(app, ["ingest", *map(str, args), "--json"])
+    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+
+
+def read_split(dataset: Path, split: str):
+    """One split of a dataset as an Arrow table, read with plain pyarrow."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(str(dataset / split), format="parquet").to_table()

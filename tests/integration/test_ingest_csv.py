@@ -6,20 +6,10 @@ import json
 
 import numpy as np
 import pyarrow.dataset as pads
-from typer.testing import CliRunner
 
-from dltool.cli import app
 from dltool.shards.codec import TensorSpec, decode_tensors
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_split, run_ingest_cli as ingest
 
-
-def ingest(*args):
-    result = CliRunner().invoke(app, ["ingest", *map(str, args), "--json"])
-    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
-
-
-def table(out, split):
-    return pads.dataset(str(out / split), format="parquet").to_table()
 
 
 def test_csv_config_ingests_with_fitted_preprocessing(spark, tmp_path):
@@ -34,7 +24,7 @@ def test_csv_config_ingests_with_fitted_preprocessing(spark, tmp_path):
     assert "plan=basic" in names and "region=west" in names
     spec = TensorSpec.from_json(manifest["features"])
     assert spec.shape == (len(names),)
-    train = table(out, "train")
+    train = read_split(out, "train")
     features = decode_tensors(train.column("features"), spec)
     assert np.isfinite(features).all()  # missing values were imputed
     # One-hot slots of each categorical sum to 1 per row.
@@ -43,7 +33,7 @@ def test_csv_config_ingests_with_fitted_preprocessing(spark, tmp_path):
     # Stats are the train split's per-feature mean.
     np.testing.assert_allclose(manifest["stats"]["mean"], features.mean(axis=0), rtol=1e-4)
     # Keys are the id column; splits partition the rows.
-    keys = [k for s in ("train", "val", "test") for k in table(out, s).column("key").to_pylist()]
+    keys = [k for s in ("train", "val", "test") for k in read_split(out, s).column("key").to_pylist()]
     assert len(keys) == len(set(keys)) == 400 and keys[0].startswith("C")
     # The fitted Spark ML pipeline is saved and loads.
     from pyspark.ml import PipelineModel
@@ -90,7 +80,7 @@ def test_hostile_csv_rows_are_quarantined_with_field_and_row(spark, tmp_path, wr
     assert errors["rows.csv:7"]["error_class"] == "EncodingError" and "colour" in errors["rows.csv:7"]["message"]
     assert errors["rows.csv:8"]["message"] == "field target: missing label"
     assert all(e["path"].endswith(f"rows.csv:{e['key'].split(':')[1]}") for e in errors.values())
-    kept = [k for s in ("train", "val", "test") for k in table(tmp_path / "out", s).column("key").to_pylist()]
+    kept = [k for s in ("train", "val", "test") for k in read_split(tmp_path / "out", s).column("key").to_pylist()]
     assert {"rows.csv:1", "rows.csv:2", "rows.csv:9"} <= set(kept) and len(kept) == 43
     assert manifest["label"]["vocabulary"] == ["a", "b"]
 
@@ -112,7 +102,7 @@ def test_csv_regression_and_quality_gate(spark, tmp_path, write_config):
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert manifest["label"]["kind"] == "regression" and manifest["features"]["shape"] == [3]
-    train = table(tmp_path / "out", "train")
+    train = read_split(tmp_path / "out", "train")
     assert str(train.schema.field("label").type) == "float"
     features = decode_tensors(train.column("features"), TensorSpec((3,), "float32"))
     np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-5)  # scaled on train

@@ -13,21 +13,10 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from dltool.cli import app
 from dltool.shards.codec import TensorSpec, decode_tensors
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_split, run_ingest_cli as ingest
 
-
-def ingest(*args):
-    result = CliRunner().invoke(app, ["ingest", *map(str, args), "--json"])
-    summary = json.loads(result.stdout) if result.stdout.strip() else None
-    return result, summary
-
-
-def read_split(dataset, split):
-    return pads.dataset(str(dataset / split), format="parquet").to_table()
 
 
 def test_images_config_ingests_and_reads_back_without_dltool(spark, tmp_path):
