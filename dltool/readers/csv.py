@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from dltool.errors import ConfigError
@@ -23,6 +24,8 @@ class TableBuild:
     stats: dict | None
     inputs: int
     preprocess: object  # the fitted PipelineModel (features only)
+    split_rows: dict[str, int]  # good rows per split
+    cached: list  # DataFrames the reader persisted; the job unpersists them when written
 
 
 @register
@@ -64,7 +67,7 @@ class CsvReader(TableReader):
             .withColumn("_file", F.input_file_name()).withColumn("_mid", F.monotonically_increasing_id())
         )  # fmt: skip
         raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
-        raw = _with_row_numbers(spark, raw, relpaths)
+        raw, inputs = _with_row_numbers(spark, raw, relpaths)
         if cfg.key_column:
             raw = raw.withColumn("key", F.col(cfg.key_column))
         else:
@@ -83,18 +86,22 @@ class CsvReader(TableReader):
             *[F.col(c).alias(c) for c in cfg.passthrough],
             *([self._label(F.col(cfg.label)).alias("_label")] if cfg.label else []),
             "key", split_column(F.col("key"), split_settings).alias("split"),
-        )  # fmt: skip
-        inputs = raw.count()
+        ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
+        classify = cfg.label and cfg.task == "classification"
+        groups = good.groupBy("split", *(["_label"] if classify else [])).count().collect()
         label_kind, vocabulary = None, None
-        if cfg.label and cfg.task == "classification":
+        if classify:
             label_kind = "class"
-            vocabulary = sorted(r[0] for r in good.select("_label").distinct().collect())
+            vocabulary = sorted({r["_label"] for r in groups})
             good = good.withColumn("label", F.array_position(F.array(*map(F.lit, vocabulary)), F.col("_label")) - 1)
         elif cfg.label:
             label_kind = "regression"
             good = good.withColumn("label", F.col("_label").cast("float"))
+        split_rows = Counter()
+        for r in groups:
+            split_rows[r["split"]] += r["count"]
         train = good.where(F.col("split") == "train")
-        if train.limit(1).count() == 0:
+        if not split_rows["train"]:
             raise ConfigError(f"{paths[0]}: no valid rows fall in the train split; nothing to fit preprocessing on")
         model = self._pipeline().fit(train)
         feature_names = self.feature_names(model)
@@ -105,7 +112,8 @@ class CsvReader(TableReader):
             _to_array("_vec").alias("features"), *[F.col(c).cast("int" if label_kind == "class" else "float") for c in keep],
             F.col("key").cast("string"), *[F.col(c).cast("string") for c in cfg.passthrough], "split",
         )  # fmt: skip
-        return TableBuild(rows, errors, len(feature_names), feature_names, label_kind, vocabulary, stats, inputs, model)
+        return TableBuild(rows, errors, len(feature_names), feature_names, label_kind, vocabulary, stats, inputs, model,
+                          split_rows=dict(split_rows), cached=[raw, good])  # fmt: skip
 
     def _missing(self, col):
         from pyspark.sql import functions as F
@@ -209,7 +217,7 @@ def _feature_stats(train) -> dict:
 
 
 def _with_row_numbers(spark, raw, relpaths: dict[str, str]):
-    """Add `_row` (1-based data row within its file) and `_relpath`, from per-partition counts.
+    """Add `_row` (1-based data row within its file) and `_relpath`; also return the row count.
 
     monotonically_increasing_id is (partition << 33) + index within the partition, and
     Spark keeps each file's splits in order, so offsets per (file, partition) give row
@@ -229,7 +237,7 @@ def _with_row_numbers(spark, raw, relpaths: dict[str, str]):
     table = spark.createDataFrame(offsets, "_file string, _pid long, _first long, _start long, _relpath string")
     raw = raw.withColumn("_pid", (F.col("_mid") / (1 << 33)).cast("long"))
     joined = raw.join(F.broadcast(table), ["_file", "_pid"])
-    return joined.withColumn("_row", F.col("_mid") - F.col("_first") + F.col("_start") + 1)
+    return joined.withColumn("_row", F.col("_mid") - F.col("_first") + F.col("_start") + 1), sum(seen.values())
 
 
 def _relpath(file_uri: str, relpaths: dict[str, str]) -> str:

@@ -306,6 +306,7 @@ def _run_file_task(task: FileTask) -> TaskSummary:
     max_bytes = int(task.reader_config.max_file_mb * (1 << 20))
     copies = reader.augment_copies() if task.split == "train" else 0
     schema = shard_schema(spec, task.label_kind)
+    moments = Moments(reader.stats_axis())
     with ShardWriter(staging.child(task.split, name), schema, spec, task.row_group_mb, task.compression) as writer:
         for path, key, label, size in task.files:
             try:
@@ -321,12 +322,13 @@ def _run_file_task(task: FileTask) -> TaskSummary:
                 writer.add(example, key + suffix, label)
                 summary.per_class[label] += 1
                 if task.split == "train":
-                    summary.moments = _accumulate(summary.moments, example, reader.stats_axis())
+                    moments.add(example)
                 for copy in range(copies):
                     writer.add(reader.augment(example, key + suffix, copy), f"{key}{suffix}#aug{copy + 1}", label)
                     summary.per_class[label] += 1
                     summary.augmented += 1
     summary.rows = writer.rows
+    summary.moments = moments.result()
     summary.shard = f"{task.split}/{name}" if summary.rows else None
     summary.quarantined = len(errors)
     if errors:
@@ -338,7 +340,7 @@ def _run_file_task(task: FileTask) -> TaskSummary:
 def _read(fs, path: str, max_bytes: int) -> bytes:
     try:
         with fs.open_input_file(path) as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(min(f.size(), max_bytes + 1))  # never allocate max_bytes for a small file
     except FileNotFoundError as e:
         raise RecordError("read", "file disappeared after listing") from e
     except OSError as e:
@@ -348,11 +350,38 @@ def _read(fs, path: str, max_bytes: int) -> bytes:
     return data
 
 
-def _accumulate(moments: np.ndarray | None, example: np.ndarray, axis: int) -> np.ndarray:
-    values = np.moveaxis(example, axis, -1)
-    values = values.reshape(-1, values.shape[-1]).astype(np.float64)
-    update = np.stack([np.full(values.shape[1], values.shape[0], np.float64), values.sum(0), (values * values).sum(0)])
-    return update if moments is None else moments + update
+class Moments:
+    """Count, sum and sum of squares per entry of one axis, added up a batch at a time."""
+
+    BATCH = 256
+
+    def __init__(self, axis: int):
+        self.axis = axis
+        self.pending: list[np.ndarray] = []
+        self.total: np.ndarray | None = None
+
+    def add(self, example: np.ndarray) -> None:
+        self.pending.append(example)
+        if len(self.pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        batch = np.moveaxis(np.stack(self.pending), self.axis % self.pending[0].ndim + 1, -1)
+        values = batch.reshape(-1, batch.shape[-1])
+        floats = values.astype(np.float32)
+        update = np.stack([
+            np.full(values.shape[1], values.shape[0], np.float64),
+            values.sum(0, dtype=np.float64),
+            np.einsum("ij,ij->j", floats, floats, dtype=np.float64),
+        ])  # fmt: skip
+        self.total = update if self.total is None else self.total + update
+        self.pending = []
+
+    def result(self) -> np.ndarray | None:
+        self._flush()
+        return self.total
 
 
 def _error_row(key: str, path: str, reader: str, error: Exception) -> dict:

@@ -41,7 +41,7 @@ def spark_session(settings: SparkSettings):
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
     }
     if local:
         # Small local jobs: 200 shuffle partitions would be 200 near-empty tasks.

@@ -30,36 +30,44 @@ def spark_path(source_uri: str, path: str) -> str:
 
 
 def ingest_table(spark, config, reader, source, files, staging, parallelism, progress) -> dict:
-    from pyspark.sql import functions as F
-
-    from dltool.spark.ingest import ERROR_FIELDS, plan_shards
     from dltool.spark.progress import spark_progress
 
     paths = [spark_path(source.uri, f.path) for f in files]
     relpaths = dict(zip(paths, (f.relpath for f in files)))
     with spark_progress(spark, f"ingest {config.name}: {len(files)} CSV file(s)", progress):
         built = reader.build(spark, paths, relpaths, config.dataset.split)
-        built.errors.select(*ERROR_FIELDS).coalesce(1).write.mode("overwrite").option("compression", "zstd").parquet(
-            hadoop_uri(staging.child("_errors"))
-        )
-        built.preprocess.write().overwrite().save(hadoop_uri(staging.child("_preprocess")))
-        spec = TensorSpec((built.width,), "float32")
-        rows = built.rows.persist()
-        per_split = dict(rows.groupBy("split").count().collect())
-        total = sum(per_split.values())
-        summaries = []
-        for split in SPLITS:
-            n = plan_shards(per_split.get(split, 0), spec.nbytes, config.dataset.shard_mb, parallelism,
-                            per_split.get(split, 0) / max(1, total))  # fmt: skip
-            if n == 0:
-                continue
-            writer = _shard_task(staging.uri, split, spec, built.label_kind, list(config.ingest.passthrough),
-                                 config.dataset.row_group_mb, config.dataset.compression)  # fmt: skip
-            part = rows.where(F.col("split") == split).drop("split").repartition(n)
-            summaries += part.mapInArrow(writer, "shard string, rows long, per_class string").collect()
-        rows.unpersist()
-        quarantined = built.inputs - total
-        first_errors = [r.asDict() for r in built.errors.limit(5).collect()] if quarantined else []
+        try:
+            return _write_table(config, built, staging, parallelism)
+        finally:
+            for frame in built.cached:
+                frame.unpersist()
+
+
+def _write_table(config, built, staging, parallelism) -> dict:
+    from pyspark.sql import functions as F
+
+    from dltool.spark.ingest import ERROR_FIELDS, plan_shards
+
+    built.errors.select(*ERROR_FIELDS).repartition(1).write.mode("overwrite").option("compression", "zstd").parquet(
+        hadoop_uri(staging.child("_errors"))
+    )
+    built.preprocess.write().overwrite().save(hadoop_uri(staging.child("_preprocess")))
+    spec = TensorSpec((built.width,), "float32")
+    rows = built.rows
+    per_split = built.split_rows
+    total = sum(per_split.values())
+    summaries = []
+    for split in SPLITS:
+        n = plan_shards(per_split.get(split, 0), spec.nbytes, config.dataset.shard_mb, parallelism,
+                        per_split.get(split, 0) / max(1, total))  # fmt: skip
+        if n == 0:
+            continue
+        writer = _shard_task(staging.uri, split, spec, built.label_kind, list(config.ingest.passthrough),
+                             config.dataset.row_group_mb, config.dataset.compression)  # fmt: skip
+        part = rows.where(F.col("split") == split).drop("split").repartition(n)
+        summaries += part.mapInArrow(writer, "shard string, rows long, per_class string").collect()
+    quarantined = built.inputs - total
+    first_errors = [r.asDict() for r in built.errors.limit(5).collect()] if quarantined else []
     splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
     for row in summaries:
         split = row["shard"].split("/", 1)[0]
