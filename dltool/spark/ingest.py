@@ -11,6 +11,7 @@ shard writer inside `mapInArrow`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -27,7 +28,7 @@ from dltool.errors import ConfigError, DataQualityError, DltoolError, RecordErro
 from dltool.readers.base import FileReader, reader_for
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
-from dltool.spark.splits import SPLITS, split_of
+from dltool.spark.splits import SPLITS, split_of, split_point
 from dltool.storage.fs import InputFile, Location, list_files, open_location
 from dltool.storage.manifest import FORMAT, FORMAT_VERSION, MANIFEST, SUCCESS, read_manifest, write_manifest
 
@@ -139,8 +140,6 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
 
 
 def _fingerprint(files: list[InputFile]) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.relpath}\0{f.size}\0{f.mtime_ns}\n".encode())
@@ -245,11 +244,9 @@ def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile]
     return assigned, vocabulary, unlabelled
 
 
-def _hash_order(f: InputFile) -> str:
-    import hashlib
-
+def _hash_order(f: InputFile) -> float:
     # Shards in hash order mix classes, so a shuffle buffer at training time sees them all.
-    return hashlib.md5(f.relpath.encode()).hexdigest()
+    return split_point(f.relpath)
 
 
 def _ingest_files(spark, config, reader, source, files, staging, parallelism, progress) -> dict:

@@ -33,7 +33,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     from dltool.spark.progress import spark_progress
 
     paths = [spark_path(source.uri, f.path) for f in files]
-    relpaths = dict(zip(paths, (f.relpath for f in files)))
+    relpaths = dict(zip(paths, (f.relpath for f in files), strict=True))
     with spark_progress(spark, f"ingest {config.name}: {len(files)} CSV file(s)", progress):
         built = reader.build(spark, paths, relpaths, config.dataset.split)
         try:
