@@ -135,7 +135,10 @@ def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
         cfg = _load(config, {})
     except DltoolError as e:
         _fail(e, as_json)
-    _say(f"[green]✓[/] {config}: valid ({cfg.ingest.reader} reader, dataset {cfg.dataset.path})")
+    parts = [f"{cfg.ingest.reader} reader" if cfg.ingest else "no ingest", f"dataset {cfg.dataset.path}"]
+    if cfg.train:
+        parts.append(f"{cfg.train.model.kind} model, run dir {cfg.train.run_dir}")
+    _say(f"[green]✓[/] {config}: valid ({', '.join(parts)})")
     _finish({"status": "ok", "config": str(config), "name": cfg.name}, as_json)
 
 

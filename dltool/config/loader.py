@@ -15,7 +15,7 @@ from dltool.config.models import ExperimentConfig
 from dltool.errors import ConfigError, InputNotFoundError
 
 # Fields that name a location; relative paths in them are resolved against the config file.
-PATH_FIELDS = ("dataset.path", "ingest.input")
+PATH_FIELDS = ("dataset.path", "ingest.input", "train.run_dir", "train.model.application.weights")
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:

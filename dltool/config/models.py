@@ -217,10 +217,146 @@ ReaderConfig = Annotated[
 ]
 
 
+class ApplicationSettings(Section):
+    """A keras.applications architecture for transfer learning; weights come from a local file only."""
+
+    name: str = Field(description="keras.applications model name, e.g. MobileNetV2, ResNet50, EfficientNetB0.")
+    weights: str | None = Field(
+        None, description="Local .h5/.weights.h5 file of the base's weights (no download); none: random initialisation."
+    )
+    freeze_base: bool = Field(True, description="Keep the base's weights fixed and train only the new head.")
+    pooling: Literal["avg", "max"] = Field("avg", description="Global pooling between the base and the head.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the new head.")
+
+
+class ModelSettings(Section):
+    """The model: exactly one of builtin, layers, application or factory (default: builtin auto).
+
+    dltool puts the dataset's normalisation in front of it (from the manifest's train
+    statistics) and, except for a factory, the output head sized from the manifest's labels.
+    """
+
+    builtin: Literal["auto", "small_cnn", "audio_cnn", "mlp"] | None = Field(
+        None, description="Built-in architecture; auto picks by reader (image: small_cnn, audio: audio_cnn, csv: mlp)."
+    )
+    layers: list[dict[str, Union[dict, None]]] | None = Field(
+        None, description="Keras layers in order, each {LayerName: {arguments}}; dltool adds the output head."
+    )
+    application: ApplicationSettings | None = Field(None, description="A keras.applications base with a new head.")
+    factory: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'module:function' called as function(input_shape, outputs, manifest, **args); returns a Keras "
+        "model whose output has `outputs` units (probabilities for classification).",
+    )
+    args: dict = Field(default_factory=dict, description="Keyword arguments for the builtin or the factory.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        chosen = [k for k in ("builtin", "layers", "application", "factory") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of builtin, layers, application, factory (got {', '.join(chosen)})")
+        if self.args and (self.layers is not None or self.application is not None):
+            raise ValueError("args apply to builtin and factory models only")
+        return self
+
+    @property
+    def kind(self) -> str:
+        for k in ("layers", "application", "factory"):
+            if getattr(self, k) is not None:
+                return k
+        return "builtin"
+
+
+class OptimizerSettings(Section):
+    """Optimizer by Keras name, with its arguments."""
+
+    name: str = Field("adam", description="Keras optimizer name: adam, adamw, sgd, rmsprop, nadam, ...")
+    learning_rate: float = Field(1e-3, gt=0, description="Base learning rate (the peak, with a schedule).")
+    args: dict = Field(default_factory=dict, description="Other optimizer arguments, e.g. {momentum: 0.9}.")
+    clip_norm: float | None = Field(None, gt=0, description="Clip each step's gradients to this global norm.")
+
+
+class ScheduleSettings(Section):
+    """Learning-rate schedule over optimizer steps."""
+
+    kind: Literal["constant", "step", "cosine"] = Field("constant", description="Shape of the schedule.")
+    warmup_epochs: float = Field(0, ge=0, description="Linear warm-up from 0 to the learning rate over these epochs.")
+    step_epochs: float = Field(10, gt=0, description="step: multiply the rate by `factor` every this many epochs.")
+    factor: float = Field(0.1, gt=0, le=1, description="step: multiplier applied at each step.")
+    min_fraction: float = Field(0.0, ge=0, le=1, description="cosine: final rate as a fraction of the peak.")
+
+
+class EarlyStoppingSettings(Section):
+    """Stop when the monitored metric has not improved for `patience` epochs."""
+
+    patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class FaultSettings(Section):
+    """Test-only: make one worker raise, to exercise retries. Leave unset in real experiments."""
+
+    rank: int = Field(ge=0, description="Worker rank that raises.")
+    epoch: int = Field(ge=1, description="1-based epoch in which it raises (after its first step).")
+    attempts: list[int] = Field(default_factory=lambda: [0], description="Run attempts (0 = first) on which it raises.")
+
+
+class TrainSettings(Section):
+    """Data-parallel training: one Spark barrier task per TensorFlow worker."""
+
+    run_dir: str = Field(description="Run directory: config snapshot, checkpoints, history, TensorBoard logs, model.")
+    workers: int | None = Field(
+        None, ge=1, description="TensorFlow workers (one barrier task each); default: the cluster's task slots."
+    )
+    epochs: int = Field(10, ge=1, description="Epochs to train.")
+    global_batch_size: int | None = Field(
+        None, ge=1, description="Examples per step over all workers (split evenly); or give per_worker_batch_size."
+    )
+    per_worker_batch_size: int | None = Field(None, ge=1, description="Examples per step on each worker.")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="Steps per epoch; default: train rows // global batch (at least 1)."
+    )
+    model: ModelSettings = ModelSettings()
+    optimizer: OptimizerSettings = OptimizerSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    loss: Literal["auto", "sparse_categorical_crossentropy", "mse", "mae", "huber"] = Field(
+        "auto", description="auto: cross-entropy for classes, mse for regression."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Classification only.")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        description="auto (accuracy or mae), accuracy, top_K_accuracy (e.g. top_3_accuracy), mae, mse, rmse.",
+    )
+    class_weights: Union[Literal["none", "balanced"], dict[str, float]] = Field(
+        "none", description="none, balanced (from the train split's class counts), or {class name: weight}."
+    )
+    validation_every_steps: int | None = Field(
+        None, ge=1, description="Also score the val split every N steps (always at each epoch end)."
+    )
+    monitor: str = Field("val_loss", description="Metric for best checkpoint and early stopping, e.g. val_accuracy.")
+    early_stopping: EarlyStoppingSettings | None = Field(None, description="Stop early; unset: train all epochs.")
+    keep_checkpoints: int | None = Field(None, ge=1, description="Keep the newest N epoch checkpoints (and the best).")
+    seed: int = Field(0, description="Seeds initialisation, shuffling and dropout.")
+    shuffle_buffer: int = Field(4096, ge=0, description="Examples in the shuffle buffer when streaming shards.")
+    cache_mb: int = Field(1024, ge=0, description="Hold a worker's share in memory when it fits this budget.")
+    mixed_precision: bool = Field(False, description="float16 compute on GPU (ignored on CPU).")
+    max_retries: int = Field(1, ge=0, description="Relaunch a failed run from its newest checkpoint this often.")
+    timeout_s: int = Field(300, ge=10, description="A collective or barrier wait longer than this fails the run.")
+    fault: FaultSettings | None = Field(None, description="Test-only fault injection.")
+
+    @model_validator(mode="after")
+    def _one_batch_size(self):
+        if self.global_batch_size is not None and self.per_worker_batch_size is not None:
+            raise ValueError("give global_batch_size or per_worker_batch_size, not both")
+        return self
+
+
 class ExperimentConfig(Section):
     """One experiment: where Spark runs, the dataset, and how to ingest it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Experiment name (letters, digits, _ . -).")
     spark: SparkSettings = SparkSettings()
     dataset: DatasetSettings
-    ingest: ReaderConfig
+    ingest: ReaderConfig | None = Field(None, description="How to ingest the dataset (needed by ingest).")
+    train: TrainSettings | None = Field(None, description="How to train (needed by train).")

@@ -65,6 +65,8 @@ class TaskSummary:
 
 def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True) -> dict:
     """Ingest the config's inputs into its dataset location; returns the run summary."""
+    if config.ingest is None:
+        raise ConfigError("the config has no 'ingest' section: nothing to ingest")
     reader = reader_for(config.ingest)
     dataset = open_location(config.dataset.path)
     source = open_location(config.ingest.input)
