@@ -358,5 +358,7 @@ class ExperimentConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Experiment name (letters, digits, _ . -).")
     spark: SparkSettings = SparkSettings()
     dataset: DatasetSettings
-    ingest: ReaderConfig | None = Field(None, description="How to ingest the dataset (needed by ingest).")
+    ingest: Union[ImageReaderConfig, AudioReaderConfig, CsvReaderConfig, None] = Field(
+        None, discriminator="reader", description="How to ingest the dataset (needed by ingest)."
+    )
     train: TrainSettings | None = Field(None, description="How to train (needed by train).")

@@ -43,5 +43,6 @@ def test_schema_command_prints_json_schema_with_every_reader():
     text = json.dumps(schema)
     for reader in ("image", "audio", "csv"):
         assert f'"const": "{reader}"' in text or f'"enum": ["{reader}"]' in text, f"reader {reader!r} not in schema"
-    mapping = schema["properties"]["ingest"]["discriminator"]["mapping"]
+    union = next(option for option in schema["properties"]["ingest"]["anyOf"] if "discriminator" in option)
+    mapping = union["discriminator"]["mapping"]
     assert sorted(mapping) == ["audio", "csv", "image"]
