@@ -129,6 +129,41 @@ def _report_ingest(summary: dict) -> None:
 
 
 @app.command()
+def train(
+    config: ConfigArg,
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset location (overrides dataset.path).")] = None,
+    run_dir: Annotated[Optional[str], typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="TensorFlow workers (overrides train.workers).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (overrides train.epochs).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run dir's newest checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the run dir's previous run first.")] = False,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the config's model on its dataset: one Spark barrier task per TensorFlow worker."""
+    try:
+        from dltool.train.run import run_training
+
+        overrides = _overrides(master, conf, dataset__path=data, train__run_dir=run_dir)
+        overrides.update({k: v for k, v in {"train.workers": workers, "train.epochs": epochs}.items() if v is not None})
+        cfg = _load(config, overrides)
+        summary = run_training(cfg, resume=resume, overwrite=overwrite, progress=not as_json)
+    except DltoolError as e:
+        _fail(e, as_json)
+    if summary["status"] == "up_to_date":
+        _say(f"[green]✓[/] {summary['message']}")
+    else:
+        best = summary.get("best") or {}
+        best_text = f"; best {best['monitor']} {best['value']:.4f} at epoch {best['epoch']}" if best else ""
+        _say(
+            f"[green]✓[/] trained {summary['epochs_done']} epochs in {summary['seconds']:.1f}s{best_text}; "
+            f"model: {summary['model']}"
+        )
+    _finish(summary, as_json)
+
+
+@app.command()
 def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
     """Check a config file without starting Spark (exit 2 when it is invalid)."""
     try:

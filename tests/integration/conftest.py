@@ -19,3 +19,24 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.spark)
+
+
+def _ingest_once(tmp_path_factory, config: str, name: str):
+    from tests.conftest import ROOT, run_ingest_cli
+
+    out = tmp_path_factory.mktemp("datasets") / name
+    result, _ = run_ingest_cli(ROOT / "configs" / config, "--output", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_dataset(spark, tmp_path_factory):
+    """The sample images ingested once per test session (read-only for tests)."""
+    return _ingest_once(tmp_path_factory, "images.yaml", "digits")
+
+
+@pytest.fixture(scope="session")
+def churn_dataset(spark, tmp_path_factory):
+    """The sample CSV ingested once per test session (read-only for tests)."""
+    return _ingest_once(tmp_path_factory, "csv.yaml", "churn")

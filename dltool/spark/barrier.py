@@ -1,0 +1,118 @@
+"""Run TensorFlow workers as one Spark barrier stage: one task per worker, each a fresh child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+
+from dltool.errors import ConfigError
+
+TAIL_LINES = 30
+
+
+def task_slots(spark) -> int:
+    """How many tasks the cluster can run at once now (what a barrier stage needs)."""
+    sc = spark.sparkContext
+    try:
+        jsc = sc._jsc.sc()
+        return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+    except Exception:  # noqa: BLE001 - older or foreign Spark builds: fall back to the scheduler's estimate
+        return max(1, sc.defaultParallelism)
+
+
+def check_slots(spark, workers: int) -> None:
+    """Fail at once when a barrier stage could not start (Spark itself would wait minutes)."""
+    slots = task_slots(spark)
+    if workers > slots:
+        master = spark.sparkContext.master
+        raise ConfigError(
+            f"train.workers is {workers} but the cluster ({master}) has {slots} free task slot(s); "
+            "lower --workers or add executors/cores (a barrier stage needs a slot per worker)"
+        )
+
+
+def barrier_train(spark, job: dict, workers: int, description: str = "dltool train") -> None:
+    """Run one barrier stage of `workers` tasks; raises the Spark error when any worker fails."""
+    sc = spark.sparkContext
+    sc.setJobGroup(job.get("job_group", "dltool-train"), description, interruptOnCancel=True)
+
+    def task(_partition):
+        from dltool.spark.barrier import run_worker_task
+
+        yield run_worker_task(job)
+
+    try:
+        sc.parallelize(range(workers), workers).barrier().mapPartitions(task).collect()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+
+
+def run_worker_task(job: dict) -> int:
+    """Inside a barrier task: agree on addresses, start the worker child, relay its failure."""
+    import shutil
+    import tempfile
+
+    from pyspark import BarrierTaskContext
+
+    ctx = BarrierTaskContext.get()
+    rank = ctx.partitionId()
+    host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0] or "127.0.0.1"
+    addresses = ctx.allGather(f"{host}:{_free_port(host)}")
+    gpus = list(ctx.resources()["gpu"].addresses) if "gpu" in ctx.resources() else []
+    scratch = tempfile.mkdtemp(prefix=f"dltool-worker-{rank}-")
+    spec = {**job, "rank": rank, "workers": len(addresses), "threads": _task_cpus(ctx),
+            "train_units": job["train_units"][rank],
+            "val_units": job["val_units"][rank] if job.get("val_units") else None}  # fmt: skip
+    spec_path = os.path.join(scratch, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    env = dict(os.environ)  # the child's copy: this task's environment is never changed
+    env.update(
+        TF_CONFIG=json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}}),
+        TMPDIR=scratch,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+        PYTHONUNBUFFERED="1",
+        DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
+    )
+    if len(addresses) == 1:
+        env.pop("TF_CONFIG")
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dltool.train.worker", spec_path],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env, cwd=scratch, text=True, errors="replace",
+    )  # fmt: skip
+    try:
+        for line in child.stdout:
+            tail.append(line.rstrip())
+        code = child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if code != 0:
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        raise RuntimeError(f"dltool worker {rank} {how}; its last output:\n" + "\n".join(tail))
+    return rank
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _task_cpus(ctx) -> int:
+    try:
+        return max(1, int(ctx.cpus()))
+    except Exception:  # noqa: BLE001
+        return 1

@@ -1,0 +1,162 @@
+"""The run directory: config snapshot, epoch checkpoints written atomically, history, final model.
+
+Layout (all under `train.run_dir`):
+
+    run.json                    status, config hash, dataset, best checkpoint, attempts
+    config.json                 the resolved experiment config of the run
+    history.jsonl               one line per finished epoch (train and val metrics)
+    checkpoints/epoch-003/      model.keras, state.npz (variables + optimizer), checkpoint.json
+    tensorboard/{train,val}/    TensorBoard scalars
+    model/model.keras, model/saved_model/
+
+A checkpoint is complete when its `checkpoint.json` exists: it is written last,
+into a hidden temporary folder that is then renamed into place, so a worker
+killed mid-save never leaves a checkpoint that resume would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from dltool.errors import ConfigError, DltoolError
+from dltool.storage.fs import Location
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.jsonl"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_FILE = "checkpoint.json"
+STATE_FILE = "state.npz"
+MODEL_FILE = "model.keras"
+_EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    epoch: int
+    location: Location
+
+    @property
+    def name(self) -> str:
+        return f"epoch-{self.epoch:03d}"
+
+    def meta(self) -> dict:
+        return json.loads(self.location.child(CHECKPOINT_FILE).read_bytes())
+
+
+def epoch_dir_name(epoch: int) -> str:
+    return f"epoch-{epoch:03d}"
+
+
+def list_checkpoints(run_dir: Location) -> list[Checkpoint]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = run_dir.child(CHECKPOINTS)
+    if not folder.exists():
+        return []
+    found = []
+    for info in folder.fs.get_file_info(pafs.FileSelector(folder.path)):
+        match = _EPOCH_DIR.match(info.base_name)
+        if match and info.type == pafs.FileType.Directory:
+            location = folder.child(info.base_name)
+            if location.child(CHECKPOINT_FILE).exists():
+                found.append(Checkpoint(int(match.group(1)), location))
+    return sorted(found, key=lambda c: c.epoch)
+
+
+def newest_checkpoint(run_dir: Location) -> Checkpoint | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def read_json(location: Location) -> dict | None:
+    if not location.exists():
+        return None
+    try:
+        return json.loads(location.read_bytes())
+    except json.JSONDecodeError as e:
+        raise DltoolError(f"{location.uri}: corrupt JSON: {e}") from e
+
+
+def write_json(location: Location, data: dict) -> None:
+    location.write_bytes((json.dumps(data, indent=2) + "\n").encode())
+
+
+def upload_tree(local: Path, target: Location) -> None:
+    """Copy a local folder (model files) to the run directory's filesystem."""
+    if isinstance(target.fs, pafs.LocalFileSystem):
+        shutil.copytree(local, target.path, dirs_exist_ok=True)
+        return
+    pafs.copy_files(str(local), target.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=target.fs)
+
+
+def commit_checkpoint(run_dir: Location, epoch: int, local: Path, meta: dict) -> Checkpoint:
+    """Move a checkpoint prepared in a local folder into the run dir; checkpoint.json last."""
+    folder = run_dir.child(CHECKPOINTS)
+    final = folder.child(epoch_dir_name(epoch))
+    staging = folder.child(f".tmp-{epoch_dir_name(epoch)}-{uuid.uuid4().hex[:8]}")
+    staging.fs.create_dir(staging.path, recursive=True)
+    upload_tree(local, staging)
+    write_json(staging.child(CHECKPOINT_FILE), meta)
+    if final.exists():  # a retried epoch: the newer save wins
+        final.delete()
+    try:
+        staging.fs.move(staging.path, final.path)
+    except OSError:  # object stores cannot rename folders: copy, then the marker says complete
+        upload_tree(local, final)
+        write_json(final.child(CHECKPOINT_FILE), meta)
+        staging.delete()
+    return Checkpoint(epoch, final)
+
+
+def prune_checkpoints(run_dir: Location, keep: int | None, best_epoch: int | None) -> None:
+    """Delete all but the newest `keep` checkpoints (and the best); also leftovers of killed saves."""
+    folder = run_dir.child(CHECKPOINTS)
+    if not folder.exists():
+        return
+    for info in folder.fs.get_file_info(pafs.FileSelector(folder.path)):
+        if info.base_name.startswith(".tmp-"):
+            folder.child(info.base_name).delete()
+    if keep is None:
+        return
+    for checkpoint in list_checkpoints(run_dir)[:-keep]:
+        if checkpoint.epoch != best_epoch:
+            checkpoint.location.delete()
+
+
+def read_history(run_dir: Location) -> list[dict]:
+    location = run_dir.child(HISTORY_FILE)
+    if not location.exists():
+        return []
+    return [json.loads(line) for line in location.read_bytes().decode().splitlines() if line.strip()]
+
+
+def write_history(run_dir: Location, history: list[dict]) -> None:
+    run_dir.child(HISTORY_FILE).write_bytes("".join(json.dumps(row) + "\n" for row in history).encode())
+
+
+def local_scratch(prefix: str) -> Path:
+    """A fresh folder under TMPDIR (the task's own temp dir in a worker)."""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def check_run_dir_is_ours(run_dir: Location) -> None:
+    """Refuse to write into a folder that has files but is not a dltool run."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir.uri}: run dir is a file")
+    if run_dir.child(RUN_FILE).exists():
+        return
+    entries = run_dir.fs.get_file_info(pafs.FileSelector(run_dir.path))
+    if entries:
+        raise ConfigError(f"{run_dir.uri}: folder is not empty and is not a dltool run; choose another run dir")

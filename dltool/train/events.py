@@ -1,0 +1,85 @@
+"""Progress and failure events from training workers to the driver, as JSON lines over TCP.
+
+The driver listens on its Spark host; every worker connects once and sends
+events (the chief: progress; any worker: its failure with the last output
+lines). A random token keeps stray connections out of the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import socket
+import socketserver
+import threading
+from typing import Self
+
+
+class EventServer:
+    """Collects worker events into a queue; use as a context manager on the driver."""
+
+    def __init__(self, host: str):
+        self.token = secrets.token_hex(16)
+        self.events: queue.Queue[dict] = queue.Queue()
+        token, events = self.token, self.events
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                for raw in self.rfile:
+                    try:
+                        event = json.loads(raw)
+                    except ValueError:
+                        return
+                    if event.pop("token", None) != token:
+                        return
+                    events.put(event)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server((host, 0), Handler)
+        self.host = host
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="dltool-events", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def address(self) -> dict:
+        return {"host": self.host, "port": self.port, "token": self.token}
+
+
+class EventClient:
+    """A worker's connection to the driver; sending never raises (progress is best effort)."""
+
+    def __init__(self, address: dict | None, rank: int, timeout: float = 10.0):
+        self.rank = rank
+        self._token = address["token"] if address else None
+        self._sock = None
+        if address:
+            try:
+                self._sock = socket.create_connection((address["host"], address["port"]), timeout=timeout)
+            except OSError:
+                self._sock = None
+
+    def send(self, type_: str, **fields) -> None:
+        if self._sock is None:
+            return
+        line = json.dumps({"token": self._token, "type": type_, "rank": self.rank, **fields}) + "\n"
+        try:
+            self._sock.sendall(line.encode())
+        except OSError:
+            self._sock = None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

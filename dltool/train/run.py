@@ -1,0 +1,315 @@
+"""`dltool train` on the driver: check everything, launch the barrier stage, retry from checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+import dltool
+from dltool.config.loader import config_hash
+from dltool.config.models import ExperimentConfig, TrainSettings
+from dltool.errors import ConfigError, DltoolError
+from dltool.storage.fs import Location, open_location
+from dltool.storage.manifest import read_manifest
+from dltool.train import checkpoints as ckpt
+from dltool.train.metrics import loss_name, resolve_metrics
+
+# Fields that may change between a run and its resume without invalidating its checkpoints.
+RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "fault", "run_dir", "early_stopping", "cache_mb"}
+
+
+@dataclass
+class Plan:
+    """What every worker needs, computed once on the driver (plain values only)."""
+
+    workers: int
+    global_batch: int
+    per_worker_batch: int
+    steps_per_epoch: int
+    train_rows: int
+    val_rows: int
+    class_weights: list[float] | None
+    train_units: list
+    val_units: list | None
+
+
+def run_training(
+    config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure)."""
+    from dltool.train.progress import TrainProgress
+
+    started = time.monotonic()
+    train = config.train
+    if train is None:
+        raise ConfigError("the config has no 'train' section: nothing to train")
+    dataset = open_location(config.dataset.path)
+    manifest = read_manifest(dataset)
+    _check_task(train, manifest)
+    run_dir = open_location(train.run_dir)
+    ckpt.check_run_dir_is_ours(run_dir)
+    digest = _train_hash(train, manifest)
+    previous = ckpt.read_json(run_dir.child(ckpt.RUN_FILE))
+    if overwrite and run_dir.exists():
+        run_dir.delete()
+        previous = None
+    newest = ckpt.newest_checkpoint(run_dir)
+    if previous and not overwrite:
+        if previous.get("train_hash") != digest and (newest or previous.get("status") == "completed"):
+            raise ConfigError(
+                f"{run_dir.uri}: holds a run of a different model, optimizer or dataset; "
+                "use --overwrite or another run dir (--run-dir)"
+            )
+        if previous.get("status") == "completed" and previous.get("epochs_done", 0) >= train.epochs or (
+            previous.get("status") == "completed" and previous.get("stopped_early") and not resume
+        ):
+            return {**previous, "status": "up_to_date", "message": f"{run_dir.uri}: already trained; --overwrite retrains"}
+        if newest and not resume:
+            raise ConfigError(
+                f"{run_dir.uri}: has an unfinished run (checkpoint {newest.name}); "
+                "pass --resume to continue it or --overwrite to start again"
+            )
+
+    with TrainProgress(enabled=progress) as view:
+        checker = _start_model_check(config, manifest)  # TensorFlow loads while Spark starts
+        try:
+            spark = _spark(config)
+            from dltool.spark.barrier import check_slots, task_slots
+
+            workers = train.workers or task_slots(spark)
+            check_slots(spark, workers)
+            plan = _plan(config, manifest, workers)
+            model_info = _finish_model_check(checker)
+        finally:
+            if checker[0].poll() is None:
+                checker[0].kill()
+                checker[0].communicate()
+            os.unlink(checker[1])
+        view.print(
+            f"model: {model_info['params']:,} parameters ({model_info['trainable_params']:,} trainable); "
+            f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows"
+        )
+        run_dir.fs.create_dir(run_dir.path, recursive=True)
+        ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), json.loads(config.model_dump_json()))
+        status = {
+            "status": "running", "name": config.name, "dltool_version": dltool.__version__,
+            "train_hash": digest, "dataset": dataset.uri, "dataset_hash": manifest_hash(manifest),
+            "workers": workers, "epochs": train.epochs, "attempts": 0, "model": model_info,
+        }  # fmt: skip
+        ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
+        job = {
+            "config": json.loads(config.model_dump_json()), "manifest": manifest, "dataset": dataset.uri,
+            "run_dir": run_dir.uri, "config_hash": digest, "dataset_hash": status["dataset_hash"],
+            "steps_per_epoch": plan.steps_per_epoch, "global_batch": plan.global_batch,
+            "per_worker_batch": plan.per_worker_batch, "class_weights": plan.class_weights,
+            "train_units": plan.train_units, "val_units": plan.val_units,
+        }  # fmt: skip
+        result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
+    summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}
+    if view.first_step_at is not None:
+        summary["time_to_first_step_s"] = round(view.first_step_at - started, 1)
+    ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
+    return summary
+
+
+def manifest_hash(manifest: dict) -> str:
+    return config_hash({k: manifest.get(k) for k in ("features", "label", "splits", "stats", "config_hash")})
+
+
+def _train_hash(train: TrainSettings, manifest: dict) -> str:
+    return config_hash({"train": train.model_dump(mode="json", exclude=RESUMABLE_CHANGES), "data": manifest_hash(manifest)})
+
+
+def _check_task(train: TrainSettings, manifest: dict) -> None:
+    label = manifest.get("label") or {}
+    if not label or label.get("kind") not in ("class", "regression"):
+        raise ConfigError("the dataset has no labels (ingest label source 'none'): nothing to train on")
+    classes = len(label.get("vocabulary") or [])
+    if label["kind"] == "class" and classes < 2:
+        raise ConfigError(f"the dataset has {classes} class(es); classification needs at least 2")
+    metrics = resolve_metrics(train.metrics, label["kind"], classes)
+    loss_name(train.loss, label["kind"])
+    if isinstance(train.class_weights, dict):
+        if label["kind"] != "class":
+            raise ConfigError("train.class_weights: only for classification")
+        unknown = sorted(set(train.class_weights) - set(label["vocabulary"]))
+        if unknown:
+            raise ConfigError(f"train.class_weights: unknown classes {unknown}; the dataset has {label['vocabulary']}")
+    has_val = manifest["splits"].get("val", {}).get("rows", 0) > 0
+    logged = ["loss", *metrics]
+    known = logged + ([f"val_{m}" for m in logged] if has_val else [])
+    if train.monitor not in known:
+        why = " (the dataset has no val rows)" if train.monitor.startswith("val_") and not has_val else ""
+        raise ConfigError(f"train.monitor: {train.monitor!r} is not logged{why}; choose one of {', '.join(known)}")
+
+
+def _class_weights(train: TrainSettings, manifest: dict) -> list[float] | None:
+    vocabulary = manifest["label"].get("vocabulary") or []
+    if train.class_weights == "none" or manifest["label"]["kind"] != "class":
+        return None
+    if isinstance(train.class_weights, dict):
+        return [float(train.class_weights.get(name, 1.0)) for name in vocabulary]
+    counts = manifest["splits"]["train"].get("per_class", {})
+    total = sum(counts.values())
+    return [total / (len(vocabulary) * counts[name]) if counts.get(name) else 0.0 for name in vocabulary]
+
+
+def _plan(config: ExperimentConfig, manifest: dict, workers: int) -> Plan:
+    from dltool.shards.feed import plan_shares
+
+    train = config.train
+    if train.per_worker_batch_size:
+        per_worker = train.per_worker_batch_size
+        global_batch = per_worker * workers
+    else:
+        global_batch = train.global_batch_size or 32 * workers
+        if global_batch % workers:
+            raise ConfigError(
+                f"train.global_batch_size: {global_batch} does not split evenly over {workers} workers; "
+                f"use a multiple of {workers} or set per_worker_batch_size"
+            )
+        per_worker = global_batch // workers
+    train_rows = manifest["splits"]["train"]["rows"]
+    if train_rows < global_batch:
+        raise ConfigError(
+            f"the train split has {train_rows} rows, fewer than one global batch ({global_batch}); "
+            "lower the batch size or ingest more data"
+        )
+    val_rows = manifest["splits"].get("val", {}).get("rows", 0)
+    steps = train.steps_per_epoch or max(1, train_rows // global_batch)
+    as_lists = lambda shares: [[[u.file, u.row_group, u.start, u.stop] for u in share] for share in shares]
+    return Plan(
+        workers=workers, global_batch=global_batch, per_worker_batch=per_worker, steps_per_epoch=steps,
+        train_rows=train_rows, val_rows=val_rows, class_weights=_class_weights(train, manifest),
+        train_units=as_lists(plan_shares(config.dataset.path, manifest, "train", workers)),
+        val_units=as_lists(plan_shares(config.dataset.path, manifest, "val", workers)) if val_rows else None,
+    )  # fmt: skip
+
+
+def _spark(config: ExperimentConfig):
+    from dltool.spark.session import spark_session
+
+    # A hung worker must fail the barrier stage rather than block it forever.
+    conf = {"spark.barrier.sync.timeout": str(config.train.timeout_s), **config.spark.conf}
+    return spark_session(config.spark.model_copy(update={"conf": conf}))
+
+
+def _start_model_check(config: ExperimentConfig, manifest: dict):
+    spec = {"config": json.loads(config.model_dump_json()), "manifest": manifest, "steps_per_epoch": 1}
+    handle, path = tempfile.mkstemp(prefix="dltool-check-", suffix=".json")
+    with os.fdopen(handle, "w") as f:
+        json.dump(spec, f)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dltool.train.worker", "--check", path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    return child, path
+
+
+def _finish_model_check(checker) -> dict:
+    child, _ = checker
+    out, err = child.communicate()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        last = (err.strip().splitlines() or ["no output"])[-1]
+        raise DltoolError(f"cannot build the model: the check process failed: {last}")
+    result = json.loads(lines[-1])
+    if not result["ok"]:
+        raise (ConfigError if result["exit_code"] == 2 else DltoolError)(result["error"])
+    return result["model"]
+
+
+def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view, status: dict) -> dict:
+    """Run the barrier stage; after a failure, relaunch from the newest checkpoint up to max_retries times."""
+    from dltool.train.events import EventServer
+
+    max_retries = job["config"]["train"]["max_retries"]
+    host = "127.0.0.1" if spark.sparkContext.master.startswith("local") else spark.conf.get("spark.driver.host")
+    with EventServer(host) as server:
+        attempt = 0
+        while True:
+            if resume_from is not None:
+                view.print(f"resuming from {resume_from.name}")
+            job.update(attempt=attempt, events=server.address,
+                       resume_from=resume_from.location.uri if resume_from else None)  # fmt: skip
+            status["attempts"] = attempt + 1
+            ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
+            done, failure = _one_attempt(spark, job, plan.workers, server, view)
+            if failure is None:
+                newest = ckpt.newest_checkpoint(run_dir)
+                meta = newest.meta() if newest else {}
+                return {
+                    "status": "completed", "epochs_done": len(meta.get("history", [])),
+                    "stopped_early": bool(done.get("stopped_early")), "best": meta.get("best"),
+                    "replicas_in_sync": done.get("replicas_in_sync", 0),
+                    "final": meta.get("logs"), "model": run_dir.child("model", ckpt.MODEL_FILE).uri,
+                    "saved_model": run_dir.child("model", "saved_model").uri,
+                }  # fmt: skip
+            message, code = failure
+            if code == 2 or attempt >= max_retries:
+                status.update(status="failed", error=message)
+                ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
+                tries = f" after {attempt + 1} attempts" if attempt else ""
+                raise (ConfigError if code == 2 else DltoolError)(f"training failed{tries}: {message}")
+            attempt += 1
+            resume_from = ckpt.newest_checkpoint(run_dir)
+            where = resume_from.name if resume_from else "the start"
+            view.print(f"[yellow]retrying from {where}[/] (attempt {attempt + 1} of {max_retries + 1})")
+
+
+def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tuple[str, int] | None]:
+    """One barrier stage, with events shown as they arrive; returns (done event, failure or None)."""
+    from dltool.spark.barrier import barrier_train
+
+    outcome: dict = {}
+
+    def launch() -> None:
+        try:
+            barrier_train(spark, job, workers)
+        except BaseException as e:  # noqa: BLE001 - handed to the driver thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=launch, name="dltool-barrier", daemon=True)
+    thread.start()
+    failures: list[dict] = []
+    done: dict = {}
+    digests: dict[int, str] = {}
+    try:
+        while thread.is_alive() or not server.events.empty():
+            try:
+                event = server.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            view.handle(event)
+            if event["type"] == "failed":
+                failures.append(event)
+            elif event["type"] == "done":
+                digests[event["rank"]] = event["weights_sha256"]
+                if event["rank"] == 0:
+                    done = event
+    except KeyboardInterrupt:
+        spark.sparkContext.cancelAllJobs()
+        thread.join()
+        raise
+    if "error" not in outcome:
+        if len(set(digests.values())) > 1:
+            return done, ("the workers' weights differ after training (replicas out of sync)", 1)
+        return {**done, "replicas_in_sync": len(digests)}, None
+    if failures:
+        first = failures[0]
+        return done, (f"worker {first['rank']}: {first['error']}", int(first.get("exit_code", 1)))
+    import re
+
+    from dltool.spark.session import spark_failure
+
+    # No event came (a worker killed outright): the task's own error line says which and how.
+    found = re.search(r"dltool worker \d+ (?:was killed by \w+|exited with code -?\d+)", str(outcome["error"]))
+    return done, (found.group(0) if found else str(spark_failure(outcome["error"], "the barrier stage")), 1)

@@ -1,0 +1,378 @@
+"""One TensorFlow training worker: `python -m dltool.train.worker SPEC.json`, started by its barrier task.
+
+Each barrier task runs the worker as a fresh child process, so TensorFlow's
+state never outlives a training run inside a reused Spark Python worker, and
+the child dies with its task (PR_SET_PDEATHSIG). The task sets TF_CONFIG,
+CUDA_VISIBLE_DEVICES and TMPDIR in the child's environment only.
+
+Keras 3's `Model.fit` fails under MultiWorkerMirroredStrategy, so the step is
+our own: `strategy.run` of a GradientTape step whose optimizer update is
+all-reduced by the strategy. Loss and metrics are exact sums, added up across
+workers once per epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from dltool.errors import DltoolError
+from dltool.train import checkpoints as ckpt
+from dltool.train.events import EventClient
+from dltool.train.metrics import (
+    finish,
+    improved,
+    loss_name,
+    metric_sums_fn,
+    per_example_loss_fn,
+    resolve_metrics,
+)
+
+REPORT_EVERY_S = 0.5
+
+
+class InjectedFault(RuntimeError):
+    """Raised by `train.fault` (tests only)."""
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when the Spark task that started it dies (Linux), even by SIGKILL."""
+    parent = os.environ.get("DLTOOL_PARENT_PID")
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != int(parent):  # the task died before prctl took effect
+        os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    die_with_parent()
+    if argv[0] == "--check":
+        return check_model(json.loads(Path(argv[1]).read_text()))
+    spec = json.loads(Path(argv[0]).read_text())
+    events = EventClient(spec.get("events"), spec["rank"])
+    try:
+        Worker(spec, events).run()
+    except BaseException as e:  # noqa: BLE001 - report every failure to the driver, then exit non-zero
+        code = e.exit_code if isinstance(e, DltoolError) else 1
+        lines = traceback.format_exc().rstrip().splitlines()
+        print("\n".join(lines), flush=True)
+        events.send("failed", error=f"{type(e).__name__}: {e}", exit_code=code, traceback=lines[-12:])
+        events.close()
+        return code
+    events.close()
+    return 0
+
+
+def check_model(spec: dict) -> int:
+    """Build the model and optimizer once, before Spark starts work: config errors surface early.
+
+    Prints one JSON line: the model's description, or the error and its exit code.
+    """
+    from dltool.config.models import ExperimentConfig
+    from dltool.train.model import build_model, build_optimizer, describe_model
+
+    try:
+        train = ExperimentConfig.model_validate(spec["config"]).train
+        model = build_model(train, spec["manifest"])
+        build_optimizer(train, spec["steps_per_epoch"])
+        print(json.dumps({"ok": True, "model": describe_model(model)}), flush=True)
+        return 0
+    except DltoolError as e:
+        print(json.dumps({"ok": False, "error": str(e), "exit_code": e.exit_code}), flush=True)
+    except Exception as e:  # noqa: BLE001 - keras raises many types for a bad model
+        print(json.dumps({"ok": False, "error": f"train.model: {type(e).__name__}: {e}", "exit_code": 2}), flush=True)
+    return 2
+
+
+class Worker:
+    def __init__(self, spec: dict, events: EventClient):
+        from dltool.config.models import ExperimentConfig
+        from dltool.storage.fs import open_location
+
+        self.spec = spec
+        self.events = events
+        self.rank: int = spec["rank"]
+        self.workers: int = spec["workers"]
+        self.chief = self.rank == 0
+        self.config = ExperimentConfig.model_validate(spec["config"])
+        self.train = self.config.train
+        self.manifest = spec["manifest"]
+        self.run_dir = open_location(spec["run_dir"])
+        self.kind = self.manifest["label"]["kind"]
+        self.classes = len(self.manifest["label"].get("vocabulary") or [])
+        self.metrics = resolve_metrics(self.train.metrics, self.kind, self.classes)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _strategy(self):
+        import tensorflow as tf
+
+        threads = max(1, int(self.spec.get("threads", 1)))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        self.gpu = bool(gpus)
+        if self.workers == 1:
+            return tf.distribute.get_strategy()
+        implementation = (
+            tf.distribute.experimental.CommunicationImplementation.NCCL
+            if gpus
+            else tf.distribute.experimental.CommunicationImplementation.RING
+        )
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=implementation, timeout_seconds=float(self.train.timeout_s)
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+    def _feeds(self):
+        from dltool.shards.feed import FeedUnit, ShardFeed
+
+        def feed(units):
+            return ShardFeed(
+                self.spec["dataset"],
+                self.manifest,
+                [FeedUnit(*u) for u in units],
+                seed=self.train.seed,
+                rank=self.rank,
+                cache_mb=self.train.cache_mb,
+            )
+
+        train = feed(self.spec["train_units"])
+        val = feed(self.spec["val_units"]) if self.spec.get("val_units") is not None else None
+        return train, val
+
+    def _restore(self, model, optimizer) -> dict:
+        """Load a checkpoint's variables and optimizer state; returns its metadata."""
+        from dltool.storage.fs import open_location
+
+        location = open_location(self.spec["resume_from"])
+        meta = json.loads(location.child(ckpt.CHECKPOINT_FILE).read_bytes())
+        scratch = ckpt.local_scratch("restore")
+        (scratch / ckpt.STATE_FILE).write_bytes(location.child(ckpt.STATE_FILE).read_bytes())
+        with np.load(scratch / ckpt.STATE_FILE, allow_pickle=False) as state:
+            for group, variables in (("model", model.variables), ("optimizer", optimizer.variables)):
+                count = int(state[f"{group}_count"])
+                if count != len(variables):
+                    raise DltoolError(
+                        f"{location.uri}: checkpoint has {count} {group} variables, this model has {len(variables)}; "
+                        "the config changed since it was written: use a new run dir or --overwrite"
+                    )
+                for i, variable in enumerate(variables):
+                    value = state[f"{group}_{i}"]
+                    if tuple(value.shape) != tuple(variable.shape):
+                        raise DltoolError(
+                            f"{location.uri}: {group} variable {variable.path}: checkpoint shape {list(value.shape)}, "
+                            f"model shape {list(variable.shape)}; use a new run dir or --overwrite"
+                        )
+                    variable.assign(value)
+        _remove_tree(scratch)
+        return meta
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        strategy = self._strategy()  # first: MultiWorkerMirroredStrategy must exist before other TF ops
+        import keras
+        import tensorflow as tf
+
+        from dltool.train.model import build_model, build_optimizer
+
+        train, spec = self.train, self.spec
+        steps = spec["steps_per_epoch"]
+        batch, global_batch = spec["per_worker_batch"], spec["global_batch"]
+        mixed = train.mixed_precision and self.gpu
+        if mixed:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        with strategy.scope():
+            model = build_model(train, self.manifest)
+            optimizer = build_optimizer(train, steps)
+            if mixed:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(model.trainable_variables)
+
+        meta = self._restore(model, optimizer) if spec.get("resume_from") else {}
+        history: list[dict] = meta.get("history", [])
+        best = meta.get("best")
+        stale = meta.get("stale_epochs", 0)
+        start_epoch = meta.get("epoch", 0) + 1
+
+        loss_fn = per_example_loss_fn(loss_name(train.loss, self.kind), self.classes, train.label_smoothing)
+        sums_fn = metric_sums_fn(self.metrics)
+        weights = spec.get("class_weights")
+        weights = tf.constant(weights, tf.float32) if weights else None
+        x_spec = tf.TensorSpec([batch, *self.manifest["features"]["shape"]], self.manifest["features"]["dtype"])
+        y_spec = tf.TensorSpec([batch], tf.int32 if self.kind == "class" else tf.float32)
+
+        def step_fn(x, y):
+            with tf.GradientTape() as tape:
+                outputs = tf.cast(model(x, training=True), tf.float32)
+                per_example = loss_fn(y, outputs)
+                weighted = per_example * tf.gather(weights, y) if weights is not None else per_example
+                loss = tf.reduce_sum(weighted) / global_batch
+                if model.losses:
+                    loss += tf.add_n(model.losses) / self.workers
+                scaled = optimizer.scale_loss(loss) if mixed else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return sums_fn(y, outputs, per_example)
+
+        @tf.function(input_signature=[x_spec, y_spec])
+        def train_step(x, y):
+            return strategy.experimental_local_results(strategy.run(step_fn, args=(x, y)))[0]
+
+        @tf.function(reduce_retracing=True)
+        def eval_step(x, y):
+            outputs = tf.cast(model(x, training=False), tf.float32)
+            return sums_fn(y, outputs, loss_fn(y, outputs))
+
+        def all_reduce(values: np.ndarray) -> np.ndarray:
+            if self.workers == 1:
+                return values
+            local = tf.constant(values, tf.float32)
+            return strategy.reduce("SUM", strategy.run(lambda v: tf.identity(v), args=(local,)), axis=None).numpy()
+
+        train_feed, val_feed = self._feeds()
+
+        def validate() -> dict:
+            if val_feed is None:
+                return {}
+            total = np.zeros(len(self._sum_names()), np.float32)
+            for x, y in val_feed.one_pass(max(batch, 256)):
+                total += eval_step(x, y).numpy()
+            return finish(self.metrics, all_reduce(total), prefix="val_")
+
+        writers = self._tensorboard() if self.chief else None
+        # A resumed run continues the data stream exactly where its checkpoint left it.
+        batches = iter(train_feed.dataset(batch, training=True, start_batch=(start_epoch - 1) * steps,
+                                          shuffle_buffer=train.shuffle_buffer))  # fmt: skip
+        fault = train.fault
+        self.events.send("start", epoch=start_epoch, epochs=train.epochs, steps=steps, global_batch=global_batch)
+        stop = False
+        for epoch in range(start_epoch, train.epochs + 1):
+            started = last_report = time.perf_counter()
+            sums = tf.zeros(len(self._sum_names()))
+            for step in range(1, steps + 1):
+                x, y = next(batches)
+                sums = sums + train_step(x, y)
+                if fault and fault.rank == self.rank and fault.epoch == epoch and spec["attempt"] in fault.attempts:
+                    raise InjectedFault(f"injected fault: worker {self.rank} in epoch {epoch} (train.fault)")
+                now = time.perf_counter()
+                if self.chief and (now - last_report >= REPORT_EVERY_S or step == steps):
+                    last_report = now
+                    self.events.send("step", epoch=epoch, step=step, steps=steps,
+                                     logs=finish(self.metrics, sums.numpy()),
+                                     samples_per_s=step * global_batch / (now - started))  # fmt: skip
+                every = train.validation_every_steps
+                if every and (int(optimizer.iterations) % every == 0) and step != steps:
+                    logs = validate()
+                    self.events.send("validation", epoch=epoch, step=step, logs=logs)
+                    if writers:
+                        self._scalars(writers["val"], logs, int(optimizer.iterations), prefix="val_")
+            seconds = time.perf_counter() - started
+            logs = {"epoch": epoch, **finish(self.metrics, all_reduce(sums.numpy())), **validate()}
+            logs.update(learning_rate=float(optimizer.learning_rate), seconds=round(seconds, 3),
+                        samples_per_s=round(steps * global_batch / seconds, 1))  # fmt: skip
+            history.append(logs)
+            value = logs.get(train.monitor)
+            is_best = value is not None and improved(train.monitor, value, best and best["value"])
+            if is_best:
+                best, stale = {"epoch": epoch, "monitor": train.monitor, "value": value}, 0
+            else:
+                stale += 1
+            early = train.early_stopping
+            stop = early is not None and stale >= early.patience
+            if self.chief:
+                meta = {"epoch": epoch, "logs": logs, "history": history, "best": best, "stale_epochs": stale,
+                        "config_hash": spec["config_hash"], "dataset_hash": spec["dataset_hash"]}  # fmt: skip
+                saved = self._save_checkpoint(model, optimizer, epoch, meta)
+                self._scalars(writers["train"], logs, epoch)
+                self._scalars(writers["val"], logs, epoch, prefix="val_")
+                self.events.send("epoch", epoch=epoch, epochs=train.epochs, logs=logs, best=is_best,
+                                 checkpoint=saved, stopped_early=stop)  # fmt: skip
+            if stop:
+                break
+        if self.chief:
+            self._save_final(model)
+        # Every replica reports a digest of its weights: the driver checks they are still in sync.
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(v.numpy()).tobytes() for v in model.weights))
+        self.events.send("done", epochs_done=len(history), best=best, stopped_early=stop, weights_sha256=digest.hexdigest())
+
+    # -- outputs (chief only) ---------------------------------------------------------------------
+
+    def _sum_names(self) -> list[str]:
+        from dltool.train.metrics import sum_names
+
+        return sum_names(self.metrics)
+
+    def _save_checkpoint(self, model, optimizer, epoch: int, meta: dict) -> str:
+        scratch = ckpt.local_scratch("checkpoint")
+        arrays = {"model_count": np.array(len(model.variables)), "optimizer_count": np.array(len(optimizer.variables))}
+        arrays.update({f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)})
+        arrays.update({f"optimizer_{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+        np.savez(scratch / ckpt.STATE_FILE, **arrays)
+        model.save(scratch / ckpt.MODEL_FILE)
+        checkpoint = ckpt.commit_checkpoint(self.run_dir, epoch, scratch, meta)
+        _remove_tree(scratch)
+        ckpt.write_history(self.run_dir, meta["history"])
+        best = meta["best"]["epoch"] if meta["best"] else None
+        ckpt.prune_checkpoints(self.run_dir, self.train.keep_checkpoints, best)
+        return checkpoint.name
+
+    def _save_final(self, model) -> None:
+        scratch = ckpt.local_scratch("model")
+        model.save(scratch / ckpt.MODEL_FILE)
+        model.export(str(scratch / "saved_model"), format="tf_saved_model", verbose=False)
+        target = self.run_dir.child("model")
+        if target.exists():
+            target.delete()
+        ckpt.upload_tree(scratch, target)
+        _remove_tree(scratch)
+
+    def _tensorboard(self) -> dict:
+        import tensorflow as tf
+
+        root = self.run_dir.uri if "://" in self.run_dir.uri else self.run_dir.path
+        return {name: tf.summary.create_file_writer(f"{root}/tensorboard/{name}") for name in ("train", "val")}
+
+    @staticmethod
+    def _scalars(writer, logs: dict, step: int, prefix: str = "") -> None:
+        import tensorflow as tf
+
+        with writer.as_default(step=step):
+            for key, value in logs.items():
+                if key == "epoch" or not isinstance(value, (int, float)):
+                    continue
+                if prefix and not key.startswith(prefix):
+                    continue
+                if not prefix and key.startswith("val_"):
+                    continue
+                tf.summary.scalar(key[len(prefix):], value)
+        writer.flush()
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

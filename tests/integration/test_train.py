@@ -1,0 +1,155 @@
+"""dltool train on a real local[2] Spark with real TensorFlow: barrier workers, run dir, resume, faults."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+
+from dltool.shards.codec import TensorSpec, decode_tensors
+
+
+def train_cli(*args):
+    """`dltool train ARGS --json` in-process: the CLI result and its parsed JSON summary."""
+    from typer.testing import CliRunner
+
+    from dltool.cli import app
+
+    result = CliRunner().invoke(app, ["train", *map(str, args), "--json"])
+    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+
+
+def experiment(dataset, run_dir, **train) -> dict:
+    settings = {"run_dir": str(run_dir), "epochs": 2, "global_batch_size": 32, "seed": 7, "workers": 2,
+                "optimizer": {"name": "adam", "learning_rate": 0.003}, **train}  # fmt: skip
+    return {"name": "t", "spark": {"master": "local[2]"}, "dataset": {"path": str(dataset)}, "train": settings}
+
+
+def history(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def test_two_workers_train_in_sync_and_leave_a_complete_run_dir(spark, digits_dataset, tmp_path, write_config):
+    run = tmp_path / "run"
+    config = write_config(experiment(digits_dataset, run, epochs=3, monitor="val_accuracy"))
+    result, summary = train_cli(config)
+    assert result.exit_code == 0, result.output
+    assert summary["status"] == "completed" and summary["epochs_done"] == 3
+    assert summary["replicas_in_sync"] == 2  # both workers reported identical weight digests
+    rows = history(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    for name in ("run.json", "config.json", "history.jsonl", "model/model.keras", "model/saved_model/saved_model.pb"):
+        assert (run / name).is_file(), name
+    for epoch in (1, 2, 3):
+        folder = run / "checkpoints" / f"epoch-{epoch:03d}"
+        assert {p.name for p in folder.iterdir()} == {"model.keras", "state.npz", "checkpoint.json"}
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+    assert list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard" / "val").glob("events.out.tfevents.*"))
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["status"] == "completed" and run_json["best"]["monitor"] == "val_accuracy"
+
+    # The saved model takes raw stored tensors and agrees exactly with the workers' val accuracy.
+    import keras
+
+    model = keras.models.load_model(run / "model" / "model.keras")
+    manifest = json.loads((digits_dataset / "_manifest.json").read_text())
+    table = pads.dataset(str(digits_dataset / "val"), format="parquet").to_table()
+    images = decode_tensors(table.column("features"), TensorSpec.from_json(manifest["features"]))
+    probs = model.predict(images, verbose=0)
+    assert probs.shape == (table.num_rows, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = float(np.mean(probs.argmax(axis=1) == table.column("label").to_numpy()))
+    assert accuracy == pytest.approx(rows[-1]["val_accuracy"], abs=1e-6)
+
+
+def test_resume_continues_history_and_reruns_are_idempotent(spark, churn_dataset, tmp_path, write_config):
+    run = tmp_path / "run"
+    config = write_config(experiment(churn_dataset, run, epochs=1, monitor="val_loss"))
+    result, _ = train_cli(config)
+    assert result.exit_code == 0, result.output
+    first = history(run)
+
+    result, summary = train_cli(config, "--epochs", "3")
+    assert result.exit_code == 2 and "--resume" in summary["message"]
+
+    result, summary = train_cli(config, "--epochs", "3", "--resume")
+    assert result.exit_code == 0, result.output
+    rows = history(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[0] == first[0]  # the resumed run kept epoch 1 as written
+    assert summary["epochs_done"] == 3
+
+    result, summary = train_cli(config, "--epochs", "3")
+    assert result.exit_code == 0 and summary["status"] == "up_to_date"
+
+
+def test_a_failing_worker_is_retried_from_the_last_checkpoint(spark, churn_dataset, tmp_path, write_config):
+    run = tmp_path / "run"
+    fault = {"rank": 1, "epoch": 2}
+    config = write_config(experiment(churn_dataset, run, epochs=3, max_retries=1, fault=fault))
+    result, summary = train_cli(config)
+    assert result.exit_code == 0, result.output
+    assert summary["attempts"] == 2 and summary["epochs_done"] == 3
+    assert [r["epoch"] for r in history(run)] == [1, 2, 3]
+
+
+def test_a_failing_worker_without_retries_fails_with_its_message(spark, churn_dataset, tmp_path, write_config):
+    config = write_config(experiment(churn_dataset, tmp_path / "run", epochs=3, max_retries=0, fault={"rank": 1, "epoch": 2}))
+    result, summary = train_cli(config)
+    assert result.exit_code == 1
+    assert "worker 1" in summary["message"] and "injected fault" in summary["message"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
+
+
+def test_more_workers_than_slots_fails_at_once(spark, churn_dataset, tmp_path, write_config):
+    config = write_config(experiment(churn_dataset, tmp_path / "run", workers=3))
+    result, summary = train_cli(config)
+    assert result.exit_code == 2
+    assert "3" in summary["message"] and "slot" in summary["message"]
+
+
+def test_same_config_gives_the_same_first_epoch_loss(spark, churn_dataset, tmp_path, write_config):
+    losses = []
+    for name in ("a", "b"):
+        config = write_config(experiment(churn_dataset, tmp_path / name, epochs=1, workers=1), name=f"{name}.yaml")
+        result, _ = train_cli(config)
+        assert result.exit_code == 0, result.output
+        losses.append(history(tmp_path / name)[0]["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": {"layers": [{"Conv3X": {}}]}}, "unknown Keras layer 'Conv3X'"),
+        ({"optimizer": {"name": "adamx"}}, "unknown optimizer 'adamx'"),
+        ({"model": {"layers": [{"Conv2D": {"filters": 4, "kernel_size": 3}}]}}, "train.model.layers[0]"),
+        ({"monitor": "val_f1"}, "train.monitor"),
+        ({"metrics": ["top_20_accuracy"]}, "train.metrics[0]"),
+        ({"global_batch_size": 33}, "does not split evenly"),
+    ],
+)
+def test_bad_train_config_fails_with_one_line_and_exit_2(spark, churn_dataset, tmp_path, write_config, change, message):
+    config = write_config(experiment(churn_dataset, tmp_path / "run", **change))
+    result, summary = train_cli(config)
+    assert result.exit_code == 2, result.output
+    assert message in summary["message"]
+    assert "\n" not in summary["message"]
+
+
+def test_missing_or_incomplete_dataset_fails_with_exit_2(spark, churn_dataset, tmp_path, write_config):
+    config = write_config(experiment(tmp_path / "nowhere", tmp_path / "run"))
+    result, summary = train_cli(config)
+    assert result.exit_code == 2 and "dataset not found" in summary["message"]
+
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(churn_dataset, partial)
+    (partial / "_SUCCESS").unlink()
+    result, summary = train_cli(write_config(experiment(partial, tmp_path / "run")), "--data", partial)
+    assert result.exit_code == 2 and "incomplete" in summary["message"]
