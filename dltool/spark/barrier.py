@@ -65,7 +65,7 @@ def run_worker_task(job: dict) -> int:
     addresses = ctx.allGather(f"{host}:{_free_port(host)}")
     gpus = list(ctx.resources()["gpu"].addresses) if "gpu" in ctx.resources() else []
     scratch = tempfile.mkdtemp(prefix=f"dltool-worker-{rank}-")
-    spec = {**job, "rank": rank, "workers": len(addresses), "threads": _task_cpus(ctx),
+    spec = {**job, "rank": rank, "workers": len(addresses), "threads": job.get("threads") or _task_cpus(ctx),
             "train_units": job["train_units"][rank],
             "val_units": job["val_units"][rank] if job.get("val_units") else None}  # fmt: skip
     spec_path = os.path.join(scratch, "spec.json")

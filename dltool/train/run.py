@@ -110,6 +110,8 @@ def run_training(
             "steps_per_epoch": plan.steps_per_epoch, "global_batch": plan.global_batch,
             "per_worker_batch": plan.per_worker_batch, "class_weights": plan.class_weights,
             "train_units": plan.train_units, "val_units": plan.val_units,
+            # Local mode: the machine is ours, so fewer workers than cores share them all.
+            "threads": max(1, task_slots(spark) // workers) if spark.sparkContext.master.startswith("local") else None,
         }  # fmt: skip
         result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
     summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}

@@ -263,7 +263,8 @@ class Worker:
         batches = iter(train_feed.dataset(batch, training=True, start_batch=(start_epoch - 1) * steps,
                                           shuffle_buffer=train.shuffle_buffer))  # fmt: skip
         fault = train.fault
-        self.events.send("start", epoch=start_epoch, epochs=train.epochs, steps=steps, global_batch=global_batch)
+        if self.chief:
+            self.events.send("start", epoch=start_epoch, epochs=train.epochs, steps=steps, global_batch=global_batch)
         stop = False
         for epoch in range(start_epoch, train.epochs + 1):
             started = last_report = time.perf_counter()
