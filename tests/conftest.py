@@ -39,3 +39,39 @@ def read_split(dataset: Path, split: str):
     import pyarrow.dataset as pads
 
     return pads.dataset(str(dataset / split), format="parquet").to_table()
+
+
+def write_dataset(root, files, spec=None, label_kind="class", split="train"):
+    """Shards of one split with (rows, rows per row group) per file: the manifest, the split's x and y.
+
+    The default features are float32 [2] whose first value is the row's index in the split,
+    so a test can tell rows apart; labels are index % 7 (class) or index / 4 (regression).
+    """
+    import numpy as np
+
+    from dltool.shards.codec import TensorSpec
+    from dltool.shards.writer import ShardWriter, shard_schema
+    from dltool.storage.fs import open_location
+
+    spec = spec or TensorSpec((2,), "float32")
+    total = sum(rows for rows, _ in files)
+    if spec.dtype == "float32":
+        x = np.stack([np.arange(total), -np.arange(total)], axis=1).astype(np.float32).reshape(total, *spec.shape)
+    else:
+        x = (np.arange(total * spec.size) % 251).astype(np.uint8).reshape(total, *spec.shape)
+    y = (np.arange(total) % 7).astype(np.int32) if label_kind == "class" else np.arange(total) / 4
+    names, offset = [], 0
+    for part, (rows, group_rows) in enumerate(files):
+        name = f"{split}/part-{part:05d}.parquet"
+        with ShardWriter(open_location(str(root / name)), shard_schema(spec, label_kind), spec, 1, "zstd") as writer:
+            writer.row_group_rows = group_rows
+            for i in range(offset, offset + rows):
+                writer.add(x[i], f"k{i}", None if label_kind is None else y[i])
+        names.append(name)
+        offset += rows
+    manifest = {
+        "features": spec.to_json(),
+        "label": {"kind": label_kind},
+        "splits": {split: {"rows": total, "files": names}, "val": {"rows": 0, "files": []}},
+    }
+    return manifest, x, (None if label_kind is None else y.astype(np.int32 if label_kind == "class" else np.float32))

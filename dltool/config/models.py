@@ -249,15 +249,18 @@ class ModelSettings(Section):
         description="'module:function' called as function(input_shape, outputs, manifest, **args); returns a Keras "
         "model whose output has `outputs` units (probabilities for classification).",
     )
-    args: dict = Field(default_factory=dict, description="Keyword arguments for the builtin or the factory.")
+    args: dict = Field(
+        default_factory=dict,
+        description="Keyword arguments for the builtin, the factory, or the application's constructor (e.g. alpha).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self):
         chosen = [k for k in ("builtin", "layers", "application", "factory") if getattr(self, k) is not None]
         if len(chosen) > 1:
             raise ValueError(f"choose one of builtin, layers, application, factory (got {', '.join(chosen)})")
-        if self.args and (self.layers is not None or self.application is not None):
-            raise ValueError("args apply to builtin and factory models only")
+        if self.args and self.layers is not None:
+            raise ValueError("args apply to builtin, application and factory models only")
         return self
 
     @property
