@@ -1,0 +1,1 @@
+"""Distributed training: model building, workers, checkpoints and the run launcher."""

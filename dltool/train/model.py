@@ -1,0 +1,514 @@
+"""Build the Keras model and optimizer that `train` describes, for one dltool dataset.
+
+The model takes the raw stored tensors (uint8 images, float32 features) and carries its
+preprocessing as built-in Keras layers, so a saved `.keras` file loads and predicts with
+no dltool code and no custom objects:
+
+    features -> [cast] -> normalisation (dataset stats, or the application's own)
+             -> body (builtin | layers | application | factory) -> head ("output")
+
+The head is float32 even under a mixed-precision policy; classification outputs
+probabilities (softmax), regression one linear unit.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dltool.config.models import AudioReaderConfig, ModelSettings, TrainSettings
+from dltool.errors import ConfigError, InputNotFoundError
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["APPLICATIONS", "build_model", "build_optimizer", "describe_model"]
+
+# Each keras.applications model's expected input preprocessing (what its preprocess_input does):
+# tf: scale to [-1, 1]; torch: [0, 1] then ImageNet mean/std; caffe: RGB->BGR minus the BGR mean;
+# included: the model rescales inside itself (include_preprocessing=True), so dltool adds nothing.
+APPLICATIONS = {
+    **dict.fromkeys(["MobileNet", "MobileNetV2", "InceptionV3", "InceptionResNetV2", "Xception", "NASNetMobile",
+                     "NASNetLarge", "ResNet50V2", "ResNet101V2", "ResNet152V2"], "tf"),
+    **dict.fromkeys(["DenseNet121", "DenseNet169", "DenseNet201"], "torch"),
+    **dict.fromkeys(["ResNet50", "ResNet101", "ResNet152", "VGG16", "VGG19"], "caffe"),
+    **dict.fromkeys([*(f"EfficientNetB{i}" for i in range(8)),
+                     *(f"EfficientNetV2{s}" for s in ("B0", "B1", "B2", "B3", "S", "M", "L")),
+                     *(f"ConvNeXt{s}" for s in ("Tiny", "Small", "Base", "Large", "XLarge")),
+                     "MobileNetV3Small", "MobileNetV3Large"], "included"),
+}  # fmt: skip
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# Constructor arguments dltool sets itself on an application.
+APPLICATION_OWN_ARGS = {"include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
+                        "classifier_activation"}  # fmt: skip
+AUTO_BUILTIN = {"image": "small_cnn", "audio": "audio_cnn", "csv": "mlp"}
+# Keras's MelSpectrogram clips at (max over the whole batch) - top_db, which would make one
+# example's features depend on its batch mates; 1000 dB never clips (its floor is -100 dB).
+NO_TOP_DB = 1000.0
+
+
+class _BuiltinArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConvNetArgs(_BuiltinArgs):
+    """`train.model.args` of small_cnn and audio_cnn."""
+
+    filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32, 64], min_length=1)
+    dense: int = Field(64, ge=0)  # 0: no hidden dense layer before the head
+    dropout: float = Field(0.25, ge=0, lt=1)
+
+
+class MlpArgs(_BuiltinArgs):
+    """`train.model.args` of mlp."""
+
+    units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64, 32])
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+def build_model(train: TrainSettings, manifest: dict) -> keras.Model:
+    """The model of `train.model` for the dataset of `manifest`, with fresh weights seeded by `train.seed`.
+
+    Call it inside the distribution strategy's scope. Every layer dltool creates has a
+    fixed name, so repeated builds (in one process or many) give the same structure.
+    """
+    import keras
+
+    shape, dtype = _feature_spec(manifest)
+    outputs = _output_units(manifest)
+    spec = train.model
+    if spec.kind == "application":
+        _application_mode(spec.application.name)  # fail on an unknown name before building anything
+    keras.utils.set_random_seed(train.seed)
+
+    inputs = keras.Input(shape=shape, dtype=dtype, name="features")
+    if spec.kind == "application" and manifest.get("reader") == "image":
+        x = _application_preprocessing(spec.application.name, inputs)
+    else:
+        x = _normalise(inputs, manifest)
+
+    if spec.kind == "factory":
+        y = _factory_body(spec, x, shape, outputs, manifest)
+        return keras.Model(inputs, y, name="factory")
+    if spec.kind == "builtin":
+        name = _builtin_name(spec, manifest)
+        x = _builtin_body(name, spec.args, x, manifest)
+    elif spec.kind == "layers":
+        name = "layers"
+        x = _layers_body(spec.layers, x, shape)
+    else:
+        name = spec.application.name.lower()
+        x = _application_body(spec, x, shape)
+    if len(x.shape) != 2:
+        raise ConfigError(
+            f"train.model.{spec.kind}: the body gives {_dims(x.shape)} per example, not one vector; "
+            "end it with Flatten or a global pooling layer"
+        )
+    activation = "softmax" if manifest["label"]["kind"] == "class" else None
+    y = keras.layers.Dense(outputs, activation=activation, dtype="float32", name="output")(x)
+    return keras.Model(inputs, y, name=name)
+
+
+def describe_model(model) -> dict:
+    """Parameter counts and input/output shapes (None for the batch), JSON-ready."""
+    return {
+        "params": int(model.count_params()),
+        "trainable_params": int(sum(math.prod(w.shape) for w in model.trainable_weights)),
+        "input_shape": list(model.input_shape),
+        "output_shape": list(model.output_shape),
+    }
+
+
+def build_optimizer(train: TrainSettings, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer of `train.optimizer`, its learning rate following `train.schedule`.
+
+    Schedule steps are optimizer iterations; `steps_per_epoch` turns the schedule's epochs
+    into steps. Call it inside the distribution strategy's scope.
+    """
+    import keras
+
+    from dltool.train.schedules import WarmupSchedule
+
+    if steps_per_epoch < 1:
+        raise ConfigError(f"steps per epoch must be at least 1, got {steps_per_epoch}")
+    settings, schedule = train.optimizer, train.schedule
+    known = {
+        name.lower(): cls
+        for name, cls in vars(keras.optimizers).items()
+        if isinstance(cls, type)
+        and issubclass(cls, keras.optimizers.Optimizer)
+        and name not in ("Optimizer", "LossScaleOptimizer", "MultiOptimizer")  # wrappers, not optimizers
+    }
+    cls = known.get(settings.name.lower())
+    if cls is None:
+        raise ConfigError(
+            f"train.optimizer.name: unknown optimizer {settings.name!r}{_did_you_mean(settings.name.lower(), known)}; "
+            f"expected one of {', '.join(sorted(known))}"
+        )
+    if "learning_rate" in settings.args:
+        raise ConfigError(
+            "train.optimizer.args.learning_rate: set train.optimizer.learning_rate (and train.schedule) instead"
+        )
+    rate = WarmupSchedule(
+        peak=settings.learning_rate,
+        kind=schedule.kind,
+        warmup_steps=round(schedule.warmup_epochs * steps_per_epoch),
+        total_steps=train.epochs * steps_per_epoch,
+        step_size=round(schedule.step_epochs * steps_per_epoch),
+        factor=schedule.factor,
+        min_fraction=schedule.min_fraction,
+    )
+    kwargs = dict(settings.args)
+    if settings.clip_norm is not None:
+        kwargs["global_clipnorm"] = settings.clip_norm
+    try:
+        return cls(learning_rate=rate, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"train.optimizer.args: {cls.__name__} rejects {kwargs}: {_one_line(e)}") from e
+
+
+# --- the dataset --------------------------------------------------------------------------
+
+
+def _feature_spec(manifest: dict) -> tuple[tuple[int, ...], str]:
+    try:
+        features = manifest["features"]
+        shape = tuple(int(d) for d in features["shape"])
+        dtype = str(features["dtype"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"dataset manifest has no usable features.shape and features.dtype ({e!r})") from e
+    return shape, dtype
+
+
+def _output_units(manifest: dict) -> int:
+    label = manifest.get("label") or {}
+    kind = label.get("kind")
+    if kind == "class":
+        vocabulary = label.get("vocabulary") or []
+        if len(vocabulary) < 2:
+            raise ConfigError(f"dataset has {len(vocabulary)} class(es) {vocabulary}: a classifier needs at least 2")
+        return len(vocabulary)
+    if kind == "regression":
+        return 1
+    if kind is None:
+        raise ConfigError("dataset has no labels: cannot train (ingest it with a label)")
+    raise ConfigError(f"dataset label kind {kind!r} is not supported; expected class or regression")
+
+
+def _dims(shape) -> list:
+    return list(shape[1:])
+
+
+# --- preprocessing ------------------------------------------------------------------------
+
+
+def _normalise(inputs, manifest: dict):
+    """Cast to float32 and standardise with the train split's stats along their axis."""
+    import keras
+    import numpy as np
+
+    x = inputs
+    if inputs.dtype != "float32":
+        x = keras.layers.Rescaling(1.0, dtype="float32", name="cast")(x)
+    stats = manifest.get("stats")
+    if not stats:
+        return x
+    shape = tuple(inputs.shape[1:])
+    axis = int(stats["axis"])
+    mean = np.asarray(stats["mean"], dtype=np.float64)
+    std = np.asarray(stats["std"], dtype=np.float64)
+    if not 0 <= axis < len(shape) or mean.shape != (shape[axis],) or std.shape != mean.shape:
+        raise ConfigError(
+            f"dataset manifest stats do not fit its features {list(shape)}: "
+            f"{mean.size} means and {std.size} stds along axis {axis}"
+        )
+    # A feature that is constant over train (std 0) is only centred: dividing by 0 gives inf.
+    std = np.where(std > 0, std, 1.0)
+    # dtype float32: under mixed precision, float16 would overflow on large raw values (income).
+    return keras.layers.Normalization(
+        axis=axis + 1, mean=mean.tolist(), variance=(std**2).tolist(), dtype="float32", name="normalise"
+    )(x)
+
+
+def _application_mode(name: str) -> str:
+    import keras
+
+    mode = APPLICATIONS.get(name)
+    if mode is None or not hasattr(keras.applications, name):
+        supported = sorted(n for n in APPLICATIONS if hasattr(keras.applications, n))
+        raise ConfigError(
+            f"train.model.application.name: unknown application {name!r}{_did_you_mean(name, supported)}; "
+            f"supported: {', '.join(supported)}"
+        )
+    return mode
+
+
+def _application_preprocessing(name: str, inputs):
+    """The application's own preprocess_input, as serialisable layers on 0..255 RGB images."""
+    import keras
+    import numpy as np
+
+    mode = _application_mode(name)
+    shape = _dims(inputs.shape)
+    if mode in ("torch", "caffe") and (len(shape) != 3 or shape[-1] != 3):
+        raise ConfigError(
+            f"train.model.application.name: {name} expects RGB images [height, width, 3]; "
+            f"the dataset's features are {shape} (ingest with channels: 3)"
+        )
+    # dltool stores images as uint8 0..255 or as float32 scaled to [0, 1].
+    scale = 255.0 if inputs.dtype == "float32" else 1.0
+    if mode == "tf":
+        return keras.layers.Rescaling(scale / 127.5, offset=-1.0, dtype="float32", name="preprocess")(inputs)
+    if mode == "torch":
+        x = keras.layers.Rescaling(scale / 255.0, dtype="float32", name="cast")(inputs)
+        variance = [s * s for s in IMAGENET_STD_RGB]
+        return keras.layers.Normalization(
+            axis=-1, mean=list(IMAGENET_MEAN_RGB), variance=variance, dtype="float32", name="preprocess"
+        )(x)
+    x = keras.layers.Rescaling(scale, dtype="float32", name="cast")(inputs)
+    if mode == "included":
+        return x
+    # caffe: a fixed 1x1 convolution is an exact, serialisable channel permutation plus bias.
+    to_bgr = keras.layers.Conv2D(3, 1, trainable=False, dtype="float32", name="preprocess")
+    x = to_bgr(x)
+    kernel = np.zeros((1, 1, 3, 3), dtype=np.float32)
+    for out, source in enumerate((2, 1, 0)):
+        kernel[0, 0, source, out] = 1.0
+    to_bgr.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)])
+    return x
+
+
+# --- bodies -------------------------------------------------------------------------------
+
+
+def _builtin_name(spec: ModelSettings, manifest: dict) -> str:
+    name = spec.builtin or "auto"
+    if name != "auto":
+        return name
+    reader = manifest.get("reader")
+    if reader not in AUTO_BUILTIN:
+        raise ConfigError(
+            f"train.model.builtin: auto cannot choose a model for reader {reader!r}; name small_cnn, audio_cnn or mlp"
+        )
+    return AUTO_BUILTIN[reader]
+
+
+def _builtin_args(model: type[_BuiltinArgs], args: dict, builtin: str) -> Any:
+    try:
+        return model.model_validate(args)
+    except ValidationError as e:
+        error = e.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = f"unknown argument for {builtin}; expected one of {', '.join(model.model_fields)}"
+        raise ConfigError(f"train.model.args.{field}: {message}") from e
+
+
+def _builtin_body(name: str, args: dict, x, manifest: dict):
+    import keras
+
+    if name == "mlp":
+        options = _builtin_args(MlpArgs, args, name)
+        if len(x.shape) > 2:
+            x = keras.layers.Flatten(name="flatten")(x)
+        for i, units in enumerate(options.units):
+            x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
+            if options.dropout:
+                x = keras.layers.Dropout(options.dropout, name=f"dropout_{i}")(x)
+        return x
+
+    options = _builtin_args(ConvNetArgs, args, name)
+    if name == "audio_cnn" and len(x.shape) in (2, 3) and manifest.get("reader") == "audio":
+        x = _mel_frontend(x, manifest)
+    if len(x.shape) != 4:
+        wanted = "[frames, bins, channels] or a waveform" if name == "audio_cnn" else "[height, width, channels]"
+        raise ConfigError(
+            f"train.model.builtin: {name} needs features shaped {wanted}; the dataset's are {_dims(x.shape)} "
+            "(mlp takes any shape)"
+        )
+    for i, filters in enumerate(options.filters):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+        # "same" pooling never shrinks a side to 0, whatever the input size and depth.
+        x = keras.layers.MaxPooling2D(2, padding="same", name=f"block{i}_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if options.dense:
+        x = keras.layers.Dense(options.dense, activation="relu", name="dense")(x)
+    if options.dropout:
+        x = keras.layers.Dropout(options.dropout, name="dropout")(x)
+    return x
+
+
+def _mel_frontend(x, manifest: dict):
+    """Waveforms [samples] or [samples, channels] to dB mel spectrograms [frames, mels, channels].
+
+    Uses the ingest's sample rate and spectrogram settings (n_fft, hop_length, n_mels, fmin,
+    fmax). Keras frames centred and in dB, so values differ from an ingest-time logmel; the
+    batch normalisation after it learns their scale, per mel band like logmel stats.
+    """
+    import keras
+
+    ingest = manifest.get("ingest") or {}
+    rate = ingest.get("sample_rate")
+    if not rate:
+        raise ConfigError(
+            "train.model.builtin: audio_cnn on waveforms needs the sample rate, which the dataset manifest "
+            "lacks (ingest.sample_rate)"
+        )
+    fields = AudioReaderConfig.model_fields
+    mel = {k: ingest.get(k, fields[k].default) for k in ("n_fft", "hop_length", "n_mels", "fmin", "fmax")}
+    if len(x.shape) == 2:
+        x = keras.layers.Reshape((x.shape[1], 1), name="to_channels")(x)
+    if x.shape[1] < mel["n_fft"]:
+        raise ConfigError(
+            f"train.model.builtin: audio_cnn: waveforms of {x.shape[1]} samples are shorter than n_fft {mel['n_fft']}"
+        )
+    x = keras.layers.Permute((2, 1), name="channels_first")(x)  # one spectrogram per channel
+    spectrogram = keras.layers.MelSpectrogram(
+        fft_length=mel["n_fft"],
+        sequence_stride=mel["hop_length"],
+        sampling_rate=rate,
+        num_mel_bins=mel["n_mels"],
+        min_freq=float(mel["fmin"]),
+        max_freq=mel["fmax"],
+        top_db=NO_TOP_DB,
+        dtype="float32",
+        name="mel",
+    )
+    x = keras.layers.TimeDistributed(spectrogram, dtype="float32", name="mel_spectrogram")(x)
+    x = keras.layers.Permute((3, 2, 1), name="frames_mels_channels")(x)
+    return keras.layers.BatchNormalization(axis=2, dtype="float32", name="mel_norm")(x)
+
+
+def _keras_layer(name: str, where: str) -> type:
+    import keras
+
+    known = {
+        n: cls
+        for n, cls in vars(keras.layers).items()
+        if isinstance(cls, type) and issubclass(cls, keras.layers.Layer) and n not in ("Layer", "InputLayer")
+    }
+    if name not in known:
+        raise ConfigError(f"{where}: unknown Keras layer {name!r}{_did_you_mean(name, known)}")
+    return known[name]
+
+
+def _layers_body(entries: list[dict], x, shape: tuple[int, ...]):
+    for i, entry in enumerate(entries):
+        where = f"train.model.layers[{i}]"
+        if len(entry) != 1:
+            raise ConfigError(
+                f"{where}: give one layer per entry, as {{LayerName: {{arguments}}}}; got {sorted(entry)}"
+            )
+        [(name, kwargs)] = entry.items()
+        cls = _keras_layer(name, where)
+        # A fixed name keeps the structure identical from build to build (weights files key on names).
+        kwargs = {"name": f"layer_{i}", **(kwargs or {})}
+        try:
+            layer = cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}.{name}: {_one_line(e)}") from e
+        try:
+            x = layer(x)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"{where}.{name}: cannot take input shaped {_dims(x.shape)} (the dataset's features are "
+                f"{list(shape)}): {_one_line(e)}"
+            ) from e
+    return x
+
+
+def _application_body(spec: ModelSettings, x, shape: tuple[int, ...]):
+    import keras
+
+    app = spec.application
+    path = Path(app.weights).expanduser() if app.weights else None
+    if path is not None and not path.is_file():
+        raise InputNotFoundError(
+            f"train.model.application.weights: {path} not found (weights are read from a local file, never downloaded)"
+        )
+    own = sorted(set(spec.args) & APPLICATION_OWN_ARGS)
+    if own:
+        raise ConfigError(f"train.model.args.{own[0]}: set by dltool for applications; remove it")
+    try:
+        base = getattr(keras.applications, app.name)(
+            include_top=False, weights=None, input_shape=shape, pooling=app.pooling, **spec.args
+        )
+    except TypeError as e:
+        raise ConfigError(f"train.model.args: {app.name} rejects {spec.args}: {_one_line(e)}") from e
+    except ValueError as e:
+        raise ConfigError(
+            f"train.model.application.name: {app.name} cannot take the dataset's features {list(shape)}: {_one_line(e)}"
+        ) from e
+    if path is not None:
+        try:
+            base.load_weights(str(path))
+        except Exception as e:  # h5py, Keras and OS errors all mean the file does not fit
+            raise ConfigError(
+                f"train.model.application.weights: cannot load {path} into {app.name}: {_one_line(e)}"
+            ) from e
+    if app.freeze_base:
+        base.trainable = False
+        # training=False keeps the base's BatchNorm on its stored statistics while the head trains.
+        x = base(x, training=False)
+    else:
+        x = base(x)
+    if app.dropout:
+        x = keras.layers.Dropout(app.dropout, name="dropout")(x)
+    return x
+
+
+def _factory_body(spec: ModelSettings, x, shape: tuple[int, ...], outputs: int, manifest: dict):
+    import keras
+
+    where = "train.model.factory"
+    module_name, function_name = spec.factory.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # any error while importing the user's module is a config problem
+        raise ConfigError(f"{where}: cannot import {module_name!r}: {type(e).__name__}: {_one_line(e)}") from e
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(f"{where}: {module_name} has no function {function_name!r}")
+    try:
+        model = function(shape, outputs, copy.deepcopy(manifest), **spec.args)
+    except Exception as e:  # the user's code failed; say where, keep the cause chained
+        raise ConfigError(f"{where}: {spec.factory} failed: {type(e).__name__}: {_one_line(e)}") from e
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"{where}: {spec.factory} returned {type(model).__name__}, not a keras.Model")
+    try:
+        y = model(x)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"{where}: the model from {spec.factory} cannot take the dataset's features {list(shape)}: {_one_line(e)}"
+        ) from e
+    if not hasattr(y, "shape") or tuple(y.shape) != (None, outputs):
+        got = list(y.shape) if hasattr(y, "shape") else type(y).__name__
+        raise ConfigError(f"{where}: the model from {spec.factory} outputs {got}; expected [None, {outputs}]")
+    if y.dtype != "float32":
+        # Under mixed precision the loss must see float32, like dltool's own head.
+        y = keras.layers.Activation("linear", dtype="float32", name="output")(y)
+    return y
+
+
+# --- messages -----------------------------------------------------------------------------
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _did_you_mean(name: str, candidates) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
