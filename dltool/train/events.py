@@ -13,6 +13,7 @@ import secrets
 import socket
 import socketserver
 import threading
+import time
 from typing import Self
 
 
@@ -62,6 +63,7 @@ class EventClient:
 
     def __init__(self, address: dict | None, rank: int, timeout: float = 10.0):
         self.rank = rank
+        self._started = time.monotonic()
         self._token = address["token"] if address else None
         self._sock = None
         if address:
@@ -73,7 +75,8 @@ class EventClient:
     def send(self, type_: str, **fields) -> None:
         if self._sock is None:
             return
-        line = json.dumps({"token": self._token, "type": type_, "rank": self.rank, **fields}) + "\n"
+        uptime = round(time.monotonic() - self._started, 3)  # seconds since the worker started: start-up costs
+        line = json.dumps({"token": self._token, "type": type_, "rank": self.rank, "uptime": uptime, **fields}) + "\n"
         try:
             self._sock.sendall(line.encode())
         except OSError:
