@@ -53,7 +53,11 @@ def barrier_train(spark, job: dict, workers: int, description: str = "dltool tra
 
 
 def run_worker_task(job: dict) -> int:
-    """Inside a barrier task: agree on addresses, start the worker child, relay its failure."""
+    """Inside a barrier task: start the worker child, agree on addresses meanwhile, relay its failure.
+
+    The child starts importing TensorFlow at once; the cluster spec (TF_CONFIG) follows on
+    its stdin when every task has published its address, so the two waits overlap.
+    """
     import shutil
     import tempfile
 
@@ -61,11 +65,11 @@ def run_worker_task(job: dict) -> int:
 
     ctx = BarrierTaskContext.get()
     rank = ctx.partitionId()
-    host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0] or "127.0.0.1"
-    addresses = ctx.allGather(f"{host}:{_free_port(host)}")
+    infos = ctx.getTaskInfos()
+    host = infos[rank].address.rsplit(":", 1)[0] or "127.0.0.1"
     gpus = list(ctx.resources()["gpu"].addresses) if "gpu" in ctx.resources() else []
     scratch = tempfile.mkdtemp(prefix=f"dltool-worker-{rank}-")
-    spec = {**job, "rank": rank, "workers": len(addresses), "threads": job.get("threads") or _task_cpus(ctx),
+    spec = {**job, "rank": rank, "workers": len(infos), "threads": job.get("threads") or _task_cpus(ctx),
             "train_units": job["train_units"][rank],
             "val_units": job["val_units"][rank] if job.get("val_units") else None}  # fmt: skip
     spec_path = os.path.join(scratch, "spec.json")
@@ -73,24 +77,26 @@ def run_worker_task(job: dict) -> int:
         json.dump(spec, f)
     env = dict(os.environ)  # the child's copy: this task's environment is never changed
     env.update(
-        TF_CONFIG=json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}}),
         TMPDIR=scratch,
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
         PYTHONUNBUFFERED="1",
         DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
     )
-    if len(addresses) == 1:
-        env.pop("TF_CONFIG")
+    env.pop("TF_CONFIG", None)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     child = subprocess.Popen(
         [sys.executable, "-m", "dltool.train.worker", spec_path],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
         env=env, cwd=scratch, text=True, errors="replace",
     )  # fmt: skip
     try:
+        addresses = ctx.allGather(f"{host}:{_free_port(host)}")
+        cluster = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}}
+        child.stdin.write((json.dumps(cluster) if len(addresses) > 1 else "") + "\n")
+        child.stdin.close()
         for line in child.stdout:
             tail.append(line.rstrip())
         code = child.wait()

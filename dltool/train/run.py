@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from typing import Self
 
 import dltool
 from dltool.config.loader import config_hash
@@ -77,25 +78,17 @@ def run_training(
                 "pass --resume to continue it or --overwrite to start again"
             )
 
-    with TrainProgress(enabled=progress) as view:
-        checker = _start_model_check(config, manifest)  # TensorFlow loads while Spark starts
-        try:
-            spark = _spark(config)
-            from dltool.spark.barrier import check_slots, task_slots
+    with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest) as check:
+        # The model is built once in a child process while Spark starts, so a bad model stops
+        # the run with exit 2 before any Spark job (measured: no later first step).
+        spark = _spark(config)
+        from dltool.spark.barrier import check_slots, task_slots
 
-            workers = train.workers or task_slots(spark)
-            check_slots(spark, workers)
-            plan = _plan(config, manifest, workers)
-            model_info = _finish_model_check(checker)
-        finally:
-            if checker[0].poll() is None:
-                checker[0].kill()
-                checker[0].communicate()
-            os.unlink(checker[1])
-        view.print(
-            f"model: {model_info['params']:,} parameters ({model_info['trainable_params']:,} trainable); "
-            f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows"
-        )
+        workers = train.workers or task_slots(spark)
+        check_slots(spark, workers)
+        plan = _plan(config, manifest, workers)
+        view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
+        model_info = check.result(wait=True, view=view)
         run_dir.fs.create_dir(run_dir.path, recursive=True)
         ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), json.loads(config.model_dump_json()))
         status = {
@@ -109,7 +102,7 @@ def run_training(
             "run_dir": run_dir.uri, "config_hash": digest, "dataset_hash": status["dataset_hash"],
             "steps_per_epoch": plan.steps_per_epoch, "global_batch": plan.global_batch,
             "per_worker_batch": plan.per_worker_batch, "class_weights": plan.class_weights,
-            "train_units": plan.train_units, "val_units": plan.val_units,
+            "train_units": plan.train_units, "val_units": plan.val_units, "job_group": f"dltool-train-{digest[:8]}",
             # Local mode: the machine is ours, so fewer workers than cores share them all.
             "threads": max(1, task_slots(spark) // workers) if spark.sparkContext.master.startswith("local") else None,
         }  # fmt: skip
@@ -203,30 +196,46 @@ def _spark(config: ExperimentConfig):
     return spark_session(config.spark.model_copy(update={"conf": conf}))
 
 
-def _start_model_check(config: ExperimentConfig, manifest: dict):
-    spec = {"config": json.loads(config.model_dump_json()), "manifest": manifest, "steps_per_epoch": 1}
-    handle, path = tempfile.mkstemp(prefix="dltool-check-", suffix=".json")
-    with os.fdopen(handle, "w") as f:
-        json.dump(spec, f)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "dltool.train.worker", "--check", path],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    return child, path
+class ModelCheck:
+    """Builds the model and optimizer in a child process (TensorFlow stays out of the driver)."""
 
+    def __init__(self, config: ExperimentConfig, manifest: dict):
+        spec = {"config": json.loads(config.model_dump_json()), "manifest": manifest, "steps_per_epoch": 1}
+        handle, self._path = tempfile.mkstemp(prefix="dltool-check-", suffix=".json")
+        with os.fdopen(handle, "w") as f:
+            json.dump(spec, f)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "dltool.train.worker", "--check", self._path],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        self._info: dict | None = None
 
-def _finish_model_check(checker) -> dict:
-    child, _ = checker
-    out, err = child.communicate()
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if not lines:
-        last = (err.strip().splitlines() or ["no output"])[-1]
-        raise DltoolError(f"cannot build the model: the check process failed: {last}")
-    result = json.loads(lines[-1])
-    if not result["ok"]:
-        raise (ConfigError if result["exit_code"] == 2 else DltoolError)(result["error"])
-    return result["model"]
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+        self._child.communicate()
+        os.unlink(self._path)
+
+    def result(self, wait: bool, view=None) -> dict | None:
+        """The model's description once the check is done (None while it runs); raises its error."""
+        if self._info is not None or (not wait and self._child.poll() is None):
+            return self._info
+        out, err = self._child.communicate()
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if not lines:
+            last = (err.strip().splitlines() or ["no output"])[-1]
+            raise DltoolError(f"cannot build the model: the check process failed: {last}")
+        result = json.loads(lines[-1])
+        if not result["ok"]:
+            raise (ConfigError if result["exit_code"] == 2 else DltoolError)(result["error"])
+        self._info = result["model"]
+        if view is not None:
+            view.print(f"model: {self._info['params']:,} parameters ({self._info['trainable_params']:,} trainable)")
+        return self._info
 
 
 def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view, status: dict) -> dict:

@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         return check_model(json.loads(Path(argv[1]).read_text()))
     spec = json.loads(Path(argv[0]).read_text())
     events = EventClient(spec.get("events"), spec["rank"])
+    import tensorflow  # noqa: F401  - the slow import overlaps the task's address exchange
+
+    cluster = sys.stdin.readline().strip()  # TF_CONFIG from the barrier task; empty for one worker
+    if cluster:
+        os.environ["TF_CONFIG"] = cluster
     try:
         Worker(spec, events).run()
     except BaseException as e:  # noqa: BLE001 - report every failure to the driver, then exit non-zero
