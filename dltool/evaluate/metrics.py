@@ -72,7 +72,8 @@ def _square_terms(x: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.nda
     """Float64 terms (and their groups) that add up to each x² exactly, for _exact_sums.
 
     x = high + low with 26-bit halves (Veltkamp), so high², 2·high·low and low² are exact products;
-    low is 0 for float32 data, which then costs one term per value.
+    low is 0 for float32 data, which then costs one term per value. Exact unless a square underflows
+    (|x| < 1e-146) or overflows.
     """
     scaled = x * 134217729.0  # 2**27 + 1
     high = scaled - (scaled - x)
@@ -110,6 +111,16 @@ def _finite(name: str, values: np.ndarray) -> np.ndarray:
 def _same(kind: str, mine, theirs) -> None:
     if mine != theirs:
         raise DltoolError(f"cannot merge metric sums with different {kind}: {mine} vs {theirs}")
+
+
+def _true_class_rank(y: np.ndarray, p: np.ndarray, p_true: np.ndarray) -> np.ndarray:
+    """0 where the true class ranks first, and so on, with scikit-learn's top_k_accuracy_score rules."""
+    if p.shape[1] == 2:  # its binary rule: class 1 when that score passes 0.5; top-2 always hits
+        return ((p[:, 1] > 0.5) != (y == 1)).astype(np.int64)
+    # Its multiclass tie rule: among equal scores the higher class index ranks first.
+    above = p > p_true[:, None]
+    tied_after = (p == p_true[:, None]) & (np.arange(p.shape[1]) > y[:, None])
+    return above.sum(axis=1) + tied_after.sum(axis=1)
 
 
 class ClassificationSums:
@@ -156,10 +167,7 @@ class ClassificationSums:
         self.examples += n
         self.confusion += np.bincount(y * c + predicted, minlength=c * c).reshape(c, c)
         if self.top_k:
-            # The true class's rank with scikit-learn's tie rule: among equal scores the higher index ranks first.
-            above = p > p_true[:, None]
-            tied_after = (p == p_true[:, None]) & (np.arange(c) > y[:, None])
-            rank = above.sum(axis=1) + tied_after.sum(axis=1)
+            rank = _true_class_rank(y, p, p_true)
             self.top_k_hits = [h + int(np.count_nonzero(rank < k)) for h, k in zip(self.top_k_hits, self.top_k)]
         # Bin b holds confidences in (edges[b], edges[b + 1]], the usual ECE binning.
         bins = np.clip(np.searchsorted(_EDGES, confidence, side="left") - 1, 0, ECE_BINS - 1)
@@ -286,7 +294,13 @@ class ClassificationSums:
         if y.size and (y.min() < 0 or y.max() >= c):
             bad = int(y.min() if y.min() < 0 else y.max())
             raise ConfigError(f"label {bad} is outside the {c} classes of the vocabulary: the dataset and model disagree")
-        return y, _finite("predictions", p)
+        p = _finite("predictions", p)
+        if p.size and (p.min() < 0.0 or p.max() > 1.0):
+            raise ConfigError(
+                f"predictions run from {p.min():g} to {p.max():g}, not probabilities: "
+                "the checkpoint's output layer is not the softmax head dltool builds"
+            )
+        return y, p
 
     def _add_scores(self, scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> None:
         if not scores.size:

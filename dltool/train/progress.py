@@ -54,7 +54,9 @@ class TrainProgress:
 
     def handle(self, event: dict) -> None:
         kind = event.get("type")
-        if kind == "start":
+        if kind == "start" and event["epoch"] > event["epochs"]:
+            self.print("all epochs are done; writing the final model")
+        elif kind == "start":
             self.print(
                 f"training {event['epochs']} epochs from epoch {event['epoch']}: {event['steps']} steps of "
                 f"{event['global_batch']} examples per epoch"

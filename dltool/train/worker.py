@@ -254,8 +254,23 @@ class Worker:
             return strategy.reduce("SUM", strategy.run(lambda v: tf.identity(v), args=(local,)), axis=None).numpy()
 
         train_feed, val_feed = self._feeds()
+        # BatchNorm moving statistics are updated by each replica from its own batches (Keras 3
+        # creates them unsynchronised); averaging them keeps every worker's model identical.
+        moving = [v for v in model.non_trainable_variables if "moving_" in v.path]
+
+        def sync_moving_statistics() -> None:
+            if self.workers == 1 or not moving:
+                return
+            flat = np.concatenate([np.ravel(v.numpy()).astype(np.float32) for v in moving])
+            flat = all_reduce(flat) / self.workers
+            offset = 0
+            for v in moving:
+                size = int(np.prod(v.shape))
+                v.assign(flat[offset : offset + size].reshape(v.shape).astype(v.dtype))
+                offset += size
 
         def validate() -> dict:
+            sync_moving_statistics()
             if val_feed is None:
                 return {}
             total = np.zeros(len(self._sum_names()), np.float32)
