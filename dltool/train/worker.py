@@ -34,6 +34,7 @@ from dltool.train.metrics import (
     metric_sums_fn,
     per_example_loss_fn,
     resolve_metrics,
+    sum_names,
 )
 
 REPORT_EVERY_S = 0.5
@@ -273,7 +274,7 @@ class Worker:
             sync_moving_statistics()
             if val_feed is None:
                 return {}
-            total = np.zeros(len(self._sum_names()), np.float32)
+            total = np.zeros(len(sum_names(self.metrics)), np.float32)
             for x, y in val_feed.one_pass(max(batch, 256)):
                 total += eval_step(x, y).numpy()
             return finish(self.metrics, all_reduce(total), prefix="val_")
@@ -288,7 +289,7 @@ class Worker:
         stop = False
         for epoch in range(start_epoch, train.epochs + 1):
             started = last_report = time.perf_counter()
-            sums = tf.zeros(len(self._sum_names()))
+            sums = tf.zeros(len(sum_names(self.metrics)))
             for step in range(1, steps + 1):
                 x, y = next(batches)
                 sums = sums + train_step(x, y)
@@ -336,11 +337,6 @@ class Worker:
         self.events.send("done", epochs_done=len(history), best=best, stopped_early=stop, weights_sha256=digest.hexdigest())
 
     # -- outputs (chief only) ---------------------------------------------------------------------
-
-    def _sum_names(self) -> list[str]:
-        from dltool.train.metrics import sum_names
-
-        return sum_names(self.metrics)
 
     def _save_checkpoint(self, model, optimizer, epoch: int, meta: dict) -> str:
         scratch = ckpt.local_scratch("checkpoint")
