@@ -163,6 +163,90 @@ def train(
     _finish(summary, as_json)
 
 
+@app.command("eval")
+def eval_(
+    config: ConfigArg,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", help="'all', or checkpoint folders / .keras files, comma-separated; "
+                     "default: the final model (else the best checkpoint)."),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split to score.")] = "test",
+    data: Annotated[str | None, typer.Option("--data", help="Dataset location (overrides dataset.path).")] = None,
+    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")] = None,
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option("--fail-under", help="Exit 3 unless METRIC=VALUE is met (at least; at most for loss, mae, "
+                     "mse, rmse, ece); repeatable.", show_default=False),
+    ] = None,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the run's model or checkpoints on a split with Spark: eval.json, a table and plots."""
+    from dltool.errors import QualityGateError
+
+    try:
+        from dltool.evaluate.score import parse_fail_under, run_eval
+
+        gates = parse_fail_under(fail_under)
+        cfg = _load(config, _overrides(master, conf, dataset__path=data, train__run_dir=run_dir))
+        summary = run_eval(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json)
+    except QualityGateError as e:
+        _report_eval(e.summary)
+        print(f"dltool: error: {e}", file=sys.stderr)
+        _finish({**e.summary, "status": "failed_gate", "exit_code": e.exit_code, "message": str(e)}, as_json, e.exit_code)
+    except DltoolError as e:
+        _fail(e, as_json)
+    _report_eval(summary)
+    _finish({**summary, "status": "ok", "exit_code": 0}, as_json)
+
+
+@app.command()
+def predict(
+    config: ConfigArg,
+    input: Annotated[str, typer.Option("--input", "-i", help="A dltool dataset, or a raw image/audio folder.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for the Parquet predictions.")],
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Checkpoint folder or .keras file; default: the run's final model.")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Split to predict when --input is a dataset.")] = "test",
+    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Batch inference on Spark: one Parquet row per input with the predicted class and probabilities."""
+    try:
+        from dltool.evaluate.predict import run_predict
+
+        cfg = _load(config, _overrides(master, conf, train__run_dir=run_dir))
+        source = input if "://" in input else os.path.abspath(input)
+        target = output if "://" in output else os.path.abspath(output)
+        summary = run_predict(cfg, source, target, checkpoint=checkpoint, split=split, overwrite=overwrite,
+                              progress=not as_json)  # fmt: skip
+    except DltoolError as e:
+        _fail(e, as_json)
+    quarantined = f", {summary['quarantined']} quarantined" if summary["raw_input"] else ""
+    _say(f"[green]✓[/] {summary['rows']} predictions in {summary['output']}{quarantined}")
+    _finish(summary, as_json)
+
+
+def _report_eval(summary: dict) -> None:
+    from dltool.evaluate.report import print_table
+
+    entries = summary["checkpoints"]
+    print_table([{**e["metrics"], "checkpoint": e["name"], "split": summary["split"]} for e in entries], summary["best"])
+    if summary["best"] is not None:
+        _say(f"best by {summary['monitor']}: {entries[summary['best']]['name']}")
+    for gate in summary["gates"]:
+        mark = "[green]✓[/]" if gate["passed"] else "[red]✗[/]"
+        value = "undefined" if gate["value"] is None else f"{gate['value']:.4f}"
+        _say(f"{mark} {gate['metric']} {value} (needs {gate['rule']} {gate['threshold']:g})")
+    _say(f"results: {summary['eval_dir']}")
+
+
 @app.command()
 def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
     """Check a config file without starting Spark (exit 2 when it is invalid)."""

@@ -4,7 +4,8 @@
     ├── ConfigError              exit 2: the config or a command-line value is wrong
     │   └── InputNotFoundError   exit 2: an input path, dataset or run does not exist
     ├── StorageError             exit 1: a filesystem cannot be reached or written
-    └── DataQualityError         exit 3: too many records were quarantined
+    └── DataQualityError         exit 3: a quality threshold was missed
+        └── QualityGateError     exit 3: a model missed an `eval --fail-under` threshold
 
 A message is one line that says what failed, where, and what to do.
 """
@@ -16,6 +17,7 @@ __all__ = [
     "DataQualityError",
     "DltoolError",
     "InputNotFoundError",
+    "QualityGateError",
     "RecordError",
     "StorageError",
 ]
@@ -43,6 +45,10 @@ class DataQualityError(DltoolError):
     def __init__(self, message: str, summary: dict | None = None):
         super().__init__(message)
         self.summary = summary or {}
+
+
+class QualityGateError(DataQualityError):
+    """A scored model missed a --fail-under threshold; `summary` is the eval result (eval.json)."""
 
 
 class RecordError(Exception):

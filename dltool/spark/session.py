@@ -42,6 +42,8 @@ def spark_session(settings: SparkSettings):
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        # TensorFlow in Python workers (eval, predict) would print its CPU banner on stderr.
+        "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "3",
     }
     if local:
         # Small local jobs: 200 shuffle partitions would be 200 near-empty tasks.

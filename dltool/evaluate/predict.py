@@ -1,0 +1,197 @@
+"""`dltool predict`: batch inference on Spark over a dataset split or raw inputs, written as Parquet.
+
+Raw image or audio folders are ingested first, with the experiment's own reader config, into
+a temporary dataset: decoding and preprocessing are exactly those of training, and bad
+records are quarantined the same way (their rows go to the output's `_errors/`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+from dltool.config.models import CsvReaderConfig, ExperimentConfig
+from dltool.errors import ConfigError, DltoolError
+from dltool.storage.fs import Location, open_location
+from dltool.storage.manifest import MANIFEST, SUCCESS, read_manifest
+
+PREDICTIONS = "_predictions.json"
+
+
+def run_predict(
+    config: ExperimentConfig,
+    input_uri: str,
+    output_uri: str,
+    checkpoint: str | None = None,
+    split: str = "test",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Predict every row of a dataset split, or every record of a raw input; returns the summary."""
+    from dltool.evaluate.targets import check_target, resolve_targets
+    from dltool.train.run import manifest_hash
+
+    started = time.monotonic()
+    if config.train is None:
+        raise ConfigError("the config has no 'train' section: no run to predict with")
+    trained_on = read_manifest(open_location(config.dataset.path))
+    targets = resolve_targets(open_location(config.train.run_dir), checkpoint)
+    if len(targets) != 1:
+        raise ConfigError("predict takes one model: pass --checkpoint PATH (or none for the run's final/best model)")
+    target = targets[0]
+    check_target(target, trained_on, manifest_hash(trained_on))
+    output = open_location(output_uri)
+    if output.exists():
+        if not overwrite:
+            raise ConfigError(f"{output.uri}: output exists; pass --overwrite to replace it")
+        output.delete()
+    source = open_location(input_uri)
+    raw = not source.child(MANIFEST).exists()
+    dataset_uri, cleanup = (_ingest_raw(config, source, output, progress), True) if raw else (source.uri, False)
+    try:
+        dataset = open_location(dataset_uri)
+        manifest = read_manifest(dataset)
+        if raw:
+            split = "test"
+        elif split not in manifest["splits"]:
+            raise ConfigError(f"split {split!r} is not in {dataset.uri} (it has: {', '.join(manifest['splits'])})")
+        features = lambda m: (m["features"]["shape"], m["features"]["dtype"])
+        if features(manifest) != features(trained_on):
+            raise ConfigError(
+                f"{dataset.uri}: features {manifest['features']['shape']} {manifest['features']['dtype']} differ from "
+                f"the training data's {trained_on['features']['shape']} {trained_on['features']['dtype']}"
+            )
+        staging = output.sibling(f".tmp-{uuid.uuid4().hex[:8]}")
+        staging.fs.create_dir(staging.path, recursive=True)
+        rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress)
+        if raw and dataset.child("_errors").exists():
+            staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
+        quarantined = manifest["counts"]["quarantined"] if raw else 0
+        summary = {
+            "status": "completed", "output": output.uri, "input": source.uri, "raw_input": raw,
+            "split": None if raw else split, "model": target.model.uri, "rows": rows, "quarantined": quarantined,
+            "seconds": round(time.monotonic() - started, 1),
+        }  # fmt: skip
+        staging.child(PREDICTIONS).write_bytes(json.dumps(summary, indent=2).encode())
+        staging.child(SUCCESS).write_bytes(b"")
+        staging.fs.move(staging.path, output.path)
+        return summary
+    finally:
+        if cleanup:
+            open_location(dataset_uri).delete()
+
+
+def _ingest_raw(config: ExperimentConfig, source: Location, output: Location, progress: bool) -> str:
+    """Ingest a raw folder with the experiment's reader into a temporary dataset next to the output."""
+    from dltool.spark.ingest import run_ingest
+
+    if config.ingest is None:
+        raise ConfigError("predicting on raw inputs needs the config's 'ingest' section (how to read them)")
+    if isinstance(config.ingest, CsvReaderConfig):
+        raise ConfigError(
+            "predict on a raw CSV is not supported yet: its features pipeline is fitted at ingest; "
+            "ingest the rows into a dataset with the training config and pass that dataset"
+        )
+    temp = output.sibling(f".ingest-{uuid.uuid4().hex[:8]}")
+    data = json.loads(config.model_dump_json())
+    # Every record lands in one split, unaugmented and unlabelled: predict sees them all as they are.
+    data["ingest"].update(input=source.uri, label={"source": "none"})
+    if "augment" in data["ingest"]:
+        data["ingest"]["augment"] = {"copies": 0}
+    # Bad records are quarantined and counted; they never stop the predictions for the rest.
+    data["dataset"].update(path=temp.uri, split={"train": 0.0, "val": 0.0, "test": 1.0}, max_bad_fraction=1.0)
+    raw_config = ExperimentConfig.model_validate(data)
+    run_ingest(raw_config, overwrite=True, progress=progress)
+    return temp.uri
+
+
+def _predict_on_spark(config, dataset: Location, manifest: dict, trained_on: dict, split: str, model_uri: str,
+                      output: Location, progress: bool) -> int:  # fmt: skip
+    from dltool.shards.feed import plan_shares
+    from dltool.spark.progress import spark_progress
+    from dltool.spark.session import spark_failure, spark_session
+
+    spark = spark_session(config.spark)
+    tasks = max(1, spark.sparkContext.defaultParallelism)
+    shares = plan_shares(dataset.uri, manifest, split, tasks)
+    payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
+    job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,
+           "vocabulary": trained_on["label"].get("vocabulary"), "kind": trained_on["label"]["kind"]}  # fmt: skip
+    try:
+        with spark_progress(spark, "predict", enabled=progress):
+            records = (
+                spark.sparkContext.parallelize(payload, len(payload))
+                .mapPartitions(functools.partial(_predict_task, job))
+                .collect()
+            )
+    except Exception as e:  # py4j wraps task failures in many types
+        raise spark_failure(e, "predict") from e
+    errors = [r for r in records if "error" in r]
+    if errors:
+        raise (ConfigError if errors[0]["exit_code"] == 2 else DltoolError)(errors[0]["error"])
+    return sum(r["rows"] for r in records)
+
+
+def _predict_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:
+    """Runs in a Spark task: load the model once, predict the task's share, write one Parquet part."""
+    for rank, units in partition:
+        if not units:
+            continue
+        try:
+            yield {"rows": _predict_share(job, rank, units)}
+        except DltoolError as e:
+            yield {"error": str(e), "exit_code": e.exit_code}
+        except Exception as e:  # noqa: BLE001 - TensorFlow and Keras raise many types
+            yield {"error": f"predict failed: {type(e).__name__}: {e}".splitlines()[0], "exit_code": 1}
+
+
+def _predict_share(job: dict, rank: int, units: list) -> int:
+    import keras
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dltool.evaluate.score import graph_predict, load_model, task_tensorflow
+    from dltool.shards.feed import FeedUnit, ShardFeed
+
+    tf = task_tensorflow()
+    manifest = job["manifest"]
+    labelled = (manifest.get("label") or {}).get("kind") is not None
+    units = [FeedUnit(*u) for u in units]
+    feed = ShardFeed(job["dataset"], manifest, units, cache_mb=0, with_labels=labelled)
+    model = load_model(keras, job["model"])
+    predict = graph_predict(tf, model, tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype))
+    outputs, labels = [], []
+    for x, y in feed.one_pass(256):
+        outputs.append(predict(x).numpy())
+        if y is not None:
+            labels.append(y)
+    dataset = open_location(job["dataset"])
+    keys = [
+        pq.ParquetFile(dataset.fs.open_input_file(dataset.child(u.file).path))
+        .read_row_group(u.row_group, columns=["key"]).column("key").slice(u.start, u.stop - u.start)
+        for u in units
+    ]  # fmt: skip
+    columns = {"key": pa.concat_arrays([c.combine_chunks() for c in keys])}
+    values = np.concatenate(outputs).astype(np.float32)
+    if job["kind"] == "class":
+        predicted = values.argmax(axis=1).astype(np.int32)
+        vocabulary = np.asarray(job["vocabulary"], dtype=object)
+        columns["predicted"] = pa.array(predicted)
+        columns["predicted_name"] = pa.array(vocabulary[predicted].tolist(), pa.string())
+        offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32) * values.shape[1])
+        columns["probabilities"] = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+    else:
+        columns["value"] = pa.array(values.reshape(-1))
+    if labels:
+        label = np.concatenate(labels)
+        columns["label"] = pa.array(label)
+        if job["kind"] == "class":
+            columns["label_name"] = pa.array(np.asarray(job["vocabulary"], dtype=object)[label].tolist(), pa.string())
+    target = open_location(job["output"]).child(f"part-{rank:05d}.parquet")
+    with target.fs.open_output_stream(target.path) as f:
+        pq.write_table(pa.table(columns), f, compression="zstd")
+    return len(values)

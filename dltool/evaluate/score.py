@@ -1,0 +1,365 @@
+"""`dltool eval`: score saved models on a dataset split with Spark and write eval.json, a table and plots.
+
+The driver checks everything it can without TensorFlow (run dir, checkpoints, split, model
+signature, --fail-under names), then runs ONE Spark job: one task per task slot, each holding
+a contiguous share of the split's rows. A task loads each model once, feeds its share through
+it in numpy batches and returns exact metric sums per model; the driver merges them, so the
+figures do not depend on how the split was cut.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from dltool.errors import ConfigError, DltoolError, QualityGateError
+from dltool.evaluate.metrics import headline, higher_is_better
+from dltool.storage.fs import Location, open_location
+
+if TYPE_CHECKING:
+    from dltool.config.models import ExperimentConfig
+
+__all__ = ["parse_fail_under", "run_eval", "score_checkpoints"]
+
+SCORE_BATCH = 256
+EVAL_FILE = "eval.json"
+CONFUSION_PNG = "confusion_matrix.png"
+EPOCHS_PNG = "metrics_over_epochs.png"
+_CLASS_METRICS = ("loss", "accuracy", "macro_f1")
+_REGRESSION_METRICS = ("loss", "mae", "rmse", "r2")
+
+
+def run_eval(
+    config: ExperimentConfig,
+    checkpoint: str | None = None,
+    split: str = "test",
+    fail_under: dict[str, float] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score the run's model(s) on a split; returns the eval.json content plus `eval_dir` and `seconds`.
+
+    `checkpoint`: None (the final model, else the best or newest checkpoint), "all" (every
+    complete checkpoint, best marked by train.monitor), or comma-separated checkpoint folders
+    or .keras files. Raises QualityGateError (exit 3), after writing the outputs, when the
+    scored model (the best one, with several) misses a `fail_under` threshold.
+    """
+    from dltool.evaluate import targets as tg
+    from dltool.storage.manifest import read_manifest
+    from dltool.train.run import manifest_hash
+
+    started = time.monotonic()
+    train = config.train
+    if train is None:
+        raise ConfigError("the config has no 'train' section: eval needs train.run_dir (or pass --run-dir)")
+    dataset = open_location(config.dataset.path)
+    manifest = read_manifest(dataset)
+    label = manifest.get("label") or {}
+    kind = label.get("kind")
+    if kind not in ("class", "regression"):
+        raise ConfigError(f"{dataset.uri}: the dataset has no labels (ingest label source 'none'): nothing to score against")
+    rows = _split_rows(manifest, split)
+    class_names = [str(name) for name in label.get("vocabulary") or []]
+    sums = _sums_spec(train, kind, class_names)
+    gates = _check_gates(fail_under or {}, kind, class_names, sums.get("top_k", []))
+    run_dir = open_location(train.run_dir)
+    targets = tg.resolve_targets(run_dir, checkpoint)
+    digest = manifest_hash(manifest)
+    for target in targets:
+        tg.check_target(target, manifest, digest)
+
+    from dltool.spark.session import default_parallelism, spark_session
+
+    spark = spark_session(config.spark)
+    job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "sums": sums,
+           "models": [t.model.uri for t in targets], "labels": [t.label for t in targets],
+           "batch": SCORE_BATCH, "cache_mb": train.cache_mb if len(targets) > 1 else 0}  # fmt: skip
+    title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
+    results = score_checkpoints(spark, job, default_parallelism(spark), progress=progress, description=title)
+
+    monitor = _eval_monitor(train.monitor, results[0])
+    best = None
+    if len(results) > 1:
+        from dltool.evaluate.metrics import best_checkpoint
+
+        best = best_checkpoint(results, monitor)
+    chosen = results[best or 0]
+    outcome = _apply_gates(gates, chosen)
+    summary = {
+        "split": split, "dataset": dataset.uri, "dataset_hash": digest, "run_dir": run_dir.uri,
+        "checkpoints": [{"checkpoint": t.location.uri, "name": t.label, "epoch": t.epoch, "metrics": result}
+                        for t, result in zip(targets, results)],
+        "best": best, "monitor": monitor, "fail_under": {name: gate["threshold"] for name, gate in gates.items()},
+        "gates": outcome, "passed": all(gate["passed"] for gate in outcome),
+    }  # fmt: skip
+    eval_dir = run_dir.child("eval", split)
+    _write_outputs(eval_dir, summary, class_names)
+    summary.update(eval_dir=eval_dir.uri, seconds=round(time.monotonic() - started, 1))
+    missed = [gate for gate in outcome if not gate["passed"]]
+    if missed:
+        raise QualityGateError(
+            f"quality gate missed on the {split} split by {targets[best or 0].label}: "
+            + "; ".join(_gate_text(gate) for gate in missed),
+            summary,
+        )
+    return summary
+
+
+def parse_fail_under(items: list[str] | None) -> dict[str, float]:
+    """`--fail-under NAME=VALUE` options as {name: threshold}; the names are checked by run_eval."""
+    gates: dict[str, float] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        try:
+            threshold = float(value)
+        except ValueError:
+            threshold = math.nan
+        if not sep or not name.strip() or not math.isfinite(threshold):
+            raise ConfigError(f"--fail-under {item!r}: expected METRIC=NUMBER, e.g. --fail-under accuracy=0.9")
+        gates[name.strip()] = threshold
+    return gates
+
+
+# ---------------------------------------------------------------------------------------- driver checks
+
+
+def _split_rows(manifest: dict, split: str) -> int:
+    splits = manifest.get("splits") or {}
+    if split not in splits:
+        raise ConfigError(f"split '{split}' is not in the dataset; it has: {', '.join(splits) or 'no splits'} (--split)")
+    rows = int(splits[split].get("rows") or 0)
+    if not rows:
+        having = [name for name, info in splits.items() if info.get("rows")]
+        raise ConfigError(f"split '{split}' has 0 rows: nothing to score; choose one of {', '.join(having)} (--split)")
+    return rows
+
+
+def _sums_spec(train, kind: str, class_names: list[str]) -> dict:
+    """How a task builds its metric sums: the class names and top-k list, or the regression loss (as in training)."""
+    from dltool.train.metrics import loss_name, resolve_metrics
+
+    if kind == "regression":
+        return {"task": "regression", "loss": loss_name(train.loss, kind)}
+    metrics = resolve_metrics(train.metrics, kind, len(class_names))
+    top_k = [int(name.split("_")[1]) for name in metrics if name.startswith("top_")]
+    return {"task": "classification", "class_names": class_names, "top_k": top_k}
+
+
+def _metric_names(kind: str, class_names: list[str], top_k: list[int]) -> list[str]:
+    """Every headline() name a result of this task can have."""
+    if kind == "regression":
+        return ["loss", "mae", "mse", "rmse", "r2"]
+    names = ["loss", "accuracy", *(f"top_{k}_accuracy" for k in top_k)]
+    names += [f"{average}_{m}" for average in ("macro", "weighted") for m in ("precision", "recall", "f1")]
+    return names + ["ece"] + (["roc_auc", "pr_auc"] if len(class_names) == 2 else [])
+
+
+def _check_gates(fail_under: dict[str, float], kind: str, class_names: list[str], top_k: list[int]) -> dict:
+    valid = _metric_names(kind, class_names, top_k)
+    gates = {}
+    for name, threshold in fail_under.items():
+        if name not in valid:
+            task = "classification" if kind == "class" else "regression"
+            raise ConfigError(f"--fail-under {name}: unknown metric for this {task} model; use one of {', '.join(valid)}")
+        gates[name] = {"threshold": float(threshold), "at_least": higher_is_better(name)}
+    return gates
+
+
+def _eval_monitor(monitor: str, result: dict) -> str:
+    """train.monitor as an eval metric (val_accuracy -> accuracy); loss when eval has no such figure."""
+    name = monitor.removeprefix("val_")
+    return name if name in headline(result) else "loss"
+
+
+def _apply_gates(gates: dict, result: dict) -> list[dict]:
+    figures = headline(result)
+    outcome = []
+    for name, gate in gates.items():
+        value = figures.get(name)
+        at_least = gate["at_least"]
+        passed = value is not None and (value >= gate["threshold"] if at_least else value <= gate["threshold"])
+        outcome.append({"metric": name, "rule": ">=" if at_least else "<=", "threshold": gate["threshold"],
+                        "value": value, "passed": passed})  # fmt: skip
+    return outcome
+
+
+def _gate_text(gate: dict) -> str:
+    if gate["value"] is None:
+        return f"{gate['metric']} is undefined on this split (needs {gate['rule']} {gate['threshold']:g})"
+    return f"{gate['metric']} {gate['value']:.4f}, needs {gate['rule']} {gate['threshold']:g}"
+
+
+# ---------------------------------------------------------------------------------------------- Spark
+
+
+def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True, description: str = "eval") -> list[dict]:
+    """Score every model of `job` on its split in one Spark job of `tasks` tasks; one compute() result per model.
+
+    `job` holds plain values only: dataset (URI), manifest, split, sums (how to build the
+    metric sums), models (.keras URIs), labels (their names, for errors), batch and cache_mb.
+    """
+    from dltool.evaluate.metrics import from_json
+    from dltool.shards.feed import plan_shares
+    from dltool.spark.progress import spark_progress
+    from dltool.spark.session import spark_failure
+
+    shares = plan_shares(job["dataset"], job["manifest"], job["split"], tasks)
+    payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
+    sc = spark.sparkContext
+    try:
+        with spark_progress(spark, description, enabled=progress):
+            records = sc.parallelize(payload, len(payload)).mapPartitions(functools.partial(_score_task, job)).collect()
+    except Exception as e:  # py4j wraps task failures in many types
+        raise spark_failure(e, "scoring") from e
+    errors = [record for record in records if "error" in record]
+    if errors:
+        first = min(errors, key=lambda record: record["exit_code"] == 1)  # a config mismatch explains a load failure
+        raise (ConfigError if first["exit_code"] == 2 else DltoolError)(first["error"])
+    merged: list = [None] * len(job["models"])
+    for record in sorted(records, key=lambda record: (record["model"], record["rank"])):
+        sums = from_json(record["sums"])
+        index = record["model"]
+        merged[index] = sums if merged[index] is None else merged[index].merge(sums)
+    if any(sums is None for sums in merged):
+        raise DltoolError("scoring returned no result for some models: the split's shares were all empty")
+    return [sums.compute() for sums in merged]
+
+
+def _score_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:
+    """Runs in a Spark task: each model loaded once, the task's share fed through it; one record per model.
+
+    Errors come back as records ({"error", "exit_code"}) so the driver can show one line with
+    the right exit code instead of a Python traceback wrapped in a Java one.
+    """
+    for rank, units in partition:
+        if not units:
+            continue
+        try:
+            yield from _score_share(job, rank, units)
+        except DltoolError as e:
+            yield {"error": str(e), "exit_code": e.exit_code}
+        except Exception as e:  # noqa: BLE001 - TensorFlow and Keras raise many types
+            yield {"error": f"scoring failed: {type(e).__name__}: {_first_line(e)}", "exit_code": 1}
+
+
+def _score_share(job: dict, rank: int, units: list) -> Iterator[dict]:
+    from dltool.evaluate.metrics import ClassificationSums, RegressionSums
+    from dltool.evaluate.targets import check_signature
+    from dltool.shards.feed import FeedUnit, ShardFeed
+
+    tf = task_tensorflow()
+    import keras
+
+    spec = job["sums"]
+    feed = ShardFeed(job["dataset"], job["manifest"], [FeedUnit(*u) for u in units], cache_mb=job["cache_mb"])
+    for index, (uri, label) in enumerate(zip(job["models"], job["labels"])):
+        model = load_model(keras, uri)
+        input_shape = tuple(model.inputs[0].shape)
+        outputs = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ConfigError(f"{uri}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                              "dltool scores models with one features input and one output")  # fmt: skip
+        check_signature(uri, input_shape[1:], str(model.inputs[0].dtype), outputs, job["manifest"])
+        predict = graph_predict(tf, model, tf.TensorSpec([None, *input_shape[1:]], model.inputs[0].dtype))
+        if spec["task"] == "classification":
+            sums = ClassificationSums(spec["class_names"], spec["top_k"])
+        else:
+            sums = RegressionSums(spec["loss"])
+        for x, y in feed.one_pass(job["batch"]):
+            sums.update(y, predict(x).numpy())
+        yield {"model": index, "rank": rank, "sums": sums.to_json()}
+        del predict, model
+        keras.backend.clear_session()
+
+
+def graph_predict(tf, model, signature):
+    """The model as a graph function traced once for any batch size; predict() per batch is far slower."""
+
+    @tf.function(input_signature=[signature])
+    def predict(x):
+        return model(x, training=False)
+
+    return predict
+
+
+def task_tensorflow():
+    """TensorFlow for this Python worker, limited to the task's CPUs (set once: TF fixes threads at start)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    threads = max(1, int(context.cpus())) if context is not None else 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # a reused Python worker already started TensorFlow with these settings
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)  # tasks share a GPU
+        except RuntimeError:
+            pass
+    return tf
+
+
+def load_model(keras, uri: str):
+    """keras.models.load_model from a local copy when the file is remote; one line when it is damaged."""
+    from dltool.train.checkpoints import local_scratch
+
+    location = open_location(uri)
+    scratch = None
+    import pyarrow.fs as pafs
+
+    path = location.path
+    if not isinstance(location.fs, pafs.LocalFileSystem):
+        scratch = local_scratch("eval-model")
+        path = str(scratch / "model.keras")
+        with open(path, "wb") as f:
+            f.write(location.read_bytes())
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # zip, h5py and Keras errors for a damaged file
+        raise DltoolError(f"{uri}: cannot load the model ({type(e).__name__}: {_first_line(e)}); "
+                          "the file is damaged or from another Keras version") from e  # fmt: skip
+    finally:
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -------------------------------------------------------------------------------------------- outputs
+
+
+def _write_outputs(eval_dir: Location, summary: dict, class_names: list[str]) -> None:
+    """eval.json, the confusion matrix of the scored (or best) model, and metrics over epochs for several."""
+    from dltool.errors import StorageError
+    from dltool.evaluate import report
+    from dltool.train.checkpoints import write_json
+
+    try:
+        eval_dir.fs.create_dir(eval_dir.path, recursive=True)
+        for name in (CONFUSION_PNG, EPOCHS_PNG):  # a plot of an earlier eval must not pass for this one's
+            eval_dir.child(name).delete()
+        write_json(eval_dir.child(EVAL_FILE), summary)
+    except OSError as e:
+        raise StorageError(f"{eval_dir.uri}: cannot write the eval results: {e}") from e
+    entries = summary["checkpoints"]
+    chosen = entries[summary["best"] or 0]["metrics"]
+    if chosen["task"] == "classification":
+        report.confusion_png(chosen["confusion_matrix"], class_names, eval_dir.child(CONFUSION_PNG).uri)
+    dated = [(entry["epoch"], headline(entry["metrics"])) for entry in entries if entry["epoch"] is not None]
+    if len(entries) > 1 and len(dated) > 1:
+        names = _CLASS_METRICS if chosen["task"] == "classification" else _REGRESSION_METRICS
+        names = list(dict.fromkeys([*names, summary["monitor"]]))
+        values = {name: [figures.get(name) for _, figures in dated] for name in names}
+        report.metric_over_epochs_png([epoch for epoch, _ in dated], values, eval_dir.child(EPOCHS_PNG).uri)

@@ -1,0 +1,73 @@
+"""dltool predict on a real local[2] Spark: a dataset split and a raw folder with a hostile file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def trained(spark, digits_dataset, tmp_path_factory):
+    """The images config trained for one epoch on the session's digits dataset."""
+    from typer.testing import CliRunner
+
+    from dltool.cli import app
+
+    folder = tmp_path_factory.mktemp("predict")
+    data = yaml.safe_load((ROOT / "configs" / "images.yaml").read_text())
+    data["ingest"]["input"] = str(ROOT / "sample_data" / "images")
+    data["dataset"]["path"] = str(digits_dataset)
+    data["spark"] = {"master": "local[2]"}
+    data["train"].update(run_dir=str(folder / "run"), epochs=1, workers=1)
+    config = folder / "images.yaml"
+    config.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["train", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    return config, folder
+
+
+def predict(config, source, output):
+    from dltool.config.loader import load_config
+    from dltool.evaluate.predict import run_predict
+
+    return run_predict(load_config(config), str(source), str(output), progress=False)
+
+
+def test_predict_a_dataset_split_writes_one_row_per_example(trained, digits_dataset):
+    config, folder = trained
+    summary = predict(config, digits_dataset, folder / "preds")
+    manifest = json.loads((digits_dataset / "_manifest.json").read_text())
+    table = pads.dataset(str(folder / "preds"), format="parquet").to_table()
+    assert summary["rows"] == table.num_rows == manifest["splits"]["test"]["rows"]
+    assert (folder / "preds" / "_SUCCESS").exists()
+    shards = pads.dataset(str(digits_dataset / "test"), format="parquet").to_table()
+    assert sorted(table.column("key").to_pylist()) == sorted(shards.column("key").to_pylist())
+    probs = np.stack(table.column("probabilities").to_numpy(zero_copy_only=False))
+    assert probs.shape == (table.num_rows, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert table.column("predicted").to_pylist() == probs.argmax(axis=1).tolist()
+    names = [manifest["label"]["vocabulary"][i] for i in table.column("label").to_pylist()]
+    assert table.column("label_name").to_pylist() == names
+
+
+def test_predict_a_raw_folder_quarantines_a_hostile_file(trained, tmp_path):
+    config, _ = trained
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for digit in ("3", "7"):
+        for path in sorted((ROOT / "sample_data" / "images" / digit).iterdir())[:2]:
+            shutil.copy(path, raw / f"{digit}_{path.name}")
+    (raw / "not_an_image.png").write_text("hello")
+    summary = predict(config, raw, tmp_path / "preds")
+    table = pads.dataset(str(tmp_path / "preds"), format="parquet", exclude_invalid_files=True).to_table()
+    assert summary["rows"] == table.num_rows == 4 and summary["quarantined"] == 1
+    assert sorted(k.split("/")[-1] for k in table.column("key").to_pylist())[0].startswith("3_")
+    errors = pads.dataset(str(tmp_path / "preds" / "_errors"), format="parquet").to_table()
+    assert errors.num_rows == 1 and "not_an_image.png" in errors.column("path").to_pylist()[0]
