@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 
 from dltool.errors import ConfigError
@@ -25,9 +26,35 @@ def task_slots(spark) -> int:
         return max(1, sc.defaultParallelism)
 
 
-def check_slots(spark, workers: int) -> None:
-    """Fail at once when a barrier stage could not start (Spark itself would wait minutes)."""
+def wait_for_slots(spark, wanted: int | None, patience_s: float = 30.0) -> int:
+    """Task slots once executors have registered: `wanted` of them, or a count that holds still for 2 s.
+
+    A new application on a cluster starts with no executors; they register within seconds.
+    Local mode has its slots at once.
+    """
     slots = task_slots(spark)
+    if spark.sparkContext.master.startswith("local"):
+        return slots
+    import threading
+
+    tick = threading.Event()  # wait() with a timeout: a poll interval, not a synchronisation
+    deadline = time.monotonic() + patience_s
+    steady_since, last = time.monotonic(), slots
+    while time.monotonic() < deadline:
+        if wanted is not None and slots >= wanted:
+            break
+        if wanted is None and slots > 0 and time.monotonic() - steady_since >= 2.0:
+            break
+        tick.wait(0.25)
+        slots = task_slots(spark)
+        if slots != last:
+            steady_since, last = time.monotonic(), slots
+    return slots
+
+
+def check_slots(spark, workers: int, slots: int | None = None) -> None:
+    """Fail at once when a barrier stage could not start (Spark itself would wait minutes)."""
+    slots = task_slots(spark) if slots is None else slots
     if workers > slots:
         master = spark.sparkContext.master
         raise ConfigError(

@@ -82,10 +82,11 @@ def run_training(
         # The model is built once in a child process while Spark starts, so a bad model stops
         # the run with exit 2 before any Spark job (measured: no later first step).
         spark = _spark(config)
-        from dltool.spark.barrier import check_slots, task_slots
+        from dltool.spark.barrier import check_slots, task_slots, wait_for_slots
 
-        workers = train.workers or task_slots(spark)
-        check_slots(spark, workers)
+        slots = wait_for_slots(spark, train.workers)
+        workers = train.workers or slots
+        check_slots(spark, workers, slots)
         plan = _plan(config, manifest, workers)
         view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
         model_info = check.result(wait=True, view=view)
