@@ -316,13 +316,17 @@ def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tu
         if len(set(digests.values())) > 1:
             return done, ("the workers' weights differ after training (replicas out of sync)", 1)
         return {**done, "replicas_in_sync": len(digests)}, None
-    if failures:
-        first = failures[0]
-        return done, (f"worker {first['rank']}: {first['error']}", int(first.get("exit_code", 1)))
     import re
 
     from dltool.spark.session import spark_failure
 
-    # No event came (a worker killed outright): the task's own error line says which and how.
-    found = re.search(r"dltool worker \d+ (?:was killed by \w+|exited with code -?\d+)", str(outcome["error"]))
+    # A worker killed outright sends no event; its task's error says which one and how. That
+    # is the cause: the others only report the broken collective that followed.
+    killed = re.search(r"dltool worker \d+ was killed by \w+", str(outcome["error"]))
+    if killed:
+        return done, (killed.group(0), 1)
+    if failures:
+        first = failures[0]
+        return done, (f"worker {first['rank']}: {first['error']}", int(first.get("exit_code", 1)))
+    found = re.search(r"dltool worker \d+ exited with code -?\d+", str(outcome["error"]))
     return done, (found.group(0) if found else str(spark_failure(outcome["error"], "the barrier stage")), 1)
