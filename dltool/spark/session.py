@@ -27,6 +27,10 @@ def spark_session(settings: SparkSettings):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # under spark-submit: its --master and --conf rule
+        spark = SparkSession.builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+        return spark
     if not java_available():
         raise DltoolError("Java not found: Spark needs Java 17+ (apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
     local = settings.master.startswith("local")

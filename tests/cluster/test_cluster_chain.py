@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 def dltool(*args) -> tuple[int, dict | None, str]:
     """The real CLI in its own process (its own Spark application on the cluster)."""
     result = subprocess.run([sys.executable, "-m", "dltool.cli", *map(str, args), "--json"],
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+                            capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     summary = json.loads(result.stdout) if result.stdout.strip() else None
     return result.returncode, summary, result.stderr[-3000:]
 
@@ -101,3 +101,22 @@ def test_a_killed_training_worker_is_replaced_from_the_last_checkpoint(churn_on_
 
     assert keras.models.load_model(folder / "killed" / "model" / "model.keras").output_shape == (None, 2)
     print(f"worker killed -> run finished in {recovery:.1f}s")
+
+
+def test_spark_submit_runs_train_on_the_cluster(churn_on_cluster, standalone_cluster):
+    import pyspark
+
+    write, _ = churn_on_cluster
+    config = write("submitted", epochs=1)
+    home = Path(pyspark.__file__).parent
+    script = subprocess.run([sys.executable, "-m", "dltool.where"], capture_output=True, text=True, check=True)
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
+           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}  # fmt: skip
+    result = subprocess.run(
+        [str(home / "bin" / "spark-submit"), "--master", standalone_cluster, "--conf", "spark.executor.memory=1g",
+         script.stdout.strip(), "train", str(config), "--json"],
+        capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["status"] == "completed" and summary["workers"] == 2 and summary["epochs_done"] == 1
