@@ -26,7 +26,7 @@ def _master_state(ui_port: int) -> dict | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as response:
             return json.load(response)
-    except OSError:
+    except (OSError, ValueError):  # not listening yet, or a half-started UI answering with no JSON
         return None
 
 
