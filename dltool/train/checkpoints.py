@@ -131,13 +131,6 @@ def prune_checkpoints(run_dir: Location, keep: int | None, best_epoch: int | Non
             checkpoint.location.delete()
 
 
-def read_history(run_dir: Location) -> list[dict]:
-    location = run_dir.child(HISTORY_FILE)
-    if not location.exists():
-        return []
-    return [json.loads(line) for line in location.read_bytes().decode().splitlines() if line.strip()]
-
-
 def write_history(run_dir: Location, history: list[dict]) -> None:
     run_dir.child(HISTORY_FILE).write_bytes("".join(json.dumps(row) + "\n" for row in history).encode())
 
