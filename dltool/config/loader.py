@@ -63,10 +63,13 @@ def parse_config(
             value = {**_get(data, dotted), **value}
         _set(data, dotted, value)
     try:
-        return ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data)
     except ValidationError as e:
         overridden = set(overrides or {})
         raise ConfigError(_format_errors(e, root, source, overridden)) from e
+    if base_dir is not None:
+        config._source_dir = os.path.abspath(base_dir)
+    return config
 
 
 def resolve_relative(value: str, base_dir: Path) -> str:

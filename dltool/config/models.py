@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 IMAGE_EXTENSIONS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp"]
 AUDIO_EXTENSIONS = ["*.wav", "*.flac", "*.ogg", "*.mp3", "*.opus"]
@@ -365,3 +365,9 @@ class ExperimentConfig(Section):
         None, discriminator="reader", description="How to ingest the dataset (needed by ingest)."
     )
     train: TrainSettings | None = Field(None, description="How to train (needed by train).")
+    # The config file's folder, where a model factory's module is looked up first (not part of the YAML).
+    _source_dir: str | None = PrivateAttr(None)
+
+    @property
+    def source_dir(self) -> str | None:
+        return self._source_dir

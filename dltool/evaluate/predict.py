@@ -113,12 +113,14 @@ def _predict_on_spark(config, dataset: Location, manifest: dict, trained_on: dic
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
     from dltool.spark.session import spark_failure, spark_session
+    from dltool.spark.shipping import config_code, factory_modules
 
-    spark = spark_session(config.spark)
+    spark = spark_session(config.spark, user_code=config_code(config))
     tasks = max(1, spark.sparkContext.defaultParallelism)
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,
+           "modules": factory_modules(config),
            "vocabulary": trained_on["label"].get("vocabulary"), "kind": trained_on["label"]["kind"]}  # fmt: skip
     try:
         with spark_progress(spark, "predict", enabled=progress):
@@ -162,7 +164,7 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
     labelled = (manifest.get("label") or {}).get("kind") is not None
     units = [FeedUnit(*u) for u in units]
     feed = ShardFeed(job["dataset"], manifest, units, cache_mb=0, with_labels=labelled)
-    model = load_model(keras, job["model"])
+    model = load_model(keras, job["model"], job["modules"])
     predict = graph_predict(tf, model, tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype))
     outputs, labels = [], []
     for x, y in feed.one_pass(256):

@@ -72,9 +72,10 @@ def run_eval(
         tg.check_target(target, manifest, digest)
 
     from dltool.spark.session import default_parallelism, spark_session
+    from dltool.spark.shipping import config_code, factory_modules
 
-    spark = spark_session(config.spark)
-    job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "sums": sums,
+    spark = spark_session(config.spark, user_code=config_code(config))
+    job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "sums": sums, "modules": factory_modules(config),
            "models": [t.model.uri for t in targets], "labels": [t.label for t in targets],
            "batch": SCORE_BATCH, "cache_mb": train.cache_mb if len(targets) > 1 else 0}  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
@@ -256,7 +257,7 @@ def _score_share(job: dict, rank: int, units: list) -> Iterator[dict]:
     spec = job["sums"]
     feed = ShardFeed(job["dataset"], job["manifest"], [FeedUnit(*u) for u in units], cache_mb=job["cache_mb"])
     for index, (uri, label) in enumerate(zip(job["models"], job["labels"])):
-        model = load_model(keras, uri)
+        model = load_model(keras, uri, job["modules"])
         input_shape = tuple(model.inputs[0].shape)
         outputs = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
         if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -306,9 +307,17 @@ def task_tensorflow():
     return tf
 
 
-def load_model(keras, uri: str):
-    """keras.models.load_model from a local copy when the file is remote; one line when it is damaged."""
+def load_model(keras, uri: str, modules: list[str] = ()):
+    """keras.models.load_model from a local copy when the file is remote; one line when it is damaged.
+
+    `modules` are imported first: a factory's module registers the custom layers its models use.
+    """
+    import importlib
+
     from dltool.train.checkpoints import local_scratch
+
+    for module in modules:
+        importlib.import_module(module)
 
     location = open_location(uri)
     scratch = None

@@ -106,7 +106,8 @@ def run_worker_task(job: dict) -> int:
     env.update(
         TMPDIR=scratch,
         TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+        # Absolute: shipped code sits at relative paths (./dltool.zip) and the child runs elsewhere.
+        PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
         PYTHONUNBUFFERED="1",
         DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
     )
@@ -122,8 +123,11 @@ def run_worker_task(job: dict) -> int:
     try:
         addresses = ctx.allGather(f"{host}:{_free_port(host)}")
         cluster = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}}
-        child.stdin.write((json.dumps(cluster) if len(addresses) > 1 else "") + "\n")
-        child.stdin.close()
+        try:
+            child.stdin.write((json.dumps(cluster) if len(addresses) > 1 else "") + "\n")
+            child.stdin.close()
+        except BrokenPipeError:  # the child died early: its output below says why
+            pass
         for line in child.stdout:
             tail.append(line.rstrip())
         code = child.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from dltool.config.models import SparkSettings
 from dltool.errors import DltoolError
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+# "ValueError: ...", "org.apache.spark.SparkException: ...", not a Java frame ("at ...Error...(X.scala:83)")
+_ERROR_LINE = re.compile(r"^[\w.$]*(Error|Exception)\b.*:")
 
 
 def java_available() -> bool:
@@ -20,8 +23,20 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def spark_session(settings: SparkSettings):
-    """The active SparkSession if there is one (spark-submit, notebooks), else a new one from settings."""
+def spark_session(settings: SparkSettings, user_code: Path | None = None):
+    """The active SparkSession if there is one (spark-submit, notebooks), else a new one from settings.
+
+    On a cluster, dltool itself and the config's user code (see shipping.factory_code) are shipped
+    to the executors.
+    """
+    from dltool.spark.shipping import ship_code
+
+    spark = _session(settings)
+    ship_code(spark, user_code)
+    return spark
+
+
+def _session(settings: SparkSettings):
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -69,7 +84,7 @@ def spark_failure(error: Exception, what: str) -> DltoolError:
     """One line for a failed Spark job: the last Python or Java error line, not the whole trace."""
     text = str(error)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    cause = next((ln for ln in reversed(lines) if "Error" in ln.split(":", 1)[0] or "Exception" in ln.split(":", 1)[0]), None)
+    cause = next((ln for ln in reversed(lines) if _ERROR_LINE.match(ln)), None)
     return DltoolError(f"{what} failed in Spark: {cause or (lines[0] if lines else type(error).__name__)}")
 
 

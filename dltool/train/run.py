@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 import dltool
@@ -78,10 +79,13 @@ def run_training(
                 "pass --resume to continue it or --overwrite to start again"
             )
 
+    from dltool.spark.shipping import config_code
+
+    code = config_code(config)  # the factory's module, importable here and in the model check
     with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest) as check:
         # The model is built once in a child process while Spark starts, so a bad model stops
         # the run with exit 2 before any Spark job (measured: no later first step).
-        spark = _spark(config)
+        spark = _spark(config, code)
         from dltool.spark.barrier import check_slots, task_slots, wait_for_slots
 
         slots = wait_for_slots(spark, train.workers)
@@ -189,12 +193,12 @@ def _plan(config: ExperimentConfig, manifest: dict, workers: int) -> Plan:
     )  # fmt: skip
 
 
-def _spark(config: ExperimentConfig):
+def _spark(config: ExperimentConfig, code: Path | None):
     from dltool.spark.session import spark_session
 
     # A hung worker must fail the barrier stage rather than block it forever.
     conf = {"spark.barrier.sync.timeout": str(config.train.timeout_s), **config.spark.conf}
-    return spark_session(config.spark.model_copy(update={"conf": conf}))
+    return spark_session(config.spark.model_copy(update={"conf": conf}), user_code=code)
 
 
 class ModelCheck:

@@ -6,9 +6,12 @@ import json
 import os
 import socket
 import subprocess
+import sys
+import sysconfig
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Cluster:
+    url: str  # spark://127.0.0.1:PORT
+    ui_port: int
+
+    def state(self) -> dict:
+        """The master's /json/ status: workers, activeapps (with their cores), completedapps."""
+        return _master_state(self.ui_port) or {}
+
+    def active_apps(self) -> list[dict]:
+        return self.state().get("activeapps", [])
+
+
 def _master_state(ui_port: int) -> dict | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as response:
@@ -32,7 +48,7 @@ def _master_state(ui_port: int) -> dict | None:
 
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
-    """The master URL of a running cluster; master and workers are stopped by PID at the end."""
+    """A running cluster (its master URL and status); master and workers are stopped by PID at the end."""
     import pyspark
 
     home = Path(pyspark.__file__).parent
@@ -43,7 +59,7 @@ def standalone_cluster(tmp_path_factory):
     logs = []
 
     def start(name: str, *args: str) -> subprocess.Popen:
-        log = open(work / f"{name}.log", "w")
+        log = open(work / f"{name}.log", "w")  # noqa: SIM115 - closed once the processes stop
         logs.append(log)
         return subprocess.Popen([spark_class, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -66,7 +82,7 @@ def standalone_cluster(tmp_path_factory):
             if dead or time.monotonic() > deadline:
                 raise RuntimeError(f"standalone cluster did not start (exited: {dead}); logs in {work}")
             tick.wait(0.5)
-        yield url
+        yield Cluster(url, ui_port)
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -78,6 +94,31 @@ def standalone_cluster(tmp_path_factory):
                 process.wait()
         for log in logs:
             log.close()
+
+
+@pytest.fixture(scope="session")
+def executor_python(tmp_path_factory) -> str:
+    """A Python for executors with every dependency but not dltool, like a cluster's own nodes.
+
+    A bare venv whose one .pth line adds this venv's site-packages: the packages import, but the
+    .pth files inside that folder (dltool's editable install) are not processed, so executors can
+    only run dltool as the driver ships it.
+    """
+    env = tmp_path_factory.mktemp("executor-env")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    purelib = sysconfig.get_paths(vars={"base": str(env), "platbase": str(env)})["purelib"]
+    Path(purelib, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = str(env / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import pyarrow, tensorflow, pyspark; import dltool"],
+                           capture_output=True, text=True, cwd=env, check=False)  # fmt: skip
+    assert "No module named 'dltool'" in probe.stderr, probe.stderr[-2000:]
+    return python
+
+
+@pytest.fixture(scope="session")
+def cluster_env(executor_python) -> dict[str, str]:
+    """The environment of a dltool command whose executors run executor_python."""
+    return {**os.environ, "PYSPARK_PYTHON": executor_python, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def pytest_collection_modifyitems(items):

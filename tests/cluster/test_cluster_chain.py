@@ -14,25 +14,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster.cli import ancestor, dltool, process_pids, start
 from tests.conftest import ROOT
 
 
-def dltool(*args) -> tuple[int, dict | None, str]:
-    """The real CLI in its own process (its own Spark application on the cluster)."""
-    result = subprocess.run([sys.executable, "-m", "dltool.cli", *map(str, args), "--json"],
-                            capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    summary = json.loads(result.stdout) if result.stdout.strip() else None
-    return result.returncode, summary, result.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
-def churn_on_cluster(standalone_cluster, tmp_path_factory):
+def churn_on_cluster(standalone_cluster, cluster_env, tmp_path_factory):
     """Write a config for the cluster and ingest the sample CSV once; returns a config writer."""
     folder = tmp_path_factory.mktemp("cluster-churn")
     base = yaml.safe_load((ROOT / "configs" / "csv.yaml").read_text())
     base["ingest"]["input"] = str(ROOT / "sample_data" / "tabular" / "customers.csv")
     base["dataset"]["path"] = str(folder / "churn")
-    base["spark"] = {"master": standalone_cluster, "conf": {"spark.executor.memory": "1g"}}
+    base["spark"] = {"master": standalone_cluster.url, "conf": {"spark.executor.memory": "1g"}}
 
     def write(name: str, **train) -> Path:
         data = json.loads(json.dumps(base))
@@ -41,20 +34,20 @@ def churn_on_cluster(standalone_cluster, tmp_path_factory):
         path.write_text(yaml.safe_dump(data))
         return path
 
-    code, summary, err = dltool("ingest", write("ingest"))
+    code, summary, err = dltool(cluster_env, "ingest", write("ingest"))
     assert code == 0, err
     assert summary["counts"]["ok"] == summary["counts"]["inputs"] == 400
     return write, folder
 
 
-def test_csv_experiment_trains_and_evaluates_on_the_cluster(churn_on_cluster):
+def test_csv_experiment_trains_and_evaluates_on_the_cluster(churn_on_cluster, cluster_env):
     write, folder = churn_on_cluster
     config = write("run", epochs=2)
-    code, summary, err = dltool("train", config)
+    code, summary, err = dltool(cluster_env, "train", config)
     assert code == 0, err
     assert summary["workers"] == 2 and summary["epochs_done"] == 2 and summary["replicas_in_sync"] == 2
 
-    code, summary, err = dltool("eval", config, "--checkpoint", "all")
+    code, summary, err = dltool(cluster_env, "eval", config, "--checkpoint", "all")
     assert code == 0, err
     assert [c["epoch"] for c in summary["checkpoints"]] == [1, 2]
     rows = json.loads((folder / "churn" / "_manifest.json").read_text())["splits"]["test"]["rows"]
@@ -63,60 +56,116 @@ def test_csv_experiment_trains_and_evaluates_on_the_cluster(churn_on_cluster):
 
 def _worker_pid(rank: int) -> int | None:
     """The PID of a running `dltool.train.worker` child of the given rank (its spec lives in dltool-worker-RANK-*)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"dltool.train.worker" in args and any(f"dltool-worker-{rank}-".encode() in a for a in args):
-            return int(entry.name)
-    return None
+    pids = process_pids(b"dltool.train.worker", f"dltool-worker-{rank}-".encode())
+    return pids[0] if pids else None
 
 
-def test_a_killed_training_worker_is_replaced_from_the_last_checkpoint(churn_on_cluster):
-    write, folder = churn_on_cluster
-    config = write("killed", epochs=3, steps_per_epoch=400, max_retries=2, timeout_s=30)
-    train = subprocess.Popen([sys.executable, "-m", "dltool.cli", "train", str(config), "--json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    first = folder / "killed" / "checkpoints" / "epoch-001" / "checkpoint.json"
+def _kill_in_epoch_2(train: subprocess.Popen, run_dir: Path, victim) -> float:
+    """SIGKILL victim(pid of the rank-1 TF worker) once epoch 1's checkpoint exists; returns the kill time."""
+    first = run_dir / "checkpoints" / "epoch-001" / "checkpoint.json"
     tick = threading.Event()  # polls real state (a checkpoint file, a PID), never a guessed delay
     deadline = time.monotonic() + 300
     while not first.exists() and train.poll() is None and time.monotonic() < deadline:
         tick.wait(0.1)
-    pid = _worker_pid(1)
-    assert first.exists() and pid is not None, "training did not reach epoch 2"
-    os.kill(pid, signal.SIGKILL)  # worker 1 dies in the middle of epoch 2
-    killed_at = time.monotonic()
+    worker = _worker_pid(1)
+    assert first.exists() and worker is not None, "training did not reach epoch 2"
+    target = victim(worker)
+    assert target is not None
+    os.kill(target, signal.SIGKILL)
+    return time.monotonic()
+
+
+def _finished_after_retry(train: subprocess.Popen, run_dir: Path, killed_at: float) -> tuple[str, float]:
+    """Wait for the run; check it retried once and finished 3 epochs; returns its stderr and the recovery time."""
     out, err = train.communicate(timeout=600)
     recovery = time.monotonic() - killed_at
     assert train.returncode == 0, err[-3000:]
     summary = json.loads(out)
     assert summary["attempts"] == 2 and summary["epochs_done"] == 3
-    history = [json.loads(line) for line in (folder / "killed" / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in history] == [1, 2, 3]
-    assert "dltool worker 1 was killed by SIGKILL" in err, err[-3000:]
     import keras
 
-    assert keras.models.load_model(folder / "killed" / "model" / "model.keras").output_shape == (None, 2)
+    assert keras.models.load_model(run_dir / "model" / "model.keras").output_shape == (None, 2)
+    return err, recovery
+
+
+def test_a_killed_training_worker_is_replaced_from_the_last_checkpoint(churn_on_cluster, cluster_env):
+    write, folder = churn_on_cluster
+    config = write("killed", epochs=3, steps_per_epoch=400, max_retries=2, timeout_s=30)
+    train = start(cluster_env, "train", config, "--json")
+    killed_at = _kill_in_epoch_2(train, folder / "killed", lambda worker: worker)  # the TF worker process itself
+    err, recovery = _finished_after_retry(train, folder / "killed", killed_at)
+    assert "dltool worker 1 was killed by SIGKILL" in err, err[-3000:]
     print(f"worker killed -> run finished in {recovery:.1f}s")
 
 
-def test_spark_submit_runs_train_on_the_cluster(churn_on_cluster, standalone_cluster):
+def test_a_killed_executor_is_replaced_and_training_finishes(churn_on_cluster, cluster_env):
+    """SIGKILL the executor JVM hosting rank 1: the worker replaces it and the run resumes on it."""
+    write, folder = churn_on_cluster
+    config = write("lost-executor", epochs=3, steps_per_epoch=400, max_retries=2, timeout_s=30)
+    train = start(cluster_env, "train", config, "--json")
+    executor = lambda worker: ancestor(worker, b"CoarseGrainedExecutorBackend")
+    killed_at = _kill_in_epoch_2(train, folder / "lost-executor", executor)
+    err, recovery = _finished_after_retry(train, folder / "lost-executor", killed_at)
+    assert "executor" in err.lower(), err[-3000:]
+    print(f"executor killed -> run finished in {recovery:.1f}s")
+
+
+def test_spark_submit_runs_train_on_the_cluster(churn_on_cluster, standalone_cluster, cluster_env):
     import pyspark
 
     write, _ = churn_on_cluster
     config = write("submitted", epochs=1)
     home = Path(pyspark.__file__).parent
     script = subprocess.run([sys.executable, "-m", "dltool.where"], capture_output=True, text=True, check=True)
-    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
-           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}  # fmt: skip
+    env = {**cluster_env, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_DRIVER_PYTHON": sys.executable}
     result = subprocess.run(
-        [str(home / "bin" / "spark-submit"), "--master", standalone_cluster, "--conf", "spark.executor.memory=1g",
+        [str(home / "bin" / "spark-submit"), "--master", standalone_cluster.url, "--conf", "spark.executor.memory=1g",
          script.stdout.strip(), "train", str(config), "--json"],
         capture_output=True, text=True, timeout=600, env=env, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["status"] == "completed" and summary["workers"] == 2 and summary["epochs_done"] == 1
+
+
+FACTORY = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="churn_models")
+class Scale(keras.layers.Layer):
+    """A custom layer: loading a saved model needs this module, on every executor that scores it."""
+
+    def __init__(self, factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+def build(input_shape, outputs, manifest, width=8):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Dense(width, activation="relu")(Scale(0.5)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(outputs, activation="softmax")(x))
+'''
+
+
+def test_a_model_factory_next_to_the_config_is_shipped_to_the_executors(churn_on_cluster, cluster_env):
+    """Executors have neither dltool nor churn_models.py: both arrive with the job (addPyFile)."""
+    write, folder = churn_on_cluster
+    (folder / "churn_models.py").write_text(FACTORY)
+    config = write("factory", epochs=1, model={"factory": "churn_models:build", "args": {"width": 6}})
+    code, summary, err = dltool(cluster_env, "train", config)
+    assert code == 0, err
+    assert summary["epochs_done"] == 1 and summary["replicas_in_sync"] == 2
+
+    code, summary, err = dltool(cluster_env, "eval", config)
+    assert code == 0, err
+    assert 0.0 <= summary["checkpoints"][0]["metrics"]["accuracy"] <= 1.0
+    assert summary["checkpoints"][0]["metrics"]["examples"] > 0

@@ -1,0 +1,51 @@
+"""Run the real dltool CLI in its own process: its own Spark application on the cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def dltool(env: dict, *args) -> tuple[int, dict | None, str]:
+    """Exit code, the --json summary and the end of stderr of one dltool command."""
+    result = subprocess.run([sys.executable, "-m", "dltool.cli", *map(str, args), "--json"], env=env,
+                            capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    summary = json.loads(result.stdout) if result.stdout.strip() else None
+    return result.returncode, summary, result.stderr[-3000:]
+
+
+def start(env: dict, *args, **popen) -> subprocess.Popen:
+    """One dltool command started in the background (stdout and stderr as text pipes unless given)."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "dltool.cli", *map(str, args)], env=env, text=True, **popen)
+
+
+def process_pids(*needles: bytes) -> list[int]:
+    """PIDs of running processes whose command line contains every needle."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if all(needle in cmdline for needle in needles):
+            pids.append(int(entry.name))
+    return pids
+
+
+def ancestor(pid: int, needle: bytes) -> int | None:
+    """The nearest ancestor of pid whose command line contains needle."""
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent's PID
+            if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            return None
+    return None
