@@ -84,6 +84,8 @@ class TrainProgress:
         elif kind == "validation":
             self.print(f"  step {event['step']}: {format_logs(event['logs'])}")
         elif kind == "failed":
-            self.print(f"[red]worker {event['rank']} failed:[/] {event['error']}")
+            # TensorFlow's errors run to dozens of lines (graph nodes, gRPC details): the head says enough.
+            head = [line for line in str(event["error"]).splitlines() if line.strip()][:3]
+            self.print(f"[red]worker {event['rank']} failed:[/] " + "\n  ".join(head or ["(no message)"]))
             for line in event.get("traceback") or []:
                 self.print(f"  [dim]{line}[/]")

@@ -324,13 +324,19 @@ def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tu
 
     from dltool.spark.session import spark_failure
 
-    # A worker killed outright sends no event; its task's error says which one and how. That
-    # is the cause: the others only report the broken collective that followed.
-    killed = re.search(r"dltool worker \d+ was killed by \w+", str(outcome["error"]))
+    # A worker killed outright, or its whole executor lost, sends no event; the stage's error
+    # says which and how. That is the cause: the others only report the broken collective after it.
+    text = str(outcome["error"])
+    lost = re.search(r"ExecutorLostFailure \(executor (\S+) ([^)]*)\)(?: Reason: ([^\n]+))?", text)
+    if lost:
+        return done, (f"Spark executor {lost.group(1)} was lost ({lost.group(3) or lost.group(2)})".strip(), 1)
+    killed = re.search(r"dltool worker \d+ was killed by \w+", text)
     if killed:
         return done, (killed.group(0), 1)
     if failures:
         first = failures[0]
-        return done, (f"worker {first['rank']}: {first['error']}", int(first.get("exit_code", 1)))
+        # The traceback was shown with the failure event; the summary keeps the first line.
+        message = (str(first["error"]).strip().splitlines() or ["failed"])[0]
+        return done, (f"worker {first['rank']}: {message}", int(first.get("exit_code", 1)))
     found = re.search(r"dltool worker \d+ exited with code -?\d+", str(outcome["error"]))
     return done, (found.group(0) if found else str(spark_failure(outcome["error"], "the barrier stage")), 1)
