@@ -49,3 +49,20 @@ def ancestor(pid: int, needle: bytes) -> int | None:
         except OSError:
             return None
     return None
+
+
+def spark_submit(master: str, env: dict, *args) -> tuple[int, dict | None, str]:
+    """dltool's entry script (python -m dltool.where) under the pip pyspark's spark-submit; like dltool()."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    script = subprocess.run([sys.executable, "-m", "dltool.where"], capture_output=True, text=True, check=True)
+    env = {**env, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_DRIVER_PYTHON": sys.executable}
+    result = subprocess.run(
+        [str(home / "bin" / "spark-submit"), "--master", master, "--conf", "spark.executor.memory=1g",
+         script.stdout.strip(), *map(str, args), "--json"],
+        capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+    out = result.stdout
+    summary = json.loads(out[out.index("{") :]) if "{" in out else None  # spark-submit may print before it
+    return result.returncode, summary, result.stderr[-3000:]

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,13 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.cli import ancestor, dltool, process_pids, start
+from tests.cluster.cli import ancestor, dltool, process_pids, spark_submit, start
 from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
 def churn_on_cluster(standalone_cluster, cluster_env, tmp_path_factory):
-    """Write a config for the cluster and ingest the sample CSV once; returns a config writer."""
+    """Write a config for the cluster and ingest the sample CSV once, through spark-submit; returns a config writer."""
     folder = tmp_path_factory.mktemp("cluster-churn")
     base = yaml.safe_load((ROOT / "configs" / "csv.yaml").read_text())
     base["ingest"]["input"] = str(ROOT / "sample_data" / "tabular" / "customers.csv")
@@ -35,7 +34,7 @@ def churn_on_cluster(standalone_cluster, cluster_env, tmp_path_factory):
         path.write_text(yaml.safe_dump(data))
         return path
 
-    code, summary, err = dltool(cluster_env, "ingest", write("ingest"))
+    code, summary, err = spark_submit(standalone_cluster.url, cluster_env, "ingest", write("ingest"))
     assert code == 0, err
     assert summary["counts"]["ok"] == summary["counts"]["inputs"] == 400
     return write, folder
@@ -114,20 +113,9 @@ def test_a_killed_executor_is_replaced_and_training_finishes(churn_on_cluster, c
 
 
 def test_spark_submit_runs_train_on_the_cluster(churn_on_cluster, standalone_cluster, cluster_env):
-    import pyspark
-
     write, _ = churn_on_cluster
-    config = write("submitted", epochs=1)
-    home = Path(pyspark.__file__).parent
-    script = subprocess.run([sys.executable, "-m", "dltool.where"], capture_output=True, text=True, check=True)
-    env = {**cluster_env, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_DRIVER_PYTHON": sys.executable}
-    result = subprocess.run(
-        [str(home / "bin" / "spark-submit"), "--master", standalone_cluster.url, "--conf", "spark.executor.memory=1g",
-         script.stdout.strip(), "train", str(config), "--json"],
-        capture_output=True, text=True, timeout=600, env=env, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    code, summary, err = spark_submit(standalone_cluster.url, cluster_env, "train", write("submitted", epochs=1))
+    assert code == 0, err
     assert summary["status"] == "completed" and summary["workers"] == 2 and summary["epochs_done"] == 1
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -17,6 +15,7 @@ import pyarrow.dataset as pads
 import yaml
 
 from tests.cluster.cli import start
+from tests.conftest import png_header_only
 
 CLASSES = ("ant", "bee", "cat")
 GOOD_PER_CLASS = 305
@@ -27,16 +26,6 @@ spark = SparkSession.builder.master(sys.argv[1]).appName("blocker").getOrCreate(
 sys.stdin.read()  # hold every core of the cluster until the test closes stdin
 spark.stop()
 """
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height pixels and holds none: a decompression bomb's header."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
 def _corpus(root: Path) -> tuple[list[str], dict[str, str], list[str]]:
@@ -66,7 +55,7 @@ def _corpus(root: Path) -> tuple[list[str], dict[str, str], list[str]]:
             bad[f"{cls}/truncated{i}.jpg"] = ("truncated_jpeg", jpeg[: len(jpeg) // (2 + i)])
             bad[f"{cls}/truncated{i}.png"] = ("truncated_png", png[: len(png) // (2 + i)])
             bad[f"{cls}/text{i}.png"] = ("text", f"not an image, line {i}\n".encode())
-            bad[f"{cls}/bomb{i}.png"] = ("bomb", _png_header_only(60000 + i, 60000))
+            bad[f"{cls}/bomb{i}.png"] = ("bomb", png_header_only(60000 + i, 60000))
             bad[f"{cls}/garbage{i}.webp"] = ("garbage", bytes(rng.integers(0, 256, 300 + i, dtype=np.uint8)))
         bad[f"unlabelled{c}.png"] = ("unlabelled", png)  # outside every class folder: no label
     kinds = {}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -15,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dltool.shards.codec import TensorSpec, decode_tensors
-from tests.conftest import ROOT, read_split, run_ingest_cli as ingest
-
+from tests.conftest import ROOT, png_header_only, read_split
+from tests.conftest import run_ingest_cli as ingest
 
 
 def test_images_config_ingests_and_reads_back_without_dltool(spark, tmp_path):
@@ -89,14 +87,6 @@ def test_audio_config_ingests_spectrograms(spark, tmp_path):
     assert dict(spark.read.parquet(str(out / "val")).dtypes)["features"] == "array<float>"
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-
-
 @pytest.fixture
 def hostile_images(tmp_path):
     """20 good images in two classes plus one file of every bad kind."""
@@ -113,7 +103,7 @@ def hostile_images(tmp_path):
         "cat/empty.png": b"",
         "cat/truncated.jpg": good_jpeg[: len(good_jpeg) // 2],
         "dog/text.png": b"this is a text file, not a PNG\n",
-        "dog/bomb.png": _png_header_only(60000, 60000),
+        "dog/bomb.png": png_header_only(60000, 60000),
         "dog/garbage.webp": bytes(rng.integers(0, 256, 500, dtype=np.uint8)),
         "no_class_folder.png": cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes(),
     }
