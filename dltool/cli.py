@@ -205,7 +205,7 @@ def eval_(
 @app.command()
 def predict(
     config: ConfigArg,
-    input: Annotated[str, typer.Option("--input", "-i", help="A dltool dataset, or a raw image/audio folder.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="A dltool dataset, a raw image/audio folder, or raw CSV file(s).")],
     output: Annotated[str, typer.Option("--output", "-o", help="Folder for the Parquet predictions.")],
     checkpoint: Annotated[
         str | None, typer.Option("--checkpoint", help="Checkpoint folder or .keras file; default: the run's final model.")

@@ -1,8 +1,9 @@
 """`dltool predict`: batch inference on Spark over a dataset split or raw inputs, written as Parquet.
 
-Raw image or audio folders are ingested first, with the experiment's own reader config, into
-a temporary dataset: decoding and preprocessing are exactly those of training, and bad
-records are quarantined the same way (their rows go to the output's `_errors/`).
+Raw inputs (image or audio folders, CSV files) are ingested first, with the experiment's own
+reader config, into a temporary dataset: decoding and preprocessing are exactly those of
+training (for CSV, the training dataset's fitted `_preprocess/` pipeline is applied, not
+refitted), and bad records are quarantined the same way (their rows go to the output's `_errors/`).
 """
 
 from __future__ import annotations
@@ -90,21 +91,19 @@ def _ingest_raw(config: ExperimentConfig, source: Location, output: Location, pr
 
     if config.ingest is None:
         raise ConfigError("predicting on raw inputs needs the config's 'ingest' section (how to read them)")
-    if isinstance(config.ingest, CsvReaderConfig):
-        raise ConfigError(
-            "predict on a raw CSV is not supported yet: its features pipeline is fitted at ingest; "
-            "ingest the rows into a dataset with the training config and pass that dataset"
-        )
     temp = output.sibling(f".ingest-{uuid.uuid4().hex[:8]}")
     data = json.loads(config.model_dump_json())
     # Every record lands in one split, unaugmented and unlabelled: predict sees them all as they are.
-    data["ingest"].update(input=source.uri, label={"source": "none"})
+    table = isinstance(config.ingest, CsvReaderConfig)
+    data["ingest"].update(input=source.uri, label=None if table else {"source": "none"})
+    # Rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
+    preprocess = open_location(config.dataset.path).child("_preprocess").uri if table else None
     if "augment" in data["ingest"]:
         data["ingest"]["augment"] = {"copies": 0}
     # Bad records are quarantined and counted; they never stop the predictions for the rest.
     data["dataset"].update(path=temp.uri, split={"train": 0.0, "val": 0.0, "test": 1.0}, max_bad_fraction=1.0)
     raw_config = ExperimentConfig.model_validate(data)
-    run_ingest(raw_config, overwrite=True, progress=progress)
+    run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess)
     return temp.uri
 
 

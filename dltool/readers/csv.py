@@ -50,7 +50,9 @@ class CsvReader(TableReader):
             raise ConfigError(f"{paths[0]}: columns {missing} named in ingest are not in the header {names}")
         return names
 
-    def build(self, spark, paths: list[str], relpaths: dict[str, str], split_settings) -> TableBuild:
+    def build(self, spark, paths: list[str], relpaths: dict[str, str], split_settings, fitted=None) -> TableBuild:
+        """Parse, validate and featurise the files. `fitted` is a saved PipelineModel to apply
+        instead of fitting one on the train split (predict on raw rows uses the training data's)."""
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
@@ -101,12 +103,12 @@ class CsvReader(TableReader):
         for r in groups:
             split_rows[r["split"]] += r["count"]
         train = good.where(F.col("split") == "train")
-        if not split_rows["train"]:
+        if fitted is None and not split_rows["train"]:
             raise ConfigError(f"{paths[0]}: no valid rows fall in the train split; nothing to fit preprocessing on")
-        model = self._pipeline().fit(train)
+        model = fitted if fitted is not None else self._pipeline().fit(train)
         feature_names = self.feature_names(model)
         rows = model.transform(good)
-        stats = _feature_stats(rows.where(F.col("split") == "train"))
+        stats = _feature_stats(rows.where(F.col("split") == "train")) if split_rows["train"] else None
         keep = ["label"] if label_kind else []
         rows = rows.select(
             _to_array("_vec").alias("features"), *[F.col(c).cast("int" if label_kind == "class" else "float") for c in keep],

@@ -63,8 +63,12 @@ class TaskSummary:
     errors: list[dict] = field(default_factory=list)  # only the first few, for the summary
 
 
-def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True) -> dict:
-    """Ingest the config's inputs into its dataset location; returns the run summary."""
+def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True,
+               preprocess: str | None = None) -> dict:  # fmt: skip
+    """Ingest the config's inputs into its dataset location; returns the run summary.
+
+    `preprocess`: for table readers, a fitted `_preprocess/` to apply rather than fit (predict).
+    """
     if config.ingest is None:
         raise ConfigError("the config has no 'ingest' section: nothing to ingest")
     reader = reader_for(config.ingest)
@@ -103,7 +107,8 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         else:
             from dltool.spark.table_ingest import ingest_table
 
-            body = ingest_table(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
+            body = ingest_table(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
+                                preprocess)  # fmt: skip
         manifest = _manifest(config, reader, source, body, digest, fingerprint, left_out)
         bad = manifest["counts"]["quarantined"] / max(1, manifest["counts"]["inputs"])
         manifest["status"] = "ok" if bad <= config.dataset.max_bad_fraction else "failed_quality"

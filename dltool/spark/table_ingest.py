@@ -29,13 +29,19 @@ def spark_path(source_uri: str, path: str) -> str:
     return f"{scheme}://{parts.netloc}{path}"
 
 
-def ingest_table(spark, config, reader, source, files, staging, parallelism, progress) -> dict:
+def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> dict:
+    """Build the table and write it; `preprocess` (a saved `_preprocess/` URI) is applied instead of fitting."""
     from dltool.spark.progress import spark_progress
 
     paths = [spark_path(source.uri, f.path) for f in files]
     relpaths = dict(zip(paths, (f.relpath for f in files), strict=True))
     with spark_progress(spark, f"ingest {config.name}: {len(files)} CSV file(s)", progress):
-        built = reader.build(spark, paths, relpaths, config.dataset.split)
+        fitted = None
+        if preprocess is not None:
+            from pyspark.ml import PipelineModel
+
+            fitted = PipelineModel.load(hadoop_uri(open_location(preprocess)))
+        built = reader.build(spark, paths, relpaths, config.dataset.split, fitted=fitted)
         try:
             return _write_table(config, built, staging, parallelism)
         finally:

@@ -71,3 +71,52 @@ def test_predict_a_raw_folder_quarantines_a_hostile_file(trained, tmp_path):
     assert sorted(k.split("/")[-1] for k in table.column("key").to_pylist())[0].startswith("3_")
     errors = pads.dataset(str(tmp_path / "preds" / "_errors"), format="parquet").to_table()
     assert errors.num_rows == 1 and "not_an_image.png" in errors.column("path").to_pylist()[0]
+
+
+@pytest.fixture(scope="module")
+def trained_churn(spark, churn_dataset, tmp_path_factory):
+    """The csv config trained for one epoch on the session's churn dataset."""
+    from typer.testing import CliRunner
+
+    from dltool.cli import app
+
+    folder = tmp_path_factory.mktemp("predict-csv")
+    data = yaml.safe_load((ROOT / "configs" / "csv.yaml").read_text())
+    data["ingest"]["input"] = str(ROOT / "sample_data" / "tabular" / "customers.csv")
+    data["dataset"]["path"] = str(churn_dataset)
+    data["spark"] = {"master": "local[2]"}
+    data["train"].update(run_dir=str(folder / "run"), epochs=1, workers=1)
+    config = folder / "csv.yaml"
+    config.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["train", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    return config, folder
+
+
+def test_predict_a_raw_csv_applies_the_training_features_pipeline(trained_churn, churn_dataset, tmp_path):
+    """New rows (no label column) get the training data's vocabularies and imputation, not refitted ones."""
+    import pandas as pd
+
+    config, _ = trained_churn
+    split = predict(config, churn_dataset, tmp_path / "split").get("rows")
+    expected = pads.dataset(str(tmp_path / "split"), format="parquet").to_table().to_pandas().set_index("key")
+    rows = pd.read_csv(ROOT / "sample_data" / "tabular" / "customers.csv", dtype=str, keep_default_na=False)
+    fresh = rows[rows["customer_id"].isin(expected.index)].drop(columns=["churn", "notes"])
+    extra = pd.DataFrame([
+        {"customer_id": "NEW1", "age": "40", "income": "50000", "tenure_months": "3", "plan": "platinum",
+         "region": "mars", "monthly_spend": "99", "support_calls": ""},  # unseen categories, a missing number
+        {"customer_id": "BAD1", "age": "forty", "income": "1", "tenure_months": "1", "plan": "basic",
+         "region": "east", "monthly_spend": "1", "support_calls": "0"},  # not a number: quarantined
+    ])  # fmt: skip
+    raw = tmp_path / "new_customers.csv"
+    pd.concat([fresh, extra]).to_csv(raw, index=False)
+
+    summary = predict(config, raw, tmp_path / "preds")
+    table = pads.dataset(str(tmp_path / "preds"), format="parquet", exclude_invalid_files=True).to_table()
+    got = table.to_pandas().set_index("key")
+    assert summary["raw_input"] and summary["rows"] == len(got) == split + 1 and summary["quarantined"] == 1
+    assert "label" not in got.columns and "NEW1" in got.index and "BAD1" not in got.index
+    both = np.stack(got.loc[expected.index, "probabilities"]), np.stack(expected["probabilities"])
+    np.testing.assert_allclose(*both, rtol=1e-5, atol=1e-6)  # same rows, same features, same predictions
+    errors = pads.dataset(str(tmp_path / "preds" / "_errors"), format="parquet").to_table().to_pylist()
+    assert [e["key"] for e in errors] == ["BAD1"] and "field age" in errors[0]["message"]
