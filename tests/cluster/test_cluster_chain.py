@@ -145,16 +145,29 @@ def build(input_shape, outputs, manifest, width=8):
 '''
 
 
-def test_a_model_factory_next_to_the_config_is_shipped_to_the_executors(churn_on_cluster, cluster_env):
-    """Executors have neither dltool nor churn_models.py: both arrive with the job (addPyFile)."""
+def test_a_model_factory_next_to_the_config_is_shipped_to_the_executors(
+    churn_on_cluster, standalone_cluster, cluster_env
+):
+    """Executors have neither dltool nor churn_models.py: both arrive with the job (addPyFile).
+
+    The config says local[2]; `--master` sends both commands to the cluster instead.
+    """
     write, folder = churn_on_cluster
     (folder / "churn_models.py").write_text(FACTORY)
     config = write("factory", epochs=1, model={"factory": "churn_models:build", "args": {"width": 6}})
-    code, summary, err = dltool(cluster_env, "train", config)
+    data = yaml.safe_load(config.read_text())
+    data["spark"] = {"master": "local[2]", "app_name": "factory-run", "conf": {"spark.executor.memory": "1g"}}
+    config.write_text(yaml.safe_dump(data))
+    code, summary, err = dltool(cluster_env, "train", config, "--master", standalone_cluster.url)
     assert code == 0, err
     assert summary["epochs_done"] == 1 and summary["replicas_in_sync"] == 2
 
-    code, summary, err = dltool(cluster_env, "eval", config)
+    code, summary, err = dltool(cluster_env, "eval", config, "--master", standalone_cluster.url)
     assert code == 0, err
+    ran = lambda: [app["name"] for app in standalone_cluster.state().get("completedapps", [])]
+    tick, deadline = threading.Event(), time.monotonic() + 60  # the master marks an app done once its driver left
+    while ran().count("factory-run") < 2 and time.monotonic() < deadline:
+        tick.wait(0.25)
+    assert ran().count("factory-run") == 2, ran()
     assert 0.0 <= summary["checkpoints"][0]["metrics"]["accuracy"] <= 1.0
     assert summary["checkpoints"][0]["metrics"]["examples"] > 0
