@@ -480,3 +480,48 @@ def test_module_import_does_not_load_cv2_or_pillow():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+# --- header fast path -------------------------------------------------------------------
+
+
+def _pillow_bytes(array: np.ndarray, fmt: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a: cv2.imencode(".jpg", a)[1].tobytes(),
+        lambda a: cv2.imencode(".png", a)[1].tobytes(),
+        lambda a: cv2.imencode(".png", a.astype(np.uint16) * 257)[1].tobytes(),
+        lambda a: cv2.imencode(".png", cv2.cvtColor(a, cv2.COLOR_RGB2BGRA))[1].tobytes(),
+        lambda a: _pillow_bytes(a[..., 0], "JPEG"),
+        lambda a: _pillow_bytes(a, "JPEG", progressive=True),
+        lambda a: _pillow_bytes(a, "JPEG", quality=30, optimize=True),
+    ],
+    ids=["jpeg", "png", "png16", "png-rgba", "jpeg-gray", "jpeg-progressive", "jpeg-optimized"],
+)
+def test_plain_header_reads_the_size_pillow_reads(make):
+    from dltool.transforms.image import _plain_header
+
+    data = make(random_rgb(37, 53, seed=4))
+    with Image.open(io.BytesIO(data)) as image:
+        assert _plain_header(data) == (*image.size, 1) == (53, 37, 1)
+
+
+def test_plain_header_leaves_exif_and_other_formats_to_pillow():
+    from dltool.transforms.image import _plain_header, _read_header
+
+    rgb = random_rgb(6, 9, seed=2)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    assert _plain_header(jpeg_with_orientation(rgb, 6)) is None
+    assert _read_header(jpeg_with_orientation(rgb, 6)) == (9, 6, 6)
+    assert _plain_header(_pillow_bytes(rgb, "PNG", exif=exif)) is None
+    for ext in (".bmp", ".webp", ".tiff"):
+        assert _plain_header(cv2.imencode(ext, rgb)[1].tobytes()) is None
+    assert _plain_header(b"\xff\xd8\xff") is None and _plain_header(b"") is None
+    assert _plain_header(bomb_png(60000, 50000)) == (60000, 50000, 1)  # a bomb is caught without Pillow
