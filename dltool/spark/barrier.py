@@ -14,6 +14,7 @@ from collections import deque
 from dltool.errors import ConfigError
 
 TAIL_LINES = 30
+LOG_LINES = 20_000  # a worker's log in the run dir keeps its last lines (prints in a factory, TF warnings)
 
 
 def task_slots(spark) -> int:
@@ -114,7 +115,8 @@ def run_worker_task(job: dict) -> int:
     env.pop("TF_CONFIG", None)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    lines: deque[str] = deque(maxlen=LOG_LINES)
+    seen = 0
     child = subprocess.Popen(
         [sys.executable, "-m", "dltool.train.worker", spec_path],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
@@ -129,17 +131,39 @@ def run_worker_task(job: dict) -> int:
         except BrokenPipeError:  # the child died early: its output below says why
             pass
         for line in child.stdout:
-            tail.append(line.rstrip())
+            lines.append(line.rstrip())
+            seen += 1
         code = child.wait()
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
         shutil.rmtree(scratch, ignore_errors=True)
+        _save_log(job, rank, lines, seen)
     if code != 0:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        tail = list(lines)[-TAIL_LINES:]
         raise RuntimeError(f"dltool worker {rank} {how}; its last output:\n" + "\n".join(tail))
     return rank
+
+
+def worker_log(run_dir, attempt: int, rank: int):
+    """Where a worker's output goes: RUN_DIR/logs/attempt-N/worker-R.log (attempts count from 1)."""
+    return run_dir.child("logs", f"attempt-{attempt + 1}", f"worker-{rank}.log")
+
+
+def _save_log(job: dict, rank: int, lines: deque, seen: int) -> None:
+    """Write the worker's output to the run dir; a failure to write must not hide the worker's own."""
+    from dltool.storage.fs import open_location
+
+    dropped = seen - len(lines)
+    text = (f"[... {dropped} earlier lines dropped ...]\n" if dropped else "") + "\n".join(lines) + "\n"
+    target = worker_log(open_location(job["run_dir"]), job.get("attempt", 0), rank)
+    try:
+        target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
+        target.write_bytes(text.encode("utf-8", "replace"))
+    except Exception as e:  # noqa: BLE001 - storage errors of any kind: the log is a convenience
+        print(f"dltool: cannot write {target.uri}: {type(e).__name__}: {e}", file=sys.stderr)  # the executor's log
 
 
 def _free_port(host: str) -> int:

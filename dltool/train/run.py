@@ -274,8 +274,12 @@ def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view
                 status.update(status="failed", error=message)
                 ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
                 tries = f" after {attempt + 1} attempts" if attempt else ""
-                raise (ConfigError if code == 2 else DltoolError)(f"training failed{tries}: {message}")
+                logs = run_dir.child("logs", f"attempt-{attempt + 1}").uri
+                raise (ConfigError if code == 2 else DltoolError)(
+                    f"training failed{tries}: {message} (workers' output: {logs})"
+                )
             view.print(f"[red]attempt {attempt + 1} failed:[/] {message}")
+            view.print(f"  workers' output: {run_dir.child('logs', f'attempt-{attempt + 1}').uri}")
             attempt += 1
             resume_from = ckpt.newest_checkpoint(run_dir)
             where = resume_from.name if resume_from else "the start"

@@ -95,6 +95,9 @@ def test_a_failing_worker_is_retried_from_the_last_checkpoint(spark, churn_datas
     assert result.exit_code == 0, result.output
     assert summary["attempts"] == 2 and summary["epochs_done"] == 3
     assert [r["epoch"] for r in history(run)] == [1, 2, 3]
+    # Every worker's output is kept per attempt; the failed one holds its traceback.
+    assert "InjectedFault: injected fault: worker 1 in epoch 2" in (run / "logs" / "attempt-1" / "worker-1.log").read_text()
+    assert sorted(p.name for p in (run / "logs" / "attempt-2").iterdir()) == ["worker-0.log", "worker-1.log"]
 
 
 def test_a_failing_worker_without_retries_fails_with_its_message(spark, churn_dataset, tmp_path, write_config):
@@ -102,6 +105,7 @@ def test_a_failing_worker_without_retries_fails_with_its_message(spark, churn_da
     result, summary = train_cli(config)
     assert result.exit_code == 1
     assert "worker 1" in summary["message"] and "injected fault" in summary["message"]
+    assert summary["message"].endswith(f"(workers' output: {tmp_path / 'run' / 'logs' / 'attempt-1'})")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
 
 
