@@ -4,7 +4,7 @@ On a cluster the executors' Python has the dependencies (pyarrow, TensorFlow, ..
 have dltool, or has another version of it. The driver zips the dltool package it runs and adds it
 with `addPyFile`; Spark puts shipped files first on the executors' `sys.path`, so executors run
 exactly the driver's code. A model factory named `module:function` is looked up in the config's
-folder, then on `sys.path`; unless it is an installed package, its top-level module (file or
+folder, then the current directory, then on `sys.path`; unless it is an installed package, its top-level module (file or
 package folder) is shipped the same way.
 """
 
@@ -31,7 +31,8 @@ def factory_code(factory: str | None, config_dir: Path | None) -> Path | None:
     if not factory:
         return None
     top = factory.split(":", 1)[0].split(".", 1)[0]
-    root = _in_folder(top, config_dir) if config_dir is not None else None
+    folders = [f for f in (config_dir, Path.cwd()) if f is not None]
+    root = next((r for r in (_in_folder(top, f) for f in folders) if r is not None), None)
     if root is None:
         spec = importlib.util.find_spec(top) if top not in sys.modules else sys.modules[top].__spec__
         origin = getattr(spec, "origin", None) if spec is not None else None

@@ -61,6 +61,14 @@ def test_a_factory_package_is_zipped_and_runs_in_spark_tasks(spark, tmp_path, re
     assert widths == [7]
 
 
+def test_a_factory_module_in_the_current_directory_is_found(tmp_path, restore_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "shipped_model_c.py").write_text("def build(*a):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    assert factory_code("shipped_model_c:build", tmp_path / "configs") == tmp_path / "shipped_model_c.py"
+    assert sys.path[0] == str(tmp_path)
+
+
 def test_installed_or_missing_factory_modules_are_not_shipped(tmp_path, restore_path):
     assert factory_code("keras.applications:MobileNetV2", tmp_path) is None  # installed: executors need it too
     assert factory_code("json:loads", tmp_path) is None  # the standard library
