@@ -13,24 +13,29 @@ import yaml
 from tests.conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def trained(spark, digits_dataset, tmp_path_factory):
-    """The images config trained for one epoch on the session's digits dataset."""
+def _trained(name: str, sample: str, dataset, folder):
+    """The shipped config `name` trained for one epoch on a session dataset; returns its path."""
     from typer.testing import CliRunner
 
     from dltool.cli import app
 
-    folder = tmp_path_factory.mktemp("predict")
-    data = yaml.safe_load((ROOT / "configs" / "images.yaml").read_text())
-    data["ingest"]["input"] = str(ROOT / "sample_data" / "images")
-    data["dataset"]["path"] = str(digits_dataset)
+    data = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    data["ingest"]["input"] = str(ROOT / "sample_data" / sample)
+    data["dataset"]["path"] = str(dataset)
     data["spark"] = {"master": "local[2]"}
     data["train"].update(run_dir=str(folder / "run"), epochs=1, workers=1)
-    config = folder / "images.yaml"
+    config = folder / f"{name}.yaml"
     config.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(app, ["train", str(config), "--json"])
     assert result.exit_code == 0, result.output
-    return config, folder
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(spark, digits_dataset, tmp_path_factory):
+    """The images config trained for one epoch on the session's digits dataset."""
+    folder = tmp_path_factory.mktemp("predict")
+    return _trained("images", "images", digits_dataset, folder), folder
 
 
 def predict(config, source, output):
@@ -76,21 +81,8 @@ def test_predict_a_raw_folder_quarantines_a_hostile_file(trained, tmp_path):
 @pytest.fixture(scope="module")
 def trained_churn(spark, churn_dataset, tmp_path_factory):
     """The csv config trained for one epoch on the session's churn dataset."""
-    from typer.testing import CliRunner
-
-    from dltool.cli import app
-
     folder = tmp_path_factory.mktemp("predict-csv")
-    data = yaml.safe_load((ROOT / "configs" / "csv.yaml").read_text())
-    data["ingest"]["input"] = str(ROOT / "sample_data" / "tabular" / "customers.csv")
-    data["dataset"]["path"] = str(churn_dataset)
-    data["spark"] = {"master": "local[2]"}
-    data["train"].update(run_dir=str(folder / "run"), epochs=1, workers=1)
-    config = folder / "csv.yaml"
-    config.write_text(yaml.safe_dump(data))
-    result = CliRunner().invoke(app, ["train", str(config), "--json"])
-    assert result.exit_code == 0, result.output
-    return config, folder
+    return _trained("csv", "tabular/customers.csv", churn_dataset, folder), folder
 
 
 def test_predict_a_raw_csv_applies_the_training_features_pipeline(trained_churn, churn_dataset, tmp_path):
