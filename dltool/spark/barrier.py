@@ -147,9 +147,9 @@ def run_worker_task(job: dict) -> int:
     return rank
 
 
-def worker_log(run_dir, attempt: int, rank: int):
-    """Where a worker's output goes: RUN_DIR/logs/attempt-N/worker-R.log (attempts count from 1)."""
-    return run_dir.child("logs", f"attempt-{attempt + 1}", f"worker-{rank}.log")
+def attempt_logs(run_dir, attempt: int):
+    """The folder of an attempt's worker logs, RUN_DIR/logs/attempt-N (attempt 0 is attempt-1)."""
+    return run_dir.child("logs", f"attempt-{attempt + 1}")
 
 
 def _save_log(job: dict, rank: int, lines: deque, seen: int) -> None:
@@ -158,7 +158,7 @@ def _save_log(job: dict, rank: int, lines: deque, seen: int) -> None:
 
     dropped = seen - len(lines)
     text = (f"[... {dropped} earlier lines dropped ...]\n" if dropped else "") + "\n".join(lines) + "\n"
-    target = worker_log(open_location(job["run_dir"]), job.get("attempt", 0), rank)
+    target = attempt_logs(open_location(job["run_dir"]), job.get("attempt", 0)).child(f"worker-{rank}.log")
     try:
         target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
         target.write_bytes(text.encode("utf-8", "replace"))

@@ -4,8 +4,8 @@ On a cluster the executors' Python has the dependencies (pyarrow, TensorFlow, ..
 have dltool, or has another version of it. The driver zips the dltool package it runs and adds it
 with `addPyFile`; Spark puts shipped files first on the executors' `sys.path`, so executors run
 exactly the driver's code. A model factory named `module:function` is looked up in the config's
-folder, then the current directory, then on `sys.path`; unless it is an installed package, its top-level module (file or
-package folder) is shipped the same way.
+folder, then the current directory, then on `sys.path`; unless it is an installed package, its
+top-level module (file or package folder) is shipped the same way.
 """
 
 from __future__ import annotations
@@ -97,11 +97,14 @@ def _zip(package: Path) -> Path:
 
 def config_code(config) -> Path | None:
     """factory_code for the config's model (None when it names no factory)."""
-    factory = config.train.model.factory if config.train is not None else None
-    return factory_code(factory, Path(config.source_dir) if config.source_dir else None)
+    return factory_code(_factory(config), Path(config.source_dir) if config.source_dir else None)
 
 
 def factory_modules(config) -> list[str]:
     """Modules to import before loading a saved model: the factory's, whose custom layers it may register."""
-    factory = config.train.model.factory if config.train is not None else None
+    factory = _factory(config)
     return [factory.split(":", 1)[0]] if factory else []
+
+
+def _factory(config) -> str | None:
+    return config.train.model.factory if config.train is not None else None

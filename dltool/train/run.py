@@ -18,6 +18,7 @@ import dltool
 from dltool.config.loader import config_hash
 from dltool.config.models import ExperimentConfig, TrainSettings
 from dltool.errors import ConfigError, DltoolError
+from dltool.spark.barrier import attempt_logs
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import read_manifest
 from dltool.train import checkpoints as ckpt
@@ -274,12 +275,12 @@ def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view
                 status.update(status="failed", error=message)
                 ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
                 tries = f" after {attempt + 1} attempts" if attempt else ""
-                logs = run_dir.child("logs", f"attempt-{attempt + 1}").uri
+                logs = attempt_logs(run_dir, attempt).uri
                 raise (ConfigError if code == 2 else DltoolError)(
                     f"training failed{tries}: {message} (workers' output: {logs})"
                 )
             view.print(f"[red]attempt {attempt + 1} failed:[/] {message}")
-            view.print(f"  workers' output: {run_dir.child('logs', f'attempt-{attempt + 1}').uri}")
+            view.print(f"  workers' output: {attempt_logs(run_dir, attempt).uri}")
             attempt += 1
             resume_from = ckpt.newest_checkpoint(run_dir)
             where = resume_from.name if resume_from else "the start"
