@@ -156,9 +156,10 @@ def train(
     else:
         best = summary.get("best") or {}
         best_text = f"; best {best['monitor']} {best['value']:.4f} at epoch {best['epoch']}" if best else ""
+        kept = f" (epoch {summary['model_epoch']}, the {summary['kept']})" if summary.get("model_epoch") else ""
         _say(
             f"[green]✓[/] trained {summary['epochs_done']} epochs in {summary['seconds']:.1f}s{best_text}; "
-            f"model: {summary['model']}"
+            f"model{kept}: {summary['model']}"
         )
     _finish(summary, as_json)
 

@@ -1,11 +1,11 @@
 """Regenerate the bundled dltool sample data next to this script.
 
-Makes three small, learnable data sets (about 1 MB in all):
+Makes three small, learnable data sets (about 5 MB in all):
 
-* ``images/<0..9>/img_NNNN.*``: 300 synthetic digit images (30 per class) drawn
+* ``images/<0..9>/img_NNNN.*``: 600 synthetic digit images (60 per class) drawn
   with OpenCV Hershey fonts, with mixed sizes (28x28, 32x32, 36x28) and
   formats (PNG incl. 16-bit grey and RGBA, JPEG incl. EXIF orientation 6, BMP, WebP).
-* ``audio/<tone|chirp|noise>/clip_NNNN.*``: 60 clips (20 per class), 0.5-1.5 s,
+* ``audio/<tone|chirp|noise>/clip_NNNN.*``: 150 clips (50 per class), 0.5-1.5 s,
   at 8000/16000/22050 Hz, mono and a few stereo, as WAV (PCM_16), FLAC and OGG Vorbis.
 * ``tabular/customers.csv``: 400-row churn-like CSV with missing values and
   RFC 4180 quoted free text.
@@ -65,7 +65,7 @@ def make_images():
     sizes = [(28, 28)] * 8 + [(32, 32), (36, 28)]  # (height, width)
     kinds = ["png"] * 14 + ["jpg"] * 4 + ["bmp", "webp"]
     special = {0: "png16", 11: "rgba", 22: "exif", 133: "png16", 144: "rgba", 255: "exif"}
-    for idx in range(300):
+    for idx in range(600):
         digit, cls_dir = idx % 10, out / str(idx % 10)
         cls_dir.mkdir(exist_ok=True)
         kind = special.get(idx) or kinds[int(rng.integers(len(kinds)))]
@@ -121,7 +121,7 @@ def make_audio():
     out = fresh_dir("audio")
     rng = np.random.default_rng(5678)
     classes, formats = ["tone", "chirp", "noise"], ["wav", "flac", "ogg"]
-    for idx in range(60):
+    for idx in range(150):
         label = classes[idx % 3]
         sr = int(rng.choice([8000, 16000, 22050], p=[0.7, 0.2, 0.1]))
         t = np.arange(int(sr * rng.uniform(0.5, 1.5))) / sr

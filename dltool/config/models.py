@@ -283,8 +283,10 @@ class OptimizerSettings(Section):
 class ScheduleSettings(Section):
     """Learning-rate schedule over optimizer steps."""
 
-    kind: Literal["constant", "step", "cosine"] = Field("constant", description="Shape of the schedule.")
-    warmup_epochs: float = Field(0, ge=0, description="Linear warm-up from 0 to the learning rate over these epochs.")
+    kind: Literal["constant", "step", "cosine"] = Field(
+        "cosine", description="Shape of the schedule; cosine decays to min_fraction, so the last epochs settle."
+    )
+    warmup_epochs: float = Field(1, ge=0, description="Linear warm-up from 0 to the learning rate over these epochs.")
     step_epochs: float = Field(10, gt=0, description="step: multiply the rate by `factor` every this many epochs.")
     factor: float = Field(0.1, gt=0, le=1, description="step: multiplier applied at each step.")
     min_fraction: float = Field(0.0, ge=0, le=1, description="cosine: final rate as a fraction of the peak.")
@@ -339,6 +341,9 @@ class TrainSettings(Section):
     )
     monitor: str = Field("val_loss", description="Metric for best checkpoint and early stopping, e.g. val_accuracy.")
     early_stopping: EarlyStoppingSettings | None = Field(None, description="Stop early; unset: train all epochs.")
+    final: Literal["best", "last"] = Field(
+        "best", description="The model kept in run_dir/model: the best epoch by `monitor`, or the last epoch's."
+    )
     keep_checkpoints: int | None = Field(None, ge=1, description="Keep the newest N epoch checkpoints (and the best).")
     seed: int = Field(0, description="Seeds initialisation, shuffling and dropout.")
     shuffle_buffer: int = Field(4096, ge=0, description="Examples in the shuffle buffer when streaming shards.")

@@ -150,7 +150,6 @@ def _predict_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[
 
 
 def _predict_share(job: dict, rank: int, units: list) -> int:
-    import keras
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -158,7 +157,8 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
     from dltool.evaluate.score import graph_predict, load_model, task_tensorflow
     from dltool.shards.feed import FeedUnit, ShardFeed
 
-    tf = task_tensorflow()
+    tf = task_tensorflow()  # before keras, which imports TensorFlow loudly
+    import keras
     manifest = job["manifest"]
     labelled = (manifest.get("label") or {}).get("kind") is not None
     units = [FeedUnit(*u) for u in units]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -286,10 +287,43 @@ def graph_predict(tf, model, signature):
     return predict
 
 
+# What TensorFlow 2.21 writes to stderr on import, whatever TF_CPP_MIN_LOG_LEVEL says (before absl is set up).
+_IMPORT_BANNER = ("absl::InitializeLog()", "oneDNN custom operations are on", "cpu_feature_guard.cc",
+                  "To enable the following instructions")  # fmt: skip
+
+
+def import_tensorflow_quietly():
+    """`import tensorflow`, keeping its start-up banner off the user's terminal; other output passes through.
+
+    In local mode a Spark task's stderr is the user's terminal: every eval and predict task
+    would print the oneDNN and CPU lines. They are written by C++ before logging is set up,
+    so only a redirect of file descriptor 2 during the import holds them back.
+    """
+    import tempfile
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        lines = capture.read().decode(errors="replace").splitlines()
+    kept = [line for line in lines if line.strip() and not any(mark in line for mark in _IMPORT_BANNER)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr, flush=True)
+    return tf
+
+
 def task_tensorflow():
     """TensorFlow for this Python worker, limited to the task's CPUs (set once: TF fixes threads at start)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
     from pyspark import TaskContext
 
     context = TaskContext.get()

@@ -11,6 +11,12 @@ shuffled, their rows concatenated and cut into windows of `shuffle_buffer` rows,
 each window is permuted by a generator of its own. The order is therefore the same
 whether the share is cached in memory or streamed from storage, and a stream can start
 at any batch without replaying the ones before it.
+
+Global batches: a feed given the whole split and `workers` > 1 draws the order of the
+whole split (independent of the rank) and yields rank r's slice of each global batch, so
+W workers train on exactly the batches one worker would: the number of workers changes
+where the arithmetic runs, not what the model sees. Each worker then holds the whole
+split in memory, so the driver only chooses this when the split fits `cache_mb`.
 """
 
 from __future__ import annotations
@@ -134,6 +140,7 @@ class ShardFeed:
         *,
         seed: int = 0,
         rank: int = 0,
+        workers: int = 1,
         cache_mb: int = 1024,
         with_labels: bool = True,
     ):
@@ -145,9 +152,18 @@ class ShardFeed:
         self.label_type = LABEL_TYPES[kind] if with_labels else None
         self.units = list(units)
         self.rows = sum(unit.rows for unit in self.units)
-        self.seed, self.rank = seed, rank
+        self.seed, self.rank, self.workers = seed, rank, workers
+        # A share's order is seeded by its rank; the whole split's order is the same on every rank.
+        self._order_key = 0 if workers > 1 else rank
         row_bytes = self.spec.nbytes + (self.label_type.byte_width if self.label_type else 0)
         self.cached = self.rows * row_bytes <= cache_mb * 2**20
+        if workers > 1 and not self.cached:
+            raise ConfigError(
+                f"{self.location.uri}: global batches over {workers} workers need the split in memory "
+                f"({self.rows} rows of {row_bytes} bytes); raise train.cache_mb"
+            )
+        if workers > 1 and not 0 <= rank < workers:
+            raise ConfigError(f"rank {rank} is not one of {workers} workers")
         self._starts = np.cumsum([0] + [unit.rows for unit in self.units])  # each unit's first row in the share
         self._cache: Batch | None = None
         self._cache_lock = threading.Lock()  # tf.data may run two iterators of one feed at once
@@ -172,15 +188,19 @@ class ShardFeed:
         _check_batch_size(batch_size)
         if self.rows == 0:
             raise ConfigError(f"{self.location.uri}: rank {self.rank} has an empty share; nothing to train on")
-        first_pass, skip = divmod(start_pass * self.rows + start_batch * batch_size, self.rows)
+        # With global batches, batch_size is this rank's slice of a batch of batch_size * workers.
+        global_batch = batch_size * self.workers
+        first_pass, skip = divmod(start_pass * self.rows + start_batch * global_batch, self.rows)
         shuffle = shuffle_buffer > 1
         # Without shuffling, windows only bound memory; one unit's size keeps them cheap.
         window = shuffle_buffer if shuffle else max(unit.rows for unit in self.units)
         passes = zip(itertools.count(first_pass), itertools.chain([skip], itertools.repeat(0)))
         if self.cached:
             x, y = self._cached()
+            mine = slice(self.rank * batch_size, (self.rank + 1) * batch_size) if self.workers > 1 else slice(None)
             orders = ((self._pass_order(p, window, shuffle)[s:], None) for p, s in passes)
-            for rows, _ in _rebatch(orders, batch_size, keep_short=False):
+            for rows, _ in _rebatch(orders, global_batch, keep_short=False):
+                rows = rows[mine]
                 yield x[rows], None if y is None else y[rows]
         else:
             windows = itertools.chain.from_iterable(self._stream_pass(p, s, window, shuffle) for p, s in passes)
@@ -230,11 +250,11 @@ class ShardFeed:
     # ------------------------------------------------------------------ order
 
     def _unit_order(self, p: int) -> np.ndarray:
-        return np.random.default_rng(np.random.SeedSequence([self.seed, self.rank, p])).permutation(len(self.units))
+        return np.random.default_rng(np.random.SeedSequence([self.seed, self._order_key, p])).permutation(len(self.units))
 
     def _window_perm(self, p: int, w: int, n: int) -> np.ndarray:
         # A generator per window (a spawned child of the pass's seed) lets a stream start mid-pass.
-        seed = np.random.SeedSequence([self.seed, self.rank, p], spawn_key=(w,))
+        seed = np.random.SeedSequence([self.seed, self._order_key, p], spawn_key=(w,))
         return np.random.default_rng(seed).permutation(n)
 
     def _pass_order(self, p: int, window: int, shuffle: bool) -> np.ndarray:

@@ -62,7 +62,8 @@ class _BuiltinArgs(BaseModel):
 class ConvNetArgs(_BuiltinArgs):
     """`train.model.args` of small_cnn and audio_cnn."""
 
-    filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32, 64], min_length=1)
+    # Three blocks: a receptive field that spans a 32x32 image before the global pooling.
+    filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
     dense: int = Field(64, ge=0)  # 0: no hidden dense layer before the head
     dropout: float = Field(0.25, ge=0, lt=1)
 

@@ -25,7 +25,11 @@ from dltool.train import checkpoints as ckpt
 from dltool.train.metrics import loss_name, resolve_metrics
 
 # Fields that may change between a run and its resume without invalidating its checkpoints.
-RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "fault", "run_dir", "early_stopping", "cache_mb"}
+# Examples per step when the config names no batch size: the same for any number of workers,
+# so a run's quality does not depend on the cluster's size (rounded up to split evenly).
+DEFAULT_GLOBAL_BATCH = 32
+RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "fault", "run_dir", "early_stopping", "cache_mb",
+                     "final"}
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Plan:
     class_weights: list[float] | None
     train_units: list
     val_units: list | None
+    global_batches: bool  # every worker holds the train split: W workers see one worker's batches
 
 
 def run_training(
@@ -108,7 +113,8 @@ def run_training(
             "run_dir": run_dir.uri, "config_hash": digest, "dataset_hash": status["dataset_hash"],
             "steps_per_epoch": plan.steps_per_epoch, "global_batch": plan.global_batch,
             "per_worker_batch": plan.per_worker_batch, "class_weights": plan.class_weights,
-            "train_units": plan.train_units, "val_units": plan.val_units, "job_group": f"dltool-train-{digest[:8]}",
+            "train_units": plan.train_units, "val_units": plan.val_units, "global_batches": plan.global_batches,
+            "job_group": f"dltool-train-{digest[:8]}",
             # Local mode: the machine is ours, so fewer workers than cores share them all.
             "threads": max(1, task_slots(spark) // workers) if spark.sparkContext.master.startswith("local") else None,
         }  # fmt: skip
@@ -122,6 +128,10 @@ def run_training(
 
 def manifest_hash(manifest: dict) -> str:
     return config_hash({k: manifest.get(k) for k in ("features", "label", "splits", "stats", "config_hash")})
+
+
+def default_global_batch(workers: int) -> int:
+    return -(-DEFAULT_GLOBAL_BATCH // workers) * workers
 
 
 def _train_hash(train: TrainSettings, manifest: dict) -> str:
@@ -163,6 +173,7 @@ def _class_weights(train: TrainSettings, manifest: dict) -> list[float] | None:
 
 
 def _plan(config: ExperimentConfig, manifest: dict, workers: int) -> Plan:
+    from dltool.shards.codec import TensorSpec
     from dltool.shards.feed import plan_shares
 
     train = config.train
@@ -170,7 +181,7 @@ def _plan(config: ExperimentConfig, manifest: dict, workers: int) -> Plan:
         per_worker = train.per_worker_batch_size
         global_batch = per_worker * workers
     else:
-        global_batch = train.global_batch_size or 32 * workers
+        global_batch = train.global_batch_size or default_global_batch(workers)
         if global_batch % workers:
             raise ConfigError(
                 f"train.global_batch_size: {global_batch} does not split evenly over {workers} workers; "
@@ -185,12 +196,14 @@ def _plan(config: ExperimentConfig, manifest: dict, workers: int) -> Plan:
         )
     val_rows = manifest["splits"].get("val", {}).get("rows", 0)
     steps = train.steps_per_epoch or max(1, train_rows // global_batch)
+    row_bytes = TensorSpec.from_json(manifest["features"]).nbytes + 4  # + the label
     as_lists = lambda shares: [[[u.file, u.row_group, u.start, u.stop] for u in share] for share in shares]
     return Plan(
         workers=workers, global_batch=global_batch, per_worker_batch=per_worker, steps_per_epoch=steps,
         train_rows=train_rows, val_rows=val_rows, class_weights=_class_weights(train, manifest),
         train_units=as_lists(plan_shares(config.dataset.path, manifest, "train", workers)),
         val_units=as_lists(plan_shares(config.dataset.path, manifest, "val", workers)) if val_rows else None,
+        global_batches=train_rows * row_bytes <= train.cache_mb * 2**20,
     )  # fmt: skip
 
 
@@ -263,11 +276,16 @@ def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view
             if failure is None:
                 newest = ckpt.newest_checkpoint(run_dir)
                 meta = newest.meta() if newest else {}
+                history = meta.get("history", [])
+                kept = done.get("model_epoch")
                 return {
-                    "status": "completed", "epochs_done": len(meta.get("history", [])),
+                    "status": "completed", "epochs_done": len(history), "seed": job["config"]["train"]["seed"],
                     "stopped_early": bool(done.get("stopped_early")), "best": meta.get("best"),
                     "replicas_in_sync": done.get("replicas_in_sync", 0),
-                    "final": meta.get("logs"), "model": run_dir.child("model", ckpt.MODEL_FILE).uri,
+                    # The kept model (train.final): its epoch and that epoch's metrics.
+                    "model_epoch": kept, "kept": job["config"]["train"]["final"],
+                    "final": next((h for h in history if h["epoch"] == kept), meta.get("logs")),
+                    "last": meta.get("logs"), "model": run_dir.child("model", ckpt.MODEL_FILE).uri,
                     "saved_model": run_dir.child("model", "saved_model").uri,
                 }  # fmt: skip
             message, code = failure

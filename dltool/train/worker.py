@@ -150,18 +150,19 @@ class Worker:
     def _feeds(self):
         from dltool.shards.feed import FeedUnit, ShardFeed
 
-        def feed(units):
+        def feed(units, workers):
             return ShardFeed(
                 self.spec["dataset"],
                 self.manifest,
                 [FeedUnit(*u) for u in units],
                 seed=self.train.seed,
                 rank=self.rank,
+                workers=workers,
                 cache_mb=self.train.cache_mb,
             )
 
-        train = feed(self.spec["train_units"])
-        val = feed(self.spec["val_units"]) if self.spec.get("val_units") is not None else None
+        train = feed(self.spec["train_units"], self.workers if self.spec["global_batches"] else 1)
+        val = feed(self.spec["val_units"], 1) if self.spec.get("val_units") is not None else None
         return train, val
 
     def _restore(self, model, optimizer) -> dict:
@@ -170,25 +171,7 @@ class Worker:
 
         location = open_location(self.spec["resume_from"])
         meta = json.loads(location.child(ckpt.CHECKPOINT_FILE).read_bytes())
-        scratch = ckpt.local_scratch("restore")
-        (scratch / ckpt.STATE_FILE).write_bytes(location.child(ckpt.STATE_FILE).read_bytes())
-        with np.load(scratch / ckpt.STATE_FILE, allow_pickle=False) as state:
-            for group, variables in (("model", model.variables), ("optimizer", optimizer.variables)):
-                count = int(state[f"{group}_count"])
-                if count != len(variables):
-                    raise DltoolError(
-                        f"{location.uri}: checkpoint has {count} {group} variables, this model has {len(variables)}; "
-                        "the config changed since it was written: use a new run dir or --overwrite"
-                    )
-                for i, variable in enumerate(variables):
-                    value = state[f"{group}_{i}"]
-                    if tuple(value.shape) != tuple(variable.shape):
-                        raise DltoolError(
-                            f"{location.uri}: {group} variable {variable.path}: checkpoint shape {list(value.shape)}, "
-                            f"model shape {list(variable.shape)}; use a new run dir or --overwrite"
-                        )
-                    variable.assign(value)
-        _remove_tree(scratch)
+        _load_state(location, {"model": model.variables, "optimizer": optimizer.variables})
         return meta
 
     # -- the run --------------------------------------------------------------------------------
@@ -330,11 +313,14 @@ class Worker:
                                  checkpoint=saved, stopped_early=stop)  # fmt: skip
             if stop:
                 break
-        if self.chief:
-            self._save_final(model)
         # Every replica reports a digest of its weights: the driver checks they are still in sync.
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(v.numpy()).tobytes() for v in model.weights))
-        self.events.send("done", epochs_done=len(history), best=best, stopped_early=stop, weights_sha256=digest.hexdigest())
+        last = history[-1]["epoch"] if history else 0
+        kept = best["epoch"] if train.final == "best" and best else last
+        if self.chief:
+            self._save_final(model, kept, last)
+        self.events.send("done", epochs_done=len(history), best=best, stopped_early=stop, model_epoch=kept,
+                         weights_sha256=digest.hexdigest())  # fmt: skip
 
     # -- outputs (chief only) ---------------------------------------------------------------------
 
@@ -352,7 +338,11 @@ class Worker:
         ckpt.prune_checkpoints(self.run_dir, self.train.keep_checkpoints, best)
         return checkpoint.name
 
-    def _save_final(self, model) -> None:
+    def _save_final(self, model, kept: int, last: int) -> None:
+        """Write run_dir/model: the model of epoch `kept` (loaded from its checkpoint unless it is the last)."""
+        if kept != last:
+            checkpoint = self.run_dir.child(ckpt.CHECKPOINTS, ckpt.epoch_dir_name(kept))
+            _load_state(checkpoint, {"model": model.variables})
         scratch = ckpt.local_scratch("model")
         model.save(scratch / ckpt.MODEL_FILE)
         model.export(str(scratch / "saved_model"), format="tf_saved_model", verbose=False)
@@ -382,6 +372,31 @@ class Worker:
                     continue
                 tf.summary.scalar(key[len(prefix):], value)
         writer.flush()
+
+
+def _load_state(location, groups: dict[str, list]) -> None:
+    """Assign a checkpoint's saved values to each group of variables ("model", "optimizer")."""
+    scratch = ckpt.local_scratch("restore")
+    try:
+        (scratch / ckpt.STATE_FILE).write_bytes(location.child(ckpt.STATE_FILE).read_bytes())
+        with np.load(scratch / ckpt.STATE_FILE, allow_pickle=False) as state:
+            for group, variables in groups.items():
+                count = int(state[f"{group}_count"])
+                if count != len(variables):
+                    raise DltoolError(
+                        f"{location.uri}: checkpoint has {count} {group} variables, this model has {len(variables)}; "
+                        "the config changed since it was written: use a new run dir or --overwrite"
+                    )
+                for i, variable in enumerate(variables):
+                    value = state[f"{group}_{i}"]
+                    if tuple(value.shape) != tuple(variable.shape):
+                        raise DltoolError(
+                            f"{location.uri}: {group} variable {variable.path}: checkpoint shape {list(value.shape)}, "
+                            f"model shape {list(variable.shape)}; use a new run dir or --overwrite"
+                        )
+                    variable.assign(value)
+    finally:
+        _remove_tree(scratch)
 
 
 def _remove_tree(path: Path) -> None:

@@ -24,7 +24,7 @@ def test_images_config_ingests_and_reads_back_without_dltool(spark, tmp_path):
     manifest = json.loads((out / "_manifest.json").read_text())
     assert (out / "_SUCCESS").exists()
     counts = manifest["counts"]
-    assert counts["inputs"] == 300 and counts["ok"] == 300 and counts["quarantined"] == 0
+    assert counts["inputs"] == 600 and counts["ok"] == 600 and counts["quarantined"] == 0
     assert manifest["label"]["vocabulary"] == [str(d) for d in range(10)]
     assert manifest["features"]["shape"] == [32, 32, 3] and manifest["features"]["dtype"] == "uint8"
     spec = TensorSpec.from_json(manifest["features"])
@@ -75,7 +75,7 @@ def test_audio_config_ingests_spectrograms(spark, tmp_path):
     result, summary = ingest(ROOT / "configs" / "audio.yaml", "--output", out)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "_manifest.json").read_text())
-    assert manifest["counts"]["ok"] == 60 and manifest["label"]["vocabulary"] == ["chirp", "noise", "tone"]
+    assert manifest["counts"]["ok"] == 150 and manifest["label"]["vocabulary"] == ["chirp", "noise", "tone"]
     spec = TensorSpec.from_json(manifest["features"])
     assert spec.shape == (61, 32, 1) and spec.dtype == "float32"  # 1 s at 8 kHz, n_fft 256, hop 128
     features = decode_tensors(read_split(out, "train").column("features"), spec)

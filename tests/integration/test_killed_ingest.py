@@ -46,9 +46,9 @@ def test_killed_ingest_then_rerun(spark, tmp_path):
     result = CliRunner().invoke(app, ["ingest", str(ROOT / "configs" / "images.yaml"), "--output", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["counts"]["rows"] == 540 and summary["counts"]["ok"] == 300
+    assert summary["counts"]["rows"] == 600 + summary["counts"]["augmented"] and summary["counts"]["ok"] == 600
     assert not list(tmp_path.glob("digits.staging-*"))
-    assert read_manifest(open_location(str(out)))["counts"]["inputs"] == 300
+    assert read_manifest(open_location(str(out)))["counts"]["inputs"] == 600
 
 
 def test_unreachable_storage_is_one_line(tmp_path):

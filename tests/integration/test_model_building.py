@@ -403,17 +403,22 @@ def learning_rate_at(optimizer, step: int) -> float:
 
 
 def test_constant_schedule_with_warmup_rises_linearly_to_the_peak():
-    assert rates({"warmup_epochs": 2}, [0, 10, 20, 99]) == pytest.approx([0.0, 0.05, 0.1, 0.1])
+    assert rates({"kind": "constant", "warmup_epochs": 2}, [0, 10, 20, 99]) == pytest.approx([0.0, 0.05, 0.1, 0.1])
 
 
 def test_step_schedule_multiplies_at_epoch_boundaries():
-    got = rates({"kind": "step", "step_epochs": 3, "factor": 0.5}, [0, 29, 30, 60, 90])
+    got = rates({"kind": "step", "warmup_epochs": 0, "step_epochs": 3, "factor": 0.5}, [0, 29, 30, 60, 90])
     assert got == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.0125])
 
 
 def test_cosine_schedule_decays_from_the_end_of_warmup_to_the_floor():
     got = rates({"kind": "cosine", "warmup_epochs": 2, "min_fraction": 0.1}, [10, 20, 60, 100, 150])
     assert got == pytest.approx([0.05, 0.1, 0.1 * (0.1 + 0.9 * 0.5), 0.01, 0.01])
+
+
+def test_default_schedule_warms_up_for_an_epoch_then_decays_to_zero():
+    got = rates({}, [0, 5, 10, 55, 100])
+    assert got == pytest.approx([0.0, 0.05, 0.1, 0.05, 0.0], abs=1e-6)
 
 
 def test_schedule_serialises_with_the_optimizer():

@@ -55,7 +55,7 @@ def test_dry_run_lists_inputs_without_spark(tmp_path):
     )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert plan["status"] == "dry_run" and plan["inputs"] == 300
-    assert sum(plan["splits"].values()) == 300
+    assert plan["status"] == "dry_run" and plan["inputs"] == 600
+    assert sum(plan["splits"].values()) == 600
     assert plan["labels"] == [str(d) for d in range(10)]
     assert not (tmp_path / "d").exists()

@@ -1,0 +1,238 @@
+"""Model quality benchmark: dltool (1 and 2 workers) against plain Keras `fit` and scikit-learn, same splits.
+
+Three real public data sets, made on this machine with no internet:
+
+* digits: scikit-learn's 1,797 scanned handwritten digits (8x8, 16 grey levels), upscaled to
+  32x32 grey PNG and JPEG files in class folders -> image reader, `small_cnn`;
+* spoken: the words "zero".."nine" spoken by Debian's espeak-ng in 19 voices x 4 speeds
+  (760 WAV clips in class folders) -> audio reader (log-mel), `audio_cnn`;
+* cancer: scikit-learn's breast cancer table (569 rows, 30 numeric columns) as CSV -> csv
+  reader, `mlp`.
+
+Each set is ingested once by dltool (stable hash split). For every seed it is then trained
+by `dltool train` with 1 and with 2 barrier workers (Spark local[2]) and scored on the test
+split by `dltool eval`; the same model (dltool's `build_model`, same optimizer, schedule, batch
+and epochs) is trained by a plain single-process Keras `fit` on the same train split held in
+memory, keeping the weights of its best validation epoch as dltool does; and a scikit-learn
+logistic regression is fitted on the same train rows (raw pixels, time-pooled log-mel bands,
+the 30 columns; standardised). The configs are minimal: reader settings, the builtin and the
+epochs, everything else is dltool's default. Prints mean and spread of the test accuracy per
+row, and the ratios.
+
+    .venv/bin/python bench/quality.py                      # all sets, seeds 0 1 2
+    .venv/bin/python bench/quality.py --sets digits --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+VOICES = ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+          "en+f2", "en+f3", "en+f4", "en+m2", "en+m3", "en+m4", "en-us+f2", "en-us+m3", "en+croak",
+          "en+whisper", "en-gb-scotland+f3", "en-029+m2"]  # fmt: skip
+SPEEDS = [120, 150, 175, 210]
+
+
+# --- data sets ------------------------------------------------------------------------------
+
+
+def make_digits(root: Path) -> tuple[Path, dict, dict]:
+    import cv2
+    from sklearn.datasets import load_digits
+
+    out = root / "digits"
+    if not out.exists():
+        data = load_digits()
+        tmp = root / "digits.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for i, (image, target) in enumerate(zip(data.images, data.target)):
+            grey = np.clip(image * (255.0 / 16.0), 0, 255).astype(np.uint8)
+            big = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_CUBIC)
+            folder = tmp / str(target)
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"d{i:04d}.{'png' if i % 2 else 'jpg'}"), big)
+        tmp.rename(out)
+    ingest = {"reader": "image", "input": str(out), "size": [32, 32], "channels": 1}
+    return out, ingest, {"epochs": 30, "model": {"builtin": "small_cnn"}}
+
+
+def make_spoken(root: Path) -> tuple[Path, dict, dict]:
+    out = root / "spoken"
+    if not out.exists():
+        if shutil.which("espeak-ng") is None:
+            raise SystemExit("spoken: needs espeak-ng (apt-get install espeak-ng)")
+        tmp = root / "spoken.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for word in WORDS:
+            (tmp / word).mkdir(parents=True)
+            for v, voice in enumerate(VOICES):
+                for speed in SPEEDS:
+                    path = tmp / word / f"{word}_{v:02d}_{speed}.wav"
+                    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), word], check=True)
+        tmp.rename(out)
+    ingest = {"reader": "audio", "input": str(out), "sample_rate": 16000, "duration": 1.0, "features": "logmel",
+              "n_fft": 512, "hop_length": 160, "n_mels": 40}  # fmt: skip
+    return out, ingest, {"epochs": 30, "model": {"builtin": "audio_cnn"}}
+
+
+def make_cancer(root: Path) -> tuple[Path, dict, dict]:
+    from sklearn.datasets import load_breast_cancer
+
+    out = root / "cancer.csv"
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame.rename(columns=lambda c: c.replace(" ", "_"))
+    columns = [c for c in frame.columns if c != "target"]
+    frame["target"] = np.where(data.target == 0, "malignant", "benign")
+    frame.insert(0, "id", [f"p{i:04d}" for i in range(len(frame))])
+    if not out.exists():
+        frame.to_csv(out, index=False)
+    ingest = {"reader": "csv", "input": str(out), "numeric": columns, "label": "target", "key_column": "id"}
+    return out, ingest, {"epochs": 40, "model": {"builtin": "mlp"}}
+
+
+SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer}
+
+
+def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int) -> dict:
+    return {
+        "name": f"quality-{name}",
+        "spark": {"master": "local[2]"},
+        "dataset": {"path": str(work / "datasets" / name), "split": {"train": 0.7, "val": 0.1, "test": 0.2}},
+        "ingest": ingest,
+        "train": {"run_dir": str(work / "runs" / f"{name}-w{workers}-s{seed}"), "workers": workers, "seed": seed,
+                  **train},  # fmt: skip
+    }
+
+
+# --- the rows -------------------------------------------------------------------------------
+
+
+def load_split(dataset: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow.dataset as pads
+
+    from dltool.shards.codec import TensorSpec, decode_tensors
+
+    manifest = json.loads((dataset / "_manifest.json").read_text())
+    table = pads.dataset(str(dataset / split), format="parquet").to_table(columns=["features", "label"])
+    x = decode_tensors(table.column("features"), TensorSpec.from_json(manifest["features"]))
+    return x, table.column("label").to_numpy()
+
+
+def dltool_row(config) -> float:
+    from dltool.evaluate.score import run_eval
+    from dltool.train.run import run_training
+
+    run_training(config, overwrite=True, progress=False)
+    return float(run_eval(config, progress=False)["checkpoints"][0]["metrics"]["accuracy"])
+
+
+def keras_row(config, manifest: dict, data: dict) -> float:
+    """The same model, optimizer, schedule, batch and epochs under plain Keras fit, best val epoch kept."""
+    import keras
+
+    from dltool.train.metrics import per_example_loss_fn
+    from dltool.train.model import build_model, build_optimizer
+    from dltool.train.run import default_global_batch
+
+    train = config.train
+    (x, y), (vx, vy), (tx, ty) = data["train"], data["val"], data["test"]
+    batch = train.global_batch_size or default_global_batch(1)
+    steps = train.steps_per_epoch or max(1, len(x) // batch)
+    model = build_model(train, manifest)
+    loss = per_example_loss_fn("sparse_categorical_crossentropy", len(manifest["label"]["vocabulary"]),
+                               train.label_smoothing)
+    model.compile(optimizer=build_optimizer(train, steps), loss=loss, metrics=["accuracy"])
+    keep_best = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=train.epochs, restore_best_weights=True)
+    model.fit(x, y, batch_size=batch, epochs=train.epochs, validation_data=(vx, vy), callbacks=[keep_best],
+              shuffle=True, verbose=0)  # fmt: skip
+    return float(np.mean(np.argmax(model.predict(tx, verbose=0, batch_size=256), axis=1) == ty))
+
+
+def sklearn_row(name: str, data: dict) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def features(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32)
+        if name == "spoken":  # [frames, mels, 1] -> each band's mean and spread over time
+            return np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=1).reshape(len(x), -1)
+        return x.reshape(len(x), -1)
+
+    (x, y), (tx, ty) = data["train"], data["test"]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    model.fit(features(x), y)
+    return float(model.score(features(tx), ty))
+
+
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="digits,spoken,cancer")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--work", type=Path, default=Path(__file__).parent / "_quality")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    import keras
+
+    from dltool.config.models import ExperimentConfig
+    from dltool.spark.ingest import run_ingest
+    from dltool.spark.session import spark_session
+
+    started = time.perf_counter()
+    spark = None
+    table = []
+    for name in args.sets.split(","):
+        _, ingest, train = SETS[name](work)
+        configs = {(w, s): ExperimentConfig.model_validate(experiment(name, work, ingest, train, w, s))
+                   for w in (1, 2) for s in seeds}  # fmt: skip
+        first = configs[(1, seeds[0])]
+        spark = spark or spark_session(first.spark)
+        run_ingest(first, progress=False)
+        dataset = Path(first.dataset.path)
+        manifest = json.loads((dataset / "_manifest.json").read_text())
+        data = {split: load_split(dataset, split) for split in ("train", "val", "test")}
+        rows = {"sklearn logistic regression": [sklearn_row(name, data)]}
+        for seed in seeds:
+            keras.utils.set_random_seed(seed)
+            rows.setdefault("plain Keras fit, 1 process", []).append(keras_row(configs[(1, seed)], manifest, data))
+            for workers in (1, 2):
+                rows.setdefault(f"dltool train --workers {workers}", []).append(dltool_row(configs[(workers, seed)]))
+            print(f"{name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in rows.items()), flush=True)
+        sizes = {split: len(data[split][1]) for split in data}
+        print(f"\n{name}: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test, "
+              f"{manifest['features']['shape']} {manifest['features']['dtype']}, config train: {train}")  # fmt: skip
+        for row, values in rows.items():
+            print(f"  {row:32s} {spread(values)}   ({' '.join(f'{v:.3f}' for v in values)})")
+        means = {row: statistics.mean(values) for row, values in rows.items()}
+        one, two = means["dltool train --workers 1"], means["dltool train --workers 2"]
+        keras_mean, sk = means["plain Keras fit, 1 process"], means["sklearn logistic regression"]
+        print(f"  ratios: 2 workers / 1 worker {two / one:.3f}, 1 worker / Keras fit {one / keras_mean:.3f}, "
+              f"2 workers / Keras fit {two / keras_mean:.3f}, 2 workers / logistic regression {two / sk:.3f}\n",
+              flush=True)  # fmt: skip
+        table.append((name, means))
+    print(f"total {time.perf_counter() - started:.0f}s")
+    if spark is not None:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()
