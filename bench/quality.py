@@ -15,7 +15,8 @@ split by `dltool eval`; the same model (dltool's `build_model`, same optimizer, 
 and epochs) is trained by a plain single-process Keras `fit` on the same train split held in
 memory, keeping the weights of its best validation epoch as dltool does; and a scikit-learn
 logistic regression is fitted on the same train rows (raw pixels, time-pooled log-mel bands,
-the 30 columns; standardised). The configs are minimal: reader settings, the builtin and the
+the 30 columns; standardised). One more row trains 2 workers the pre-parity way, each rank on
+its own share of the rows (`cache_mb: 0` turns global batches off). The configs are minimal: reader settings, the builtin and the
 epochs, everything else is dltool's default. Prints mean and spread of the test accuracy per
 row, and the ratios.
 
@@ -103,14 +104,16 @@ def make_cancer(root: Path) -> tuple[Path, dict, dict]:
 SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer}
 
 
-def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int) -> dict:
+def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:
+    # shares: cache_mb 0 turns global batches off, each rank trains on its own share (the old way).
+    extra = {"cache_mb": 0} if shares else {}
     return {
         "name": f"quality-{name}",
         "spark": {"master": "local[2]"},
         "dataset": {"path": str(work / "datasets" / name), "split": {"train": 0.7, "val": 0.1, "test": 0.2}},
         "ingest": ingest,
-        "train": {"run_dir": str(work / "runs" / f"{name}-w{workers}-s{seed}"), "workers": workers, "seed": seed,
-                  **train},  # fmt: skip
+        "train": {"run_dir": str(work / "runs" / f"{name}-w{workers}{'-shares' if shares else ''}-s{seed}"),
+                  "workers": workers, "seed": seed, **train, **extra},  # fmt: skip
     }
 
 
@@ -128,11 +131,17 @@ def load_split(dataset: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, table.column("label").to_numpy()
 
 
-def dltool_row(config) -> float:
+SWINGS: dict[str, list[float]] = {}  # row -> spread of val accuracy over each run's last 5 epochs
+
+
+def dltool_row(config, row: str) -> float:
     from dltool.evaluate.score import run_eval
     from dltool.train.run import run_training
 
     run_training(config, overwrite=True, progress=False)
+    history = [json.loads(line) for line in (Path(config.train.run_dir) / "history.jsonl").read_text().splitlines()]
+    last = [h["val_accuracy"] for h in history[-5:]]
+    SWINGS.setdefault(row, []).append(max(last) - min(last))
     return float(run_eval(config, progress=False)["checkpoints"][0]["metrics"]["accuracy"])
 
 
@@ -186,6 +195,8 @@ def main() -> None:
     parser.add_argument("--sets", default="digits,spoken,cancer")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "_quality")
+    parser.add_argument("--no-shares", action="store_true",
+                        help="skip the row where each rank trains on its own share (cache_mb: 0)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     work = args.work.resolve()
@@ -202,9 +213,9 @@ def main() -> None:
     table = []
     for name in args.sets.split(","):
         _, ingest, train = SETS[name](work)
-        configs = {(w, s): ExperimentConfig.model_validate(experiment(name, work, ingest, train, w, s))
-                   for w in (1, 2) for s in seeds}  # fmt: skip
-        first = configs[(1, seeds[0])]
+        configs = {(w, s, shares): ExperimentConfig.model_validate(experiment(name, work, ingest, train, w, s, shares))
+                   for w in (1, 2) for s in seeds for shares in (False, True)}  # fmt: skip
+        first = configs[(1, seeds[0], False)]
         spark = spark or spark_session(first.spark)
         run_ingest(first, progress=False)
         dataset = Path(first.dataset.path)
@@ -213,15 +224,21 @@ def main() -> None:
         rows = {"sklearn logistic regression": [sklearn_row(name, data)]}
         for seed in seeds:
             keras.utils.set_random_seed(seed)
-            rows.setdefault("plain Keras fit, 1 process", []).append(keras_row(configs[(1, seed)], manifest, data))
+            rows.setdefault("plain Keras fit, 1 process", []).append(keras_row(configs[(1, seed, False)], manifest, data))
             for workers in (1, 2):
-                rows.setdefault(f"dltool train --workers {workers}", []).append(dltool_row(configs[(workers, seed)]))
+                row = f"dltool train --workers {workers}"
+                rows.setdefault(row, []).append(dltool_row(configs[(workers, seed, False)], f"{name}: {row}"))
+            if not args.no_shares:
+                row = "dltool --workers 2, rank shares"
+                rows.setdefault(row, []).append(dltool_row(configs[(2, seed, True)], f"{name}: {row}"))
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in rows.items()), flush=True)
         sizes = {split: len(data[split][1]) for split in data}
         print(f"\n{name}: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test, "
               f"{manifest['features']['shape']} {manifest['features']['dtype']}, config train: {train}")  # fmt: skip
         for row, values in rows.items():
-            print(f"  {row:32s} {spread(values)}   ({' '.join(f'{v:.3f}' for v in values)})")
+            swing = SWINGS.get(f"{name}: {row}")
+            swing_text = f"   val swing over the last 5 epochs <= {max(swing):.3f}" if swing else ""
+            print(f"  {row:32s} {spread(values)}   ({' '.join(f'{v:.3f}' for v in values)}){swing_text}")
         means = {row: statistics.mean(values) for row, values in rows.items()}
         one, two = means["dltool train --workers 1"], means["dltool train --workers 2"]
         keras_mean, sk = means["plain Keras fit, 1 process"], means["sklearn logistic regression"]

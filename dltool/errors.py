@@ -4,6 +4,7 @@
     ├── ConfigError              exit 2: the config or a command-line value is wrong
     │   └── InputNotFoundError   exit 2: an input path, dataset or run does not exist
     ├── StorageError             exit 1: a filesystem cannot be reached or written
+    ├── EnvironmentProblem       exit 1: a task cannot run here (a library fails to import), not bad data
     └── DataQualityError         exit 3: a quality threshold was missed
         └── QualityGateError     exit 3: a model missed an `eval --fail-under` threshold
 
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "DataQualityError",
     "DltoolError",
+    "EnvironmentProblem",
     "InputNotFoundError",
     "QualityGateError",
     "RecordError",
@@ -37,6 +39,17 @@ class InputNotFoundError(ConfigError):
 
 class StorageError(DltoolError):
     exit_code = 1
+
+
+class EnvironmentProblem(DltoolError):
+    """A Spark task hit a broken environment (missing library, dltool bug), not a bad record."""
+
+    exit_code = 1
+
+
+# Raised while decoding one record, these say the executor or the code is broken, not the record:
+# the run stops instead of quarantining every input with the same cause.
+NOT_RECORD_ERRORS = (ImportError, NameError, AttributeError, SyntaxError, NotImplementedError, MemoryError)
 
 
 class DataQualityError(DltoolError):

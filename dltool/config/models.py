@@ -191,6 +191,9 @@ class CsvReaderConfig(Section):
         "onehot", description="One-hot slots per category (plus one for missing/unseen), or the category index."
     )
     impute: Literal["mean", "median", "mode"] = Field("mean", description="Fills missing numeric values.")
+    non_finite: Literal["missing", "quarantine"] = Field(
+        "missing", description="NaN, inf and -inf in numeric columns: treat as missing (imputed) or quarantine the row."
+    )
     scale: bool = Field(False, description="Standardise features at ingest (else the model does it).")
     label: str | None = Field(None, description="Label column.")
     task: Literal["classification", "regression"] = Field(

@@ -123,9 +123,18 @@ class CsvReader(TableReader):
         return col.isNull() | F.trim(col).isin(self.config.na_values)
 
     def _number(self, col):
+        """The field as a finite double, or null: missing, and NaN/inf (which Spark's cast accepts)."""
         from pyspark.sql import functions as F
 
-        return F.when(self._missing(col), None).otherwise(F.trim(col).try_cast("double"))
+        value = F.trim(col).try_cast("double")
+        return F.when(self._missing(col) | self._non_finite(col), None).otherwise(value)
+
+    @staticmethod
+    def _non_finite(col):
+        from pyspark.sql import functions as F
+
+        value = F.trim(col).try_cast("double")
+        return F.coalesce(F.isnan(value) | F.abs(value).eqNullSafe(float("inf")), F.lit(False))
 
     def _label(self, col):
         from pyspark.sql import functions as F
@@ -144,10 +153,14 @@ class CsvReader(TableReader):
             checks.append((self._missing(F.col(cfg.key_column)), "MissingKey", F.lit(f"field {cfg.key_column}: missing key")))
         if cfg.label:
             checks.append((self._missing(F.col(cfg.label)), "MissingLabel", F.lit(f"field {cfg.label}: missing label")))
-        numeric = cfg.numeric + ([cfg.label] if cfg.label and cfg.task == "regression" else [])
-        for c in numeric:
+        target = [cfg.label] if cfg.label and cfg.task == "regression" else []
+        for c in cfg.numeric + target:
             bad = ~self._missing(F.col(c)) & F.trim(F.col(c)).try_cast("double").isNull()
             checks.append((bad, "BadValue", F.concat(F.lit(f"field {c}: '"), F.substring(F.col(c), 1, 60), F.lit("' is not a number"))))
+        # A regression target is never imputed; a feature only when the config says so.
+        for c in (cfg.numeric if cfg.non_finite == "quarantine" else []) + target:
+            checks.append((self._non_finite(F.col(c)), "NonFinite",
+                           F.concat(F.lit(f"field {c}: '"), F.trim(F.col(c)), F.lit("' is not a finite number"))))
         for c in cfg.categorical + ([cfg.label] if cfg.label else []) + cfg.passthrough:
             checks.append((F.col(c).contains("\ufffd"), "EncodingError",
                            F.lit(f"field {c}: bytes that are not valid {cfg.encoding}")))  # fmt: skip

@@ -98,9 +98,7 @@ def run_worker_task(job: dict) -> int:
     gpus = list(ctx.resources()["gpu"].addresses) if "gpu" in ctx.resources() else []
     scratch = tempfile.mkdtemp(prefix=f"dltool-worker-{rank}-")
     spec = {**job, "rank": rank, "workers": len(infos), "threads": job.get("threads") or _task_cpus(ctx),
-            # Global batches: every rank reads the whole split and trains on its slice of each batch.
-            "train_units": [u for share in job["train_units"] for u in share] if job["global_batches"]
-            else job["train_units"][rank],
+            "train_units": job["train_units"][rank],
             "val_units": job["val_units"][rank] if job.get("val_units") else None}  # fmt: skip
     spec_path = os.path.join(scratch, "spec.json")
     with open(spec_path, "w") as f:

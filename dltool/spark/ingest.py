@@ -24,7 +24,15 @@ import numpy as np
 import dltool
 from dltool.config.loader import config_hash
 from dltool.config.models import ExperimentConfig
-from dltool.errors import ConfigError, DataQualityError, DltoolError, RecordError
+from dltool.errors import (
+    NOT_RECORD_ERRORS,
+    ConfigError,
+    DataQualityError,
+    DltoolError,
+    EnvironmentProblem,
+    InputNotFoundError,
+    RecordError,
+)
 from dltool.readers.base import FileReader, reader_for
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
@@ -78,6 +86,9 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     files, left_out = list_files(source, include, getattr(config.ingest, "exclude", ()))
     if not files:
         raise ConfigError(f"{source.uri}: no input files match include {include}")
+    broken = next((f for f in files if f.problem is not None), None)
+    if reader.kind == "table" and broken is not None:  # a table's rows are quarantined, not its files
+        raise InputNotFoundError(f"{broken.path}: cannot read: {broken.problem}")
     fingerprint = _fingerprint(files)
     digest = config_hash({"ingest": config.ingest.model_dump(mode="json", exclude={"input"}),
                           "split": config.dataset.split.model_dump(mode="json"), "format": FORMAT_VERSION})  # fmt: skip
@@ -229,7 +240,10 @@ def plan_shards(records: int, record_bytes: int, shard_mb: int, parallelism: int
 
 
 def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile]):
-    """Labels and splits of the listed files, decided on the driver from their paths."""
+    """Labels and splits of the listed files, decided on the driver from their paths.
+
+    Also returns the files quarantined on the driver: unreadable links and, when labelled, files without a label.
+    """
     split_cfg = config.dataset.split
     labelled = config.ingest.label.source != "none"
     by_split: dict[str, list] = {s: [] for s in SPLITS}
@@ -237,7 +251,7 @@ def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile]
     labels = {}
     for f in files:
         label = reader.label_of(f.relpath)
-        if labelled and label is None:
+        if f.problem is not None or (labelled and label is None):
             unlabelled.append(f)
             continue
         labels[f.relpath] = label
@@ -272,9 +286,10 @@ def _ingest_files(spark, config, reader, source, files, staging, parallelism, pr
             tasks.append(FileTask(config.ingest, source.uri, staging.uri, split, part, chunk, label_kind,
                                   config.dataset.row_group_mb, config.dataset.compression))  # fmt: skip
     driver_errors = [
-        _error_row(f.relpath, f.path, reader.name, RecordError("label", _unlabelled_reason(config, f.relpath)))
+        _error_row(f.relpath, f.path, reader.name, RecordError("read", f.problem) if f.problem is not None
+                   else RecordError("label", _unlabelled_reason(config, f.relpath)))
         for f in unlabelled
-    ]
+    ]  # fmt: skip
     if driver_errors:
         _write_errors(staging.child("_errors", "part-driver.parquet"), driver_errors)
     summaries: list[TaskSummary] = []
@@ -318,7 +333,12 @@ def _run_file_task(task: FileTask) -> TaskSummary:
                     raise RecordError("read", f"file is {size / 2**20:.1f} MB, over max_file_mb {task.reader_config.max_file_mb:g}")
                 data = _read(source.fs, path, max_bytes)
                 examples = reader.decode(data, key)
-            except Exception as e:  # every failure of one record is that record's, never the task's
+            except NOT_RECORD_ERRORS as e:
+                raise EnvironmentProblem(
+                    f"the {reader.name} reader cannot run on this executor ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}) while decoding {key}; fix the environment and rerun"
+                ) from e
+            except Exception as e:  # any other failure of one record is that record's, never the task's
                 errors.append(_error_row(key, path, reader.name, e))
                 continue
             summary.inputs_ok += 1

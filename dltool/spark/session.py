@@ -14,6 +14,7 @@ from dltool.errors import DltoolError
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 # "ValueError: ...", "org.apache.spark.SparkException: ...", not a Java frame ("at ...Error...(X.scala:83)")
 _ERROR_LINE = re.compile(r"^[\w.$]*(Error|Exception)\b.*:")
+_DLTOOL_LINE = re.compile(r"^dltool\.errors\.(\w+): (.*)$")  # a dltool error raised in a task
 
 
 def java_available() -> bool:
@@ -81,9 +82,20 @@ def _session(settings: SparkSettings):
 
 
 def spark_failure(error: Exception, what: str) -> DltoolError:
-    """One line for a failed Spark job: the last Python or Java error line, not the whole trace."""
+    """One line for a failed Spark job: the last Python or Java error line, not the whole trace.
+
+    A dltool error raised inside a task comes back as itself (its class and message), so
+    its exit code survives the trip through Spark.
+    """
+    from dltool import errors
+
     text = str(error)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    ours = [m for m in map(_DLTOOL_LINE.match, lines) if m]
+    if ours:
+        cls = getattr(errors, ours[-1].group(1), None)
+        if isinstance(cls, type) and issubclass(cls, DltoolError):
+            return cls(f"{what} failed: {ours[-1].group(2)}")
     cause = next((ln for ln in reversed(lines) if _ERROR_LINE.match(ln)), None)
     return DltoolError(f"{what} failed in Spark: {cause or (lines[0] if lines else type(error).__name__)}")
 

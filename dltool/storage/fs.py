@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import posixpath
@@ -88,12 +89,67 @@ def open_location(uri: str) -> Location:
 
 @dataclass(frozen=True)
 class InputFile:
-    """One listed input: where it is, its path relative to the input root, size and mtime."""
+    """One listed input: where it is, its path relative to the input root, size and mtime.
+
+    `problem` says why a listed entry cannot be read (a dangling or looping symbolic link):
+    ingest quarantines it with that reason instead of reading it.
+    """
 
     path: str
     relpath: str
     size: int
     mtime_ns: int
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class _Listed:
+    path: str
+    size: int
+    mtime_ns: int
+    problem: str | None = None
+
+
+def _walk_local(base: str) -> list[_Listed]:
+    """Every file under a local folder; symbolic links never loop and never list a file twice.
+
+    A link to a file or folder inside the input is skipped: its target is listed by its own,
+    real path (so `loop -> .` adds nothing, and a linked image keeps its real class folder).
+    A link to something outside the input is followed, each folder and file at most once.
+    Dangling and looping links are listed with their problem, to be quarantined.
+    """
+    root = os.path.realpath(base)
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == root or real.startswith(root + os.sep)
+
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    listed = []
+    for folder, dirs, names in os.walk(base, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not (os.path.islink(os.path.join(folder, d)) and inside(os.path.join(folder, d))))
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                if not os.path.islink(path):
+                    raise
+                why = "symbolic link loop" if e.errno == errno.ELOOP else "dangling symbolic link"
+                listed.append(_Listed(path, 0, 0, f"{why} to {os.readlink(path)!r}"))
+                continue
+            linked_inside = os.path.islink(path) and inside(path)
+            if linked_inside or (st.st_dev, st.st_ino) in seen_files or not os.path.isfile(path):
+                continue
+            seen_files.add((st.st_dev, st.st_ino))
+            listed.append(_Listed(path, st.st_size, st.st_mtime_ns))
+    return listed
 
 
 def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = ()) -> tuple[list[InputFile], int]:
@@ -113,25 +169,25 @@ def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = 
     if info.type == pafs.FileType.File:  # a file named explicitly is read whatever its name
         rel = posixpath.basename(root.path)
         return [InputFile(info.path, rel, info.size or 0, info.mtime_ns or 0)], 0
-    else:
-        try:
+    try:
+        if isinstance(root.fs, pafs.LocalFileSystem):  # the only one here with symbolic links
+            listed = _walk_local(root.path)
+        else:
             infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
-        except OSError as e:
-            raise StorageError(f"{root.uri}: cannot list input: {e}") from e
-        base = root.path
+            listed = [_Listed(i.path, i.size or 0, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File]
+    except OSError as e:
+        raise StorageError(f"{root.uri}: cannot list input: {e}") from e
     include = [p.lower() for p in include]
     exclude = [p.lower() for p in exclude]
     matched, left_out = [], 0
-    for item in infos:
-        if item.type != pafs.FileType.File:
-            continue
-        rel = posixpath.relpath(item.path, base)
+    for item in listed:
+        rel = posixpath.relpath(item.path, root.path)
         low = rel.lower()
         hidden = any(part.startswith((".", "_")) for part in rel.split("/"))  # .crc, _SUCCESS, .DS_Store
         if not hidden and any(fnmatch.fnmatchcase(low, p) for p in include) and not any(
             fnmatch.fnmatchcase(low, p) for p in exclude
         ):
-            matched.append(InputFile(item.path, rel, item.size or 0, item.mtime_ns or 0))
+            matched.append(InputFile(item.path, rel, item.size, item.mtime_ns, item.problem))
         else:
             left_out += 1
     matched.sort(key=lambda f: f.relpath)

@@ -198,12 +198,18 @@ def _plan(config: ExperimentConfig, manifest: dict, workers: int) -> Plan:
     steps = train.steps_per_epoch or max(1, train_rows // global_batch)
     row_bytes = TensorSpec.from_json(manifest["features"]).nbytes + 4  # + the label
     as_lists = lambda shares: [[[u.file, u.row_group, u.start, u.stop] for u in share] for share in shares]
+    # Global batches when the split fits a worker's cache: every rank gets one worker's plan of the
+    # whole split, so any number of workers trains on the same batches in the same order.
+    global_batches = train_rows * row_bytes <= train.cache_mb * 2**20
+    if global_batches:
+        train_units = as_lists(plan_shares(config.dataset.path, manifest, "train", 1)) * workers
+    else:
+        train_units = as_lists(plan_shares(config.dataset.path, manifest, "train", workers))
     return Plan(
         workers=workers, global_batch=global_batch, per_worker_batch=per_worker, steps_per_epoch=steps,
         train_rows=train_rows, val_rows=val_rows, class_weights=_class_weights(train, manifest),
-        train_units=as_lists(plan_shares(config.dataset.path, manifest, "train", workers)),
+        train_units=train_units, global_batches=global_batches,
         val_units=as_lists(plan_shares(config.dataset.path, manifest, "val", workers)) if val_rows else None,
-        global_batches=train_rows * row_bytes <= train.cache_mb * 2**20,
     )  # fmt: skip
 
 

@@ -207,3 +207,15 @@ def test_a_checkpoint_of_another_dataset_or_model_exits_2(trained, tmp_path):
     result, summary = cli("eval", config, "--run-dir", copy, "--checkpoint", tmp_path / "three.keras")
     assert result.exit_code == 2, result.output
     assert "3 outputs" in summary["message"] and "2 classes" in summary["message"]
+
+
+def test_tasks_import_tensorflow_without_its_banner():
+    """Eval and predict tasks write to the user's terminal in local mode: TensorFlow's start-up lines stay out."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dltool.evaluate.score import import_tensorflow_quietly as q; tf = q(); "
+            "print(tf.__name__, tf.constant(2).numpy() + 1); print('after', file=sys.stderr)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["tensorflow", "3"]
+    assert done.stderr.strip() == "after", done.stderr  # the banner went nowhere; stderr works again

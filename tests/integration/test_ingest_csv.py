@@ -110,3 +110,51 @@ def test_csv_regression_and_quality_gate(spark, tmp_path, write_config):
     model_mean, model_std = np.mean(features[:, 0]), np.std(features[:, 0])
     assert abs(model_mean) < 1e-5 and model_std > 0.5
     assert set(train.column("label").to_pylist()) <= {i * 0.5 for i in range(60)}
+
+
+NON_FINITE = (
+    "id,x,y,target\n"
+    "n1,inf,0.2,1.0\n"
+    "n2,0.3,-inf,2.0\n"
+    "n3,NaN,Infinity,3.0\n"
+    "n4,0.5,0.6,inf\n"  # a regression target is never imputed
+)
+
+
+def test_non_finite_numbers_are_missing_values_or_quarantined(spark, tmp_path, write_config):
+    good = "".join(f"g{i},{i % 7},{i % 5},{i * 0.5}\n" for i in range(40))
+    (tmp_path / "t.csv").write_text(NON_FINITE + good)
+    config = {
+        "name": "non_finite",
+        "dataset": {"path": str(tmp_path / "out"), "max_bad_fraction": 0.2},
+        "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": ["x", "y"], "label": "target",
+                   "task": "regression", "key_column": "id"},  # fmt: skip
+    }
+    result, _ = ingest(write_config(config))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["counts"]["quarantined"] == 1  # n4, its target
+    errors = pads.dataset(str(tmp_path / "out" / "_errors"), format="parquet").to_table().to_pylist()
+    assert [(e["key"], e["error_class"], e["message"]) for e in errors] == [
+        ("n4", "NonFinite", "field target: 'inf' is not a finite number")
+    ]
+    spec = TensorSpec.from_json(manifest["features"])
+    rows = {}
+    for split in ("train", "val", "test"):
+        table = read_split(tmp_path / "out", split)
+        rows.update(zip(table.column("key").to_pylist(), decode_tensors(table.column("features"), spec)))
+    assert np.isfinite(np.stack(list(rows.values()))).all() and np.isfinite(manifest["stats"]["mean"]).all()
+    # Imputed with the mean of the finite train values, like an empty field.
+    assert rows["n1"][1] == np.float32(0.2) and rows["n2"][0] == np.float32(0.3)
+    assert rows["n3"][0] == rows["n1"][0] and rows["n3"][1] == rows["n2"][1]
+
+    config["ingest"]["non_finite"] = "quarantine"
+    result, _ = ingest(write_config(config), "--overwrite")
+    assert result.exit_code == 0, result.output
+    errors = pads.dataset(str(tmp_path / "out" / "_errors"), format="parquet").to_table().to_pylist()
+    assert {e["key"]: e["message"] for e in errors} == {
+        "n1": "field x: 'inf' is not a finite number",
+        "n2": "field y: '-inf' is not a finite number",
+        "n3": "field x: 'NaN' is not a finite number",
+        "n4": "field target: 'inf' is not a finite number",
+    }

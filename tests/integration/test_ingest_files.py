@@ -137,6 +137,30 @@ def test_hostile_images_are_quarantined_and_counted(spark, tmp_path, write_confi
     assert len(keys) == 21 and "cat/wrong_extension.jpg" in keys  # decoded by content, not by name
 
 
+def test_linked_folders_and_files_are_read_once_and_broken_links_quarantined(spark, tmp_path, write_config,
+                                                                           hostile_images):  # fmt: skip
+    import os
+
+    root, bad = hostile_images
+    os.symlink(".", root / "cat" / "loop")  # cat/loop/loop/... would repeat every cat, under a class "loop"
+    os.symlink("0.png", root / "dog" / "zero_again.png")
+    os.symlink("nowhere.png", root / "dog" / "gone.png")
+    config = {
+        "name": "links",
+        "dataset": {"path": str(tmp_path / "out"), "max_bad_fraction": 0.5},
+        "ingest": {"reader": "image", "input": str(root), "size": [16, 16], "channels": 1, "max_pixels": 1_000_000},
+    }
+    result, _ = ingest(write_config(config))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["counts"]["inputs"] == 28 and manifest["counts"]["ok"] == 21  # the 27 files and the broken link
+    assert manifest["label"]["vocabulary"] == ["cat", "dog"]
+    errors = {e["key"]: e for e in pads.dataset(str(tmp_path / "out" / "_errors"), format="parquet").to_table().to_pylist()}
+    assert set(errors) == set(bad) | {"dog/gone.png"}
+    assert errors["dog/gone.png"]["stage"] == "read"
+    assert errors["dog/gone.png"]["message"] == "dangling symbolic link to 'nowhere.png'"
+
+
 def test_quality_threshold_exits_3_and_leaves_no_complete_dataset(spark, tmp_path, write_config, hostile_images):
     root, _ = hostile_images
     out = tmp_path / "out"
@@ -193,3 +217,23 @@ def test_missing_input_is_a_clear_config_error(spark, tmp_path, write_config):
     result, summary = ingest(write_config(config))
     assert result.exit_code == 2
     assert summary["message"] == f"{tmp_path / 'nowhere'}: input not found"
+
+
+def test_a_decoder_library_that_fails_to_import_fails_the_run_instead_of_every_record(tmp_path):
+    """A broken environment is exit 1 with its cause, not 150 of 150 inputs quarantined (exit 3)."""
+    import os
+    import subprocess
+    import sys
+
+    broken = tmp_path / "site"
+    broken.mkdir()
+    (broken / "soundfile.py").write_text('raise ImportError("libsndfile could not be loaded (broken install)")\n')
+    env = {**os.environ, "PYTHONPATH": str(broken)}  # the driver never imports soundfile; the tasks do
+    done = subprocess.run(
+        [sys.executable, "-m", "dltool", "ingest", str(ROOT / "configs" / "audio.yaml"), "--output", str(tmp_path / "out"),
+         "--json"], env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    message = json.loads(done.stdout)["message"]
+    assert "the audio reader cannot run on this executor (ImportError: libsndfile could not be loaded" in message
+    assert "\n" not in message and not (tmp_path / "out").exists()

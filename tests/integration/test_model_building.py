@@ -159,7 +159,8 @@ def test_builds_and_trains_one_step_inside_a_distribution_strategy():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         model = build_model(train(), m)
-        optimizer = build_optimizer(train(optimizer={"clip_norm": 1.0}), steps_per_epoch=10)
+        # No warm-up: the default one starts at a rate of 0, and this step must move the weights.
+        optimizer = build_optimizer(train(optimizer={"clip_norm": 1.0}, schedule={"warmup_epochs": 0}), steps_per_epoch=10)
     x, y = sample(m), np.array([0, 1, 2, 0])
 
     @tf.function

@@ -51,6 +51,10 @@ def test_two_workers_train_in_sync_and_leave_a_complete_run_dir(spark, digits_da
     assert list((run / "tensorboard" / "val").glob("events.out.tfevents.*"))
     run_json = json.loads((run / "run.json").read_text())
     assert run_json["status"] == "completed" and run_json["best"]["monitor"] == "val_accuracy"
+    # The kept model is the best epoch's (train.final: best), the first to reach the best val accuracy.
+    kept = next(r for r in rows if r["val_accuracy"] == max(r["val_accuracy"] for r in rows))
+    assert run_json["model_epoch"] == summary["model_epoch"] == kept["epoch"] == run_json["best"]["epoch"]
+    assert run_json["kept"] == "best" and run_json["seed"] == 7 and run_json["final"] == kept
 
     # The saved model takes raw stored tensors and agrees exactly with the workers' val accuracy.
     import keras
@@ -63,7 +67,7 @@ def test_two_workers_train_in_sync_and_leave_a_complete_run_dir(spark, digits_da
     assert probs.shape == (table.num_rows, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     accuracy = float(np.mean(probs.argmax(axis=1) == table.column("label").to_numpy()))
-    assert accuracy == pytest.approx(rows[-1]["val_accuracy"], abs=1e-6)
+    assert accuracy == pytest.approx(kept["val_accuracy"], abs=1e-6)
 
 
 def test_resume_continues_history_and_reruns_are_idempotent(spark, churn_dataset, tmp_path, write_config):
@@ -90,10 +94,11 @@ def test_resume_continues_history_and_reruns_are_idempotent(spark, churn_dataset
 def test_a_failing_worker_is_retried_from_the_last_checkpoint(spark, churn_dataset, tmp_path, write_config):
     run = tmp_path / "run"
     fault = {"rank": 1, "epoch": 2}
-    config = write_config(experiment(churn_dataset, run, epochs=3, max_retries=1, fault=fault))
+    config = write_config(experiment(churn_dataset, run, epochs=3, max_retries=1, fault=fault, final="last"))
     result, summary = train_cli(config)
     assert result.exit_code == 0, result.output
     assert summary["attempts"] == 2 and summary["epochs_done"] == 3
+    assert summary["kept"] == "last" and summary["model_epoch"] == 3 and summary["final"] == summary["last"]
     assert [r["epoch"] for r in history(run)] == [1, 2, 3]
     # Every worker's output is kept per attempt; the failed one holds its traceback.
     assert "InjectedFault: injected fault: worker 1 in epoch 2" in (run / "logs" / "attempt-1" / "worker-1.log").read_text()

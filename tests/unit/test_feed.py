@@ -227,3 +227,27 @@ def test_rows_that_disagree_with_the_manifest_name_file_row_group_and_field(data
     manifest["splits"]["train"]["rows"] = 23
     with pytest.raises(DltoolError, match=r"split 'train' has 22 rows in its shards but the manifest says 23"):
         plan_shares(uri, manifest, "train", 1)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("start_batch", [0, 5])
+def test_global_batches_split_one_workers_batches_between_ranks(dataset, workers, start_batch):
+    """W ranks fed the whole split train on exactly one worker's batches, each rank a slice of them."""
+    uri, manifest, _, _ = dataset
+    (units,) = plan_shares(uri, manifest, "train", 1)  # what the driver gives every rank
+    one = ShardFeed(uri, manifest, units, seed=4, cache_mb=1)
+    expected = ids(itertools.islice(one.stream(2 * workers, start_batch=start_batch, shuffle_buffer=8), 12))
+    per_rank = [
+        ids(itertools.islice(ShardFeed(uri, manifest, units, seed=4, rank=r, workers=workers, cache_mb=1)
+                             .stream(2, start_batch=start_batch, shuffle_buffer=8), 12))
+        for r in range(workers)
+    ]  # fmt: skip
+    got = np.stack([rows.reshape(12, 2) for rows in per_rank], axis=1).reshape(-1)  # batch by batch, rank by rank
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_global_batches_need_the_split_in_memory(dataset):
+    uri, manifest, _, _ = dataset
+    (share,) = plan_shares(uri, manifest, "train", 1)
+    with pytest.raises(ConfigError, match="global batches over 2 workers need the split in memory"):
+        ShardFeed(uri, manifest, share, rank=1, workers=2, cache_mb=0)
