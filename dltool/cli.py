@@ -269,13 +269,13 @@ def inspect(
 ) -> None:
     """Show a dataset's manifest, counts per split and class, schema and a sample row."""
     try:
-        from dltool.inspect import describe_dataset
+        from dltool.describe import describe_dataset
 
         info = describe_dataset(dataset)
     except DltoolError as e:
         _fail(e, as_json)
     if not as_json:
-        from dltool.inspect import print_description
+        from dltool.describe import print_description
 
         print_description(info)
     _finish(info, as_json)
