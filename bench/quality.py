@@ -22,6 +22,7 @@ row, and the ratios.
 
     .venv/bin/python bench/quality.py                      # all sets, seeds 0 1 2
     .venv/bin/python bench/quality.py --sets digits --seeds 0
+    .venv/bin/python bench/quality.py --sets digits --train '{"final": "last"}'   # any train override
 """
 
 from __future__ import annotations
@@ -197,6 +198,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "_quality")
     parser.add_argument("--no-shares", action="store_true",
                         help="skip the row where each rank trains on its own share (cache_mb: 0)")
+    parser.add_argument("--train", type=json.loads, default={},
+                        help='JSON merged into every set\'s train section, e.g. \'{"final": "last"}\'')
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     work = args.work.resolve()
@@ -210,9 +213,9 @@ def main() -> None:
 
     started = time.perf_counter()
     spark = None
-    table = []
     for name in args.sets.split(","):
         _, ingest, train = SETS[name](work)
+        train = {**train, **args.train}
         configs = {(w, s, shares): ExperimentConfig.model_validate(experiment(name, work, ingest, train, w, s, shares))
                    for w in (1, 2) for s in seeds for shares in (False, True)}  # fmt: skip
         first = configs[(1, seeds[0], False)]
@@ -245,7 +248,6 @@ def main() -> None:
         print(f"  ratios: 2 workers / 1 worker {two / one:.3f}, 1 worker / Keras fit {one / keras_mean:.3f}, "
               f"2 workers / Keras fit {two / keras_mean:.3f}, 2 workers / logistic regression {two / sk:.3f}\n",
               flush=True)  # fmt: skip
-        table.append((name, means))
     print(f"total {time.perf_counter() - started:.0f}s")
     if spark is not None:
         spark.stop()
