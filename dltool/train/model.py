@@ -71,9 +71,8 @@ class ConvNetArgs(_BuiltinArgs):
 class MlpArgs(_BuiltinArgs):
     """`train.model.args` of mlp."""
 
-    # Measured on small tables (bench/quality.py): wider with more dropout beat [64, 32] / 0.1.
-    units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64])
-    dropout: float = Field(0.3, ge=0, lt=1)
+    units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64, 32])
+    dropout: float = Field(0.1, ge=0, lt=1)
 
 
 def build_model(train: TrainSettings, manifest: dict) -> keras.Model:
