@@ -302,14 +302,6 @@ class EarlyStoppingSettings(Section):
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
 
-class FaultSettings(Section):
-    """Test-only: make one worker raise, to exercise retries. Leave unset in real experiments."""
-
-    rank: int = Field(ge=0, description="Worker rank that raises.")
-    epoch: int = Field(ge=1, description="1-based epoch in which it raises (after its first step).")
-    attempts: list[int] = Field(default_factory=lambda: [0], description="Run attempts (0 = first) on which it raises.")
-
-
 class TrainSettings(Section):
     """Data-parallel training: one Spark barrier task per TensorFlow worker."""
 
@@ -354,7 +346,6 @@ class TrainSettings(Section):
     mixed_precision: bool = Field(False, description="float16 compute on GPU (ignored on CPU).")
     max_retries: int = Field(1, ge=0, description="Relaunch a failed run from its newest checkpoint this often.")
     timeout_s: int = Field(300, ge=10, description="A collective or barrier wait longer than this fails the run.")
-    fault: FaultSettings | None = Field(None, description="Test-only fault injection.")
 
     @model_validator(mode="after")
     def _one_batch_size(self):

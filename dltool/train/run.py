@@ -28,8 +28,7 @@ from dltool.train.metrics import loss_name, resolve_metrics
 # Examples per step when the config names no batch size: the same for any number of workers,
 # so a run's quality does not depend on the cluster's size (rounded up to split evenly).
 DEFAULT_GLOBAL_BATCH = 32
-RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "fault", "run_dir", "early_stopping", "cache_mb",
-                     "final"}
+RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "run_dir", "early_stopping", "cache_mb", "final"}
 
 
 @dataclass
@@ -49,9 +48,14 @@ class Plan:
 
 
 def run_training(
-    config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True
+    config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
+    fault: dict | None = None,
 ) -> dict:
-    """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure)."""
+    """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure).
+
+    `fault` is a test-only hook, never part of a config: `{"rank", "epoch", "attempts"}` makes
+    that worker raise after its first step of that epoch on those attempts (0 = the first).
+    """
     from dltool.train.progress import TrainProgress
 
     started = time.monotonic()
@@ -114,6 +118,7 @@ def run_training(
             "steps_per_epoch": plan.steps_per_epoch, "global_batch": plan.global_batch,
             "per_worker_batch": plan.per_worker_batch, "class_weights": plan.class_weights,
             "train_units": plan.train_units, "val_units": plan.val_units, "global_batches": plan.global_batches,
+            "fault": fault,
             "job_group": f"dltool-train-{digest[:8]}",
             # Local mode: the machine is ours, so fewer workers than cores share them all.
             "threads": max(1, task_slots(spark) // workers) if spark.sparkContext.master.startswith("local") else None,

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ REPORT_EVERY_S = 0.5
 
 
 class InjectedFault(RuntimeError):
-    """Raised by `train.fault` (tests only)."""
+    """Raised by the test-only fault hook (`run_training(..., fault=...)`)."""
 
 
 def die_with_parent() -> None:
@@ -103,6 +104,97 @@ def check_model(spec: dict) -> int:
     except Exception as e:  # noqa: BLE001 - keras raises many types for a bad model
         print(json.dumps({"ok": False, "error": f"train.model: {type(e).__name__}: {e}", "exit_code": 2}), flush=True)
     return 2
+
+
+@dataclass
+class RunState:
+    """Where a run stands between epochs; restored from a checkpoint's metadata on resume."""
+
+    history: list[dict]
+    best: dict | None
+    stale: int
+    start_epoch: int
+
+    @classmethod
+    def from_checkpoint(cls, meta: dict) -> RunState:
+        return cls(meta.get("history", []), meta.get("best"), meta.get("stale_epochs", 0), meta.get("epoch", 0) + 1)
+
+
+class Steps:
+    """The compiled train and eval steps of one worker, and the cross-worker reductions they need.
+
+    Keras 3's `fit` fails under MultiWorkerMirroredStrategy, so the train step is a
+    GradientTape step run by `strategy.run`; each replica divides its summed loss by the
+    global batch and the optimizer all-reduces the gradients with SUM: the mean over the
+    global batch. Metrics come back as exact sums.
+    """
+
+    def __init__(self, worker: Worker, strategy, model, optimizer, mixed: bool):
+        import tensorflow as tf
+
+        spec, manifest = worker.spec, worker.manifest
+        self.workers, self.strategy, self.model, self.optimizer = worker.workers, strategy, model, optimizer
+        batch, global_batch = spec["per_worker_batch"], spec["global_batch"]
+        loss_fn = per_example_loss_fn(loss_name(worker.train.loss, worker.kind), worker.classes,
+                                      worker.train.label_smoothing)  # fmt: skip
+        sums_fn = metric_sums_fn(worker.metrics)
+        weights = tf.constant(spec["class_weights"], tf.float32) if spec.get("class_weights") else None
+        x_spec = tf.TensorSpec([batch, *manifest["features"]["shape"]], manifest["features"]["dtype"])
+        y_spec = tf.TensorSpec([batch], tf.int32 if worker.kind == "class" else tf.float32)
+
+        def step_fn(x, y):
+            with tf.GradientTape() as tape:
+                outputs = tf.cast(model(x, training=True), tf.float32)
+                per_example = loss_fn(y, outputs)
+                weighted = per_example * tf.gather(weights, y) if weights is not None else per_example
+                loss = tf.reduce_sum(weighted) / global_batch
+                if model.losses:
+                    loss += tf.add_n(model.losses) / self.workers
+                scaled = optimizer.scale_loss(loss) if mixed else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return sums_fn(y, outputs, per_example)
+
+        @tf.function(input_signature=[x_spec, y_spec])
+        def train(x, y):
+            return strategy.experimental_local_results(strategy.run(step_fn, args=(x, y)))[0]
+
+        @tf.function(reduce_retracing=True)
+        def evaluate(x, y):
+            outputs = tf.cast(model(x, training=False), tf.float32)
+            return sums_fn(y, outputs, loss_fn(y, outputs))
+
+        self.train, self.evaluate = train, evaluate
+        # BatchNorm moving statistics are updated by each replica from its own batches (Keras 3
+        # creates them unsynchronised); averaging them keeps every worker's model identical.
+        self.moving = [v for v in model.non_trainable_variables if "moving_" in v.path]
+
+    def iterations(self) -> int:
+        return int(self.optimizer.iterations)
+
+    def learning_rate(self) -> float:
+        return float(self.optimizer.learning_rate)
+
+    def all_reduce(self, values: np.ndarray) -> np.ndarray:
+        """The sum of `values` over all workers."""
+        if self.workers == 1:
+            return values
+        import tensorflow as tf
+
+        local = tf.constant(values, tf.float32)
+        strategy = self.strategy
+        return strategy.reduce("SUM", strategy.run(lambda v: tf.identity(v), args=(local,)), axis=None).numpy()
+
+    def sync_moving_statistics(self) -> None:
+        if self.workers == 1 or not self.moving:
+            return
+        flat = np.concatenate([np.ravel(v.numpy()).astype(np.float32) for v in self.moving])
+        flat = self.all_reduce(flat) / self.workers
+        offset = 0
+        for v in self.moving:
+            size = int(np.prod(v.shape))
+            v.assign(flat[offset : offset + size].reshape(v.shape).astype(v.dtype))
+            offset += size
 
 
 class Worker:
@@ -177,150 +269,121 @@ class Worker:
     # -- the run --------------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Set up, then train epoch by epoch: steps, validation, checkpoint, early stop; then keep the model."""
         strategy = self._strategy()  # first: MultiWorkerMirroredStrategy must exist before other TF ops
+        model, optimizer, steps = self._build(strategy)
+        state = RunState.from_checkpoint(self._restore(model, optimizer) if self.spec.get("resume_from") else {})
+        train_feed, val_feed = self._feeds()
+        batch, per_epoch = self.spec["per_worker_batch"], self.spec["steps_per_epoch"]
+        # A resumed run continues the data stream exactly where its checkpoint left it.
+        batches = iter(train_feed.dataset(batch, training=True, start_batch=(state.start_epoch - 1) * per_epoch,
+                                          shuffle_buffer=self.train.shuffle_buffer))  # fmt: skip
+        writers = self._tensorboard() if self.chief else None
+        if self.chief:
+            self.events.send("start", epoch=state.start_epoch, epochs=self.train.epochs, steps=per_epoch,
+                             global_batch=self.spec["global_batch"])  # fmt: skip
+        stop = False
+        for epoch in range(state.start_epoch, self.train.epochs + 1):
+            logs, timing = self._train_epoch(epoch, batches, steps, val_feed, writers)
+            logs.update(**self._validate(steps, val_feed), **timing)
+            stop = self._end_epoch(epoch, logs, state, model, optimizer, writers)
+            if stop:
+                break
+        self._finish(model, state, stop)
+
+    def _build(self, strategy):
+        """The model, its optimizer and the compiled step functions, inside the strategy's scope."""
         import keras
-        import tensorflow as tf
 
         from dltool.train.model import build_model, build_optimizer
 
-        train, spec = self.train, self.spec
-        steps = spec["steps_per_epoch"]
-        batch, global_batch = spec["per_worker_batch"], spec["global_batch"]
-        mixed = train.mixed_precision and self.gpu
+        mixed = self.train.mixed_precision and self.gpu
         if mixed:
             keras.mixed_precision.set_global_policy("mixed_float16")
         with strategy.scope():
-            model = build_model(train, self.manifest)
-            optimizer = build_optimizer(train, steps)
+            model = build_model(self.train, self.manifest)
+            optimizer = build_optimizer(self.train, self.spec["steps_per_epoch"])
             if mixed:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)
+        return model, optimizer, Steps(self, strategy, model, optimizer, mixed)
 
-        meta = self._restore(model, optimizer) if spec.get("resume_from") else {}
-        history: list[dict] = meta.get("history", [])
-        best = meta.get("best")
-        stale = meta.get("stale_epochs", 0)
-        start_epoch = meta.get("epoch", 0) + 1
+    def _train_epoch(self, epoch: int, batches, steps: Steps, val_feed, writers) -> tuple[dict, dict]:
+        """One epoch of steps, with progress reports and mid-epoch validation; its train metrics and timing."""
+        import tensorflow as tf
 
-        loss_fn = per_example_loss_fn(loss_name(train.loss, self.kind), self.classes, train.label_smoothing)
-        sums_fn = metric_sums_fn(self.metrics)
-        weights = spec.get("class_weights")
-        weights = tf.constant(weights, tf.float32) if weights else None
-        x_spec = tf.TensorSpec([batch, *self.manifest["features"]["shape"]], self.manifest["features"]["dtype"])
-        y_spec = tf.TensorSpec([batch], tf.int32 if self.kind == "class" else tf.float32)
+        per_epoch, global_batch = self.spec["steps_per_epoch"], self.spec["global_batch"]
+        started = last_report = time.perf_counter()
+        sums = tf.zeros(len(sum_names(self.metrics)))
+        for step in range(1, per_epoch + 1):
+            x, y = next(batches)
+            sums = sums + steps.train(x, y)
+            self._inject_fault(epoch)
+            now = time.perf_counter()
+            if self.chief and (now - last_report >= REPORT_EVERY_S or step == per_epoch):
+                last_report = now
+                self.events.send("step", epoch=epoch, step=step, steps=per_epoch,
+                                 logs=finish(self.metrics, sums.numpy()),
+                                 samples_per_s=step * global_batch / (now - started))  # fmt: skip
+            every = self.train.validation_every_steps
+            if every and steps.iterations() % every == 0 and step != per_epoch:
+                logs = self._validate(steps, val_feed)
+                self.events.send("validation", epoch=epoch, step=step, logs=logs)
+                if writers:
+                    self._scalars(writers["val"], logs, steps.iterations(), prefix="val_")
+        seconds = time.perf_counter() - started
+        timing = {"learning_rate": steps.learning_rate(), "seconds": round(seconds, 3),
+                  "samples_per_s": round(per_epoch * global_batch / seconds, 1)}  # fmt: skip
+        return {"epoch": epoch, **finish(self.metrics, steps.all_reduce(sums.numpy()))}, timing
 
-        def step_fn(x, y):
-            with tf.GradientTape() as tape:
-                outputs = tf.cast(model(x, training=True), tf.float32)
-                per_example = loss_fn(y, outputs)
-                weighted = per_example * tf.gather(weights, y) if weights is not None else per_example
-                loss = tf.reduce_sum(weighted) / global_batch
-                if model.losses:
-                    loss += tf.add_n(model.losses) / self.workers
-                scaled = optimizer.scale_loss(loss) if mixed else loss
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return sums_fn(y, outputs, per_example)
+    def _validate(self, steps: Steps, val_feed) -> dict:
+        """Exact val metrics summed over every worker's share (after syncing BatchNorm statistics)."""
+        steps.sync_moving_statistics()
+        if val_feed is None:
+            return {}
+        total = np.zeros(len(sum_names(self.metrics)), np.float32)
+        for x, y in val_feed.one_pass(max(self.spec["per_worker_batch"], 256)):
+            total += steps.evaluate(x, y).numpy()
+        return finish(self.metrics, steps.all_reduce(total), prefix="val_")
 
-        @tf.function(input_signature=[x_spec, y_spec])
-        def train_step(x, y):
-            return strategy.experimental_local_results(strategy.run(step_fn, args=(x, y)))[0]
-
-        @tf.function(reduce_retracing=True)
-        def eval_step(x, y):
-            outputs = tf.cast(model(x, training=False), tf.float32)
-            return sums_fn(y, outputs, loss_fn(y, outputs))
-
-        def all_reduce(values: np.ndarray) -> np.ndarray:
-            if self.workers == 1:
-                return values
-            local = tf.constant(values, tf.float32)
-            return strategy.reduce("SUM", strategy.run(lambda v: tf.identity(v), args=(local,)), axis=None).numpy()
-
-        train_feed, val_feed = self._feeds()
-        # BatchNorm moving statistics are updated by each replica from its own batches (Keras 3
-        # creates them unsynchronised); averaging them keeps every worker's model identical.
-        moving = [v for v in model.non_trainable_variables if "moving_" in v.path]
-
-        def sync_moving_statistics() -> None:
-            if self.workers == 1 or not moving:
-                return
-            flat = np.concatenate([np.ravel(v.numpy()).astype(np.float32) for v in moving])
-            flat = all_reduce(flat) / self.workers
-            offset = 0
-            for v in moving:
-                size = int(np.prod(v.shape))
-                v.assign(flat[offset : offset + size].reshape(v.shape).astype(v.dtype))
-                offset += size
-
-        def validate() -> dict:
-            sync_moving_statistics()
-            if val_feed is None:
-                return {}
-            total = np.zeros(len(sum_names(self.metrics)), np.float32)
-            for x, y in val_feed.one_pass(max(batch, 256)):
-                total += eval_step(x, y).numpy()
-            return finish(self.metrics, all_reduce(total), prefix="val_")
-
-        writers = self._tensorboard() if self.chief else None
-        # A resumed run continues the data stream exactly where its checkpoint left it.
-        batches = iter(train_feed.dataset(batch, training=True, start_batch=(start_epoch - 1) * steps,
-                                          shuffle_buffer=train.shuffle_buffer))  # fmt: skip
-        fault = train.fault
+    def _end_epoch(self, epoch: int, logs: dict, state: RunState, model, optimizer, writers) -> bool:
+        """Record the epoch, track the best, checkpoint (chief); whether early stopping says stop."""
+        train = self.train
+        state.history.append(logs)
+        value = logs.get(train.monitor)
+        is_best = value is not None and improved(train.monitor, value, state.best and state.best["value"])
+        if is_best:
+            state.best, state.stale = {"epoch": epoch, "monitor": train.monitor, "value": value}, 0
+        else:
+            state.stale += 1
+        stop = train.early_stopping is not None and state.stale >= train.early_stopping.patience
         if self.chief:
-            self.events.send("start", epoch=start_epoch, epochs=train.epochs, steps=steps, global_batch=global_batch)
-        stop = False
-        for epoch in range(start_epoch, train.epochs + 1):
-            started = last_report = time.perf_counter()
-            sums = tf.zeros(len(sum_names(self.metrics)))
-            for step in range(1, steps + 1):
-                x, y = next(batches)
-                sums = sums + train_step(x, y)
-                if fault and fault.rank == self.rank and fault.epoch == epoch and spec["attempt"] in fault.attempts:
-                    raise InjectedFault(f"injected fault: worker {self.rank} in epoch {epoch} (train.fault)")
-                now = time.perf_counter()
-                if self.chief and (now - last_report >= REPORT_EVERY_S or step == steps):
-                    last_report = now
-                    self.events.send("step", epoch=epoch, step=step, steps=steps,
-                                     logs=finish(self.metrics, sums.numpy()),
-                                     samples_per_s=step * global_batch / (now - started))  # fmt: skip
-                every = train.validation_every_steps
-                if every and (int(optimizer.iterations) % every == 0) and step != steps:
-                    logs = validate()
-                    self.events.send("validation", epoch=epoch, step=step, logs=logs)
-                    if writers:
-                        self._scalars(writers["val"], logs, int(optimizer.iterations), prefix="val_")
-            seconds = time.perf_counter() - started
-            logs = {"epoch": epoch, **finish(self.metrics, all_reduce(sums.numpy())), **validate()}
-            logs.update(learning_rate=float(optimizer.learning_rate), seconds=round(seconds, 3),
-                        samples_per_s=round(steps * global_batch / seconds, 1))  # fmt: skip
-            history.append(logs)
-            value = logs.get(train.monitor)
-            is_best = value is not None and improved(train.monitor, value, best and best["value"])
-            if is_best:
-                best, stale = {"epoch": epoch, "monitor": train.monitor, "value": value}, 0
-            else:
-                stale += 1
-            early = train.early_stopping
-            stop = early is not None and stale >= early.patience
-            if self.chief:
-                meta = {"epoch": epoch, "logs": logs, "history": history, "best": best, "stale_epochs": stale,
-                        "config_hash": spec["config_hash"], "dataset_hash": spec["dataset_hash"]}  # fmt: skip
-                saved = self._save_checkpoint(model, optimizer, epoch, meta)
-                self._scalars(writers["train"], logs, epoch)
-                self._scalars(writers["val"], logs, epoch, prefix="val_")
-                self.events.send("epoch", epoch=epoch, epochs=train.epochs, logs=logs, best=is_best,
-                                 checkpoint=saved, stopped_early=stop)  # fmt: skip
-            if stop:
-                break
+            meta = {"epoch": epoch, "logs": logs, "history": state.history, "best": state.best,
+                    "stale_epochs": state.stale, "config_hash": self.spec["config_hash"],
+                    "dataset_hash": self.spec["dataset_hash"]}  # fmt: skip
+            saved = self._save_checkpoint(model, optimizer, epoch, meta)
+            self._scalars(writers["train"], logs, epoch)
+            self._scalars(writers["val"], logs, epoch, prefix="val_")
+            self.events.send("epoch", epoch=epoch, epochs=train.epochs, logs=logs, best=is_best,
+                             checkpoint=saved, stopped_early=stop)  # fmt: skip
+        return stop
+
+    def _finish(self, model, state: RunState, stop: bool) -> None:
+        """Keep the model `train.final` names (chief) and report this replica's weight digest."""
         # Every replica reports a digest of its weights: the driver checks they are still in sync.
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(v.numpy()).tobytes() for v in model.weights))
-        last = history[-1]["epoch"] if history else 0
-        kept = best["epoch"] if train.final == "best" and best else last
+        last = state.history[-1]["epoch"] if state.history else 0
+        kept = state.best["epoch"] if self.train.final == "best" and state.best else last
         if self.chief:
             self._save_final(model, kept, last)
-        self.events.send("done", epochs_done=len(history), best=best, stopped_early=stop, model_epoch=kept,
-                         weights_sha256=digest.hexdigest())  # fmt: skip
+        self.events.send("done", epochs_done=len(state.history), best=state.best, stopped_early=stop,
+                         model_epoch=kept, weights_sha256=digest.hexdigest())  # fmt: skip
+
+    def _inject_fault(self, epoch: int) -> None:
+        """The test-only fault hook (`run_training(..., fault=...)`), never part of a config."""
+        fault = self.spec.get("fault")
+        if fault and fault["rank"] == self.rank and fault["epoch"] == epoch and self.spec["attempt"] in fault["attempts"]:
+            raise InjectedFault(f"injected fault: worker {self.rank} in epoch {epoch}")
 
     # -- outputs (chief only) ---------------------------------------------------------------------
 

@@ -91,12 +91,23 @@ def test_resume_continues_history_and_reruns_are_idempotent(spark, churn_dataset
     assert result.exit_code == 0 and summary["status"] == "up_to_date"
 
 
-def test_a_failing_worker_is_retried_from_the_last_checkpoint(spark, churn_dataset, tmp_path, write_config):
+def train_with_fault(dataset, run, fault: dict, **train):
+    """`run_training` with the test-only fault hook: the summary, or the DltoolError it raised."""
+    from dltool.config.models import ExperimentConfig
+    from dltool.errors import DltoolError
+    from dltool.train.run import run_training
+
+    config = ExperimentConfig.model_validate(experiment(dataset, run, **train))
+    try:
+        return run_training(config, progress=False, fault={"attempts": [0], **fault})
+    except DltoolError as e:
+        return e
+
+
+def test_a_failing_worker_is_retried_from_the_last_checkpoint(spark, churn_dataset, tmp_path):
     run = tmp_path / "run"
-    fault = {"rank": 1, "epoch": 2}
-    config = write_config(experiment(churn_dataset, run, epochs=3, max_retries=1, fault=fault, final="last"))
-    result, summary = train_cli(config)
-    assert result.exit_code == 0, result.output
+    summary = train_with_fault(churn_dataset, run, {"rank": 1, "epoch": 2}, epochs=3, max_retries=1, final="last")
+    assert isinstance(summary, dict), summary
     assert summary["attempts"] == 2 and summary["epochs_done"] == 3
     assert summary["kept"] == "last" and summary["model_epoch"] == 3 and summary["final"] == summary["last"]
     assert [r["epoch"] for r in history(run)] == [1, 2, 3]
@@ -105,12 +116,11 @@ def test_a_failing_worker_is_retried_from_the_last_checkpoint(spark, churn_datas
     assert sorted(p.name for p in (run / "logs" / "attempt-2").iterdir()) == ["worker-0.log", "worker-1.log"]
 
 
-def test_a_failing_worker_without_retries_fails_with_its_message(spark, churn_dataset, tmp_path, write_config):
-    config = write_config(experiment(churn_dataset, tmp_path / "run", epochs=3, max_retries=0, fault={"rank": 1, "epoch": 2}))
-    result, summary = train_cli(config)
-    assert result.exit_code == 1
-    assert "worker 1" in summary["message"] and "injected fault" in summary["message"]
-    assert summary["message"].endswith(f"(workers' output: {tmp_path / 'run' / 'logs' / 'attempt-1'})")
+def test_a_failing_worker_without_retries_fails_with_its_message(spark, churn_dataset, tmp_path):
+    error = train_with_fault(churn_dataset, tmp_path / "run", {"rank": 1, "epoch": 2}, epochs=3, max_retries=0)
+    assert not isinstance(error, dict) and error.exit_code == 1
+    assert "worker 1" in str(error) and "injected fault" in str(error)
+    assert str(error).endswith(f"(workers' output: {tmp_path / 'run' / 'logs' / 'attempt-1'})")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
 
 
