@@ -24,10 +24,10 @@ from dltool.storage.manifest import read_manifest
 from dltool.train import checkpoints as ckpt
 from dltool.train.metrics import loss_name, resolve_metrics
 
-# Fields that may change between a run and its resume without invalidating its checkpoints.
 # Examples per step when the config names no batch size: the same for any number of workers,
 # so a run's quality does not depend on the cluster's size (rounded up to split evenly).
 DEFAULT_GLOBAL_BATCH = 32
+# Fields that may change between a run and its resume without invalidating its checkpoints.
 RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "run_dir", "early_stopping", "cache_mb", "final"}
 
 
