@@ -167,7 +167,7 @@ def bare_images(folder: Path, size: int) -> tuple[float, float]:
     """Seconds for the bare OpenCV loop, and for dltool's own decode+resize, both on one core."""
     import cv2
 
-    from dltool.config.models import ImageReaderConfig
+    from dltool.readers import ImageReaderConfig
     from dltool.readers.base import reader_for
 
     cv2.setNumThreads(1)

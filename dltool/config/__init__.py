@@ -1,21 +1,12 @@
 """Typed experiment configuration loaded from YAML."""
 
+import dltool.readers  # noqa: F401  (registers the built-in readers: their sections complete ExperimentConfig)
 from dltool.config.loader import config_hash, load_config, parse_config
-from dltool.config.models import (
-    AudioReaderConfig,
-    CsvReaderConfig,
-    DatasetSettings,
-    ExperimentConfig,
-    ImageReaderConfig,
-    SparkSettings,
-)
+from dltool.config.models import DatasetSettings, ExperimentConfig, SparkSettings
 
 __all__ = [
-    "AudioReaderConfig",
-    "CsvReaderConfig",
     "DatasetSettings",
     "ExperimentConfig",
-    "ImageReaderConfig",
     "SparkSettings",
     "config_hash",
     "load_config",

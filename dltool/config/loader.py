@@ -108,7 +108,7 @@ def _set(data: dict, dotted: str, value: Any) -> None:
 def _format_errors(error: ValidationError, root: yaml.Node | None, source: str, overridden: set[str]) -> str:
     lines = []
     for item in error.errors():
-        loc = [p for p in item["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p in _union_tags())]
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc.append(item["ctx"]["discriminator"].strip("'"))
         field = ".".join(str(p) for p in loc) or "(top level)"
@@ -126,8 +126,11 @@ def _format_errors(error: ValidationError, root: yaml.Node | None, source: str, 
     return "; ".join(lines) if len(lines) <= 1 else "\n".join(lines)
 
 
-# Discriminator tags pydantic puts into error locations; they are not YAML keys.
-_UNION_TAGS = {"image", "audio", "csv", "parent_dir", "regex", "none"}
+def _union_tags() -> set[str]:
+    """Discriminator tags pydantic puts into error locations (readers, label sources); not YAML keys."""
+    from dltool.readers.base import REGISTRY
+
+    return set(REGISTRY) | {"parent_dir", "regex", "none"}
 
 
 def _line_of(root: yaml.Node | None, loc: list, source: str) -> str:

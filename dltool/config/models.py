@@ -1,15 +1,15 @@
-"""Pydantic models of the experiment YAML: one class per section, validated once."""
+"""Pydantic models of the experiment YAML: one class per section, validated once.
+
+Each reader's section (`ingest:` with `reader: NAME`) is declared in its own module under
+`dltool/readers/`; registering the reader adds its model to `ExperimentConfig.ingest`.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
-
-IMAGE_EXTENSIONS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp"]
-AUDIO_EXTENSIONS = ["*.wav", "*.flac", "*.ogg", "*.mp3", "*.opus"]
-
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -102,122 +102,6 @@ class FileInput(Section):
     files_per_task: int = Field(
         0, ge=0, description="At most this many files per Spark task (and shard); 0 sizes tasks from shard_mb and the cores."
     )
-
-
-class Augment(Section):
-    """Ingest-time augmentation: `copies` extra randomised copies of each train image."""
-
-    copies: int = Field(0, ge=0, le=32, description="Extra augmented copies of each train example (0: off).")
-    flip: bool = Field(False, description="Random horizontal flip.")
-    rotate: float = Field(0, ge=0, le=180, description="Random rotation within +/- this many degrees.")
-    crop: float = Field(0, ge=0, lt=1, description="Random crop removing up to this fraction of each side, then resize.")
-    brightness: float = Field(0, ge=0, le=1, description="Random brightness shift within +/- this fraction of 255.")
-    seed: int = Field(0, description="Seed mixed with each record key, so reruns write the same pixels.")
-
-
-class ImageReaderConfig(FileInput):
-    """Images (JPEG, PNG, BMP, TIFF, WebP) decoded with OpenCV."""
-
-    reader: Literal["image"] = Field(description="Selects this reader.")
-    include: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS), description="Glob patterns of files to read.")
-    size: tuple[int, int] = Field(description="Output [height, width] in pixels.")
-    channels: Literal[1, 3, 4] = Field(3, description="1 grayscale, 3 RGB, 4 RGBA.")
-    resize: Literal["stretch", "pad", "crop"] = Field(
-        "stretch", description="stretch to size; pad: keep aspect and pad; crop: keep aspect and center-crop."
-    )
-    pad_value: int = Field(0, ge=0, le=255, description="Fill value of the border in pad mode.")
-    dtype: Literal["uint8", "float32"] = Field("uint8", description="Stored dtype; float32 scales to [0, 1].")
-    max_pixels: int = Field(40_000_000, gt=0, description="Images whose header declares more pixels are quarantined.")
-    augment: Augment = Augment()
-
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 1 or max(value) > 8192:
-            raise ValueError("height and width must be between 1 and 8192")
-        return value
-
-
-class AudioReaderConfig(FileInput):
-    """Audio (WAV, FLAC, OGG, MP3, Opus) decoded with soundfile and resampled with soxr."""
-
-    reader: Literal["audio"] = Field(description="Selects this reader.")
-    include: list[str] = Field(default_factory=lambda: list(AUDIO_EXTENSIONS), description="Glob patterns of files to read.")
-    sample_rate: int = Field(16000, ge=1000, le=192000, description="Every clip is resampled (soxr, HQ) to this rate.")
-    channels: int = Field(1, ge=1, le=8, description="1 mixes down to mono; N keeps N channels (mono is repeated).")
-    duration: float = Field(description="Seconds per example; shorter clips are zero-padded.", gt=0, le=600)
-    long_clips: Literal["crop", "chunk"] = Field("crop", description="crop keeps the start; chunk makes windows.")
-    chunk_hop: float | None = Field(None, gt=0, description="Seconds between chunk starts (default: duration).")
-    features: Literal["waveform", "logmel", "mfcc"] = Field(
-        "waveform", description="Store the waveform, or a log-mel spectrogram / MFCCs computed at ingest."
-    )
-    n_fft: int = Field(512, ge=16, le=16384, description="FFT window length in samples (spectrograms).")
-    hop_length: int = Field(160, ge=1, description="Samples between spectrogram frames.")
-    n_mels: int = Field(40, ge=1, le=512, description="Mel bands.")
-    n_mfcc: int = Field(13, ge=1, le=128, description="MFCC coefficients kept (features: mfcc).")
-    fmin: float = Field(0.0, ge=0, description="Lowest mel band edge in Hz.")
-    fmax: float | None = Field(None, gt=0, description="Highest mel band edge in Hz (default: Nyquist).")
-
-    @model_validator(mode="after")
-    def _spectrogram_fits(self):
-        if self.features != "waveform" and self.n_fft > round(self.duration * self.sample_rate):
-            raise ValueError("n_fft is longer than one example (duration * sample_rate)")
-        if self.features == "mfcc" and self.n_mfcc > self.n_mels:
-            raise ValueError("n_mfcc must not exceed n_mels")
-        if self.fmax is not None and self.fmax > self.sample_rate / 2:
-            raise ValueError(f"fmax must not exceed the Nyquist frequency {self.sample_rate / 2:g}")
-        return self
-
-
-class CsvReaderConfig(Section):
-    """Tabular rows read with Spark's CSV reader; preprocessing fitted with Spark ML on train."""
-
-    reader: Literal["csv"] = Field(description="Selects this reader.")
-    input: str = Field(description="A CSV file, or a directory of CSV files.")
-    header: bool = Field(True, description="The first line holds column names.")
-    columns: list[str] | None = Field(None, description="Column names when the file has no header.")
-    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
-    quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
-    escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
-    multiline: bool = Field(False, description="Allow quoted values that span lines.")
-    encoding: str = Field("utf-8", description="Text encoding of the file.")
-    na_values: list[str] = Field(
-        default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"],
-        description="Values read as missing.",
-    )
-    numeric: list[str] = Field(default_factory=list, description="Numeric feature columns.")
-    categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
-    categorical_encoding: Literal["onehot", "index"] = Field(
-        "onehot", description="One-hot slots per category (plus one for missing/unseen), or the category index."
-    )
-    impute: Literal["mean", "median", "mode"] = Field("mean", description="Fills missing numeric values.")
-    non_finite: Literal["missing", "quarantine"] = Field(
-        "missing", description="NaN, inf and -inf in numeric columns: treat as missing (imputed) or quarantine the row."
-    )
-    scale: bool = Field(False, description="Standardise features at ingest (else the model does it).")
-    label: str | None = Field(None, description="Label column.")
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="classification: label is a class name; regression: a number."
-    )
-    key_column: str | None = Field(None, description="Unique id column; default: file:row.")
-    passthrough: list[str] = Field(default_factory=list, description="Columns copied to the shards as strings.")
-
-    @model_validator(mode="after")
-    def _columns_consistent(self):
-        if not self.numeric and not self.categorical:
-            raise ValueError("name at least one feature column in 'numeric' or 'categorical'")
-        if not self.header and not self.columns:
-            raise ValueError("a file without header needs 'columns'")
-        roles = self.numeric + self.categorical + ([self.label] if self.label else []) + self.passthrough
-        dupes = sorted({c for c in roles if roles.count(c) > 1})
-        if dupes:
-            raise ValueError(f"columns used twice: {', '.join(dupes)}")
-        return self
-
-
-ReaderConfig = Annotated[
-    Union[ImageReaderConfig, AudioReaderConfig, CsvReaderConfig], Field(discriminator="reader")
-]
 
 
 class ApplicationSettings(Section):
@@ -360,9 +244,8 @@ class ExperimentConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Experiment name (letters, digits, _ . -).")
     spark: SparkSettings = SparkSettings()
     dataset: DatasetSettings
-    ingest: Union[ImageReaderConfig, AudioReaderConfig, CsvReaderConfig, None] = Field(
-        None, discriminator="reader", description="How to ingest the dataset (needed by ingest)."
-    )
+    # The registered readers' configs, tagged by `reader:` (see use_readers).
+    ingest: Optional[Section] = Field(None, description="How to ingest the dataset (needed by ingest).")
     train: TrainSettings | None = Field(None, description="How to train (needed by train).")
     # The config file's folder, where a model factory's module is looked up first (not part of the YAML).
     _source_dir: str | None = PrivateAttr(None)
@@ -370,3 +253,15 @@ class ExperimentConfig(Section):
     @property
     def source_dir(self) -> str | None:
         return self._source_dir
+
+
+def use_readers(configs: list[type[Section]]) -> None:
+    """Make `ingest:` accept exactly these reader sections, told apart by their `reader:` field.
+
+    The reader registry calls it each time a reader registers, so a reader declared outside
+    dltool is validated, documented (`dltool schema`, the reference) and loaded like a built-in.
+    """
+    field = ExperimentConfig.model_fields["ingest"]
+    field.annotation = Optional[Union[tuple(configs)]]
+    field.discriminator = "reader" if len(configs) > 1 else None
+    ExperimentConfig.model_rebuild(force=True)

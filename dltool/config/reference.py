@@ -45,7 +45,7 @@ def render_reference() -> str:
     lines = [
         "# Experiment config reference",
         "",
-        f"> Generated from `dltool/config/models.py`; do not edit by hand. Regenerate with `{REGENERATE}`.",
+        f"> Generated from `dltool/config/models.py` and the registered readers (`dltool/readers/`); do not edit by hand. Regenerate with `{REGENERATE}`.",
         "",
         "An experiment is one YAML file. Every section rejects unknown fields, so a misspelt key is an",
         "error (exit 2) that names the file, the line and the field. `dltool validate CONFIG` checks a file",

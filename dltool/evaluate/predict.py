@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from dltool.config.models import CsvReaderConfig, ExperimentConfig
+from dltool.config.models import ExperimentConfig, SplitSettings
 from dltool.errors import ConfigError, DltoolError
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import MANIFEST, SUCCESS, read_manifest
@@ -91,18 +91,18 @@ def _ingest_raw(config: ExperimentConfig, source: Location, output: Location, pr
 
     if config.ingest is None:
         raise ConfigError("predicting on raw inputs needs the config's 'ingest' section (how to read them)")
+    from dltool.readers.base import reader_for
+
     temp = output.sibling(f".ingest-{uuid.uuid4().hex[:8]}")
-    data = json.loads(config.model_dump_json())
+    reader = reader_for(config.ingest)
     # Every record lands in one split, unaugmented and unlabelled: predict sees them all as they are.
-    table = isinstance(config.ingest, CsvReaderConfig)
-    data["ingest"].update(input=source.uri, label=None if table else {"source": "none"})
-    # Rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
-    preprocess = open_location(config.dataset.path).child("_preprocess").uri if table else None
-    if "augment" in data["ingest"]:
-        data["ingest"]["augment"] = {"copies": 0}
+    ingest = reader.for_raw_inputs(source.uri)
+    # Table rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
+    preprocess = open_location(config.dataset.path).child("_preprocess").uri if reader.kind == "table" else None
     # Bad records are quarantined and counted; they never stop the predictions for the rest.
-    data["dataset"].update(path=temp.uri, split={"train": 0.0, "val": 0.0, "test": 1.0}, max_bad_fraction=1.0)
-    raw_config = ExperimentConfig.model_validate(data)
+    dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
+                                                "split": SplitSettings(train=0.0, val=0.0, test=1.0)})  # fmt: skip
+    raw_config = config.model_copy(update={"ingest": ingest, "dataset": dataset})
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess)
     return temp.uri
 

@@ -1,8 +1,25 @@
-"""Record readers, registered under the YAML `reader:` name."""
+"""Record readers, registered under the YAML `reader:` name.
 
-from dltool.readers.audio import AudioReader
-from dltool.readers.base import REGISTRY, FileReader, TableReader, reader_for
-from dltool.readers.csv import CsvReader
-from dltool.readers.image import ImageReader
+The import order is the registration order: the order of the readers in `dltool schema`
+and in the config reference.
+"""
 
-__all__ = ["REGISTRY", "AudioReader", "CsvReader", "FileReader", "ImageReader", "TableReader", "reader_for"]
+from dltool.readers.base import REGISTRY, FileReader, Reader, TableReader, reader_for, register  # isort: skip
+from dltool.readers.image import ImageReader, ImageReaderConfig  # isort: skip
+from dltool.readers.audio import AudioReader, AudioReaderConfig  # isort: skip
+from dltool.readers.csv import CsvReader, CsvReaderConfig  # isort: skip
+
+__all__ = [
+    "REGISTRY",
+    "AudioReader",
+    "AudioReaderConfig",
+    "CsvReader",
+    "CsvReaderConfig",
+    "FileReader",
+    "ImageReader",
+    "ImageReaderConfig",
+    "Reader",
+    "TableReader",
+    "reader_for",
+    "register",
+]

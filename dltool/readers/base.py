@@ -1,8 +1,17 @@
 """Record reader base classes and the registry keyed by the YAML `reader:` name.
 
-A file reader only decodes: the ingest job lists files, assigns labels and
-splits, reads bytes, writes shards and quarantines failures. A table reader
-(CSV) turns its input into a Spark DataFrame of features, labels and keys.
+A reader is one module: its pydantic config section (with `reader: Literal[NAME]`), the
+files it accepts, the builtin model `train.model.builtin: auto` picks for its data, how
+predict reads raw inputs with it, and its decode (file readers) or table-building
+(table readers) code. `@register` makes it a choice of `ingest.reader` everywhere: config
+validation and YAML line numbers, `dltool schema`, the generated reference, ingest,
+train and predict. A reader declared outside dltool registers the same way; on a cluster,
+ship its module to the executors (`spark.sparkContext.addPyFile`), which import it when
+they unpickle its config.
+
+A file reader only decodes: the ingest job lists files, assigns labels and splits, reads
+bytes, writes shards and quarantines failures. A table reader turns its input into a
+Spark DataFrame of features, labels and keys.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from dltool.errors import ConfigError
 from dltool.shards.codec import TensorSpec
@@ -20,7 +30,14 @@ REGISTRY: dict[str, type["Reader"]] = {}
 
 
 def register(cls: type["Reader"]) -> type["Reader"]:
+    """Class decorator: make `cls` the reader of `ingest.reader: cls.name`."""
+    from dltool.config.models import use_readers
+
+    tag = cls.config_model.model_fields.get("reader")
+    if tag is None or tag.annotation.__args__ != (cls.name,):  # Literal["name"]
+        raise TypeError(f"{cls.__name__}.config_model needs a field `reader: Literal[{cls.name!r}]`")
     REGISTRY[cls.name] = cls
+    use_readers([reader.config_model for reader in REGISTRY.values()])
     return cls
 
 
@@ -34,12 +51,30 @@ def reader_for(config) -> "Reader":
         raise ConfigError(f"ingest.reader: unknown reader {config.reader!r}; known: {sorted(REGISTRY)}") from e
 
 
+def default_model_for(reader: str | None) -> str | None:
+    """The builtin model `auto` picks for data from this reader (None: not a known reader)."""
+    import dltool.readers  # noqa: F401
+
+    cls = REGISTRY.get(reader or "")
+    return cls.default_model if cls else None
+
+
 class Reader(ABC):
     name: ClassVar[str]
     kind: ClassVar[str]  # "file" or "table"
+    config_model: ClassVar[type[BaseModel]]  # the `ingest:` section, with `reader: Literal[name]`
+    default_model: ClassVar[str]  # the builtin `train.model.builtin: auto` picks
 
     def __init__(self, config):
         self.config = config
+
+    def patterns(self) -> tuple[list[str], list[str]]:
+        """The (include, exclude) globs of the files to read when `input` is a directory."""
+        return list(self.config.include), list(self.config.exclude)
+
+    @abstractmethod
+    def for_raw_inputs(self, input_uri: str) -> BaseModel:
+        """This reader's config for predicting on raw inputs at input_uri: as trained, but unlabelled, unaugmented."""
 
 
 class FileReader(Reader):
@@ -68,6 +103,11 @@ class FileReader(Reader):
     def augment(self, example: np.ndarray, key: str, copy: int) -> np.ndarray:
         return example
 
+    def for_raw_inputs(self, input_uri: str) -> BaseModel:
+        from dltool.config.models import NoLabel
+
+        return self.config.model_copy(update={"input": input_uri, "label": NoLabel(source="none")})
+
     def label_of(self, relpath: str) -> str | None:
         """The label text of a file from its path relative to the input root (None: unlabelled)."""
         label = self.config.label
@@ -81,6 +121,13 @@ class FileReader(Reader):
 
 
 class TableReader(Reader):
-    """Builds a DataFrame of (features array<float>, label, key, passthrough...) rows."""
+    """Builds a DataFrame of (features array<float>, label, key, passthrough...) rows.
+
+    Its preprocessing is fitted on the train split and saved in the dataset's `_preprocess/`;
+    predict applies that, never a refit one, to raw rows.
+    """
 
     kind = "table"
+
+    def for_raw_inputs(self, input_uri: str) -> BaseModel:
+        return self.config.model_copy(update={"input": input_uri, "label": None})

@@ -4,11 +4,63 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
+from pydantic import Field, model_validator
+
+from dltool.config.models import Section
 from dltool.errors import ConfigError
 from dltool.readers.base import TableReader, register
 
 CORRUPT = "_corrupt_record"
+# The files a directory `input` is read for.
+CSV_PATTERNS = ["*.csv", "*.tsv", "*.txt", "*.csv.gz", "*.csv.bz2"]
+
+
+class CsvReaderConfig(Section):
+    """Tabular rows read with Spark's CSV reader; preprocessing fitted with Spark ML on train."""
+
+    reader: Literal["csv"] = Field(description="Selects this reader.")
+    input: str = Field(description="A CSV file, or a directory of CSV files.")
+    header: bool = Field(True, description="The first line holds column names.")
+    columns: list[str] | None = Field(None, description="Column names when the file has no header.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+    quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
+    escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
+    multiline: bool = Field(False, description="Allow quoted values that span lines.")
+    encoding: str = Field("utf-8", description="Text encoding of the file.")
+    na_values: list[str] = Field(
+        default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"],
+        description="Values read as missing.",
+    )
+    numeric: list[str] = Field(default_factory=list, description="Numeric feature columns.")
+    categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
+    categorical_encoding: Literal["onehot", "index"] = Field(
+        "onehot", description="One-hot slots per category (plus one for missing/unseen), or the category index."
+    )
+    impute: Literal["mean", "median", "mode"] = Field("mean", description="Fills missing numeric values.")
+    non_finite: Literal["missing", "quarantine"] = Field(
+        "missing", description="NaN, inf and -inf in numeric columns: treat as missing (imputed) or quarantine the row."
+    )
+    scale: bool = Field(False, description="Standardise features at ingest (else the model does it).")
+    label: str | None = Field(None, description="Label column.")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="classification: label is a class name; regression: a number."
+    )
+    key_column: str | None = Field(None, description="Unique id column; default: file:row.")
+    passthrough: list[str] = Field(default_factory=list, description="Columns copied to the shards as strings.")
+
+    @model_validator(mode="after")
+    def _columns_consistent(self):
+        if not self.numeric and not self.categorical:
+            raise ValueError("name at least one feature column in 'numeric' or 'categorical'")
+        if not self.header and not self.columns:
+            raise ValueError("a file without header needs 'columns'")
+        roles = self.numeric + self.categorical + ([self.label] if self.label else []) + self.passthrough
+        dupes = sorted({c for c in roles if roles.count(c) > 1})
+        if dupes:
+            raise ValueError(f"columns used twice: {', '.join(dupes)}")
+        return self
 
 
 @dataclass
@@ -31,6 +83,11 @@ class TableBuild:
 @register
 class CsvReader(TableReader):
     name = "csv"
+    config_model = CsvReaderConfig
+    default_model = "mlp"
+
+    def patterns(self) -> tuple[list[str], list[str]]:
+        return CSV_PATTERNS, []
 
     def read_options(self) -> dict:
         cfg = self.config

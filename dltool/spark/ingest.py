@@ -82,8 +82,8 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     reader = reader_for(config.ingest)
     dataset = open_location(config.dataset.path)
     source = open_location(config.ingest.input)
-    include = getattr(config.ingest, "include", None) or ["*.csv", "*.tsv", "*.txt", "*.csv.gz", "*.csv.bz2"]
-    files, left_out = list_files(source, include, getattr(config.ingest, "exclude", ()))
+    include, exclude = reader.patterns()
+    files, left_out = list_files(source, include, exclude)
     if not files:
         raise ConfigError(f"{source.uri}: no input files match include {include}")
     broken = next((f for f in files if f.problem is not None), None)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dltool.config.models import AudioReaderConfig, ModelSettings, TrainSettings
+from dltool.config.models import ModelSettings, TrainSettings
 from dltool.errors import ConfigError, InputNotFoundError
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 # Constructor arguments dltool sets itself on an application.
 APPLICATION_OWN_ARGS = {"include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
                         "classifier_activation"}  # fmt: skip
-AUTO_BUILTIN = {"image": "small_cnn", "audio": "audio_cnn", "csv": "mlp"}
 # Keras's MelSpectrogram clips at (max over the whole batch) - top_db, which would make one
 # example's features depend on its batch mates; 1000 dB never clips (its floor is -100 dB).
 NO_TOP_DB = 1000.0
@@ -294,12 +293,15 @@ def _builtin_name(spec: ModelSettings, manifest: dict) -> str:
     name = spec.builtin or "auto"
     if name != "auto":
         return name
+    from dltool.readers.base import default_model_for
+
     reader = manifest.get("reader")
-    if reader not in AUTO_BUILTIN:
+    builtin = default_model_for(reader)
+    if builtin is None:
         raise ConfigError(
             f"train.model.builtin: auto cannot choose a model for reader {reader!r}; name small_cnn, audio_cnn or mlp"
         )
-    return AUTO_BUILTIN[reader]
+    return builtin
 
 
 def _builtin_args(model: type[_BuiltinArgs], args: dict, builtin: str) -> Any:
@@ -367,6 +369,8 @@ def _mel_frontend(x, manifest: dict):
             "train.model.builtin: audio_cnn on waveforms needs the sample rate, which the dataset manifest "
             "lacks (ingest.sample_rate)"
         )
+    from dltool.readers.audio import AudioReaderConfig
+
     fields = AudioReaderConfig.model_fields
     mel = {k: ingest.get(k, fields[k].default) for k in ("n_fft", "hop_length", "n_mels", "fmin", "fmax")}
     if len(x.shape) == 2:

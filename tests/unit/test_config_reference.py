@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dltool.cli import app
-from dltool.config.models import AudioReaderConfig, CsvReaderConfig, ImageReaderConfig
+from dltool.readers import AudioReaderConfig, CsvReaderConfig, ImageReaderConfig
 from dltool.config.reference import REGENERATE, render_reference
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "config-reference.md"
