@@ -6,13 +6,14 @@ Each reader's section (`ingest:` with `reader: NAME`) is declared in its own mod
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+import dltool.readers  # noqa: F401  (registers the built-in readers; use_readers below adds their sections)
+from dltool.config.base import FileInput, LabelFromParentDir, LabelFromRegex, NoLabel, Section  # noqa: F401
+
+__all__ = ["ExperimentConfig", "FileInput", "Section", "TrainSettings", "use_readers"]
 
 
 class SparkSettings(Section):
@@ -58,50 +59,6 @@ class DatasetSettings(Section):
         if self.row_group_mb > self.shard_mb:
             raise ValueError(f"row_group_mb ({self.row_group_mb}) must not exceed shard_mb ({self.shard_mb})")
         return self
-
-
-class LabelFromParentDir(Section):
-    """The label is the name of the file's parent directory (class folders)."""
-
-    source: Literal["parent_dir"] = "parent_dir"
-
-
-class LabelFromRegex(Section):
-    """The label is the first group of a regex searched in the path relative to the input root."""
-
-    source: Literal["regex"]
-    pattern: str = Field(description="Regex searched in the relative path; its first group is the label.")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles_with_group(cls, value: str) -> str:
-        try:
-            compiled = re.compile(value)
-        except re.error as e:
-            raise ValueError(f"not a valid regex: {e}") from e
-        if compiled.groups < 1:
-            raise ValueError("the regex needs one capturing group, e.g. '^(\\w+)_\\d+'")
-        return value
-
-
-class NoLabel(Section):
-    """Records have no label (unsupervised data, or inference inputs)."""
-
-    source: Literal["none"]
-
-
-FileLabel = Annotated[Union[LabelFromParentDir, LabelFromRegex, NoLabel], Field(discriminator="source")]
-
-
-class FileInput(Section):
-    input: str = Field(description="Directory (searched recursively) or single file; local path or URI.")
-    include: list[str] = Field(description="Glob patterns matched against the path relative to input (case-insensitive).")
-    exclude: list[str] = Field(default_factory=list, description="Glob patterns of files to leave out.")
-    label: FileLabel = LabelFromParentDir()
-    max_file_mb: float = Field(64, gt=0, description="Files larger than this are quarantined unread.")
-    files_per_task: int = Field(
-        0, ge=0, description="At most this many files per Spark task (and shard); 0 sizes tasks from shard_mb and the cores."
-    )
 
 
 class ApplicationSettings(Section):
@@ -255,13 +212,20 @@ class ExperimentConfig(Section):
         return self._source_dir
 
 
-def use_readers(configs: list[type[Section]]) -> None:
-    """Make `ingest:` accept exactly these reader sections, told apart by their `reader:` field.
+def use_readers() -> None:
+    """Make `ingest:` accept exactly the registered readers' sections, told apart by their `reader:` field.
 
-    The reader registry calls it each time a reader registers, so a reader declared outside
-    dltool is validated, documented (`dltool schema`, the reference) and loaded like a built-in.
+    Called once here and again by `register` for every reader registered later, so a reader
+    declared outside dltool is validated, documented (`dltool schema`, the reference) and
+    loaded like a built-in.
     """
+    from dltool.readers.base import REGISTRY
+
+    configs = [reader.config_model for reader in REGISTRY.values()]
     field = ExperimentConfig.model_fields["ingest"]
     field.annotation = Optional[Union[tuple(configs)]]
     field.discriminator = "reader" if len(configs) > 1 else None
     ExperimentConfig.model_rebuild(force=True)
+
+
+use_readers()

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from dltool.config.models import FileInput
+from dltool.config.base import FileInput
 from dltool.readers.base import FileReader, register
 from dltool.shards.codec import TensorSpec
 

@@ -31,20 +31,22 @@ REGISTRY: dict[str, type["Reader"]] = {}
 
 def register(cls: type["Reader"]) -> type["Reader"]:
     """Class decorator: make `cls` the reader of `ingest.reader: cls.name`."""
-    from dltool.config.models import use_readers
+    import sys
 
     tag = cls.config_model.model_fields.get("reader")
     if tag is None or tag.annotation.__args__ != (cls.name,):  # Literal["name"]
         raise TypeError(f"{cls.__name__}.config_model needs a field `reader: Literal[{cls.name!r}]`")
     REGISTRY[cls.name] = cls
-    use_readers([reader.config_model for reader in REGISTRY.values()])
+    # The experiment models import the readers, not the other way round: once they are loaded,
+    # a reader registered later (a plugin) is added to them here.
+    models = sys.modules.get("dltool.config.models")
+    if models is not None and hasattr(models, "use_readers"):
+        models.use_readers()
     return cls
 
 
 def reader_for(config) -> "Reader":
     """The reader instance for an ingest config section."""
-    import dltool.readers  # noqa: F401  (registers the built-in readers)
-
     try:
         return REGISTRY[config.reader](config)
     except KeyError as e:
@@ -53,8 +55,6 @@ def reader_for(config) -> "Reader":
 
 def default_model_for(reader: str | None) -> str | None:
     """The builtin model `auto` picks for data from this reader (None: not a known reader)."""
-    import dltool.readers  # noqa: F401
-
     cls = REGISTRY.get(reader or "")
     return cls.default_model if cls else None
 
@@ -104,7 +104,7 @@ class FileReader(Reader):
         return example
 
     def for_raw_inputs(self, input_uri: str) -> BaseModel:
-        from dltool.config.models import NoLabel
+        from dltool.config.base import NoLabel
 
         return self.config.model_copy(update={"input": input_uri, "label": NoLabel(source="none")})
 

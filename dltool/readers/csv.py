@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dltool.config.models import Section
+from dltool.config.base import Section
 from dltool.errors import ConfigError
 from dltool.readers.base import TableReader, register
 

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from dltool.config.models import FileInput, Section
+from dltool.config.base import FileInput, Section
 from dltool.readers.base import FileReader, register
 from dltool.shards.codec import TensorSpec
 

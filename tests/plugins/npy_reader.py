@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dltool.config.models import FileInput
+from dltool.config.base import FileInput
 from dltool.errors import RecordError
 from dltool.readers import FileReader, register
 from dltool.shards.codec import TensorSpec
