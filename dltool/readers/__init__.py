@@ -8,6 +8,7 @@ from dltool.readers.base import REGISTRY, FileReader, Reader, TableReader, reade
 from dltool.readers.image import ImageReader, ImageReaderConfig  # isort: skip
 from dltool.readers.audio import AudioReader, AudioReaderConfig  # isort: skip
 from dltool.readers.csv import CsvReader, CsvReaderConfig  # isort: skip
+from dltool.readers.table import TableReaderConfig, TableSourceReader  # isort: skip
 
 __all__ = [
     "REGISTRY",
@@ -20,6 +21,8 @@ __all__ = [
     "ImageReaderConfig",
     "Reader",
     "TableReader",
+    "TableReaderConfig",
+    "TableSourceReader",
     "reader_for",
     "register",
 ]

@@ -72,6 +72,13 @@ class Reader(ABC):
         """The (include, exclude) globs of the files to read when `input` is a directory."""
         return list(self.config.include), list(self.config.exclude)
 
+    def inputs(self) -> tuple[list, int]:
+        """The InputFiles to read, and how many files under `input` the patterns left out."""
+        from dltool.storage.fs import list_files, open_location
+
+        include, exclude = self.patterns()
+        return list_files(open_location(self.config.input), include, exclude)
+
     @abstractmethod
     def for_raw_inputs(self, input_uri: str) -> BaseModel:
         """This reader's config for predicting on raw inputs at input_uri: as trained, but unlabelled, unaugmented."""

@@ -37,7 +37,7 @@ from dltool.readers.base import FileReader, reader_for
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
 from dltool.spark.splits import SPLITS, split_of, split_point
-from dltool.storage.fs import InputFile, Location, list_files, open_location
+from dltool.storage.fs import InputFile, Location, open_location
 from dltool.storage.manifest import FORMAT, FORMAT_VERSION, MANIFEST, SUCCESS, read_manifest, write_manifest
 
 ERROR_FIELDS = ("key", "path", "reader", "stage", "error_class", "message")
@@ -82,10 +82,9 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     reader = reader_for(config.ingest)
     dataset = open_location(config.dataset.path)
     source = open_location(config.ingest.input)
-    include, exclude = reader.patterns()
-    files, left_out = list_files(source, include, exclude)
+    files, left_out = reader.inputs()
     if not files:
-        raise ConfigError(f"{source.uri}: no input files match include {include}")
+        raise ConfigError(f"{source.uri}: no input files match include {reader.patterns()[0]}")
     broken = next((f for f in files if f.problem is not None), None)
     if reader.kind == "table" and broken is not None:  # a table's rows are quarantined, not its files
         raise InputNotFoundError(f"{broken.path}: cannot read: {broken.problem}")

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from dltool.cli import app
-from dltool.readers import AudioReaderConfig, CsvReaderConfig, ImageReaderConfig
+from dltool.readers import AudioReaderConfig, CsvReaderConfig, ImageReaderConfig, TableReaderConfig
 from dltool.config.reference import REGENERATE, render_reference
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "config-reference.md"
-READERS = [ImageReaderConfig, AudioReaderConfig, CsvReaderConfig]
+READERS = [ImageReaderConfig, AudioReaderConfig, CsvReaderConfig, TableReaderConfig]
 
 
 def test_reference_doc_is_up_to_date():
@@ -41,8 +41,8 @@ def test_schema_command_prints_json_schema_with_every_reader():
     assert result.exit_code == 0, result.output
     schema = json.loads(result.stdout)
     text = json.dumps(schema)
-    for reader in ("image", "audio", "csv"):
+    for reader in ("image", "audio", "csv", "table"):
         assert f'"const": "{reader}"' in text or f'"enum": ["{reader}"]' in text, f"reader {reader!r} not in schema"
     union = next(option for option in schema["properties"]["ingest"]["anyOf"] if "discriminator" in option)
     mapping = union["discriminator"]["mapping"]
-    assert sorted(mapping) == ["audio", "csv", "image"]
+    assert sorted(mapping) == ["audio", "csv", "image", "table"]
