@@ -107,9 +107,8 @@ class ColumnTableReader(TableReader):
         """Parse, validate and featurise the files. `fitted` is a saved PipelineModel to apply
         instead of fitting one on the train split (predict on raw rows uses the training data's)."""
         from pyspark import StorageLevel
-        from pyspark.sql import functions as F
-
         from pyspark.ml.functions import array_to_vector
+        from pyspark.sql import functions as F
 
         from dltool.spark.splits import split_column
 
@@ -294,12 +293,15 @@ class TableSourceReader(ColumnTableReader):
         return FORMAT_PATTERNS[self.config.format], []
 
     def inputs(self):
-        if self.config.format != "table":
-            return super().inputs()
-        from dltool.storage.fs import InputFile
+        from dltool.storage.fs import InputFile, open_location
 
-        # A catalog table has no files to fingerprint: every ingest reads it afresh.
-        return [InputFile(f"table:{self.config.input}", self.config.input, 0, time.time_ns())], 0
+        cfg = self.config
+        if cfg.format == "table":  # a catalog table has no files to fingerprint: every ingest reads it afresh
+            return [InputFile(f"table:{cfg.input}", cfg.input, 0, time.time_ns())], 0
+        if cfg.format == "delta":  # a Delta table is its folder (its log says which files are live)
+            folder = open_location(cfg.input)
+            return [InputFile(folder.path, folder.path.rsplit("/", 1)[-1], 0, time.time_ns())], 0
+        return super().inputs()
 
     def read_raw(self, spark, paths: list[str]):
         from pyspark.ml.functions import vector_to_array
