@@ -92,6 +92,9 @@ def run_training(
     from dltool.spark.shipping import config_code
 
     code = config_code(config)  # the factory's module, importable here and in the model check
+    # Workers build the model from the train section alone: `builtin: auto` is decided here,
+    # where every reader (a plugin too) is registered.
+    config = _with_auto_model_resolved(config, manifest)
     with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest) as check:
         # The model is built once in a child process while Spark starts, so a bad model stops
         # the run with exit 2 before any Spark job (measured: no later first step).
@@ -133,6 +136,17 @@ def run_training(
 
 def manifest_hash(manifest: dict) -> str:
     return config_hash({k: manifest.get(k) for k in ("features", "label", "splits", "stats", "config_hash")})
+
+
+def _with_auto_model_resolved(config: ExperimentConfig, manifest: dict) -> ExperimentConfig:
+    from dltool.readers.base import default_model_for
+
+    model = config.train.model
+    builtin = default_model_for(manifest.get("reader"))
+    if model.kind != "builtin" or (model.builtin or "auto") != "auto" or builtin is None:
+        return config  # build_model explains an unknown reader
+    train = config.train.model_copy(update={"model": model.model_copy(update={"builtin": builtin})})
+    return config.model_copy(update={"train": train})
 
 
 def default_global_batch(workers: int) -> int:

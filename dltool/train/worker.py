@@ -90,11 +90,12 @@ def check_model(spec: dict) -> int:
 
     Prints one JSON line: the model's description, or the error and its exit code.
     """
-    from dltool.config.models import ExperimentConfig
+    from dltool.config.models import TrainSettings
     from dltool.train.model import build_model, build_optimizer, describe_model
 
     try:
-        train = ExperimentConfig.model_validate(spec["config"]).train
+        # The train section only: the ingest section may name a reader this process has not imported.
+        train = TrainSettings.model_validate(spec["config"]["train"])
         model = build_model(train, spec["manifest"])
         build_optimizer(train, spec["steps_per_epoch"])
         print(json.dumps({"ok": True, "model": describe_model(model)}), flush=True)
@@ -199,7 +200,7 @@ class Steps:
 
 class Worker:
     def __init__(self, spec: dict, events: EventClient):
-        from dltool.config.models import ExperimentConfig
+        from dltool.config.models import TrainSettings
         from dltool.storage.fs import open_location
 
         self.spec = spec
@@ -207,8 +208,7 @@ class Worker:
         self.rank: int = spec["rank"]
         self.workers: int = spec["workers"]
         self.chief = self.rank == 0
-        self.config = ExperimentConfig.model_validate(spec["config"])
-        self.train = self.config.train
+        self.train = TrainSettings.model_validate(spec["config"]["train"])  # a plugin reader's section stays unread
         self.manifest = spec["manifest"]
         self.run_dir = open_location(spec["run_dir"])
         self.kind = self.manifest["label"]["kind"]

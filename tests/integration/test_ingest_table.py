@@ -22,7 +22,15 @@ def people(spark, rows: int = 40):
         array = [0.5 * i, -1.0] if i != 7 else [1.0]  # row 7: the wrong length
         data.append((f"p{i:03d}", age, i % 2 == 0, ["red", "blue", "green"][i % 3], Vectors.dense([i, 2.0 * i, 1.0]),
                      array, "yes" if i % 4 == 0 else "no"))  # fmt: skip
-    schema = "id string, age double, member boolean, colour string, emb vector, arr array<double>, churn string"
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql import types as T
+
+    schema = T.StructType([
+        T.StructField("id", T.StringType()), T.StructField("age", T.DoubleType()),
+        T.StructField("member", T.BooleanType()), T.StructField("colour", T.StringType()),
+        T.StructField("emb", VectorUDT()), T.StructField("arr", T.ArrayType(T.DoubleType())),
+        T.StructField("churn", T.StringType()),
+    ])  # fmt: skip
     return spark.createDataFrame(data, schema)
 
 

@@ -70,7 +70,9 @@ def test_a_plugin_reader_ingests_trains_and_predicts(npy_plugin, tmp_path):
     assert messages["high/text.npy"].startswith("not a .npy array")
 
     trained = run_training(config, progress=False)
-    assert trained["model"]["params"] > 0 and trained["epochs_done"] == 3  # builtin auto -> the plugin's mlp
+    assert trained["epochs_done"] == 3
+    snapshot = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert snapshot["train"]["model"]["builtin"] == "mlp"  # builtin auto -> the plugin's default model
 
     out = tmp_path / "preds"
     run_predict(config, input_uri=str(tmp_path / "in" / "high"), output_uri=str(out), progress=False)
