@@ -45,6 +45,16 @@ def register(cls: type["Reader"]) -> type["Reader"]:
     return cls
 
 
+def unregister(name: str) -> None:
+    """Remove a registered reader (tests that register their own)."""
+    import sys
+
+    REGISTRY.pop(name, None)
+    models = sys.modules.get("dltool.config.models")
+    if models is not None:
+        models.use_readers()
+
+
 def reader_for(config) -> "Reader":
     """The reader instance for an ingest config section."""
     try:

@@ -23,7 +23,11 @@ def npy_plugin(spark):
     finally:
         sys.path.remove(str(PLUGINS))
     spark.sparkContext.addPyFile(str(PLUGINS / "npy_reader.py"))  # executors unpickle its config
-    return module
+    yield module
+    from dltool.readers.base import unregister
+
+    unregister("npy")  # later tests see the built-in readers only
+    sys.modules.pop("npy_reader", None)
 
 
 def test_a_plugin_reader_is_validated_and_documented_like_a_builtin(npy_plugin, tmp_path):
