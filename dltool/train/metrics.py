@@ -130,6 +130,24 @@ def finish(metrics: list[str], sums, prefix: str = "") -> dict[str, float]:
     return logs
 
 
+def best_epoch_entry(monitor: str, logs: dict, best: dict | None) -> dict | None:
+    """The new best-epoch record if this epoch's logs beat `best` (None when they do not).
+
+    Beating means a better monitored value or, on an exact tie, a lower loss on the same
+    split: a small validation split saturates accuracy (1.0 from some early epoch on), and
+    the first epoch to reach it is rarely the best model.
+    """
+    value = logs.get(monitor)
+    if value is None:
+        return None
+    tie = "val_loss" if monitor.startswith("val_") else "loss"
+    entry = {"epoch": logs["epoch"], "monitor": monitor, "value": value, "tie_loss": logs.get(tie)}
+    if best is None or improved(monitor, value, best["value"]):
+        return entry
+    ties = value == best["value"] and tie != monitor and None not in (entry["tie_loss"], best.get("tie_loss"))
+    return entry if ties and entry["tie_loss"] < best["tie_loss"] else None
+
+
 def improved(monitor: str, value: float, best: float | None, min_delta: float = 0.0) -> bool:
     """Whether a monitored value beats the best so far (losses and errors go down, the rest up)."""
     if best is None:

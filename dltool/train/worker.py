@@ -29,8 +29,8 @@ from dltool.errors import DltoolError
 from dltool.train import checkpoints as ckpt
 from dltool.train.events import EventClient
 from dltool.train.metrics import (
+    best_epoch_entry,
     finish,
-    improved,
     loss_name,
     metric_sums_fn,
     per_example_loss_fn,
@@ -350,10 +350,10 @@ class Worker:
         """Record the epoch, track the best, checkpoint (chief); whether early stopping says stop."""
         train = self.train
         state.history.append(logs)
-        value = logs.get(train.monitor)
-        is_best = value is not None and improved(train.monitor, value, state.best and state.best["value"])
+        entry = best_epoch_entry(train.monitor, logs, state.best)
+        is_best = entry is not None
         if is_best:
-            state.best, state.stale = {"epoch": epoch, "monitor": train.monitor, "value": value}, 0
+            state.best, state.stale = entry, 0
         else:
             state.stale += 1
         stop = train.early_stopping is not None and state.stale >= train.early_stopping.patience
