@@ -15,7 +15,8 @@ split by `dltool eval`; the same model (dltool's `build_model`, same optimizer, 
 and epochs) is trained by a plain single-process Keras `fit` on the same train split held in
 memory, keeping the weights of its best validation epoch as dltool does; and a scikit-learn
 logistic regression is fitted on the same train rows (raw pixels, time-pooled log-mel bands,
-the 30 columns; standardised). One more row trains 2 workers the pre-parity way, each rank on
+the 30 columns; standardised), and for the table also scikit-learn's own MLP with `mlp`'s
+default layers (64, 32). One more row trains 2 workers the pre-parity way, each rank on
 its own share of the rows (`cache_mb: 0` turns global batches off). The configs are minimal: reader settings, the builtin and the
 epochs, everything else is dltool's default. Prints mean and spread of the test accuracy per
 row, and the ratios.
@@ -185,6 +186,17 @@ def sklearn_row(name: str, data: dict) -> float:
     return float(model.score(features(tx), ty))
 
 
+def sklearn_mlp_row(data: dict, seed: int) -> float:
+    """scikit-learn's own MLP with mlp's default layers (64, 32): how well this model family does here."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    (x, y), (tx, ty) = data["train"], data["test"]
+    model = make_pipeline(StandardScaler(), MLPClassifier((64, 32), max_iter=2000, random_state=seed))
+    return float(model.fit(x.reshape(len(x), -1), y).score(tx.reshape(len(tx), -1), ty))
+
+
 def spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
@@ -228,6 +240,8 @@ def main() -> None:
         for seed in seeds:
             keras.utils.set_random_seed(seed)
             rows.setdefault("plain Keras fit, 1 process", []).append(keras_row(configs[(1, seed, False)], manifest, data))
+            if train["model"].get("builtin") == "mlp":
+                rows.setdefault("sklearn MLP (64, 32)", []).append(sklearn_mlp_row(data, seed))
             for workers in (1, 2):
                 row = f"dltool train --workers {workers}"
                 rows.setdefault(row, []).append(dltool_row(configs[(workers, seed, False)], f"{name}: {row}"))

@@ -31,27 +31,27 @@ REGISTRY: dict[str, type["Reader"]] = {}
 
 def register(cls: type["Reader"]) -> type["Reader"]:
     """Class decorator: make `cls` the reader of `ingest.reader: cls.name`."""
-    import sys
-
     tag = cls.config_model.model_fields.get("reader")
     if tag is None or tag.annotation.__args__ != (cls.name,):  # Literal["name"]
         raise TypeError(f"{cls.__name__}.config_model needs a field `reader: Literal[{cls.name!r}]`")
     REGISTRY[cls.name] = cls
-    # The experiment models import the readers, not the other way round: once they are loaded,
-    # a reader registered later (a plugin) is added to them here.
-    models = sys.modules.get("dltool.config.models")
-    if models is not None and hasattr(models, "use_readers"):
-        models.use_readers()
+    _refresh_experiment_models()
     return cls
 
 
 def unregister(name: str) -> None:
     """Remove a registered reader (tests that register their own)."""
+    REGISTRY.pop(name, None)
+    _refresh_experiment_models()
+
+
+def _refresh_experiment_models() -> None:
+    # The experiment models import the readers, not the other way round: once they are
+    # loaded (fully), a reader registered or removed later changes what `ingest:` accepts.
     import sys
 
-    REGISTRY.pop(name, None)
     models = sys.modules.get("dltool.config.models")
-    if models is not None:
+    if models is not None and hasattr(models, "use_readers"):
         models.use_readers()
 
 
