@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from dltool.config.models import ExperimentConfig, SplitSettings
 from dltool.errors import ConfigError, DltoolError
+from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import MANIFEST, SUCCESS, read_manifest
 
@@ -65,20 +66,20 @@ def run_predict(
                 f"{dataset.uri}: features {manifest['features']['shape']} {manifest['features']['dtype']} differ from "
                 f"the training data's {trained_on['features']['shape']} {trained_on['features']['dtype']}"
             )
-        staging = output.sibling(f".tmp-{uuid.uuid4().hex[:8]}")
-        staging.fs.create_dir(staging.path, recursive=True)
-        rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress)
-        if raw and dataset.child("_errors").exists():
-            staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
-        quarantined = manifest["counts"]["quarantined"] if raw else 0
-        summary = {
-            "status": "completed", "output": output.uri, "input": source.uri, "raw_input": raw,
-            "split": None if raw else split, "model": target.model.uri, "rows": rows, "quarantined": quarantined,
-            "seconds": round(time.monotonic() - started, 1),
-        }  # fmt: skip
-        staging.child(PREDICTIONS).write_bytes(json.dumps(summary, indent=2).encode())
-        staging.child(SUCCESS).write_bytes(b"")
-        staging.fs.move(staging.path, output.path)
+        with StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}")) as staged:
+            staging = staged.location
+            rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress)
+            if raw and dataset.child("_errors").exists():
+                staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
+            quarantined = manifest["counts"]["quarantined"] if raw else 0
+            summary = {
+                "status": "completed", "output": output.uri, "input": source.uri, "raw_input": raw,
+                "split": None if raw else split, "model": target.model.uri, "rows": rows, "quarantined": quarantined,
+                "seconds": round(time.monotonic() - started, 1),
+            }  # fmt: skip
+            staging.child(PREDICTIONS).write_bytes(json.dumps(summary, indent=2).encode())
+            staging.child(SUCCESS).write_bytes(b"")  # last: on object stores it alone says complete
+            staged.commit()
         return summary
     finally:
         if cleanup:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from dltool.readers.base import FileReader, reader_for
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
 from dltool.spark.splits import SPLITS, split_of, split_point
+from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import InputFile, Location, open_location
 from dltool.storage.manifest import FORMAT, FORMAT_VERSION, MANIFEST, SUCCESS, read_manifest, write_manifest
 
@@ -106,37 +106,29 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
 
     spark = spark_session(config.spark)
     _remove_stale_siblings(dataset)
-    if _renames_directories(dataset):
-        staging = dataset.sibling(f".staging-{uuid.uuid4().hex[:8]}")
-    else:  # object stores cannot rename a folder: write in place, _SUCCESS alone marks it complete
-        dataset.delete()
-        staging = dataset
     try:
-        if reader.kind == "file":
-            body = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
-        else:
-            from dltool.spark.table_ingest import ingest_table
+        # On object stores the dataset is written in place: _SUCCESS, written last, marks it complete.
+        with StagedFolder(dataset) as staged:
+            staging = staged.location
+            if reader.kind == "file":
+                body = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
+            else:
+                from dltool.spark.table_ingest import ingest_table
 
-            body = ingest_table(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
-                                preprocess)  # fmt: skip
-        manifest = _manifest(config, reader, source, body, digest, fingerprint, left_out)
-        bad = manifest["counts"]["quarantined"] / max(1, manifest["counts"]["inputs"])
-        manifest["status"] = "ok" if bad <= config.dataset.max_bad_fraction else "failed_quality"
-        write_manifest(staging, manifest)
-        # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
-        target = dataset.sibling(".failed") if manifest["status"] != "ok" and replacing == "dataset" else dataset
-        if staging is not dataset:
-            _commit(staging, target)
+                body = ingest_table(spark, config, reader, source, files, staging, default_parallelism(spark),
+                                    progress, preprocess)  # fmt: skip
+            manifest = _manifest(config, reader, source, body, digest, fingerprint, left_out)
+            bad = manifest["counts"]["quarantined"] / max(1, manifest["counts"]["inputs"])
+            manifest["status"] = "ok" if bad <= config.dataset.max_bad_fraction else "failed_quality"
+            write_manifest(staging, manifest)
+            # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
+            failed = manifest["status"] != "ok" and replacing == "dataset"
+            target = staged.commit(to=dataset.sibling(".failed") if failed else None)
     except DltoolError:
-        staging.delete()
         raise
     except Exception as e:
-        staging.delete()
         if type(e).__module__.startswith(("py4j", "pyspark")):
             raise spark_failure(e, f"ingest of {source.uri}") from e
-        raise
-    except BaseException:
-        staging.delete()
         raise
     summary = {
         "status": "written" if manifest["status"] == "ok" else "failed_quality",
@@ -191,10 +183,6 @@ def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite:
     return state
 
 
-def _renames_directories(location: Location) -> bool:
-    return location.fs.type_name not in ("s3", "gcs")
-
-
 def _remove_stale_siblings(dataset: Location) -> None:
     """Delete staging areas, old copies and failed runs left beside this dataset by earlier ingests."""
     import pyarrow.fs as pafs
@@ -213,20 +201,6 @@ def _is_empty(location: Location) -> bool:
     import pyarrow.fs as pafs
 
     return not location.fs.get_file_info(pafs.FileSelector(location.path))
-
-
-def _commit(staging: Location, dataset: Location) -> None:
-    """Swap the staged dataset in by rename; the old one is removed only after the swap."""
-    old = None
-    if dataset.exists():
-        old = dataset.sibling(f".old-{uuid.uuid4().hex[:8]}")
-        dataset.fs.move(dataset.path, old.path)
-    parent = dataset.path.rsplit("/", 1)[0]
-    if parent:
-        dataset.fs.create_dir(parent, recursive=True)
-    dataset.fs.move(staging.path, dataset.path)
-    if old is not None:
-        old.delete()
 
 
 def plan_shards(records: int, record_bytes: int, shard_mb: int, parallelism: int, share: float) -> int:

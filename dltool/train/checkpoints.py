@@ -27,6 +27,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from dltool.errors import ConfigError, DltoolError
+from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import Location
 
 RUN_FILE = "run.json"
@@ -98,21 +99,19 @@ def upload_tree(local: Path, target: Location) -> None:
 
 
 def commit_checkpoint(run_dir: Location, epoch: int, local: Path, meta: dict) -> Checkpoint:
-    """Move a checkpoint prepared in a local folder into the run dir; checkpoint.json last."""
+    """Move a checkpoint prepared in a local folder into the run dir; checkpoint.json last.
+
+    A retried epoch's newer save replaces the older one. Scratch folders are `.tmp-*`, which
+    `prune_checkpoints` clears after a crash.
+    """
     folder = run_dir.child(CHECKPOINTS)
     final = folder.child(epoch_dir_name(epoch))
-    staging = folder.child(f".tmp-{epoch_dir_name(epoch)}-{uuid.uuid4().hex[:8]}")
-    staging.fs.create_dir(staging.path, recursive=True)
-    upload_tree(local, staging)
-    write_json(staging.child(CHECKPOINT_FILE), meta)
-    if final.exists():  # a retried epoch: the newer save wins
-        final.delete()
-    try:
-        staging.fs.move(staging.path, final.path)
-    except OSError:  # object stores cannot rename folders: copy, then the marker says complete
-        upload_tree(local, final)
-        write_json(final.child(CHECKPOINT_FILE), meta)
-        staging.delete()
+    token = uuid.uuid4().hex[:8]
+    scratch = lambda kind: folder.child(f".tmp-{epoch_dir_name(epoch)}-{kind}-{token}")  # noqa: E731
+    with StagedFolder(final, staging=scratch("staging"), old=scratch("old")) as staged:
+        upload_tree(local, staged.location)
+        write_json(staged.location.child(CHECKPOINT_FILE), meta)
+        staged.commit()
     return Checkpoint(epoch, final)
 
 
