@@ -27,6 +27,53 @@ def _wait_for(condition, timeout: float, process) -> bool:
     return False
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live process below pid, found by walking /proc's parent links."""
+    from pathlib import Path
+
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if proc.name.isdigit():
+            parents[int(proc.name)] = int(status.split("\nPPid:\t", 1)[1].split("\n", 1)[0])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _kill_tree(process, timeout: float = 30) -> None:
+    """SIGKILL the ingest and everything it started, and wait until all of it is gone.
+
+    Killing the process group is not enough: pyspark.daemon moves into a group of its own,
+    so it and its forked workers would run their last task (writing a shard into the dead
+    run's staging folder) for a moment after the kill, racing the rerun's clean-up.
+    """
+    tree = _descendants(process.pid)
+    os.killpg(process.pid, signal.SIGKILL)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(map(_running, tree)):
+        time.sleep(0.05)  # waiting for the kernel to take them down, not synchronising work
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return bool(f.read())  # a zombie (dead, not yet reaped) has an empty command line
+    except OSError:
+        return False
+
+
 def test_killed_ingest_then_rerun(spark, tmp_path):
     out = tmp_path / "digits"
     command = [sys.executable, "-m", "dltool.cli", "ingest", str(ROOT / "configs" / "images.yaml"),
@@ -35,8 +82,7 @@ def test_killed_ingest_then_rerun(spark, tmp_path):
     try:
         struck = _wait_for(lambda: any(tmp_path.glob("digits.staging-*/*/part-*.parquet")), 120, process)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        _kill_tree(process)
     if not struck:
         pytest.fail("the ingest finished or failed before any shard was staged; nothing was killed midway")
     assert not (out / "_SUCCESS").exists()
