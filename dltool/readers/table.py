@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
@@ -277,9 +278,9 @@ class ColumnTableReader(TableReader):
     def encoding(self) -> str:
         return "utf-8"
 
+    @abstractmethod
     def read_raw(self, spark, paths: list[str]):
         """The rows as a DataFrame: the used scalar columns as strings, vectors as array<double>, and CORRUPT."""
-        raise NotImplementedError
 
 
 @register
@@ -310,10 +311,12 @@ class TableSourceReader(ColumnTableReader):
         from pyspark.sql import types as T
 
         cfg = self.config
+        from pyspark.errors import AnalysisException
+
         source = spark.read.format(cfg.format).options(**cfg.options)
         try:
             frame = spark.table(cfg.input) if cfg.format == "table" else source.load(paths)
-        except Exception as e:  # Spark's analysis errors: no such table, unknown format, unreadable file
+        except AnalysisException as e:  # no such table, unknown format, unreadable schema
             raise ConfigError(f"ingest.input: Spark cannot read {cfg.input!r} as {cfg.format}: "
                               f"{str(e).strip().splitlines()[0]}") from e  # fmt: skip
         types = {f.name: f.dataType for f in frame.schema.fields}

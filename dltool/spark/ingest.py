@@ -124,10 +124,8 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
             # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
             failed = manifest["status"] != "ok" and replacing == "dataset"
             target = staged.commit(to=dataset.sibling(".failed") if failed else None)
-    except DltoolError:
-        raise
     except Exception as e:
-        if type(e).__module__.startswith(("py4j", "pyspark")):
+        if not isinstance(e, DltoolError) and type(e).__module__.startswith(("py4j", "pyspark")):
             raise spark_failure(e, f"ingest of {source.uri}") from e
         raise
     summary = {
