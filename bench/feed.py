@@ -64,7 +64,7 @@ def write_shards(root: Path, x: np.ndarray, y: np.ndarray, shards: int) -> dict:
         keys = pa.array([f"img_{i:06d}" for i in rows])
         batch = pa.record_batch([encode_tensors(x[rows], spec), pa.array(y[rows]), keys], schema=schema)
         with ShardWriter(open_location(str(root / name)), schema, spec, row_group_mb=32, compression="zstd") as w:
-            w.write_batch(batch)
+            w.write_table(pa.Table.from_batches([batch]))
         files.append(name)
     return {"features": spec.to_json(), "label": {"kind": "class"},
             "splits": {"train": {"rows": len(x), "files": files}}}  # fmt: skip

@@ -121,6 +121,37 @@ def make_csv(root: Path, rows: int) -> Path:
     return out
 
 
+CITIES = ["Zürich", "São Paulo", "Kraków", "Москва", "東京", "Málaga", "Reykjavík", "İstanbul", "Łódź", "Åre",
+          "København", "Besançon", "Göteborg", "Niš", "Αθήνα", "Chişinău", "Düsseldorf", "Québec", "Ñuñoa", "Oslo"]
+
+
+def make_table(root: Path, rows: int) -> Path:
+    """The issue's 14-column CSV: an id, a timestamp, 8 numbers, a non-ASCII city, a plan, quoted
+    free text with commas and quotes, and a label; 1-8% of the values missing."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    out = root / f"table14-{rows}.csv"
+    if out.exists():
+        return out
+    rng = np.random.default_rng(1)
+    missing = lambda p: rng.random(rows) < p  # noqa: E731
+    cols = {"customer_id": pa.array([f"C{i:08d}" for i in range(rows)])}
+    seconds = rng.integers(1_600_000_000, 1_700_000_000, rows).astype("datetime64[s]")
+    cols["signup_ts"] = pa.array(np.datetime_as_string(seconds), mask=missing(0.02))
+    for j, name in enumerate(["age", "tenure", "monthly", "total", "calls", "drops", "score", "balance"]):
+        values = np.round(rng.normal(10 * j, 1 + j, rows), 3)
+        cols[name] = pa.array(values, mask=missing(0.01 + 0.01 * j))
+    cols["city"] = pa.array(np.array(CITIES)[rng.integers(0, len(CITIES), rows)], mask=missing(0.03))
+    cols["plan"] = pa.array(np.array(["basic", "plus", "pro", "team", "edu"])[rng.integers(0, 5, rows)], mask=missing(0.05))
+    words = np.array(["late", "bill", "\"great\" service", "slow, again", "ok", "résumé", "thanks", "cancel?"])
+    picks = rng.integers(0, len(words), (rows, 3))
+    cols["comment"] = pa.array([" ".join(words[p]) for p in picks], mask=missing(0.08))
+    cols["churn"] = pa.array(np.array(["no", "yes"])[(rng.random(rows) < 0.3).astype(int)])
+    pacsv.write_csv(pa.table(cols), out, pacsv.WriteOptions(quoting_style="needed"))
+    return out
+
+
 def make_audio(root: Path, n: int, rate: int = 22050) -> Path:
     import soundfile
 
@@ -205,6 +236,59 @@ def pyarrow_csv(path: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+TABLE_NUMERIC = ["age", "tenure", "monthly", "total", "calls", "drops", "score", "balance"]
+
+
+def plain_pyspark_ml(spark, path: Path, out: Path) -> float:
+    """The hand-written PySpark ML pipeline a practitioner writes for the same job, in seconds:
+    read the CSV, cast, hash split on the id, Imputer + StringIndexer + OneHotEncoder +
+    VectorAssembler fitted on train, features as float arrays, Parquet per split."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import Imputer, OneHotEncoder, StringIndexer, VectorAssembler
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    start = time.perf_counter()
+    df = spark.read.option("header", True).option("escape", '"').csv(str(path))
+    df = df.select("customer_id", *[F.col(c).cast("double").alias(c) for c in TABLE_NUMERIC], "city", "plan", "churn")
+    bucket = F.abs(F.hash("customer_id")) % 100
+    df = df.withColumn("split", F.when(bucket < 80, "train").when(bucket < 90, "val").otherwise("test"))
+    imputed = [f"{c}_imp" for c in TABLE_NUMERIC]
+    stages = [Imputer(inputCols=TABLE_NUMERIC, outputCols=imputed),
+              StringIndexer(inputCols=["city", "plan", "churn"], outputCols=["city_i", "plan_i", "label"],
+                            handleInvalid="keep"),
+              OneHotEncoder(inputCols=["city_i", "plan_i"], outputCols=["city_v", "plan_v"], handleInvalid="keep"),
+              VectorAssembler(inputCols=imputed + ["city_v", "plan_v"], outputCol="features")]  # fmt: skip
+    model = Pipeline(stages=stages).fit(df.where(F.col("split") == "train"))
+    (model.transform(df)
+     .select(vector_to_array("features", "float32").alias("features"), F.col("label").cast("int"), "customer_id", "split")
+     .write.mode("overwrite").option("compression", "zstd").partitionBy("split").parquet(str(out)))  # fmt: skip
+    return time.perf_counter() - start
+
+
+def small_csv_cli(work: Path, rows: int = 142) -> float:
+    """Seconds for `dltool ingest` of a small CSV from the shell, Spark's start included."""
+    import subprocess
+    import sys
+
+    path = make_table(work, rows)
+    cfg = work / "configs" / "table-small.yaml"
+    cfg.parent.mkdir(exist_ok=True)
+    cfg.write_text(f"name: bench-table-small\nspark:\n  master: local[2]\ndataset:\n  path: {work / 'out' / 'table-small'}\n"
+                   + TABLE_YAML.format(path))  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "dltool", "ingest", str(cfg), "--overwrite", "--json"],
+                          capture_output=True, text=True)  # fmt: skip
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"small CSV ingest failed: {done.stderr.strip()[-2000:]}")
+    return took
+
+
+TABLE_YAML = ("ingest:\n  reader: csv\n  input: {}\n  numeric: [" + ", ".join(TABLE_NUMERIC) + "]\n"
+              "  categorical: [city, plan]\n  label: churn\n  key_column: customer_id\n")  # fmt: skip
+
+
 # ---------------------------------------------------------------- main
 
 def main() -> None:
@@ -212,26 +296,23 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20000)
     ap.add_argument("--csv-rows", type=int, default=1_000_000)
     ap.add_argument("--audio", type=int, default=2000)
-    ap.add_argument("--only", choices=["image", "csv", "audio"])
+    ap.add_argument("--table-rows", type=int, default=1_000_000)
+    ap.add_argument("--only", choices=["image", "csv", "audio", "table"])
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "_data")
     args = ap.parse_args()
     work = args.work.resolve()
-    sections = [args.only] if args.only else ["image", "csv", "audio"]
+    sections = [args.only] if args.only else ["image", "csv", "audio", "table"]
     work.mkdir(parents=True, exist_ok=True)
 
     t = time.perf_counter()
     data = {"image": lambda: make_images(work, args.images), "csv": lambda: make_csv(work, args.csv_rows),
-            "audio": lambda: make_audio(work, args.audio)}  # fmt: skip
+            "audio": lambda: make_audio(work, args.audio), "table": lambda: make_table(work, args.table_rows)}  # fmt: skip
     paths = {s: data[s]() for s in sections}
     print(f"data ready in {work} ({time.perf_counter() - t:.1f} s); driver RSS before Spark {mb(driver_peak_kib())}")
 
     from dltool.config.models import SparkSettings
     from dltool.spark.session import spark_session
 
-    t = time.perf_counter()
-    spark = spark_session(SparkSettings(master="local[2]"))
-    startup = time.perf_counter() - t
-    print(f"spark session start-up {startup:.1f} s")
     rows = []
 
     def report(section, n, unit, times, bare_rate, ceiling, peak, extra=""):
@@ -249,6 +330,14 @@ def main() -> None:
         rows.append((section, f"{n:,}", f"{rate:,.0f}", f"{n / (dl + startup):,.0f}", f"{warm:,.0f}" if warm else "-",
                      bare_text, f"{ceiling:,.0f}", f"{ratio:.2f}", f"{warm / ceiling:.2f}" if warm else "-",
                      f"{dl:.1f}", mb(peak)))  # fmt: skip
+
+    if "table" in sections:  # first: its small-CSV row starts its own Spark, before this process starts one
+        small = small_csv_cli(work)
+
+    t = time.perf_counter()
+    spark = spark_session(SparkSettings(master="local[2]"))
+    startup = time.perf_counter() - t
+    print(f"spark session start-up {startup:.1f} s")
 
     if "image" in sections:
         bare, decode = bare_images(paths["image"], 32)
@@ -273,6 +362,20 @@ def main() -> None:
         dl = run_dltool(work, f"audio-{args.audio}", yaml.format(paths["audio"]), runs=2)
         n = args.audio
         report("audio", n, "clips", dl, n / bare, 2 * n / bare, driver_peak_kib())
+
+    if "table" in sections:
+        n = args.table_rows
+        plain = plain_pyspark_ml(spark, paths["table"], work / "out" / "plain-pyspark-ml")
+        print(f"  plain PySpark ML pipeline: {plain:.1f} s")
+        dl = run_dltool(work, f"table14-{n}", TABLE_YAML.format(paths["table"]))
+        via_table = run_dltool(work, f"table14-{n}-table", TABLE_YAML.replace("reader: csv", "reader: table\n  format: csv")
+                               .format(paths["table"]) + "  options: {header: 'true', escape: '\"'}\n")  # fmt: skip
+        plain_again = plain_pyspark_ml(spark, paths["table"], work / "out" / "plain-pyspark-ml")
+        print(f"  plain PySpark ML pipeline again: {plain_again:.1f} s")
+        ceiling = n / min(plain, plain_again)
+        note = (f" (ceiling: the plain PySpark ML pipeline, best of {plain:.1f} and {plain_again:.1f} s; "
+                f"reader: table {via_table[0]:.1f} s; 142-row CSV from the shell incl. Spark start {small:.1f} s)")  # fmt: skip
+        report("table", n, "rows", dl, None, ceiling, driver_peak_kib(), note)
 
     spark.stop()
     print(f"\nspark session start-up {startup:.1f} s (not in the dltool times)\n")

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 
 from dltool.config.models import ExperimentConfig, SplitSettings
-from dltool.errors import ConfigError, DltoolError
+from dltool.errors import ConfigError, DltoolError, InputNotFoundError
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import MANIFEST, SUCCESS, read_manifest
@@ -99,13 +99,25 @@ def _ingest_raw(config: ExperimentConfig, source: Location, output: Location, pr
     # Every record lands in one split, unaugmented and unlabelled: predict sees them all as they are.
     ingest = reader.for_raw_inputs(source.uri)
     # Table rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
-    preprocess = open_location(config.dataset.path).child("_preprocess").uri if reader.kind == "table" else None
+    preprocess = _training_preprocess(config) if reader.kind == "table" else None
     # Bad records are quarantined and counted; they never stop the predictions for the rest.
     dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
                                                 "split": SplitSettings(train=0.0, val=0.0, test=1.0)})  # fmt: skip
     raw_config = config.model_copy(update={"ingest": ingest, "dataset": dataset})
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess)
     return temp.uri
+
+
+def _training_preprocess(config: ExperimentConfig) -> str:
+    """The URI of the training dataset's fitted table preprocessing."""
+    from dltool.spark.table_ingest import PREPROCESS
+
+    dataset = open_location(config.dataset.path)
+    if not dataset.child(PREPROCESS).exists():
+        older = dataset.child("_preprocess").exists()  # the Spark ML pipeline older versions saved
+        older = " (written by an older dltool: rerun `dltool ingest --overwrite`)" if older else ""
+        raise InputNotFoundError(f"{dataset.uri}: no {PREPROCESS}, the training data's fitted preprocessing{older}")
+    return dataset.child(PREPROCESS).uri
 
 
 def _predict_on_spark(config, dataset: Location, manifest: dict, trained_on: dict, split: str, model_uri: str,

@@ -1,10 +1,11 @@
-"""The `table` reader: rows from any Spark source, columns validated by role, Spark ML preprocessing fitted on train.
+"""The `table` reader: rows from any Spark source, columns validated by role, preprocessing fitted on train.
 
 `ColumnTableReader` holds what every table reader does with a DataFrame of rows: row
-numbers, per-field validation and quarantine, labels, the hash split, the fitted
-Imputer/StringIndexer/OneHotEncoder/VectorAssembler pipeline and its stats. A table reader
-only says how to read its raw rows (`read_raw`): the `csv` reader parses text, the
-`table` reader reads any Spark source (Parquet, ORC, JSON lines, CSV, Delta, a catalog table).
+numbers, per-field validation and quarantine, labels, the hash split, and fitting the
+imputation and category vocabularies (`dltool.transforms.table.Preprocess`) in one
+aggregation. A table reader only says how to read its raw rows (`read_raw`): the `csv`
+reader parses text, the `table` reader reads any Spark source (Parquet, ORC, JSON lines,
+CSV, Delta, a catalog table).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from abc import abstractmethod
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from dltool.config.base import Section
 from dltool.errors import ConfigError
 from dltool.readers.base import TableReader, register
+
+if TYPE_CHECKING:
+    from dltool.transforms.table import Preprocess
 
 CORRUPT = "_corrupt_record"  # the column holding a row the source could not parse (CSV only)
 
@@ -82,33 +85,19 @@ class TableReaderConfig(ColumnRoles):
         return list(self.vectors)
 
 
-@dataclass
-class TableBuild:
-    """What a table reader hands the ingest job: good rows, quarantined rows, and what was fitted."""
-
-    rows: object  # DataFrame: features array<float>, [label], key, split, passthrough...
-    errors: object  # DataFrame with the error table's columns
-    width: int
-    feature_names: list[str]
-    label_kind: str | None
-    vocabulary: list[str] | None
-    stats: dict | None
-    inputs: int
-    preprocess: object  # the fitted PipelineModel (features only)
-    split_rows: dict[str, int]  # good rows per split
-    cached: list  # DataFrames the reader persisted; the job unpersists them when written
-
-
 class ColumnTableReader(TableReader):
-    """Validates and featurises a table's columns by their roles; a subclass reads the raw rows."""
+    """Validates and types a table's columns by their roles; a subclass reads the raw rows."""
 
     default_model = "mlp"
 
-    def build(self, spark, paths: list[str], relpaths: dict[str, str], split_settings, fitted=None) -> TableBuild:
-        """Parse, validate and featurise the files. `fitted` is a saved PipelineModel to apply
-        instead of fitting one on the train split (predict on raw rows uses the training data's)."""
-        from pyspark import StorageLevel
-        from pyspark.ml.functions import array_to_vector
+    def typed(self, spark, paths: list[str], relpaths: dict[str, str], split_settings):
+        """One row per input row: key, split, the first problem (`_error_class`, `_message`, `_where`:
+        file:row) or null, and the used columns typed (finite doubles or null, trimmed categories or
+        null, vectors, passthrough text, `_label`). Also returns the number of input rows.
+
+        Lazy apart from counting rows per file piece: every later pass reads the source again,
+        which costs less than caching parsed text (docs/benchmarks.md, "Tables").
+        """
         from pyspark.sql import functions as F
 
         from dltool.spark.splits import split_column
@@ -116,56 +105,59 @@ class ColumnTableReader(TableReader):
         cfg = self.config
         raw = self.read_raw(spark, paths)
         raw = raw.withColumn("_file", F.input_file_name()).withColumn("_mid", F.monotonically_increasing_id())
-        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
         raw, inputs = _with_row_numbers(spark, raw, relpaths)
         self._sizes = _vector_sizes(raw, cfg.vector_columns())
-        if cfg.key_column:
-            raw = raw.withColumn("key", F.col(cfg.key_column))
-        else:
-            raw = raw.withColumn("key", F.concat_ws(":", "_relpath", F.col("_row").cast("string")))
+        row_key = F.concat_ws(":", "_relpath", F.col("_row").cast("string"))
+        key = F.coalesce(F.col(cfg.key_column), row_key) if cfg.key_column else row_key
         error_class, message = self._validation(raw)
-        raw = raw.withColumn("_error_class", error_class).withColumn("_message", message)
-        errors = raw.where(F.col("_error_class").isNotNull()).select(
-            F.coalesce("key", F.concat_ws(":", "_relpath", F.col("_row").cast("string"))).alias("key"),
-            F.concat_ws(":", "_file", F.col("_row").cast("string")).alias("path"), F.lit(self.name).alias("reader"),
-            F.lit("parse").alias("stage"), F.col("_error_class").alias("error_class"), F.col("_message").alias("message"),
-        )  # fmt: skip
-        good = raw.where(F.col("_error_class").isNull())
-        good = good.select(
+        raw = raw.withColumn("key", key.cast("string")).withColumn("_error_class", error_class)
+        bad = F.col("_error_class").isNotNull()
+        frame = raw.select(
+            "key", split_column(F.col("key"), split_settings).alias("split"), "_error_class",
+            F.when(bad, message).alias("_message"),
+            F.when(bad, F.concat_ws(":", "_file", F.col("_row").cast("string"))).alias("_where"),
             *[self._number(F.col(c)).alias(c) for c in cfg.numeric],
-            *[array_to_vector(c).alias(c) for c in cfg.vector_columns()],
             *[F.when(self._missing(F.col(c)), None).otherwise(F.trim(c)).alias(c) for c in cfg.categorical],
-            *[F.col(c).alias(c) for c in cfg.passthrough],
+            *[F.col(c) for c in cfg.vector_columns()],
+            *[F.col(c).cast("string").alias(c) for c in cfg.passthrough],
             *([self._label(F.col(cfg.label)).alias("_label")] if cfg.label else []),
-            "key", split_column(F.col("key"), split_settings).alias("split"),
-        ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
-        classify = cfg.label and cfg.task == "classification"
-        groups = good.groupBy("split", *(["_label"] if classify else [])).count().collect()
-        label_kind, vocabulary = None, None
-        if classify:
-            label_kind = "class"
-            vocabulary = sorted({r["_label"] for r in groups})
-            good = good.withColumn("label", F.array_position(F.array(*map(F.lit, vocabulary)), F.col("_label")) - 1)
-        elif cfg.label:
-            label_kind = "regression"
-            good = good.withColumn("label", F.col("_label").cast("float"))
-        split_rows = Counter()
-        for r in groups:
-            split_rows[r["split"]] += r["count"]
-        train = good.where(F.col("split") == "train")
-        if fitted is None and not split_rows["train"]:
-            raise ConfigError(f"{paths[0]}: no valid rows fall in the train split; nothing to fit preprocessing on")
-        model = fitted if fitted is not None else self._pipeline().fit(train)
-        feature_names = self.feature_names(model)
-        rows = model.transform(good)
-        stats = _feature_stats(rows.where(F.col("split") == "train")) if split_rows["train"] else None
-        keep = ["label"] if label_kind else []
-        rows = rows.select(
-            _to_array("_vec").alias("features"), *[F.col(c).cast("int" if label_kind == "class" else "float") for c in keep],
-            F.col("key").cast("string"), *[F.col(c).cast("string") for c in cfg.passthrough], "split",
         )  # fmt: skip
-        return TableBuild(rows, errors, len(feature_names), feature_names, label_kind, vocabulary, stats, inputs, model,
-                          split_rows=dict(split_rows), cached=[raw, good])  # fmt: skip
+        return frame, inputs
+
+    def fit(self, frame) -> tuple[Preprocess, dict[str, int]]:
+        """The preprocessing fitted on the train split's good rows, and the good rows per split,
+        in one aggregation (median or mode imputation add one more)."""
+        from pyspark.sql import functions as F
+
+        from dltool.transforms.table import Preprocess
+
+        cfg = self.config
+        good = frame.where(F.col("_error_class").isNull())
+        train = F.col("split") == "train"
+        classify = bool(cfg.label) and cfg.task == "classification"
+        aggregates = [F.count("*").alias("rows")]
+        for i, c in enumerate(cfg.numeric):
+            aggregates += [F.sum(F.when(train, F.col(c))).alias(f"sum{i}"), F.count(F.when(train, F.col(c))).alias(f"n{i}")]
+        aggregates += [F.collect_set(F.when(train, F.col(c))).alias(f"vocab{i}") for i, c in enumerate(cfg.categorical)]
+        groups = good.groupBy("split", *(["_label"] if classify else [])).agg(*aggregates).collect()
+        split_rows = Counter()
+        for g in groups:
+            split_rows[g["split"]] += g["rows"]
+        if not split_rows["train"]:
+            raise ConfigError(f"{cfg.input}: no valid rows fall in the train split; nothing to fit preprocessing on")
+        train_groups = [g for g in groups if g["split"] == "train"]
+        fills = {}
+        for i, c in enumerate(cfg.numeric):
+            count = sum(g[f"n{i}"] for g in train_groups)
+            if not count:
+                raise ConfigError(f"{cfg.input}: numeric column {c} has no values in the train split; nothing to impute from")
+            fills[c] = sum(g[f"sum{i}"] or 0.0 for g in train_groups) / count
+        if cfg.numeric and cfg.impute != "mean":
+            fills = _imputed(good.where(train), cfg.numeric, cfg.impute)
+        vocabularies = {c: sorted({v for g in train_groups for v in g[f"vocab{i}"]}) for i, c in enumerate(cfg.categorical)}
+        labels = sorted({g["_label"] for g in groups}) if classify else None
+        pre = Preprocess(fills, vocabularies, cfg.categorical_encoding, dict(self._sizes), labels)
+        return pre, dict(split_rows)
 
     def _missing(self, col):
         from pyspark.sql import functions as F
@@ -226,54 +218,6 @@ class ColumnTableReader(TableReader):
             error_class = F.when(condition, F.lit(name)).otherwise(error_class)
             message = F.when(condition, text).otherwise(message)
         return error_class, message
-
-    def _pipeline(self):
-        """Imputer, StringIndexer/OneHotEncoder, VectorAssembler (and StandardScaler) for the features."""
-        from pyspark.ml import Pipeline
-        from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
-
-        cfg = self.config
-        stages, inputs, names = [], [], []
-        if cfg.numeric:
-            imputed = [f"_imp_{c}" for c in cfg.numeric]
-            stages.append(Imputer(inputCols=cfg.numeric, outputCols=imputed, strategy=cfg.impute))
-            inputs += imputed
-            names += cfg.numeric
-        if cfg.categorical:
-            indexed = [f"_idx_{c}" for c in cfg.categorical]
-            stages.append(StringIndexer(inputCols=cfg.categorical, outputCols=indexed, handleInvalid="keep",
-                                        stringOrderType="alphabetAsc"))  # fmt: skip
-            if cfg.categorical_encoding == "onehot":
-                encoded = [f"_ohe_{c}" for c in cfg.categorical]
-                stages.append(OneHotEncoder(inputCols=indexed, outputCols=encoded, dropLast=False, handleInvalid="keep"))
-                inputs += encoded
-            else:
-                inputs += indexed
-        inputs += cfg.vector_columns()
-        target = "_vec_raw" if cfg.scale else "_vec"
-        stages.append(VectorAssembler(inputCols=inputs, outputCol=target, handleInvalid="error"))
-        if cfg.scale:
-            stages.append(StandardScaler(inputCol=target, outputCol="_vec", withMean=True, withStd=True))
-        return Pipeline(stages=stages)
-
-    def feature_names(self, model) -> list[str]:
-        """Names of the fitted vector's slots: numeric columns, then category=value slots."""
-        from pyspark.ml.feature import OneHotEncoderModel, StringIndexerModel
-
-        cfg = self.config
-        names = list(cfg.numeric)
-        indexer = next((s for s in model.stages if isinstance(s, StringIndexerModel)), None)
-        encoder = next((s for s in model.stages if isinstance(s, OneHotEncoderModel)), None)
-        if indexer is None:
-            pass
-        elif encoder is None:
-            names += list(cfg.categorical)
-        else:
-            for column, vocab, size in zip(cfg.categorical, indexer.labelsArray, encoder.categorySizes):
-                # StringIndexer's "keep" bucket and OneHotEncoder's own invalid slot follow the vocabulary.
-                extra = size + 1 - len(vocab)
-                names += [f"{column}={v}" for v in vocab] + [f"{column}=<other>"] + [f"{column}=<unused>"] * (extra - 1)
-        return names + [f"{c}[{i}]" for c in cfg.vector_columns() for i in range(self._sizes[c])]
 
     def encoding(self) -> str:
         return "utf-8"
@@ -339,18 +283,15 @@ class TableSourceReader(ColumnTableReader):
         return frame.select(*columns, F.lit(None).cast("string").alias(CORRUPT))
 
 
-def _to_array(column: str):
-    from pyspark.ml.functions import vector_to_array
+def _imputed(train, columns: list[str], strategy: str) -> dict[str, float]:
+    """Median (approximate, as Spark ML's Imputer: relative error 0.001) or mode of each column over train."""
+    from pyspark.sql import functions as F
 
-    return vector_to_array(column, dtype="float32")
-
-
-def _feature_stats(train) -> dict:
-    from pyspark.ml.stat import Summarizer
-
-    row = train.select(Summarizer.metrics("mean", "std", "count").summary(train["_vec"]).alias("s")).first()["s"]
-    return {"axis": 0, "count": int(row["count"]), "mean": [round(float(v), 6) for v in row["mean"]],
-            "std": [round(float(v), 6) for v in row["std"]]}  # fmt: skip
+    if strategy == "median":
+        row = train.agg(*[F.percentile_approx(c, 0.5, 1000).alias(c) for c in columns]).first()
+    else:  # the most frequent value; ties go to the smallest
+        row = train.agg(*[F.mode(c, deterministic=True).alias(c) for c in columns]).first()
+    return {c: float(row[c]) for c in columns}
 
 
 def _with_row_numbers(spark, raw, relpaths: dict[str, str]):

@@ -60,13 +60,9 @@ class ShardWriter:
         if len(self._pending["key"]) >= self.row_group_rows:
             self._flush()
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        """Write a batch that already has the shard schema's columns (the tabular path)."""
-        from dltool.shards.codec import decode_tensors
-
-        table = pa.Table.from_batches([batch]).select(self.schema.names).cast(self.schema)
-        decode_tensors(table.column("features"), self.spec)  # raises if a row has the wrong size
-        self._write(table)
+    def write_table(self, table: pa.Table) -> None:
+        """Write rows that already hold the shard schema's columns, in its order (the tabular path)."""
+        self._write(table.cast(self.schema))
 
     def _flush(self) -> None:
         if not self._pending["key"]:

@@ -1,4 +1,4 @@
-"""Write a table reader's DataFrame as shards: one pyarrow ShardWriter per Spark task, in mapInArrow."""
+"""Write a table reader's rows as shards: features computed and written by pyarrow in each Spark task (mapInArrow)."""
 
 from __future__ import annotations
 
@@ -30,90 +30,200 @@ def spark_path(source_uri: str, path: str) -> str:
 
 
 def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> dict:
-    """Build the table and write it; `preprocess` (a saved `_preprocess/` URI) is applied instead of fitting."""
+    """Type, fit and write the table; `preprocess` (a saved `_preprocess.json` URI) is applied instead of fitting.
+
+    Three passes over the source: rows per file piece (row numbers), one aggregation (the fit and
+    the split sizes), and the write, where each task turns its rows into features with numpy and
+    streams them into per-split shards and its quarantined rows into `_errors/`.
+    """
     from dltool.spark.progress import spark_progress
+    from dltool.transforms.table import Preprocess
 
     paths = [spark_path(source.uri, f.path) for f in files]
     relpaths = dict(zip(paths, (f.relpath for f in files), strict=True))
-    with spark_progress(spark, f"ingest {config.name}: {len(files)} CSV file(s)", progress):
-        fitted = None
-        if preprocess is not None:
-            from pyspark.ml import PipelineModel
+    with spark_progress(spark, f"ingest {config.name}: {len(files)} table file(s)", progress):
+        frame, inputs = reader.typed(spark, paths, relpaths, config.dataset.split)
+        if preprocess is None:
+            pre, _ = reader.fit(frame)
+            if config.ingest.scale:
+                pre = pre.with_scale(_train_moments(frame, pre))
+        else:
+            pre = Preprocess.from_json(json.loads(open_location(preprocess).read_bytes()))
+        staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
+        cfg = config.ingest
+        label_kind = None if not cfg.label else "class" if cfg.task == "classification" else "regression"
+        task = _shard_task(staging.uri, pre, label_kind, list(cfg.passthrough), reader.name, config.dataset)
+        summaries = frame.mapInArrow(task, TASK_OUTPUT).collect()
+    return _combine(summaries, pre, label_kind, inputs)
 
-            fitted = PipelineModel.load(hadoop_uri(open_location(preprocess)))
-        built = reader.build(spark, paths, relpaths, config.dataset.split, fitted=fitted)
-        try:
-            return _write_table(config, built, staging, parallelism)
-        finally:
-            for frame in built.cached:
-                frame.unpersist()
+
+PREPROCESS = "_preprocess.json"
+TASK_OUTPUT = "split string, shard string, rows long, per_class string, errors long, first_errors string, moments binary"
 
 
-def _write_table(config, built, staging, parallelism) -> dict:
+def _train_moments(frame, pre):
+    """Per-slot [count, sum, sum of squares] of the unscaled train features (for `scale: true`)."""
+    import numpy as np
     from pyspark.sql import functions as F
 
-    from dltool.spark.ingest import ERROR_FIELDS, plan_shards
+    def task(batches):
+        import pyarrow as pa
 
-    built.errors.select(*ERROR_FIELDS).repartition(1).write.mode("overwrite").option("compression", "zstd").parquet(
-        hadoop_uri(staging.child("_errors"))
-    )
-    built.preprocess.write().overwrite().save(hadoop_uri(staging.child("_preprocess")))
-    spec = TensorSpec((built.width,), "float32")
-    rows = built.rows
-    per_split = built.split_rows
-    total = sum(per_split.values())
-    summaries = []
-    for split in SPLITS:
-        n = plan_shards(per_split.get(split, 0), spec.nbytes, config.dataset.shard_mb, parallelism,
-                        per_split.get(split, 0) / max(1, total))  # fmt: skip
-        if n == 0:
-            continue
-        writer = _shard_task(staging.uri, split, spec, built.label_kind, list(config.ingest.passthrough),
-                             config.dataset.row_group_mb, config.dataset.compression)  # fmt: skip
-        part = rows.where(F.col("split") == split).drop("split").repartition(n)
-        summaries += part.mapInArrow(writer, "shard string, rows long, per_class string").collect()
-    quarantined = built.inputs - total
-    first_errors = [r.asDict() for r in built.errors.limit(5).collect()] if quarantined else []
+        from dltool.transforms.table import moments
+
+        total = np.zeros((3, pre.width))
+        for batch in batches:
+            total += moments(pre.features(batch, scaled=False))
+        yield pa.RecordBatch.from_pydict({"moments": [total.tobytes()]})
+
+    train = frame.where(F.col("_error_class").isNull() & (F.col("split") == "train"))
+    parts = train.mapInArrow(task, "moments binary").collect()
+    return sum(np.frombuffer(r["moments"]).reshape(3, pre.width) for r in parts)
+
+
+def _combine(summaries, pre, label_kind, inputs) -> dict:
+    import numpy as np
+
+    from dltool.spark.ingest import _stats
+
     splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
+    quarantined, first_errors, moments = 0, [], np.zeros((3, pre.width))
     for row in summaries:
-        split = row["shard"].split("/", 1)[0]
-        splits[split]["rows"] += row["rows"]
-        splits[split]["files"].append(row["shard"])
-        splits[split]["per_class"].update(json.loads(row["per_class"]))
+        if row["shard"] is None:  # the task's own line
+            quarantined += row["errors"]
+            first_errors += json.loads(row["first_errors"])[: max(0, 5 - len(first_errors))]
+            moments += np.frombuffer(row["moments"]).reshape(3, pre.width)
+            continue
+        entry = splits[row["split"]]
+        entry["rows"] += row["rows"]
+        entry["files"].append(row["shard"])
+        entry["per_class"].update(json.loads(row["per_class"]))
     for entry in splits.values():
         entry["files"].sort()
         counts = entry["per_class"]
-        if built.vocabulary is not None:
-            entry["per_class"] = {built.vocabulary[int(k)]: v for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))}
+        if label_kind == "class":
+            entry["per_class"] = {pre.labels[int(k)]: v for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))}
         else:
             entry["per_class"] = {"all": sum(counts.values())} if counts else {}
-    return {"spec": spec, "vocabulary": built.vocabulary, "label_kind": built.label_kind, "splits": splits,
-            "stats": built.stats, "counts": {"inputs": built.inputs, "ok": total, "quarantined": quarantined},
-            "first_errors": first_errors, "feature_names": built.feature_names, "preprocess": "_preprocess"}  # fmt: skip
+    ok = sum(s["rows"] for s in splits.values())
+    return {"spec": TensorSpec((pre.width,), "float32"), "vocabulary": pre.labels if label_kind == "class" else None,
+            "label_kind": label_kind, "splits": splits, "stats": _stats(moments) if moments[0, 0] else None,
+            "counts": {"inputs": inputs, "ok": ok, "quarantined": quarantined},
+            "first_errors": first_errors, "feature_names": pre.names, "preprocess": PREPROCESS}  # fmt: skip
 
 
-def _shard_task(staging_uri, split, spec, label_kind, passthrough, row_group_mb, compression):
-    """The mapInArrow function: stream the partition's batches into one shard file."""
+def _shard_task(staging_uri, pre, label_kind, passthrough, reader_name, dataset):
+    """The mapInArrow function: features, labels and keys into per-split shards (a new file every
+    `shard_mb`), quarantined rows into `_errors/part-NNNNN.parquet`; one summary row per shard and
+    one for the task (errors, train moments)."""
+    spec = TensorSpec((pre.width,), "float32")
+    max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
 
     def write(batches):
+        import numpy as np
         import pyarrow as pa
+        import pyarrow.compute as pc
         from pyspark import TaskContext
 
+        from dltool.shards.codec import encode_tensors
+        from dltool.spark.ingest import ERROR_FIELDS
+        from dltool.transforms.table import moments
+
         part = TaskContext.get().partitionId()
-        name = f"{split}/part-{part:05d}.parquet"
         schema = shard_schema(spec, label_kind, passthrough)
-        counts = Counter()
-        target = open_location(staging_uri).child(*name.split("/"))
-        with ShardWriter(target, schema, spec, row_group_mb, compression) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
+        staging = open_location(staging_uri)
+        shards = {s: _SplitShards(staging, s, part, schema, spec, max_rows, dataset, label_kind == "class")
+                  for s in SPLITS}
+        errors, total = [], np.zeros((3, spec.shape[0]))
+        for batch in batches:
+            bad = pc.is_valid(batch.column("_error_class"))
+            if pc.any(bad).as_py():
+                errors.append(batch.filter(bad))
+                batch = batch.filter(pc.invert(bad))
+            for split in SPLITS:
+                rows = batch.filter(pc.equal(batch.column("split"), split))
+                if not rows.num_rows:
+                    continue
+                features = pre.features(rows)
+                if split == "train":
+                    total += moments(features)
+                columns = {"features": encode_tensors(features, spec)}
                 if label_kind == "class":
-                    counts.update(batch.column("label").to_numpy().tolist())
-                else:
-                    counts.update({"all": batch.num_rows})
-        if writer.rows:
-            yield pa.RecordBatch.from_pydict(
-                {"shard": [name], "rows": [writer.rows], "per_class": [json.dumps({str(k): v for k, v in counts.items()})]}
-            )
+                    columns["label"] = pa.array(pre.label_index(rows.column("_label")), pa.int32())
+                elif label_kind == "regression":
+                    columns["label"] = rows.column("_label").cast(pa.float32())
+                columns["key"] = rows.column("key")
+                columns.update({c: rows.column(c) for c in passthrough})
+                shards[split].write(pa.table(columns))
+        quarantined = _write_errors(staging, part, errors, reader_name, ERROR_FIELDS)
+        for split in SPLITS:
+            for name, n, per_class in shards[split].close():
+                yield _summary_row(split=split, shard=name, rows=n, per_class=json.dumps(per_class))
+        yield _summary_row(errors=quarantined[0], first_errors=json.dumps(quarantined[1]), moments=total.tobytes())
 
     return write
+
+
+def _summary_row(**values):
+    """One row of TASK_OUTPUT; the fields not given are null."""
+    import pyarrow as pa
+
+    schema = pa.schema([("split", pa.string()), ("shard", pa.string()), ("rows", pa.int64()), ("per_class", pa.string()),
+                        ("errors", pa.int64()), ("first_errors", pa.string()), ("moments", pa.binary())])  # fmt: skip
+    return pa.RecordBatch.from_pydict({name: [values.get(name)] for name in schema.names}, schema=schema)
+
+
+def _write_errors(staging, part, batches, reader_name, fields) -> tuple[int, list[dict]]:
+    """The task's quarantined rows as one error file; their number and the first five."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not batches:
+        return 0, []
+    rows = pa.Table.from_batches(batches)
+    table = pa.table({"key": rows.column("key"), "path": rows.column("_where"),
+                      "reader": pa.array([reader_name] * rows.num_rows, pa.string()),
+                      "stage": pa.array(["parse"] * rows.num_rows, pa.string()),
+                      "error_class": rows.column("_error_class"), "message": rows.column("_message")})  # fmt: skip
+    table = table.select(list(fields))
+    target = staging.child("_errors", f"part-{part:05d}.parquet")
+    target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, target.path, filesystem=target.fs, compression="zstd")
+    return table.num_rows, table.slice(0, 5).to_pylist()
+
+
+class _SplitShards:
+    """The shard files one task writes for one split: `<split>/part-<task>-<n>.parquet`, each up to `max_rows`."""
+
+    def __init__(self, staging, split, part, schema, spec, max_rows, dataset, classes: bool):
+        self.staging, self.split, self.part, self.schema, self.spec = staging, split, part, schema, spec
+        self.max_rows, self.dataset, self.classes = max_rows, dataset, classes
+        self.done: list[tuple[str, int, dict]] = []
+        self.writer, self.counts = None, Counter()
+
+    def write(self, table) -> None:
+        while table.num_rows:
+            if self.writer is None:
+                name = f"{self.split}/part-{self.part:05d}-{len(self.done):03d}.parquet"
+                self.writer = ShardWriter(self.staging.child(*name.split("/")), self.schema, self.spec,
+                                          self.dataset.row_group_mb, self.dataset.compression)  # fmt: skip
+                self.name = name
+            room = self.max_rows - self.writer.rows
+            head, table = table.slice(0, room), table.slice(room)
+            self.writer.write_table(head)
+            if self.classes:
+                self.counts.update(head.column("label").to_numpy().tolist())
+            else:
+                self.counts.update({"all": head.num_rows})
+            if self.writer.rows >= self.max_rows:
+                self._finish()
+
+    def _finish(self) -> None:
+        self.writer.close()
+        self.done.append((self.name, self.writer.rows, {str(k): v for k, v in self.counts.items()}))
+        self.writer, self.counts = None, Counter()
+
+    def close(self) -> list[tuple[str, int, dict]]:
+        if self.writer is not None:
+            self._finish()
+        return self.done
