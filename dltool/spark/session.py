@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
 from dltool.config.models import SparkSettings
-from dltool.errors import DltoolError
+from dltool.errors import DltoolError, map_errors
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
-# "ValueError: ...", "org.apache.spark.SparkException: ...", not a Java frame ("at ...Error...(X.scala:83)")
-_ERROR_LINE = re.compile(r"^[\w.$]*(Error|Exception)\b.*:")
-_DLTOOL_LINE = re.compile(r"^dltool\.errors\.(\w+): (.*)$")  # a dltool error raised in a task
 
 
 def java_available() -> bool:
@@ -73,31 +69,10 @@ def _session(settings: SparkSettings):
     builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
-    try:
+    with map_errors(f"starting Spark (master {settings.master})"):
         spark = builder.getOrCreate()
-    except Exception as e:  # py4j / JVM start-up failures arrive as many types
-        raise DltoolError(f"cannot start Spark (master {settings.master}): {str(e).splitlines()[0]}") from e
     spark.sparkContext.setLogLevel("ERROR")
     return spark
-
-
-def spark_failure(error: Exception, what: str) -> DltoolError:
-    """One line for a failed Spark job: the last Python or Java error line, not the whole trace.
-
-    A dltool error raised inside a task comes back as itself (its class and message), so
-    its exit code survives the trip through Spark.
-    """
-    from dltool import errors
-
-    text = str(error)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    ours = [m for m in map(_DLTOOL_LINE.match, lines) if m]
-    if ours:
-        cls = getattr(errors, ours[-1].group(1), None)
-        if isinstance(cls, type) and issubclass(cls, DltoolError):
-            return cls(f"{what} failed: {ours[-1].group(2)}")
-    cause = next((ln for ln in reversed(lines) if _ERROR_LINE.match(ln)), None)
-    return DltoolError(f"{what} failed in Spark: {cause or (lines[0] if lines else type(error).__name__)}")
 
 
 def default_parallelism(spark) -> int:

@@ -17,7 +17,7 @@ from typing import Self
 import dltool
 from dltool.config.loader import config_hash
 from dltool.config.models import ExperimentConfig, TrainSettings
-from dltool.errors import ConfigError, DltoolError
+from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.barrier import attempt_logs
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import read_manifest
@@ -275,7 +275,7 @@ class ModelCheck:
             raise DltoolError(f"cannot build the model: the check process failed: {last}")
         result = json.loads(lines[-1])
         if not result["ok"]:
-            raise (ConfigError if result["exit_code"] == 2 else DltoolError)(result["error"])
+            ErrorRecord.from_json(result).raise_()
         self._info = result["model"]
         if view is not None:
             view.print(f"model: {self._info['params']:,} parameters ({self._info['trainable_params']:,} trainable)")
@@ -313,16 +313,13 @@ def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view
                     "last": meta.get("logs"), "model": run_dir.child("model", ckpt.MODEL_FILE).uri,
                     "saved_model": run_dir.child("model", "saved_model").uri,
                 }  # fmt: skip
-            message, code = failure
-            if code == 2 or attempt >= max_retries:
-                status.update(status="failed", error=message)
+            if failure.exit_code == 2 or attempt >= max_retries:  # a config error fails every attempt alike
+                status.update(status="failed", error=str(failure))
                 ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
                 tries = f" after {attempt + 1} attempts" if attempt else ""
                 logs = attempt_logs(run_dir, attempt).uri
-                raise (ConfigError if code == 2 else DltoolError)(
-                    f"training failed{tries}: {message} (workers' output: {logs})"
-                )
-            view.print(f"[red]attempt {attempt + 1} failed:[/] {message}")
+                raise type(failure)(f"training failed{tries}: {failure} (workers' output: {logs})") from failure
+            view.print(f"[red]attempt {attempt + 1} failed:[/] {failure}")
             view.print(f"  workers' output: {attempt_logs(run_dir, attempt).uri}")
             attempt += 1
             resume_from = ckpt.newest_checkpoint(run_dir)
@@ -330,7 +327,7 @@ def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view
             view.print(f"[yellow]retrying from {where}[/] (attempt {attempt + 1} of {max_retries + 1})")
 
 
-def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tuple[str, int] | None]:
+def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, DltoolError | None]:
     """One barrier stage, with events shown as they arrive; returns (done event, failure or None)."""
     from dltool.spark.barrier import barrier_train
 
@@ -344,7 +341,6 @@ def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tu
 
     thread = threading.Thread(target=launch, name="dltool-barrier", daemon=True)
     thread.start()
-    failures: list[dict] = []
     done: dict = {}
     digests: dict[int, str] = {}
     try:
@@ -354,9 +350,7 @@ def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tu
             except queue.Empty:
                 continue
             view.handle(event)
-            if event["type"] == "failed":
-                failures.append(event)
-            elif event["type"] == "done":
+            if event["type"] == "done":
                 digests[event["rank"]] = event["weights_sha256"]
                 if event["rank"] == 0:
                     done = event
@@ -366,25 +360,8 @@ def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tu
         raise
     if "error" not in outcome:
         if len(set(digests.values())) > 1:
-            return done, ("the workers' weights differ after training (replicas out of sync)", 1)
+            return done, DltoolError("the workers' weights differ after training (replicas out of sync)")
         return {**done, "replicas_in_sync": len(digests)}, None
-    import re
-
-    from dltool.spark.session import spark_failure
-
-    # A worker killed outright, or its whole executor lost, sends no event; the stage's error
-    # says which and how. That is the cause: the others only report the broken collective after it.
-    text = str(outcome["error"])
-    lost = re.search(r"ExecutorLostFailure \(executor (\S+) ([^)]*)\)(?: Reason: ([^\n]+))?", text)
-    if lost:
-        return done, (f"Spark executor {lost.group(1)} was lost ({lost.group(3) or lost.group(2)})".strip(), 1)
-    killed = re.search(r"dltool worker \d+ was killed by \w+", text)
-    if killed:
-        return done, (killed.group(0), 1)
-    if failures:
-        first = failures[0]
-        # The traceback was shown with the failure event; the summary keeps the first line.
-        message = (str(first["error"]).strip().splitlines() or ["failed"])[0]
-        return done, (f"worker {first['rank']}: {message}", int(first.get("exit_code", 1)))
-    found = re.search(r"dltool worker \d+ exited with code -?\d+", str(outcome["error"]))
-    return done, (found.group(0) if found else str(spark_failure(outcome["error"], "the barrier stage")), 1)
+    # Spark's error names the first failure: a lost executor, or what the failed worker's task relayed
+    # (the worker's own error, or how it died). The others only report the broken collective after it.
+    return done, ErrorRecord.from_exception(outcome["error"]).exception()
