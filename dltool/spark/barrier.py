@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections import deque
+from pathlib import Path
 
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
+from dltool.spark.shipping import with_code_path
 
 TAIL_LINES = 30
 LOG_LINES = 20_000  # a worker's log in the run dir keeps its last lines (prints in a factory, TF warnings)
@@ -118,6 +120,8 @@ def run_worker_task(job: dict) -> int:
         PYTHONUNBUFFERED="1",
         DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
     )
+    # Local mode: the config's own code from where it lies, ahead of the copy shipped at the session's start.
+    env = with_code_path(env, Path(job["user_code"]) if job.get("user_code") else None)
     env.pop("TF_CONFIG", None)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)

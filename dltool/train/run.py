@@ -91,11 +91,11 @@ def run_training(
 
     from dltool.spark.shipping import config_code
 
-    code = config_code(config)  # the factory's module, importable here and in the model check
+    code = config_code(config)  # the factory's module: shipped to executors, on the model check's path
     # Workers build the model from the train section alone: `builtin: auto` is decided here,
     # where every reader (a plugin too) is registered.
     config = _with_auto_model_resolved(config, manifest)
-    with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest) as check:
+    with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest, code) as check:
         # The model is built once in a child process while Spark starts, so a bad model stops
         # the run with exit 2 before any Spark job (measured: no later first step).
         spark = _spark(config, code)
@@ -105,6 +105,7 @@ def run_training(
         workers = train.workers or slots
         check_slots(spark, workers, slots)
         plan = _plan(config, manifest, workers)
+        local = spark.sparkContext.master.startswith("local")
         view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
         model_info = check.result(wait=True, view=view)
         run_dir.fs.create_dir(run_dir.path, recursive=True)
@@ -123,8 +124,10 @@ def run_training(
             "train_units": plan.train_units, "val_units": plan.val_units, "global_batches": plan.global_batches,
             "fault": fault,
             "job_group": f"dltool-train-{digest[:8]}",
-            # Local mode: the machine is ours, so fewer workers than cores share them all.
-            "threads": max(1, task_slots(spark) // workers) if spark.sparkContext.master.startswith("local") else None,
+            # Local mode: the machine is ours, so fewer workers than cores share them all, and
+            # the factory's module is imported from where it lies.
+            "threads": max(1, task_slots(spark) // workers) if local else None,
+            "user_code": str(code) if local and code is not None else None,
         }  # fmt: skip
         result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
     summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}
@@ -241,14 +244,19 @@ def _spark(config: ExperimentConfig, code: Path | None):
 
 
 class ModelCheck:
-    """Builds the model and optimizer in a child process (TensorFlow stays out of the driver)."""
+    """Builds the model and optimizer in a child process (TensorFlow stays out of the driver).
 
-    def __init__(self, config: ExperimentConfig, manifest: dict):
+    `code` is the config's factory module (shipping.config_code): its folder leads the child's PYTHONPATH.
+    """
+
+    def __init__(self, config: ExperimentConfig, manifest: dict, code: Path | None = None):
+        from dltool.spark.shipping import with_code_path
+
         spec = {"config": json.loads(config.model_dump_json()), "manifest": manifest, "steps_per_epoch": 1}
         handle, self._path = tempfile.mkstemp(prefix="dltool-check-", suffix=".json")
         with os.fdopen(handle, "w") as f:
             json.dump(spec, f)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+        env = with_code_path({**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}, code)
         self._child = subprocess.Popen(
             [sys.executable, "-m", "dltool.train.worker", "--check", self._path],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
