@@ -46,11 +46,6 @@ def _session(settings: SparkSettings):
     if not java_available():
         raise DltoolError("Java not found: Spark needs Java 17+ (apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
     local = settings.master.startswith("local")
-    # PySpark starts executors' Python from this variable, not from spark.pyspark.python.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if local:
-        # Bind loopback: the machine's network address may be unroutable or firewalled.
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     conf = {
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
@@ -62,7 +57,8 @@ def _session(settings: SparkSettings):
         "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "3",
     }
     if local:
-        # Small local jobs: 200 shuffle partitions would be 200 near-empty tasks.
+        # Bind loopback (the machine's network address may be unroutable or firewalled), as
+        # SPARK_LOCAL_IP would. Small local jobs: 200 shuffle partitions would be 200 near-empty tasks.
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                      "spark.sql.shuffle.partitions": str(2 * (os.cpu_count() or 2))})  # fmt: skip
     conf.update({key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.conf.items()})
@@ -71,6 +67,10 @@ def _session(settings: SparkSettings):
         builder = builder.config(key, value)
     with map_errors(f"starting Spark (master {settings.master})"):
         spark = builder.getOrCreate()
+    if "PYSPARK_PYTHON" not in os.environ:
+        # PySpark starts tasks' Python from PYSPARK_PYTHON (else `python3` on the PATH), never from
+        # spark.pyspark.python: name it on this context rather than in this process's environment.
+        spark.sparkContext.pythonExec = conf["spark.pyspark.python"]
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
