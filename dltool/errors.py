@@ -160,7 +160,7 @@ def _from_spark(error: BaseException) -> DltoolError:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     lost = _EXECUTOR_LOST.search(text)
     if lost:
-        return DltoolError(f"Spark executor {lost.group(1)} was lost ({lost.group(3) or lost.group(2)})".strip())
+        return DltoolError(f"Spark executor {lost.group(1)} was lost ({lost.group(3) or lost.group(2)})")
     ours = [m for m in map(_DLTOOL_LINE.match, lines) if m]
     if ours and _dltool_class(ours[-1].group(1)):
         return _dltool_class(ours[-1].group(1))(ours[-1].group(2))
@@ -170,17 +170,13 @@ def _from_spark(error: BaseException) -> DltoolError:
     return DltoolError(cause)
 
 
-def _named(cls: type[DltoolError]) -> Callable[[BaseException], DltoolError]:
-    return lambda error: cls(f"{type(error).__name__}: {first_line(error)}")
-
-
 # (module prefix, class name, how it becomes ours), most specific first. Classes are matched by name
 # along the error's MRO, so neither pyspark, py4j nor TensorFlow is imported to recognise their errors.
 _FOREIGN: tuple[tuple[str, str, Callable[[BaseException], DltoolError]], ...] = (
     ("pyspark", "AnalysisException", lambda error: ConfigError(first_line(error))),  # no such table, path, column
     ("py4j", "Py4JError", _from_spark),  # Py4JJavaError (a failed job), Py4JNetworkError (the JVM is gone), ...
     ("pyspark", "PySparkException", _from_spark),  # PythonException, captured JVM errors, gateway start-up
-    ("tensorflow", "OpError", _named(DltoolError)),  # InvalidArgumentError, ResourceExhaustedError, ...
+    ("tensorflow", "OpError", lambda error: DltoolError(f"{type(error).__name__}: {first_line(error)}")),  # InvalidArgumentError, ...
     ("builtins", "FileNotFoundError", lambda error: InputNotFoundError(first_line(error))),
     ("builtins", "OSError", lambda error: StorageError(first_line(error))),  # PermissionError, ConnectionError, ...
 )
