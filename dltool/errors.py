@@ -9,19 +9,31 @@
         └── QualityGateError     exit 3: a model missed an `eval --fail-under` threshold
 
 A message is one line that says what failed, where, and what to do.
+
+Foreign errors become ours in one table (`_FOREIGN`, most specific first), applied by
+`map_errors` around calls into Spark, storage and TensorFlow; an error crosses a process
+boundary (training worker child, Spark task) as an `ErrorRecord` and is raised again as itself.
 """
 
 from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 __all__ = [
     "ConfigError",
     "DataQualityError",
     "DltoolError",
     "EnvironmentProblem",
+    "ErrorRecord",
     "InputNotFoundError",
     "QualityGateError",
     "RecordError",
     "StorageError",
+    "map_errors",
 ]
 
 
@@ -73,3 +85,124 @@ class RecordError(Exception):
     def __init__(self, stage: str, message: str):
         super().__init__(message)
         self.stage = stage
+
+
+# ------------------------------------------------------------------------------ one serialisable form
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """An error as plain values, to cross a process boundary and be raised again as the same dltool class.
+
+    On the wire (`to_json`): {"error_class": "ConfigError", "message": "...", "exit_code": 2}. A foreign
+    error keeps its own class name ("ValueError") and comes back as a DltoolError (exit 1) naming it.
+    """
+
+    error_class: str
+    message: str
+    exit_code: int = 1
+
+    @classmethod
+    def from_exception(cls, error: BaseException) -> ErrorRecord:
+        """Ours as they are; a foreign error as `_FOREIGN` maps it, else under its own class name."""
+        if not isinstance(error, DltoolError):
+            error = foreign_error(error) or error
+        code = error.exit_code if isinstance(error, DltoolError) else 1
+        return cls(type(error).__name__, str(error).strip() or type(error).__name__, code)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ErrorRecord:
+        if "error_class" not in data:  # the older {"error": text, "exit_code": n} records
+            code = int(data.get("exit_code", 1))
+            return cls({2: "ConfigError", 3: "DataQualityError"}.get(code, "DltoolError"), data["error"], code)
+        return cls(data["error_class"], data["message"], int(data["exit_code"]))
+
+    def to_json(self) -> dict:
+        return {"error_class": self.error_class, "message": self.message, "exit_code": self.exit_code}
+
+    @property
+    def text(self) -> str:
+        """The message as a user reads it: a foreign error is named, ours speak for themselves."""
+        return self.message if _dltool_class(self.error_class) else f"{self.error_class}: {self.message}"
+
+    def exception(self, context: str = "") -> DltoolError:
+        """The dltool exception again, one line, after `context` ("worker 1", "scoring failed") when given."""
+        line = first_line(self.text)
+        return (_dltool_class(self.error_class) or DltoolError)(f"{context}: {line}" if context else line)
+
+    def raise_(self, context: str = "") -> None:
+        raise self.exception(context)
+
+
+def first_line(text: object) -> str:
+    """The first non-blank line of a message (TensorFlow's and Spark's run to dozens)."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _dltool_class(name: str) -> type[DltoolError] | None:
+    cls = getattr(sys.modules[__name__], name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, DltoolError) else None
+
+
+# -------------------------------------------------------------------------- foreign errors to ours
+
+# Spark's message text: a dltool error raised in a task ("dltool.errors.ConfigError: ..."), a lost
+# executor, and the last Python or Java error line ("ValueError: ...", "org.apache.spark.SparkException: ..."),
+# never a Java frame ("at ...Error...(X.scala:83)").
+_DLTOOL_LINE = re.compile(r"^dltool\.errors\.(\w+): (.*)$")
+_EXECUTOR_LOST = re.compile(r"ExecutorLostFailure \(executor (\S+) ([^)]*)\)(?: Reason: ([^\n]+))?")
+_ERROR_LINE = re.compile(r"^[\w.$]*(Error|Exception)\b.*:")
+
+
+def _from_spark(error: BaseException) -> DltoolError:
+    """A failed Spark call in one line; a dltool error raised inside a task comes back as itself."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lost = _EXECUTOR_LOST.search(text)
+    if lost:
+        return DltoolError(f"Spark executor {lost.group(1)} was lost ({lost.group(3) or lost.group(2)})")
+    ours = [m for m in map(_DLTOOL_LINE.match, lines) if m]
+    if ours and _dltool_class(ours[-1].group(1)):
+        return _dltool_class(ours[-1].group(1))(ours[-1].group(2))
+    cause = next((line for line in reversed(lines) if _ERROR_LINE.match(line)), None)
+    if cause is None:  # no error line: a start-up or connection failure says what it is on its first line
+        cause = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return DltoolError(cause)
+
+
+# (module prefix, class name, how it becomes ours), most specific first. Classes are matched by name
+# along the error's MRO, so neither pyspark, py4j nor TensorFlow is imported to recognise their errors.
+_FOREIGN: tuple[tuple[str, str, Callable[[BaseException], DltoolError]], ...] = (
+    ("pyspark", "AnalysisException", lambda error: ConfigError(first_line(error))),  # no such table, path, column
+    ("py4j", "Py4JError", _from_spark),  # Py4JJavaError (a failed job), Py4JNetworkError (the JVM is gone), ...
+    ("pyspark", "PySparkException", _from_spark),  # PythonException, captured JVM errors, gateway start-up
+    ("tensorflow", "OpError", lambda error: DltoolError(f"{type(error).__name__}: {first_line(error)}")),  # InvalidArgumentError, ...
+    ("builtins", "FileNotFoundError", lambda error: InputNotFoundError(first_line(error))),
+    ("builtins", "OSError", lambda error: StorageError(first_line(error))),  # PermissionError, ConnectionError, ...
+)
+
+
+def foreign_error(error: BaseException) -> DltoolError | None:
+    """The dltool error `_FOREIGN` maps `error` to, or None when it names no class of `error`."""
+    classes = type(error).__mro__
+    for module, name, ours in _FOREIGN:
+        if any(c.__name__ == name and c.__module__.split(".")[0] == module for c in classes):
+            return ours(error)
+    return None
+
+
+@contextmanager
+def map_errors(what: str) -> Iterator[None]:
+    """Raise a foreign error of the block as ours: "{what} failed: {cause}", cause chained.
+
+    Dltool errors pass through, as do errors the table does not name (a bug should look like one).
+    """
+    try:
+        yield
+    except DltoolError:
+        raise
+    except Exception as e:
+        ours = foreign_error(e)
+        if ours is None:
+            raise
+        raise type(ours)(f"{what} failed: {ours}") from e

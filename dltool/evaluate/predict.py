@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 
 from dltool.config.models import ExperimentConfig, SplitSettings
-from dltool.errors import ConfigError, DltoolError, InputNotFoundError
+from dltool.errors import ConfigError, ErrorRecord, InputNotFoundError, map_errors
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import MANIFEST, SUCCESS, read_manifest
@@ -124,7 +124,7 @@ def _predict_on_spark(config, dataset: Location, manifest: dict, trained_on: dic
                       output: Location, progress: bool) -> int:  # fmt: skip
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
-    from dltool.spark.session import spark_failure, spark_session
+    from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     spark = spark_session(config.spark, user_code=config_code(config))
@@ -134,18 +134,15 @@ def _predict_on_spark(config, dataset: Location, manifest: dict, trained_on: dic
     job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,
            "modules": factory_modules(config),
            "vocabulary": trained_on["label"].get("vocabulary"), "kind": trained_on["label"]["kind"]}  # fmt: skip
-    try:
-        with spark_progress(spark, "predict", enabled=progress):
-            records = (
-                spark.sparkContext.parallelize(payload, len(payload))
-                .mapPartitions(functools.partial(_predict_task, job))
-                .collect()
-            )
-    except Exception as e:  # py4j wraps task failures in many types
-        raise spark_failure(e, "predict") from e
-    errors = [r for r in records if "error" in r]
-    if errors:
-        raise (ConfigError if errors[0]["exit_code"] == 2 else DltoolError)(errors[0]["error"])
+    with map_errors("predict"), spark_progress(spark, "predict", enabled=progress):
+        records = (
+            spark.sparkContext.parallelize(payload, len(payload))
+            .mapPartitions(functools.partial(_predict_task, job))
+            .collect()
+        )
+    failures = [ErrorRecord.from_json(r["error"]) for r in records if "error" in r]
+    if failures:
+        failures[0].raise_("predict failed")
     return sum(r["rows"] for r in records)
 
 
@@ -156,10 +153,8 @@ def _predict_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[
             continue
         try:
             yield {"rows": _predict_share(job, rank, units)}
-        except DltoolError as e:
-            yield {"error": str(e), "exit_code": e.exit_code}
         except Exception as e:  # noqa: BLE001 - TensorFlow and Keras raise many types
-            yield {"error": f"predict failed: {type(e).__name__}: {e}".splitlines()[0], "exit_code": 1}
+            yield {"error": ErrorRecord.from_exception(e).to_json()}
 
 
 def _predict_share(job: dict, rank: int, units: list) -> int:

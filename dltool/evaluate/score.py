@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from dltool.errors import ConfigError, DltoolError, QualityGateError
+from dltool.errors import ConfigError, DltoolError, ErrorRecord, QualityGateError, map_errors
 from dltool.evaluate.metrics import headline, higher_is_better
 from dltool.storage.fs import Location, open_location
 
@@ -206,20 +206,16 @@ def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True, descr
     from dltool.evaluate.metrics import from_json
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
-    from dltool.spark.session import spark_failure
 
     shares = plan_shares(job["dataset"], job["manifest"], job["split"], tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     sc = spark.sparkContext
-    try:
-        with spark_progress(spark, description, enabled=progress):
-            records = sc.parallelize(payload, len(payload)).mapPartitions(functools.partial(_score_task, job)).collect()
-    except Exception as e:  # py4j wraps task failures in many types
-        raise spark_failure(e, "scoring") from e
-    errors = [record for record in records if "error" in record]
-    if errors:
-        first = min(errors, key=lambda record: record["exit_code"] == 1)  # a config mismatch explains a load failure
-        raise (ConfigError if first["exit_code"] == 2 else DltoolError)(first["error"])
+    with map_errors("scoring"), spark_progress(spark, description, enabled=progress):
+        records = sc.parallelize(payload, len(payload)).mapPartitions(functools.partial(_score_task, job)).collect()
+    failures = [ErrorRecord.from_json(record["error"]) for record in records if "error" in record]
+    if failures:
+        # A config mismatch (exit 2) explains a load failure (exit 1): it is the one to show.
+        min(failures, key=lambda failure: failure.exit_code == 1).raise_("scoring failed")
     merged: list = [None] * len(job["models"])
     for record in sorted(records, key=lambda record: (record["model"], record["rank"])):
         sums = from_json(record["sums"])
@@ -233,7 +229,7 @@ def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True, descr
 def _score_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:
     """Runs in a Spark task: each model loaded once, the task's share fed through it; one record per model.
 
-    Errors come back as records ({"error", "exit_code"}) so the driver can show one line with
+    Errors come back as records ({"error": ErrorRecord}) so the driver can show one line with
     the right exit code instead of a Python traceback wrapped in a Java one.
     """
     for rank, units in partition:
@@ -241,10 +237,8 @@ def _score_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[di
             continue
         try:
             yield from _score_share(job, rank, units)
-        except DltoolError as e:
-            yield {"error": str(e), "exit_code": e.exit_code}
         except Exception as e:  # noqa: BLE001 - TensorFlow and Keras raise many types
-            yield {"error": f"scoring failed: {type(e).__name__}: {_first_line(e)}", "exit_code": 1}
+            yield {"error": ErrorRecord.from_exception(e).to_json()}
 
 
 def _score_share(job: dict, rank: int, units: list) -> Iterator[dict]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from dltool.config.base import Section
-from dltool.errors import ConfigError
+from dltool.errors import ConfigError, map_errors
 from dltool.readers.base import TableReader, register
 
 if TYPE_CHECKING:
@@ -255,14 +255,10 @@ class TableSourceReader(ColumnTableReader):
         from pyspark.sql import types as T
 
         cfg = self.config
-        from pyspark.errors import AnalysisException
-
         source = spark.read.format(cfg.format).options(**cfg.options)
-        try:
+        # No such table, unknown format, unreadable schema: Spark's AnalysisException, a config error.
+        with map_errors(f"ingest.input: reading {cfg.input!r} as {cfg.format}"):
             frame = spark.table(cfg.input) if cfg.format == "table" else source.load(paths)
-        except AnalysisException as e:  # no such table, unknown format, unreadable schema
-            raise ConfigError(f"ingest.input: Spark cannot read {cfg.input!r} as {cfg.format}: "
-                              f"{str(e).strip().splitlines()[0]}") from e  # fmt: skip
         types = {f.name: f.dataType for f in frame.schema.fields}
         used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c]
         missing = [c for c in used + cfg.vectors if c not in types]

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections import deque
+from pathlib import Path
 
-from dltool.errors import ConfigError
+from dltool.errors import ConfigError, DltoolError, ErrorRecord
+from dltool.spark.shipping import with_code_path
 
 TAIL_LINES = 30
 LOG_LINES = 20_000  # a worker's log in the run dir keeps its last lines (prints in a factory, TF warnings)
@@ -65,7 +67,11 @@ def check_slots(spark, workers: int, slots: int | None = None) -> None:
 
 
 def barrier_train(spark, job: dict, workers: int, description: str = "dltool train") -> None:
-    """Run one barrier stage of `workers` tasks; raises the Spark error when any worker fails."""
+    """Run one barrier stage of `workers` tasks; raises the Spark error when any worker fails.
+
+    A failed worker's task raises its dltool error again ("worker 1: ..."), so the Spark error
+    carries it to the driver (errors.map_errors reads it back).
+    """
     sc = spark.sparkContext
     sc.setJobGroup(job.get("job_group", "dltool-train"), description, interruptOnCancel=True)
 
@@ -84,7 +90,8 @@ def run_worker_task(job: dict) -> int:
     """Inside a barrier task: start the worker child, agree on addresses meanwhile, relay its failure.
 
     The child starts importing TensorFlow at once; the cluster spec (TF_CONFIG) follows on
-    its stdin when every task has published its address, so the two waits overlap.
+    its stdin when every task has published its address, so the two waits overlap. A child
+    that fails leaves its ErrorRecord in a file; one killed or crashed leaves none.
     """
     import shutil
     import tempfile
@@ -97,8 +104,9 @@ def run_worker_task(job: dict) -> int:
     host = infos[rank].address.rsplit(":", 1)[0] or "127.0.0.1"
     gpus = list(ctx.resources()["gpu"].addresses) if "gpu" in ctx.resources() else []
     scratch = tempfile.mkdtemp(prefix=f"dltool-worker-{rank}-")
+    error_path = os.path.join(scratch, "error.json")
     spec = {**job, "rank": rank, "workers": len(infos), "threads": job.get("threads") or _task_cpus(ctx),
-            "train_units": job["train_units"][rank],
+            "train_units": job["train_units"][rank], "error_file": error_path,
             "val_units": job["val_units"][rank] if job.get("val_units") else None}  # fmt: skip
     spec_path = os.path.join(scratch, "spec.json")
     with open(spec_path, "w") as f:
@@ -112,6 +120,8 @@ def run_worker_task(job: dict) -> int:
         PYTHONUNBUFFERED="1",
         DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
     )
+    # Local mode: the config's own code from where it lies, ahead of the copy shipped at the session's start.
+    env = with_code_path(env, Path(job["user_code"]) if job.get("user_code") else None)
     env.pop("TF_CONFIG", None)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
@@ -134,17 +144,30 @@ def run_worker_task(job: dict) -> int:
             lines.append(line.rstrip())
             seen += 1
         code = child.wait()
+        failure = _worker_error(error_path) if code != 0 else None
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
         shutil.rmtree(scratch, ignore_errors=True)
         _save_log(job, rank, lines, seen)
+    if failure is not None:
+        failure.raise_(f"worker {rank}")
     if code != 0:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        tail = list(lines)[-TAIL_LINES:]
-        raise RuntimeError(f"dltool worker {rank} {how}; its last output:\n" + "\n".join(tail))
+        # The first line is what the driver shows. The child's last output follows for the Spark
+        # UI, marked so that none of it reads as an error line of Spark's message.
+        tail = "".join(f"\n  | {line}" for line in list(lines)[-TAIL_LINES:])
+        raise DltoolError(f"dltool worker {rank} {how}{tail}")
     return rank
+
+
+def _worker_error(path: str) -> ErrorRecord | None:
+    try:
+        with open(path) as f:
+            return ErrorRecord.from_json(json.load(f))
+    except (OSError, ValueError, KeyError):  # none written: the child was killed or crashed
+        return None
 
 
 def attempt_logs(run_dir, attempt: int):

@@ -27,10 +27,10 @@ from dltool.errors import (
     NOT_RECORD_ERRORS,
     ConfigError,
     DataQualityError,
-    DltoolError,
     EnvironmentProblem,
     InputNotFoundError,
     RecordError,
+    map_errors,
 )
 from dltool.readers.base import FileReader, reader_for
 from dltool.shards.codec import TensorSpec
@@ -102,11 +102,11 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         return {"status": "up_to_date", "dataset": dataset.uri, "counts": manifest["counts"],
                 "message": f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild"}  # fmt: skip
 
-    from dltool.spark.session import default_parallelism, spark_failure, spark_session
+    from dltool.spark.session import default_parallelism, spark_session
 
     spark = spark_session(config.spark)
     _remove_stale_siblings(dataset)
-    try:
+    with map_errors(f"ingest of {source.uri}"):
         # On object stores the dataset is written in place: _SUCCESS, written last, marks it complete.
         with StagedFolder(dataset) as staged:
             staging = staged.location
@@ -124,10 +124,6 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
             # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
             failed = manifest["status"] != "ok" and replacing == "dataset"
             target = staged.commit(to=dataset.sibling(".failed") if failed else None)
-    except Exception as e:
-        if not isinstance(e, DltoolError) and type(e).__module__.startswith(("py4j", "pyspark")):
-            raise spark_failure(e, f"ingest of {source.uri}") from e
-        raise
     summary = {
         "status": "written" if manifest["status"] == "ok" else "failed_quality",
         "dataset": dataset.uri, "replaced": replacing, "seconds": round(time.time() - started, 2),

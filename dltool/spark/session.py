@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
 from dltool.config.models import SparkSettings
-from dltool.errors import DltoolError
+from dltool.errors import DltoolError, map_errors
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
-# "ValueError: ...", "org.apache.spark.SparkException: ...", not a Java frame ("at ...Error...(X.scala:83)")
-_ERROR_LINE = re.compile(r"^[\w.$]*(Error|Exception)\b.*:")
-_DLTOOL_LINE = re.compile(r"^dltool\.errors\.(\w+): (.*)$")  # a dltool error raised in a task
 
 
 def java_available() -> bool:
@@ -50,11 +46,6 @@ def _session(settings: SparkSettings):
     if not java_available():
         raise DltoolError("Java not found: Spark needs Java 17+ (apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
     local = settings.master.startswith("local")
-    # PySpark starts executors' Python from this variable, not from spark.pyspark.python.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if local:
-        # Bind loopback: the machine's network address may be unroutable or firewalled.
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     conf = {
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
@@ -66,38 +57,22 @@ def _session(settings: SparkSettings):
         "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "3",
     }
     if local:
-        # Small local jobs: 200 shuffle partitions would be 200 near-empty tasks.
+        # Bind loopback (the machine's network address may be unroutable or firewalled), as
+        # SPARK_LOCAL_IP would. Small local jobs: 200 shuffle partitions would be 200 near-empty tasks.
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                      "spark.sql.shuffle.partitions": str(2 * (os.cpu_count() or 2))})  # fmt: skip
     conf.update({key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.conf.items()})
     builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
-    try:
+    with map_errors(f"starting Spark (master {settings.master})"):
         spark = builder.getOrCreate()
-    except Exception as e:  # py4j / JVM start-up failures arrive as many types
-        raise DltoolError(f"cannot start Spark (master {settings.master}): {str(e).splitlines()[0]}") from e
+    if "PYSPARK_PYTHON" not in os.environ:
+        # PySpark starts tasks' Python from PYSPARK_PYTHON (else `python3` on the PATH), never from
+        # spark.pyspark.python: name it on this context rather than in this process's environment.
+        spark.sparkContext.pythonExec = conf["spark.pyspark.python"]
     spark.sparkContext.setLogLevel("ERROR")
     return spark
-
-
-def spark_failure(error: Exception, what: str) -> DltoolError:
-    """One line for a failed Spark job: the last Python or Java error line, not the whole trace.
-
-    A dltool error raised inside a task comes back as itself (its class and message), so
-    its exit code survives the trip through Spark.
-    """
-    from dltool import errors
-
-    text = str(error)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    ours = [m for m in map(_DLTOOL_LINE.match, lines) if m]
-    if ours:
-        cls = getattr(errors, ours[-1].group(1), None)
-        if isinstance(cls, type) and issubclass(cls, DltoolError):
-            return cls(f"{what} failed: {ours[-1].group(2)}")
-    cause = next((ln for ln in reversed(lines) if _ERROR_LINE.match(ln)), None)
-    return DltoolError(f"{what} failed in Spark: {cause or (lines[0] if lines else type(error).__name__)}")
 
 
 def default_parallelism(spark) -> int:

@@ -5,7 +5,8 @@ have dltool, or has another version of it. The driver zips the dltool package it
 with `addPyFile`; Spark puts shipped files first on the executors' `sys.path`, so executors run
 exactly the driver's code. A model factory named `module:function` is looked up in the config's
 folder, then the current directory, then on `sys.path`; unless it is an installed package, its
-top-level module (file or package folder) is shipped the same way.
+top-level module (file or package folder) is shipped the same way. The driver never imports it:
+child processes that build the model get its folder on their own PYTHONPATH (`with_code_path`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 _shipped: dict[str, set[str]] = {}  # application id -> names already added
@@ -25,8 +27,7 @@ _shipped: dict[str, set[str]] = {}  # application id -> names already added
 def factory_code(factory: str | None, config_dir: Path | None) -> Path | None:
     """The file or package folder of the factory's top-level module when it is the user's own code.
 
-    The folder holding it is put first on this process's `sys.path` and `PYTHONPATH`, so the
-    factory imports here and in child processes (the model check, local-mode workers).
+    Only a lookup: this process's `sys.path` and environment are left as they are.
     """
     if not factory:
         return None
@@ -39,11 +40,15 @@ def factory_code(factory: str | None, config_dir: Path | None) -> Path | None:
         if not origin or origin in ("built-in", "frozen") or _installed(origin):
             return None  # missing (the model build names it) or installed: executors must have it too
         root = Path(origin).parent if Path(origin).name == "__init__.py" else Path(origin)
-    folder = str(root.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
     return root
+
+
+def with_code_path(env: Mapping[str, str], code: Path | None) -> dict[str, str]:
+    """A child process's environment with the folder holding `code` (factory_code's result) first on PYTHONPATH."""
+    if code is None:
+        return dict(env)
+    folder = str(code.absolute().parent)  # absolute: a child may run in another directory
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (folder, env.get("PYTHONPATH")) if p)}
 
 
 def ship_code(spark, user_code: Path | None = None) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Self
 
+from dltool.errors import ErrorRecord
+
 
 def format_logs(logs: dict, keys: tuple[str, ...] | None = None) -> str:
     shown = []
@@ -85,7 +87,7 @@ class TrainProgress:
             self.print(f"  step {event['step']}: {format_logs(event['logs'])}")
         elif kind == "failed":
             # TensorFlow's errors run to dozens of lines (graph nodes, gRPC details): the head says enough.
-            head = [line for line in str(event["error"]).splitlines() if line.strip()][:3]
+            head = [line for line in ErrorRecord.from_json(event["error"]).text.splitlines() if line.strip()][:3]
             self.print(f"[red]worker {event['rank']} failed:[/] " + "\n  ".join(head or ["(no message)"]))
             for line in event.get("traceback") or []:
                 self.print(f"  [dim]{line}[/]")

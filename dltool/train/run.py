@@ -17,7 +17,7 @@ from typing import Self
 import dltool
 from dltool.config.loader import config_hash
 from dltool.config.models import ExperimentConfig, TrainSettings
-from dltool.errors import ConfigError, DltoolError
+from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.barrier import attempt_logs
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import read_manifest
@@ -91,11 +91,11 @@ def run_training(
 
     from dltool.spark.shipping import config_code
 
-    code = config_code(config)  # the factory's module, importable here and in the model check
+    code = config_code(config)  # the factory's module: shipped to executors, on the model check's path
     # Workers build the model from the train section alone: `builtin: auto` is decided here,
     # where every reader (a plugin too) is registered.
     config = _with_auto_model_resolved(config, manifest)
-    with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest) as check:
+    with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest, code) as check:
         # The model is built once in a child process while Spark starts, so a bad model stops
         # the run with exit 2 before any Spark job (measured: no later first step).
         spark = _spark(config, code)
@@ -105,6 +105,7 @@ def run_training(
         workers = train.workers or slots
         check_slots(spark, workers, slots)
         plan = _plan(config, manifest, workers)
+        local = spark.sparkContext.master.startswith("local")
         view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
         model_info = check.result(wait=True, view=view)
         run_dir.fs.create_dir(run_dir.path, recursive=True)
@@ -123,8 +124,10 @@ def run_training(
             "train_units": plan.train_units, "val_units": plan.val_units, "global_batches": plan.global_batches,
             "fault": fault,
             "job_group": f"dltool-train-{digest[:8]}",
-            # Local mode: the machine is ours, so fewer workers than cores share them all.
-            "threads": max(1, task_slots(spark) // workers) if spark.sparkContext.master.startswith("local") else None,
+            # Local mode: the machine is ours, so fewer workers than cores share them all, and
+            # the factory's module is imported from where it lies.
+            "threads": max(1, task_slots(spark) // workers) if local else None,
+            "user_code": str(code) if local and code is not None else None,
         }  # fmt: skip
         result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
     summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}
@@ -241,14 +244,19 @@ def _spark(config: ExperimentConfig, code: Path | None):
 
 
 class ModelCheck:
-    """Builds the model and optimizer in a child process (TensorFlow stays out of the driver)."""
+    """Builds the model and optimizer in a child process (TensorFlow stays out of the driver).
 
-    def __init__(self, config: ExperimentConfig, manifest: dict):
+    `code` is the config's factory module (shipping.config_code): its folder leads the child's PYTHONPATH.
+    """
+
+    def __init__(self, config: ExperimentConfig, manifest: dict, code: Path | None = None):
+        from dltool.spark.shipping import with_code_path
+
         spec = {"config": json.loads(config.model_dump_json()), "manifest": manifest, "steps_per_epoch": 1}
         handle, self._path = tempfile.mkstemp(prefix="dltool-check-", suffix=".json")
         with os.fdopen(handle, "w") as f:
             json.dump(spec, f)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+        env = with_code_path({**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}, code)
         self._child = subprocess.Popen(
             [sys.executable, "-m", "dltool.train.worker", "--check", self._path],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -275,7 +283,7 @@ class ModelCheck:
             raise DltoolError(f"cannot build the model: the check process failed: {last}")
         result = json.loads(lines[-1])
         if not result["ok"]:
-            raise (ConfigError if result["exit_code"] == 2 else DltoolError)(result["error"])
+            ErrorRecord.from_json(result).raise_()
         self._info = result["model"]
         if view is not None:
             view.print(f"model: {self._info['params']:,} parameters ({self._info['trainable_params']:,} trainable)")
@@ -313,16 +321,13 @@ def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view
                     "last": meta.get("logs"), "model": run_dir.child("model", ckpt.MODEL_FILE).uri,
                     "saved_model": run_dir.child("model", "saved_model").uri,
                 }  # fmt: skip
-            message, code = failure
-            if code == 2 or attempt >= max_retries:
-                status.update(status="failed", error=message)
+            if failure.exit_code == 2 or attempt >= max_retries:  # a config error fails every attempt alike
+                status.update(status="failed", error=str(failure))
                 ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
                 tries = f" after {attempt + 1} attempts" if attempt else ""
                 logs = attempt_logs(run_dir, attempt).uri
-                raise (ConfigError if code == 2 else DltoolError)(
-                    f"training failed{tries}: {message} (workers' output: {logs})"
-                )
-            view.print(f"[red]attempt {attempt + 1} failed:[/] {message}")
+                raise type(failure)(f"training failed{tries}: {failure} (workers' output: {logs})") from failure
+            view.print(f"[red]attempt {attempt + 1} failed:[/] {failure}")
             view.print(f"  workers' output: {attempt_logs(run_dir, attempt).uri}")
             attempt += 1
             resume_from = ckpt.newest_checkpoint(run_dir)
@@ -330,7 +335,7 @@ def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view
             view.print(f"[yellow]retrying from {where}[/] (attempt {attempt + 1} of {max_retries + 1})")
 
 
-def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tuple[str, int] | None]:
+def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, DltoolError | None]:
     """One barrier stage, with events shown as they arrive; returns (done event, failure or None)."""
     from dltool.spark.barrier import barrier_train
 
@@ -344,7 +349,6 @@ def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tu
 
     thread = threading.Thread(target=launch, name="dltool-barrier", daemon=True)
     thread.start()
-    failures: list[dict] = []
     done: dict = {}
     digests: dict[int, str] = {}
     try:
@@ -354,9 +358,7 @@ def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tu
             except queue.Empty:
                 continue
             view.handle(event)
-            if event["type"] == "failed":
-                failures.append(event)
-            elif event["type"] == "done":
+            if event["type"] == "done":
                 digests[event["rank"]] = event["weights_sha256"]
                 if event["rank"] == 0:
                     done = event
@@ -366,25 +368,8 @@ def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, tu
         raise
     if "error" not in outcome:
         if len(set(digests.values())) > 1:
-            return done, ("the workers' weights differ after training (replicas out of sync)", 1)
+            return done, DltoolError("the workers' weights differ after training (replicas out of sync)")
         return {**done, "replicas_in_sync": len(digests)}, None
-    import re
-
-    from dltool.spark.session import spark_failure
-
-    # A worker killed outright, or its whole executor lost, sends no event; the stage's error
-    # says which and how. That is the cause: the others only report the broken collective after it.
-    text = str(outcome["error"])
-    lost = re.search(r"ExecutorLostFailure \(executor (\S+) ([^)]*)\)(?: Reason: ([^\n]+))?", text)
-    if lost:
-        return done, (f"Spark executor {lost.group(1)} was lost ({lost.group(3) or lost.group(2)})".strip(), 1)
-    killed = re.search(r"dltool worker \d+ was killed by \w+", text)
-    if killed:
-        return done, (killed.group(0), 1)
-    if failures:
-        first = failures[0]
-        # The traceback was shown with the failure event; the summary keeps the first line.
-        message = (str(first["error"]).strip().splitlines() or ["failed"])[0]
-        return done, (f"worker {first['rank']}: {message}", int(first.get("exit_code", 1)))
-    found = re.search(r"dltool worker \d+ exited with code -?\d+", str(outcome["error"]))
-    return done, (found.group(0) if found else str(spark_failure(outcome["error"], "the barrier stage")), 1)
+    # Spark's error names the first failure: a lost executor, or what the failed worker's task relayed
+    # (the worker's own error, or how it died). The others only report the broken collective after it.
+    return done, ErrorRecord.from_exception(outcome["error"]).exception()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dltool.errors import DltoolError
+from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.train import checkpoints as ckpt
 from dltool.train.events import EventClient
 from dltool.train.metrics import (
@@ -67,20 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         return check_model(json.loads(Path(argv[1]).read_text()))
     spec = json.loads(Path(argv[0]).read_text())
     events = EventClient(spec.get("events"), spec["rank"])
-    import tensorflow  # noqa: F401  - the slow import overlaps the task's address exchange
-
-    cluster = sys.stdin.readline().strip()  # TF_CONFIG from the barrier task; empty for one worker
-    if cluster:
-        os.environ["TF_CONFIG"] = cluster
     try:
+        import tensorflow  # noqa: F401  - the slow import overlaps the task's address exchange
+
+        cluster = sys.stdin.readline().strip()  # TF_CONFIG from the barrier task; empty for one worker
+        if cluster:
+            os.environ["TF_CONFIG"] = cluster
         Worker(spec, events).run()
     except BaseException as e:  # noqa: BLE001 - report every failure to the driver, then exit non-zero
-        code = e.exit_code if isinstance(e, DltoolError) else 1
+        record = ErrorRecord.from_exception(e)
         lines = traceback.format_exc().rstrip().splitlines()
         print("\n".join(lines), flush=True)
-        events.send("failed", error=f"{type(e).__name__}: {e}", exit_code=code, traceback=lines[-12:])
+        events.send("failed", error=record.to_json(), traceback=lines[-12:])  # shown as it happens
+        Path(spec["error_file"]).write_text(json.dumps(record.to_json()))  # relayed by the barrier task
         events.close()
-        return code
+        return record.exit_code
     events.close()
     return 0
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 def check_model(spec: dict) -> int:
     """Build the model and optimizer once, before Spark starts work: config errors surface early.
 
-    Prints one JSON line: the model's description, or the error and its exit code.
+    Prints one JSON line: {"ok": true, "model": description}, or {"ok": false, **ErrorRecord}.
     """
     from dltool.config.models import TrainSettings
     from dltool.train.model import build_model, build_optimizer, describe_model
@@ -101,9 +102,10 @@ def check_model(spec: dict) -> int:
         print(json.dumps({"ok": True, "model": describe_model(model)}), flush=True)
         return 0
     except DltoolError as e:
-        print(json.dumps({"ok": False, "error": str(e), "exit_code": e.exit_code}), flush=True)
+        record = ErrorRecord.from_exception(e)
     except Exception as e:  # noqa: BLE001 - keras raises many types for a bad model
-        print(json.dumps({"ok": False, "error": f"train.model: {type(e).__name__}: {e}", "exit_code": 2}), flush=True)
+        record = ErrorRecord.from_exception(ConfigError(f"train.model: {type(e).__name__}: {e}"))
+    print(json.dumps({"ok": False, **record.to_json()}), flush=True)
     return 2
 
 

@@ -36,13 +36,18 @@ def _cv2() -> Any:
     return cv2
 
 
-def _pil_image() -> Any:
-    from PIL import Image
+def _open_header(Image: Any, data: bytes) -> Any:
+    """Image.open without Pillow's own bomb check, for this one call: max_pixels is ours, checked
+    from the header with our message; Pillow would warn (or raise) with its limit instead.
 
-    # We enforce max_pixels ourselves from the header; Pillow's own bomb check
-    # would warn (or raise) with its own limit and message instead.
+    The limit is put back at once, so the user's own Pillow calls keep theirs.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
-    return Image
+    try:
+        return Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 # JPEG start-of-frame markers (they carry the size); C4, C8 and CC are other segments.
@@ -82,9 +87,10 @@ def _read_header(data: bytes) -> tuple[int, int, int] | None:
     plain = _plain_header(data)
     if plain is not None:
         return plain
-    Image = _pil_image()
+    from PIL import Image
+
     try:
-        img = Image.open(io.BytesIO(data))
+        img = _open_header(Image, data)
     except Exception:
         return None
     with img:

@@ -8,17 +8,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import dltool
 from dltool.config.loader import parse_config
-from dltool.spark.shipping import (
-    _zip,
-    config_code,
-    factory_code,
-    factory_modules,
-    ship_code,
-)
+from dltool.spark.shipping import _zip, config_code, factory_modules, ship_code
 
 CONFIG = """
 name: shipped
@@ -27,19 +19,12 @@ train: {run_dir: run, model: {factory: "%s:build"}}
 """
 
 
-@pytest.fixture
-def restore_path(monkeypatch):
-    """factory_code edits sys.path and PYTHONPATH: give both back after the test."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-
-
-def test_a_factory_module_next_to_the_config_runs_in_spark_tasks(spark, tmp_path, restore_path):
+def test_a_factory_module_next_to_the_config_runs_in_spark_tasks(spark, tmp_path):
     (tmp_path / "shipped_model_a.py").write_text("ANSWER = 42\ndef build(*a):\n    pass\n")
     config = parse_config(CONFIG % "shipped_model_a", base_dir=tmp_path)
     code = config_code(config)
     assert code == tmp_path / "shipped_model_a.py"
-    assert str(tmp_path) in sys.path and os.environ["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+    assert str(tmp_path) not in sys.path and str(tmp_path) not in os.environ.get("PYTHONPATH", "")  # the driver's own are untouched
     assert factory_modules(config) == ["shipped_model_a"]
 
     assert ship_code(spark, code) == ["shipped_model_a.py"]
@@ -48,7 +33,7 @@ def test_a_factory_module_next_to_the_config_runs_in_spark_tasks(spark, tmp_path
     assert answers == [42, 42]
 
 
-def test_a_factory_package_is_zipped_and_runs_in_spark_tasks(spark, tmp_path, restore_path):
+def test_a_factory_package_is_zipped_and_runs_in_spark_tasks(spark, tmp_path):
     package = tmp_path / "shipped_pkg_b"
     (package / "models").mkdir(parents=True)
     (package / "__init__.py").write_text("")
@@ -59,21 +44,6 @@ def test_a_factory_package_is_zipped_and_runs_in_spark_tasks(spark, tmp_path, re
     assert ship_code(spark, code) == ["shipped_pkg_b"]
     widths = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("shipped_pkg_b.models").models.WIDTH).collect()
     assert widths == [7]
-
-
-def test_a_factory_module_in_the_current_directory_is_found(tmp_path, restore_path, monkeypatch):
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "shipped_model_c.py").write_text("def build(*a):\n    pass\n")
-    monkeypatch.chdir(tmp_path)
-    assert factory_code("shipped_model_c:build", tmp_path / "configs") == tmp_path / "shipped_model_c.py"
-    assert sys.path[0] == str(tmp_path)
-
-
-def test_installed_or_missing_factory_modules_are_not_shipped(tmp_path, restore_path):
-    assert factory_code("keras.applications:MobileNetV2", tmp_path) is None  # installed: executors need it too
-    assert factory_code("json:loads", tmp_path) is None  # the standard library
-    assert factory_code("no_such_module_here:build", tmp_path) is None  # the model build says it is missing
-    assert factory_code(None, tmp_path) is None
 
 
 def test_the_dltool_zip_runs_the_worker_entry_point_without_the_installed_package(tmp_path):

@@ -525,3 +525,16 @@ def test_plain_header_leaves_exif_and_other_formats_to_pillow():
         assert _plain_header(cv2.imencode(ext, rgb)[1].tobytes()) is None
     assert _plain_header(b"\xff\xd8\xff") is None and _plain_header(b"") is None
     assert _plain_header(bomb_png(60000, 50000)) == (60000, 50000, 1)  # a bomb is caught without Pillow
+
+
+def test_a_bomb_pillow_reads_is_ours_to_reject_and_pillows_limit_is_left_alone():
+    # An eXIf chunk sends the header to Pillow: past twice its limit, open() alone would raise.
+    data = bomb_png(60000, 50000)
+    data = data[:33] + png_chunk(b"eXIf", b"MM\x00*\x00\x00\x00\x08\x00\x00") + data[33:]
+    before = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        assert stage_of(data) == ("header", "image is 60000x50000 = 3000000000 pixels, over max_pixels 40000000")
+    assert Image.MAX_IMAGE_PIXELS == before is not None
+    with pytest.raises(Image.DecompressionBombError):  # the user's own Pillow calls keep their limit
+        Image.open(io.BytesIO(data))
