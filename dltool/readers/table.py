@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 from dltool.config.base import Section
 from dltool.errors import ConfigError
 from dltool.readers.base import TableReader, register
+from dltool.storage.manifest import Stats
 
 CORRUPT = "_corrupt_record"  # the column holding a row the source could not parse (CSV only)
 
@@ -92,7 +93,7 @@ class TableBuild:
     feature_names: list[str]
     label_kind: str | None
     vocabulary: list[str] | None
-    stats: dict | None
+    stats: Stats | None
     inputs: int
     preprocess: object  # the fitted PipelineModel (features only)
     split_rows: dict[str, int]  # good rows per split
@@ -345,12 +346,12 @@ def _to_array(column: str):
     return vector_to_array(column, dtype="float32")
 
 
-def _feature_stats(train) -> dict:
+def _feature_stats(train) -> Stats:
     from pyspark.ml.stat import Summarizer
 
     row = train.select(Summarizer.metrics("mean", "std", "count").summary(train["_vec"]).alias("s")).first()["s"]
-    return {"axis": 0, "count": int(row["count"]), "mean": [round(float(v), 6) for v in row["mean"]],
-            "std": [round(float(v), 6) for v in row["std"]]}  # fmt: skip
+    return Stats(axis=0, count=int(row["count"]), mean=tuple(round(float(v), 6) for v in row["mean"]),
+                 std=tuple(round(float(v), 6) for v in row["std"]))  # fmt: skip
 
 
 def _with_row_numbers(spark, raw, relpaths: dict[str, str]):

@@ -7,8 +7,10 @@ from collections import Counter
 
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
+from dltool.spark.results import WrittenShards
 from dltool.spark.splits import SPLITS
 from dltool.storage.fs import open_location
+from dltool.storage.manifest import Label, SplitEntry
 
 
 def hadoop_uri(location) -> str:
@@ -29,7 +31,8 @@ def spark_path(source_uri: str, path: str) -> str:
     return f"{scheme}://{parts.netloc}{path}"
 
 
-def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> dict:
+def ingest_table(spark, config, reader, source, files, staging, parallelism, progress,
+                 preprocess=None) -> WrittenShards:  # fmt: skip
     """Build the table and write it; `preprocess` (a saved `_preprocess/` URI) is applied instead of fitting."""
     from dltool.spark.progress import spark_progress
 
@@ -49,7 +52,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
                 frame.unpersist()
 
 
-def _write_table(config, built, staging, parallelism) -> dict:
+def _write_table(config, built, staging, parallelism) -> WrittenShards:
     from pyspark.sql import functions as F
 
     from dltool.spark.ingest import ERROR_FIELDS, plan_shards
@@ -73,23 +76,30 @@ def _write_table(config, built, staging, parallelism) -> dict:
         part = rows.where(F.col("split") == split).drop("split").repartition(n)
         summaries += part.mapInArrow(writer, "shard string, rows long, per_class string").collect()
     quarantined = built.inputs - total
-    first_errors = [r.asDict() for r in built.errors.limit(5).collect()] if quarantined else []
+    first_errors = tuple(r.asDict() for r in built.errors.limit(5).collect()) if quarantined else ()
     splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
     for row in summaries:
         split = row["shard"].split("/", 1)[0]
         splits[split]["rows"] += row["rows"]
         splits[split]["files"].append(row["shard"])
         splits[split]["per_class"].update(json.loads(row["per_class"]))
-    for entry in splits.values():
-        entry["files"].sort()
-        counts = entry["per_class"]
-        if built.vocabulary is not None:
-            entry["per_class"] = {built.vocabulary[int(k)]: v for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))}
-        else:
-            entry["per_class"] = {"all": sum(counts.values())} if counts else {}
-    return {"spec": spec, "vocabulary": built.vocabulary, "label_kind": built.label_kind, "splits": splits,
-            "stats": built.stats, "counts": {"inputs": built.inputs, "ok": total, "quarantined": quarantined},
-            "first_errors": first_errors, "feature_names": built.feature_names, "preprocess": "_preprocess"}  # fmt: skip
+    vocabulary = None if built.vocabulary is None else tuple(built.vocabulary)
+    return WrittenShards(
+        features=spec, label=Label(built.label_kind, vocabulary),
+        splits={name: _split_entry(entry, vocabulary) for name, entry in splits.items()}, stats=built.stats,
+        inputs=built.inputs, ok=total, quarantined=quarantined, first_errors=first_errors,
+        feature_names=tuple(built.feature_names), preprocess="_preprocess",
+    )  # fmt: skip
+
+
+def _split_entry(entry: dict, vocabulary: tuple[str, ...] | None) -> SplitEntry:
+    """Rows per class name (label index order; "all" for regression or no label) and sorted files of one split."""
+    counts = entry["per_class"]
+    if vocabulary is not None:
+        per_class = {vocabulary[int(k)]: v for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))}
+    else:
+        per_class = {"all": sum(counts.values())} if counts else {}
+    return SplitEntry(entry["rows"], tuple(sorted(entry["files"])), per_class)
 
 
 def _shard_task(staging_uri, split, spec, label_kind, passthrough, row_group_mb, compression):
