@@ -48,13 +48,14 @@ def make_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return base + ramp + noise, rng.integers(0, 10, n, dtype=np.int32)
 
 
-def write_shards(root: Path, x: np.ndarray, y: np.ndarray, shards: int) -> dict:
-    """The split as dltool ingest would write it, with a minimal manifest."""
+def write_shards(root: Path, x: np.ndarray, y: np.ndarray, shards: int):
+    """The split as dltool ingest would write it, with a manifest that describes it (placeholders elsewhere)."""
     import pyarrow as pa
 
     from dltool.shards.codec import TensorSpec, encode_tensors
     from dltool.shards.writer import ShardWriter, shard_schema
     from dltool.storage.fs import open_location
+    from dltool.storage.manifest import Counts, Label, Manifest, SplitEntry
 
     spec = TensorSpec(SHAPE, "uint8")
     schema = shard_schema(spec, "class")
@@ -66,8 +67,13 @@ def write_shards(root: Path, x: np.ndarray, y: np.ndarray, shards: int) -> dict:
         with ShardWriter(open_location(str(root / name)), schema, spec, row_group_mb=32, compression="zstd") as w:
             w.write_table(pa.Table.from_batches([batch]))
         files.append(name)
-    return {"features": spec.to_json(), "label": {"kind": "class"},
-            "splits": {"train": {"rows": len(x), "files": files}}}  # fmt: skip
+    return Manifest(
+        name="bench-feed", created="", dltool_version="", reader="image", source=str(root), features=spec,
+        feature_names=None, label=Label("class", tuple(str(c) for c in range(10))), passthrough=(),
+        splits={"train": SplitEntry(len(x), tuple(files), {})},
+        counts=Counts(inputs=len(x), ok=len(x), quarantined=0, augmented=0, rows=len(x), left_out_by_patterns=0),
+        stats=None, preprocess=None, errors="_errors", config_hash="", input_fingerprint="", ingest={}, status="ok",
+    )  # fmt: skip
 
 
 def rate(batches, batch_size: int, count: int, warmup: int) -> float:
@@ -85,16 +91,16 @@ def rate(batches, batch_size: int, count: int, warmup: int) -> float:
     return count * batch_size / (time.perf_counter() - start)
 
 
-def read_only(root: str, manifest: dict) -> float:
+def read_only(root: str, manifest) -> float:
     """Examples per second for pyarrow alone reading every row group once: the floor of a streamed pass."""
     import pyarrow.parquet as pq
 
     start = time.perf_counter()
-    for name in manifest["splits"]["train"]["files"]:
+    for name in manifest.splits["train"].files:
         parquet = pq.ParquetFile(f"{root}/{name}")
         for group in range(parquet.num_row_groups):
             parquet.read_row_group(group, columns=["features", "label"])
-    return manifest["splits"]["train"]["rows"] / (time.perf_counter() - start)
+    return manifest.rows("train") / (time.perf_counter() - start)
 
 
 def in_memory(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0):

@@ -189,7 +189,7 @@ def run_dltool(work: Path, name: str, ingest_yaml: str, runs: int = 1) -> list[f
         start = time.perf_counter()
         summary = run_ingest(load_config(cfg), overwrite=True, progress=False)
         times.append(time.perf_counter() - start)
-        print(f"  dltool {name}: {summary['counts']['rows']} rows, {summary['counts']['quarantined']} quarantined, "
+        print(f"  dltool {name}: {summary.counts.rows} rows, {summary.counts.quarantined} quarantined, "
               f"{times[-1]:.1f} s")  # fmt: skip
     return times
 

@@ -144,10 +144,10 @@ def dltool_row(config, row: str) -> float:
     history = [json.loads(line) for line in (Path(config.train.run_dir) / "history.jsonl").read_text().splitlines()]
     last = [h["val_accuracy"] for h in history[-5:]]
     SWINGS.setdefault(row, []).append(max(last) - min(last))
-    return float(run_eval(config, progress=False)["checkpoints"][0]["metrics"]["accuracy"])
+    return float(run_eval(config, progress=False).checkpoints[0].metrics["accuracy"])
 
 
-def keras_row(config, manifest: dict, data: dict) -> float:
+def keras_row(config, manifest, data: dict) -> float:
     """The same model, optimizer, schedule, batch and epochs under plain Keras fit, best val epoch kept."""
     import keras
 
@@ -160,7 +160,7 @@ def keras_row(config, manifest: dict, data: dict) -> float:
     batch = train.global_batch_size or default_global_batch(1)
     steps = train.steps_per_epoch or max(1, len(x) // batch)
     model = build_model(train, manifest)
-    loss = per_example_loss_fn("sparse_categorical_crossentropy", len(manifest["label"]["vocabulary"]),
+    loss = per_example_loss_fn("sparse_categorical_crossentropy", manifest.label.classes,
                                train.label_smoothing)
     model.compile(optimizer=build_optimizer(train, steps), loss=loss, metrics=["accuracy"])
     keep_best = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=train.epochs, restore_best_weights=True)
@@ -222,6 +222,7 @@ def main() -> None:
     from dltool.config.models import ExperimentConfig
     from dltool.spark.ingest import run_ingest
     from dltool.spark.session import spark_session
+    from dltool.storage import Manifest, open_location
 
     started = time.perf_counter()
     spark = None
@@ -234,7 +235,7 @@ def main() -> None:
         spark = spark or spark_session(first.spark)
         run_ingest(first, progress=False)
         dataset = Path(first.dataset.path)
-        manifest = json.loads((dataset / "_manifest.json").read_text())
+        manifest = Manifest.read(open_location(str(dataset)))
         data = {split: load_split(dataset, split) for split in ("train", "val", "test")}
         rows = {"sklearn logistic regression": [sklearn_row(name, data)]}
         for seed in seeds:
@@ -251,7 +252,7 @@ def main() -> None:
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in rows.items()), flush=True)
         sizes = {split: len(data[split][1]) for split in data}
         print(f"\n{name}: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test, "
-              f"{manifest['features']['shape']} {manifest['features']['dtype']}, config train: {train}")  # fmt: skip
+              f"{list(manifest.features.shape)} {manifest.features.dtype}, config train: {train}")  # fmt: skip
         for row, values in rows.items():
             swing = SWINGS.get(f"{name}: {row}")
             swing_text = f"   val swing over the last 5 epochs <= {max(swing):.3f}" if swing else ""

@@ -77,13 +77,14 @@ def keras_fit(dataset: Path, config, epochs: int, batch: int) -> tuple[float, fl
     import keras
     import pyarrow.dataset as pads
 
-    from dltool.shards.codec import TensorSpec, decode_tensors
+    from dltool.shards.codec import decode_tensors
+    from dltool.storage import Manifest, open_location
     from dltool.train.model import build_model
 
     started = time.perf_counter()
-    manifest = json.loads((dataset / "_manifest.json").read_text())
+    manifest = Manifest.read(open_location(str(dataset)))
     table = pads.dataset(str(dataset / "train"), format="parquet").to_table()
-    x = decode_tensors(table.column("features"), TensorSpec.from_json(manifest["features"]))
+    x = decode_tensors(table.column("features"), manifest.features)
     y = table.column("label").to_numpy().astype(np.int32)
     model = build_model(config.train, manifest)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")

@@ -11,11 +11,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from dltool.errors import DataQualityError, DltoolError
+
+if TYPE_CHECKING:
+    from dltool.evaluate.result import EvalResult
+    from dltool.spark.results import IngestPlan, IngestResult
 
 app = typer.Typer(
     help="Deep-learning ETL and training on Spark, driven by one YAML file.",
@@ -50,7 +54,7 @@ def _fail(error: DltoolError, as_json: bool) -> None:
         print(f"dltool: error: {line}", file=sys.stderr)
     summary = {"status": "error", "exit_code": error.exit_code, "error": type(error).__name__, "message": message}
     if isinstance(error, DataQualityError):
-        summary.update(status="failed_quality", summary=error.summary)
+        summary.update(status="failed_quality", summary=error.summary.to_json() if error.summary is not None else {})
     _finish(summary, as_json, error.exit_code)
 
 
@@ -101,30 +105,30 @@ def ingest(
     except DltoolError as e:
         _fail(e, as_json)
     _report_ingest(summary)
-    _finish(summary, as_json)
+    _finish(summary.to_json(), as_json)
 
 
-def _report_ingest(summary: dict) -> None:
-    status = summary["status"]
-    if status == "up_to_date":
-        _say(f"[green]✓[/] {summary['message']}")
+def _report_ingest(summary: IngestResult | IngestPlan) -> None:
+    """Tell a person what run_ingest did (an IngestResult) or would do (an IngestPlan)."""
+    if summary.status == "up_to_date":
+        _say(f"[green]✓[/] {summary.message}")
         return
-    if status == "dry_run":
-        _say(f"dry run: would read {summary['inputs']} inputs ({summary['bytes'] / 2**20:.1f} MB) from {summary['source']}")
-        if summary.get("splits"):
-            _say("  per split: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
-        if summary.get("labels") is not None:
-            _say(f"  labels: {summary['labels']}")
-        _say(f"  left out by include/exclude: {summary['left_out_by_patterns']}")
-        _say("  would write: " + ", ".join(summary["writes"]))
+    if summary.status == "dry_run":
+        _say(f"dry run: would read {summary.inputs} inputs ({summary.bytes / 2**20:.1f} MB) from {summary.source}")
+        if summary.splits:
+            _say("  per split: " + ", ".join(f"{k} {v}" for k, v in summary.splits.items()))
+        if summary.labels is not None:
+            _say(f"  labels: {list(summary.labels)}")
+        _say(f"  left out by include/exclude: {summary.left_out_by_patterns}")
+        _say("  would write: " + ", ".join(summary.writes))
         return
-    counts = summary["counts"]
+    counts = summary.counts
     _say(
-        f"[green]✓[/] wrote {counts['rows']} rows to {summary['dataset']} in {summary['seconds']:.1f}s "
-        f"({', '.join(f'{k} {v}' for k, v in summary['splits'].items())}); "
-        f"{counts['ok']} of {counts['inputs']} inputs ok, {counts['quarantined']} quarantined"
+        f"[green]✓[/] wrote {counts.rows} rows to {summary.dataset} in {summary.seconds:.1f}s "
+        f"({', '.join(f'{k} {v}' for k, v in summary.splits.items())}); "
+        f"{counts.ok} of {counts.inputs} inputs ok, {counts.quarantined} quarantined"
     )
-    for error in summary.get("errors") or []:
+    for error in summary.errors:
         _say(f"  quarantined {error['key']}: [{error['stage']}] {error['message']}")
 
 
@@ -196,11 +200,12 @@ def eval_(
     except QualityGateError as e:
         _report_eval(e.summary)
         print(f"dltool: error: {e}", file=sys.stderr)
-        _finish({**e.summary, "status": "failed_gate", "exit_code": e.exit_code, "message": str(e)}, as_json, e.exit_code)
+        failed = {**e.summary.to_json(), "status": "failed_gate", "exit_code": e.exit_code, "message": str(e)}
+        _finish(failed, as_json, e.exit_code)
     except DltoolError as e:
         _fail(e, as_json)
     _report_eval(summary)
-    _finish({**summary, "status": "ok", "exit_code": 0}, as_json)
+    _finish({**summary.to_json(), "status": "ok", "exit_code": 0}, as_json)
 
 
 @app.command()
@@ -234,18 +239,19 @@ def predict(
     _finish(summary, as_json)
 
 
-def _report_eval(summary: dict) -> None:
+def _report_eval(summary: EvalResult) -> None:
+    """Tell a person the scores of an EvalResult: the table, the best model, the gates and where the files are."""
     from dltool.evaluate.report import print_table
 
-    entries = summary["checkpoints"]
-    print_table([{**e["metrics"], "checkpoint": e["name"], "split": summary["split"]} for e in entries], summary["best"])
-    if summary["best"] is not None:
-        _say(f"best by {summary['monitor']}: {entries[summary['best']]['name']}")
-    for gate in summary["gates"]:
-        mark = "[green]✓[/]" if gate["passed"] else "[red]✗[/]"
-        value = "undefined" if gate["value"] is None else f"{gate['value']:.4f}"
-        _say(f"{mark} {gate['metric']} {value} (needs {gate['rule']} {gate['threshold']:g})")
-    _say(f"results: {summary['eval_dir']}")
+    entries = summary.checkpoints
+    print_table([{**e.metrics, "checkpoint": e.name, "split": summary.split} for e in entries], summary.best)
+    if summary.best is not None:
+        _say(f"best by {summary.monitor}: {summary.scored.name}")
+    for gate in summary.gates:
+        mark = "[green]✓[/]" if gate.passed else "[red]✗[/]"
+        value = "undefined" if gate.value is None else f"{gate.value:.4f}"
+        _say(f"{mark} {gate.metric} {value} (needs {gate.rule} {gate.threshold:g})")
+    _say(f"results: {summary.eval_dir}")
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dltool.storage.fs import open_location
-from dltool.storage.manifest import SUCCESS, read_manifest
+from dltool.storage.manifest import SUCCESS, Manifest
 
 
 def describe_dataset(uri: str) -> dict:
@@ -13,36 +13,36 @@ def describe_dataset(uri: str) -> dict:
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
-    from dltool.shards.codec import TensorSpec, decode_tensors
+    from dltool.shards.codec import decode_tensors
 
     dataset = open_location(uri)
-    manifest = read_manifest(dataset, require_success=False)
+    manifest = Manifest.read(dataset, require_success=False)
+    data = manifest.to_json()
     info = {
         "dataset": dataset.uri,
         "complete": dataset.child(SUCCESS).exists(),
-        "name": manifest["name"],
-        "reader": manifest["reader"],
-        "created": manifest["created"],
-        "features": manifest["features"],
-        "label": manifest["label"],
-        "counts": manifest["counts"],
-        "splits": {s: {"rows": v["rows"], "files": len(v["files"]), "per_class": v["per_class"]}
-                   for s, v in manifest["splits"].items()},  # fmt: skip
-        "stats": manifest["stats"],
+        "name": manifest.name,
+        "reader": manifest.reader,
+        "created": manifest.created,
+        "features": data["features"],
+        "label": data["label"],
+        "counts": data["counts"],
+        "splits": {name: {"rows": entry.rows, "files": len(entry.files), "per_class": entry.per_class}
+                   for name, entry in manifest.splits.items()},  # fmt: skip
+        "stats": data["stats"],
     }
-    first = next((f for split in manifest["splits"].values() for f in split["files"]), None)
+    first = next((f for entry in manifest.splits.values() for f in entry.files), None)
     if first:
         shard = dataset.child(*first.split("/"))
         parquet = pq.ParquetFile(shard.path, filesystem=shard.fs)
         info["schema"] = {field.name: str(field.type) for field in parquet.schema_arrow}
         row = parquet.read_row_group(0).slice(0, 1)
-        spec = TensorSpec.from_json(manifest["features"])
-        tensor = decode_tensors(row.column("features"), spec)[0]
+        tensor = decode_tensors(row.column("features"), manifest.features)[0]
         sample = {"key": row.column("key")[0].as_py(), "features_shape": list(tensor.shape),
                   "features_min": float(np.min(tensor)), "features_max": float(np.max(tensor))}  # fmt: skip
         if "label" in row.column_names:
             label = row.column("label")[0].as_py()
-            vocab = manifest["label"].get("vocabulary")
+            vocab = manifest.label.vocabulary
             sample["label"] = label
             if vocab:
                 sample["label_name"] = vocab[label]

@@ -65,15 +65,17 @@ NOT_RECORD_ERRORS = (ImportError, NameError, AttributeError, SyntaxError, NotImp
 
 
 class DataQualityError(DltoolError):
+    """A quality threshold was missed; `summary` is the run's result (an IngestResult), `.to_json()` for JSON."""
+
     exit_code = 3
 
-    def __init__(self, message: str, summary: dict | None = None):
+    def __init__(self, message: str, summary=None):
         super().__init__(message)
-        self.summary = summary or {}
+        self.summary = summary
 
 
 class QualityGateError(DataQualityError):
-    """A scored model missed a --fail-under threshold; `summary` is the eval result (eval.json)."""
+    """A scored model missed a --fail-under threshold; `summary` is the EvalResult (written to eval.json)."""
 
 
 class RecordError(Exception):

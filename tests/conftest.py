@@ -43,6 +43,25 @@ def read_split(dataset: Path, split: str):
     return pads.dataset(str(dataset / split), format="parquet").to_table()
 
 
+def make_manifest(features=None, label=None, splits=None, **fields):
+    """A complete Manifest: the parts a test names, plain placeholders for the rest.
+
+    Defaults: float32 features [2], three classes a, b, c, no splits, no stats.
+    """
+    from dltool.shards.codec import TensorSpec
+    from dltool.storage.manifest import Counts, Label, Manifest
+
+    parts = {
+        "name": "test", "created": "2026-01-01T00:00:00Z", "dltool_version": "0.1.0", "reader": "image",
+        "source": "/inputs", "features": features or TensorSpec((2,), "float32"), "feature_names": None,
+        "label": label or Label("class", ("a", "b", "c")), "passthrough": (), "splits": splits or {},
+        "counts": Counts(inputs=0, ok=0, quarantined=0, augmented=0, rows=0, left_out_by_patterns=0),
+        "stats": None, "preprocess": None, "errors": "_errors", "config_hash": "0" * 16,
+        "input_fingerprint": "0" * 16, "ingest": {}, "status": "ok",
+    }  # fmt: skip
+    return Manifest(**{**parts, **fields})
+
+
 def write_dataset(root, files, spec=None, label_kind="class", split="train"):
     """Shards of one split with (rows, rows per row group) per file: the manifest, the split's x and y.
 
@@ -54,6 +73,7 @@ def write_dataset(root, files, spec=None, label_kind="class", split="train"):
     from dltool.shards.codec import TensorSpec
     from dltool.shards.writer import ShardWriter, shard_schema
     from dltool.storage.fs import open_location
+    from dltool.storage.manifest import Label, SplitEntry
 
     spec = spec or TensorSpec((2,), "float32")
     total = sum(rows for rows, _ in files)
@@ -71,11 +91,11 @@ def write_dataset(root, files, spec=None, label_kind="class", split="train"):
                 writer.add(x[i], f"k{i}", None if label_kind is None else y[i])
         names.append(name)
         offset += rows
-    manifest = {
-        "features": spec.to_json(),
-        "label": {"kind": label_kind},
-        "splits": {split: {"rows": total, "files": names}, "val": {"rows": 0, "files": []}},
-    }
+    manifest = make_manifest(
+        features=spec,
+        label=Label(label_kind, tuple("abcdefg") if label_kind == "class" else None),
+        splits={split: SplitEntry(total, tuple(names), {}), "val": SplitEntry(0, (), {})},
+    )
     return manifest, x, (None if label_kind is None else y.astype(np.int32 if label_kind == "class" else np.float32))
 
 

@@ -18,7 +18,7 @@ from dltool.config.models import ExperimentConfig, SplitSettings
 from dltool.errors import ConfigError, ErrorRecord, InputNotFoundError, map_errors
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import Location, open_location
-from dltool.storage.manifest import MANIFEST, SUCCESS, read_manifest
+from dltool.storage.manifest import MANIFEST, SUCCESS, Manifest, manifest_hash
 
 PREDICTIONS = "_predictions.json"
 
@@ -34,12 +34,11 @@ def run_predict(
 ) -> dict:
     """Predict every row of a dataset split, or every record of a raw input; returns the summary."""
     from dltool.evaluate.targets import check_target, resolve_targets
-    from dltool.train.run import manifest_hash
 
     started = time.monotonic()
     if config.train is None:
         raise ConfigError("the config has no 'train' section: no run to predict with")
-    trained_on = read_manifest(open_location(config.dataset.path))
+    trained_on = Manifest.read(open_location(config.dataset.path))
     targets = resolve_targets(open_location(config.train.run_dir), checkpoint)
     if len(targets) != 1:
         raise ConfigError("predict takes one model: pass --checkpoint PATH (or none for the run's final/best model)")
@@ -55,23 +54,23 @@ def run_predict(
     dataset_uri, cleanup = (_ingest_raw(config, source, output, progress), True) if raw else (source.uri, False)
     try:
         dataset = open_location(dataset_uri)
-        manifest = read_manifest(dataset)
+        manifest = Manifest.read(dataset)
         if raw:
             split = "test"
-        elif split not in manifest["splits"]:
-            raise ConfigError(f"split {split!r} is not in {dataset.uri} (it has: {', '.join(manifest['splits'])})")
-        features = lambda m: (m["features"]["shape"], m["features"]["dtype"])
-        if features(manifest) != features(trained_on):
+        elif split not in manifest.splits:
+            raise ConfigError(f"split {split!r} is not in {dataset.uri} (it has: {', '.join(manifest.splits)})")
+        if manifest.features != trained_on.features:
+            features, trained = manifest.features, trained_on.features
             raise ConfigError(
-                f"{dataset.uri}: features {manifest['features']['shape']} {manifest['features']['dtype']} differ from "
-                f"the training data's {trained_on['features']['shape']} {trained_on['features']['dtype']}"
+                f"{dataset.uri}: features {list(features.shape)} {features.dtype} differ from "
+                f"the training data's {list(trained.shape)} {trained.dtype}"
             )
         with StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}")) as staged:
             staging = staged.location
             rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress)
             if raw and dataset.child("_errors").exists():
                 staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
-            quarantined = manifest["counts"]["quarantined"] if raw else 0
+            quarantined = manifest.counts.quarantined if raw else 0
             summary = {
                 "status": "completed", "output": output.uri, "input": source.uri, "raw_input": raw,
                 "split": None if raw else split, "model": target.model.uri, "rows": rows, "quarantined": quarantined,
@@ -120,7 +119,7 @@ def _training_preprocess(config: ExperimentConfig) -> str:
     return dataset.child(PREPROCESS).uri
 
 
-def _predict_on_spark(config, dataset: Location, manifest: dict, trained_on: dict, split: str, model_uri: str,
+def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, model_uri: str,
                       output: Location, progress: bool) -> int:  # fmt: skip
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
@@ -133,7 +132,7 @@ def _predict_on_spark(config, dataset: Location, manifest: dict, trained_on: dic
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,
            "modules": factory_modules(config),
-           "vocabulary": trained_on["label"].get("vocabulary"), "kind": trained_on["label"]["kind"]}  # fmt: skip
+           "vocabulary": trained_on.label.vocabulary, "kind": trained_on.label.kind}  # fmt: skip
     with map_errors("predict"), spark_progress(spark, "predict", enabled=progress):
         records = (
             spark.sparkContext.parallelize(payload, len(payload))
@@ -168,7 +167,7 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
     tf = task_tensorflow()  # before keras, which imports TensorFlow loudly
     import keras
     manifest = job["manifest"]
-    labelled = (manifest.get("label") or {}).get("kind") is not None
+    labelled = manifest.label.kind is not None
     units = [FeedUnit(*u) for u in units]
     feed = ShardFeed(job["dataset"], manifest, units, cache_mb=0, with_labels=labelled)
     model = load_model(keras, job["model"], job["modules"])

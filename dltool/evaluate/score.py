@@ -15,11 +15,14 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dltool.errors import ConfigError, DltoolError, ErrorRecord, QualityGateError, map_errors
 from dltool.evaluate.metrics import headline, higher_is_better
+from dltool.evaluate.result import CheckpointScore, EvalResult, GateOutcome
 from dltool.storage.fs import Location, open_location
+from dltool.storage.manifest import Manifest, manifest_hash
 
 if TYPE_CHECKING:
     from dltool.config.models import ExperimentConfig
@@ -40,8 +43,8 @@ def run_eval(
     split: str = "test",
     fail_under: dict[str, float] | None = None,
     progress: bool = True,
-) -> dict:
-    """Score the run's model(s) on a split; returns the eval.json content plus `eval_dir` and `seconds`.
+) -> EvalResult:
+    """Score the run's model(s) on a split; returns the scores (what eval.json holds) plus `eval_dir` and `seconds`.
 
     `checkpoint`: None (the final model, else the best or newest checkpoint), "all" (every
     complete checkpoint, best marked by train.monitor), or comma-separated checkpoint folders
@@ -49,21 +52,18 @@ def run_eval(
     scored model (the best one, with several) misses a `fail_under` threshold.
     """
     from dltool.evaluate import targets as tg
-    from dltool.storage.manifest import read_manifest
-    from dltool.train.run import manifest_hash
 
     started = time.monotonic()
     train = config.train
     if train is None:
         raise ConfigError("the config has no 'train' section: eval needs train.run_dir (or pass --run-dir)")
     dataset = open_location(config.dataset.path)
-    manifest = read_manifest(dataset)
-    label = manifest.get("label") or {}
-    kind = label.get("kind")
+    manifest = Manifest.read(dataset)
+    kind = manifest.label.kind
     if kind not in ("class", "regression"):
         raise ConfigError(f"{dataset.uri}: the dataset has no labels (ingest label source 'none'): nothing to score against")
     rows = _split_rows(manifest, split)
-    class_names = [str(name) for name in label.get("vocabulary") or []]
+    class_names = [str(name) for name in manifest.label.vocabulary or ()]
     sums = _sums_spec(train, kind, class_names)
     gates = _check_gates(fail_under or {}, kind, class_names, sums.get("top_k", []))
     run_dir = open_location(train.run_dir)
@@ -88,23 +88,20 @@ def run_eval(
         from dltool.evaluate.metrics import best_checkpoint
 
         best = best_checkpoint(results, monitor)
-    chosen = results[best or 0]
-    outcome = _apply_gates(gates, chosen)
-    summary = {
-        "split": split, "dataset": dataset.uri, "dataset_hash": digest, "run_dir": run_dir.uri,
-        "checkpoints": [{"checkpoint": t.location.uri, "name": t.label, "epoch": t.epoch, "metrics": result}
-                        for t, result in zip(targets, results)],
-        "best": best, "monitor": monitor, "fail_under": {name: gate["threshold"] for name, gate in gates.items()},
-        "gates": outcome, "passed": all(gate["passed"] for gate in outcome),
-    }  # fmt: skip
     eval_dir = run_dir.child("eval", split)
+    summary = EvalResult(
+        split=split, dataset=dataset.uri, dataset_hash=digest, run_dir=run_dir.uri,
+        checkpoints=tuple(CheckpointScore(t.location.uri, t.label, t.epoch, result) for t, result in zip(targets, results)),
+        best=best, monitor=monitor, fail_under={name: gate["threshold"] for name, gate in gates.items()},
+        gates=tuple(_apply_gates(gates, results[best or 0])), eval_dir=eval_dir.uri, seconds=0.0,
+    )  # fmt: skip
     _write_outputs(eval_dir, summary, class_names)
-    summary.update(eval_dir=eval_dir.uri, seconds=round(time.monotonic() - started, 1))
-    missed = [gate for gate in outcome if not gate["passed"]]
+    summary = replace(summary, seconds=round(time.monotonic() - started, 1))
+    missed = [gate for gate in summary.gates if not gate.passed]
     if missed:
         raise QualityGateError(
-            f"quality gate missed on the {split} split by {targets[best or 0].label}: "
-            + "; ".join(_gate_text(gate) for gate in missed),
+            f"quality gate missed on the {split} split by {summary.scored.name}: "
+            + "; ".join(gate.describe() for gate in missed),
             summary,
         )
     return summary
@@ -128,13 +125,13 @@ def parse_fail_under(items: list[str] | None) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------- driver checks
 
 
-def _split_rows(manifest: dict, split: str) -> int:
-    splits = manifest.get("splits") or {}
+def _split_rows(manifest: Manifest, split: str) -> int:
+    splits = manifest.splits
     if split not in splits:
         raise ConfigError(f"split '{split}' is not in the dataset; it has: {', '.join(splits) or 'no splits'} (--split)")
-    rows = int(splits[split].get("rows") or 0)
+    rows = splits[split].rows
     if not rows:
-        having = [name for name, info in splits.items() if info.get("rows")]
+        having = [name for name, entry in splits.items() if entry.rows]
         raise ConfigError(f"split '{split}' has 0 rows: nothing to score; choose one of {', '.join(having)} (--split)")
     return rows
 
@@ -176,22 +173,15 @@ def _eval_monitor(monitor: str, result: dict) -> str:
     return name if name in headline(result) else "loss"
 
 
-def _apply_gates(gates: dict, result: dict) -> list[dict]:
+def _apply_gates(gates: dict, result: dict) -> list[GateOutcome]:
     figures = headline(result)
     outcome = []
     for name, gate in gates.items():
         value = figures.get(name)
         at_least = gate["at_least"]
         passed = value is not None and (value >= gate["threshold"] if at_least else value <= gate["threshold"])
-        outcome.append({"metric": name, "rule": ">=" if at_least else "<=", "threshold": gate["threshold"],
-                        "value": value, "passed": passed})  # fmt: skip
+        outcome.append(GateOutcome(name, ">=" if at_least else "<=", gate["threshold"], value, passed))
     return outcome
-
-
-def _gate_text(gate: dict) -> str:
-    if gate["value"] is None:
-        return f"{gate['metric']} is undefined on this split (needs {gate['rule']} {gate['threshold']:g})"
-    return f"{gate['metric']} {gate['value']:.4f}, needs {gate['rule']} {gate['threshold']:g}"
 
 
 # ---------------------------------------------------------------------------------------------- Spark
@@ -200,7 +190,7 @@ def _gate_text(gate: dict) -> str:
 def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True, description: str = "eval") -> list[dict]:
     """Score every model of `job` on its split in one Spark job of `tasks` tasks; one compute() result per model.
 
-    `job` holds plain values only: dataset (URI), manifest, split, sums (how to build the
+    `job` holds picklable values only: dataset (URI), manifest, split, sums (how to build the
     metric sums), models (.keras URIs), labels (their names, for errors), batch and cache_mb.
     """
     from dltool.evaluate.metrics import from_json
@@ -377,7 +367,7 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
 # -------------------------------------------------------------------------------------------- outputs
 
 
-def _write_outputs(eval_dir: Location, summary: dict, class_names: list[str]) -> None:
+def _write_outputs(eval_dir: Location, summary: EvalResult, class_names: list[str]) -> None:
     """eval.json, the confusion matrix of the scored (or best) model, and metrics over epochs for several."""
     from dltool.errors import StorageError
     from dltool.evaluate import report
@@ -387,16 +377,16 @@ def _write_outputs(eval_dir: Location, summary: dict, class_names: list[str]) ->
         eval_dir.fs.create_dir(eval_dir.path, recursive=True)
         for name in (CONFUSION_PNG, EPOCHS_PNG):  # a plot of an earlier eval must not pass for this one's
             eval_dir.child(name).delete()
-        write_json(eval_dir.child(EVAL_FILE), summary)
+        write_json(eval_dir.child(EVAL_FILE), summary.eval_json())
     except OSError as e:
         raise StorageError(f"{eval_dir.uri}: cannot write the eval results: {e}") from e
-    entries = summary["checkpoints"]
-    chosen = entries[summary["best"] or 0]["metrics"]
+    entries = summary.checkpoints
+    chosen = summary.scored.metrics
     if chosen["task"] == "classification":
         report.confusion_png(chosen["confusion_matrix"], class_names, eval_dir.child(CONFUSION_PNG).uri)
-    dated = [(entry["epoch"], headline(entry["metrics"])) for entry in entries if entry["epoch"] is not None]
+    dated = [(entry.epoch, headline(entry.metrics)) for entry in entries if entry.epoch is not None]
     if len(entries) > 1 and len(dated) > 1:
         names = _CLASS_METRICS if chosen["task"] == "classification" else _REGRESSION_METRICS
-        names = list(dict.fromkeys([*names, summary["monitor"]]))
+        names = list(dict.fromkeys([*names, summary.monitor]))
         values = {name: [figures.get(name) for _, figures in dated] for name in names}
         report.metric_over_epochs_png([epoch for epoch, _ in dated], values, eval_dir.child(EPOCHS_PNG).uri)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from dltool.errors import ConfigError, DltoolError, InputNotFoundError
 from dltool.storage.fs import Location, open_location
+from dltool.storage.manifest import Manifest
 from dltool.train import checkpoints as ckpt
 
 __all__ = ["EvalTarget", "check_signature", "check_target", "resolve_targets"]
@@ -123,14 +124,13 @@ def _parent(location: Location) -> Location:
     return Location(uri.rsplit("/", 1)[0], location.fs, posixpath.dirname(path))
 
 
-def expected_signature(manifest: dict) -> tuple[list[int], str, int]:
+def expected_signature(manifest: Manifest) -> tuple[list[int], str, int]:
     """The input shape (no batch), input dtype and output width a model for this dataset has."""
-    features, label = manifest["features"], manifest["label"]
-    outputs = len(label.get("vocabulary") or []) if label["kind"] == "class" else 1
-    return [int(d) for d in features["shape"]], str(features["dtype"]), outputs
+    outputs = manifest.label.classes if manifest.label.kind == "class" else 1
+    return list(manifest.features.shape), manifest.features.dtype, outputs
 
 
-def check_target(target: EvalTarget, manifest: dict, dataset_hash: str) -> None:
+def check_target(target: EvalTarget, manifest: Manifest, dataset_hash: str) -> None:
     """Stop before Spark when a model cannot be read or does not fit the dataset (ConfigError, exit 2)."""
     recorded = target.meta.get("dataset_hash")
     if recorded and recorded != dataset_hash:
@@ -142,7 +142,7 @@ def check_target(target: EvalTarget, manifest: dict, dataset_hash: str) -> None:
     check_signature(target.location.uri, shape, dtype, outputs, manifest)
 
 
-def check_signature(where: str, shape, dtype: str | None, outputs: int | None, manifest: dict) -> None:
+def check_signature(where: str, shape, dtype: str | None, outputs: int | None, manifest: Manifest) -> None:
     """Compare a model's input shape (no batch; None = any size), input dtype and output width with the dataset."""
     want_shape, want_dtype, want_outputs = expected_signature(manifest)
     if shape is not None:
@@ -159,7 +159,7 @@ def check_signature(where: str, shape, dtype: str | None, outputs: int | None, m
             "the checkpoint belongs to another dataset"
         )
     if outputs is not None and int(outputs) != want_outputs:
-        what = f"{want_outputs} classes" if manifest["label"]["kind"] == "class" else "1 regression target"
+        what = f"{want_outputs} classes" if manifest.label.kind == "class" else "1 regression target"
         raise ConfigError(
             f"{where}: the model has {outputs} outputs, the dataset has {what}: "
             "the checkpoint was trained on another label set"

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from dltool.errors import ConfigError, DltoolError, InputNotFoundError
 from dltool.shards.codec import TensorSpec, decode_tensors
 from dltool.storage.fs import Location, open_location
+from dltool.storage.manifest import Manifest
 
 __all__ = ["FeedUnit", "ShardFeed", "plan_shares", "restore_malloc_thresholds"]
 
@@ -60,7 +61,7 @@ class FeedUnit:
         return self.stop - self.start
 
 
-def plan_shares(dataset_uri: str, manifest: dict, split: str, workers: int) -> list[list[FeedUnit]]:
+def plan_shares(dataset_uri: str, manifest: Manifest, split: str, workers: int) -> list[list[FeedUnit]]:
     """One share per rank: rank r gets rows [r*N//W, (r+1)*N//W) of the split in file/row-group order.
 
     With fewer rows than workers some shares are empty: fine for scoring (`one_pass` yields
@@ -68,22 +69,23 @@ def plan_shares(dataset_uri: str, manifest: dict, split: str, workers: int) -> l
     """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
-    splits = manifest.get("splits", {})
+    splits = manifest.splits
     if split not in splits:
         raise ConfigError(f"split '{split}' is not in the dataset (it has: {', '.join(splits) or 'no splits'})")
-    if not splits[split]["rows"]:
+    entry = splits[split]
+    if not entry.rows:
         raise ConfigError(f"split '{split}' has 0 rows; nothing to feed (check dataset.split in the ingest config)")
     dataset = open_location(dataset_uri)
     groups = [
         (file, index, rows)
-        for file in splits[split]["files"]
+        for file in entry.files
         for index, rows in enumerate(_row_group_rows(dataset.child(*file.split("/")), split))
     ]
     total = sum(rows for _, _, rows in groups)
-    if total != splits[split]["rows"]:
+    if total != entry.rows:
         raise DltoolError(
             f"{dataset.uri}: split '{split}' has {total} rows in its shards but the manifest says "
-            f"{splits[split]['rows']}; the dataset changed after ingest, re-run dltool ingest --overwrite"
+            f"{entry.rows}; the dataset changed after ingest, re-run dltool ingest --overwrite"
         )
     bounds = [r * total // workers for r in range(workers + 1)]
     shares: list[list[FeedUnit]] = [[] for _ in range(workers)]
@@ -135,7 +137,7 @@ class ShardFeed:
     def __init__(
         self,
         dataset_uri: str,
-        manifest: dict,
+        manifest: Manifest,
         units: list[FeedUnit],
         *,
         seed: int = 0,
@@ -145,8 +147,8 @@ class ShardFeed:
         with_labels: bool = True,
     ):
         self.location = open_location(dataset_uri)
-        self.spec = TensorSpec.from_json(manifest["features"])
-        kind = manifest["label"]["kind"]
+        self.spec = manifest.features
+        kind = manifest.label.kind
         if with_labels and kind is None:
             raise ConfigError(f"{self.location.uri}: the dataset has no label column; read it with with_labels=False")
         self.label_type = LABEL_TYPES[kind] if with_labels else None

@@ -11,9 +11,13 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.shipping import with_code_path
+
+if TYPE_CHECKING:
+    from dltool.train.job import TrainJob
 
 TAIL_LINES = 30
 LOG_LINES = 20_000  # a worker's log in the run dir keeps its last lines (prints in a factory, TF warnings)
@@ -66,14 +70,14 @@ def check_slots(spark, workers: int, slots: int | None = None) -> None:
         )
 
 
-def barrier_train(spark, job: dict, workers: int, description: str = "dltool train") -> None:
+def barrier_train(spark, job: TrainJob, workers: int, description: str = "dltool train") -> None:
     """Run one barrier stage of `workers` tasks; raises the Spark error when any worker fails.
 
     A failed worker's task raises its dltool error again ("worker 1: ..."), so the Spark error
     carries it to the driver (errors.map_errors reads it back).
     """
     sc = spark.sparkContext
-    sc.setJobGroup(job.get("job_group", "dltool-train"), description, interruptOnCancel=True)
+    sc.setJobGroup(job.job_group, description, interruptOnCancel=True)
 
     def task(_partition):
         from dltool.spark.barrier import run_worker_task
@@ -86,7 +90,7 @@ def barrier_train(spark, job: dict, workers: int, description: str = "dltool tra
         sc.setLocalProperty("spark.jobGroup.id", None)
 
 
-def run_worker_task(job: dict) -> int:
+def run_worker_task(job: TrainJob) -> int:
     """Inside a barrier task: start the worker child, agree on addresses meanwhile, relay its failure.
 
     The child starts importing TensorFlow at once; the cluster spec (TF_CONFIG) follows on
@@ -98,6 +102,8 @@ def run_worker_task(job: dict) -> int:
 
     from pyspark import BarrierTaskContext
 
+    from dltool.train.job import WorkerSpec
+
     ctx = BarrierTaskContext.get()
     rank = ctx.partitionId()
     infos = ctx.getTaskInfos()
@@ -105,12 +111,10 @@ def run_worker_task(job: dict) -> int:
     gpus = list(ctx.resources()["gpu"].addresses) if "gpu" in ctx.resources() else []
     scratch = tempfile.mkdtemp(prefix=f"dltool-worker-{rank}-")
     error_path = os.path.join(scratch, "error.json")
-    spec = {**job, "rank": rank, "workers": len(infos), "threads": job.get("threads") or _task_cpus(ctx),
-            "train_units": job["train_units"][rank], "error_file": error_path,
-            "val_units": job["val_units"][rank] if job.get("val_units") else None}  # fmt: skip
+    spec = WorkerSpec.for_rank(job, rank, len(infos), _task_cpus(ctx), error_file=error_path)
     spec_path = os.path.join(scratch, "spec.json")
     with open(spec_path, "w") as f:
-        json.dump(spec, f)
+        json.dump(spec.to_json(), f)
     env = dict(os.environ)  # the child's copy: this task's environment is never changed
     env.update(
         TMPDIR=scratch,
@@ -121,7 +125,7 @@ def run_worker_task(job: dict) -> int:
         DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
     )
     # Local mode: the config's own code from where it lies, ahead of the copy shipped at the session's start.
-    env = with_code_path(env, Path(job["user_code"]) if job.get("user_code") else None)
+    env = with_code_path(env, Path(job.user_code) if job.user_code else None)
     env.pop("TF_CONFIG", None)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
@@ -175,13 +179,13 @@ def attempt_logs(run_dir, attempt: int):
     return run_dir.child("logs", f"attempt-{attempt + 1}")
 
 
-def _save_log(job: dict, rank: int, lines: deque, seen: int) -> None:
+def _save_log(job: TrainJob, rank: int, lines: deque, seen: int) -> None:
     """Write the worker's output to the run dir; a failure to write must not hide the worker's own."""
     from dltool.storage.fs import open_location
 
     dropped = seen - len(lines)
     text = (f"[... {dropped} earlier lines dropped ...]\n" if dropped else "") + "\n".join(lines) + "\n"
-    target = attempt_logs(open_location(job["run_dir"]), job.get("attempt", 0)).child(f"worker-{rank}.log")
+    target = attempt_logs(open_location(job.run_dir), job.attempt).child(f"worker-{rank}.log")
     try:
         target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
         target.write_bytes(text.encode("utf-8", "replace"))

@@ -35,10 +35,11 @@ from dltool.errors import (
 from dltool.readers.base import FileReader, reader_for
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
+from dltool.spark.results import IngestPlan, IngestResult, WrittenShards
 from dltool.spark.splits import SPLITS, split_of, split_point
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import InputFile, Location, open_location
-from dltool.storage.manifest import FORMAT, FORMAT_VERSION, MANIFEST, SUCCESS, read_manifest, write_manifest
+from dltool.storage.manifest import FORMAT_VERSION, MANIFEST, SUCCESS, Counts, Label, Manifest, SplitEntry, Stats
 
 ERROR_FIELDS = ("key", "path", "reader", "stage", "error_class", "message")
 
@@ -72,8 +73,8 @@ class TaskSummary:
 
 
 def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True,
-               preprocess: str | None = None) -> dict:  # fmt: skip
-    """Ingest the config's inputs into its dataset location; returns the run summary.
+               preprocess: str | None = None) -> IngestResult | IngestPlan:  # fmt: skip
+    """Ingest the config's inputs into its dataset location; returns the run summary (the plan for a dry run).
 
     `preprocess`: for table readers, a fitted `_preprocess/` to apply rather than fit (predict).
     """
@@ -93,14 +94,11 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
                           "split": config.dataset.split.model_dump(mode="json"), "format": FORMAT_VERSION})  # fmt: skip
     started = time.time()
     if dry_run:
-        plan = _plan(config, reader, dataset, source, files, left_out)
-        plan["existing"] = _existing(dataset, digest, fingerprint)
-        return plan
+        return _plan(config, reader, dataset, source, files, left_out, _existing(dataset, digest, fingerprint))
     replacing = _check_existing(dataset, digest, fingerprint, overwrite)
     if replacing == "up_to_date":
-        manifest = read_manifest(dataset)
-        return {"status": "up_to_date", "dataset": dataset.uri, "counts": manifest["counts"],
-                "message": f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild"}  # fmt: skip
+        return IngestResult("up_to_date", dataset.uri, Manifest.read(dataset).counts,
+                            message=f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild")
 
     from dltool.spark.session import default_parallelism, spark_session
 
@@ -111,30 +109,29 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         with StagedFolder(dataset) as staged:
             staging = staged.location
             if reader.kind == "file":
-                body = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
+                shards = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
             else:
                 from dltool.spark.table_ingest import ingest_table
 
-                body = ingest_table(spark, config, reader, source, files, staging, default_parallelism(spark),
-                                    progress, preprocess)  # fmt: skip
-            manifest = _manifest(config, reader, source, body, digest, fingerprint, left_out)
-            bad = manifest["counts"]["quarantined"] / max(1, manifest["counts"]["inputs"])
-            manifest["status"] = "ok" if bad <= config.dataset.max_bad_fraction else "failed_quality"
-            write_manifest(staging, manifest)
+                shards = ingest_table(spark, config, reader, source, files, staging, default_parallelism(spark),
+                                      progress, preprocess)  # fmt: skip
+            manifest = _manifest(config, reader, source, shards, digest, fingerprint, left_out)
+            manifest.write(staging)
             # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
-            failed = manifest["status"] != "ok" and replacing == "dataset"
+            failed = manifest.status != "ok" and replacing == "dataset"
             target = staged.commit(to=dataset.sibling(".failed") if failed else None)
-    summary = {
-        "status": "written" if manifest["status"] == "ok" else "failed_quality",
-        "dataset": dataset.uri, "replaced": replacing, "seconds": round(time.time() - started, 2),
-        "counts": manifest["counts"], "splits": {s: v["rows"] for s, v in manifest["splits"].items()},
-        "labels": manifest["label"].get("vocabulary"), "errors": body["first_errors"],
-    }  # fmt: skip
-    if manifest["status"] != "ok":
+    summary = IngestResult(
+        "written" if manifest.status == "ok" else "failed_quality", dataset.uri, manifest.counts,
+        replaced=replacing, seconds=round(time.time() - started, 2),
+        splits={name: entry.rows for name, entry in manifest.splits.items()},
+        labels=manifest.label.vocabulary, errors=shards.first_errors,
+    )  # fmt: skip
+    if manifest.status != "ok":
+        counts = manifest.counts
         kept = " (the previous complete dataset is kept)" if target is not dataset else " (not marked complete)"
         raise DataQualityError(
-            f"{manifest['counts']['quarantined']} of {manifest['counts']['inputs']} inputs quarantined "
-            f"({bad:.1%} > max_bad_fraction {config.dataset.max_bad_fraction:g}); "
+            f"{counts.quarantined} of {counts.inputs} inputs quarantined "
+            f"({counts.bad_fraction:.1%} > max_bad_fraction {config.dataset.max_bad_fraction:g}); "
             f"see {target.uri}/_errors{kept}",
             summary,
         )
@@ -154,8 +151,8 @@ def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
     if not dataset.exists():
         return None
     if dataset.child(SUCCESS).exists():
-        manifest = read_manifest(dataset)
-        same = manifest.get("config_hash") == digest and manifest.get("input_fingerprint") == fingerprint
+        manifest = Manifest.read(dataset)
+        same = manifest.config_hash == digest and manifest.input_fingerprint == fingerprint
         return "up_to_date" if same else "dataset"
     if dataset.child(MANIFEST).exists():
         return "incomplete"  # an ingest that died or failed its quality gate: always safe to replace
@@ -237,7 +234,7 @@ def _hash_order(f: InputFile) -> float:
     return split_point(f.relpath)
 
 
-def _ingest_files(spark, config, reader, source, files, staging, parallelism, progress) -> dict:
+def _ingest_files(spark, config, reader, source, files, staging, parallelism, progress) -> WrittenShards:
     spec = reader.tensor_spec()
     assigned, vocabulary, unlabelled = _assign(config, reader, files)
     label_kind = "class" if vocabulary is not None else None
@@ -266,10 +263,7 @@ def _ingest_files(spark, config, reader, source, files, staging, parallelism, pr
         rdd = spark.sparkContext.parallelize(tasks, len(tasks))
         with spark_progress(spark, f"ingest {config.name}: {len(files)} files", progress):
             summaries = rdd.map(_run_file_task).collect()
-    body = _combine(summaries, spec, vocabulary, len(files), driver_errors)
-    if body["stats"]:
-        body["stats"]["axis"] = reader.stats_axis() % len(spec.shape)
-    return body
+    return _combine(summaries, spec, vocabulary, len(files), driver_errors, reader.stats_axis() % len(spec.shape))
 
 
 def _unlabelled_reason(config, relpath: str) -> str:
@@ -391,7 +385,8 @@ def _write_errors(target: Location, rows: list[dict]) -> None:
     pq.write_table(table, target.path, filesystem=target.fs, compression="zstd")
 
 
-def _combine(summaries: list[TaskSummary], spec: TensorSpec, vocabulary, inputs: int, driver_errors) -> dict:
+def _combine(summaries: list[TaskSummary], spec: TensorSpec, vocabulary, inputs: int, driver_errors,
+             stats_axis: int) -> WrittenShards:  # fmt: skip
     splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
     moments = None
     counts = Counter(inputs=inputs, quarantined=len(driver_errors))
@@ -406,64 +401,61 @@ def _combine(summaries: list[TaskSummary], spec: TensorSpec, vocabulary, inputs:
         if s.moments is not None:
             moments = s.moments if moments is None else moments + s.moments
         first_errors.extend(s.errors[: max(0, 5 - len(first_errors))])
-    for entry in splits.values():
-        entry["files"].sort()
-        entry["per_class"] = {
-            (vocabulary[k] if vocabulary is not None and k is not None else "all"): v
-            for k, v in sorted(entry["per_class"].items(), key=lambda kv: (kv[0] is None, kv[0]))
-        }
-    return {"spec": spec, "vocabulary": vocabulary, "label_kind": "class" if vocabulary is not None else None,
-            "splits": splits, "stats": _stats(moments), "counts": dict(counts),
-            "first_errors": first_errors, "feature_names": None, "preprocess": None}  # fmt: skip
+    label = Label("class", tuple(vocabulary)) if vocabulary is not None else Label(None)
+    return WrittenShards(
+        features=spec, label=label, splits={name: _split_entry(entry, vocabulary) for name, entry in splits.items()},
+        stats=_stats(moments, stats_axis), inputs=counts["inputs"], ok=counts["ok"],
+        quarantined=counts["quarantined"], augmented=counts["augmented"], first_errors=tuple(first_errors),
+    )  # fmt: skip
 
 
-def _stats(moments: np.ndarray | None) -> dict | None:
+def _split_entry(entry: dict, vocabulary: list[str] | None) -> SplitEntry:
+    """Rows per class name (label index order; "all" when unlabelled) and sorted files of one split."""
+    per_class = {
+        (vocabulary[k] if vocabulary is not None and k is not None else "all"): v
+        for k, v in sorted(entry["per_class"].items(), key=lambda kv: (kv[0] is None, kv[0]))
+    }
+    return SplitEntry(entry["rows"], tuple(sorted(entry["files"])), per_class)
+
+
+def _stats(moments: np.ndarray | None, axis: int) -> Stats | None:
     """Mean and std per entry of one tensor axis (channel, mel bin, feature) over train."""
     if moments is None:
         return None
     count, total, squares = moments
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
-    return {"axis": -1, "count": int(count[0]), "mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
+    return Stats(axis, int(count[0]), tuple(mean.round(6).tolist()), tuple(std.round(6).tolist()))
 
 
-def _manifest(config, reader, source, body, digest, fingerprint, left_out) -> dict:
-    counts = {"inputs": body["counts"].get("inputs", 0), "ok": body["counts"].get("ok", 0),
-              "quarantined": body["counts"].get("quarantined", 0), "augmented": body["counts"].get("augmented", 0),
-              "rows": sum(s["rows"] for s in body["splits"].values()), "left_out_by_patterns": left_out}  # fmt: skip
-    if counts["inputs"] != counts["ok"] + counts["quarantined"]:
+def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint, left_out) -> Manifest:
+    counts = Counts(inputs=shards.inputs, ok=shards.ok, quarantined=shards.quarantined, augmented=shards.augmented,
+                    rows=sum(entry.rows for entry in shards.splits.values()), left_out_by_patterns=left_out)  # fmt: skip
+    if counts.inputs != counts.ok + counts.quarantined:
         raise RuntimeError(f"ingest lost records: {counts}")  # a bug, not bad input: never hide it
-    label = {"column": "label", "kind": body["label_kind"]}
-    if body["vocabulary"] is not None:
-        label["vocabulary"] = body["vocabulary"]
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": config.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "dltool_version": dltool.__version__,
-        "reader": reader.name, "source": source.uri,
-        "features": {"column": "features", **body["spec"].to_json(), "names": body["feature_names"]},
-        "label": label, "key": {"column": "key"},
-        "passthrough": list(getattr(config.ingest, "passthrough", [])),
-        "splits": body["splits"], "counts": counts, "stats": body["stats"],
-        "preprocess": body["preprocess"], "errors": "_errors",
-        "config_hash": digest, "input_fingerprint": fingerprint,
-        "ingest": json.loads(config.ingest.model_dump_json()),
-    }  # fmt: skip
+    return Manifest(
+        name=config.name, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        dltool_version=dltool.__version__, reader=reader.name, source=source.uri,
+        features=shards.features, feature_names=shards.feature_names, label=shards.label,
+        passthrough=tuple(getattr(config.ingest, "passthrough", [])), splits=shards.splits, counts=counts,
+        stats=shards.stats, preprocess=shards.preprocess, errors="_errors",
+        config_hash=digest, input_fingerprint=fingerprint, ingest=json.loads(config.ingest.model_dump_json()),
+        status="ok" if counts.bad_fraction <= config.dataset.max_bad_fraction else "failed_quality",
+    )  # fmt: skip
 
 
-def _plan(config, reader, dataset, source, files, left_out) -> dict:
+def _plan(config, reader, dataset, source, files, left_out, existing: str | None) -> IngestPlan:
     """What an ingest would read and write, without starting Spark."""
-    plan = {"status": "dry_run", "dataset": dataset.uri, "source": source.uri, "inputs": len(files),
-            "left_out_by_patterns": left_out, "sample_inputs": [f.relpath for f in files[:10]],
-            "bytes": sum(f.size for f in files)}  # fmt: skip
     if reader.kind == "file":
-        spec = reader.tensor_spec()
         assigned, vocabulary, unlabelled = _assign(config, reader, files)
-        plan.update(
-            features=spec.to_json(), labels=vocabulary, unlabelled=len(unlabelled),
-            splits={s: len(items) for s, items in assigned.items()},
-        )
+        what = {"features": reader.tensor_spec(), "labels": None if vocabulary is None else tuple(vocabulary),
+                "unlabelled": len(unlabelled), "splits": {s: len(items) for s, items in assigned.items()}}  # fmt: skip
     else:
-        plan.update(columns={"numeric": config.ingest.numeric, "categorical": config.ingest.categorical,
-                             "label": config.ingest.label})  # fmt: skip
-    plan["writes"] = [f"{dataset.uri}/{d}" for d in ("train/", "val/", "test/", "_errors/", MANIFEST, SUCCESS)]
-    return plan
+        what = {"columns": {"numeric": config.ingest.numeric, "categorical": config.ingest.categorical,
+                            "label": config.ingest.label}}  # fmt: skip
+    return IngestPlan(
+        dataset=dataset.uri, source=source.uri, inputs=len(files), left_out_by_patterns=left_out,
+        sample_inputs=tuple(f.relpath for f in files[:10]), bytes=sum(f.size for f in files),
+        writes=tuple(f"{dataset.uri}/{d}" for d in ("train/", "val/", "test/", "_errors/", MANIFEST, SUCCESS)),
+        existing=existing, **what,
+    )  # fmt: skip

@@ -7,8 +7,10 @@ from collections import Counter
 
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
+from dltool.spark.results import WrittenShards
 from dltool.spark.splits import SPLITS
 from dltool.storage.fs import open_location
+from dltool.storage.manifest import Label, SplitEntry
 
 
 def hadoop_uri(location) -> str:
@@ -29,7 +31,7 @@ def spark_path(source_uri: str, path: str) -> str:
     return f"{scheme}://{parts.netloc}{path}"
 
 
-def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> dict:
+def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> WrittenShards:
     """Type, fit and write the table; `preprocess` (a saved `_preprocess.json` URI) is applied instead of fitting.
 
     Three passes over the source: rows per file piece (row numbers), one aggregation (the fit and
@@ -81,7 +83,7 @@ def _train_moments(frame, pre):
     return sum(np.frombuffer(r["moments"]).reshape(3, pre.width) for r in parts)
 
 
-def _combine(summaries, pre, label_kind, inputs) -> dict:
+def _combine(summaries, pre, label_kind, inputs) -> WrittenShards:
     import numpy as np
 
     from dltool.spark.ingest import _stats
@@ -98,18 +100,24 @@ def _combine(summaries, pre, label_kind, inputs) -> dict:
         entry["rows"] += row["rows"]
         entry["files"].append(row["shard"])
         entry["per_class"].update(json.loads(row["per_class"]))
-    for entry in splits.values():
-        entry["files"].sort()
-        counts = entry["per_class"]
-        if label_kind == "class":
-            entry["per_class"] = {pre.labels[int(k)]: v for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))}
-        else:
-            entry["per_class"] = {"all": sum(counts.values())} if counts else {}
-    ok = sum(s["rows"] for s in splits.values())
-    return {"spec": TensorSpec((pre.width,), "float32"), "vocabulary": pre.labels if label_kind == "class" else None,
-            "label_kind": label_kind, "splits": splits, "stats": _stats(moments) if moments[0, 0] else None,
-            "counts": {"inputs": inputs, "ok": ok, "quarantined": quarantined},
-            "first_errors": first_errors, "feature_names": pre.names, "preprocess": PREPROCESS}  # fmt: skip
+    vocabulary = tuple(pre.labels) if label_kind == "class" else None
+    return WrittenShards(
+        features=TensorSpec((pre.width,), "float32"), label=Label(label_kind, vocabulary),
+        splits={name: _split_entry(entry, vocabulary) for name, entry in splits.items()},
+        stats=_stats(moments, 0) if moments[0, 0] else None, inputs=inputs,
+        ok=sum(entry["rows"] for entry in splits.values()), quarantined=quarantined, first_errors=tuple(first_errors),
+        feature_names=tuple(pre.names), preprocess=PREPROCESS,
+    )  # fmt: skip
+
+
+def _split_entry(entry: dict, vocabulary: tuple[str, ...] | None) -> SplitEntry:
+    """Rows per class name (label index order; "all" for regression or no label) and sorted files of one split."""
+    counts = entry["per_class"]
+    if vocabulary is not None:
+        per_class = {vocabulary[int(k)]: v for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))}
+    else:
+        per_class = {"all": sum(counts.values())} if counts else {}
+    return SplitEntry(entry["rows"], tuple(sorted(entry["files"])), per_class)
 
 
 def _shard_task(staging_uri, pre, label_kind, passthrough, reader_name, dataset):

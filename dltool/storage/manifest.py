@@ -1,11 +1,21 @@
-"""The dataset manifest: versioned JSON that describes shards, and the commit markers."""
+"""The dataset manifest: versioned JSON that describes shards, and the commit markers.
+
+`Manifest` is the typed form of `_manifest.json` (docs/format.md): `to_json` writes the
+keys in the documented order, `from_json` reads them back, so a manifest that is read
+and written again is unchanged.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from dltool.errors import InputNotFoundError
 from dltool.storage.fs import Location
+
+if TYPE_CHECKING:
+    from dltool.shards.codec import TensorSpec
 
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
@@ -13,29 +23,186 @@ FORMAT = "dltool-dataset"
 FORMAT_VERSION = 1
 
 
-def write_manifest(dataset: Location, manifest: dict) -> None:
-    dataset.child(MANIFEST).write_bytes(json.dumps(manifest, indent=2, sort_keys=False).encode())
+@dataclass(frozen=True)
+class Label:
+    """The label column: its kind and, for classes, the vocabulary (index = stored label)."""
+
+    kind: str | None  # "class", "regression", or None when the dataset has no labels
+    vocabulary: tuple[str, ...] | None = None
+
+    @property
+    def classes(self) -> int:
+        return len(self.vocabulary or ())
+
+    def to_json(self) -> dict:
+        data = {"column": "label", "kind": self.kind}
+        if self.vocabulary is not None:
+            data["vocabulary"] = list(self.vocabulary)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Label:
+        vocabulary = data.get("vocabulary")
+        return cls(data["kind"], None if vocabulary is None else tuple(vocabulary))
 
 
-def read_manifest(dataset: Location, require_success: bool = True) -> dict:
-    """The manifest of a complete dataset; one clear error when it is missing or partial."""
-    if not dataset.exists():
-        raise InputNotFoundError(f"{dataset.uri}: dataset not found (run `dltool ingest` first)")
-    if require_success and not dataset.child(SUCCESS).exists():
-        raise InputNotFoundError(
-            f"{dataset.uri}: dataset is incomplete (no {SUCCESS}); an ingest did not finish: rerun `dltool ingest`"
-        )
-    try:
-        manifest = json.loads(dataset.child(MANIFEST).read_bytes())
-    except FileNotFoundError as e:
-        raise InputNotFoundError(f"{dataset.uri}: not a dltool dataset (no {MANIFEST})") from e
-    except json.JSONDecodeError as e:
-        raise InputNotFoundError(f"{dataset.uri}/{MANIFEST}: corrupt manifest: {e}") from e
-    if manifest.get("format") != FORMAT:
-        raise InputNotFoundError(f"{dataset.uri}: not a dltool dataset (manifest format {manifest.get('format')!r})")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise InputNotFoundError(
-            f"{dataset.uri}: manifest version {manifest['format_version']} is newer than this dltool reads "
-            f"({FORMAT_VERSION}); upgrade dltool"
-        )
-    return manifest
+@dataclass(frozen=True)
+class SplitEntry:
+    """One split's shards: rows (augmented copies included), files relative to the dataset, rows per class."""
+
+    rows: int
+    files: tuple[str, ...]
+    per_class: dict[str, int]  # "all" for regression or unlabelled data
+
+    def to_json(self) -> dict:
+        return {"rows": self.rows, "files": list(self.files), "per_class": dict(self.per_class)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SplitEntry:
+        return cls(int(data["rows"]), tuple(data["files"]), dict(data["per_class"]))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Where every input went; `inputs == ok + quarantined` holds for every written manifest."""
+
+    inputs: int
+    ok: int
+    quarantined: int
+    augmented: int
+    rows: int
+    left_out_by_patterns: int
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.quarantined / max(1, self.inputs)
+
+    def to_json(self) -> dict:
+        return {"inputs": self.inputs, "ok": self.ok, "quarantined": self.quarantined, "augmented": self.augmented,
+                "rows": self.rows, "left_out_by_patterns": self.left_out_by_patterns}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict) -> Counts:
+        return cls(**{f.name: int(data[f.name]) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Train-split mean and std per position along `axis` of the features (for normalising in the model)."""
+
+    axis: int
+    count: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_json(self) -> dict:
+        return {"axis": self.axis, "count": self.count, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Stats:
+        return cls(int(data["axis"]), int(data["count"]), tuple(data["mean"]), tuple(data["std"]))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a dataset is: its tensors, labels, shards per split, counts and the config that built it."""
+
+    name: str
+    created: str  # UTC, YYYY-MM-DDTHH:MM:SSZ
+    dltool_version: str
+    reader: str
+    source: str
+    features: TensorSpec
+    feature_names: tuple[str, ...] | None  # one per slot for tables, else None
+    label: Label
+    passthrough: tuple[str, ...]
+    splits: dict[str, SplitEntry]
+    counts: Counts
+    stats: Stats | None
+    preprocess: str | None  # "_preprocess" for table datasets
+    errors: str  # the error table's folder
+    config_hash: str
+    input_fingerprint: str
+    ingest: dict  # the ingest section as validated
+    status: str  # "ok" or "failed_quality"
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT, "format_version": self.format_version, "name": self.name, "created": self.created,
+            "dltool_version": self.dltool_version, "reader": self.reader, "source": self.source,
+            "features": {"column": "features", **self.features.to_json(),
+                         "names": None if self.feature_names is None else list(self.feature_names)},
+            "label": self.label.to_json(), "key": {"column": "key"}, "passthrough": list(self.passthrough),
+            "splits": {name: entry.to_json() for name, entry in self.splits.items()},
+            "counts": self.counts.to_json(), "stats": None if self.stats is None else self.stats.to_json(),
+            "preprocess": self.preprocess, "errors": self.errors,
+            "config_hash": self.config_hash, "input_fingerprint": self.input_fingerprint,
+            "ingest": self.ingest, "status": self.status,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict) -> Manifest:
+        """The manifest of a `_manifest.json`; KeyError, TypeError or ValueError when a field is missing or wrong."""
+        from dltool.shards.codec import TensorSpec  # the shards package imports storage: not at module level
+
+        features = data["features"]
+        names = features.get("names")
+        return cls(
+            name=data["name"], created=data["created"], dltool_version=data["dltool_version"],
+            reader=data["reader"], source=data["source"],
+            features=TensorSpec.from_json(features), feature_names=None if names is None else tuple(names),
+            label=Label.from_json(data["label"]), passthrough=tuple(data["passthrough"]),
+            splits={name: SplitEntry.from_json(entry) for name, entry in data["splits"].items()},
+            counts=Counts.from_json(data["counts"]),
+            stats=None if data["stats"] is None else Stats.from_json(data["stats"]),
+            preprocess=data["preprocess"], errors=data["errors"],
+            config_hash=data["config_hash"], input_fingerprint=data["input_fingerprint"],
+            ingest=data["ingest"], status=data["status"], format_version=int(data["format_version"]),
+        )  # fmt: skip
+
+    def rows(self, split: str) -> int:
+        """Rows of a split; 0 when the dataset has no such split."""
+        entry = self.splits.get(split)
+        return entry.rows if entry is not None else 0
+
+    @classmethod
+    def read(cls, dataset: Location, require_success: bool = True) -> Manifest:
+        """The manifest of a complete dataset; one clear error when it is missing, partial or not dltool's."""
+        if not dataset.exists():
+            raise InputNotFoundError(f"{dataset.uri}: dataset not found (run `dltool ingest` first)")
+        if require_success and not dataset.child(SUCCESS).exists():
+            raise InputNotFoundError(
+                f"{dataset.uri}: dataset is incomplete (no {SUCCESS}); an ingest did not finish: rerun `dltool ingest`"
+            )
+        try:
+            data = json.loads(dataset.child(MANIFEST).read_bytes())
+        except FileNotFoundError as e:
+            raise InputNotFoundError(f"{dataset.uri}: not a dltool dataset (no {MANIFEST})") from e
+        except json.JSONDecodeError as e:
+            raise InputNotFoundError(f"{dataset.uri}/{MANIFEST}: corrupt manifest: {e}") from e
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise InputNotFoundError(f"{dataset.uri}: not a dltool dataset (manifest format {found!r})")
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise InputNotFoundError(
+                f"{dataset.uri}: manifest version {data['format_version']} is newer than this dltool reads "
+                f"({FORMAT_VERSION}); upgrade dltool"
+            )
+        try:
+            return cls.from_json(data)
+        except KeyError as e:
+            raise InputNotFoundError(f"{dataset.uri}/{MANIFEST}: corrupt manifest: no field {e}") from e
+        except (TypeError, ValueError, AttributeError) as e:
+            raise InputNotFoundError(f"{dataset.uri}/{MANIFEST}: corrupt manifest: {e}") from e
+
+    def write(self, dataset: Location) -> None:
+        dataset.child(MANIFEST).write_bytes(json.dumps(self.to_json(), indent=2, sort_keys=False).encode())
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    """A digest of what training depends on (tensors, labels, shards, stats, config); runs and checkpoints record it."""
+    from dltool.config.loader import config_hash  # the config package imports storage: not at module level
+
+    data = manifest.to_json()
+    return config_hash({key: data[key] for key in ("features", "label", "splits", "stats", "config_hash")})

@@ -28,6 +28,8 @@ from dltool.errors import ConfigError, InputNotFoundError
 if TYPE_CHECKING:
     import keras
 
+    from dltool.storage.manifest import Manifest
+
 __all__ = ["APPLICATIONS", "build_model", "build_optimizer", "describe_model"]
 
 # Each keras.applications model's expected input preprocessing (what its preprocess_input does):
@@ -74,7 +76,7 @@ class MlpArgs(_BuiltinArgs):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
-def build_model(train: TrainSettings, manifest: dict) -> keras.Model:
+def build_model(train: TrainSettings, manifest: Manifest) -> keras.Model:
     """The model of `train.model` for the dataset of `manifest`, with fresh weights seeded by `train.seed`.
 
     Call it inside the distribution strategy's scope. Every layer dltool creates has a
@@ -82,7 +84,7 @@ def build_model(train: TrainSettings, manifest: dict) -> keras.Model:
     """
     import keras
 
-    shape, dtype = _feature_spec(manifest)
+    shape, dtype = manifest.features.shape, manifest.features.dtype
     outputs = _output_units(manifest)
     spec = train.model
     if spec.kind == "application":
@@ -90,7 +92,7 @@ def build_model(train: TrainSettings, manifest: dict) -> keras.Model:
     keras.utils.set_random_seed(train.seed)
 
     inputs = keras.Input(shape=shape, dtype=dtype, name="features")
-    if spec.kind == "application" and manifest.get("reader") == "image":
+    if spec.kind == "application" and manifest.reader == "image":
         x = _application_preprocessing(spec.application.name, inputs)
     else:
         x = _normalise(inputs, manifest)
@@ -112,7 +114,7 @@ def build_model(train: TrainSettings, manifest: dict) -> keras.Model:
             f"train.model.{spec.kind}: the body gives {_dims(x.shape)} per example, not one vector; "
             "end it with Flatten or a global pooling layer"
         )
-    activation = "softmax" if manifest["label"]["kind"] == "class" else None
+    activation = "softmax" if manifest.label.kind == "class" else None
     y = keras.layers.Dense(outputs, activation=activation, dtype="float32", name="output")(x)
     return keras.Model(inputs, y, name=name)
 
@@ -178,21 +180,10 @@ def build_optimizer(train: TrainSettings, steps_per_epoch: int) -> keras.optimiz
 # --- the dataset --------------------------------------------------------------------------
 
 
-def _feature_spec(manifest: dict) -> tuple[tuple[int, ...], str]:
-    try:
-        features = manifest["features"]
-        shape = tuple(int(d) for d in features["shape"])
-        dtype = str(features["dtype"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"dataset manifest has no usable features.shape and features.dtype ({e!r})") from e
-    return shape, dtype
-
-
-def _output_units(manifest: dict) -> int:
-    label = manifest.get("label") or {}
-    kind = label.get("kind")
+def _output_units(manifest: Manifest) -> int:
+    kind = manifest.label.kind
     if kind == "class":
-        vocabulary = label.get("vocabulary") or []
+        vocabulary = list(manifest.label.vocabulary or [])
         if len(vocabulary) < 2:
             raise ConfigError(f"dataset has {len(vocabulary)} class(es) {vocabulary}: a classifier needs at least 2")
         return len(vocabulary)
@@ -210,7 +201,7 @@ def _dims(shape) -> list:
 # --- preprocessing ------------------------------------------------------------------------
 
 
-def _normalise(inputs, manifest: dict):
+def _normalise(inputs, manifest: Manifest):
     """Cast to float32 and standardise with the train split's stats along their axis."""
     import keras
     import numpy as np
@@ -218,13 +209,13 @@ def _normalise(inputs, manifest: dict):
     x = inputs
     if inputs.dtype != "float32":
         x = keras.layers.Rescaling(1.0, dtype="float32", name="cast")(x)
-    stats = manifest.get("stats")
-    if not stats:
+    stats = manifest.stats
+    if stats is None:
         return x
     shape = tuple(inputs.shape[1:])
-    axis = int(stats["axis"])
-    mean = np.asarray(stats["mean"], dtype=np.float64)
-    std = np.asarray(stats["std"], dtype=np.float64)
+    axis = stats.axis
+    mean = np.asarray(stats.mean, dtype=np.float64)
+    std = np.asarray(stats.std, dtype=np.float64)
     if not 0 <= axis < len(shape) or mean.shape != (shape[axis],) or std.shape != mean.shape:
         raise ConfigError(
             f"dataset manifest stats do not fit its features {list(shape)}: "
@@ -289,13 +280,13 @@ def _application_preprocessing(name: str, inputs):
 # --- bodies -------------------------------------------------------------------------------
 
 
-def _builtin_name(spec: ModelSettings, manifest: dict) -> str:
+def _builtin_name(spec: ModelSettings, manifest: Manifest) -> str:
     name = spec.builtin or "auto"
     if name != "auto":
         return name
     from dltool.readers.base import default_model_for
 
-    reader = manifest.get("reader")
+    reader = manifest.reader
     builtin = default_model_for(reader)
     if builtin is None:
         raise ConfigError(
@@ -316,7 +307,7 @@ def _builtin_args(model: type[_BuiltinArgs], args: dict, builtin: str) -> Any:
         raise ConfigError(f"train.model.args.{field}: {message}") from e
 
 
-def _builtin_body(name: str, args: dict, x, manifest: dict):
+def _builtin_body(name: str, args: dict, x, manifest: Manifest):
     import keras
 
     if name == "mlp":
@@ -330,7 +321,7 @@ def _builtin_body(name: str, args: dict, x, manifest: dict):
         return x
 
     options = _builtin_args(ConvNetArgs, args, name)
-    if name == "audio_cnn" and len(x.shape) in (2, 3) and manifest.get("reader") == "audio":
+    if name == "audio_cnn" and len(x.shape) in (2, 3) and manifest.reader == "audio":
         x = _mel_frontend(x, manifest)
     if len(x.shape) != 4:
         wanted = "[frames, bins, channels] or a waveform" if name == "audio_cnn" else "[height, width, channels]"
@@ -353,7 +344,7 @@ def _builtin_body(name: str, args: dict, x, manifest: dict):
     return x
 
 
-def _mel_frontend(x, manifest: dict):
+def _mel_frontend(x, manifest: Manifest):
     """Waveforms [samples] or [samples, channels] to dB mel spectrograms [frames, mels, channels].
 
     Uses the ingest's sample rate and spectrogram settings (n_fft, hop_length, n_mels, fmin,
@@ -362,7 +353,7 @@ def _mel_frontend(x, manifest: dict):
     """
     import keras
 
-    ingest = manifest.get("ingest") or {}
+    ingest = manifest.ingest
     rate = ingest.get("sample_rate")
     if not rate:
         raise ConfigError(
@@ -474,7 +465,7 @@ def _application_body(spec: ModelSettings, x, shape: tuple[int, ...]):
     return x
 
 
-def _factory_body(spec: ModelSettings, x, shape: tuple[int, ...], outputs: int, manifest: dict):
+def _factory_body(spec: ModelSettings, x, shape: tuple[int, ...], outputs: int, manifest: Manifest):
     import keras
 
     where = "train.model.factory"
@@ -487,7 +478,8 @@ def _factory_body(spec: ModelSettings, x, shape: tuple[int, ...], outputs: int, 
     if not callable(function):
         raise ConfigError(f"{where}: {module_name} has no function {function_name!r}")
     try:
-        model = function(shape, outputs, copy.deepcopy(manifest), **spec.args)
+        # The factory gets the manifest as its JSON (a user contract), a copy it may change freely.
+        model = function(shape, outputs, copy.deepcopy(manifest.to_json()), **spec.args)
     except Exception as e:  # the user's code failed; say where, keep the cause chained
         raise ConfigError(f"{where}: {spec.factory} failed: {type(e).__name__}: {_one_line(e)}") from e
     if not isinstance(model, keras.Model):

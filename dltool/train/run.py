@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
 
@@ -20,8 +20,9 @@ from dltool.config.models import ExperimentConfig, TrainSettings
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.barrier import attempt_logs
 from dltool.storage.fs import Location, open_location
-from dltool.storage.manifest import read_manifest
+from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.train import checkpoints as ckpt
+from dltool.train.job import TrainJob
 from dltool.train.metrics import loss_name, resolve_metrics
 
 # Examples per step when the config names no batch size: the same for any number of workers,
@@ -63,7 +64,7 @@ def run_training(
     if train is None:
         raise ConfigError("the config has no 'train' section: nothing to train")
     dataset = open_location(config.dataset.path)
-    manifest = read_manifest(dataset)
+    manifest = Manifest.read(dataset)
     _check_task(train, manifest)
     run_dir = open_location(train.run_dir)
     ckpt.check_run_dir_is_ours(run_dir)
@@ -116,19 +117,17 @@ def run_training(
             "workers": workers, "epochs": train.epochs, "attempts": 0, "model": model_info,
         }  # fmt: skip
         ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
-        job = {
-            "config": json.loads(config.model_dump_json()), "manifest": manifest, "dataset": dataset.uri,
-            "run_dir": run_dir.uri, "config_hash": digest, "dataset_hash": status["dataset_hash"],
-            "steps_per_epoch": plan.steps_per_epoch, "global_batch": plan.global_batch,
-            "per_worker_batch": plan.per_worker_batch, "class_weights": plan.class_weights,
-            "train_units": plan.train_units, "val_units": plan.val_units, "global_batches": plan.global_batches,
-            "fault": fault,
-            "job_group": f"dltool-train-{digest[:8]}",
+        job = TrainJob(
+            train=config.train, manifest=manifest, dataset=dataset.uri, run_dir=run_dir.uri,
+            config_hash=digest, dataset_hash=status["dataset_hash"], steps_per_epoch=plan.steps_per_epoch,
+            global_batch=plan.global_batch, per_worker_batch=plan.per_worker_batch, class_weights=plan.class_weights,
+            train_units=plan.train_units, val_units=plan.val_units, global_batches=plan.global_batches,
+            job_group=f"dltool-train-{digest[:8]}",
             # Local mode: the machine is ours, so fewer workers than cores share them all, and
             # the factory's module is imported from where it lies.
-            "threads": max(1, task_slots(spark) // workers) if local else None,
-            "user_code": str(code) if local and code is not None else None,
-        }  # fmt: skip
+            threads=max(1, task_slots(spark) // workers) if local else None,
+            user_code=str(code) if local and code is not None else None, fault=fault,
+        )  # fmt: skip
         result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
     summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}
     if view.first_step_at is not None:
@@ -137,15 +136,11 @@ def run_training(
     return summary
 
 
-def manifest_hash(manifest: dict) -> str:
-    return config_hash({k: manifest.get(k) for k in ("features", "label", "splits", "stats", "config_hash")})
-
-
-def _with_auto_model_resolved(config: ExperimentConfig, manifest: dict) -> ExperimentConfig:
+def _with_auto_model_resolved(config: ExperimentConfig, manifest: Manifest) -> ExperimentConfig:
     from dltool.readers.base import default_model_for
 
     model = config.train.model
-    builtin = default_model_for(manifest.get("reader"))
+    builtin = default_model_for(manifest.reader)
     if model.kind != "builtin" or (model.builtin or "auto") != "auto" or builtin is None:
         return config  # build_model explains an unknown reader
     train = config.train.model_copy(update={"model": model.model_copy(update={"builtin": builtin})})
@@ -156,26 +151,25 @@ def default_global_batch(workers: int) -> int:
     return -(-DEFAULT_GLOBAL_BATCH // workers) * workers
 
 
-def _train_hash(train: TrainSettings, manifest: dict) -> str:
+def _train_hash(train: TrainSettings, manifest: Manifest) -> str:
     return config_hash({"train": train.model_dump(mode="json", exclude=RESUMABLE_CHANGES), "data": manifest_hash(manifest)})
 
 
-def _check_task(train: TrainSettings, manifest: dict) -> None:
-    label = manifest.get("label") or {}
-    if not label or label.get("kind") not in ("class", "regression"):
+def _check_task(train: TrainSettings, manifest: Manifest) -> None:
+    label = manifest.label
+    if label.kind not in ("class", "regression"):
         raise ConfigError("the dataset has no labels (ingest label source 'none'): nothing to train on")
-    classes = len(label.get("vocabulary") or [])
-    if label["kind"] == "class" and classes < 2:
-        raise ConfigError(f"the dataset has {classes} class(es); classification needs at least 2")
-    metrics = resolve_metrics(train.metrics, label["kind"], classes)
-    loss_name(train.loss, label["kind"])
+    if label.kind == "class" and label.classes < 2:
+        raise ConfigError(f"the dataset has {label.classes} class(es); classification needs at least 2")
+    metrics = resolve_metrics(train.metrics, label.kind, label.classes)
+    loss_name(train.loss, label.kind)
     if isinstance(train.class_weights, dict):
-        if label["kind"] != "class":
+        if label.kind != "class":
             raise ConfigError("train.class_weights: only for classification")
-        unknown = sorted(set(train.class_weights) - set(label["vocabulary"]))
+        unknown = sorted(set(train.class_weights) - set(label.vocabulary))
         if unknown:
-            raise ConfigError(f"train.class_weights: unknown classes {unknown}; the dataset has {label['vocabulary']}")
-    has_val = manifest["splits"].get("val", {}).get("rows", 0) > 0
+            raise ConfigError(f"train.class_weights: unknown classes {unknown}; the dataset has {list(label.vocabulary)}")
+    has_val = manifest.rows("val") > 0
     logged = ["loss", *metrics]
     known = logged + ([f"val_{m}" for m in logged] if has_val else [])
     if train.monitor not in known:
@@ -183,19 +177,18 @@ def _check_task(train: TrainSettings, manifest: dict) -> None:
         raise ConfigError(f"train.monitor: {train.monitor!r} is not logged{why}; choose one of {', '.join(known)}")
 
 
-def _class_weights(train: TrainSettings, manifest: dict) -> list[float] | None:
-    vocabulary = manifest["label"].get("vocabulary") or []
-    if train.class_weights == "none" or manifest["label"]["kind"] != "class":
+def _class_weights(train: TrainSettings, manifest: Manifest) -> list[float] | None:
+    vocabulary = manifest.label.vocabulary or ()
+    if train.class_weights == "none" or manifest.label.kind != "class":
         return None
     if isinstance(train.class_weights, dict):
         return [float(train.class_weights.get(name, 1.0)) for name in vocabulary]
-    counts = manifest["splits"]["train"].get("per_class", {})
+    counts = manifest.splits["train"].per_class
     total = sum(counts.values())
     return [total / (len(vocabulary) * counts[name]) if counts.get(name) else 0.0 for name in vocabulary]
 
 
-def _plan(config: ExperimentConfig, manifest: dict, workers: int) -> Plan:
-    from dltool.shards.codec import TensorSpec
+def _plan(config: ExperimentConfig, manifest: Manifest, workers: int) -> Plan:
     from dltool.shards.feed import plan_shares
 
     train = config.train
@@ -210,15 +203,15 @@ def _plan(config: ExperimentConfig, manifest: dict, workers: int) -> Plan:
                 f"use a multiple of {workers} or set per_worker_batch_size"
             )
         per_worker = global_batch // workers
-    train_rows = manifest["splits"]["train"]["rows"]
+    train_rows = manifest.rows("train")
     if train_rows < global_batch:
         raise ConfigError(
             f"the train split has {train_rows} rows, fewer than one global batch ({global_batch}); "
             "lower the batch size or ingest more data"
         )
-    val_rows = manifest["splits"].get("val", {}).get("rows", 0)
+    val_rows = manifest.rows("val")
     steps = train.steps_per_epoch or max(1, train_rows // global_batch)
-    row_bytes = TensorSpec.from_json(manifest["features"]).nbytes + 4  # + the label
+    row_bytes = manifest.features.nbytes + 4  # + the label
     as_lists = lambda shares: [[[u.file, u.row_group, u.start, u.stop] for u in share] for share in shares]
     # Global batches when the split fits a worker's cache: every rank gets one worker's plan of the
     # whole split, so any number of workers trains on the same batches in the same order.
@@ -249,10 +242,10 @@ class ModelCheck:
     `code` is the config's factory module (shipping.config_code): its folder leads the child's PYTHONPATH.
     """
 
-    def __init__(self, config: ExperimentConfig, manifest: dict, code: Path | None = None):
+    def __init__(self, config: ExperimentConfig, manifest: Manifest, code: Path | None = None):
         from dltool.spark.shipping import with_code_path
 
-        spec = {"config": json.loads(config.model_dump_json()), "manifest": manifest, "steps_per_epoch": 1}
+        spec = {"train": config.train.model_dump(mode="json"), "manifest": manifest.to_json(), "steps_per_epoch": 1}
         handle, self._path = tempfile.mkstemp(prefix="dltool-check-", suffix=".json")
         with os.fdopen(handle, "w") as f:
             json.dump(spec, f)
@@ -290,33 +283,33 @@ class ModelCheck:
         return self._info
 
 
-def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view, status: dict) -> dict:
+def _attempts(spark, job: TrainJob, plan: Plan, run_dir: Location, resume_from, view, status: dict) -> dict:
     """Run the barrier stage; after a failure, relaunch from the newest checkpoint up to max_retries times."""
     from dltool.train.events import EventServer
 
-    max_retries = job["config"]["train"]["max_retries"]
+    max_retries = job.train.max_retries
     host = "127.0.0.1" if spark.sparkContext.master.startswith("local") else spark.conf.get("spark.driver.host")
     with EventServer(host) as server:
         attempt = 0
         while True:
             if resume_from is not None:
                 view.print(f"resuming from {resume_from.name}")
-            job.update(attempt=attempt, events=server.address,
-                       resume_from=resume_from.location.uri if resume_from else None)  # fmt: skip
+            this = replace(job, attempt=attempt, events=server.address,
+                           resume_from=resume_from.location.uri if resume_from else None)  # fmt: skip
             status["attempts"] = attempt + 1
             ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
-            done, failure = _one_attempt(spark, job, plan.workers, server, view)
+            done, failure = _one_attempt(spark, this, plan.workers, server, view)
             if failure is None:
                 newest = ckpt.newest_checkpoint(run_dir)
                 meta = newest.meta() if newest else {}
                 history = meta.get("history", [])
                 kept = done.get("model_epoch")
                 return {
-                    "status": "completed", "epochs_done": len(history), "seed": job["config"]["train"]["seed"],
+                    "status": "completed", "epochs_done": len(history), "seed": job.train.seed,
                     "stopped_early": bool(done.get("stopped_early")), "best": meta.get("best"),
                     "replicas_in_sync": done.get("replicas_in_sync", 0),
                     # The kept model (train.final): its epoch and that epoch's metrics.
-                    "model_epoch": kept, "kept": job["config"]["train"]["final"],
+                    "model_epoch": kept, "kept": job.train.final,
                     "final": next((h for h in history if h["epoch"] == kept), meta.get("logs")),
                     "last": meta.get("logs"), "model": run_dir.child("model", ckpt.MODEL_FILE).uri,
                     "saved_model": run_dir.child("model", "saved_model").uri,
@@ -335,7 +328,7 @@ def _attempts(spark, job: dict, plan: Plan, run_dir: Location, resume_from, view
             view.print(f"[yellow]retrying from {where}[/] (attempt {attempt + 1} of {max_retries + 1})")
 
 
-def _one_attempt(spark, job: dict, workers: int, server, view) -> tuple[dict, DltoolError | None]:
+def _one_attempt(spark, job: TrainJob, workers: int, server, view) -> tuple[dict, DltoolError | None]:
     """One barrier stage, with events shown as they arrive; returns (done event, failure or None)."""
     from dltool.spark.barrier import barrier_train
 

@@ -22,6 +22,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from dltool.train.metrics import (
     resolve_metrics,
     sum_names,
 )
+
+if TYPE_CHECKING:
+    from dltool.train.job import WorkerSpec
 
 REPORT_EVERY_S = 0.5
 
@@ -65,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     if argv[0] == "--check":
         return check_model(json.loads(Path(argv[1]).read_text()))
-    spec = json.loads(Path(argv[0]).read_text())
-    events = EventClient(spec.get("events"), spec["rank"])
+    from dltool.train.job import WorkerSpec  # after die_with_parent: validating the train section takes a moment
+
+    spec = WorkerSpec.from_json(json.loads(Path(argv[0]).read_text()))
+    events = EventClient(spec.job.events, spec.rank)
     try:
         import tensorflow  # noqa: F401  - the slow import overlaps the task's address exchange
 
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = traceback.format_exc().rstrip().splitlines()
         print("\n".join(lines), flush=True)
         events.send("failed", error=record.to_json(), traceback=lines[-12:])  # shown as it happens
-        Path(spec["error_file"]).write_text(json.dumps(record.to_json()))  # relayed by the barrier task
+        Path(spec.error_file).write_text(json.dumps(record.to_json()))  # relayed by the barrier task
         events.close()
         return record.exit_code
     events.close()
@@ -92,12 +98,13 @@ def check_model(spec: dict) -> int:
     Prints one JSON line: {"ok": true, "model": description}, or {"ok": false, **ErrorRecord}.
     """
     from dltool.config.models import TrainSettings
+    from dltool.storage.manifest import Manifest
     from dltool.train.model import build_model, build_optimizer, describe_model
 
     try:
         # The train section only: the ingest section may name a reader this process has not imported.
-        train = TrainSettings.model_validate(spec["config"]["train"])
-        model = build_model(train, spec["manifest"])
+        train = TrainSettings.model_validate(spec["train"])
+        model = build_model(train, Manifest.from_json(spec["manifest"]))
         build_optimizer(train, spec["steps_per_epoch"])
         print(json.dumps({"ok": True, "model": describe_model(model)}), flush=True)
         return 0
@@ -135,14 +142,14 @@ class Steps:
     def __init__(self, worker: Worker, strategy, model, optimizer, mixed: bool):
         import tensorflow as tf
 
-        spec, manifest = worker.spec, worker.manifest
+        job, manifest = worker.job, worker.job.manifest
         self.workers, self.strategy, self.model, self.optimizer = worker.workers, strategy, model, optimizer
-        batch, global_batch = spec["per_worker_batch"], spec["global_batch"]
+        batch, global_batch = job.per_worker_batch, job.global_batch
         loss_fn = per_example_loss_fn(loss_name(worker.train.loss, worker.kind), worker.classes,
                                       worker.train.label_smoothing)  # fmt: skip
         sums_fn = metric_sums_fn(worker.metrics)
-        weights = tf.constant(spec["class_weights"], tf.float32) if spec.get("class_weights") else None
-        x_spec = tf.TensorSpec([batch, *manifest["features"]["shape"]], manifest["features"]["dtype"])
+        weights = tf.constant(job.class_weights, tf.float32) if job.class_weights else None
+        x_spec = tf.TensorSpec([batch, *manifest.features.shape], manifest.features.dtype)
         y_spec = tf.TensorSpec([batch], tf.int32 if worker.kind == "class" else tf.float32)
 
         def step_fn(x, y):
@@ -201,20 +208,17 @@ class Steps:
 
 
 class Worker:
-    def __init__(self, spec: dict, events: EventClient):
-        from dltool.config.models import TrainSettings
+    def __init__(self, spec: WorkerSpec, events: EventClient):
         from dltool.storage.fs import open_location
 
-        self.spec = spec
+        self.spec, self.job = spec, spec.job
         self.events = events
-        self.rank: int = spec["rank"]
-        self.workers: int = spec["workers"]
-        self.chief = self.rank == 0
-        self.train = TrainSettings.model_validate(spec["config"]["train"])  # a plugin reader's section stays unread
-        self.manifest = spec["manifest"]
-        self.run_dir = open_location(spec["run_dir"])
-        self.kind = self.manifest["label"]["kind"]
-        self.classes = len(self.manifest["label"].get("vocabulary") or [])
+        self.rank, self.workers, self.chief = spec.rank, spec.workers, spec.chief
+        self.train = spec.job.train
+        self.manifest = spec.job.manifest
+        self.run_dir = open_location(spec.job.run_dir)
+        self.kind = self.manifest.label.kind
+        self.classes = self.manifest.label.classes
         self.metrics = resolve_metrics(self.train.metrics, self.kind, self.classes)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -222,7 +226,7 @@ class Worker:
     def _strategy(self):
         import tensorflow as tf
 
-        threads = max(1, int(self.spec.get("threads", 1)))
+        threads = max(1, self.spec.threads)
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         gpus = tf.config.list_physical_devices("GPU")
@@ -246,7 +250,7 @@ class Worker:
 
         def feed(units, workers):
             return ShardFeed(
-                self.spec["dataset"],
+                self.job.dataset,
                 self.manifest,
                 [FeedUnit(*u) for u in units],
                 seed=self.train.seed,
@@ -255,15 +259,15 @@ class Worker:
                 cache_mb=self.train.cache_mb,
             )
 
-        train = feed(self.spec["train_units"], self.workers if self.spec["global_batches"] else 1)
-        val = feed(self.spec["val_units"], 1) if self.spec.get("val_units") is not None else None
+        train = feed(self.spec.train_units, self.workers if self.job.global_batches else 1)
+        val = feed(self.spec.val_units, 1) if self.spec.val_units is not None else None
         return train, val
 
     def _restore(self, model, optimizer) -> dict:
         """Load a checkpoint's variables and optimizer state; returns its metadata."""
         from dltool.storage.fs import open_location
 
-        location = open_location(self.spec["resume_from"])
+        location = open_location(self.job.resume_from)
         meta = json.loads(location.child(ckpt.CHECKPOINT_FILE).read_bytes())
         _load_state(location, {"model": model.variables, "optimizer": optimizer.variables})
         return meta
@@ -274,16 +278,16 @@ class Worker:
         """Set up, then train epoch by epoch: steps, validation, checkpoint, early stop; then keep the model."""
         strategy = self._strategy()  # first: MultiWorkerMirroredStrategy must exist before other TF ops
         model, optimizer, steps = self._build(strategy)
-        state = RunState.from_checkpoint(self._restore(model, optimizer) if self.spec.get("resume_from") else {})
+        state = RunState.from_checkpoint(self._restore(model, optimizer) if self.job.resume_from else {})
         train_feed, val_feed = self._feeds()
-        batch, per_epoch = self.spec["per_worker_batch"], self.spec["steps_per_epoch"]
+        batch, per_epoch = self.job.per_worker_batch, self.job.steps_per_epoch
         # A resumed run continues the data stream exactly where its checkpoint left it.
         batches = iter(train_feed.dataset(batch, training=True, start_batch=(state.start_epoch - 1) * per_epoch,
                                           shuffle_buffer=self.train.shuffle_buffer))  # fmt: skip
         writers = self._tensorboard() if self.chief else None
         if self.chief:
             self.events.send("start", epoch=state.start_epoch, epochs=self.train.epochs, steps=per_epoch,
-                             global_batch=self.spec["global_batch"])  # fmt: skip
+                             global_batch=self.job.global_batch)  # fmt: skip
         stop = False
         for epoch in range(state.start_epoch, self.train.epochs + 1):
             logs, timing = self._train_epoch(epoch, batches, steps, val_feed, writers)
@@ -304,7 +308,7 @@ class Worker:
             keras.mixed_precision.set_global_policy("mixed_float16")
         with strategy.scope():
             model = build_model(self.train, self.manifest)
-            optimizer = build_optimizer(self.train, self.spec["steps_per_epoch"])
+            optimizer = build_optimizer(self.train, self.job.steps_per_epoch)
             if mixed:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)
@@ -314,7 +318,7 @@ class Worker:
         """One epoch of steps, with progress reports and mid-epoch validation; its train metrics and timing."""
         import tensorflow as tf
 
-        per_epoch, global_batch = self.spec["steps_per_epoch"], self.spec["global_batch"]
+        per_epoch, global_batch = self.job.steps_per_epoch, self.job.global_batch
         started = last_report = time.perf_counter()
         sums = tf.zeros(len(sum_names(self.metrics)))
         for step in range(1, per_epoch + 1):
@@ -344,7 +348,7 @@ class Worker:
         if val_feed is None:
             return {}
         total = np.zeros(len(sum_names(self.metrics)), np.float32)
-        for x, y in val_feed.one_pass(max(self.spec["per_worker_batch"], 256)):
+        for x, y in val_feed.one_pass(max(self.job.per_worker_batch, 256)):
             total += steps.evaluate(x, y).numpy()
         return finish(self.metrics, steps.all_reduce(total), prefix="val_")
 
@@ -361,8 +365,8 @@ class Worker:
         stop = train.early_stopping is not None and state.stale >= train.early_stopping.patience
         if self.chief:
             meta = {"epoch": epoch, "logs": logs, "history": state.history, "best": state.best,
-                    "stale_epochs": state.stale, "config_hash": self.spec["config_hash"],
-                    "dataset_hash": self.spec["dataset_hash"]}  # fmt: skip
+                    "stale_epochs": state.stale, "config_hash": self.job.config_hash,
+                    "dataset_hash": self.job.dataset_hash}  # fmt: skip
             saved = self._save_checkpoint(model, optimizer, epoch, meta)
             self._scalars(writers["train"], logs, epoch)
             self._scalars(writers["val"], logs, epoch, prefix="val_")
@@ -383,8 +387,8 @@ class Worker:
 
     def _inject_fault(self, epoch: int) -> None:
         """The test-only fault hook (`run_training(..., fault=...)`), never part of a config."""
-        fault = self.spec.get("fault")
-        if fault and fault["rank"] == self.rank and fault["epoch"] == epoch and self.spec["attempt"] in fault["attempts"]:
+        fault = self.job.fault
+        if fault and fault["rank"] == self.rank and fault["epoch"] == epoch and self.job.attempt in fault["attempts"]:
             raise InjectedFault(f"injected fault: worker {self.rank} in epoch {epoch}")
 
     # -- outputs (chief only) ---------------------------------------------------------------------

@@ -177,10 +177,10 @@ def test_quality_threshold_exits_3_and_leaves_no_complete_dataset(spark, tmp_pat
     assert not (out / "_SUCCESS").exists() and (out / "_errors").is_dir()
     # `train` and `inspect` see an incomplete dataset; a rerun with a looser gate replaces it.
     from dltool.errors import InputNotFoundError
-    from dltool.storage import open_location, read_manifest
+    from dltool.storage import Manifest, open_location
 
     with pytest.raises(InputNotFoundError, match="incomplete"):
-        read_manifest(open_location(str(out)))
+        Manifest.read(open_location(str(out)))
     config["dataset"]["max_bad_fraction"] = 0.3
     result, summary = ingest(write_config(config))
     assert result.exit_code == 0 and summary["replaced"] == "incomplete"

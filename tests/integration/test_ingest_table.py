@@ -9,6 +9,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from dltool.shards.codec import TensorSpec, decode_tensors
+from dltool.spark.results import IngestResult
 from tests.conftest import read_split
 
 
@@ -34,7 +35,7 @@ def people(spark, rows: int = 40):
     return spark.createDataFrame(data, schema)
 
 
-def ingest(config: dict) -> dict:
+def ingest(config: dict) -> IngestResult:
     from dltool.config.models import ExperimentConfig
     from dltool.spark.ingest import run_ingest
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dltool.cli import app
 from dltool.errors import InputNotFoundError
-from dltool.storage import open_location, read_manifest
+from dltool.storage import Manifest, open_location
 from tests.conftest import ROOT
 
 
@@ -87,14 +87,14 @@ def test_killed_ingest_then_rerun(spark, tmp_path):
         pytest.fail("the ingest finished or failed before any shard was staged; nothing was killed midway")
     assert not (out / "_SUCCESS").exists()
     with pytest.raises(InputNotFoundError):
-        read_manifest(open_location(str(out)))
+        Manifest.read(open_location(str(out)))
     # The rerun cleans the dead run's staging area and writes the full dataset.
     result = CliRunner().invoke(app, ["ingest", str(ROOT / "configs" / "images.yaml"), "--output", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["counts"]["rows"] == 600 + summary["counts"]["augmented"] and summary["counts"]["ok"] == 600
     assert not list(tmp_path.glob("digits.staging-*"))
-    assert read_manifest(open_location(str(out)))["counts"]["inputs"] == 600
+    assert Manifest.read(open_location(str(out))).counts.inputs == 600
 
 
 def test_unreachable_storage_is_one_line(tmp_path):

@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from dltool.config.models import TrainSettings
 from dltool.errors import ConfigError, InputNotFoundError
-from tests.conftest import ROOT
+from dltool.shards.codec import TensorSpec
+from dltool.storage.manifest import Label, Stats
+from tests.conftest import ROOT, make_manifest
 
 keras = pytest.importorskip("keras")
 
 from dltool.train.model import build_model, build_optimizer, describe_model
 
-CLASSES = {"kind": "class", "vocabulary": ["a", "b", "c"]}
+CLASSES = Label("class", ("a", "b", "c"))
 
 
 def manifest(reader="image", shape=(12, 12, 3), dtype="uint8", axis=None, mean=None, std=None, label=CLASSES, **extra):
-    """A dataset manifest with the keys model building reads; stats default to mean 1, std 2."""
+    """A dataset manifest with the parts model building reads; stats default to mean 1, std 2."""
     axis = len(shape) - 1 if axis is None else axis
     size = shape[axis]
-    stats = {"axis": axis, "mean": mean or [1.0] * size, "std": std or [2.0] * size}
-    return {"name": "t", "reader": reader, "features": {"shape": list(shape), "dtype": dtype},
-            "label": label, "stats": stats, "ingest": {"reader": reader}, **extra}  # fmt: skip
+    stats = Stats(axis, 1, tuple(mean or [1.0] * size), tuple(std or [2.0] * size))
+    fields = {"ingest": {"reader": reader}, **extra}
+    return make_manifest(reader=reader, features=TensorSpec(tuple(shape), dtype), label=label, stats=stats, **fields)
 
 
 WAVEFORM = manifest(
@@ -39,10 +42,10 @@ def train(model=None, **fields) -> TrainSettings:
     return TrainSettings.model_validate({"run_dir": "run", "model": model or {}, **fields})
 
 
-def sample(m: dict, n: int = 4, seed: int = 0) -> np.ndarray:
+def sample(m, n: int = 4, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    shape = (n, *m["features"]["shape"])
-    if m["features"]["dtype"] == "uint8":
+    shape = (n, *m.features.shape)
+    if m.features.dtype == "uint8":
         return rng.integers(0, 256, shape, dtype=np.uint8)
     return rng.normal(size=shape).astype(np.float32)
 
@@ -75,7 +78,7 @@ def test_auto_builtin_outputs_probabilities(m, builtin):
 
 
 def test_regression_head_is_one_linear_unit_and_mlp_flattens_images():
-    m = manifest("image", (6, 6, 2), "uint8", label={"kind": "regression"})
+    m = manifest("image", (6, 6, 2), "uint8", label=Label("regression"))
     model = build_model(train({"builtin": "mlp", "args": {"units": [5], "dropout": 0}}), m)
     assert describe_model(model) == {
         "params": 6 * 6 * 2 * 5 + 5 + 5 + 1,
@@ -148,7 +151,7 @@ def test_saved_model_loads_without_custom_objects_and_predicts_the_same(tmp_path
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert loaded.input.dtype == m["features"]["dtype"]
+    assert loaded.input.dtype == m.features.dtype
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
 
 
@@ -345,14 +348,13 @@ def test_application_arguments_dltool_owns_are_refused():
 @pytest.mark.parametrize(
     ("model", "m", "message"),
     [
-        ({}, manifest(label={"column": "label", "kind": None}), r"^dataset has no labels: cannot train"),
-        ({}, manifest(label=None), r"^dataset has no labels: cannot train"),
+        ({}, manifest(label=Label(None)), r"^dataset has no labels: cannot train"),
         ({"builtin": "small_cnn", "args": {"filterz": [8]}}, manifest(), r"train.model.args.filterz: unknown argument"),
         ({"builtin": "small_cnn", "args": {"filters": [0]}}, manifest(), r"train.model.args.filters.0: "),
         ({"builtin": "small_cnn"}, manifest("csv", (6,), "float32"), r"small_cnn needs features shaped"),
-        ({"builtin": "audio_cnn"}, {**WAVEFORM, "ingest": {}}, r"audio_cnn on waveforms needs the sample rate"),
+        ({"builtin": "audio_cnn"}, replace(WAVEFORM, ingest={}), r"audio_cnn on waveforms needs the sample rate"),
     ],
-    ids=["label-none", "no-label", "unknown-arg", "bad-arg", "cnn-on-table", "no-sample-rate"],
+    ids=["no-label", "unknown-arg", "bad-arg", "cnn-on-table", "no-sample-rate"],
 )
 def test_model_errors(model, m, message):
     with pytest.raises(ConfigError, match=message):

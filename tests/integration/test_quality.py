@@ -60,5 +60,5 @@ def test_defaults_learn_real_digits_with_any_number_of_workers(real_digits, work
     assert summary["final"]["val_loss"] == best["val_loss"]
     assert summary["seed"] == 0 and summary["replicas_in_sync"] == workers
 
-    accuracy = run_eval(config, progress=False)["checkpoints"][0]["metrics"]["accuracy"]
+    accuracy = run_eval(config, progress=False).checkpoints[0].metrics["accuracy"]
     assert accuracy >= FLOOR, f"{workers} worker(s): test accuracy {accuracy:.3f} < {FLOOR}"

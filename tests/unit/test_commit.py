@@ -7,14 +7,15 @@ import pytest
 from dltool.errors import InputNotFoundError
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import open_location
-from dltool.storage.manifest import read_manifest
+from dltool.storage.manifest import Manifest
+from tests.conftest import make_manifest
 
 
 def write_dataset(folder, marker: str) -> None:
-    """A folder that read_manifest accepts: data, then the manifest, then _SUCCESS last."""
+    """A folder that Manifest.read accepts: data, then the manifest (named after the marker), then _SUCCESS last."""
     (folder / "train").mkdir(parents=True)
     (folder / "train" / "part-00000.parquet").write_text(marker)
-    (folder / "_manifest.json").write_text('{"format": "dltool-dataset", "format_version": 1, "marker": "%s"}' % marker)
+    make_manifest(name=marker).write(open_location(str(folder)))
     (folder / "_SUCCESS").write_text("")
 
 
@@ -48,10 +49,10 @@ def test_a_writer_killed_before_the_commit_leaves_the_old_dataset_or_none(tmp_pa
     staged = StagedFolder(target).__enter__()  # never committed, never exited: the process died
     (tmp_path / staged.location.path.rsplit("/", 1)[-1] / "_SUCCESS").write_text("")
     with pytest.raises(InputNotFoundError):
-        read_manifest(target)  # no dataset appeared: train refuses it
+        Manifest.read(target)  # no dataset appeared: train refuses it
     write_dataset(tmp_path / "data", "old")
     StagedFolder(target).__enter__()  # killed again, with a dataset in place: it stays
-    assert read_manifest(target)["marker"] == "old"
+    assert Manifest.read(target).name == "old"
 
 
 def test_commit_elsewhere_leaves_the_target_alone(tmp_path):
@@ -61,5 +62,5 @@ def test_commit_elsewhere_leaves_the_target_alone(tmp_path):
         write_dataset(tmp_path / staged.location.path.rsplit("/", 1)[-1], "bad")
         where = staged.commit(to=open_location(str(tmp_path / "data.failed")))
     assert where.path == str(tmp_path / "data.failed")
-    assert read_manifest(open_location(str(target)))["marker"] == "good"
+    assert Manifest.read(open_location(str(target))).name == "good"
     assert names(tmp_path) == ["data", "data.failed"]

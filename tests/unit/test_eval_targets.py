@@ -15,9 +15,12 @@ from dltool.evaluate.score import (
     parse_fail_under,
 )
 from dltool.evaluate.targets import check_target, resolve_targets
+from dltool.shards.codec import TensorSpec
 from dltool.storage.fs import open_location
+from dltool.storage.manifest import Label
+from tests.conftest import make_manifest
 
-MANIFEST = {"features": {"shape": [16], "dtype": "float32"}, "label": {"kind": "class", "vocabulary": ["no", "yes"]}}
+MANIFEST = make_manifest(features=TensorSpec((16,), "float32"), label=Label("class", ("no", "yes")))
 
 
 def keras_file(path, shape=(16,), dtype="float32", units=2):
@@ -121,6 +124,6 @@ def test_fail_under_parsing_names_and_direction():
         _check_gates({"accuracy": 0.5}, "regression", [], [])
     result = {"task": "regression", "loss": 2.0, "mae": 1.0, "mse": 2.0, "rmse": 2.0**0.5, "r2": None}
     gates = _check_gates({"mae": 1.0, "r2": 0.1, "rmse": 1.0}, "regression", [], [])
-    outcome = {g["metric"]: (g["rule"], g["passed"]) for g in _apply_gates(gates, result)}
+    outcome = {g.metric: (g.rule, g.passed) for g in _apply_gates(gates, result)}
     assert outcome == {"mae": ("<=", True), "r2": (">=", False), "rmse": ("<=", False)}  # undefined r2 fails
     assert _eval_monitor("val_mae", result) == "mae" and _eval_monitor("val_accuracy", result) == "loss"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from dltool.errors import ConfigError, DltoolError, InputNotFoundError
 from dltool.shards.codec import TensorSpec
 from dltool.shards.feed import FeedUnit, ShardFeed, plan_shares
+from dltool.storage.manifest import Label
 from tests.conftest import write_dataset
 
 
@@ -207,7 +209,8 @@ def test_missing_and_damaged_shards_are_named(dataset, tmp_path):
     with pytest.raises(DltoolError, match=r"train/part-00001\.parquet row group 0: cannot read features, label"):
         list(ShardFeed(uri, manifest, share, cache_mb=0).one_pass(4))
     (tmp_path / "train" / "part-00002.parquet").unlink()
-    manifest["splits"]["train"]["files"] = ["train/part-00002.parquet"]
+    train = replace(manifest.splits["train"], files=("train/part-00002.parquet",))
+    manifest = replace(manifest, splits={**manifest.splits, "train": train})
     with pytest.raises(InputNotFoundError, match=r"train/part-00002\.parquet: shard of split 'train'.*does not exist"):
         plan_shares(uri, manifest, "train", 2)
 
@@ -215,16 +218,16 @@ def test_missing_and_damaged_shards_are_named(dataset, tmp_path):
 def test_rows_that_disagree_with_the_manifest_name_file_row_group_and_field(dataset):
     uri, manifest, _, _ = dataset
     (share,) = plan_shares(uri, manifest, "train", 1)
-    wrong_shape = {**manifest, "features": TensorSpec((3,), "float32").to_json()}
+    wrong_shape = replace(manifest, features=TensorSpec((3,), "float32"))
     with pytest.raises(DltoolError, match=r"part-00000\.parquet row group 0: features: expected 3 values per row"):
         list(ShardFeed(uri, wrong_shape, share).one_pass(4))
-    wrong_dtype = {**manifest, "features": TensorSpec((8,), "uint8").to_json()}
+    wrong_dtype = replace(manifest, features=TensorSpec((8,), "uint8"))
     with pytest.raises(DltoolError, match=r"row group 0: features: expected binary for dtype uint8, got list<"):
         list(ShardFeed(uri, wrong_dtype, share).one_pass(4))
-    wrong_label = {**manifest, "label": {"kind": "regression"}}
+    wrong_label = replace(manifest, label=Label("regression"))
     with pytest.raises(DltoolError, match=r"part-00000\.parquet row group 0: label: expected float, got int32"):
         list(ShardFeed(uri, wrong_label, share).stream(4))
-    manifest["splits"]["train"]["rows"] = 23
+    manifest = replace(manifest, splits={**manifest.splits, "train": replace(manifest.splits["train"], rows=23)})
     with pytest.raises(DltoolError, match=r"split 'train' has 22 rows in its shards but the manifest says 23"):
         plan_shares(uri, manifest, "train", 1)
 
