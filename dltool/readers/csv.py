@@ -44,6 +44,10 @@ class CsvReaderConfig(ColumnRoles):
 class CsvReader(ColumnTableReader):
     name = "csv"
     config_model = CsvReaderConfig
+    # With column pruning Spark tokenises only the used columns, and a row with too few or too
+    # many fields is no longer seen as malformed: every field must be read to quarantine it.
+    spark_conf = {"spark.sql.csv.parser.columnPruning.enabled": "false"}
+    corrupt_column = CORRUPT
 
     def patterns(self) -> tuple[list[str], list[str]]:
         return FORMAT_PATTERNS["csv"], []
@@ -61,13 +65,31 @@ class CsvReader(ColumnTableReader):
         cfg = self.config
         if not cfg.header:
             return list(cfg.columns)
-        names = spark.read.options(**self.read_options()).csv(paths[0]).columns
-        names = [n.lstrip("\ufeff").strip() for n in names]
+        names = [n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])]
         used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c]
         missing = [c for c in used if c not in names]
         if missing:
             raise ConfigError(f"{paths[0]}: columns {missing} named in ingest are not in the header {names}")
         return names
+
+    def _header(self, spark, path: str) -> list[str]:
+        """The first row's fields, read with pyarrow's filesystems (a Spark job costs seconds in a fresh
+        session); through Spark where pyarrow cannot open the path (s3a://)."""
+        import csv
+        import io
+
+        from dltool.errors import StorageError
+        from dltool.storage.fs import open_location
+
+        cfg = self.config
+        try:
+            first = open_location(path)
+            with first.fs.open_input_stream(first.path, compression="detect") as f:
+                head = f.read(1 << 20).decode(cfg.encoding, errors="replace")
+        except (ConfigError, StorageError):
+            return spark.read.options(**self.read_options()).csv(path).columns
+        escape = {} if cfg.escape == cfg.quote else {"escapechar": cfg.escape, "doublequote": False}
+        return next(csv.reader(io.StringIO(head), delimiter=cfg.delimiter, quotechar=cfg.quote, **escape), [])
 
     def read_raw(self, spark, paths: list[str]):
         from pyspark.sql import types as T

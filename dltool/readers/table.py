@@ -1,17 +1,15 @@
 """The `table` reader: rows from any Spark source, columns validated by role, preprocessing fitted on train.
 
 `ColumnTableReader` holds what every table reader does with a DataFrame of rows: row
-numbers, per-field validation and quarantine, labels, the hash split, and fitting the
-imputation and category vocabularies (`dltool.transforms.table.Preprocess`) in one
-aggregation. A table reader only says how to read its raw rows (`read_raw`): the `csv`
-reader parses text, the `table` reader reads any Spark source (Parquet, ORC, JSON lines,
-CSV, Delta, a catalog table).
+numbers, keys, the hash split, and the column roles its tasks check and type fields by
+(`dltool.transforms.table.RowRules`). A table reader only says how to read its raw rows
+(`read_raw`): the `csv` reader parses text, the `table` reader reads any Spark source
+(Parquet, ORC, JSON lines, CSV, Delta, a catalog table).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Literal
 
@@ -22,7 +20,8 @@ from dltool.errors import ConfigError, map_errors
 from dltool.readers.base import TableReader, register
 
 if TYPE_CHECKING:
-    from dltool.transforms.table import Preprocess
+    from dltool.transforms.table import RowRules
+
 
 CORRUPT = "_corrupt_record"  # the column holding a row the source could not parse (CSV only)
 
@@ -86,16 +85,17 @@ class TableReaderConfig(ColumnRoles):
 
 
 class ColumnTableReader(TableReader):
-    """Validates and types a table's columns by their roles; a subclass reads the raw rows."""
+    """Numbers, keys and splits a table's rows; its fields are checked and typed in the tasks by `rules()`."""
 
     default_model = "mlp"
+    spark_conf: dict[str, str] = {}  # Spark SQL settings the reader's queries need (set for the ingest only)
+    corrupt_column: str | None = None  # the column where the source puts a row it could not split into fields
 
-    def typed(self, spark, paths: list[str], relpaths: dict[str, str], split_settings):
-        """One row per input row: key, split, the first problem (`_error_class`, `_message`, `_where`:
-        file:row) or null, and the used columns typed (finite doubles or null, trimmed categories or
-        null, vectors, passthrough text, `_label`). Also returns the number of input rows.
+    def rows(self, spark, paths: list[str], relpaths: dict[str, str], split_settings):
+        """The raw rows (used columns as text, vectors as arrays, the corrupt column) with `_file`, `_row` (1-based
+        row within its file), `key` (key_column, else relpath:row) and `split`; and the number of rows.
 
-        Lazy apart from counting rows per file piece: every later pass reads the source again,
+        Lazy apart from counting rows per file piece: each later pass reads the source again,
         which costs less than caching parsed text (docs/benchmarks.md, "Tables").
         """
         from pyspark.sql import functions as F
@@ -109,122 +109,26 @@ class ColumnTableReader(TableReader):
         self._sizes = _vector_sizes(raw, cfg.vector_columns())
         row_key = F.concat_ws(":", "_relpath", F.col("_row").cast("string"))
         key = F.coalesce(F.col(cfg.key_column), row_key) if cfg.key_column else row_key
-        error_class, message = self._validation(raw)
-        raw = raw.withColumn("key", key.cast("string")).withColumn("_error_class", error_class)
-        bad = F.col("_error_class").isNotNull()
-        frame = raw.select(
-            "key", split_column(F.col("key"), split_settings).alias("split"), "_error_class",
-            F.when(bad, message).alias("_message"),
-            F.when(bad, F.concat_ws(":", "_file", F.col("_row").cast("string"))).alias("_where"),
-            *[self._number(F.col(c)).alias(c) for c in cfg.numeric],
-            *[F.when(self._missing(F.col(c)), None).otherwise(F.trim(c)).alias(c) for c in cfg.categorical],
-            *[F.col(c) for c in cfg.vector_columns()],
-            *[F.col(c).cast("string").alias(c) for c in cfg.passthrough],
-            *([self._label(F.col(cfg.label)).alias("_label")] if cfg.label else []),
-        )  # fmt: skip
-        return frame, inputs
+        raw = raw.withColumn("key", key.cast("string"))
+        raw = raw.withColumn("split", split_column(F.col("key"), split_settings))
+        return raw.drop("_mid", "_pid", "_first", "_start", "_relpath"), inputs
 
-    def fit(self, frame) -> tuple[Preprocess, dict[str, int]]:
-        """The preprocessing fitted on the train split's good rows, and the good rows per split,
-        in one aggregation (median or mode imputation add one more)."""
-        from pyspark.sql import functions as F
-
-        from dltool.transforms.table import Preprocess
+    def rules(self) -> RowRules:
+        """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""
+        from dltool.transforms.table import RowRules
 
         cfg = self.config
-        good = frame.where(F.col("_error_class").isNull())
-        train = F.col("split") == "train"
-        classify = bool(cfg.label) and cfg.task == "classification"
-        aggregates = [F.count("*").alias("rows")]
-        for i, c in enumerate(cfg.numeric):
-            aggregates += [F.sum(F.when(train, F.col(c))).alias(f"sum{i}"), F.count(F.when(train, F.col(c))).alias(f"n{i}")]
-        aggregates += [F.collect_set(F.when(train, F.col(c))).alias(f"vocab{i}") for i, c in enumerate(cfg.categorical)]
-        groups = good.groupBy("split", *(["_label"] if classify else [])).agg(*aggregates).collect()
-        split_rows = Counter()
-        for g in groups:
-            split_rows[g["split"]] += g["rows"]
-        if not split_rows["train"]:
-            raise ConfigError(f"{cfg.input}: no valid rows fall in the train split; nothing to fit preprocessing on")
-        train_groups = [g for g in groups if g["split"] == "train"]
-        fills = {}
-        for i, c in enumerate(cfg.numeric):
-            count = sum(g[f"n{i}"] for g in train_groups)
-            if not count:
-                raise ConfigError(f"{cfg.input}: numeric column {c} has no values in the train split; nothing to impute from")
-            fills[c] = sum(g[f"sum{i}"] or 0.0 for g in train_groups) / count
-        if cfg.numeric and cfg.impute != "mean":
-            fills = _imputed(good.where(train), cfg.numeric, cfg.impute)
-        vocabularies = {c: sorted({v for g in train_groups for v in g[f"vocab{i}"]}) for i, c in enumerate(cfg.categorical)}
-        labels = sorted({g["_label"] for g in groups}) if classify else None
-        pre = Preprocess(fills, vocabularies, cfg.categorical_encoding, dict(self._sizes), labels)
-        return pre, dict(split_rows)
-
-    def _missing(self, col):
-        from pyspark.sql import functions as F
-
-        return col.isNull() | F.trim(col).isin(self.config.na_values)
-
-    def _number(self, col):
-        """The field as a finite double, or null: missing, and NaN/inf (which Spark's cast accepts)."""
-        from pyspark.sql import functions as F
-
-        value = F.trim(col).try_cast("double")
-        return F.when(self._missing(col) | self._non_finite(col), None).otherwise(value)
-
-    @staticmethod
-    def _non_finite(col):
-        from pyspark.sql import functions as F
-
-        value = F.trim(col).try_cast("double")
-        return F.coalesce(F.isnan(value) | F.abs(value).eqNullSafe(float("inf")), F.lit(False))
-
-    def _label(self, col):
-        from pyspark.sql import functions as F
-
-        return self._number(col) if self.config.task == "regression" else F.trim(col)
-
-    def _validation(self, raw):
-        """Two columns, the error class and message of the row's first problem (null when it is good)."""
-        from pyspark.sql import functions as F
-
-        cfg = self.config
-        checks = [(F.col(CORRUPT).isNotNull(), "MalformedRow",
-                   F.concat(F.lit("malformed row (wrong number of fields or bad quoting): "),
-                            F.substring(CORRUPT, 1, 120)))]  # fmt: skip
-        for c in cfg.vector_columns():
-            size = self._sizes[c]
-            checks.append((F.col(c).isNull(), "MissingValue", F.lit(f"field {c}: missing vector")))
-            checks.append((F.size(c) != size, "BadValue",
-                           F.concat(F.lit(f"field {c}: "), F.size(c).cast("string"), F.lit(f" values, expected {size}"))))
-            finite = F.forall(c, lambda v: v.isNotNull() & ~F.isnan(v) & (F.abs(v) != float("inf")))
-            checks.append((~finite, "NonFinite", F.lit(f"field {c}: null, NaN or infinite values")))
-        if cfg.key_column:
-            checks.append((self._missing(F.col(cfg.key_column)), "MissingKey", F.lit(f"field {cfg.key_column}: missing key")))
-        if cfg.label:
-            checks.append((self._missing(F.col(cfg.label)), "MissingLabel", F.lit(f"field {cfg.label}: missing label")))
-        target = [cfg.label] if cfg.label and cfg.task == "regression" else []
-        for c in cfg.numeric + target:
-            bad = ~self._missing(F.col(c)) & F.trim(F.col(c)).try_cast("double").isNull()
-            checks.append((bad, "BadValue", F.concat(F.lit(f"field {c}: '"), F.substring(F.col(c), 1, 60), F.lit("' is not a number"))))
-        # A regression target is never imputed; a feature only when the config says so.
-        for c in (cfg.numeric if cfg.non_finite == "quarantine" else []) + target:
-            checks.append((self._non_finite(F.col(c)), "NonFinite",
-                           F.concat(F.lit(f"field {c}: '"), F.trim(F.col(c)), F.lit("' is not a finite number"))))
-        for c in cfg.categorical + ([cfg.label] if cfg.label else []) + cfg.passthrough:
-            checks.append((F.col(c).contains("\ufffd"), "EncodingError",
-                           F.lit(f"field {c}: bytes that are not valid {self.encoding()}")))  # fmt: skip
-        error_class, message = F.lit(None).cast("string"), F.lit(None).cast("string")
-        for condition, name, text in reversed(checks):  # the first failing check wins
-            error_class = F.when(condition, F.lit(name)).otherwise(error_class)
-            message = F.when(condition, text).otherwise(message)
-        return error_class, message
+        return RowRules(tuple(cfg.numeric), tuple(cfg.categorical), dict(self._sizes), tuple(cfg.passthrough),
+                        cfg.label, cfg.task == "regression", cfg.key_column, tuple(cfg.na_values), cfg.non_finite,
+                        self.encoding(), self.corrupt_column)  # fmt: skip
 
     def encoding(self) -> str:
         return "utf-8"
 
     @abstractmethod
     def read_raw(self, spark, paths: list[str]):
-        """The rows as a DataFrame: the used scalar columns as strings, vectors as array<double>, and CORRUPT."""
+        """The rows as a DataFrame: the used scalar columns as strings, vectors as array<double> (and
+        `corrupt_column`, where the reader has one)."""
 
 
 @register
@@ -276,18 +180,7 @@ class TableSourceReader(ColumnTableReader):
                 columns.append(F.col(c).cast("array<double>").alias(c))
             else:
                 raise ConfigError(f"ingest.vectors: column {c} is {kind.simpleString()}, not an array of numbers or a vector")
-        return frame.select(*columns, F.lit(None).cast("string").alias(CORRUPT))
-
-
-def _imputed(train, columns: list[str], strategy: str) -> dict[str, float]:
-    """Median (approximate, as Spark ML's Imputer: relative error 0.001) or mode of each column over train."""
-    from pyspark.sql import functions as F
-
-    if strategy == "median":
-        row = train.agg(*[F.percentile_approx(c, 0.5, 1000).alias(c) for c in columns]).first()
-    else:  # the most frequent value; ties go to the smallest
-        row = train.agg(*[F.mode(c, deterministic=True).alias(c) for c in columns]).first()
-    return {c: float(row[c]) for c in columns}
+        return frame.select(*columns)
 
 
 def _with_row_numbers(spark, raw, relpaths: dict[str, str]):

@@ -1,9 +1,17 @@
-"""Write a table reader's rows as shards: features computed and written by pyarrow in each Spark task (mapInArrow)."""
+"""Ingest a table reader's rows: Spark parses and numbers them, pyarrow and numpy do the rest in the tasks.
+
+Three passes: Spark counts the rows of each file piece (for row numbers); then each task checks
+and types its rows (`RowRules`), writes the quarantined ones to `_errors/` and the typed ones
+to a temporary `_typed/` file, and adds up the fit (`FitStats`); last, one task per typed file
+computes the features (`Preprocess`) and writes the shards. Every source field is parsed once
+(docs/benchmarks.md, "Tables", has the measurements behind this design).
+"""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import contextmanager
 
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
@@ -32,74 +40,138 @@ def spark_path(source_uri: str, path: str) -> str:
 
 
 def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> WrittenShards:
-    """Type, fit and write the table; `preprocess` (a saved `_preprocess.json` URI) is applied instead of fitting.
+    """Check, type, fit and write the table; `preprocess` (a saved `_preprocess.json` URI) is applied instead of fitting."""
+    import pickle
 
-    Three passes over the source: rows per file piece (row numbers), one aggregation (the fit and
-    the split sizes), and the write, where each task turns its rows into features with numpy and
-    streams them into per-split shards and its quarantined rows into `_errors/`.
-    """
     from dltool.spark.progress import spark_progress
-    from dltool.transforms.table import Preprocess
+    from dltool.transforms.table import FitStats, Preprocess
 
+    cfg = config.ingest
+    classify = bool(cfg.label) and cfg.task == "classification"
     paths = [spark_path(source.uri, f.path) for f in files]
     relpaths = dict(zip(paths, (f.relpath for f in files), strict=True))
-    with spark_progress(spark, f"ingest {config.name}: {len(files)} table file(s)", progress):
-        frame, inputs = reader.typed(spark, paths, relpaths, config.dataset.split)
+    with spark_progress(spark, f"ingest {config.name}: {len(files)} table file(s)", progress), \
+            _scoped_conf(spark, reader.spark_conf):  # fmt: skip
+        rows, inputs = reader.rows(spark, paths, relpaths, config.dataset.split)
+        rules = reader.rules()
+        typed = rows.mapInArrow(_type_task(staging.uri, rules, reader.name, classify), TYPE_OUTPUT).collect()
+        stats, quarantined, first_errors = FitStats(rules.numeric, rules.categorical, rules.vectors), 0, []
+        for row in typed:
+            stats.merge(pickle.loads(row["stats"]))
+            quarantined += row["errors"]
+            first_errors += json.loads(row["first_errors"])[: max(0, 5 - len(first_errors))]
         if preprocess is None:
-            pre, _ = reader.fit(frame)
-            if config.ingest.scale:
-                pre = pre.with_scale(_train_moments(frame, pre))
+            pre = stats.preprocess(_fills(spark, cfg, stats, staging), cfg.categorical_encoding, classify, cfg.scale)
         else:
             pre = Preprocess.from_json(json.loads(open_location(preprocess).read_bytes()))
         staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
-        cfg = config.ingest
-        label_kind = None if not cfg.label else "class" if cfg.task == "classification" else "regression"
-        task = _shard_task(staging.uri, pre, label_kind, list(cfg.passthrough), reader.name, config.dataset)
-        summaries = frame.mapInArrow(task, TASK_OUTPUT).collect()
-    return _combine(summaries, pre, label_kind, inputs)
+        label_kind = None if not cfg.label else "class" if classify else "regression"
+        parts = sorted(r["typed"] for r in typed if r["typed"])
+        task = _shard_task(staging.uri, pre, label_kind, list(cfg.passthrough), config.dataset)
+        summaries = spark.sparkContext.parallelize(parts, max(1, len(parts))).flatMap(task).collect() if parts else []
+    staging.child(TYPED).delete()
+    return _combine(summaries, pre, label_kind, inputs, quarantined, first_errors)
 
 
 PREPROCESS = "_preprocess.json"
-TASK_OUTPUT = "split string, shard string, rows long, per_class string, errors long, first_errors string, moments binary"
+TYPED = "_typed"  # the typed rows between the passes; removed before the commit
+TYPE_OUTPUT = "typed string, stats binary, errors long, first_errors string"
 
 
-def _train_moments(frame, pre):
-    """Per-slot [count, sum, sum of squares] of the unscaled train features (for `scale: true`)."""
-    import numpy as np
+@contextmanager
+def _scoped_conf(spark, conf: dict[str, str]):
+    """Spark SQL settings the reader needs, for the duration of the ingest only (the session may be the user's)."""
+    before = {k: spark.conf.get(k, None) for k in conf}
+    for k, v in conf.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
+def _type_task(staging_uri, rules, reader_name, classify):
+    """The mapInArrow function of the second pass: check and type the task's rows; quarantined ones
+    to `_errors/part-NNNNN.parquet`, typed ones to `_typed/part-NNNNN.parquet`; one summary row."""
+
+    def run(batches):
+        import pickle
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        from dltool.transforms.table import FitStats
+
+        part = TaskContext.get().partitionId()
+        staging = open_location(staging_uri)
+        target = staging.child(TYPED, f"part-{part:05d}.parquet")
+        stats = FitStats(rules.numeric, rules.categorical, rules.vectors)
+        errors, writer = [], None
+        try:
+            for batch in batches:
+                typed, bad = rules.check(batch)
+                if bad.num_rows:
+                    errors.append(bad)
+                if not typed.num_rows:
+                    continue
+                stats.add(typed, classify)
+                if writer is None:
+                    target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
+                    writer = pq.ParquetWriter(target.path, typed.schema, filesystem=target.fs, compression="lz4")
+                writer.write_table(typed)
+        finally:
+            if writer is not None:
+                writer.close()
+        quarantined, first = _write_errors(staging, part, errors, reader_name)
+        yield pa.RecordBatch.from_pydict({"typed": [target.uri if writer is not None else None],
+                                          "stats": [pickle.dumps(stats)], "errors": [quarantined],
+                                          "first_errors": [json.dumps(first)]})  # fmt: skip
+
+    return run
+
+
+def _fills(spark, cfg, stats, staging) -> dict[str, float]:
+    """Each numeric column's imputed value over train: the mean from the totals, else median or mode by Spark."""
     from pyspark.sql import functions as F
 
-    def task(batches):
-        import pyarrow as pa
+    from dltool.errors import ConfigError
 
-        from dltool.transforms.table import moments
+    if not stats.rows["train"]:
+        raise ConfigError(f"{cfg.input}: no valid rows fall in the train split; nothing to fit preprocessing on")
+    means = stats.means()
+    empty = [c for c, mean in means.items() if mean is None]
+    if empty:
+        raise ConfigError(f"{cfg.input}: numeric column(s) {empty} have no values in the train split; nothing to impute")
+    if not cfg.numeric or cfg.impute == "mean":
+        return means
+    train = spark.read.parquet(hadoop_uri(staging.child(TYPED))).where(F.col("split") == "train")
+    if cfg.impute == "median":  # as Spark ML's Imputer: approximate, relative error 0.001
+        row = train.agg(*[F.percentile_approx(c, 0.5, 1000).alias(c) for c in cfg.numeric]).first()
+    else:  # the most frequent value; ties go to the smallest
+        row = train.agg(*[F.mode(c, deterministic=True).alias(c) for c in cfg.numeric]).first()
+    return {c: float(row[c]) for c in cfg.numeric}
 
-        total = np.zeros((3, pre.width))
-        for batch in batches:
-            total += moments(pre.features(batch, scaled=False))
-        yield pa.RecordBatch.from_pydict({"moments": [total.tobytes()]})
 
-    train = frame.where(F.col("_error_class").isNull() & (F.col("split") == "train"))
-    parts = train.mapInArrow(task, "moments binary").collect()
-    return sum(np.frombuffer(r["moments"]).reshape(3, pre.width) for r in parts)
-
-
-def _combine(summaries, pre, label_kind, inputs) -> WrittenShards:
+def _combine(summaries, pre, label_kind, inputs, quarantined, first_errors) -> WrittenShards:
     import numpy as np
 
     from dltool.spark.ingest import _stats
 
     splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
-    quarantined, first_errors, moments = 0, [], np.zeros((3, pre.width))
+    moments = np.zeros((3, pre.width))
     for row in summaries:
-        if row["shard"] is None:  # the task's own line
-            quarantined += row["errors"]
-            first_errors += json.loads(row["first_errors"])[: max(0, 5 - len(first_errors))]
-            moments += np.frombuffer(row["moments"]).reshape(3, pre.width)
+        if row["shard"] is None:  # the task's own line: the moments of the train features it wrote
+            moments += row["moments"]
             continue
         entry = splits[row["split"]]
         entry["rows"] += row["rows"]
         entry["files"].append(row["shard"])
-        entry["per_class"].update(json.loads(row["per_class"]))
+        entry["per_class"].update(row["per_class"])
     vocabulary = tuple(pre.labels) if label_kind == "class" else None
     return WrittenShards(
         features=TensorSpec((pre.width,), "float32"), label=Label(label_kind, vocabulary),
@@ -120,80 +192,65 @@ def _split_entry(entry: dict, vocabulary: tuple[str, ...] | None) -> SplitEntry:
     return SplitEntry(entry["rows"], tuple(sorted(entry["files"])), per_class)
 
 
-def _shard_task(staging_uri, pre, label_kind, passthrough, reader_name, dataset):
-    """The mapInArrow function: features, labels and keys into per-split shards (a new file every
-    `shard_mb`), quarantined rows into `_errors/part-NNNNN.parquet`; one summary row per shard and
-    one for the task (errors, train moments)."""
+def _shard_task(staging_uri, pre, label_kind, passthrough, dataset):
+    """The third pass, one task per typed file: features, labels and keys into per-split shards (a new
+    file every `shard_mb`); a summary per shard, and one for the task with its train moments."""
     spec = TensorSpec((pre.width,), "float32")
     max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
 
-    def write(batches):
+    def write(typed_uri):
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
-        from pyspark import TaskContext
+        import pyarrow.parquet as pq
 
         from dltool.shards.codec import encode_tensors
-        from dltool.spark.ingest import ERROR_FIELDS
         from dltool.transforms.table import moments
 
-        part = TaskContext.get().partitionId()
+        source = open_location(typed_uri)
+        part = int(source.path.rsplit("part-", 1)[1].split(".")[0])
         schema = shard_schema(spec, label_kind, passthrough)
         staging = open_location(staging_uri)
         shards = {s: _SplitShards(staging, s, part, schema, spec, max_rows, dataset, label_kind == "class")
-                  for s in SPLITS}
-        errors, total = [], np.zeros((3, spec.shape[0]))
-        for batch in batches:
-            bad = pc.is_valid(batch.column("_error_class"))
-            if pc.any(bad).as_py():
-                errors.append(batch.filter(bad))
-                batch = batch.filter(pc.invert(bad))
-            for split in SPLITS:
-                rows = batch.filter(pc.equal(batch.column("split"), split))
-                if not rows.num_rows:
-                    continue
-                features = pre.features(rows)
-                if split == "train":
-                    total += moments(features)
-                columns = {"features": encode_tensors(features, spec)}
-                if label_kind == "class":
-                    columns["label"] = pa.array(pre.label_index(rows.column("_label")), pa.int32())
-                elif label_kind == "regression":
-                    columns["label"] = rows.column("_label").cast(pa.float32())
-                columns["key"] = rows.column("key")
-                columns.update({c: rows.column(c) for c in passthrough})
-                shards[split].write(pa.table(columns))
-        quarantined = _write_errors(staging, part, errors, reader_name, ERROR_FIELDS)
+                  for s in SPLITS}  # fmt: skip
+        total = np.zeros((3, spec.shape[0]))
+        with source.fs.open_input_file(source.path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=65536):
+                for split in SPLITS:
+                    rows = batch.filter(pc.equal(batch.column("split"), split))
+                    if not rows.num_rows:
+                        continue
+                    features = pre.features(rows)
+                    if split == "train":
+                        total += moments(features)
+                    columns = {"features": encode_tensors(features, spec)}
+                    if label_kind == "class":
+                        columns["label"] = pa.array(pre.label_index(rows.column("_label")), pa.int32())
+                    elif label_kind == "regression":
+                        columns["label"] = rows.column("_label").cast(pa.float32())
+                    columns["key"] = rows.column("key")
+                    columns.update({c: rows.column(c) for c in passthrough})
+                    shards[split].write(pa.table(columns))
         for split in SPLITS:
             for name, n, per_class in shards[split].close():
-                yield _summary_row(split=split, shard=name, rows=n, per_class=json.dumps(per_class))
-        yield _summary_row(errors=quarantined[0], first_errors=json.dumps(quarantined[1]), moments=total.tobytes())
+                yield {"split": split, "shard": name, "rows": n, "per_class": per_class}
+        yield {"shard": None, "moments": total}
 
     return write
 
 
-def _summary_row(**values):
-    """One row of TASK_OUTPUT; the fields not given are null."""
-    import pyarrow as pa
-
-    schema = pa.schema([("split", pa.string()), ("shard", pa.string()), ("rows", pa.int64()), ("per_class", pa.string()),
-                        ("errors", pa.int64()), ("first_errors", pa.string()), ("moments", pa.binary())])  # fmt: skip
-    return pa.RecordBatch.from_pydict({name: [values.get(name)] for name in schema.names}, schema=schema)
-
-
-def _write_errors(staging, part, batches, reader_name, fields) -> tuple[int, list[dict]]:
+def _write_errors(staging, part, tables, reader_name) -> tuple[int, list[dict]]:
     """The task's quarantined rows as one error file; their number and the first five."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not batches:
+    from dltool.spark.ingest import ERROR_FIELDS
+
+    if not tables:
         return 0, []
-    rows = pa.Table.from_batches(batches)
-    table = pa.table({"key": rows.column("key"), "path": rows.column("_where"),
-                      "reader": pa.array([reader_name] * rows.num_rows, pa.string()),
-                      "stage": pa.array(["parse"] * rows.num_rows, pa.string()),
-                      "error_class": rows.column("_error_class"), "message": rows.column("_message")})  # fmt: skip
-    table = table.select(list(fields))
+    rows = pa.concat_tables(tables)
+    table = rows.append_column("reader", pa.array([reader_name] * rows.num_rows, pa.string()))
+    table = table.append_column("stage", pa.array(["parse"] * rows.num_rows, pa.string())).select(list(ERROR_FIELDS))
     target = staging.child("_errors", f"part-{part:05d}.parquet")
     target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, target.path, filesystem=target.fs, compression="zstd")

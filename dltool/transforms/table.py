@@ -1,9 +1,15 @@
-"""Fitted table preprocessing: imputation, category slots, scaling, applied to Arrow batches with numpy.
+"""Table rows in Spark tasks: check and type raw fields, fit and apply the preprocessing, with pyarrow and numpy.
 
-A table reader fits a `Preprocess` on the train split in one Spark aggregation; the shard
-writer tasks apply it to each Arrow batch as it streams to Parquet, and predict applies the
-training dataset's saved copy (`_preprocess.json`) to raw rows. One code path computes the
-features in both cases, so a model sees at predict time exactly what it was trained on.
+Spark parses the source and numbers the rows; everything per field happens here, vectorised
+over Arrow batches, so each value is trimmed and parsed once:
+
+- `RowRules.check` quarantines a row at its first problem (file, row, field, message) and
+  types the rest: finite float64 or null, trimmed categories or null, vectors, the label.
+- `FitStats` adds up what the preprocessing needs over the train split's typed rows, a
+  task at a time (sums, category counts, labels); `FitStats.preprocess` turns the total into
+  a `Preprocess`.
+- `Preprocess.features` computes the feature matrix of typed rows. The shard writers and
+  predict (with the training dataset's `_preprocess.json`) use the same code.
 
 Feature layout: numeric columns (missing values filled), then each categorical column as
 one-hot slots `col=value` in alphabetical order plus `col=<other>` (missing or unseen), or
@@ -13,11 +19,225 @@ columns' values.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 OTHER = "<other>"
+
+
+@dataclass(frozen=True)
+class RowRules:
+    """What each column is for and how its fields are read; built from a table reader's config."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    vectors: dict[str, int]  # column -> number of values
+    passthrough: tuple[str, ...]
+    label: str | None
+    regression: bool
+    key_column: str | None
+    na_values: tuple[str, ...]
+    non_finite: str  # missing | quarantine
+    encoding: str
+    corrupt: str | None = None  # the column holding a row the source could not split into fields (CSV)
+
+    def check(self, batch):
+        """(typed good rows, quarantined rows) of a raw batch: the error rows hold key, path, error_class, message."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        problems = _Problems(n)
+        if self.corrupt:
+            problems.add(pc.is_valid(batch.column(self.corrupt)), "MalformedRow",
+                         lambda i: "malformed row (wrong number of fields or bad quoting): "
+                                   + batch.column(self.corrupt)[i].as_py()[:120])  # fmt: skip
+        for c, size in self.vectors.items():
+            column = batch.column(c)
+            problems.add(pc.is_null(column), "MissingValue", lambda i, c=c: f"field {c}: missing vector")
+            lengths = pc.fill_null(pc.list_value_length(column), size)
+            problems.add(pc.not_equal(lengths, size), "BadValue",
+                         lambda i, c=c, lengths=lengths: f"field {c}: {lengths[i].as_py()} values, expected {size}")  # fmt: skip
+            values = pc.list_flatten(column)
+            bad = ~np.asarray(pc.fill_null(pc.is_finite(values), False).to_numpy(zero_copy_only=False), bool)
+            rows = np.zeros(n, bool)
+            np.logical_or.at(rows, pc.list_parent_indices(column).to_numpy(), bad)
+            problems.add(rows, "NonFinite", lambda i, c=c: f"field {c}: null, NaN or infinite values")
+        text = {c: pc.utf8_trim_whitespace(batch.column(c)) for c in self._text_columns()}
+        missing = {c: np.asarray(pc.fill_null(pc.or_(pc.is_null(batch.column(c)), pc.is_in(text[c], pa.array(
+            self.na_values, pa.string()))), True).to_numpy(zero_copy_only=False), bool) for c in text}  # fmt: skip
+        if self.key_column:
+            problems.add(missing[self.key_column], "MissingKey", lambda i: f"field {self.key_column}: missing key")
+        if self.label:
+            problems.add(missing[self.label], "MissingLabel", lambda i: f"field {self.label}: missing label")
+        numbers = {}
+        for c in self.numeric + ((self.label,) if self.label and self.regression else ()):
+            values, unparsed = _parse_numbers(text[c], missing[c])
+            problems.add(unparsed, "BadValue", lambda i, c=c: f"field {c}: '{batch.column(c)[i].as_py()[:60]}' is not a number")
+            numbers[c] = values
+        targets = [self.label] if self.label and self.regression else []  # never imputed
+        for c in (list(self.numeric) if self.non_finite == "quarantine" else []) + targets:
+            problems.add(~np.isfinite(numbers[c]) & ~np.isnan(numbers[c]) | _spells_nan(text[c]),
+                         "NonFinite", lambda i, c=c: f"field {c}: '{text[c][i].as_py()}' is not a finite number")  # fmt: skip
+        for c in self.categorical + ((self.label,) if self.label else ()) + self.passthrough:
+            found = pc.fill_null(pc.match_substring(batch.column(c), "\ufffd"), False)
+            problems.add(found, "EncodingError", lambda i, c=c: f"field {c}: bytes that are not valid {self.encoding}")
+        good = ~problems.failed
+        typed = {"key": batch.column("key"), "split": batch.column("split")}
+        for c in self.numeric:
+            values = np.where(np.isfinite(numbers[c]), numbers[c], np.nan)  # non-finite: missing
+            typed[c] = pa.array(values, pa.float64(), mask=np.isnan(values))
+        for c in self.categorical:
+            typed[c] = pc.if_else(pa.array(missing[c]), pa.scalar(None, pa.string()), text[c])
+        typed.update({c: batch.column(c) for c in self.vectors})
+        typed.update({c: batch.column(c).cast(pa.string()) for c in self.passthrough})
+        if self.label:
+            typed["_label"] = pa.array(numbers[self.label], pa.float64()) if self.regression else text[self.label]
+        table = pa.table(typed).filter(pa.array(good))
+        return table, problems.table(batch)
+
+    def _text_columns(self) -> list[str]:
+        used = self.numeric + self.categorical + tuple(c for c in (self.label, self.key_column) if c)
+        return list(dict.fromkeys(used))
+
+
+class _Problems:
+    """The first problem of each row of a batch: later checks only see rows that are still good."""
+
+    def __init__(self, rows: int):
+        self.failed = np.zeros(rows, bool)
+        self.found: list[tuple[int, str, str]] = []
+
+    def add(self, mask, error_class: str, message) -> None:
+        mask = np.asarray(mask.to_numpy(zero_copy_only=False) if hasattr(mask, "to_numpy") else mask, bool)
+        for i in np.flatnonzero(mask & ~self.failed):
+            self.found.append((int(i), error_class, message(int(i))))
+        self.failed |= mask
+
+    def table(self, batch):
+        import pyarrow as pa
+
+        self.found.sort()
+        at = pa.array([i for i, _, _ in self.found], pa.int64())
+        files, rows = batch.column("_file").take(at).to_pylist(), batch.column("_row").take(at).to_pylist()
+        return pa.table({
+            "key": batch.column("key").take(at).cast(pa.string()),
+            "path": pa.array([f"{f}:{r}" for f, r in zip(files, rows)], pa.string()),
+            "error_class": pa.array([e for _, e, _ in self.found], pa.string()),
+            "message": pa.array([m for _, _, m in self.found], pa.string()),
+        })  # fmt: skip
+
+
+def _parse_numbers(text, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values (NaN where missing or unparsable) and the mask of present fields that are not numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
+    try:
+        return pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(missing), bool)
+    except pa.ArrowInvalid:  # some field is not a number: find which, one at a time (only batches that hold one)
+        values = np.full(len(missing), np.nan)
+        unparsed = np.zeros(len(missing), bool)
+        for i in np.flatnonzero(~missing):
+            try:
+                values[i] = pc.cast(present[i], pa.float64()).as_py()
+            except pa.ArrowInvalid:
+                unparsed[i] = True
+        return values, unparsed
+
+
+def _spells_nan(text) -> np.ndarray:
+    """Fields that spell NaN, even where `na_values` lists them (a parsed NaN looks like a missing value)."""
+    import pyarrow.compute as pc
+
+    spelled = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?nan$", ignore_case=True), False)
+    return np.asarray(spelled.to_numpy(zero_copy_only=False), bool)
+
+
+@dataclass
+class FitStats:
+    """What the preprocessing is fitted from, added up over typed rows a task at a time."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    vectors: dict[str, int]
+    sums: dict[str, list[float]] = field(default_factory=dict)  # column -> [count, sum, sum of squares] of train values
+    categories: dict[str, Counter] = field(default_factory=dict)  # column -> train value counts (None: missing)
+    vector_moments: dict[str, list] = field(default_factory=dict)  # column -> [count, sums, squares] per value
+    labels: set = field(default_factory=set)  # class labels over every split
+    rows: Counter = field(default_factory=Counter)  # good rows per split
+
+    def add(self, typed, classify: bool) -> None:
+        import pyarrow.compute as pc
+
+        for split, count in Counter(typed.column("split").to_pylist()).items():
+            self.rows[split] += count
+        if classify:
+            self.labels.update(v for v in pc.unique(typed.column("_label")).to_pylist())
+        train = typed.filter(pc.equal(typed.column("split"), "train"))
+        for c in self.numeric:
+            values = train.column(c).drop_null().to_numpy()
+            old = self.sums.get(c, [0, 0.0, 0.0])
+            self.sums[c] = [old[0] + len(values), old[1] + float(values.sum()), old[2] + float((values * values).sum())]
+        for c in self.categorical:
+            counts = self.categories.setdefault(c, Counter())
+            for entry in pc.value_counts(train.column(c)).to_pylist():
+                counts[entry["values"]] += entry["counts"]
+        for c, size in self.vectors.items():
+            values = np.asarray(pc.list_flatten(train.column(c)).to_numpy(), np.float64).reshape(-1, size)
+            update = [len(values), values.sum(0), (values * values).sum(0)]
+            old = self.vector_moments.get(c)
+            self.vector_moments[c] = update if old is None else [a + b for a, b in zip(old, update)]
+
+    def merge(self, other: FitStats) -> None:
+        for split, count in other.rows.items():
+            self.rows[split] += count
+        self.labels |= other.labels
+        for c, (n, s, q) in other.sums.items():
+            old = self.sums.get(c, [0, 0.0, 0.0])
+            self.sums[c] = [old[0] + n, old[1] + s, old[2] + q]
+        for c, counts in other.categories.items():
+            self.categories.setdefault(c, Counter()).update(counts)
+        for c, update in other.vector_moments.items():
+            old = self.vector_moments.get(c)
+            self.vector_moments[c] = update if old is None else [a + b for a, b in zip(old, update)]
+
+    def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool) -> Preprocess:
+        """The fitted preprocessing; `fills` holds each numeric column's imputed value."""
+        vocabularies = {c: sorted(v for v in self.categories.get(c, {}) if v is not None) for c in self.categorical}
+        labels = sorted(self.labels) if classify else None
+        pre = Preprocess(dict(fills), vocabularies, encoding, dict(self.vectors), labels)
+        return pre.with_scale(self._moments(pre)) if scale else pre
+
+    def means(self) -> dict[str, float | None]:
+        return {c: (s / n if n else None) for c, (n, s, _) in ((c, self.sums.get(c, [0, 0.0, 0.0])) for c in self.numeric)}
+
+    def _moments(self, pre: Preprocess) -> np.ndarray:
+        """[count, sum, sum of squares] of every feature slot over train, from the totals alone."""
+        rows = self.rows["train"]
+        parts = []
+        for c in self.numeric:
+            n, s, q = self.sums[c]
+            fill = pre.numeric[c]
+            parts.append([s + fill * (rows - n), q + fill * fill * (rows - n)])
+        for c in self.categorical:
+            counts = self.categories.get(c, Counter())
+            vocab = pre.categorical[c]
+            per_slot = [counts.get(v, 0) for v in vocab]
+            per_slot.append(rows - sum(per_slot))  # missing or unseen
+            if pre.encoding == "onehot":
+                parts += [[k, k] for k in per_slot]
+            else:
+                index = np.arange(len(per_slot))
+                parts.append([float((index * per_slot).sum()), float((index * index * per_slot).sum())])
+        for c in self.vectors:
+            _, sums, squares = self.vector_moments.get(c, [0, np.zeros(self.vectors[c]), np.zeros(self.vectors[c])])
+            parts += [[float(s), float(q)] for s, q in zip(sums, squares)]
+        sums, squares = np.asarray(parts, np.float64).T
+        return np.stack([np.full(len(sums), rows, np.float64), sums, squares])
 
 
 @dataclass(frozen=True)
@@ -48,29 +268,29 @@ class Preprocess:
         return out
 
     @classmethod
-    def from_json(cls, data: dict) -> "Preprocess":
+    def from_json(cls, data: dict) -> Preprocess:
         return cls(**{k: v for k, v in data.items() if k != "names"})
 
-    def with_scale(self, moments: np.ndarray) -> "Preprocess":
+    def with_scale(self, moments: np.ndarray) -> Preprocess:
         """This preprocessing, standardising each slot by the train moments [count, sum, sum of squares]."""
         count, total, squares = moments
         mean = total / np.maximum(count, 1)
         std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean * mean, 0.0))
         return Preprocess(**{**self.to_json(), "scale": {"mean": mean.tolist(), "std": std.tolist()}})
 
-    def features(self, batch, scaled: bool = True) -> np.ndarray:
-        """The [rows, width] float32 features of an Arrow batch holding the typed source columns."""
+    def features(self, typed) -> np.ndarray:
+        """The [rows, width] float32 features of typed rows (an Arrow table or batch from RowRules.check)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        rows = batch.num_rows
+        rows = typed.num_rows
         out = np.zeros((rows, self.width), np.float32)
         at = 0
         for column, fill in self.numeric.items():
-            out[:, at] = pc.fill_null(batch.column(column).cast(pa.float64()), fill).to_numpy(zero_copy_only=False)
+            out[:, at] = pc.fill_null(typed.column(column), fill).to_numpy(zero_copy_only=False)
             at += 1
         for column, vocab in self.categorical.items():
-            index = pc.index_in(batch.column(column), value_set=pa.array(vocab, pa.string()))
+            index = pc.index_in(typed.column(column), value_set=pa.array(vocab, pa.string()))
             index = pc.fill_null(index, len(vocab)).to_numpy(zero_copy_only=False)
             if self.encoding == "onehot":
                 out[np.arange(rows), at + index] = 1.0
@@ -79,11 +299,10 @@ class Preprocess:
                 out[:, at] = index
                 at += 1
         for column, size in self.vectors.items():
-            values = batch.column(column).combine_chunks() if hasattr(batch.column(column), "combine_chunks") else batch.column(column)
-            flat = pc.list_flatten(values).cast(pa.float64()).to_numpy(zero_copy_only=False)
-            out[:, at : at + size] = flat.reshape(rows, size)
+            flat = pc.list_flatten(typed.column(column)).to_numpy(zero_copy_only=False)
+            out[:, at : at + size] = np.asarray(flat, np.float64).reshape(rows, size)
             at += size
-        if scaled and self.scale is not None:
+        if self.scale is not None:
             std = np.asarray(self.scale["std"])
             out = ((out - np.asarray(self.scale["mean"])) / np.where(std > 0, std, 1.0)).astype(np.float32)
         return out
