@@ -1,0 +1,47 @@
+"""The JVM class-data-sharing archive: which options a session gets, and adopting archives other runs wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from dltool.spark.session import class_data_sharing
+
+
+def _archive_dir(tmp_path):
+    return tmp_path / "dltool" / "jvm"
+
+
+def test_without_an_archive_the_jvm_writes_one_named_by_this_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    options = class_data_sharing()
+    dump = next(o for o in options if o.startswith("-XX:ArchiveClassesAtExit="))
+    assert dump.endswith(f".{os.getpid()}.tmp") and str(_archive_dir(tmp_path)) in dump
+    assert "-Xlog:cds=off" in options  # a stale archive must never print on the CLI's stdout
+
+
+def test_a_finished_archive_is_adopted_and_later_ones_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    dump = next(o for o in class_data_sharing() if o.startswith("-XX:ArchiveClassesAtExit=")).split("=", 1)[1]
+    archive = dump.rsplit(".", 2)[0]
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(ended.stdout)  # a process that has exited
+    old = time.time() - 120
+    for pid, mtime in ((dead, old), (dead + 1_000_000, old), (os.getpid(), old)):
+        path = f"{archive}.{pid}.tmp"
+        with open(path, "wb") as f:
+            f.write(b"archive")
+        os.utime(path, (mtime, mtime))
+    fresh = f"{archive}.{dead + 2_000_000}.tmp"  # ended, but written seconds ago: its JVM may still be writing
+    with open(fresh, "wb") as f:
+        f.write(b"archive")
+
+    options = class_data_sharing()
+    assert f"-XX:SharedArchiveFile={archive}" in options and "-Xshare:auto" in options
+    left = sorted(p.name for p in _archive_dir(tmp_path).iterdir())
+    # One finished dump became the archive, the other finished one is gone; the live and the fresh one stay.
+    assert os.path.basename(archive) in left
+    assert f"{os.path.basename(archive)}.{os.getpid()}.tmp" in left and os.path.basename(fresh) in left
+    assert len(left) == 3
