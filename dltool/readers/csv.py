@@ -17,7 +17,7 @@ from dltool.readers.table import CORRUPT, FORMAT_PATTERNS, ColumnRoles, ColumnTa
 
 
 class CsvReaderConfig(ColumnRoles):
-    """Tabular rows read with Spark's CSV reader; preprocessing fitted with Spark ML on train."""
+    """Tabular rows read with Spark's CSV reader; preprocessing fitted on train."""
 
     reader: Literal["csv"] = Field(description="Selects this reader.")
     input: str = Field(description="A CSV file, or a directory of CSV files.")

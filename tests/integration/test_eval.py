@@ -183,7 +183,7 @@ def test_damaged_model_files_exit_1_with_one_line(trained, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:keras")  # Keras's own numpy 2 warning when saving
-def test_a_checkpoint_of_another_dataset_or_model_exits_2(trained, tmp_path):
+def test_a_checkpoint_of_another_dataset_or_model_exits_2(trained, churn_dataset, tmp_path):
     import keras
 
     config, run = trained
@@ -201,7 +201,8 @@ def test_a_checkpoint_of_another_dataset_or_model_exits_2(trained, tmp_path):
     assert result.exit_code == 2 and "shape [5]" in summary["message"]
 
     # Three classes behind a non-Dense head: only the loaded model tells, in the Spark task.
-    inputs = keras.Input((16,), name="features")
+    width = json.loads((churn_dataset / "_manifest.json").read_text())["features"]["shape"][0]
+    inputs = keras.Input((width,), name="features")
     three = keras.Model(inputs, keras.layers.Activation("softmax")(keras.layers.Dense(3)(inputs)))
     three.save(tmp_path / "three.keras")
     result, summary = cli("eval", config, "--run-dir", copy, "--checkpoint", tmp_path / "three.keras")

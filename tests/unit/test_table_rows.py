@@ -1,0 +1,121 @@
+"""Table rows in the tasks, without Spark: field checks and typing, the fit's totals, the features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dltool.transforms.table import FitStats, Preprocess, RowRules, moments
+
+NA = ("", "NA", "NaN", "null")
+
+
+def rules(**overrides) -> RowRules:
+    base = dict(numeric=("x", "y"), categorical=("colour",), vectors={}, passthrough=("note",), label="target",
+                regression=False, key_column="id", na_values=NA, non_finite="missing", encoding="utf-8",
+                corrupt="_corrupt_record")  # fmt: skip
+    return RowRules(**{**base, **overrides})
+
+
+def batch(rows: list[dict]) -> pa.RecordBatch:
+    """Raw rows as Spark hands them to a task: text fields, file, row number, key and split."""
+    columns = ["id", "x", "y", "colour", "note", "target", "_corrupt_record"]
+    data = {c: pa.array([r.get(c) for r in rows], pa.string()) for c in columns}
+    data["_file"] = pa.array(["file:///d/t.csv"] * len(rows), pa.string())
+    data["_row"] = pa.array(range(1, len(rows) + 1), pa.int64())
+    data["key"] = pa.array([r.get("id") or f"t.csv:{i + 1}" for i, r in enumerate(rows)], pa.string())
+    data["split"] = pa.array([r.get("split", "train") for r in rows], pa.string())
+    return pa.RecordBatch.from_pydict(data)
+
+
+GOOD = {"id": "g", "x": " 1.5 ", "y": "2", "colour": " red ", "note": "n", "target": "a"}
+
+
+def test_each_row_is_quarantined_at_its_first_problem_and_named_by_file_row_and_field():
+    raw = batch([
+        GOOD,
+        {**GOOD, "id": "m", "_corrupt_record": "m,1,2,red,n,a,extra"},
+        {**GOOD, "id": "NA"},
+        {**GOOD, "id": "l", "target": " "},
+        {**GOOD, "id": "b", "x": "5,5", "y": "six"},  # both bad: the first field is reported
+        {**GOOD, "id": "e", "colour": "gr\ufffden"},
+        {**GOOD, "id": "i", "x": "inf", "y": "NaN"},  # non-finite: missing values by default
+    ])  # fmt: skip
+    typed, errors = rules().check(raw)
+    found = {e["path"]: (e["key"], e["error_class"], e["message"]) for e in errors.to_pylist()}
+    assert found == {
+        "file:///d/t.csv:2": ("m", "MalformedRow", "malformed row (wrong number of fields or bad quoting): m,1,2,red,n,a,extra"),
+        "file:///d/t.csv:3": ("NA", "MissingKey", "field id: missing key"),
+        "file:///d/t.csv:4": ("l", "MissingLabel", "field target: missing label"),
+        "file:///d/t.csv:5": ("b", "BadValue", "field x: '5,5' is not a number"),
+        "file:///d/t.csv:6": ("e", "EncodingError", "field colour: bytes that are not valid utf-8"),
+    }  # fmt: skip
+    assert typed.column("key").to_pylist() == ["g", "i"]
+    assert typed.column("x").to_pylist() == [1.5, None] and typed.column("y").to_pylist() == [2.0, None]
+    assert typed.column("colour").to_pylist() == ["red", "red"] and typed.column("_label").to_pylist() == ["a", "a"]
+
+
+def test_non_finite_values_can_quarantine_and_a_regression_target_always_does():
+    raw = batch([GOOD | {"target": "1"}, GOOD | {"id": "i", "x": "-inf", "target": "2"},
+                 GOOD | {"id": "t", "target": "inf"}, GOOD | {"id": "n", "target": "nan"}])  # fmt: skip
+    typed, errors = rules(regression=True, non_finite="quarantine").check(raw)
+    assert {e["key"]: e["message"] for e in errors.to_pylist()} == {
+        "i": "field x: '-inf' is not a finite number",
+        "t": "field target: 'inf' is not a finite number",
+        "n": "field target: 'nan' is not a finite number",
+    }
+    assert typed.column("_label").to_pylist() == [1.0]
+
+
+def test_vectors_must_have_their_size_and_finite_values():
+    vec = pa.array([[1.0, 2.0], [1.0], None, [1.0, float("nan")], [3.0, 4.0]], pa.list_(pa.float64()))
+    raw = batch([GOOD | {"id": k} for k in "abcde"]).append_column("emb", vec)
+    typed, errors = rules(vectors={"emb": 2}).check(raw)
+    assert {e["key"]: (e["error_class"], e["message"]) for e in errors.to_pylist()} == {
+        "b": ("BadValue", "field emb: 1 values, expected 2"),
+        "c": ("MissingValue", "field emb: missing vector"),
+        "d": ("NonFinite", "field emb: null, NaN or infinite values"),
+    }
+    assert typed.column("key").to_pylist() == ["a", "e"]
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "index"])
+def test_the_fit_and_its_scaling_come_from_totals_that_match_the_features(encoding):
+    rng = np.random.default_rng(0)
+    rows = [{"id": f"r{i}", "x": "" if i % 7 == 0 else f"{rng.normal(3, 2):.3f}", "y": f"{rng.normal():.3f}",
+             "colour": ["red", "blue", "", "green"][i % 4], "note": "", "target": "ab"[i % 2],
+             "split": "train" if i % 5 else "val"} for i in range(200)]  # fmt: skip
+    check = rules(vectors={"emb": 3})
+    vectors = pa.array([list(rng.normal(size=3)) for _ in rows], pa.list_(pa.float64()))
+    typed, errors = check.check(batch(rows).append_column("emb", vectors))
+    assert errors.num_rows == 0
+    halves = (FitStats(check.numeric, check.categorical, check.vectors),
+              FitStats(check.numeric, check.categorical, check.vectors))  # fmt: skip
+    halves[0].add(typed.slice(0, 90), classify=True)
+    halves[1].add(typed.slice(90), classify=True)
+    stats = halves[0]
+    stats.merge(halves[1])  # what the driver does with the tasks' totals
+    assert stats.rows == {"train": 160, "val": 40}
+    train = typed.filter(pa.compute.equal(typed.column("split"), "train"))
+    observed = [v for v in train.column("x").to_pylist() if v is not None]
+    assert stats.means()["x"] == pytest.approx(np.mean(observed))
+
+    raw_pre = stats.preprocess(stats.means(), encoding, classify=True, scale=False)
+    assert raw_pre.labels == ["a", "b"] and raw_pre.categorical == {"colour": ["blue", "green", "red"]}
+    assert len(raw_pre.names) == raw_pre.width == (2 + 4 + 3 if encoding == "onehot" else 2 + 1 + 3)
+    features = raw_pre.features(train)
+    np.testing.assert_allclose(stats._moments(raw_pre), moments(features), rtol=1e-5, atol=1e-6)
+
+    scaled = stats.preprocess(stats.means(), encoding, classify=True, scale=True)
+    standard = scaled.features(train)
+    np.testing.assert_allclose(standard.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(standard.std(0), 1, atol=1e-4)
+    assert Preprocess.from_json(scaled.to_json()) == scaled  # what _preprocess.json holds
+
+
+def test_unseen_and_missing_categories_take_the_other_slot():
+    pre = Preprocess({"x": 0.5}, {"colour": ["blue", "red"]}, "onehot", {})
+    typed = pa.table({"x": pa.array([None, 2.0]), "colour": pa.array(["purple", None], pa.string())})
+    assert pre.names == ["x", "colour=blue", "colour=red", "colour=<other>"]
+    np.testing.assert_array_equal(pre.features(typed), [[0.5, 0, 0, 1], [2.0, 0, 0, 1]])
