@@ -130,6 +130,8 @@ def _report_ingest(summary: IngestResult | IngestPlan) -> None:
     )
     for error in summary.errors:
         _say(f"  quarantined {error['key']}: [{error['stage']}] {error['message']}")
+    for warning in summary.warnings:
+        _say(f"  [yellow]warning:[/] {warning}")
 
 
 @app.command()

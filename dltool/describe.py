@@ -30,6 +30,7 @@ def describe_dataset(uri: str) -> dict:
         "splits": {name: {"rows": entry.rows, "files": len(entry.files), "per_class": entry.per_class}
                    for name, entry in manifest.splits.items()},  # fmt: skip
         "stats": data["stats"],
+        "warnings": list(manifest.warnings),
     }
     first = next((f for entry in manifest.splits.values() for f in entry.files), None)
     if first:
@@ -85,3 +86,5 @@ def print_description(info: dict) -> None:
         console.print(f"sample row: {info['sample']}")
     if info.get("errors"):
         console.print("quarantined by stage/class: " + ", ".join(f"{k} {v}" for k, v in info["errors"].items()))
+    for warning in info.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")

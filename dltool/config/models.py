@@ -6,6 +6,7 @@ Each reader's section (`ingest:` with `reader: NAME`) is declared in its own mod
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional, Union
 
 from pydantic import Field, PrivateAttr, model_validator
@@ -32,19 +33,79 @@ class SparkSettings(Section):
 
 
 class SplitSettings(Section):
-    """Fractions of records per split, assigned by a stable hash of the record key."""
+    """Which split each record lands in: a stable hash of its key (or group), its path, or a column."""
 
-    train: float = Field(0.8, ge=0, le=1, description="Fraction of records in the train split.")
-    val: float = Field(0.1, ge=0, le=1, description="Fraction of records in the validation split.")
-    test: float = Field(0.1, ge=0, le=1, description="Fraction of records in the test split.")
+    by: Literal["hash", "path", "column"] = Field(
+        "hash", description="hash: fractions by a stable hash; path: a regex over the file's path names the "
+        "split (file readers); column: a column names it (table readers).",
+    )
+    train: float = Field(0.8, ge=0, le=1, description="by: hash: fraction of records in the train split.")
+    val: float = Field(0.1, ge=0, le=1, description="by: hash: fraction of records in the validation split.")
+    test: float = Field(0.1, ge=0, le=1, description="by: hash: fraction of records in the test split.")
     salt: str = Field("", description="Changes the hash, and so which records land in which split.")
+    stratify: bool = Field(
+        False, description="Keep every class's fractions: each class is cut by its own hash order, so its counts "
+        "per split are within one of the fractions (a new record can move at most one per cut of its class).",
+    )
+    group: str | None = Field(
+        None, description="Records that must share a split: file readers, a regex over the path whose first "
+        "group names the group (e.g. a speaker folder); table readers, a column. The group is hashed, not the key.",
+    )
+    pattern: str | None = Field(
+        None, description="by: path: a regex over the path relative to the input whose first group names the "
+        "split; default: any folder named train, training, val, valid, validation, dev, test, testing or a key of "
+        "`names`, in any case.",
+    )
+    column: str | None = Field(None, description="by: column: the column whose values name the split.")
+    names: dict[str, Literal["train", "val", "test"]] = Field(
+        default_factory=dict, description="by: path or column: more names for the splits, e.g. {holdout: test}; "
+        "training, valid, validation, dev and testing are known.",
+    )
+    val_from_train: float = Field(
+        0.1, ge=0, lt=1, description="by: path or column, when the data has no validation split: this fraction of "
+        "train becomes val (by the stable hash, stratified), so training still monitors a validation metric.",
+    )
 
     @model_validator(mode="after")
-    def _fractions_sum_to_one(self):
+    def _consistent(self):
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + val + test must be 1.0, got {total:g}")
+        if self.by == "column" and not self.column:
+            raise ValueError("by: column needs 'column', the column that names each row's split")
+        for name, value in (("pattern", self.pattern), ("group", self.group)):
+            if value is None or (name == "group" and _is_column_name(value)):
+                continue
+            try:
+                compiled = re.compile(value)
+            except re.error as e:
+                raise ValueError(f"{name}: not a regular expression: {e}") from e
+            if compiled.groups < 1:
+                raise ValueError(f"{name}: the regex needs a (group) that captures the {name.replace('pattern', 'split')} name")
         return self
+
+    def path_pattern(self) -> re.Pattern:
+        """by: path: the regex whose first group names a file's split."""
+        if self.pattern is not None:
+            return re.compile(self.pattern)
+        names = sorted({*KNOWN_SPLIT_NAMES, *(k.strip().lower() for k in self.names)}, key=len, reverse=True)
+        return re.compile(r"(?:^|/)(" + "|".join(re.escape(n) for n in names) + r")/", re.IGNORECASE)
+
+    def split_name(self, text: str | None) -> str | None:
+        """train, val or test for a name found in a path or column, else None."""
+        if text is None:
+            return None
+        names = {**KNOWN_SPLIT_NAMES, **{k.strip().lower(): v for k, v in self.names.items()}}
+        return names.get(text.strip().lower())
+
+
+KNOWN_SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                     "dev": "val", "test": "test", "testing": "test"}  # fmt: skip
+
+
+def _is_column_name(text: str) -> bool:
+    """A group given as a plain name (a table column) rather than a regex with a capture group."""
+    return "(" not in text
 
 
 class DatasetSettings(Section):
@@ -57,6 +118,10 @@ class DatasetSettings(Section):
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field("zstd", description="Parquet compression codec.")
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Fail (exit 3) when more than this fraction of inputs is quarantined."
+    )
+    on_duplicates: Literal["warn", "fail", "drop_from_eval"] = Field(
+        "warn", description="Identical records (same file bytes, same typed row) in more than one split: warn, "
+        "fail the ingest (exit 3), or drop the val and test copies of what train holds.",
     )
 
     @model_validator(mode="after")

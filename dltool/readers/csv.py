@@ -60,16 +60,15 @@ class CsvReader(ColumnTableReader):
         return {"header": str(cfg.header).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
                 "multiLine": str(cfg.multiline).lower(), "encoding": cfg.encoding}  # fmt: skip
 
-    def columns(self, spark, paths: list[str]) -> list[str]:
+    def columns(self, spark, paths: list[str], extra: list[str] = ()) -> list[str]:
         """The file's column names: its header (first file), or the config's `columns`."""
         cfg = self.config
-        if not cfg.header:
-            return list(cfg.columns)
-        names = [n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])]
-        used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c]
+        names = list(cfg.columns) if not cfg.header else [n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])]
+        used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c] + list(extra)
         missing = [c for c in used if c not in names]
         if missing:
-            raise ConfigError(f"{paths[0]}: columns {missing} named in ingest are not in the header {names}")
+            where = "header" if cfg.header else "columns"
+            raise ConfigError(f"{paths[0]}: columns {missing} named in the config are not in the {where} {names}")
         return names
 
     def _header(self, spark, path: str) -> list[str]:
@@ -91,10 +90,10 @@ class CsvReader(ColumnTableReader):
         escape = {} if cfg.escape == cfg.quote else {"escapechar": cfg.escape, "doublequote": False}
         return next(csv.reader(io.StringIO(head), delimiter=cfg.delimiter, quotechar=cfg.quote, **escape), [])
 
-    def read_raw(self, spark, paths: list[str]):
+    def read_raw(self, spark, paths: list[str], extra: list[str]):
         from pyspark.sql import types as T
 
-        names = self.columns(spark, paths)
+        names = self.columns(spark, paths, extra)
         schema = T.StructType([T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())])
         return (
             spark.read.options(**self.read_options())

@@ -100,17 +100,20 @@ class ColumnTableReader(TableReader):
         """
         from pyspark.sql import functions as F
 
-        from dltool.spark.splits import split_column
+        from dltool.spark.splits import with_split
 
         cfg = self.config
-        raw = self.read_raw(spark, paths)
+        extra = [c for c in (split_settings.column if split_settings.by == "column" else None, split_settings.group) if c]
+        raw = self.read_raw(spark, paths, extra)
         raw = raw.withColumn("_file", F.input_file_name()).withColumn("_mid", F.monotonically_increasing_id())
         raw, inputs = _with_row_numbers(spark, raw, relpaths)
         self._sizes = _vector_sizes(raw, cfg.vector_columns())
+        self._split_column = split_settings.column if split_settings.by == "column" else None
         row_key = F.concat_ws(":", "_relpath", F.col("_row").cast("string"))
         key = F.coalesce(F.col(cfg.key_column), row_key) if cfg.key_column else row_key
         raw = raw.withColumn("key", key.cast("string"))
-        raw = raw.withColumn("split", split_column(F.col("key"), split_settings))
+        label = F.col(cfg.label) if cfg.label and cfg.task == "classification" else None
+        raw = with_split(raw, F.col("key"), label, split_settings)
         return raw.drop("_mid", "_pid", "_first", "_start", "_relpath"), inputs
 
     def rules(self) -> RowRules:
@@ -120,15 +123,15 @@ class ColumnTableReader(TableReader):
         cfg = self.config
         return RowRules(tuple(cfg.numeric), tuple(cfg.categorical), dict(self._sizes), tuple(cfg.passthrough),
                         cfg.label, cfg.task == "regression", cfg.key_column, tuple(cfg.na_values), cfg.non_finite,
-                        self.encoding(), self.corrupt_column)  # fmt: skip
+                        self.encoding(), self.corrupt_column, self._split_column)  # fmt: skip
 
     def encoding(self) -> str:
         return "utf-8"
 
     @abstractmethod
-    def read_raw(self, spark, paths: list[str]):
-        """The rows as a DataFrame: the used scalar columns as strings, vectors as array<double> (and
-        `corrupt_column`, where the reader has one)."""
+    def read_raw(self, spark, paths: list[str], extra: list[str]):
+        """The rows as a DataFrame: the used scalar columns and `extra` (the split's column or group)
+        as strings, vectors as array<double> (and `corrupt_column`, where the reader has one)."""
 
 
 @register
@@ -152,7 +155,7 @@ class TableSourceReader(ColumnTableReader):
             return [InputFile(folder.path, folder.path.rsplit("/", 1)[-1], 0, time.time_ns())], 0
         return super().inputs()
 
-    def read_raw(self, spark, paths: list[str]):
+    def read_raw(self, spark, paths: list[str], extra: list[str]):
         from pyspark.ml.functions import vector_to_array
         from pyspark.ml.linalg import VectorUDT
         from pyspark.sql import functions as F
@@ -164,7 +167,7 @@ class TableSourceReader(ColumnTableReader):
         with map_errors(f"ingest.input: reading {cfg.input!r} as {cfg.format}"):
             frame = spark.table(cfg.input) if cfg.format == "table" else source.load(paths)
         types = {f.name: f.dataType for f in frame.schema.fields}
-        used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c]
+        used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c] + extra
         missing = [c for c in used + cfg.vectors if c not in types]
         if missing:
             raise ConfigError(f"{cfg.input}: columns {missing} named in ingest are not in the data {sorted(types)}")

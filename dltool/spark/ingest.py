@@ -11,6 +11,7 @@ shard writer inside `mapInArrow`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,10 +37,20 @@ from dltool.readers.base import FileReader, reader_for
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
 from dltool.spark.results import IngestPlan, IngestResult, WrittenShards
-from dltool.spark.splits import SPLITS, split_of, split_point
+from dltool.spark.splits import SPLITS, Item, assign, find_duplicates, report, split_point
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import InputFile, Location, open_location
-from dltool.storage.manifest import FORMAT_VERSION, MANIFEST, SUCCESS, Counts, Label, Manifest, SplitEntry, Stats
+from dltool.storage.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    SUCCESS,
+    Counts,
+    Duplicates,
+    Label,
+    Manifest,
+    SplitEntry,
+    Stats,
+)
 
 ERROR_FIELDS = ("key", "path", "reader", "stage", "error_class", "message")
 
@@ -70,6 +81,7 @@ class TaskSummary:
     per_class: Counter = field(default_factory=Counter)
     moments: np.ndarray | None = None  # [3, C]: count, sum, sum of squares per last-axis entry
     errors: list[dict] = field(default_factory=list)  # only the first few, for the summary
+    digests: list[tuple[str, str]] = field(default_factory=list)  # (content digest, key) of each file read
 
 
 def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True,
@@ -124,7 +136,7 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         "written" if manifest.status == "ok" else "failed_quality", dataset.uri, manifest.counts,
         replaced=replacing, seconds=round(time.time() - started, 2),
         splits={name: entry.rows for name, entry in manifest.splits.items()},
-        labels=manifest.label.vocabulary, errors=shards.first_errors,
+        labels=manifest.label.vocabulary, errors=shards.first_errors, warnings=manifest.warnings,
     )  # fmt: skip
     if manifest.status != "ok":
         counts = manifest.counts
@@ -206,27 +218,34 @@ def plan_shards(records: int, record_bytes: int, shard_mb: int, parallelism: int
 def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile]):
     """Labels and splits of the listed files, decided on the driver from their paths.
 
-    Also returns the files quarantined on the driver: unreadable links and, when labelled, files without a label.
+    Also returns the files quarantined on the driver with their reason: unreadable links, files
+    without a label (when labelled) and files that `by: path` cannot place.
     """
-    split_cfg = config.dataset.split
     labelled = config.ingest.label.source != "none"
-    by_split: dict[str, list] = {s: [] for s in SPLITS}
-    unlabelled = []
+    unplaced = []
     labels = {}
     for f in files:
         label = reader.label_of(f.relpath)
-        if f.problem is not None or (labelled and label is None):
-            unlabelled.append(f)
-            continue
-        labels[f.relpath] = label
-        by_split[split_of(f.relpath, split_cfg)].append(f)
-    vocabulary = sorted(set(labels.values())) if labelled else None
+        if f.problem is not None:
+            unplaced.append((f, RecordError("read", f.problem)))
+        elif labelled and label is None:
+            unplaced.append((f, RecordError("label", _unlabelled_reason(config, f.relpath))))
+        else:
+            labels[f.relpath] = label
+    placed, missing = assign([Item(path, path, label) for path, label in labels.items()], config.dataset.split)
+    by_split: dict[str, list] = {s: [] for s in SPLITS}
+    for f in files:
+        if f.relpath in missing:
+            unplaced.append((f, RecordError("split", missing[f.relpath])))
+        elif f.relpath in placed:
+            by_split[placed[f.relpath]].append(f)
+    vocabulary = sorted({labels[f.relpath] for items in by_split.values() for f in items}) if labelled else None
     index = {name: i for i, name in enumerate(vocabulary or [])}
     assigned = {
         split: [(f.path, f.relpath, index.get(labels[f.relpath]), f.size) for f in sorted(items, key=_hash_order)]
         for split, items in by_split.items()
     }
-    return assigned, vocabulary, unlabelled
+    return assigned, vocabulary, unplaced
 
 
 def _hash_order(f: InputFile) -> float:
@@ -236,7 +255,7 @@ def _hash_order(f: InputFile) -> float:
 
 def _ingest_files(spark, config, reader, source, files, staging, parallelism, progress) -> WrittenShards:
     spec = reader.tensor_spec()
-    assigned, vocabulary, unlabelled = _assign(config, reader, files)
+    assigned, vocabulary, unplaced = _assign(config, reader, files)
     label_kind = "class" if vocabulary is not None else None
     copies = reader.augment_copies()
     tasks = []
@@ -249,11 +268,7 @@ def _ingest_files(spark, config, reader, source, files, staging, parallelism, pr
             chunk = items[part::n]
             tasks.append(FileTask(config.ingest, source.uri, staging.uri, split, part, chunk, label_kind,
                                   config.dataset.row_group_mb, config.dataset.compression))  # fmt: skip
-    driver_errors = [
-        _error_row(f.relpath, f.path, reader.name, RecordError("read", f.problem) if f.problem is not None
-                   else RecordError("label", _unlabelled_reason(config, f.relpath)))
-        for f in unlabelled
-    ]  # fmt: skip
+    driver_errors = [_error_row(f.relpath, f.path, reader.name, error) for f, error in unplaced]
     if driver_errors:
         _write_errors(staging.child("_errors", "part-driver.parquet"), driver_errors)
     summaries: list[TaskSummary] = []
@@ -263,7 +278,44 @@ def _ingest_files(spark, config, reader, source, files, staging, parallelism, pr
         rdd = spark.sparkContext.parallelize(tasks, len(tasks))
         with spark_progress(spark, f"ingest {config.name}: {len(files)} files", progress):
             summaries = rdd.map(_run_file_task).collect()
-    return _combine(summaries, spec, vocabulary, len(files), driver_errors, reader.stats_axis() % len(spec.shape))
+    duplicates = find_duplicates((digest, s.split, key) for s in summaries for digest, key in s.digests)
+    if duplicates is not None and config.dataset.on_duplicates == "drop_from_eval":
+        duplicates = _drop_from_eval(staging, summaries, duplicates, config.dataset.compression)
+    shards = _combine(summaries, spec, vocabulary, len(files), driver_errors, reader.stats_axis() % len(spec.shape))
+    return dataclasses.replace(shards, duplicates=duplicates)
+
+
+def _drop_from_eval(staging: Location, summaries: list[TaskSummary], duplicates: Duplicates, compression: str) -> Duplicates:
+    """Remove from the val and test shards the files whose bytes a train file has (their examples and
+    windows alike), adjusting the summaries; the duplicates report counts them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    in_train = {digest for s in summaries if s.split == "train" for digest, _ in s.digests}
+    dropped = 0
+    for s in summaries:
+        drop = {key for digest, key in s.digests if s.split != "train" and digest in in_train}
+        if not drop or s.shard is None:
+            continue
+        shard = staging.child(*s.shard.split("/"))
+        table = pq.read_table(shard.path, filesystem=shard.fs)
+        keys = table.column("key").to_pylist()
+        gone = [k in drop or k.rsplit("#", 1)[0] in drop for k in keys]  # a window's key is the file's key + "#n"
+        if "label" in table.column_names:
+            s.per_class.subtract(Counter(label for label, g in zip(table.column("label").to_pylist(), gone) if g))
+        else:
+            s.per_class[None] -= sum(gone)
+        kept = table.filter(pc.invert(pa.array(gone)))
+        s.rows = kept.num_rows
+        s.digests = [(d, k) for d, k in s.digests if k not in drop]
+        dropped += len(drop)
+        if kept.num_rows:
+            pq.write_table(kept, shard.path, filesystem=shard.fs, compression=None if compression == "none" else compression)
+        else:
+            shard.delete()
+            s.shard = None
+    return dataclasses.replace(duplicates, dropped=dropped)
 
 
 def _unlabelled_reason(config, relpath: str) -> str:
@@ -294,6 +346,7 @@ def _run_file_task(task: FileTask) -> TaskSummary:
                     raise RecordError("read", f"file is {size / 2**20:.1f} MB, over max_file_mb {task.reader_config.max_file_mb:g}")
                 data = _read(source.fs, path, max_bytes)
                 examples = reader.decode(data, key)
+                summary.digests.append((hashlib.blake2b(data, digest_size=16).hexdigest(), key))
             except NOT_RECORD_ERRORS as e:
                 raise EnvironmentProblem(
                     f"the {reader.name} reader cannot run on this executor ({type(e).__name__}: "
@@ -433,6 +486,14 @@ def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint
                     rows=sum(entry.rows for entry in shards.splits.values()), left_out_by_patterns=left_out)  # fmt: skip
     if counts.inputs != counts.ok + counts.quarantined:
         raise RuntimeError(f"ingest lost records: {counts}")  # a bug, not bad input: never hide it
+    warnings = report({name: entry.per_class for name, entry in shards.splits.items()}, shards.label.vocabulary,
+                      config.dataset.split)  # fmt: skip
+    duplicates = shards.duplicates
+    if duplicates is not None:
+        if config.dataset.on_duplicates == "fail":
+            raise DataQualityError(f"{duplicates.message()}; dataset.on_duplicates is fail (use warn or drop_from_eval)")
+        dropped = f"; dropped {duplicates.dropped} val/test records that train holds" if duplicates.dropped else ""
+        warnings.append(duplicates.message() + dropped)
     return Manifest(
         name=config.name, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         dltool_version=dltool.__version__, reader=reader.name, source=source.uri,
@@ -441,15 +502,16 @@ def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint
         stats=shards.stats, preprocess=shards.preprocess, errors="_errors",
         config_hash=digest, input_fingerprint=fingerprint, ingest=json.loads(config.ingest.model_dump_json()),
         status="ok" if counts.bad_fraction <= config.dataset.max_bad_fraction else "failed_quality",
+        warnings=tuple(warnings), duplicates=duplicates,
     )  # fmt: skip
 
 
 def _plan(config, reader, dataset, source, files, left_out, existing: str | None) -> IngestPlan:
     """What an ingest would read and write, without starting Spark."""
     if reader.kind == "file":
-        assigned, vocabulary, unlabelled = _assign(config, reader, files)
+        assigned, vocabulary, unplaced = _assign(config, reader, files)
         what = {"features": reader.tensor_spec(), "labels": None if vocabulary is None else tuple(vocabulary),
-                "unlabelled": len(unlabelled), "splits": {s: len(items) for s, items in assigned.items()}}  # fmt: skip
+                "unlabelled": len(unplaced), "splits": {s: len(items) for s, items in assigned.items()}}  # fmt: skip
     else:
         what = {"columns": {"numeric": config.ingest.numeric, "categorical": config.ingest.categorical,
                             "label": config.ingest.label}}  # fmt: skip

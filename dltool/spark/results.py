@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from dltool.storage.manifest import Counts, Label, SplitEntry, Stats
+from dltool.storage.manifest import Counts, Duplicates, Label, SplitEntry, Stats
 
 if TYPE_CHECKING:
     from dltool.shards.codec import TensorSpec
@@ -28,7 +28,8 @@ class WrittenShards:
     augmented: int = 0
     first_errors: tuple[dict, ...] = ()  # error-table rows of the first few quarantined inputs
     feature_names: tuple[str, ...] | None = None  # one per slot, table readers only
-    preprocess: str | None = None  # the fitted pipeline's folder, table readers only
+    preprocess: str | None = None  # the fitted preprocessing's file, table readers only
+    duplicates: Duplicates | None = None  # identical records in more than one split
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class IngestResult:
     labels: tuple[str, ...] | None = None  # the class vocabulary
     errors: tuple[dict, ...] = ()  # error-table rows of the first few quarantined inputs
     message: str | None = None  # why nothing was done (up_to_date)
+    warnings: tuple[str, ...] = ()  # about the splits (the manifest keeps them too)
 
     def to_json(self) -> dict:
         if self.status == "up_to_date":
@@ -53,6 +55,7 @@ class IngestResult:
             "status": self.status, "dataset": self.dataset, "replaced": self.replaced, "seconds": self.seconds,
             "counts": self.counts.to_json(), "splits": dict(self.splits),
             "labels": None if self.labels is None else list(self.labels), "errors": list(self.errors),
+            "warnings": list(self.warnings),
         }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ computes the features (`Preprocess`) and writes the shards. Every source field i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from contextlib import contextmanager
@@ -67,10 +68,34 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
         label_kind = None if not cfg.label else "class" if classify else "regression"
         parts = sorted(r["typed"] for r in typed if r["typed"])
-        task = _shard_task(staging.uri, pre, label_kind, list(cfg.passthrough), config.dataset)
+        duplicates, drop = _duplicates(spark, staging, config.dataset.on_duplicates) if parts else (None, set())
+        task = _shard_task(staging.uri, pre, label_kind, list(cfg.passthrough), config.dataset, drop)
         summaries = spark.sparkContext.parallelize(parts, max(1, len(parts))).flatMap(task).collect() if parts else []
     staging.child(TYPED).delete()
-    return _combine(summaries, pre, label_kind, inputs, quarantined, first_errors)
+    return _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates)
+
+
+def _duplicates(spark, staging, policy: str):
+    """Identical typed rows in more than one split (from `_typed/`), and with `drop_from_eval` the
+    contents that val and test rows must not share with train."""
+    from pyspark.sql import functions as F
+
+    from dltool.spark.splits import find_duplicates
+
+    typed = spark.read.parquet(hadoop_uri(staging.child(TYPED))).select("_content", "split", "key")
+    spread = typed.groupBy("_content").agg(F.countDistinct("split").alias("splits"), F.count("*").alias("records"),
+                                           F.max(F.col("split") == "train").alias("in_train")).where("splits > 1")  # fmt: skip
+    totals = spread.agg(F.count("*").alias("contents"), F.sum("records").alias("records")).first()
+    if not totals["contents"]:
+        return None, set()
+    shown = spread.orderBy("_content").limit(20).select("_content")
+    examples = typed.join(F.broadcast(shown), "_content").orderBy("_content", "split", "key").limit(200).collect()
+    found = find_duplicates((str(r["_content"]), r["split"], r["key"]) for r in examples)
+    duplicates = dataclasses.replace(found, records=int(totals["records"]), contents=int(totals["contents"]))
+    drop = set()
+    if policy == "drop_from_eval":
+        drop = {r["_content"] for r in spread.where("in_train").select("_content").collect()}
+    return duplicates, drop
 
 
 PREPROCESS = "_preprocess.json"
@@ -98,6 +123,8 @@ def _type_task(staging_uri, rules, reader_name, classify):
     """The mapInArrow function of the second pass: check and type the task's rows; quarantined ones
     to `_errors/part-NNNNN.parquet`, typed ones to `_typed/part-NNNNN.parquet`; one summary row."""
 
+    content = [*rules.numeric, *rules.categorical, *rules.vectors, *(["_label"] if rules.label else [])]
+
     def run(batches):
         import pickle
 
@@ -105,7 +132,7 @@ def _type_task(staging_uri, rules, reader_name, classify):
         import pyarrow.parquet as pq
         from pyspark import TaskContext
 
-        from dltool.transforms.table import FitStats
+        from dltool.transforms.table import FitStats, content_hashes
 
         part = TaskContext.get().partitionId()
         staging = open_location(staging_uri)
@@ -120,6 +147,7 @@ def _type_task(staging_uri, rules, reader_name, classify):
                 if not typed.num_rows:
                     continue
                 stats.add(typed, classify)
+                typed = typed.append_column("_content", content_hashes(typed, content))
                 if writer is None:
                     target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
                     writer = pq.ParquetWriter(target.path, typed.schema, filesystem=target.fs, compression="lz4")
@@ -157,16 +185,17 @@ def _fills(spark, cfg, stats, staging) -> dict[str, float]:
     return {c: float(row[c]) for c in cfg.numeric}
 
 
-def _combine(summaries, pre, label_kind, inputs, quarantined, first_errors) -> WrittenShards:
+def _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates) -> WrittenShards:
     import numpy as np
 
     from dltool.spark.ingest import _stats
 
     splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
-    moments = np.zeros((3, pre.width))
+    moments, dropped = np.zeros((3, pre.width)), 0
     for row in summaries:
         if row["shard"] is None:  # the task's own line: the moments of the train features it wrote
             moments += row["moments"]
+            dropped += row["dropped"]
             continue
         entry = splits[row["split"]]
         entry["rows"] += row["rows"]
@@ -177,8 +206,9 @@ def _combine(summaries, pre, label_kind, inputs, quarantined, first_errors) -> W
         features=TensorSpec((pre.width,), "float32"), label=Label(label_kind, vocabulary),
         splits={name: _split_entry(entry, vocabulary) for name, entry in splits.items()},
         stats=_stats(moments, 0) if moments[0, 0] else None, inputs=inputs,
-        ok=sum(entry["rows"] for entry in splits.values()), quarantined=quarantined, first_errors=tuple(first_errors),
-        feature_names=tuple(pre.names), preprocess=PREPROCESS,
+        ok=sum(entry["rows"] for entry in splits.values()) + dropped, quarantined=quarantined,
+        first_errors=tuple(first_errors), feature_names=tuple(pre.names), preprocess=PREPROCESS,
+        duplicates=None if duplicates is None else dataclasses.replace(duplicates, dropped=dropped),
     )  # fmt: skip
 
 
@@ -192,7 +222,7 @@ def _split_entry(entry: dict, vocabulary: tuple[str, ...] | None) -> SplitEntry:
     return SplitEntry(entry["rows"], tuple(sorted(entry["files"])), per_class)
 
 
-def _shard_task(staging_uri, pre, label_kind, passthrough, dataset):
+def _shard_task(staging_uri, pre, label_kind, passthrough, dataset, drop: set[int]):
     """The third pass, one task per typed file: features, labels and keys into per-split shards (a new
     file every `shard_mb`); a summary per shard, and one for the task with its train moments."""
     spec = TensorSpec((pre.width,), "float32")
@@ -213,9 +243,14 @@ def _shard_task(staging_uri, pre, label_kind, passthrough, dataset):
         staging = open_location(staging_uri)
         shards = {s: _SplitShards(staging, s, part, schema, spec, max_rows, dataset, label_kind == "class")
                   for s in SPLITS}  # fmt: skip
-        total = np.zeros((3, spec.shape[0]))
+        total, dropped = np.zeros((3, spec.shape[0])), 0
         with source.fs.open_input_file(source.path) as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=65536):
+                if drop:  # val and test rows whose content train holds (on_duplicates: drop_from_eval)
+                    gone = pc.and_(pc.is_in(batch.column("_content"), pa.array(list(drop), pa.int64())),
+                                   pc.not_equal(batch.column("split"), "train"))  # fmt: skip
+                    dropped += pc.sum(gone).as_py() or 0
+                    batch = batch.filter(pc.invert(gone))
                 for split in SPLITS:
                     rows = batch.filter(pc.equal(batch.column("split"), split))
                     if not rows.num_rows:
@@ -234,7 +269,7 @@ def _shard_task(staging_uri, pre, label_kind, passthrough, dataset):
         for split in SPLITS:
             for name, n, per_class in shards[split].close():
                 yield {"split": split, "shard": name, "rows": n, "per_class": per_class}
-        yield {"shard": None, "moments": total}
+        yield {"shard": None, "moments": total, "dropped": dropped}
 
     return write
 

@@ -104,6 +104,30 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class Duplicates:
+    """Identical records (same file bytes, or same typed row) found in more than one split."""
+
+    records: int  # records whose content is also in another split
+    contents: int  # distinct contents found in more than one split
+    examples: tuple[dict, ...] = ()  # {"splits": [...], "keys": [...]} per content, 20 keys at most in all
+    dropped: int = 0  # val and test records removed because train holds the same content (drop_from_eval)
+
+    def to_json(self) -> dict:
+        return {"records": self.records, "contents": self.contents, "examples": list(self.examples),
+                "dropped": self.dropped}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict) -> Duplicates:
+        return cls(int(data["records"]), int(data["contents"]), tuple(data["examples"]), int(data.get("dropped", 0)))
+
+    def message(self) -> str:
+        first = self.examples[0] if self.examples else {"keys": [], "splits": []}
+        example = " and ".join(first["keys"][:2])
+        return (f"{self.records} records have the same content as a record of another split "
+                f"({self.contents} contents; e.g. {example} in {', '.join(first['splits'])})")
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What a dataset is: its tensors, labels, shards per split, counts and the config that built it."""
 
@@ -119,13 +143,15 @@ class Manifest:
     splits: dict[str, SplitEntry]
     counts: Counts
     stats: Stats | None
-    preprocess: str | None  # "_preprocess" for table datasets
+    preprocess: str | None  # "_preprocess.json" for table datasets
     errors: str  # the error table's folder
     config_hash: str
     input_fingerprint: str
     ingest: dict  # the ingest section as validated
     status: str  # "ok" or "failed_quality"
     format_version: int = FORMAT_VERSION
+    warnings: tuple[str, ...] = ()  # about the splits: an empty one, a class missing from val or test
+    duplicates: Duplicates | None = None  # identical records across splits (None: none found)
 
     def to_json(self) -> dict:
         return {
@@ -138,7 +164,8 @@ class Manifest:
             "counts": self.counts.to_json(), "stats": None if self.stats is None else self.stats.to_json(),
             "preprocess": self.preprocess, "errors": self.errors,
             "config_hash": self.config_hash, "input_fingerprint": self.input_fingerprint,
-            "ingest": self.ingest, "status": self.status,
+            "ingest": self.ingest, "status": self.status, "warnings": list(self.warnings),
+            "duplicates": None if self.duplicates is None else self.duplicates.to_json(),
         }  # fmt: skip
 
     @classmethod
@@ -159,6 +186,8 @@ class Manifest:
             preprocess=data["preprocess"], errors=data["errors"],
             config_hash=data["config_hash"], input_fingerprint=data["input_fingerprint"],
             ingest=data["ingest"], status=data["status"], format_version=int(data["format_version"]),
+            warnings=tuple(data.get("warnings", ())),
+            duplicates=None if data.get("duplicates") is None else Duplicates.from_json(data["duplicates"]),
         )  # fmt: skip
 
     def rows(self, split: str) -> int:

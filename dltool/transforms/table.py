@@ -42,6 +42,7 @@ class RowRules:
     non_finite: str  # missing | quarantine
     encoding: str
     corrupt: str | None = None  # the column holding a row the source could not split into fields (CSV)
+    split_column: str | None = None  # dataset.split.column, when a column names each row's split
 
     def check(self, batch):
         """(typed good rows, quarantined rows) of a raw batch: the error rows hold key, path, error_class, message."""
@@ -54,6 +55,10 @@ class RowRules:
             problems.add(pc.is_valid(batch.column(self.corrupt)), "MalformedRow",
                          lambda i: "malformed row (wrong number of fields or bad quoting): "
                                    + batch.column(self.corrupt)[i].as_py()[:120])  # fmt: skip
+        if self.split_column:  # a null split: the row's split column names none
+            problems.add(pc.is_null(batch.column("split")), "UnknownSplit",
+                         lambda i: f"field {self.split_column}: {batch.column(self.split_column)[i].as_py()!r} names no "
+                                   "split (train, val, test, or one of dataset.split.names)")  # fmt: skip
         for c, size in self.vectors.items():
             column = batch.column(c)
             problems.add(pc.is_null(column), "MissingValue", lambda i, c=c: f"field {c}: missing vector")
@@ -101,6 +106,24 @@ class RowRules:
     def _text_columns(self) -> list[str]:
         used = self.numeric + self.categorical + tuple(c for c in (self.label, self.key_column) if c)
         return list(dict.fromkeys(used))
+
+
+def content_hashes(typed, columns: list[str]):
+    """A 64-bit hash per typed row over `columns` (values after trimming and parsing, vectors value by value):
+    rows that differ only in spacing or number spelling (`1.50`, ` 1.5`) hash alike."""
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = {}
+    for c in columns:
+        column = typed.column(c)
+        if pa.types.is_list(column.type):
+            values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(typed.num_rows, -1)
+            frame.update({f"{c}[{i}]": values[:, i] for i in range(values.shape[1])})
+        else:
+            frame[c] = column.to_pandas()
+    hashes = pd.util.hash_pandas_object(pd.DataFrame(frame), index=False).to_numpy()
+    return pa.array(hashes.view(np.int64))
 
 
 class _Problems:

@@ -107,3 +107,11 @@ def test_shipped_configs_validate(config):
 
     cfg = load_config(ROOT / "configs" / config)
     assert cfg.ingest.reader in ("image", "audio", "csv")
+
+
+@pytest.mark.parametrize("example", ["folders-train-test.yaml", "csv-split-column.yaml", "audio-by-speaker.yaml"])
+def test_example_configs_validate(example):
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "examples" / example)
+    assert cfg.dataset.split.by in ("path", "column") or cfg.dataset.split.group
