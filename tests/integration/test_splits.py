@@ -31,7 +31,7 @@ def test_train_and_test_folders_are_the_splits_and_val_is_carved_from_train(spar
     for split, n in (("train", 20), ("test", 4)):
         for c, colour in (("cat", 40), ("dog", 200)):
             for i in range(n):
-                write_image(root / split / c / f"{c}{i:02d}.png", colour + i)
+                write_image(root / split / c / f"{c}{i:02d}.png", colour + i + (25 if split == "test" else 0))
     write_image(root / "misc" / "cat" / "stray.png", 10)  # no split folder: quarantined at stage split
     config = {
         "name": "folders", "dataset": {"path": str(tmp_path / "out"), "split": {"by": "path", "val_from_train": 0.25}},

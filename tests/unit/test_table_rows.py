@@ -119,3 +119,12 @@ def test_unseen_and_missing_categories_take_the_other_slot():
     typed = pa.table({"x": pa.array([None, 2.0]), "colour": pa.array(["purple", None], pa.string())})
     assert pre.names == ["x", "colour=blue", "colour=red", "colour=<other>"]
     np.testing.assert_array_equal(pre.features(typed), [[0.5, 0, 0, 1], [2.0, 0, 0, 1]])
+
+
+def test_rows_that_differ_only_in_spelling_hash_alike():
+    from dltool.transforms.table import content_hashes
+
+    raw = batch([GOOD | {"x": "1.50"}, GOOD | {"id": "h", "x": " 1.5", "colour": "red "}, GOOD | {"id": "o", "x": "2"}])
+    typed, _ = rules().check(raw)
+    hashes = content_hashes(typed, ["x", "y", "colour", "_label"]).to_pylist()
+    assert hashes[0] == hashes[1] != hashes[2]
