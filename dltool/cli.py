@@ -42,6 +42,13 @@ def _say(message: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(message)
 
 
+def _text(value) -> str:
+    """A value from the data (a path, a message, a key) made safe inside rich markup: [x] stays [x]."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _finish(summary: dict, as_json: bool, exit_code: int = 0) -> None:
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
@@ -111,7 +118,7 @@ def ingest(
 def _report_ingest(summary: IngestResult | IngestPlan) -> None:
     """Tell a person what run_ingest did (an IngestResult) or would do (an IngestPlan)."""
     if summary.status == "up_to_date":
-        _say(f"[green]✓[/] {summary.message}")
+        _say(f"[green]✓[/] {_text(summary.message)}")
         return
     if summary.status == "dry_run":
         _say(f"dry run: would read {summary.inputs} inputs ({summary.bytes / 2**20:.1f} MB) from {summary.source}")
@@ -129,9 +136,10 @@ def _report_ingest(summary: IngestResult | IngestPlan) -> None:
         f"{counts.ok} of {counts.inputs} inputs ok, {counts.quarantined} quarantined"
     )
     for error in summary.errors:
-        _say(f"  quarantined {error['key']}: [{error['stage']}] {error['message']}")
+        stage = f"[{error['stage']}]"
+        _say(f"  quarantined {_text(error['key'])}: {_text(stage)} {_text(error['message'])}")
     for warning in summary.warnings:
-        _say(f"  [yellow]warning:[/] {warning}")
+        _say(f"  [yellow]warning:[/] {_text(warning)}")
 
 
 @app.command()

@@ -60,6 +60,7 @@ def describe_dataset(uri: str) -> dict:
 
 def print_description(info: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=True, highlight=False)
@@ -87,4 +88,4 @@ def print_description(info: dict) -> None:
     if info.get("errors"):
         console.print("quarantined by stage/class: " + ", ".join(f"{k} {v}" for k, v in info["errors"].items()))
     for warning in info.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")

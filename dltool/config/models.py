@@ -37,7 +37,7 @@ class SplitSettings(Section):
 
     by: Literal["hash", "path", "column"] = Field(
         "hash", description="hash: fractions by a stable hash; path: a regex over the file's path names the "
-        "split (file readers); column: a column names it (table readers).",
+        "split (train/ and test/ folders, train.csv and test.csv); column: a column names it (table readers).",
     )
     train: float = Field(0.8, ge=0, le=1, description="by: hash: fraction of records in the train split.")
     val: float = Field(0.1, ge=0, le=1, description="by: hash: fraction of records in the validation split.")
@@ -53,8 +53,8 @@ class SplitSettings(Section):
     )
     pattern: str | None = Field(
         None, description="by: path: a regex over the path relative to the input whose first group names the "
-        "split; default: any folder named train, training, val, valid, validation, dev, test, testing or a key of "
-        "`names`, in any case.",
+        "split; default: a folder or file name that is, or starts with, train, training, val, valid, validation, "
+        "dev, test, testing or a key of `names` followed by / . _ or - (train/, test.csv), in any case.",
     )
     column: str | None = Field(None, description="by: column: the column whose values name the split.")
     names: dict[str, Literal["train", "val", "test"]] = Field(
@@ -89,7 +89,7 @@ class SplitSettings(Section):
         if self.pattern is not None:
             return re.compile(self.pattern)
         names = sorted({*KNOWN_SPLIT_NAMES, *(k.strip().lower() for k in self.names)}, key=len, reverse=True)
-        return re.compile(r"(?:^|/)(" + "|".join(re.escape(n) for n in names) + r")/", re.IGNORECASE)
+        return re.compile(r"(?:^|/)(" + "|".join(re.escape(n) for n in names) + r")(?=[/._-])", re.IGNORECASE)
 
     def split_name(self, text: str | None) -> str | None:
         """train, val or test for a name found in a path or column, else None."""

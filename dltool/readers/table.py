@@ -108,13 +108,14 @@ class ColumnTableReader(TableReader):
         raw = raw.withColumn("_file", F.input_file_name()).withColumn("_mid", F.monotonically_increasing_id())
         raw, inputs = _with_row_numbers(spark, raw, relpaths)
         self._sizes = _vector_sizes(raw, cfg.vector_columns())
-        self._split_column = split_settings.column if split_settings.by == "column" else None
+        self._split_column = {"column": split_settings.column, "path": "_relpath"}.get(split_settings.by)
         row_key = F.concat_ws(":", "_relpath", F.col("_row").cast("string"))
         key = F.coalesce(F.col(cfg.key_column), row_key) if cfg.key_column else row_key
         raw = raw.withColumn("key", key.cast("string"))
         label = F.col(cfg.label) if cfg.label and cfg.task == "classification" else None
         raw = with_split(raw, F.col("key"), label, split_settings)
-        return raw.drop("_mid", "_pid", "_first", "_start", "_relpath"), inputs
+        unused = ["_mid", "_pid", "_first", "_start"] + ([] if split_settings.by == "path" else ["_relpath"])
+        return raw.drop(*unused), inputs
 
     def rules(self) -> RowRules:
         """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""

@@ -172,24 +172,28 @@ def report(per_split: dict[str, dict[str, int]], vocabulary: list[str] | None, s
 
 
 def with_split(frame, key, label, split: SplitSettings):
-    """`frame` with a `split` column (table readers): hash, hash per class, or a column naming it.
+    """`frame` with a `split` column (table readers): hash, hash per class, the file's path or a column.
 
-    `key` is the row key column, `label` the class column (None: one class). A row whose split
-    column names no split gets a null split (the tasks quarantine it).
+    `key` is the row key column, `label` the class column (None: one class), and `frame` has
+    `_relpath`, each row's file relative to the input. A row whose file path or split column
+    names no split gets a null split (the tasks quarantine it).
     """
     from pyspark.sql import functions as F
 
     unit = F.coalesce(F.col(split.group).cast("string"), key) if split.group else key
     frame = frame.withColumn("_unit", unit)
-    if split.by == "path":
-        raise ConfigError("dataset.split.by: path names file paths; table readers split by hash or column")
     if split.by == "hash" and not split.stratify:
         return frame.withColumn("split", split_column(F.col("_unit"), split)).drop("_unit")
     if split.by == "hash":
         ranked = _ranked(frame, label, (split.train, split.val, split.test), split.salt)
         return frame.join(ranked, "_unit", "left").drop("_unit")
     known = {**KNOWN_SPLIT_NAMES, **{k.strip().lower(): v for k, v in split.names.items()}}
-    named = F.lower(F.trim(F.col(split.column).cast("string")))
+    if split.by == "path":  # the file's path relative to the input: train.csv, test/part-1.csv
+        pattern = split.path_pattern()
+        flags = "(?i)" if pattern.flags & re.IGNORECASE else ""
+        named = F.lower(F.regexp_extract(F.col("_relpath"), flags + pattern.pattern, 1))
+    else:
+        named = F.lower(F.trim(F.col(split.column).cast("string")))
     names = F.create_map(*[F.lit(x) for pair in known.items() for x in pair])
     frame = frame.withColumn("split", F.element_at(names, named))
     if split.val_from_train > 0 and not frame.where(F.col("split") == "val").limit(1).count():

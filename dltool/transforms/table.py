@@ -42,7 +42,7 @@ class RowRules:
     non_finite: str  # missing | quarantine
     encoding: str
     corrupt: str | None = None  # the column holding a row the source could not split into fields (CSV)
-    split_column: str | None = None  # dataset.split.column, when a column names each row's split
+    split_column: str | None = None  # what names each row's split: dataset.split.column, or _relpath (by: path)
 
     def check(self, batch):
         """(typed good rows, quarantined rows) of a raw batch: the error rows hold key, path, error_class, message."""
@@ -55,10 +55,11 @@ class RowRules:
             problems.add(pc.is_valid(batch.column(self.corrupt)), "MalformedRow",
                          lambda i: "malformed row (wrong number of fields or bad quoting): "
                                    + batch.column(self.corrupt)[i].as_py()[:120])  # fmt: skip
-        if self.split_column:  # a null split: the row's split column names none
+        if self.split_column:  # a null split: the row's split column (or file path) names none
+            where = "file" if self.split_column == "_relpath" else f"field {self.split_column}:"
             problems.add(pc.is_null(batch.column("split")), "UnknownSplit",
-                         lambda i: f"field {self.split_column}: {batch.column(self.split_column)[i].as_py()!r} names no "
-                                   "split (train, val, test, or one of dataset.split.names)")  # fmt: skip
+                         lambda i: f"{where} {batch.column(self.split_column)[i].as_py()!r} names no split (train, val, "
+                                   "test, or one of dataset.split.names)")  # fmt: skip
         for c, size in self.vectors.items():
             column = batch.column(c)
             problems.add(pc.is_null(column), "MissingValue", lambda i, c=c: f"field {c}: missing vector")
