@@ -140,6 +140,8 @@ def _report_ingest(summary: IngestResult | IngestPlan) -> None:
         _say(f"  quarantined {_text(error['key'])}: {_text(stage)} {_text(error['message'])}")
     for warning in summary.warnings:
         _say(f"  [yellow]warning:[/] {_text(warning)}")
+    for column, reason in summary.left_out.items():
+        _say(f"  left out column {_text(column)}: {_text(reason)}")
 
 
 @app.command()

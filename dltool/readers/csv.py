@@ -64,7 +64,7 @@ class CsvReader(ColumnTableReader):
         """The file's column names: its header (first file), or the config's `columns`."""
         cfg = self.config
         names = list(cfg.columns) if not cfg.header else [n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])]
-        used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c] + list(extra)
+        used = cfg.named() + list(extra)
         missing = [c for c in used if c not in names]
         if missing:
             where = "header" if cfg.header else "columns"
@@ -94,6 +94,7 @@ class CsvReader(ColumnTableReader):
         from pyspark.sql import types as T
 
         names = self.columns(spark, paths, extra)
+        self._available = [n for n in names if n not in self.config.exclude]
         schema = T.StructType([T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())])
         return (
             spark.read.options(**self.read_options())

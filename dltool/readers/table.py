@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -29,8 +29,16 @@ CORRUPT = "_corrupt_record"  # the column holding a row the source could not par
 class ColumnRoles(Section):
     """What each column of a table is for; shared by the `table` and `csv` readers."""
 
-    numeric: list[str] = Field(default_factory=list, description="Numeric feature columns (booleans become 0/1).")
-    categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
+    numeric: Union[list[str], Literal["auto"]] = Field(
+        default_factory=list, description="Numeric feature columns (true/false become 1/0), or auto: every column "
+        "whose train values are all numbers (or booleans), except ids (distinct integers).",
+    )
+    categorical: Union[list[str], Literal["auto"]] = Field(
+        default_factory=list, description="Categorical feature columns, or auto: every text column with at most "
+        "`max_categories` distinct train values.",
+    )
+    max_categories: int = Field(50, ge=2, description="auto: the most distinct values a categorical column may have.")
+    exclude: list[str] = Field(default_factory=list, description="auto: columns never used as features.")
     categorical_encoding: Literal["onehot", "index"] = Field(
         "onehot", description="One-hot slots per category (plus one for missing/unseen), or the category index."
     )
@@ -49,12 +57,22 @@ class ColumnRoles(Section):
     def vector_columns(self) -> list[str]:
         return []
 
+    def auto(self) -> bool:
+        return self.numeric == "auto" or self.categorical == "auto"
+
+    def named(self) -> list[str]:
+        """The columns the config names for a role (not counting `auto`)."""
+        lists = [r for r in (self.numeric, self.categorical) if r != "auto"]
+        return [c for r in lists for c in r] + self.vector_columns() + [c for c in (self.label, self.key_column) if c] \
+            + self.passthrough  # fmt: skip
+
     @model_validator(mode="after")
     def _roles_consistent(self):
-        if not self.numeric and not self.categorical and not self.vector_columns():
-            raise ValueError("name at least one feature column in 'numeric', 'categorical' or 'vectors'")
-        roles = (self.numeric + self.categorical + self.vector_columns() + ([self.label] if self.label else [])
-                 + self.passthrough)  # fmt: skip
+        if not self.auto() and not self.numeric and not self.categorical and not self.vector_columns():
+            raise ValueError("name at least one feature column in 'numeric', 'categorical' or 'vectors', or use auto")
+        lists = [r for r in (self.numeric, self.categorical) if r != "auto"]
+        roles = [c for r in lists for c in r] + self.vector_columns() + ([self.label] if self.label else []) \
+            + self.passthrough  # fmt: skip
         dupes = sorted({c for c in roles if roles.count(c) > 1})
         if dupes:
             raise ValueError(f"columns used twice: {', '.join(dupes)}")
@@ -91,6 +109,11 @@ class ColumnTableReader(TableReader):
     spark_conf: dict[str, str] = {}  # Spark SQL settings the reader's queries need (set for the ingest only)
     corrupt_column: str | None = None  # the column where the source puts a row it could not split into fields
 
+    def __init__(self, config):
+        super().__init__(config)
+        self.left_out: dict[str, str] = {}  # columns `auto` did not use, with the reason
+        self._available: list[str] = []  # the source's columns, as read_raw found them
+
     def rows(self, spark, paths: list[str], relpaths: dict[str, str], split_settings):
         """The raw rows (used columns as text, vectors as arrays, the corrupt column) with `_file`, `_row` (1-based
         row within its file), `key` (key_column, else relpath:row) and `split`; and the number of rows.
@@ -100,7 +123,7 @@ class ColumnTableReader(TableReader):
         """
         from pyspark.sql import functions as F
 
-        from dltool.spark.splits import with_split
+        from dltool.spark.splits import column, with_split
 
         cfg = self.config
         extra = [c for c in (split_settings.column if split_settings.by == "column" else None, split_settings.group) if c]
@@ -110,12 +133,77 @@ class ColumnTableReader(TableReader):
         self._sizes = _vector_sizes(raw, cfg.vector_columns())
         self._split_column = {"column": split_settings.column, "path": "_relpath"}.get(split_settings.by)
         row_key = F.concat_ws(":", "_relpath", F.col("_row").cast("string"))
-        key = F.coalesce(F.col(cfg.key_column), row_key) if cfg.key_column else row_key
+        key = F.coalesce(column(cfg.key_column), row_key) if cfg.key_column else row_key
         raw = raw.withColumn("key", key.cast("string"))
-        label = F.col(cfg.label) if cfg.label and cfg.task == "classification" else None
+        label = column(cfg.label) if cfg.label and cfg.task == "classification" else None
         raw = with_split(raw, F.col("key"), label, split_settings)
         unused = ["_mid", "_pid", "_first", "_start"] + ([] if split_settings.by == "path" else ["_relpath"])
         return raw.drop(*unused), inputs
+
+    def resolved(self, rows, preprocess=None) -> "ColumnTableReader":
+        """This reader with `auto` roles decided: from the fitted preprocessing when one is given (predict
+        keeps the training data's columns), else from the train rows of `rows`."""
+        import copy
+
+        cfg = self.config
+        if preprocess is not None:
+            numeric, categorical, left_out = list(preprocess.numeric), list(preprocess.categorical), {}
+        elif cfg.auto():
+            numeric, categorical, left_out = self._infer_roles(rows)
+        else:
+            return self
+        resolved = copy.copy(self)
+        resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical})
+        resolved.left_out = {**self.left_out, **left_out}
+        return resolved
+
+    def _infer_roles(self, rows) -> tuple[list[str], list[str], dict[str, str]]:
+        """numeric, categorical and left-out columns (with the reason) from the train split, in one aggregation."""
+        from pyspark.sql import functions as F
+
+        from dltool.spark.splits import column
+
+        cfg = self.config
+        taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column}
+        candidates = [c for c in self._available if c not in taken]
+        aggregates = []
+        for i, c in enumerate(candidates):
+            text = F.trim(column(c).cast("string"))
+            present = text.isNotNull() & ~text.isin(list(cfg.na_values))
+            number = text.try_cast("double")
+            aggregates += [
+                F.count(F.when(present, 1)).alias(f"present{i}"),
+                F.count(F.when(present & (number.isNotNull() | F.lower(text).isin("true", "false")), 1)).alias(f"number{i}"),
+                F.count(F.when(present & (number == F.floor(number)), 1)).alias(f"integer{i}"),
+                F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
+                F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
+            ]  # fmt: skip
+        row = rows.where(F.col("split") == "train").agg(*aggregates).first() if candidates else None
+        numeric, categorical, left_out = [], [], {}
+        for i, c in enumerate(candidates):
+            present, distinct = row[f"present{i}"], row[f"distinct{i}"]
+            if not present:
+                left_out[c] = "no values in the train split"
+            elif row[f"number{i}"] == present:
+                if row[f"integer{i}"] == present and present >= 20 and distinct >= 0.95 * present:
+                    left_out[c] = f"an id: {distinct} distinct integers in {present} rows"
+                else:
+                    numeric.append(c)
+            elif row[f"time{i}"] == present:
+                left_out[c] = "timestamps or dates"
+            elif distinct <= cfg.max_categories:
+                categorical.append(c)
+            else:
+                left_out[c] = f"text with about {distinct} distinct values (max_categories is {cfg.max_categories})"
+        if cfg.numeric != "auto":
+            left_out.update({c: "numbers, but `numeric` is a list without it" for c in numeric})
+            numeric = list(cfg.numeric)
+        if cfg.categorical != "auto":
+            left_out.update({c: "a category, but `categorical` is a list without it" for c in categorical})
+            categorical = list(cfg.categorical)
+        if not numeric and not categorical and not cfg.vector_columns():
+            raise ConfigError(f"{cfg.input}: auto found no feature column ({'; '.join(f'{c}: {r}' for c, r in left_out.items())})")
+        return numeric, categorical, left_out
 
     def rules(self) -> RowRules:
         """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""
@@ -162,26 +250,38 @@ class TableSourceReader(ColumnTableReader):
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
+        from dltool.spark.splits import column
+
         cfg = self.config
         source = spark.read.format(cfg.format).options(**cfg.options)
         # No such table, unknown format, unreadable schema: Spark's AnalysisException, a config error.
         with map_errors(f"ingest.input: reading {cfg.input!r} as {cfg.format}"):
             frame = spark.table(cfg.input) if cfg.format == "table" else source.load(paths)
         types = {f.name: f.dataType for f in frame.schema.fields}
-        used = cfg.numeric + cfg.categorical + cfg.passthrough + [c for c in (cfg.label, cfg.key_column) if c] + extra
+        used = [c for c in cfg.named() if c not in cfg.vectors] + extra
         missing = [c for c in used + cfg.vectors if c not in types]
         if missing:
             raise ConfigError(f"{cfg.input}: columns {missing} named in ingest are not in the data {sorted(types)}")
+        if cfg.auto():  # every other scalar column is a candidate; nested ones are left out
+            scalar = (T.NumericType, T.BooleanType, T.StringType, T.DateType, T.TimestampType)
+            for c, kind in types.items():
+                if c in used or c in cfg.vectors or c in cfg.exclude:
+                    continue
+                if isinstance(kind, scalar):
+                    used.append(c)
+                else:
+                    self.left_out[c] = f"a {kind.simpleString()} column (list array columns in `vectors`)"
+        self._available = list(dict.fromkeys(used))
         columns = []
         for c in dict.fromkeys(used):
-            value = F.col(c).cast("int") if isinstance(types[c], T.BooleanType) else F.col(c)
+            value = column(c).cast("int") if isinstance(types[c], T.BooleanType) else column(c)
             columns.append(value.cast("string").alias(c))
         for c in cfg.vectors:
             kind = types[c]
             if isinstance(kind, VectorUDT):
-                columns.append(vector_to_array(c, dtype="float64").alias(c))
+                columns.append(vector_to_array(column(c), dtype="float64").alias(c))
             elif isinstance(kind, T.ArrayType) and isinstance(kind.elementType, T.NumericType):
-                columns.append(F.col(c).cast("array<double>").alias(c))
+                columns.append(column(c).cast("array<double>").alias(c))
             else:
                 raise ConfigError(f"ingest.vectors: column {c} is {kind.simpleString()}, not an array of numbers or a vector")
         return frame.select(*columns)
@@ -225,9 +325,11 @@ def _vector_sizes(raw, columns: list[str]) -> dict[str, int]:
     """Each vector column's size: the most common size among its rows (the others are quarantined)."""
     from pyspark.sql import functions as F
 
+    from dltool.spark.splits import column
+
     sizes = {}
     for c in columns:
-        row = raw.where(F.col(c).isNotNull()).groupBy(F.size(c).alias("n")).count().orderBy(F.desc("count")).first()
+        row = raw.where(column(c).isNotNull()).groupBy(F.size(column(c)).alias("n")).count().orderBy(F.desc("count")).first()
         if row is None:
             raise ConfigError(f"ingest.vectors: column {c} has no values")
         sizes[c] = int(row["n"])

@@ -137,6 +137,7 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         replaced=replacing, seconds=round(time.time() - started, 2),
         splits={name: entry.rows for name, entry in manifest.splits.items()},
         labels=manifest.label.vocabulary, errors=shards.first_errors, warnings=manifest.warnings,
+        left_out=(manifest.columns or {}).get("left_out", {}),
     )  # fmt: skip
     if manifest.status != "ok":
         counts = manifest.counts
@@ -502,7 +503,7 @@ def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint
         stats=shards.stats, preprocess=shards.preprocess, errors="_errors",
         config_hash=digest, input_fingerprint=fingerprint, ingest=json.loads(config.ingest.model_dump_json()),
         status="ok" if counts.bad_fraction <= config.dataset.max_bad_fraction else "failed_quality",
-        warnings=tuple(warnings), duplicates=duplicates,
+        warnings=tuple(warnings), duplicates=duplicates, columns=shards.columns,
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ class WrittenShards:
     feature_names: tuple[str, ...] | None = None  # one per slot, table readers only
     preprocess: str | None = None  # the fitted preprocessing's file, table readers only
     duplicates: Duplicates | None = None  # identical records in more than one split
+    columns: dict | None = None  # table readers: the columns used per role and those left out, with the reason
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class IngestResult:
     errors: tuple[dict, ...] = ()  # error-table rows of the first few quarantined inputs
     message: str | None = None  # why nothing was done (up_to_date)
     warnings: tuple[str, ...] = ()  # about the splits (the manifest keeps them too)
+    left_out: dict[str, str] = field(default_factory=dict)  # table columns `auto` did not use, with the reason
 
     def to_json(self) -> dict:
         if self.status == "up_to_date":
@@ -55,7 +57,7 @@ class IngestResult:
             "status": self.status, "dataset": self.dataset, "replaced": self.replaced, "seconds": self.seconds,
             "counts": self.counts.to_json(), "splits": dict(self.splits),
             "labels": None if self.labels is None else list(self.labels), "errors": list(self.errors),
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings), "left_out": dict(self.left_out),
         }  # fmt: skip
 
 

@@ -171,6 +171,13 @@ def report(per_split: dict[str, dict[str, int]], vocabulary: list[str] | None, s
     return warnings
 
 
+def column(name: str):
+    """The Spark column of a source column name as written, dots, spaces and parentheses included."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
 def with_split(frame, key, label, split: SplitSettings):
     """`frame` with a `split` column (table readers): hash, hash per class, the file's path or a column.
 
@@ -180,7 +187,7 @@ def with_split(frame, key, label, split: SplitSettings):
     """
     from pyspark.sql import functions as F
 
-    unit = F.coalesce(F.col(split.group).cast("string"), key) if split.group else key
+    unit = F.coalesce(column(split.group).cast("string"), key) if split.group else key
     frame = frame.withColumn("_unit", unit)
     if split.by == "hash" and not split.stratify:
         return frame.withColumn("split", split_column(F.col("_unit"), split)).drop("_unit")
@@ -193,7 +200,7 @@ def with_split(frame, key, label, split: SplitSettings):
         flags = "(?i)" if pattern.flags & re.IGNORECASE else ""
         named = F.lower(F.regexp_extract(F.col("_relpath"), flags + pattern.pattern, 1))
     else:
-        named = F.lower(F.trim(F.col(split.column).cast("string")))
+        named = F.lower(F.trim(column(split.column).cast("string")))
     names = F.create_map(*[F.lit(x) for pair in known.items() for x in pair])
     frame = frame.withColumn("split", F.element_at(names, named))
     if split.val_from_train > 0 and not frame.where(F.col("split") == "val").limit(1).count():

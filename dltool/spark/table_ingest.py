@@ -54,17 +54,24 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     with spark_progress(spark, f"ingest {config.name}: {len(files)} table file(s)", progress), \
             _scoped_conf(spark, reader.spark_conf):  # fmt: skip
         rows, inputs = reader.rows(spark, paths, relpaths, config.dataset.split)
+        fitted = None if preprocess is None else Preprocess.from_json(json.loads(open_location(preprocess).read_bytes()))
+        reader = reader.resolved(rows, fitted)
+        cfg = reader.config
         rules = reader.rules()
-        typed = rows.mapInArrow(_type_task(staging.uri, rules, reader.name, classify), TYPE_OUTPUT).collect()
+        # Python UDFs resolve their input columns by name, so `a.b` would read as a field of `a`: the
+        # task gets positional names and puts the source's back on each batch.
+        names = rows.columns
+        plain = rows.toDF(*[f"_c{i}" for i in range(len(names))])
+        typed = plain.mapInArrow(_type_task(staging.uri, rules, reader.name, classify, names), TYPE_OUTPUT).collect()
         stats, quarantined, first_errors = FitStats(rules.numeric, rules.categorical, rules.vectors), 0, []
         for row in typed:
             stats.merge(pickle.loads(row["stats"]))
             quarantined += row["errors"]
             first_errors += json.loads(row["first_errors"])[: max(0, 5 - len(first_errors))]
-        if preprocess is None:
+        if fitted is None:
             pre = stats.preprocess(_fills(spark, cfg, stats, staging), cfg.categorical_encoding, classify, cfg.scale)
         else:
-            pre = Preprocess.from_json(json.loads(open_location(preprocess).read_bytes()))
+            pre = fitted
         staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
         label_kind = None if not cfg.label else "class" if classify else "regression"
         parts = sorted(r["typed"] for r in typed if r["typed"])
@@ -72,7 +79,9 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         task = _shard_task(staging.uri, pre, label_kind, list(cfg.passthrough), config.dataset, drop)
         summaries = spark.sparkContext.parallelize(parts, max(1, len(parts))).flatMap(task).collect() if parts else []
     staging.child(TYPED).delete()
-    return _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates)
+    shards = _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates)
+    columns = {"numeric": list(cfg.numeric), "categorical": list(cfg.categorical), "left_out": dict(reader.left_out)}
+    return dataclasses.replace(shards, columns=columns)
 
 
 def _duplicates(spark, staging, policy: str):
@@ -119,7 +128,7 @@ def _scoped_conf(spark, conf: dict[str, str]):
                 spark.conf.set(k, v)
 
 
-def _type_task(staging_uri, rules, reader_name, classify):
+def _type_task(staging_uri, rules, reader_name, classify, names: list[str]):
     """The mapInArrow function of the second pass: check and type the task's rows; quarantined ones
     to `_errors/part-NNNNN.parquet`, typed ones to `_typed/part-NNNNN.parquet`; one summary row."""
 
@@ -141,7 +150,7 @@ def _type_task(staging_uri, rules, reader_name, classify):
         errors, writer = [], None
         try:
             for batch in batches:
-                typed, bad = rules.check(batch)
+                typed, bad = rules.check(pa.RecordBatch.from_arrays(batch.columns, names=names))
                 if bad.num_rows:
                     errors.append(bad)
                 if not typed.num_rows:
@@ -168,6 +177,7 @@ def _fills(spark, cfg, stats, staging) -> dict[str, float]:
     from pyspark.sql import functions as F
 
     from dltool.errors import ConfigError
+    from dltool.spark.splits import column
 
     if not stats.rows["train"]:
         raise ConfigError(f"{cfg.input}: no valid rows fall in the train split; nothing to fit preprocessing on")
@@ -179,10 +189,10 @@ def _fills(spark, cfg, stats, staging) -> dict[str, float]:
         return means
     train = spark.read.parquet(hadoop_uri(staging.child(TYPED))).where(F.col("split") == "train")
     if cfg.impute == "median":  # as Spark ML's Imputer: approximate, relative error 0.001
-        row = train.agg(*[F.percentile_approx(c, 0.5, 1000).alias(c) for c in cfg.numeric]).first()
+        row = train.agg(*[F.percentile_approx(column(c), 0.5, 1000) for c in cfg.numeric]).first()
     else:  # the most frequent value; ties go to the smallest
-        row = train.agg(*[F.mode(c, deterministic=True).alias(c) for c in cfg.numeric]).first()
-    return {c: float(row[c]) for c in cfg.numeric}
+        row = train.agg(*[F.mode(column(c), deterministic=True) for c in cfg.numeric]).first()
+    return {c: float(value) for c, value in zip(cfg.numeric, row)}
 
 
 def _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates) -> WrittenShards:

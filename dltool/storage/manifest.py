@@ -152,6 +152,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     warnings: tuple[str, ...] = ()  # about the splits: an empty one, a class missing from val or test
     duplicates: Duplicates | None = None  # identical records across splits (None: none found)
+    columns: dict | None = None  # table readers: {"numeric", "categorical", "left_out": {column: reason}} as used
 
     def to_json(self) -> dict:
         return {
@@ -165,7 +166,7 @@ class Manifest:
             "preprocess": self.preprocess, "errors": self.errors,
             "config_hash": self.config_hash, "input_fingerprint": self.input_fingerprint,
             "ingest": self.ingest, "status": self.status, "warnings": list(self.warnings),
-            "duplicates": None if self.duplicates is None else self.duplicates.to_json(),
+            "duplicates": None if self.duplicates is None else self.duplicates.to_json(), "columns": self.columns,
         }  # fmt: skip
 
     @classmethod
@@ -188,6 +189,7 @@ class Manifest:
             ingest=data["ingest"], status=data["status"], format_version=int(data["format_version"]),
             warnings=tuple(data.get("warnings", ())),
             duplicates=None if data.get("duplicates") is None else Duplicates.from_json(data["duplicates"]),
+            columns=data.get("columns"),
         )  # fmt: skip
 
     def rows(self, split: str) -> int:

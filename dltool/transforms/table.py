@@ -155,10 +155,13 @@ class _Problems:
 
 
 def _parse_numbers(text, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 values (NaN where missing or unparsable) and the mask of present fields that are not numbers."""
+    """float64 values (NaN where missing or unparsable; true/false are 1/0) and the mask of present fields
+    that are not numbers."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    lowered = pc.utf8_lower(text)  # true and false are 1 and 0
+    text = pc.if_else(pc.equal(lowered, "true"), "1", pc.if_else(pc.equal(lowered, "false"), "0", text))
     present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
     try:
         return pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(missing), bool)

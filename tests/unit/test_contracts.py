@@ -33,7 +33,7 @@ WRITTEN = {
     "counts": {"inputs": 7, "ok": 6, "quarantined": 1, "augmented": 0, "rows": 6, "left_out_by_patterns": 2},
     "stats": {"axis": 2, "count": 320, "mean": [101.25], "std": [63.5]},
     "preprocess": None, "errors": "_errors", "config_hash": "0123456789abcdef", "input_fingerprint": "fedcba9876543210",
-    "ingest": {"reader": "image", "size": [8, 8]}, "status": "ok", "warnings": [], "duplicates": None,
+    "ingest": {"reader": "image", "size": [8, 8]}, "status": "ok", "warnings": [], "duplicates": None, "columns": None,
 }  # fmt: skip
 
 
@@ -122,9 +122,9 @@ def test_ingest_result_json_has_the_keys_the_cli_always_printed():
     assert written.to_json() == {
         "status": "written", "dataset": "/d", "replaced": None, "seconds": 1.5, "counts": WRITTEN["counts"],
         "splits": {"train": 5, "val": 1, "test": 0}, "labels": ["0", "1"],
-        "errors": [{"key": "x.png", "stage": "decode"}], "warnings": [],
+        "errors": [{"key": "x.png", "stage": "decode"}], "warnings": [], "left_out": {},
     }  # fmt: skip
-    keys = ["status", "dataset", "replaced", "seconds", "counts", "splits", "labels", "errors", "warnings"]
+    keys = ["status", "dataset", "replaced", "seconds", "counts", "splits", "labels", "errors", "warnings", "left_out"]
     assert list(written.to_json()) == keys
     current = IngestResult("up_to_date", "/d", counts, message="/d is up to date")
     assert current.to_json() == {"status": "up_to_date", "dataset": "/d", "counts": WRITTEN["counts"],

@@ -1,0 +1,45 @@
+"""`numeric: auto` and `categorical: auto` on a real local[2] Spark: roles from the train rows, reasons for the rest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from dltool.shards.codec import TensorSpec, decode_tensors
+from tests.conftest import read_split
+from tests.conftest import run_ingest_cli as ingest
+
+
+def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is_out(spark, tmp_path, write_config):
+    rng = np.random.default_rng(0)
+    lines = ['row id,income (k),plan.name,is member,signed up,note,score,target']
+    for i in range(120):
+        note = f'"free text {rng.integers(1_000_000)}, with a comma"'
+        member = "true" if i % 3 else "False"
+        lines.append(f"{1000 + i},{rng.normal(50, 10):.2f},{['basic', 'pro', 'team'][i % 3]},{member},"
+                     f"2024-01-{1 + i % 28:02d}T10:00:00,{note},{i % 7},{'yn'[i % 2]}")  # fmt: skip
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {
+        "name": "auto", "dataset": {"path": str(tmp_path / "out")},
+        "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
+                   "label": "target", "exclude": ["score"]},
+    }  # fmt: skip
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    columns = manifest["columns"]
+    assert columns["numeric"] == ["income (k)", "is member"] and columns["categorical"] == ["plan.name"]
+    assert set(columns["left_out"]) == {"row id", "signed up", "note"}
+    assert columns["left_out"]["row id"].startswith("an id:")
+    assert columns["left_out"]["signed up"] == "timestamps or dates"
+    assert "distinct values" in columns["left_out"]["note"]
+    assert summary["left_out"] == columns["left_out"]
+    assert manifest["features"]["names"] == ["income (k)", "is member", "plan.name=basic", "plan.name=pro",
+                                             "plan.name=team", "plan.name=<other>"]  # fmt: skip
+    spec = TensorSpec.from_json(manifest["features"])
+    train = read_split(tmp_path / "out", "train")
+    features = decode_tensors(train.column("features"), spec)
+    assert set(np.unique(features[:, 1])) == {0.0, 1.0}  # true/false became 1/0
+    pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
+    assert list(pre["numeric"]) == ["income (k)", "is member"]
