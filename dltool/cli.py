@@ -189,6 +189,11 @@ def eval_(
                      "default: the final model (else the best checkpoint)."),
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split to score.")] = "test",
+    input: Annotated[
+        str | None,
+        typer.Option("--input", "-i", help="Labelled raw inputs to score instead of a split (a class-folder tree, "
+                     "a CSV with the label column), read as the dataset was."),
+    ] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset location (overrides dataset.path).")] = None,
     run_dir: Annotated[str | None, typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")] = None,
     fail_under: Annotated[
@@ -208,7 +213,8 @@ def eval_(
 
         gates = parse_fail_under(fail_under)
         cfg = _load(config, _overrides(master, conf, dataset__path=data, train__run_dir=run_dir))
-        summary = run_eval(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json)
+        raw = input if input is None or "://" in input else os.path.abspath(input)
+        summary = run_eval(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json, input_uri=raw)
     except QualityGateError as e:
         _report_eval(e.summary)
         print(f"dltool: error: {e}", file=sys.stderr)
@@ -263,6 +269,8 @@ def _report_eval(summary: EvalResult) -> None:
         mark = "[green]✓[/]" if gate.passed else "[red]✗[/]"
         value = "undefined" if gate.value is None else f"{gate.value:.4f}"
         _say(f"{mark} {gate.metric} {value} (needs {gate.rule} {gate.threshold:g})")
+    if summary.quarantined:
+        _say(f"  [yellow]{summary.quarantined} input(s) quarantined while reading, not scored[/]")
     _say(f"results: {summary.eval_dir}")
 
 

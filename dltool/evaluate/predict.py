@@ -51,7 +51,7 @@ def run_predict(
         output.delete()
     source = open_location(input_uri)
     raw = not source.child(MANIFEST).exists()
-    dataset_uri, cleanup = (_ingest_raw(config, source, output, progress), True) if raw else (source.uri, False)
+    dataset_uri, cleanup = (ingest_raw(config, source, output, progress), True) if raw else (source.uri, False)
     try:
         dataset = open_location(dataset_uri)
         manifest = Manifest.read(dataset)
@@ -85,25 +85,30 @@ def run_predict(
             open_location(dataset_uri).delete()
 
 
-def _ingest_raw(config: ExperimentConfig, source: Location, output: Location, progress: bool) -> str:
-    """Ingest a raw folder with the experiment's reader into a temporary dataset next to the output."""
+def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progress: bool,
+               labelled: bool = False, classes: list[str] | None = None) -> str:  # fmt: skip
+    """Ingest raw inputs with the experiment's reader into a temporary dataset next to `near`.
+
+    `labelled` keeps each input's label (eval --input), indexed by the training data's `classes`
+    (a label outside them is quarantined); else the inputs are read unlabelled (predict).
+    """
     from dltool.spark.ingest import run_ingest
 
     if config.ingest is None:
         raise ConfigError("predicting on raw inputs needs the config's 'ingest' section (how to read them)")
     from dltool.readers.base import reader_for
 
-    temp = output.sibling(f".ingest-{uuid.uuid4().hex[:8]}")
+    temp = near.sibling(f".ingest-{uuid.uuid4().hex[:8]}")
     reader = reader_for(config.ingest)
-    # Every record lands in one split, unaugmented and unlabelled: predict sees them all as they are.
-    ingest = reader.for_raw_inputs(source.uri)
+    # Every record lands in one split, unaugmented (and unlabelled for predict): they are scored as they are.
+    ingest = reader.for_raw_inputs(source.uri, labelled=labelled)
     # Table rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
     preprocess = _training_preprocess(config) if reader.kind == "table" else None
     # Bad records are quarantined and counted; they never stop the predictions for the rest.
     dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
                                                 "split": SplitSettings(train=0.0, val=0.0, test=1.0)})  # fmt: skip
     raw_config = config.model_copy(update={"ingest": ingest, "dataset": dataset})
-    run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess)
+    run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess, vocabulary=classes)
     return temp.uri
 
 

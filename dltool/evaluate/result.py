@@ -55,6 +55,7 @@ class EvalResult:
     gates: tuple[GateOutcome, ...]
     eval_dir: str
     seconds: float
+    quarantined: int = 0  # eval --input: raw inputs that could not be read (or have an unknown label), not scored
 
     @property
     def passed(self) -> bool:
@@ -74,4 +75,4 @@ class EvalResult:
         }  # fmt: skip
 
     def to_json(self) -> dict:
-        return {**self.eval_json(), "eval_dir": self.eval_dir, "seconds": self.seconds}
+        return {**self.eval_json(), "eval_dir": self.eval_dir, "seconds": self.seconds, "quarantined": self.quarantined}

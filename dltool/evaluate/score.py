@@ -43,6 +43,7 @@ def run_eval(
     split: str = "test",
     fail_under: dict[str, float] | None = None,
     progress: bool = True,
+    input_uri: str | None = None,
 ) -> EvalResult:
     """Score the run's model(s) on a split; returns the scores (what eval.json holds) plus `eval_dir` and `seconds`.
 
@@ -50,6 +51,10 @@ def run_eval(
     complete checkpoint, best marked by train.monitor), or comma-separated checkpoint folders
     or .keras files. Raises QualityGateError (exit 3), after writing the outputs, when the
     scored model (the best one, with several) misses a `fail_under` threshold.
+
+    `input_uri`: labelled raw inputs (a class-folder tree, a CSV with the label column) to score
+    instead of a split: read with the dataset's own reader and fitted preprocessing into a
+    temporary dataset, as predict does; results go to RUN_DIR/eval/input-NAME/.
     """
     from dltool.evaluate import targets as tg
 
@@ -58,19 +63,54 @@ def run_eval(
     if train is None:
         raise ConfigError("the config has no 'train' section: eval needs train.run_dir (or pass --run-dir)")
     dataset = open_location(config.dataset.path)
-    manifest = Manifest.read(dataset)
+    manifest = trained_on = Manifest.read(dataset)
     kind = manifest.label.kind
     if kind not in ("class", "regression"):
         raise ConfigError(f"{dataset.uri}: the dataset has no labels (ingest label source 'none'): nothing to score against")
+    run_dir = open_location(train.run_dir)
+    targets = tg.resolve_targets(run_dir, checkpoint)  # before any Spark work: a missing run fails at once
+    eval_name, temp = split, None
+    if input_uri is not None:
+        from dltool.evaluate.predict import ingest_raw
+
+        source = open_location(input_uri)
+        eval_name, split = f"input-{_name_of(source)}", "test"
+        near = run_dir.child("eval", eval_name)
+        classes = list(trained_on.label.vocabulary) if kind == "class" else None
+        temp = open_location(ingest_raw(config, source, near, progress, labelled=True, classes=classes))
+    try:
+        return _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, fail_under, progress, started)
+    finally:
+        if temp is not None:
+            temp.delete()
+
+
+def _name_of(source: Location) -> str:
+    """A folder name for the eval of raw inputs: the input's last path part, made safe."""
+    import re
+
+    last = source.path.rstrip("/").rsplit("/", 1)[-1] or "input"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", last)
+
+
+def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, fail_under, progress,
+           started) -> EvalResult:  # fmt: skip
+    """Score a split of the dataset, or of `temp` (raw inputs ingested); write the outputs to eval/EVAL_NAME."""
+    from dltool.evaluate import targets as tg
+
+    dataset = temp if temp is not None else open_location(config.dataset.path)
+    manifest = Manifest.read(dataset) if temp is not None else trained_on
+    kind = trained_on.label.kind
+    if manifest.features != trained_on.features:
+        raise ConfigError(f"{dataset.uri}: features {list(manifest.features.shape)} differ from the training data's "
+                          f"{list(trained_on.features.shape)}")  # fmt: skip
     rows = _split_rows(manifest, split)
-    class_names = [str(name) for name in manifest.label.vocabulary or ()]
+    class_names = [str(name) for name in trained_on.label.vocabulary or ()]
     sums = _sums_spec(train, kind, class_names)
     gates = _check_gates(fail_under or {}, kind, class_names, sums.get("top_k", []))
-    run_dir = open_location(train.run_dir)
-    targets = tg.resolve_targets(run_dir, checkpoint)
-    digest = manifest_hash(manifest)
+    digest = manifest_hash(trained_on)
     for target in targets:
-        tg.check_target(target, manifest, digest)
+        tg.check_target(target, trained_on, digest)
 
     from dltool.spark.session import default_parallelism, spark_session
     from dltool.spark.shipping import config_code, factory_modules
@@ -88,12 +128,13 @@ def run_eval(
         from dltool.evaluate.metrics import best_checkpoint
 
         best = best_checkpoint(results, monitor)
-    eval_dir = run_dir.child("eval", split)
+    eval_dir = run_dir.child("eval", eval_name)
     summary = EvalResult(
-        split=split, dataset=dataset.uri, dataset_hash=digest, run_dir=run_dir.uri,
+        split=split, dataset=manifest.source if temp is not None else dataset.uri, dataset_hash=digest, run_dir=run_dir.uri,
         checkpoints=tuple(CheckpointScore(t.location.uri, t.label, t.epoch, result) for t, result in zip(targets, results)),
         best=best, monitor=monitor, fail_under={name: gate["threshold"] for name, gate in gates.items()},
         gates=tuple(_apply_gates(gates, results[best or 0])), eval_dir=eval_dir.uri, seconds=0.0,
+        quarantined=manifest.counts.quarantined if temp is not None else 0,
     )  # fmt: skip
     _write_outputs(eval_dir, summary, class_names)
     summary = replace(summary, seconds=round(time.monotonic() - started, 1))

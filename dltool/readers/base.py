@@ -90,8 +90,9 @@ class Reader(ABC):
         return list_files(open_location(self.config.input), include, exclude)
 
     @abstractmethod
-    def for_raw_inputs(self, input_uri: str) -> BaseModel:
-        """This reader's config for predicting on raw inputs at input_uri: as trained, but unlabelled, unaugmented."""
+    def for_raw_inputs(self, input_uri: str, labelled: bool = False) -> BaseModel:
+        """This reader's config for raw inputs at input_uri: as trained but unaugmented, and unlabelled
+        unless `labelled` (eval --input scores labelled held-out inputs)."""
 
 
 class FileReader(Reader):
@@ -120,10 +121,10 @@ class FileReader(Reader):
     def augment(self, example: np.ndarray, key: str, copy: int) -> np.ndarray:
         return example
 
-    def for_raw_inputs(self, input_uri: str) -> BaseModel:
+    def for_raw_inputs(self, input_uri: str, labelled: bool = False) -> BaseModel:
         from dltool.config.base import NoLabel
 
-        return self.config.model_copy(update={"input": input_uri, "label": NoLabel(source="none")})
+        return self.config.model_copy(update={"input": input_uri, **({} if labelled else {"label": NoLabel(source="none")})})
 
     def label_of(self, relpath: str) -> str | None:
         """The label text of a file from its path relative to the input root (None: unlabelled)."""
@@ -146,5 +147,5 @@ class TableReader(Reader):
 
     kind = "table"
 
-    def for_raw_inputs(self, input_uri: str) -> BaseModel:
-        return self.config.model_copy(update={"input": input_uri, "label": None})
+    def for_raw_inputs(self, input_uri: str, labelled: bool = False) -> BaseModel:
+        return self.config.model_copy(update={"input": input_uri, **({} if labelled else {"label": None})})

@@ -76,8 +76,8 @@ class ImageReader(FileReader):
     def augment_copies(self) -> int:
         return self.config.augment.copies
 
-    def for_raw_inputs(self, input_uri: str):
-        return super().for_raw_inputs(input_uri).model_copy(update={"augment": Augment()})
+    def for_raw_inputs(self, input_uri: str, labelled: bool = False):
+        return super().for_raw_inputs(input_uri, labelled).model_copy(update={"augment": Augment()})
 
     def augment(self, example: np.ndarray, key: str, copy: int) -> np.ndarray:
         from dltool.transforms.image import augment_image

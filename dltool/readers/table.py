@@ -113,6 +113,7 @@ class ColumnTableReader(TableReader):
         super().__init__(config)
         self.left_out: dict[str, str] = {}  # columns `auto` did not use, with the reason
         self._available: list[str] = []  # the source's columns, as read_raw found them
+        self.classes: tuple[str, ...] | None = None  # the fitted classes, when the preprocessing is given
 
     def rows(self, spark, paths: list[str], relpaths: dict[str, str], split_settings):
         """The raw rows (used columns as text, vectors as arrays, the corrupt column) with `_file`, `_row` (1-based
@@ -154,6 +155,8 @@ class ColumnTableReader(TableReader):
             return self
         resolved = copy.copy(self)
         resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical})
+        if preprocess is not None and preprocess.labels is not None:
+            resolved.classes = tuple(preprocess.labels)
         resolved.left_out = {**self.left_out, **left_out}
         return resolved
 
@@ -212,7 +215,7 @@ class ColumnTableReader(TableReader):
         cfg = self.config
         return RowRules(tuple(cfg.numeric), tuple(cfg.categorical), dict(self._sizes), tuple(cfg.passthrough),
                         cfg.label, cfg.task == "regression", cfg.key_column, tuple(cfg.na_values), cfg.non_finite,
-                        self.encoding(), self.corrupt_column, self._split_column)  # fmt: skip
+                        self.encoding(), self.corrupt_column, self._split_column, self.classes)  # fmt: skip
 
     def encoding(self) -> str:
         return "utf-8"

@@ -85,10 +85,12 @@ class TaskSummary:
 
 
 def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True,
-               preprocess: str | None = None) -> IngestResult | IngestPlan:  # fmt: skip
+               preprocess: str | None = None, vocabulary: list[str] | None = None) -> IngestResult | IngestPlan:  # fmt: skip
     """Ingest the config's inputs into its dataset location; returns the run summary (the plan for a dry run).
 
-    `preprocess`: for table readers, a fitted `_preprocess/` to apply rather than fit (predict).
+    `preprocess`: for table readers, a fitted `_preprocess.json` to apply rather than fit (predict,
+    eval --input); `vocabulary`: for file readers, the classes to index labels by (eval --input; a
+    file of another class is quarantined), instead of the classes found.
     """
     if config.ingest is None:
         raise ConfigError("the config has no 'ingest' section: nothing to ingest")
@@ -121,7 +123,8 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         with StagedFolder(dataset) as staged:
             staging = staged.location
             if reader.kind == "file":
-                shards = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress)
+                shards = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
+                                       vocabulary)  # fmt: skip
             else:
                 from dltool.spark.table_ingest import ingest_table
 
@@ -216,11 +219,12 @@ def plan_shards(records: int, record_bytes: int, shard_mb: int, parallelism: int
     return max(1, min(records, max(by_size, by_cores)))
 
 
-def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile]):
+def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile], classes: list[str] | None = None):
     """Labels and splits of the listed files, decided on the driver from their paths.
 
     Also returns the files quarantined on the driver with their reason: unreadable links, files
-    without a label (when labelled) and files that `by: path` cannot place.
+    without a label (when labelled), of a class not in `classes` (when given) and files that
+    `by: path` cannot place.
     """
     labelled = config.ingest.label.source != "none"
     unplaced = []
@@ -231,6 +235,8 @@ def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile]
             unplaced.append((f, RecordError("read", f.problem)))
         elif labelled and label is None:
             unplaced.append((f, RecordError("label", _unlabelled_reason(config, f.relpath))))
+        elif classes is not None and label not in classes:
+            unplaced.append((f, RecordError("label", f"class {label!r} is not one of the {len(classes)} the model knows")))
         else:
             labels[f.relpath] = label
     placed, missing = assign([Item(path, path, label) for path, label in labels.items()], config.dataset.split)
@@ -241,6 +247,7 @@ def _assign(config: ExperimentConfig, reader: FileReader, files: list[InputFile]
         elif f.relpath in placed:
             by_split[placed[f.relpath]].append(f)
     vocabulary = sorted({labels[f.relpath] for items in by_split.values() for f in items}) if labelled else None
+    vocabulary = list(classes) if labelled and classes is not None else vocabulary
     index = {name: i for i, name in enumerate(vocabulary or [])}
     assigned = {
         split: [(f.path, f.relpath, index.get(labels[f.relpath]), f.size) for f in sorted(items, key=_hash_order)]
@@ -254,9 +261,9 @@ def _hash_order(f: InputFile) -> float:
     return split_point(f.relpath)
 
 
-def _ingest_files(spark, config, reader, source, files, staging, parallelism, progress) -> WrittenShards:
+def _ingest_files(spark, config, reader, source, files, staging, parallelism, progress, classes=None) -> WrittenShards:
     spec = reader.tensor_spec()
-    assigned, vocabulary, unplaced = _assign(config, reader, files)
+    assigned, vocabulary, unplaced = _assign(config, reader, files, classes)
     label_kind = "class" if vocabulary is not None else None
     copies = reader.augment_copies()
     tasks = []

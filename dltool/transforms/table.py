@@ -43,6 +43,7 @@ class RowRules:
     encoding: str
     corrupt: str | None = None  # the column holding a row the source could not split into fields (CSV)
     split_column: str | None = None  # what names each row's split: dataset.split.column, or _relpath (by: path)
+    classes: tuple[str, ...] | None = None  # the known classes (a fitted preprocessing's): another label is quarantined
 
     def check(self, batch):
         """(typed good rows, quarantined rows) of a raw batch: the error rows hold key, path, error_class, message."""
@@ -78,6 +79,10 @@ class RowRules:
             problems.add(missing[self.key_column], "MissingKey", lambda i: f"field {self.key_column}: missing key")
         if self.label:
             problems.add(missing[self.label], "MissingLabel", lambda i: f"field {self.label}: missing label")
+        if self.label and self.classes is not None and not self.regression:
+            known = pc.fill_null(pc.is_in(text[self.label], pa.array(self.classes, pa.string())), False)
+            problems.add(pc.invert(known), "UnknownLabel", lambda i: f"field {self.label}: class "
+                         f"{text[self.label][i].as_py()!r} is not one of the {len(self.classes)} the model knows")  # fmt: skip
         numbers = {}
         for c in self.numeric + ((self.label,) if self.label and self.regression else ()):
             values, unparsed = _parse_numbers(text[c], missing[c])

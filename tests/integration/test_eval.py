@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dltool.shards.codec import TensorSpec, decode_tensors
-from tests.conftest import read_split
+from tests.conftest import ROOT, read_split
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVAL_KEYS = {"split", "dataset", "dataset_hash", "run_dir", "checkpoints", "best", "monitor", "fail_under", "passed"}
@@ -60,7 +60,7 @@ def test_default_eval_scores_the_final_model_and_agrees_with_sklearn(trained, ch
     assert EVAL_KEYS <= set(summary) and summary["status"] == "ok" and summary["passed"] is True
     assert summary["split"] == "test" and summary["best"] is None and summary["monitor"] == "loss"
     assert json.loads((run / "eval" / "test" / "eval.json").read_text()) == {
-        k: v for k, v in summary.items() if k not in ("status", "exit_code", "eval_dir", "seconds")
+        k: v for k, v in summary.items() if k not in ("status", "exit_code", "eval_dir", "seconds", "quarantined")
     }
     [entry] = summary["checkpoints"]
     assert entry["checkpoint"] == str(run / "model" / "model.keras") and entry["epoch"] == 2
@@ -220,3 +220,32 @@ def test_tasks_import_tensorflow_without_its_banner():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["tensorflow", "3"]
     assert done.stderr.strip() == "after", done.stderr  # the banner went nowhere; stderr works again
+
+
+def test_eval_input_scores_held_out_raw_rows_exactly_as_the_test_split(trained, churn_dataset, default_eval, tmp_path):
+    import csv
+
+    config, run = trained
+    keys = set(read_split(churn_dataset, "test").column("key").to_pylist())
+    source = ROOT / "sample_data" / "tabular" / "customers.csv"
+    with open(source, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    held = tmp_path / "held_out.csv"
+    with open(held, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(row for row in rows if row[0] in keys)
+        writer.writerow(["X1", "40", "1000", "3", "basic", "east", "10", "1", "maybe", ""])  # a class never seen
+    experiment = yaml.safe_load(config.read_text())
+    experiment["ingest"] = {**yaml.safe_load((ROOT / "configs" / "csv.yaml").read_text())["ingest"], "input": str(source)}
+    with_ingest = tmp_path / "experiment.yaml"
+    with_ingest.write_text(yaml.safe_dump(experiment))
+
+    result, summary = cli("eval", with_ingest, "--input", held)
+    assert result.exit_code == 0, result.output
+    assert summary["eval_dir"] == str(run / "eval" / "input-held_out.csv") and summary["quarantined"] == 1
+    got, want = summary["checkpoints"][0]["metrics"], default_eval[1]["checkpoints"][0]["metrics"]
+    assert got["confusion_matrix"] == want["confusion_matrix"]
+    for name in ("accuracy", "loss"):
+        assert got[name] == pytest.approx(want[name], abs=1e-6)
+    assert not any(p.name.startswith("input-held_out.csv.ingest") for p in (run / "eval").iterdir())
