@@ -236,6 +236,10 @@ def predict(
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Split to predict when --input is a dataset.")] = "test",
     run_dir: Annotated[str | None, typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")] = None,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option("--keep", help="Table column copied into the output (an id); repeatable.", show_default=False),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     master: MasterOpt = None,
     conf: ConfOpt = None,
@@ -249,7 +253,7 @@ def predict(
         source = input if "://" in input else os.path.abspath(input)
         target = output if "://" in output else os.path.abspath(output)
         summary = run_predict(cfg, source, target, checkpoint=checkpoint, split=split, overwrite=overwrite,
-                              progress=not as_json)  # fmt: skip
+                              progress=not as_json, keep=keep or [])  # fmt: skip
     except DltoolError as e:
         _fail(e, as_json)
     quarantined = f", {summary['quarantined']} quarantined" if summary["raw_input"] else ""

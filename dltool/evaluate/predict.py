@@ -31,8 +31,14 @@ def run_predict(
     split: str = "test",
     overwrite: bool = False,
     progress: bool = True,
+    keep: list[str] = (),
 ) -> dict:
-    """Predict every row of a dataset split, or every record of a raw input; returns the summary."""
+    """Predict every row of a dataset split, or every record of a raw input; returns the summary.
+
+    Raw inputs keep their label (`label`, `label_name` columns) when they carry the one the model
+    was trained on: every file in a known class folder, or the table's label column. `keep`:
+    table columns copied into the output (ids), from raw rows or a dataset's passthrough columns.
+    """
     from dltool.evaluate.targets import check_target, resolve_targets
 
     started = time.monotonic()
@@ -51,7 +57,13 @@ def run_predict(
         output.delete()
     source = open_location(input_uri)
     raw = not source.child(MANIFEST).exists()
-    dataset_uri, cleanup = (ingest_raw(config, source, output, progress), True) if raw else (source.uri, False)
+    keep = list(dict.fromkeys(keep))
+    dataset_uri, cleanup = source.uri, False
+    if raw:
+        labelled = _raw_inputs_labelled(config, source, trained_on)
+        classes = list(trained_on.label.vocabulary) if labelled and trained_on.label.kind == "class" else None
+        dataset_uri = ingest_raw(config, source, output, progress, labelled=labelled, classes=classes, keep=keep)
+        cleanup = True
     try:
         dataset = open_location(dataset_uri)
         manifest = Manifest.read(dataset)
@@ -59,6 +71,10 @@ def run_predict(
             split = "test"
         elif split not in manifest.splits:
             raise ConfigError(f"split {split!r} is not in {dataset.uri} (it has: {', '.join(manifest.splits)})")
+        missing = [c for c in keep if c not in manifest.passthrough]
+        if missing:
+            raise ConfigError(f"--keep {', '.join(missing)}: not a column of {'the raw rows' if raw else dataset.uri} "
+                              f"(a dataset keeps only its passthrough columns: {list(manifest.passthrough)})")  # fmt: skip
         if manifest.features != trained_on.features:
             features, trained = manifest.features, trained_on.features
             raise ConfigError(
@@ -67,7 +83,8 @@ def run_predict(
             )
         with StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}")) as staged:
             staging = staged.location
-            rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress)
+            rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress,
+                                     keep)  # fmt: skip
             if raw and dataset.child("_errors").exists():
                 staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
             quarantined = manifest.counts.quarantined if raw else 0
@@ -86,11 +103,12 @@ def run_predict(
 
 
 def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progress: bool,
-               labelled: bool = False, classes: list[str] | None = None) -> str:  # fmt: skip
+               labelled: bool = False, classes: list[str] | None = None, keep: list[str] = ()) -> str:  # fmt: skip
     """Ingest raw inputs with the experiment's reader into a temporary dataset next to `near`.
 
     `labelled` keeps each input's label (eval --input), indexed by the training data's `classes`
-    (a label outside them is quarantined); else the inputs are read unlabelled (predict).
+    (a label outside them is quarantined); else the inputs are read unlabelled. `keep`: table
+    columns carried into the shards as passthrough (predict --keep).
     """
     from dltool.spark.ingest import run_ingest
 
@@ -102,6 +120,14 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     reader = reader_for(config.ingest)
     # Every record lands in one split, unaugmented (and unlabelled for predict): they are scored as they are.
     ingest = reader.for_raw_inputs(source.uri, labelled=labelled)
+    if keep:
+        if reader.kind != "table":
+            raise ConfigError(f"--keep {', '.join(keep)}: only table inputs have columns to keep")
+        roles = [c for c in ingest.named() if c not in ingest.passthrough]
+        if any(c in roles for c in keep):
+            raise ConfigError(f"--keep {', '.join(c for c in keep if c in roles)}: a feature or label column; "
+                              "--keep copies other columns (ids, notes)")  # fmt: skip
+        ingest = ingest.model_copy(update={"passthrough": list(dict.fromkeys([*ingest.passthrough, *keep]))})
     # Table rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
     preprocess = _training_preprocess(config) if reader.kind == "table" else None
     # Bad records are quarantined and counted; they never stop the predictions for the rest.
@@ -110,6 +136,27 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     raw_config = config.model_copy(update={"ingest": ingest, "dataset": dataset})
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess, vocabulary=classes)
     return temp.uri
+
+
+def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on: Manifest) -> bool:
+    """Whether raw inputs carry the label the model learned: every file's label is a known class
+    (class folders), or the table has the label column."""
+    from dltool.readers.base import reader_for
+
+    if config.ingest is None or trained_on.label.kind is None:
+        return False
+    reader = reader_for(reader_for(config.ingest).for_raw_inputs(source.uri, labelled=True))
+    files, _ = reader.inputs()
+    if not files:
+        return False
+    if reader.kind == "file":
+        classes = set(trained_on.label.vocabulary or ())
+        return all(reader.label_of(f.relpath) in classes for f in files)
+    from dltool.spark.session import spark_session
+    from dltool.spark.table_ingest import spark_path
+
+    paths = [spark_path(source.uri, f.path) for f in files]
+    return config.ingest.label in reader.source_columns(spark_session(config.spark), paths)
 
 
 def _training_preprocess(config: ExperimentConfig) -> str:
@@ -125,7 +172,7 @@ def _training_preprocess(config: ExperimentConfig) -> str:
 
 
 def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, model_uri: str,
-                      output: Location, progress: bool) -> int:  # fmt: skip
+                      output: Location, progress: bool, keep: list[str]) -> int:  # fmt: skip
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
     from dltool.spark.session import spark_session
@@ -137,7 +184,7 @@ def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on:
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,
            "modules": factory_modules(config),
-           "vocabulary": trained_on.label.vocabulary, "kind": trained_on.label.kind}  # fmt: skip
+           "vocabulary": trained_on.label.vocabulary, "kind": trained_on.label.kind, "keep": keep}  # fmt: skip
     with map_errors("predict"), spark_progress(spark, "predict", enabled=progress):
         records = (
             spark.sparkContext.parallelize(payload, len(payload))
@@ -183,12 +230,13 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
         if y is not None:
             labels.append(y)
     dataset = open_location(job["dataset"])
-    keys = [
+    parts = [
         pq.ParquetFile(dataset.fs.open_input_file(dataset.child(u.file).path))
-        .read_row_group(u.row_group, columns=["key"]).column("key").slice(u.start, u.stop - u.start)
+        .read_row_group(u.row_group, columns=["key", *job["keep"]]).slice(u.start, u.stop - u.start)
         for u in units
     ]  # fmt: skip
-    columns = {"key": pa.concat_arrays([c.combine_chunks() for c in keys])}
+    kept = pa.concat_tables(parts)
+    columns = {"key": kept.column("key").combine_chunks()}
     values = np.concatenate(outputs).astype(np.float32)
     if job["kind"] == "class":
         predicted = values.argmax(axis=1).astype(np.int32)
@@ -199,6 +247,7 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
         columns["probabilities"] = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
     else:
         columns["value"] = pa.array(values.reshape(-1))
+    columns.update({c: kept.column(c).combine_chunks() for c in job["keep"]})
     if labels:
         label = np.concatenate(labels)
         columns["label"] = pa.array(label)

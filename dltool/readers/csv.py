@@ -63,13 +63,17 @@ class CsvReader(ColumnTableReader):
     def columns(self, spark, paths: list[str], extra: list[str] = ()) -> list[str]:
         """The file's column names: its header (first file), or the config's `columns`."""
         cfg = self.config
-        names = list(cfg.columns) if not cfg.header else [n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])]
+        names = self.source_columns(spark, paths)
         used = cfg.named() + list(extra)
         missing = [c for c in used if c not in names]
         if missing:
             where = "header" if cfg.header else "columns"
             raise ConfigError(f"{paths[0]}: columns {missing} named in the config are not in the {where} {names}")
         return names
+
+    def source_columns(self, spark, paths: list[str]) -> list[str]:
+        cfg = self.config
+        return list(cfg.columns) if not cfg.header else [n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])]
 
     def _header(self, spark, path: str) -> list[str]:
         """The first row's fields, read with pyarrow's filesystems (a Spark job costs seconds in a fresh

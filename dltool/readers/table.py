@@ -220,6 +220,10 @@ class ColumnTableReader(TableReader):
     def encoding(self) -> str:
         return "utf-8"
 
+    def source_columns(self, spark, paths: list[str]) -> list[str]:
+        """The columns the source has (predict checks whether raw rows carry the label)."""
+        return self.read_raw(spark, paths, []).columns
+
     @abstractmethod
     def read_raw(self, spark, paths: list[str], extra: list[str]):
         """The rows as a DataFrame: the used scalar columns and `extra` (the split's column or group)
@@ -247,6 +251,16 @@ class TableSourceReader(ColumnTableReader):
             return [InputFile(folder.path, folder.path.rsplit("/", 1)[-1], 0, time.time_ns())], 0
         return super().inputs()
 
+    def source_columns(self, spark, paths: list[str]) -> list[str]:
+        return self._frame(spark, paths).columns
+
+    def _frame(self, spark, paths: list[str]):
+        cfg = self.config
+        source = spark.read.format(cfg.format).options(**cfg.options)
+        # No such table, unknown format, unreadable schema: Spark's AnalysisException, a config error.
+        with map_errors(f"ingest.input: reading {cfg.input!r} as {cfg.format}"):
+            return spark.table(cfg.input) if cfg.format == "table" else source.load(paths)
+
     def read_raw(self, spark, paths: list[str], extra: list[str]):
         from pyspark.ml.functions import vector_to_array
         from pyspark.ml.linalg import VectorUDT
@@ -256,10 +270,7 @@ class TableSourceReader(ColumnTableReader):
         from dltool.spark.splits import column
 
         cfg = self.config
-        source = spark.read.format(cfg.format).options(**cfg.options)
-        # No such table, unknown format, unreadable schema: Spark's AnalysisException, a config error.
-        with map_errors(f"ingest.input: reading {cfg.input!r} as {cfg.format}"):
-            frame = spark.table(cfg.input) if cfg.format == "table" else source.load(paths)
+        frame = self._frame(spark, paths)
         types = {f.name: f.dataType for f in frame.schema.fields}
         used = [c for c in cfg.named() if c not in cfg.vectors] + extra
         missing = [c for c in used + cfg.vectors if c not in types]

@@ -38,11 +38,11 @@ def trained(spark, digits_dataset, tmp_path_factory):
     return _trained("images", "images", digits_dataset, folder), folder
 
 
-def predict(config, source, output):
+def predict(config, source, output, keep=()):
     from dltool.config.loader import load_config
     from dltool.evaluate.predict import run_predict
 
-    return run_predict(load_config(config), str(source), str(output), progress=False)
+    return run_predict(load_config(config), str(source), str(output), progress=False, keep=list(keep))
 
 
 def test_predict_a_dataset_split_writes_one_row_per_example(trained, digits_dataset):
@@ -112,3 +112,34 @@ def test_predict_a_raw_csv_applies_the_training_features_pipeline(trained_churn,
     np.testing.assert_allclose(*both, rtol=1e-5, atol=1e-6)  # same rows, same features, same predictions
     errors = pads.dataset(str(tmp_path / "preds" / "_errors"), format="parquet").to_table().to_pylist()
     assert [e["key"] for e in errors] == ["BAD1"] and "field age" in errors[0]["message"]
+
+
+def test_predict_a_labelled_raw_folder_keeps_each_file_s_class(trained, tmp_path):
+    config, _ = trained
+    raw = tmp_path / "held_out"
+    for digit in ("3", "7"):
+        (raw / digit).mkdir(parents=True)
+        for path in sorted((ROOT / "sample_data" / "images" / digit).iterdir())[:3]:
+            shutil.copy(path, raw / digit / path.name)
+    summary = predict(config, raw, tmp_path / "preds")
+    table = pads.dataset(str(tmp_path / "preds"), format="parquet", exclude_invalid_files=True).to_table()
+    assert summary["rows"] == 6 and summary["quarantined"] == 0
+    assert table.column("label_name").to_pylist() == [k.split("/")[0] for k in table.column("key").to_pylist()]
+    assert set(table.column("label_name").to_pylist()) == {"3", "7"}
+
+
+def test_predict_a_labelled_raw_csv_keeps_the_label_and_chosen_columns(trained_churn, tmp_path):
+    config, _ = trained_churn
+    raw = tmp_path / "scored.csv"
+    lines = (ROOT / "sample_data" / "tabular" / "customers.csv").read_text().splitlines()[:21]
+    raw.write_text("\n".join(lines) + "\n")
+    summary = predict(config, raw, tmp_path / "preds", keep=["notes"])
+    got = pads.dataset(str(tmp_path / "preds"), format="parquet", exclude_invalid_files=True).to_table().to_pandas()
+    assert summary["rows"] == 20 and {"label", "label_name", "notes", "predicted_name"} <= set(got.columns)
+    import pandas as pd
+
+    truth = pd.read_csv(raw, dtype=str, keep_default_na=False).set_index("customer_id")
+    assert (got.set_index("key")["label_name"] == truth.loc[got["key"], "churn"].values).all()
+    assert (got.set_index("key")["notes"].fillna("") == truth.loc[got["key"], "notes"].values).all()  # empty: null
+    with pytest.raises(Exception, match="a feature or label column"):
+        predict(config, raw, tmp_path / "other", keep=["plan"])
