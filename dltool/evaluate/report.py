@@ -11,7 +11,7 @@ from dltool.errors import DltoolError, StorageError
 from dltool.evaluate.metrics import headline
 from dltool.storage.fs import open_location
 
-__all__ = ["checkpoint_label", "confusion_png", "metric_over_epochs_png", "print_table"]
+__all__ = ["checkpoint_label", "confusion_png", "metric_over_epochs_png", "mistakes_png", "print_table"]
 
 # Headline metrics the table shows, in order, with their row titles; top-k rows go after accuracy.
 _ROWS = {
@@ -141,6 +141,44 @@ def metric_over_epochs_png(epochs: Sequence[int], values: dict[str, Sequence[flo
     axes[-1].set_xlabel("epoch")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_title("metrics over epochs")
+    _save(fig, path)
+
+
+def mistakes_png(examples: Sequence[dict], reader: str, feature_names: Sequence[str] | None,
+                 path: str | PathLike) -> None:  # fmt: skip
+    """A grid of the most confidently wrong examples: images as pictures, 2-D audio features and waveforms
+    as spectrograms, table rows as their features; each titled key, true class, predicted class and probability."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    columns = min(4, len(examples))
+    rows = -(-len(examples) // columns)
+    fig = Figure(figsize=(3.2 * columns, 3.0 * rows + 0.6), layout="constrained")
+    fig.suptitle(f"most confidently wrong ({reader} reader): true → predicted (probability)")
+    for i, example in enumerate(examples):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        x = np.asarray(example["features"])
+        if x.ndim == 3:  # an image, height x width x channels
+            picture = x[..., 0] if x.shape[-1] == 1 else x[..., :3]
+            if picture.dtype != np.uint8:
+                low, high = float(picture.min()), float(picture.max())
+                picture = (picture - low) / (high - low or 1.0)
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+            ax.set_axis_off()
+        elif x.ndim == 2:  # audio features, frames x bins
+            ax.imshow(x.T, aspect="auto", origin="lower", cmap="magma")
+            ax.set(xlabel="frame", ylabel="bin")
+        elif feature_names is None:  # a waveform
+            ax.specgram(x, NFFT=256, noverlap=128, cmap="magma")
+            ax.set(xlabel="sample", ylabel="frequency")
+        else:  # a table row: its largest features
+            top = np.argsort(-np.abs(x), kind="stable")[:8]
+            ax.text(0.0, 1.0, "\n".join(f"{feature_names[j]} = {x[j]:.4g}" for j in top), va="top", family="monospace",
+                    fontsize=8, transform=ax.transAxes)  # fmt: skip
+            ax.set_axis_off()
+        key = str(example["key"])
+        key = key if len(key) <= 32 else "…" + key[-31:]
+        ax.set_title(f"{key}\n{example['true']} → {example['predicted']} ({example['probability']:.2f})", fontsize=8)
     _save(fig, path)
 
 

@@ -56,6 +56,7 @@ class EvalResult:
     eval_dir: str
     seconds: float
     quarantined: int = 0  # eval --input: raw inputs that could not be read (or have an unknown label), not scored
+    mistakes: tuple[dict, ...] = ()  # classification: the most confidently wrong rows {key, true, predicted, probability}
 
     @property
     def passed(self) -> bool:
@@ -71,7 +72,7 @@ class EvalResult:
             "split": self.split, "dataset": self.dataset, "dataset_hash": self.dataset_hash, "run_dir": self.run_dir,
             "checkpoints": [score.to_json() for score in self.checkpoints], "best": self.best,
             "monitor": self.monitor, "fail_under": dict(self.fail_under),
-            "gates": [gate.to_json() for gate in self.gates], "passed": self.passed,
+            "gates": [gate.to_json() for gate in self.gates], "passed": self.passed, "mistakes": list(self.mistakes),
         }  # fmt: skip
 
     def to_json(self) -> dict:

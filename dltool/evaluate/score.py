@@ -33,6 +33,7 @@ SCORE_BATCH = 256
 EVAL_FILE = "eval.json"
 CONFUSION_PNG = "confusion_matrix.png"
 EPOCHS_PNG = "metrics_over_epochs.png"
+MISTAKES_PNG = "mistakes.png"
 _CLASS_METRICS = ("loss", "accuracy", "macro_f1")
 _REGRESSION_METRICS = ("loss", "mae", "rmse", "r2")
 
@@ -120,7 +121,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
            "models": [t.model.uri for t in targets], "labels": [t.label for t in targets],
            "batch": SCORE_BATCH, "cache_mb": train.cache_mb if len(targets) > 1 else 0}  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
-    results = score_checkpoints(spark, job, default_parallelism(spark), progress=progress, description=title)
+    results, mistakes = score_checkpoints(spark, job, default_parallelism(spark), progress=progress, description=title)
 
     monitor = _eval_monitor(train.monitor, results[0])
     best = None
@@ -129,14 +130,20 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
 
         best = best_checkpoint(results, monitor)
     eval_dir = run_dir.child("eval", eval_name)
+    worst = _mistake_rows(dataset, manifest, mistakes[best or 0], class_names) if kind == "class" else []
     summary = EvalResult(
         split=split, dataset=manifest.source if temp is not None else dataset.uri, dataset_hash=digest, run_dir=run_dir.uri,
         checkpoints=tuple(CheckpointScore(t.location.uri, t.label, t.epoch, result) for t, result in zip(targets, results)),
         best=best, monitor=monitor, fail_under={name: gate["threshold"] for name, gate in gates.items()},
         gates=tuple(_apply_gates(gates, results[best or 0])), eval_dir=eval_dir.uri, seconds=0.0,
         quarantined=manifest.counts.quarantined if temp is not None else 0,
+        mistakes=tuple({k: m[k] for k in ("key", "true", "predicted", "probability")} for m in worst),
     )  # fmt: skip
     _write_outputs(eval_dir, summary, class_names)
+    if worst:
+        from dltool.evaluate import report
+
+        report.mistakes_png(worst, manifest.reader, manifest.feature_names, eval_dir.child(MISTAKES_PNG).uri)
     summary = replace(summary, seconds=round(time.monotonic() - started, 1))
     missed = [gate for gate in summary.gates if not gate.passed]
     if missed:
@@ -228,8 +235,10 @@ def _apply_gates(gates: dict, result: dict) -> list[GateOutcome]:
 # ---------------------------------------------------------------------------------------------- Spark
 
 
-def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True, description: str = "eval") -> list[dict]:
-    """Score every model of `job` on its split in one Spark job of `tasks` tasks; one compute() result per model.
+def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True,
+                      description: str = "eval") -> tuple[list[dict], list[list[dict]]]:  # fmt: skip
+    """Score every model of `job` on its split in one Spark job of `tasks` tasks: one compute() result per
+    model, and per model its most confidently wrong rows (classification; see `_worst`).
 
     `job` holds picklable values only: dataset (URI), manifest, split, sums (how to build the
     metric sums), models (.keras URIs), labels (their names, for errors), batch and cache_mb.
@@ -248,13 +257,23 @@ def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True, descr
         # A config mismatch (exit 2) explains a load failure (exit 1): it is the one to show.
         min(failures, key=lambda failure: failure.exit_code == 1).raise_("scoring failed")
     merged: list = [None] * len(job["models"])
+    mistakes: list[list[dict]] = [[] for _ in job["models"]]
     for record in sorted(records, key=lambda record: (record["model"], record["rank"])):
         sums = from_json(record["sums"])
         index = record["model"]
         merged[index] = sums if merged[index] is None else merged[index].merge(sums)
+        mistakes[index] = _worst([*mistakes[index], *record.get("mistakes", [])])
     if any(sums is None for sums in merged):
         raise DltoolError("scoring returned no result for some models: the split's shares were all empty")
-    return [sums.compute() for sums in merged]
+    return [sums.compute() for sums in merged], mistakes
+
+
+MISTAKES = 16  # the most confidently wrong rows kept per model for mistakes.png
+
+
+def _worst(mistakes: list[dict]) -> list[dict]:
+    """The MISTAKES most confident wrong predictions, highest probability first (ties: by place, stable)."""
+    return sorted(mistakes, key=lambda m: (-m["probability"], m["file"], m["row_group"], m["row"]))[:MISTAKES]
 
 
 def _score_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:
@@ -281,7 +300,8 @@ def _score_share(job: dict, rank: int, units: list) -> Iterator[dict]:
     import keras
 
     spec = job["sums"]
-    feed = ShardFeed(job["dataset"], job["manifest"], [FeedUnit(*u) for u in units], cache_mb=job["cache_mb"])
+    units = [FeedUnit(*u) for u in units]
+    feed = ShardFeed(job["dataset"], job["manifest"], units, cache_mb=job["cache_mb"])
     for index, (uri, label) in enumerate(zip(job["models"], job["labels"])):
         model = load_model(keras, uri, job["modules"])
         input_shape = tuple(model.inputs[0].shape)
@@ -291,15 +311,40 @@ def _score_share(job: dict, rank: int, units: list) -> Iterator[dict]:
                               "dltool scores models with one features input and one output")  # fmt: skip
         check_signature(uri, input_shape[1:], str(model.inputs[0].dtype), outputs, job["manifest"])
         predict = graph_predict(tf, model, tf.TensorSpec([None, *input_shape[1:]], model.inputs[0].dtype))
-        if spec["task"] == "classification":
-            sums = ClassificationSums(spec["class_names"], spec["top_k"])
-        else:
-            sums = RegressionSums(spec["loss"])
+        classify = spec["task"] == "classification"
+        sums = ClassificationSums(spec["class_names"], spec["top_k"]) if classify else RegressionSums(spec["loss"])
+        mistakes, seen = [], 0
         for x, y in feed.one_pass(job["batch"]):
-            sums.update(y, predict(x).numpy())
-        yield {"model": index, "rank": rank, "sums": sums.to_json()}
+            outputs = predict(x).numpy()
+            sums.update(y, outputs)
+            if classify:
+                mistakes = _worst(mistakes + _wrong(y, outputs, seen, units))
+            seen += len(outputs)
+        yield {"model": index, "rank": rank, "sums": sums.to_json(), "mistakes": mistakes}
         del predict, model
         keras.backend.clear_session()
+
+
+def _wrong(y, probabilities, first: int, units) -> list[dict]:
+    """The wrong predictions of a batch whose first row is row `first` of the share, each with where it is stored."""
+    import numpy as np
+
+    y = np.asarray(y).reshape(-1)
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y)
+    if not len(wrong):
+        return []
+    confidence = probabilities[wrong, predicted[wrong]]
+    wrong = wrong[np.argsort(-confidence, kind="stable")[:MISTAKES]]
+    ends = np.cumsum([u.rows for u in units])
+    found = []
+    for i in wrong:
+        position = first + int(i)
+        at = int(np.searchsorted(ends, position, side="right"))
+        unit, offset = units[at], position - (int(ends[at]) - units[at].rows)
+        found.append({"probability": float(probabilities[i, predicted[i]]), "true": int(y[i]), "predicted": int(predicted[i]),
+                      "file": unit.file, "row_group": unit.row_group, "row": unit.start + offset})  # fmt: skip
+    return found
 
 
 def graph_predict(tf, model, signature):
@@ -408,6 +453,23 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
 # -------------------------------------------------------------------------------------------- outputs
 
 
+def _mistake_rows(dataset: Location, manifest: Manifest, mistakes: list[dict], class_names: list[str]) -> list[dict]:
+    """The most confidently wrong rows with their key, class names and features, read back from the shards."""
+    import pyarrow.parquet as pq
+
+    from dltool.shards.codec import decode_tensors
+
+    rows = []
+    for m in mistakes:
+        shard = dataset.child(*m["file"].split("/"))
+        with shard.fs.open_input_file(shard.path) as f:
+            row = pq.ParquetFile(f).read_row_group(m["row_group"], columns=["features", "key"]).slice(m["row"], 1)
+        rows.append({"key": row.column("key")[0].as_py(), "true": class_names[m["true"]],
+                     "predicted": class_names[m["predicted"]], "probability": round(m["probability"], 6),
+                     "features": decode_tensors(row.column("features"), manifest.features)[0]})  # fmt: skip
+    return rows
+
+
 def _write_outputs(eval_dir: Location, summary: EvalResult, class_names: list[str]) -> None:
     """eval.json, the confusion matrix of the scored (or best) model, and metrics over epochs for several."""
     from dltool.errors import StorageError
@@ -416,7 +478,7 @@ def _write_outputs(eval_dir: Location, summary: EvalResult, class_names: list[st
 
     try:
         eval_dir.fs.create_dir(eval_dir.path, recursive=True)
-        for name in (CONFUSION_PNG, EPOCHS_PNG):  # a plot of an earlier eval must not pass for this one's
+        for name in (CONFUSION_PNG, EPOCHS_PNG, MISTAKES_PNG):  # a plot of an earlier eval must not pass for this one's
             eval_dir.child(name).delete()
         write_json(eval_dir.child(EVAL_FILE), summary.eval_json())
     except OSError as e:

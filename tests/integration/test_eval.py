@@ -98,6 +98,15 @@ def test_default_eval_scores_the_final_model_and_agrees_with_sklearn(trained, ch
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert not (run / "eval" / "test" / "metrics_over_epochs.png").exists()
 
+    # The most confidently wrong rows, by the same predictions: keys, classes, probabilities, and their picture.
+    keys = table.column("key").to_pylist()
+    wrong = [(float(probs[i, predicted[i]]), keys[i], int(predicted[i])) for i in range(len(y)) if predicted[i] != y[i]]
+    wrong.sort(key=lambda w: -w[0])
+    names = manifest["label"]["vocabulary"]
+    assert [(m["key"], m["predicted"]) for m in summary["mistakes"]] == [(k, names[p]) for _, k, p in wrong[:16]]
+    assert [m["probability"] for m in summary["mistakes"]] == pytest.approx([w[0] for w in wrong[:16]], abs=1e-5)
+    assert (run / "eval" / "test" / "mistakes.png").read_bytes()[:8] == PNG_SIGNATURE
+
 
 def test_checkpoint_all_scores_every_checkpoint_and_marks_the_best(trained, default_eval):
     config, run = trained
