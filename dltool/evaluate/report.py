@@ -147,13 +147,15 @@ def metric_over_epochs_png(epochs: Sequence[int], values: dict[str, Sequence[flo
 def mistakes_png(examples: Sequence[dict], reader: str, feature_names: Sequence[str] | None,
                  path: str | PathLike) -> None:  # fmt: skip
     """A grid of the most confidently wrong examples: images as pictures, 2-D audio features and waveforms
-    as spectrograms, table rows as their features; each titled key, true class, predicted class and probability."""
+    as spectrograms, table rows as their non-zero features; each titled key, true class, predicted class and
+    probability."""
     import numpy as np
     from matplotlib.figure import Figure
 
     columns = min(4, len(examples))
     rows = -(-len(examples) // columns)
-    fig = Figure(figsize=(3.2 * columns, 3.0 * rows + 0.6), layout="constrained")
+    table = feature_names is not None and np.asarray(examples[0]["features"]).ndim == 1
+    fig = Figure(figsize=(3.2 * columns, (1.9 if table else 3.0) * rows + 0.6), layout="constrained")
     fig.suptitle(f"most confidently wrong ({reader} reader): true → predicted (probability)")
     for i, example in enumerate(examples):
         ax = fig.add_subplot(rows, columns, i + 1)
@@ -171,9 +173,9 @@ def mistakes_png(examples: Sequence[dict], reader: str, feature_names: Sequence[
         elif feature_names is None:  # a waveform
             ax.specgram(x, NFFT=256, noverlap=128, cmap="magma")
             ax.set(xlabel="sample", ylabel="frequency")
-        else:  # a table row: its largest features
-            top = np.argsort(-np.abs(x), kind="stable")[:8]
-            ax.text(0.0, 1.0, "\n".join(f"{feature_names[j]} = {x[j]:.4g}" for j in top), va="top", family="monospace",
+        else:  # a table row: its features that are not 0 (numbers, the categories it has), in order
+            shown = [j for j in range(len(x)) if x[j] != 0][:10]
+            ax.text(0.0, 1.0, "\n".join(f"{feature_names[j]} = {x[j]:.4g}" for j in shown), va="top", family="monospace",
                     fontsize=8, transform=ax.transAxes)  # fmt: skip
             ax.set_axis_off()
         key = str(example["key"])
