@@ -73,6 +73,11 @@ class SplitSettings(Section):
             raise ValueError(f"train + val + test must be 1.0, got {total:g}")
         if self.by == "column" and not self.column:
             raise ValueError("by: column needs 'column', the column that names each row's split")
+        from dltool.readers.table import RESERVED
+
+        for name, value in (("column", self.column), ("group", self.group)):
+            if value and value.lower() in RESERVED:
+                raise ValueError(f"{name}: {value!r} is one of dltool's own per-row columns; rename it in the data")
         for name, value in (("pattern", self.pattern), ("group", self.group)):
             if value is None or (name == "group" and _is_column_name(value)):
                 continue

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 
 from dltool.config.models import ExperimentConfig, SplitSettings
-from dltool.errors import ConfigError, ErrorRecord, InputNotFoundError, map_errors
+from dltool.errors import ConfigError, DataQualityError, ErrorRecord, InputNotFoundError, map_errors
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import MANIFEST, SUCCESS, Manifest, manifest_hash
@@ -59,16 +59,26 @@ def run_predict(
     raw = not source.child(MANIFEST).exists()
     keep = list(dict.fromkeys(keep))
     dataset_uri, cleanup = source.uri, False
+    label_column = None
     if raw:
+        from dltool.readers.base import reader_for
+
         labelled = _raw_inputs_labelled(config, source, trained_on)
+        files = reader_for(config.ingest).kind == "file"
         classes = list(trained_on.label.vocabulary) if labelled and trained_on.label.kind == "class" else None
-        dataset_uri = ingest_raw(config, source, output, progress, labelled=labelled, classes=classes, keep=keep)
+        if labelled and not files:  # a table's label goes through as it is: a row to predict may have none yet
+            label_column = config.ingest.label
+        dataset_uri = ingest_raw(config, source, output, progress, labelled=labelled and files, classes=classes,
+                                 keep=keep, carry_label=label_column is not None)  # fmt: skip
         cleanup = True
     try:
         dataset = open_location(dataset_uri)
         manifest = Manifest.read(dataset)
         if raw:
             split = "test"
+            if not manifest.counts.rows:
+                raise DataQualityError(f"{source.uri}: all {manifest.counts.inputs} inputs were quarantined, nothing "
+                                       "to predict (run `dltool ingest` on them for the reasons)")  # fmt: skip
         elif split not in manifest.splits:
             raise ConfigError(f"split {split!r} is not in {dataset.uri} (it has: {', '.join(manifest.splits)})")
         missing = [c for c in keep if c not in manifest.passthrough]
@@ -84,7 +94,7 @@ def run_predict(
         with StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}")) as staged:
             staging = staged.location
             rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress,
-                                     keep)  # fmt: skip
+                                     keep, label_column)  # fmt: skip
             if raw and dataset.child("_errors").exists():
                 staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
             quarantined = manifest.counts.quarantined if raw else 0
@@ -103,12 +113,14 @@ def run_predict(
 
 
 def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progress: bool,
-               labelled: bool = False, classes: list[str] | None = None, keep: list[str] = ()) -> str:  # fmt: skip
+               labelled: bool = False, classes: list[str] | None = None, keep: list[str] = (),
+               carry_label: bool = False) -> str:  # fmt: skip
     """Ingest raw inputs with the experiment's reader into a temporary dataset next to `near`.
 
     `labelled` keeps each input's label (eval --input), indexed by the training data's `classes`
     (a label outside them is quarantined); else the inputs are read unlabelled. `keep`: table
-    columns carried into the shards as passthrough (predict --keep).
+    columns carried into the shards as passthrough (predict --keep); `carry_label` carries a
+    table's label column that way too, unchecked (predict: a row to score may have no label yet).
     """
     from dltool.spark.ingest import run_ingest
 
@@ -120,16 +132,18 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     reader = reader_for(config.ingest)
     # Every record lands in one split, unaugmented (and unlabelled for predict): they are scored as they are.
     ingest = reader.for_raw_inputs(source.uri, labelled=labelled)
-    if keep:
-        if reader.kind != "table":
-            raise ConfigError(f"--keep {', '.join(keep)}: only table inputs have columns to keep")
-        roles = [c for c in ingest.named() if c not in ingest.passthrough]
+    # Table rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
+    preprocess = _training_preprocess(config) if reader.kind == "table" else None
+    if keep and reader.kind != "table":
+        raise ConfigError(f"--keep {', '.join(keep)}: only table inputs have columns to keep")
+    if preprocess is not None and (keep or carry_label):
+        fitted = json.loads(open_location(preprocess).read_bytes())
+        roles = {*fitted["numeric"], *fitted["categorical"], *fitted["vectors"], config.ingest.label}
         if any(c in roles for c in keep):
             raise ConfigError(f"--keep {', '.join(c for c in keep if c in roles)}: a feature or label column; "
                               "--keep copies other columns (ids, notes)")  # fmt: skip
-        ingest = ingest.model_copy(update={"passthrough": list(dict.fromkeys([*ingest.passthrough, *keep]))})
-    # Table rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
-    preprocess = _training_preprocess(config) if reader.kind == "table" else None
+        carried = [*keep, *([config.ingest.label] if carry_label else [])]
+        ingest = ingest.model_copy(update={"passthrough": list(dict.fromkeys([*ingest.passthrough, *carried]))})
     # Bad records are quarantined and counted; they never stop the predictions for the rest.
     dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
                                                 "split": SplitSettings(train=0.0, val=0.0, test=1.0)})  # fmt: skip
@@ -159,6 +173,13 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
     return config.ingest.label in reader.source_columns(spark_session(config.spark), paths)
 
 
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def _training_preprocess(config: ExperimentConfig) -> str:
     """The URI of the training dataset's fitted table preprocessing."""
     from dltool.spark.table_ingest import PREPROCESS
@@ -172,7 +193,7 @@ def _training_preprocess(config: ExperimentConfig) -> str:
 
 
 def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, model_uri: str,
-                      output: Location, progress: bool, keep: list[str]) -> int:  # fmt: skip
+                      output: Location, progress: bool, keep: list[str], label_column: str | None) -> int:  # fmt: skip
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
     from dltool.spark.session import spark_session
@@ -184,7 +205,8 @@ def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on:
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,
            "modules": factory_modules(config),
-           "vocabulary": trained_on.label.vocabulary, "kind": trained_on.label.kind, "keep": keep}  # fmt: skip
+           "vocabulary": trained_on.label.vocabulary, "kind": trained_on.label.kind, "keep": keep,
+           "label_column": label_column}  # fmt: skip
     with map_errors("predict"), spark_progress(spark, "predict", enabled=progress):
         records = (
             spark.sparkContext.parallelize(payload, len(payload))
@@ -230,11 +252,12 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
         if y is not None:
             labels.append(y)
     dataset = open_location(job["dataset"])
-    parts = [
-        pq.ParquetFile(dataset.fs.open_input_file(dataset.child(u.file).path))
-        .read_row_group(u.row_group, columns=["key", *job["keep"]]).slice(u.start, u.stop - u.start)
-        for u in units
-    ]  # fmt: skip
+    carried = [job["label_column"]] if job["label_column"] else []
+    parts = []
+    for u in units:
+        with dataset.fs.open_input_file(dataset.child(u.file).path) as f:
+            columns = list(dict.fromkeys(["key", *job["keep"], *carried]))
+            parts.append(pq.ParquetFile(f).read_row_group(u.row_group, columns=columns).slice(u.start, u.stop - u.start))
     kept = pa.concat_tables(parts)
     columns = {"key": kept.column("key").combine_chunks()}
     values = np.concatenate(outputs).astype(np.float32)
@@ -248,6 +271,14 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
     else:
         columns["value"] = pa.array(values.reshape(-1))
     columns.update({c: kept.column(c).combine_chunks() for c in job["keep"]})
+    if carried:  # a raw table's label, as it is: its class index, or null when blank or not a known class
+        names = [None if v is None or not v.strip() else v.strip() for v in kept.column(carried[0]).to_pylist()]
+        if job["kind"] == "class":
+            index = {name: i for i, name in enumerate(job["vocabulary"])}
+            columns["label"] = pa.array([index.get(n) for n in names], pa.int32())
+            columns["label_name"] = pa.array(names, pa.string())
+        else:
+            columns["label"] = pa.array([_number(n) for n in names], pa.float32())
     if labels:
         label = np.concatenate(labels)
         columns["label"] = pa.array(label)

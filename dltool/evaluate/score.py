@@ -101,6 +101,11 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
 
     dataset = temp if temp is not None else open_location(config.dataset.path)
     manifest = Manifest.read(dataset) if temp is not None else trained_on
+    if temp is not None and not manifest.counts.rows:
+        from dltool.errors import DataQualityError
+
+        raise DataQualityError(f"{manifest.source}: all {manifest.counts.inputs} inputs were quarantined, nothing to score "
+                               "(run `dltool ingest` on them for the reasons)")  # fmt: skip
     kind = trained_on.label.kind
     if manifest.features != trained_on.features:
         raise ConfigError(f"{dataset.uri}: features {list(manifest.features.shape)} differ from the training data's "

@@ -51,6 +51,16 @@ class AudioReader(FileReader):
     config_model = AudioReaderConfig
     default_model = "audio_cnn"
 
+    def setup(self) -> None:
+        from dltool.errors import EnvironmentProblem
+
+        try:  # soundfile loads libsndfile as it is imported: a missing one is the executor's problem, not the files'
+            import soundfile  # noqa: F401
+            import soxr  # noqa: F401
+        except (ImportError, OSError) as e:
+            raise EnvironmentProblem(f"the audio reader cannot run on this executor: {type(e).__name__}: "
+                                     f"{str(e).splitlines()[0] if str(e) else ''}; install libsndfile/soundfile and soxr") from e  # fmt: skip
+
     @property
     def length(self) -> int:
         return round(self.config.duration * self.config.sample_rate)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 
 CORRUPT = "_corrupt_record"  # the column holding a row the source could not parse (CSV only)
+# Columns the ingest adds to each row; a source column of one of these names cannot take a role.
+RESERVED = {"key", "split", "_file", "_row", "_relpath", "_label", "_content", "_unit", "_mid", CORRUPT}
 
 
 class ColumnRoles(Section):
@@ -73,6 +75,9 @@ class ColumnRoles(Section):
         lists = [r for r in (self.numeric, self.categorical) if r != "auto"]
         roles = [c for r in lists for c in r] + self.vector_columns() + ([self.label] if self.label else []) \
             + self.passthrough  # fmt: skip
+        reserved = sorted({c for c in [*roles, *([self.key_column] if self.key_column else [])] if c.lower() in RESERVED})
+        if reserved:
+            raise ValueError(f"columns {reserved}: these names are dltool's own per-row columns; rename them in the data")
         dupes = sorted({c for c in roles if roles.count(c) > 1})
         if dupes:
             raise ValueError(f"columns used twice: {', '.join(dupes)}")
@@ -133,6 +138,7 @@ class ColumnTableReader(TableReader):
         raw, inputs = _with_row_numbers(spark, raw, relpaths)
         self._sizes = _vector_sizes(raw, cfg.vector_columns())
         self._split_column = {"column": split_settings.column, "path": "_relpath"}.get(split_settings.by)
+        self._group = split_settings.group
         row_key = F.concat_ws(":", "_relpath", F.col("_row").cast("string"))
         key = F.coalesce(column(cfg.key_column), row_key) if cfg.key_column else row_key
         raw = raw.withColumn("key", key.cast("string"))
@@ -149,14 +155,18 @@ class ColumnTableReader(TableReader):
         cfg = self.config
         if preprocess is not None:
             numeric, categorical, left_out = list(preprocess.numeric), list(preprocess.categorical), {}
+            absent = [c for c in [*numeric, *categorical] if c not in self._available]
+            if absent:
+                raise ConfigError(f"{cfg.input}: columns {absent} the model was trained on are not in the data")
         elif cfg.auto():
             numeric, categorical, left_out = self._infer_roles(rows)
         else:
             return self
         resolved = copy.copy(self)
         resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical})
-        if preprocess is not None and preprocess.labels is not None:
-            resolved.classes = tuple(preprocess.labels)
+        if preprocess is not None:
+            resolved._sizes = dict(preprocess.vectors)  # as trained, not the most common size of the new rows
+            resolved.classes = None if preprocess.labels is None else tuple(preprocess.labels)
         resolved.left_out = {**self.left_out, **left_out}
         return resolved
 
@@ -167,7 +177,8 @@ class ColumnTableReader(TableReader):
         from dltool.spark.splits import column
 
         cfg = self.config
-        taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column}
+        taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
+                                                                             self._group} | RESERVED  # fmt: skip
         candidates = [c for c in self._available if c not in taken]
         aggregates = []
         for i, c in enumerate(candidates):

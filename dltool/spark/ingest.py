@@ -288,14 +288,16 @@ def _ingest_files(spark, config, reader, source, files, staging, parallelism, pr
             summaries = rdd.map(_run_file_task).collect()
     duplicates = find_duplicates((digest, s.split, key) for s in summaries for digest, key in s.digests)
     if duplicates is not None and config.dataset.on_duplicates == "drop_from_eval":
-        duplicates = _drop_from_eval(staging, summaries, duplicates, config.dataset.compression)
+        duplicates = _drop_from_eval(staging, summaries, duplicates, config.dataset, spec)
     shards = _combine(summaries, spec, vocabulary, len(files), driver_errors, reader.stats_axis() % len(spec.shape))
     return dataclasses.replace(shards, duplicates=duplicates)
 
 
-def _drop_from_eval(staging: Location, summaries: list[TaskSummary], duplicates: Duplicates, compression: str) -> Duplicates:
+def _drop_from_eval(staging: Location, summaries: list[TaskSummary], duplicates: Duplicates, settings,
+                    spec: TensorSpec) -> Duplicates:  # fmt: skip
     """Remove from the val and test shards the files whose bytes a train file has (their examples and
-    windows alike), adjusting the summaries; the duplicates report counts them."""
+    windows alike), adjusting the summaries; the duplicates report counts the rows removed. The few
+    affected shards are rewritten on the driver, one at a time, in row groups of `row_group_mb`."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -317,9 +319,11 @@ def _drop_from_eval(staging: Location, summaries: list[TaskSummary], duplicates:
         kept = table.filter(pc.invert(pa.array(gone)))
         s.rows = kept.num_rows
         s.digests = [(d, k) for d, k in s.digests if k not in drop]
-        dropped += len(drop)
+        dropped += sum(gone)
         if kept.num_rows:
-            pq.write_table(kept, shard.path, filesystem=shard.fs, compression=None if compression == "none" else compression)
+            compression = None if settings.compression == "none" else settings.compression
+            rows = max(1, (settings.row_group_mb << 20) // spec.nbytes)
+            pq.write_table(kept, shard.path, filesystem=shard.fs, compression=compression, row_group_size=rows)
         else:
             shard.delete()
             s.shard = None

@@ -88,6 +88,8 @@ def class_data_sharing() -> list[str]:
     import pyspark
 
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dltool" / "jvm"
+    if any(c.isspace() for c in str(folder)):  # extraJavaOptions is split on whitespace: start as usual
+        return []
     archive = folder / f"spark-{pyspark.__version__}-{_java_key()}.jsa"
     quiet = ["-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
     _adopt_written(archive)

@@ -144,7 +144,8 @@ def find_duplicates(entries, limit: int = 20) -> Duplicates | None:
     for members in spread:
         if shown >= limit:
             break
-        keys = [k for _, k in members][: limit - shown]
+        heads = [next(k for s, k in members if s == split) for split in sorted({s for s, _ in members})]
+        keys = (heads + [k for _, k in members if k not in heads])[: limit - shown]  # a key of each split first
         examples.append({"splits": sorted({s for s, _ in members}), "keys": keys})
         shown += len(keys)
     return Duplicates(sum(len(m) for m in spread), len(spread), tuple(examples))
@@ -207,7 +208,8 @@ def with_split(frame, key, label, split: SplitSettings):
         train = frame.where(F.col("split") == "train")
         carved = _ranked(train, label, (1 - split.val_from_train, split.val_from_train, 0.0), split.salt)
         frame = frame.join(carved.withColumnRenamed("split", "_carved"), "_unit", "left")
-        frame = frame.withColumn("split", F.coalesce("_carved", "split")).drop("_carved")
+        carve = F.when(F.col("split") == "train", F.coalesce("_carved", "split")).otherwise(F.col("split"))
+        frame = frame.withColumn("split", carve).drop("_carved")  # only train rows move to val
     return frame.drop("_unit")
 
 

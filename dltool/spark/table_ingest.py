@@ -87,9 +87,11 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
 def _duplicates(spark, staging, policy: str):
     """Identical typed rows in more than one split (from `_typed/`), and with `drop_from_eval` the
     contents that val and test rows must not share with train."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from dltool.spark.splits import find_duplicates
+    from dltool.storage.manifest import Duplicates
 
     typed = spark.read.parquet(hadoop_uri(staging.child(TYPED))).select("_content", "split", "key")
     spread = typed.groupBy("_content").agg(F.countDistinct("split").alias("splits"), F.count("*").alias("records"),
@@ -98,8 +100,11 @@ def _duplicates(spark, staging, policy: str):
     if not totals["contents"]:
         return None, set()
     shown = spread.orderBy("_content").limit(20).select("_content")
-    examples = typed.join(F.broadcast(shown), "_content").orderBy("_content", "split", "key").limit(200).collect()
+    first = Window.partitionBy("_content", "split").orderBy("key")
+    examples = (typed.join(F.broadcast(shown), "_content").withColumn("_n", F.row_number().over(first))
+                .where("_n <= 2").collect())  # fmt: skip
     found = find_duplicates((str(r["_content"]), r["split"], r["key"]) for r in examples)
+    found = found if found is not None else Duplicates(0, 0)
     duplicates = dataclasses.replace(found, records=int(totals["records"]), contents=int(totals["contents"]))
     drop = set()
     if policy == "drop_from_eval":

@@ -170,15 +170,24 @@ def _parse_numbers(text, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
     try:
         return pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(missing), bool)
-    except pa.ArrowInvalid:  # some field is not a number: find which, one at a time (only batches that hold one)
-        values = np.full(len(missing), np.nan)
-        unparsed = np.zeros(len(missing), bool)
+    except pa.ArrowInvalid:  # some field is not a number: cast those that look like one, in one call
+        pass
+    looks = np.asarray(pc.fill_null(pc.match_substring_regex(present, NUMBER, ignore_case=True), False), bool)
+    try:
+        values = pc.cast(pc.if_else(pa.array(looks), present, pa.scalar(None, pa.string())), pa.float64())
+        return values.to_numpy(zero_copy_only=False), ~missing & ~looks
+    except pa.ArrowInvalid:  # the pattern and the parser disagree on some field: ask the parser, field by field
+        values, unparsed = np.full(len(missing), np.nan), np.zeros(len(missing), bool)
         for i in np.flatnonzero(~missing):
             try:
                 values[i] = pc.cast(present[i], pa.float64()).as_py()
             except pa.ArrowInvalid:
                 unparsed[i] = True
         return values, unparsed
+
+
+# What pyarrow's cast parses as a float: decimal and exponent forms, inf, infinity, nan (any case).
+NUMBER = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)$"
 
 
 def _spells_nan(text) -> np.ndarray:

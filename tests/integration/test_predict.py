@@ -132,10 +132,14 @@ def test_predict_a_labelled_raw_csv_keeps_the_label_and_chosen_columns(trained_c
     config, _ = trained_churn
     raw = tmp_path / "scored.csv"
     lines = (ROOT / "sample_data" / "tabular" / "customers.csv").read_text().splitlines()[:21]
+    lines += ["N1,40,50000,3,basic,east,99,1,,not scored yet", "N2,41,50000,3,basic,east,99,1,maybe,a new class"]
     raw.write_text("\n".join(lines) + "\n")
     summary = predict(config, raw, tmp_path / "preds", keep=["notes"])
     got = pads.dataset(str(tmp_path / "preds"), format="parquet", exclude_invalid_files=True).to_table().to_pandas()
-    assert summary["rows"] == 20 and {"label", "label_name", "notes", "predicted_name"} <= set(got.columns)
+    assert summary["rows"] == 22 and {"label", "label_name", "notes", "predicted_name"} <= set(got.columns)
+    unlabelled = got.set_index("key").loc[["N1", "N2"]]  # still predicted: a label is carried, never checked
+    assert unlabelled["label_name"].tolist() == [None, "maybe"] and unlabelled["label"].isna().all()
+    got = got[~got["key"].isin(["N1", "N2"])]
     import pandas as pd
 
     truth = pd.read_csv(raw, dtype=str, keep_default_na=False).set_index("customer_id")

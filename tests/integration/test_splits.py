@@ -158,7 +158,8 @@ def test_a_kaggle_style_train_and_test_csv_pair_splits_by_file(spark, tmp_path, 
     header = "id,x,colour,target\n"
     (folder / "train.csv").write_text(header + "".join(f"a{i},{i},{'red' if i % 2 else 'blue'},{'yn'[i % 2]}\n"
                                                        for i in range(50)))  # fmt: skip
-    (folder / "test.csv").write_text(header + "".join(f"b{i},{i + 0.5},red,{'yn'[i % 2]}\n" for i in range(10)))
+    (folder / "test.csv").write_text(header + "".join(f"b{i},{i + 0.5},red,{'yn'[i % 2]}\n" for i in range(10))
+                                     + "a3,99,red,y\n")  # an id that train has too: the row stays in test  # fmt: skip
     (folder / "extra.csv").write_text(header + "c0,1,red,y\n")  # names no split: its row is quarantined
     config = {
         "name": "kaggle", "dataset": {"path": str(tmp_path / "out"), "split": {"by": "path"}, "max_bad_fraction": 0.1},
@@ -168,6 +169,6 @@ def test_a_kaggle_style_train_and_test_csv_pair_splits_by_file(spark, tmp_path, 
     result, summary = ingest(write_config(config))
     assert result.exit_code == 0, result.output
     keys = keys_by_split(tmp_path / "out")
-    assert sorted(keys["test"]) == sorted(f"b{i}" for i in range(10))
+    assert sorted(keys["test"]) == sorted([*(f"b{i}" for i in range(10)), "a3"])
     assert len(keys["val"]) == 4 and len(keys["train"]) == 46  # val_from_train 0.1 of 25 y and of 25 n: 2 each
     assert summary["errors"][0]["message"] == "file 'extra.csv' names no split (train, val, test, or one of dataset.split.names)"

@@ -84,6 +84,8 @@ def test_a_group_never_spans_two_splits(stratify):
 def test_config_checks_and_warnings():
     with pytest.raises(ValidationError, match="by: column needs 'column'"):
         SplitSettings(by="column")
+    with pytest.raises(ValidationError, match="one of dltool's own per-row columns"):
+        SplitSettings(by="column", column="Split")
     with pytest.raises(ValidationError, match="needs a \\(group\\)"):
         SplitSettings(by="path", pattern="train/")
     assert SplitSettings(by="column", column="fold", names={"Holdout ": "test"}).split_name(" holdout") == "test"
