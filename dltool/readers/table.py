@@ -144,7 +144,7 @@ class ColumnTableReader(TableReader):
         raw = raw.withColumn("key", key.cast("string"))
         label = column(cfg.label) if cfg.label and cfg.task == "classification" else None
         raw = with_split(raw, F.col("key"), label, split_settings)
-        unused = ["_mid", "_pid", "_first", "_start"] + ([] if split_settings.by == "path" else ["_relpath"])
+        unused = ["_mid"] + ([] if split_settings.by == "path" else ["_relpath"])
         return raw.drop(*unused), inputs
 
     def resolved(self, rows, preprocess=None) -> "ColumnTableReader":
@@ -275,7 +275,6 @@ class TableSourceReader(ColumnTableReader):
     def read_raw(self, spark, paths: list[str], extra: list[str]):
         from pyspark.ml.functions import vector_to_array
         from pyspark.ml.linalg import VectorUDT
-        from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
         from dltool.spark.splits import column
@@ -325,15 +324,17 @@ def _with_row_numbers(spark, raw, relpaths: dict[str, str]):
         raw.groupBy("_file", (F.col("_mid") / (1 << 33)).cast("long").alias("_pid"))
         .agg(F.min("_mid").alias("_first"), F.count("*").alias("_n")).collect()
     )  # fmt: skip
-    offsets, seen = [], {}
+    offsets, seen = {}, {}
     for piece in sorted(pieces, key=lambda p: (p["_file"], p["_pid"], p["_first"])):
         start = seen.get(piece["_file"], 0)
-        offsets.append((piece["_file"], piece["_pid"], piece["_first"], start, _relpath(piece["_file"], relpaths)))
+        offsets[f"{piece['_file']}#{piece['_pid']}"] = start - piece["_first"]
         seen[piece["_file"]] = start + piece["_n"]
-    table = spark.createDataFrame(offsets, "_file string, _pid long, _first long, _start long, _relpath string")
-    raw = raw.withColumn("_pid", (F.col("_mid") / (1 << 33)).cast("long"))
-    joined = raw.join(F.broadcast(table), ["_file", "_pid"])
-    return joined.withColumn("_row", F.col("_mid") - F.col("_first") + F.col("_start") + 1), sum(seen.values())
+    # Literal maps rather than a join: no broadcast job, and one entry per file piece is small.
+    literal = lambda mapping: F.create_map(*[F.lit(v) for pair in mapping.items() for v in pair])  # noqa: E731
+    piece = F.concat_ws("#", "_file", (F.col("_mid") / (1 << 33)).cast("long").cast("string"))
+    raw = raw.withColumn("_row", F.col("_mid") + F.element_at(literal(offsets), piece) + 1)
+    raw = raw.withColumn("_relpath", F.element_at(literal({f: _relpath(f, relpaths) for f in seen}), F.col("_file")))
+    return raw, sum(seen.values())
 
 
 def _relpath(file_uri: str, relpaths: dict[str, str]) -> str:

@@ -75,7 +75,8 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
         label_kind = None if not cfg.label else "class" if classify else "regression"
         parts = sorted(r["typed"] for r in typed if r["typed"])
-        duplicates, drop = _duplicates(spark, staging, config.dataset.on_duplicates) if parts else (None, set())
+        duplicates, drop = _duplicates(spark, staging, config.dataset.on_duplicates, sum(stats.rows.values())) \
+            if parts else (None, set())  # fmt: skip
         task = _shard_task(staging.uri, pre, label_kind, list(cfg.passthrough), config.dataset, drop)
         summaries = spark.sparkContext.parallelize(parts, max(1, len(parts))).flatMap(task).collect() if parts else []
     staging.child(TYPED).delete()
@@ -84,9 +85,15 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     return dataclasses.replace(shards, columns=columns)
 
 
-def _duplicates(spark, staging, policy: str):
+SMALL = 200_000  # typed rows the driver checks for duplicates itself: below this a Spark job costs more
+
+
+def _duplicates(spark, staging, policy: str, rows: int):
     """Identical typed rows in more than one split (from `_typed/`), and with `drop_from_eval` the
-    contents that val and test rows must not share with train."""
+    contents that val and test rows must not share with train. Up to SMALL rows the driver reads
+    the three columns it needs with pyarrow; above, Spark aggregates them."""
+    if rows <= SMALL:
+        return _duplicates_here(staging, policy)
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -198,6 +205,21 @@ def _fills(spark, cfg, stats, staging) -> dict[str, float]:
     else:  # the most frequent value; ties go to the smallest
         row = train.agg(*[F.mode(column(c), deterministic=True) for c in cfg.numeric]).first()
     return {c: float(value) for c, value in zip(cfg.numeric, row)}
+
+
+def _duplicates_here(staging, policy: str):
+    import pyarrow.dataset as pads
+
+    from dltool.spark.splits import find_duplicates
+
+    typed = staging.child(TYPED)
+    table = pads.dataset(typed.path, filesystem=typed.fs, format="parquet").to_table(columns=["_content", "split", "key"])
+    contents, splits = table.column("_content").to_pylist(), table.column("split").to_pylist()
+    found = find_duplicates(zip(map(str, contents), splits, table.column("key").to_pylist()))
+    if found is None or policy != "drop_from_eval":
+        return found, set()
+    in_train = {c for c, s in zip(contents, splits) if s == "train"}
+    return found, {c for c, s in zip(contents, splits) if s != "train" and c in in_train}
 
 
 def _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates) -> WrittenShards:

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 
 import cv2
 import numpy as np
+import pytest
 
 from tests.conftest import read_split
 from tests.conftest import run_ingest_cli as ingest
@@ -132,7 +133,11 @@ def test_a_file_copied_into_train_and_test_is_reported_refused_or_dropped(spark,
     assert manifest["duplicates"]["dropped"] == 1 and manifest["splits"]["test"]["per_class"] == {"cat": 6, "dog": 6}
 
 
-def test_identical_table_rows_across_splits_are_found_after_normalising(spark, tmp_path, write_config):
+@pytest.mark.parametrize("where", ["driver", "spark"])
+def test_identical_table_rows_across_splits_are_found_after_normalising(spark, tmp_path, write_config, monkeypatch, where):
+    import dltool.spark.table_ingest as table_ingest
+
+    monkeypatch.setattr(table_ingest, "SMALL", 1_000_000 if where == "driver" else 0)  # who counts: driver or Spark
     rows = ["id,x,colour,fold,target"] + [f"r{i},{i},red,{'train' if i < 30 else 'test'},a" for i in range(40)]
     rows += ["dup1, 3.0 ,red ,test,a", "dup2,3,red,val,a"]  # the same typed row as r3 (train)
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
