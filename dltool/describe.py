@@ -31,6 +31,8 @@ def describe_dataset(uri: str) -> dict:
                    for name, entry in manifest.splits.items()},  # fmt: skip
         "stats": data["stats"],
         "warnings": list(manifest.warnings),
+        "duplicates": data["duplicates"],
+        "columns": data["columns"],
     }
     first = next((f for entry in manifest.splits.values() for f in entry.files), None)
     if first:
@@ -89,3 +91,7 @@ def print_description(info: dict) -> None:
         console.print("quarantined by stage/class: " + ", ".join(f"{k} {v}" for k, v in info["errors"].items()))
     for warning in info.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
+    for example in (info.get("duplicates") or {}).get("examples", [])[:5]:
+        console.print(f"  same content in {', '.join(example['splits'])}: {escape(', '.join(example['keys']))}")
+    for column, reason in ((info.get("columns") or {}).get("left_out") or {}).items():
+        console.print(f"left out column {escape(column)}: {escape(reason)}")

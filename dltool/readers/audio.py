@@ -58,8 +58,9 @@ class AudioReader(FileReader):
             import soundfile  # noqa: F401
             import soxr  # noqa: F401
         except (ImportError, OSError) as e:
-            raise EnvironmentProblem(f"the audio reader cannot run on this executor: {type(e).__name__}: "
-                                     f"{str(e).splitlines()[0] if str(e) else ''}; install libsndfile/soundfile and soxr") from e  # fmt: skip
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise EnvironmentProblem(f"the audio reader cannot run on this executor ({type(e).__name__}: {first}); "
+                                     "install libsndfile (soundfile) and soxr") from e  # fmt: skip
 
     @property
     def length(self) -> int:

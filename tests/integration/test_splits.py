@@ -119,6 +119,14 @@ def test_a_file_copied_into_train_and_test_is_reported_refused_or_dropped(spark,
                                       "examples": [{"splits": ["test", "train"],
                                                     "keys": ["test/cat/copy.png", "train/cat/train0.png"]}]}  # fmt: skip
     assert any("2 records have the same content" in w for w in summary["warnings"])
+    from typer.testing import CliRunner
+
+    from dltool.cli import app
+
+    shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "out"), "--json"])
+    assert json.loads(shown.stdout)["duplicates"]["records"] == 2
+    shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "out")])
+    assert "same content in test, train: test/cat/copy.png, train/cat/train0.png" in shown.stderr
 
     config["dataset"]["on_duplicates"] = "fail"
     result, summary = ingest(write_config(config), "--overwrite")
