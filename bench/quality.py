@@ -233,7 +233,12 @@ def main() -> None:
                    for w in (1, 2) for s in seeds for shares in (False, True)}  # fmt: skip
         first = configs[(1, seeds[0], False)]
         spark = spark or spark_session(first.spark)
-        run_ingest(first, progress=False)
+        from dltool.errors import ConfigError
+
+        try:
+            run_ingest(first, progress=False)  # up to date: reused
+        except ConfigError:  # built by another config or dltool version: rebuilt
+            run_ingest(first, overwrite=True, progress=False)
         dataset = Path(first.dataset.path)
         manifest = Manifest.read(open_location(str(dataset)))
         data = {split: load_split(dataset, split) for split in ("train", "val", "test")}
