@@ -293,6 +293,34 @@ def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def doctor(
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML to check for (default: a local Spark).",
+                                                     show_default=False)] = None,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Preflight: Java, Spark on the configured master, task slots, GPUs, executors' dltool, storage (exit 2 on a failure)."""
+    try:
+        from dltool.doctor import run_doctor
+
+        from dltool.config.models import SparkSettings
+
+        overrides = _overrides(master, conf)
+        cfg = _load(config, overrides) if config is not None else None
+        checks = run_doctor(cfg, SparkSettings(**{key.split(".", 1)[1]: value for key, value in overrides.items()}))
+    except DltoolError as e:
+        _fail(e, as_json)
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
+        fix = f" [yellow]→ {_text(check.fix)}[/]" if check.fix else ""
+        _say(f"{mark} {check.name}: {_text(check.found)}{fix}")
+    failed = [c.name for c in checks if not c.ok]
+    summary = {"status": "ok" if not failed else "failed", "failed": failed, "checks": [c.to_json() for c in checks]}
+    _finish(summary, as_json, 2 if failed else 0)
+
+
+@app.command()
 def inspect(
     dataset: Annotated[str, typer.Argument(help="Dataset location (path or URI).", show_default=False)],
     as_json: JsonOpt = False,

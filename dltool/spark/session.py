@@ -20,6 +20,14 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
+def java_command() -> str:
+    """The java Spark will run: JAVA_HOME's, else the one on the PATH."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    return shutil.which("java") or "java"
+
+
 def spark_session(settings: SparkSettings, user_code: Path | None = None):
     """The active SparkSession if there is one (spark-submit, notebooks), else a new one from settings.
 
@@ -106,9 +114,7 @@ def _java_key() -> str:
     """Which JDK will run: an archive is only valid for the JDK build that wrote it."""
     import hashlib
 
-    home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home else shutil.which("java") or "java"
-    java = os.path.realpath(java)
+    java = os.path.realpath(java_command())
     stamp = os.stat(java).st_mtime_ns if os.path.exists(java) else 0
     return hashlib.sha1(f"{java}:{stamp}".encode()).hexdigest()[:10]
 
