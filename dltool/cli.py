@@ -34,6 +34,11 @@ MasterOpt = Annotated[Optional[str], typer.Option("--master", help="Spark master
 ConfOpt = Annotated[
     Optional[list[str]], typer.Option("--conf", help="Extra Spark setting KEY=VALUE (repeatable).", show_default=False)
 ]
+StorageOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--storage-option", help="Object-store setting KEY=VALUE of the config's storage: section, e.g. "
+                 "endpoint_url=http://127.0.0.1:9000 (repeatable).", show_default=False),
+]
 
 
 def _say(message: str) -> None:
@@ -65,25 +70,37 @@ def _fail(error: DltoolError, as_json: bool) -> None:
     _finish(summary, as_json, error.exit_code)
 
 
-def _overrides(master: str | None = None, conf: list[str] | None = None, **paths: str | None) -> dict:
+def _overrides(master: str | None = None, conf: list[str] | None = None, storage: list[str] | None = None,
+               **paths: str | None) -> dict:  # fmt: skip
     """Dotted config overrides from command-line options; local paths are taken relative to the cwd."""
     from dltool.errors import ConfigError
 
-    overrides = {}
+    overrides = {f"storage.{key}": value for key, value in _storage_pairs(storage).items()}
     for dotted, value in paths.items():
         if value is not None:
             overrides[dotted.replace("__", ".")] = value if "://" in value else os.path.abspath(value)
     if master:
         overrides["spark.master"] = master
-    spark_conf = {}
-    for item in conf or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--conf {item!r}: expected KEY=VALUE, e.g. --conf spark.driver.memory=2g")
-        spark_conf[key.strip()] = value
+    spark_conf = _pairs("--conf", conf, "spark.driver.memory=2g")
     if spark_conf:
         overrides["spark.conf"] = spark_conf  # merged into the file's conf map by the loader
     return overrides
+
+
+def _pairs(option: str, items: list[str] | None, example: str) -> dict[str, str]:
+    from dltool.errors import ConfigError
+
+    pairs = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} {example}")
+        pairs[key.strip()] = value
+    return pairs
+
+
+def _storage_pairs(items: list[str] | None) -> dict[str, str]:
+    return _pairs("--storage-option", items, "endpoint_url=http://host:9000")
 
 
 def _load(config: Path, overrides: dict):
@@ -99,6 +116,7 @@ def ingest(
     input: Annotated[Optional[str], typer.Option("--input", "-i", help="Input location (overrides ingest.input).")] = None,
     master: MasterOpt = None,
     conf: ConfOpt = None,
+    storage: StorageOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild even if the dataset exists.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be read and written; start nothing.")] = False,
     as_json: JsonOpt = False,
@@ -107,7 +125,7 @@ def ingest(
     try:
         from dltool.spark.ingest import run_ingest
 
-        cfg = _load(config, _overrides(master, conf, dataset__path=output, ingest__input=input))
+        cfg = _load(config, _overrides(master, conf, storage, dataset__path=output, ingest__input=input))
         summary = run_ingest(cfg, overwrite=overwrite, dry_run=dry_run, progress=not as_json)
     except DltoolError as e:
         _fail(e, as_json)
@@ -155,13 +173,14 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the run dir's previous run first.")] = False,
     master: MasterOpt = None,
     conf: ConfOpt = None,
+    storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the config's model on its dataset: one Spark barrier task per TensorFlow worker."""
     try:
         from dltool.train.run import run_training
 
-        overrides = _overrides(master, conf, dataset__path=data, train__run_dir=run_dir)
+        overrides = _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir)
         overrides.update({k: v for k, v in {"train.workers": workers, "train.epochs": epochs}.items() if v is not None})
         cfg = _load(config, overrides)
         summary = run_training(cfg, resume=resume, overwrite=overwrite, progress=not as_json)
@@ -203,6 +222,7 @@ def eval_(
     ] = None,
     master: MasterOpt = None,
     conf: ConfOpt = None,
+    storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score the run's model or checkpoints on a split with Spark: eval.json, a table and plots."""
@@ -212,7 +232,7 @@ def eval_(
         from dltool.evaluate.score import parse_fail_under, run_eval
 
         gates = parse_fail_under(fail_under)
-        cfg = _load(config, _overrides(master, conf, dataset__path=data, train__run_dir=run_dir))
+        cfg = _load(config, _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir))
         raw = input if input is None or "://" in input else os.path.abspath(input)
         summary = run_eval(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json, input_uri=raw)
     except QualityGateError as e:
@@ -243,13 +263,14 @@ def predict(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     master: MasterOpt = None,
     conf: ConfOpt = None,
+    storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Batch inference on Spark: one Parquet row per input with the predicted class and probabilities."""
     try:
         from dltool.evaluate.predict import run_predict
 
-        cfg = _load(config, _overrides(master, conf, train__run_dir=run_dir))
+        cfg = _load(config, _overrides(master, conf, storage, train__run_dir=run_dir))
         source = input if "://" in input else os.path.abspath(input)
         target = output if "://" in output else os.path.abspath(output)
         summary = run_predict(cfg, source, target, checkpoint=checkpoint, split=split, overwrite=overwrite,
@@ -298,6 +319,7 @@ def doctor(
                                                      show_default=False)] = None,
     master: MasterOpt = None,
     conf: ConfOpt = None,
+    storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Preflight: Java, Spark on the configured master, task slots, GPUs, executors' dltool, storage (exit 2 on a failure)."""
@@ -306,9 +328,10 @@ def doctor(
 
         from dltool.config.models import SparkSettings
 
-        overrides = _overrides(master, conf)
+        overrides = _overrides(master, conf, storage)
         cfg = _load(config, overrides) if config is not None else None
-        checks = run_doctor(cfg, SparkSettings(**{key.split(".", 1)[1]: value for key, value in overrides.items()}))
+        spark = {key.split(".", 1)[1]: value for key, value in overrides.items() if key.startswith("spark.")}
+        checks = run_doctor(cfg, SparkSettings(**spark))
     except DltoolError as e:
         _fail(e, as_json)
     for check in checks:
@@ -323,13 +346,21 @@ def doctor(
 @app.command()
 def inspect(
     dataset: Annotated[str, typer.Argument(help="Dataset location (path or URI).", show_default=False)],
+    storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a dataset's manifest, counts per split and class, schema and a sample row."""
     try:
+        from dltool.config.models import StorageSettings
         from dltool.describe import describe_dataset
+        from dltool.errors import ConfigError
 
-        info = describe_dataset(dataset)
+        try:
+            settings = StorageSettings(**_storage_pairs(storage))
+        except ValueError as e:  # pydantic's ValidationError
+            raise ConfigError("--storage-option: " + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'storage'}: {err['msg']}"
+                                                                for err in e.errors())) from e  # fmt: skip
+        info = describe_dataset(dataset, settings.model_dump())
     except DltoolError as e:
         _fail(e, as_json)
     if not as_json:

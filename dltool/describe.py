@@ -5,11 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from dltool.storage.fs import open_location
+from dltool.storage.stores import storage_scope
 from dltool.storage.manifest import SUCCESS, Manifest
 
 
-def describe_dataset(uri: str) -> dict:
-    """Manifest facts plus what the files themselves say (schema, a sample row, error counts)."""
+def describe_dataset(uri: str, storage: dict | None = None) -> dict:
+    """Manifest facts plus what the files themselves say (schema, a sample row, error counts);
+    `storage`: object-store settings as in a config's `storage:` section."""
+    with storage_scope(storage):
+        return _describe(uri)
+
+
+def _describe(uri: str) -> dict:
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from dltool.config.models import ExperimentConfig, SparkSettings
 from dltool.errors import DltoolError
+from dltool.storage.stores import with_storage
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Check:
         return asdict(self)
 
 
+@with_storage
 def run_doctor(config: ExperimentConfig | None = None, spark: SparkSettings | None = None) -> list[Check]:
     """The checks for `config` (without one: Java and Spark per `spark`, default local); stops early when
     Java or Spark is missing."""

@@ -107,3 +107,77 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+BUCKET = "dltool-test"
+
+
+class S3Server:
+    """An S3-compatible server (moto's) on 127.0.0.1 with one bucket, and a credentials profile for it."""
+
+    def __init__(self, root: Path):
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.access_key, self.secret = "AKIADLTOOLTESTKEY01", "dltool-test-secret-5f0c9e2a7b"
+        self.credentials = root / "credentials"
+        self.credentials.write_text(f"[dltool-test]\naws_access_key_id = {self.access_key}\n"
+                                    f"aws_secret_access_key = {self.secret}\n")  # fmt: skip
+        # The settings a config's `storage:` section holds; credentials come from the profile.
+        self.storage = {"endpoint_url": self.endpoint, "region": "us-east-1", "profile": "dltool-test",
+                        "credentials_file": str(self.credentials)}  # fmt: skip
+        # What a process started with only the standard AWS variables needs.
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1",
+                    "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret}  # fmt: skip
+        self.fs().create_dir(BUCKET)
+
+    def fs(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(endpoint_override=self.endpoint.split("://")[1], scheme="http", region="us-east-1",
+                                 access_key=self.access_key, secret_key=self.secret, allow_bucket_creation=True)  # fmt: skip
+
+    def uri(self, *parts: str) -> str:
+        return "/".join(["s3:/", BUCKET, *parts])
+
+    def upload(self, local: Path, prefix: str, every: int = 1) -> int:
+        """Copy every `every`-th file under local to s3://BUCKET/prefix/ (same relative paths); returns the count."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        files = sorted(p for p in local.rglob("*") if p.is_file())[::every]
+        fs = self.fs()
+
+        def put(path: Path) -> None:
+            with fs.open_output_stream(f"{BUCKET}/{prefix}/{path.relative_to(local).as_posix()}") as f:
+                f.write(path.read_bytes())
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(put, files))
+        return len(files)
+
+    def objects(self, prefix: str = "") -> list[str]:
+        """Every object's key under prefix."""
+        import pyarrow.fs as pafs
+
+        infos = self.fs().get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}".rstrip("/"), recursive=True, allow_not_found=True))
+        return [i.path.split("/", 1)[1] for i in infos if i.type == pafs.FileType.File]
+
+    def read(self, key: str) -> bytes:
+        with self.fs().open_input_stream(f"{BUCKET}/{key}") as f:
+            return f.read()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()

@@ -32,6 +32,32 @@ class SparkSettings(Section):
     )
 
 
+class StorageSettings(Section):
+    """Object stores (S3, MinIO, Ceph): where to reach them. Credentials stay out of the config: each
+    process takes them from AWS_* variables, a profile in the shared credentials file, or its instance role."""
+
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://minio.internal:9000 (default: AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL, else AWS itself).",
+    )
+    region: str | None = Field(None, description="Region (default: AWS_REGION, AWS_DEFAULT_REGION; us-east-1 with an endpoint).")
+    path_style: bool | None = Field(
+        None, description="Address buckets by path (host/bucket/key), as MinIO and Ceph want. Default: by path with "
+        "an endpoint, by virtual host on AWS.",
+    )
+    profile: str | None = Field(None, description="A profile of the AWS shared credentials file to sign requests with.")
+    credentials_file: str | None = Field(
+        None, description="The shared credentials file (default: AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials).",
+    )
+    anonymous: bool = Field(False, description="Send unsigned requests (public buckets).")
+
+    @model_validator(mode="after")
+    def _no_secrets(self):
+        if self.endpoint_url and "@" in self.endpoint_url.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("endpoint_url must not hold credentials: use AWS_* variables or a profile")
+        return self
+
+
 class SplitSettings(Section):
     """Which split each record lands in: a stable hash of its key (or group), its path, or a column."""
 
@@ -275,6 +301,7 @@ class ExperimentConfig(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Experiment name (letters, digits, _ . -).")
     spark: SparkSettings = SparkSettings()
+    storage: StorageSettings = StorageSettings()
     dataset: DatasetSettings
     # The registered readers' configs, tagged by `reader:` (see use_readers).
     ingest: Optional[Section] = Field(None, description="How to ingest the dataset (needed by ingest).")

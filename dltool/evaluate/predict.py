@@ -16,13 +16,15 @@ from collections.abc import Iterator
 
 from dltool.config.models import ExperimentConfig, SplitSettings
 from dltool.errors import ConfigError, DataQualityError, ErrorRecord, InputNotFoundError, map_errors
-from dltool.storage.commit import StagedFolder
+from dltool.storage.commit import StagedFolder, unfinished
 from dltool.storage.fs import Location, open_location
+from dltool.storage.stores import with_storage
 from dltool.storage.manifest import MANIFEST, SUCCESS, Manifest, manifest_hash
 
 PREDICTIONS = "_predictions.json"
 
 
+@with_storage
 def run_predict(
     config: ExperimentConfig,
     input_uri: str,
@@ -52,7 +54,7 @@ def run_predict(
     check_target(target, trained_on, manifest_hash(trained_on))
     output = open_location(output_uri)
     if output.exists():
-        if not overwrite:
+        if not overwrite and not unfinished(output):  # a crashed predict's output on a store is replaced
             raise ConfigError(f"{output.uri}: output exists; pass --overwrite to replace it")
         output.delete()
     source = open_location(input_uri)
@@ -167,10 +169,12 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
         classes = set(trained_on.label.vocabulary or ())
         return all(reader.label_of(f.relpath) in classes for f in files)
     from dltool.spark.session import spark_session
-    from dltool.spark.table_ingest import spark_path
+    from dltool.spark.table_ingest import require_s3a, spark_path
 
+    spark = spark_session(config.spark)
+    require_s3a(spark, source)
     paths = [spark_path(source.uri, f.path) for f in files]
-    return config.ingest.label in reader.source_columns(spark_session(config.spark), paths)
+    return config.ingest.label in reader.source_columns(spark, paths)
 
 
 def _number(text: str | None) -> float | None:

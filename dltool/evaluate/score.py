@@ -22,6 +22,7 @@ from dltool.errors import ConfigError, DltoolError, ErrorRecord, QualityGateErro
 from dltool.evaluate.metrics import headline, higher_is_better
 from dltool.evaluate.result import CheckpointScore, EvalResult, GateOutcome
 from dltool.storage.fs import Location, open_location
+from dltool.storage.stores import with_storage
 from dltool.storage.manifest import Manifest, manifest_hash
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ _CLASS_METRICS = ("loss", "accuracy", "macro_f1")
 _REGRESSION_METRICS = ("loss", "mae", "rmse", "r2")
 
 
+@with_storage
 def run_eval(
     config: ExperimentConfig,
     checkpoint: str | None = None,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.shipping import with_code_path
+from dltool.storage.stores import STORAGE_ENV
 
 if TYPE_CHECKING:
     from dltool.train.job import TrainJob
@@ -127,6 +128,7 @@ def run_worker_task(job: TrainJob) -> int:
     # Local mode: the config's own code from where it lies, ahead of the copy shipped at the session's start.
     env = with_code_path(env, Path(job.user_code) if job.user_code else None)
     env.pop("TF_CONFIG", None)
+    env[STORAGE_ENV] = json.dumps(job.storage or {})
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     lines: deque[str] = deque(maxlen=LOG_LINES)
@@ -182,10 +184,12 @@ def attempt_logs(run_dir, attempt: int):
 def _save_log(job: TrainJob, rank: int, lines: deque, seen: int) -> None:
     """Write the worker's output to the run dir; a failure to write must not hide the worker's own."""
     from dltool.storage.fs import open_location
+    from dltool.storage.stores import storage_scope
 
     dropped = seen - len(lines)
     text = (f"[... {dropped} earlier lines dropped ...]\n" if dropped else "") + "\n".join(lines) + "\n"
-    target = attempt_logs(open_location(job.run_dir), job.attempt).child(f"worker-{rank}.log")
+    with storage_scope(job.storage):
+        target = attempt_logs(open_location(job.run_dir), job.attempt).child(f"worker-{rank}.log")
     try:
         target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
         target.write_bytes(text.encode("utf-8", "replace"))

@@ -38,8 +38,9 @@ from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
 from dltool.spark.results import IngestPlan, IngestResult, WrittenShards
 from dltool.spark.splits import SPLITS, Item, assign, find_duplicates, report, split_point
-from dltool.storage.commit import StagedFolder
+from dltool.storage.commit import StagedFolder, unfinished
 from dltool.storage.fs import InputFile, Location, open_location
+from dltool.storage.stores import with_storage
 from dltool.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -84,6 +85,7 @@ class TaskSummary:
     digests: list[tuple[str, str]] = field(default_factory=list)  # (content digest, key) of each file read
 
 
+@with_storage
 def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True,
                preprocess: str | None = None, vocabulary: list[str] | None = None) -> IngestResult | IngestPlan:  # fmt: skip
     """Ingest the config's inputs into its dataset location; returns the run summary (the plan for a dry run).
@@ -170,7 +172,7 @@ def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
         manifest = Manifest.read(dataset)
         same = manifest.config_hash == digest and manifest.input_fingerprint == fingerprint
         return "up_to_date" if same else "dataset"
-    if dataset.child(MANIFEST).exists():
+    if dataset.child(MANIFEST).exists() or unfinished(dataset):
         return "incomplete"  # an ingest that died or failed its quality gate: always safe to replace
     return "foreign" if dataset.is_dir() and not _is_empty(dataset) else None
 

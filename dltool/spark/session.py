@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dltool.config.models import SparkSettings
 from dltool.errors import DltoolError, map_errors
+from dltool.storage.stores import bind_storage, s3a_conf, storage_settings
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
@@ -38,6 +39,7 @@ def spark_session(settings: SparkSettings, user_code: Path | None = None):
 
     spark = _session(settings)
     ship_code(spark, user_code)
+    bind_storage(spark)
     return spark
 
 
@@ -70,6 +72,7 @@ def _session(settings: SparkSettings):
         # SPARK_LOCAL_IP would. Small local jobs: 200 shuffle partitions would be 200 near-empty tasks.
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                      "spark.sql.shuffle.partitions": str(2 * (os.cpu_count() or 2))})  # fmt: skip
+    conf.update(s3a_conf(storage_settings()))  # for Spark's own reads of s3a:// (where hadoop-aws is installed)
     conf.update({key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.conf.items()})
     builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
     for key, value in conf.items():

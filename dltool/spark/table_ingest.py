@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from contextlib import contextmanager
 
+from dltool.errors import ConfigError
 from dltool.shards.codec import TensorSpec
 from dltool.shards.writer import ShardWriter, shard_schema
 from dltool.spark.results import WrittenShards
@@ -40,6 +41,25 @@ def spark_path(source_uri: str, path: str) -> str:
     return f"{scheme}://{parts.netloc}{path}"
 
 
+def require_s3a(spark, *locations) -> None:
+    """Stop before any job when Spark itself must read an s3:// location and lacks its s3a connector."""
+    on_s3 = [loc.uri for loc in locations if loc.fs.type_name == "s3"]
+    if not on_s3:
+        return
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.java.lang.Class.forName("org.apache.hadoop.fs.s3a.S3AFileSystem", False,
+                                    jvm.java.lang.Thread.currentThread().getContextClassLoader())  # fmt: skip
+        return
+    except Exception:  # noqa: BLE001 - py4j's Py4JJavaError wraps the ClassNotFoundException
+        version = jvm.org.apache.hadoop.util.VersionInfo.getVersion()
+    raise ConfigError(
+        f"{on_s3[0]}: table readers read and stage through Spark, and this Spark has no s3a connector: add "
+        f"--conf spark.jars.packages=org.apache.hadoop:hadoop-aws:{version} (its Hadoop version), or copy the table "
+        "to a local or HDFS path first (image and audio readers need no connector)"
+    )
+
+
 def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> WrittenShards:
     """Check, type, fit and write the table; `preprocess` (a saved `_preprocess.json` URI) is applied instead of fitting."""
     import pickle
@@ -47,6 +67,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     from dltool.spark.progress import spark_progress
     from dltool.transforms.table import FitStats, Preprocess
 
+    require_s3a(spark, source, staging)
     cfg = config.ingest
     classify = bool(cfg.label) and cfg.task == "classification"
     paths = [spark_path(source.uri, f.path) for f in files]

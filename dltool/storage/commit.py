@@ -12,8 +12,10 @@ and renamed into place; a target already there is first moved aside and deleted 
 after the swap. A crash before the swap leaves the old target untouched; a crash inside
 it leaves no target and the old copy beside it, both cleared by the next write. Object
 stores (S3, GCS) cannot rename a folder: the target is cleared and written in place, and
-only the marker file, which the caller writes last, says the folder is complete.
-Leaving the `with` block by an exception deletes whatever was staged.
+only the marker file, which the caller writes last, says the folder is complete; until the
+commit a `_WRITING` file says the folder is dltool's own unfinished work (`unfinished`), so
+a rerun after a crash replaces it without --overwrite. Leaving the `with` block by an
+exception deletes whatever was staged.
 """
 
 from __future__ import annotations
@@ -21,13 +23,21 @@ from __future__ import annotations
 import uuid
 
 from dltool.storage.fs import Location
+from dltool.storage.stores import OBJECT_STORES
 
-__all__ = ["StagedFolder", "renames_folders"]
+__all__ = ["WRITING", "StagedFolder", "renames_folders", "unfinished"]
+
+WRITING = "_WRITING"  # in place on an object store: there from the first write to the commit
+
+
+def unfinished(location: Location) -> bool:
+    """Whether the folder is a write in place that never committed (a crashed ingest or predict on a store)."""
+    return location.child(WRITING).exists()
 
 
 def renames_folders(location: Location) -> bool:
     """Whether the location's filesystem can rename a folder (not S3 or GCS)."""
-    return location.fs.type_name not in ("s3", "gcs")
+    return location.fs.type_name not in OBJECT_STORES
 
 
 class StagedFolder:
@@ -49,6 +59,8 @@ class StagedFolder:
         if self.in_place:
             self.target.delete()
         self.location.fs.create_dir(self.location.path, recursive=True)
+        if self.in_place:
+            self.target.child(WRITING).write_bytes(b"")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -57,9 +69,13 @@ class StagedFolder:
         return False
 
     def commit(self, to: Location | None = None) -> Location:
-        """Make the staged folder `to` (default: the target); returns where it now is."""
+        """Make the staged folder `to` (default: the target); returns where it now is (written in
+        place, it stays at the target: `to` cannot apply)."""
         final = to or self.target
-        if not self.in_place:
+        if self.in_place:
+            self.target.child(WRITING).delete()
+            final = self.target
+        else:
             moved_aside = final.exists()
             if moved_aside:
                 final.fs.move(final.path, self._old.path)

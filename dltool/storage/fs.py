@@ -1,4 +1,4 @@
-"""Map local paths and URIs to pyarrow filesystems, list inputs, and commit by rename."""
+"""Map local paths and URIs to pyarrow filesystems and list inputs (object-store settings: `stores`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import os
 import posixpath
 from dataclasses import dataclass
 from typing import Iterable
+from urllib.parse import urlsplit
 
 from dltool.errors import ConfigError, InputNotFoundError, StorageError
-
+from dltool.storage.stores import OBJECT_STORES, s3_filesystem
 
 @dataclass(frozen=True)
 class Location:
@@ -32,19 +33,30 @@ class Location:
     def exists(self) -> bool:
         import pyarrow.fs as pafs
 
-        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+        return self.info().type != pafs.FileType.NotFound
 
     def is_dir(self) -> bool:
         import pyarrow.fs as pafs
 
-        return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
+        return self.info().type == pafs.FileType.Directory
+
+    def info(self):
+        """pyarrow's FileInfo; an unreachable store or a refused request is a StorageError naming the URI."""
+        try:
+            return self.fs.get_file_info(self.path)
+        except OSError as e:
+            raise StorageError(f"{self.uri}: cannot reach storage: {str(e).splitlines()[0] if str(e) else e!r}") from e
 
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as f:
             return f.read()
 
     def write_bytes(self, data: bytes) -> None:
-        """Write a small file atomically where the filesystem allows: temp name, then rename."""
+        """Write a small file atomically: a temp name, then a rename (an object store's one PUT is atomic)."""
+        if self.fs.type_name in OBJECT_STORES:
+            with self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+            return
         tmp = self.path + ".tmp"
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
@@ -73,6 +85,11 @@ def open_location(uri: str) -> Location:
         return Location(path, pafs.LocalFileSystem(), path)
     scheme = uri.split("://", 1)[0].lower()
     try:
+        if scheme in ("s3", "s3a", "s3n"):  # one S3 client for the three spellings Spark users write
+            parts = urlsplit(uri)
+            if not parts.netloc:
+                raise ConfigError(f"{uri}: an S3 URI needs a bucket: s3://BUCKET/PATH")
+            return Location(uri, s3_filesystem(), (parts.netloc + parts.path).rstrip("/"))
         fs, path = pafs.FileSystem.from_uri(uri)
     except OSError as e:
         text = str(e)

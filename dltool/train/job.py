@@ -35,6 +35,7 @@ class TrainJob:
     threads: int | None  # CPU threads per worker; None: the task's CPUs
     user_code: str | None = None  # local mode: the config's factory module, first on the worker's PYTHONPATH
     fault: dict | None = None  # the test-only fault hook of run_training
+    storage: dict | None = None  # the object-store settings (storage_scope); never credentials
     attempt: int = 0
     events: dict | None = None  # host, port and token of the driver's event server
     resume_from: str | None = None  # URI of the checkpoint this attempt starts from

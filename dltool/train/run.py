@@ -20,6 +20,7 @@ from dltool.config.models import ExperimentConfig, TrainSettings
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.barrier import attempt_logs
 from dltool.storage.fs import Location, open_location
+from dltool.storage.stores import storage_settings, with_storage
 from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.train import checkpoints as ckpt
 from dltool.train.job import TrainJob
@@ -48,6 +49,7 @@ class Plan:
     global_batches: bool  # every worker holds the train split: W workers see one worker's batches
 
 
+@with_storage
 def run_training(
     config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
     fault: dict | None = None,
@@ -126,7 +128,7 @@ def run_training(
             # Local mode: the machine is ours, so fewer workers than cores share them all, and
             # the factory's module is imported from where it lies.
             threads=max(1, task_slots(spark) // workers) if local else None,
-            user_code=str(code) if local and code is not None else None, fault=fault,
+            user_code=str(code) if local and code is not None else None, fault=fault, storage=storage_settings(),
         )  # fmt: skip
         result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
     summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}

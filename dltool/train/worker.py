@@ -217,6 +217,7 @@ class Worker:
         self.train = spec.job.train
         self.manifest = spec.job.manifest
         self.run_dir = open_location(spec.job.run_dir)
+        self._tensorboard_copy = None  # (local folder, run dir's tensorboard/) where TensorFlow cannot write
         self.kind = self.manifest.label.kind
         self.classes = self.manifest.label.classes
         self.metrics = resolve_metrics(self.train.metrics, self.kind, self.classes)
@@ -370,6 +371,8 @@ class Worker:
             saved = self._save_checkpoint(model, optimizer, epoch, meta)
             self._scalars(writers["train"], logs, epoch)
             self._scalars(writers["val"], logs, epoch, prefix="val_")
+            if self._tensorboard_copy is not None:
+                ckpt.upload_tree(*self._tensorboard_copy)
             self.events.send("epoch", epoch=epoch, epochs=train.epochs, logs=logs, best=is_best,
                              checkpoint=saved, stopped_early=stop)  # fmt: skip
         return stop
@@ -424,8 +427,13 @@ class Worker:
     def _tensorboard(self) -> dict:
         import tensorflow as tf
 
-        root = self.run_dir.uri if "://" in self.run_dir.uri else self.run_dir.path
-        return {name: tf.summary.create_file_writer(f"{root}/tensorboard/{name}") for name in ("train", "val")}
+        target = self.run_dir.child("tensorboard")
+        if target.fs.type_name == "s3":  # TensorFlow cannot write to S3: write here, upload after each epoch
+            self._tensorboard_copy = (ckpt.local_scratch("tensorboard"), target)
+            root = str(self._tensorboard_copy[0])
+        else:
+            root = target.uri if "://" in target.uri else target.path
+        return {name: tf.summary.create_file_writer(f"{root}/{name}") for name in ("train", "val")}
 
     @staticmethod
     def _scalars(writer, logs: dict, step: int, prefix: str = "") -> None:
