@@ -73,7 +73,6 @@ def _fail(error: DltoolError, as_json: bool) -> None:
 def _overrides(master: str | None = None, conf: list[str] | None = None, storage: list[str] | None = None,
                **paths: str | None) -> dict:  # fmt: skip
     """Dotted config overrides from command-line options; local paths are taken relative to the cwd."""
-    from dltool.errors import ConfigError
 
     overrides = {f"storage.{key}": value for key, value in _storage_pairs(storage).items()}
     for dotted, value in paths.items():
@@ -324,9 +323,8 @@ def doctor(
 ) -> None:
     """Preflight: Java, Spark on the configured master, task slots, GPUs, executors' dltool, storage (exit 2 on a failure)."""
     try:
-        from dltool.doctor import run_doctor
-
         from dltool.config.models import SparkSettings
+        from dltool.doctor import run_doctor
 
         overrides = _overrides(master, conf, storage)
         cfg = _load(config, overrides) if config is not None else None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from dltool.storage.fs import open_location
-from dltool.storage.stores import storage_scope
 from dltool.storage.manifest import SUCCESS, Manifest
+from dltool.storage.stores import storage_scope
 
 
 def describe_dataset(uri: str, storage: dict | None = None) -> dict:

@@ -18,8 +18,8 @@ from dltool.config.models import ExperimentConfig, SplitSettings
 from dltool.errors import ConfigError, DataQualityError, ErrorRecord, InputNotFoundError, map_errors
 from dltool.storage.commit import StagedFolder, unfinished
 from dltool.storage.fs import Location, open_location
-from dltool.storage.stores import with_storage
 from dltool.storage.manifest import MANIFEST, SUCCESS, Manifest, manifest_hash
+from dltool.storage.stores import with_storage
 
 PREDICTIONS = "_predictions.json"
 

@@ -22,8 +22,8 @@ from dltool.errors import ConfigError, DltoolError, ErrorRecord, QualityGateErro
 from dltool.evaluate.metrics import headline, higher_is_better
 from dltool.evaluate.result import CheckpointScore, EvalResult, GateOutcome
 from dltool.storage.fs import Location, open_location
-from dltool.storage.stores import with_storage
 from dltool.storage.manifest import Manifest, manifest_hash
+from dltool.storage.stores import with_storage
 
 if TYPE_CHECKING:
     from dltool.config.models import ExperimentConfig

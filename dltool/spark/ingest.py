@@ -31,6 +31,7 @@ from dltool.errors import (
     EnvironmentProblem,
     InputNotFoundError,
     RecordError,
+    StorageError,
     map_errors,
 )
 from dltool.readers.base import FileReader, reader_for
@@ -40,7 +41,6 @@ from dltool.spark.results import IngestPlan, IngestResult, WrittenShards
 from dltool.spark.splits import SPLITS, Item, assign, find_duplicates, report, split_point
 from dltool.storage.commit import StagedFolder, unfinished
 from dltool.storage.fs import InputFile, Location, open_location
-from dltool.storage.stores import with_storage
 from dltool.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -52,6 +52,7 @@ from dltool.storage.manifest import (
     SplitEntry,
     Stats,
 )
+from dltool.storage.stores import OBJECT_STORES, with_storage
 
 ERROR_FIELDS = ("key", "path", "reader", "stage", "error_class", "message")
 
@@ -361,6 +362,8 @@ def _run_file_task(task: FileTask) -> TaskSummary:
                 data = _read(source.fs, path, max_bytes)
                 examples = reader.decode(data, key)
                 summary.digests.append((hashlib.blake2b(data, digest_size=16).hexdigest(), key))
+            except StorageError:  # an unreachable store fails the ingest: it is no record's fault
+                raise
             except NOT_RECORD_ERRORS as e:
                 raise EnvironmentProblem(
                     f"the {reader.name} reader cannot run on this executor ({type(e).__name__}: "
@@ -396,7 +399,10 @@ def _read(fs, path: str, max_bytes: int) -> bytes:
     except FileNotFoundError as e:
         raise RecordError("read", "file disappeared after listing") from e
     except OSError as e:
-        raise RecordError("read", f"cannot read file: {str(e).splitlines()[0]}") from e
+        text = str(e).splitlines()[0] if str(e) else repr(e)
+        if fs.type_name in OBJECT_STORES and "NO_SUCH_KEY" not in text:  # the store failed, not this object
+            raise StorageError(f"{fs.type_name}://{path}: cannot read from the store: {text}") from e
+        raise RecordError("read", f"cannot read file: {text}") from e
     if len(data) > max_bytes:
         raise RecordError("read", f"file grew past max_file_mb after listing ({len(data)} bytes read)")
     return data

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from dltool.errors import ConfigError, InputNotFoundError, StorageError
 from dltool.storage.stores import OBJECT_STORES, s3_filesystem
 
+
 @dataclass(frozen=True)
 class Location:
     """A place in storage: the pyarrow filesystem and the path inside it, plus the URI users gave."""

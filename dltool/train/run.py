@@ -20,8 +20,8 @@ from dltool.config.models import ExperimentConfig, TrainSettings
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.barrier import attempt_logs
 from dltool.storage.fs import Location, open_location
-from dltool.storage.stores import storage_settings, with_storage
 from dltool.storage.manifest import Manifest, manifest_hash
+from dltool.storage.stores import storage_settings, with_storage
 from dltool.train import checkpoints as ckpt
 from dltool.train.job import TrainJob
 from dltool.train.metrics import loss_name, resolve_metrics

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.dataset as pads
 
 from dltool.shards.codec import TensorSpec, decode_tensors
-from tests.conftest import ROOT, read_split, run_ingest_cli as ingest
-
+from tests.conftest import ROOT, read_split
+from tests.conftest import run_ingest_cli as ingest
 
 
 def test_csv_config_ingests_with_fitted_preprocessing(spark, tmp_path):

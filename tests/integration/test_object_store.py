@@ -51,10 +51,17 @@ def store_config(s3, tmp_path, shipped: str, name: str, epochs: int, storage: di
     return path
 
 
-def test_images_ingest_train_eval_predict_on_the_store(spark, s3, raw, tmp_path):
-    config = store_config(s3, tmp_path, "images", "digits", epochs=3, storage=s3.storage)
+@pytest.fixture(scope="module")
+def digits(spark, s3, raw, tmp_path_factory):
+    """The uploaded images ingested from the store into the store, once: (config, ingest summary)."""
+    config = store_config(s3, tmp_path_factory.mktemp("digits"), "images", "digits", epochs=3, storage=s3.storage)
     result, ingested = cli("ingest", config)
     assert result.exit_code == 0, result.output
+    return config, ingested
+
+
+def test_images_ingest_train_eval_predict_on_the_store(s3, raw, digits):
+    config, ingested = digits
     assert ingested["counts"]["ok"] == raw["images"] and ingested["dataset"] == s3.uri("datasets", "digits")
     keys = s3.objects("datasets/digits")
     assert "datasets/digits/_SUCCESS" in keys and "datasets/digits/_manifest.json" in keys
@@ -108,6 +115,25 @@ def test_images_ingest_train_eval_predict_on_the_store(spark, s3, raw, tmp_path)
         assert s3.secret.encode() not in body and s3.access_key.encode() not in body, key
     for summary in (ingested, trained, scored, predicted, rebuilt):
         assert s3.secret not in json.dumps(summary) and s3.access_key not in json.dumps(summary)
+
+
+def test_a_failed_train_on_the_store_leaves_nothing_eval_or_predict_accepts(s3, digits, tmp_path):
+    from dltool.config.loader import load_config
+    from dltool.errors import DltoolError
+    from dltool.train.run import run_training
+
+    config = load_config(digits[0], {"train.run_dir": s3.uri("runs", "failed"), "train.max_retries": 0})
+    with pytest.raises(DltoolError, match="injected fault"):
+        run_training(config, progress=False, fault={"rank": 0, "epoch": 1, "attempts": [0]})
+    run = s3.objects("runs/failed")
+    assert "runs/failed/run.json" in run and not [k for k in run if k.endswith("checkpoint.json") or "/model/" in k]
+    args = ["--run-dir", s3.uri("runs", "failed")]
+    for verb in (["eval", str(digits[0]), *args],
+                 ["predict", str(digits[0]), *args, "--input", s3.uri("datasets", "digits"), "--output", s3.uri("preds", "failed")]):  # fmt: skip
+        result = CliRunner().invoke(app, verb)
+        assert result.exit_code == 2, result.output
+        assert "no final model and no complete checkpoint" in result.stderr
+    assert not s3.objects("preds/failed")
 
 
 def test_audio_from_the_store_with_storage_options_on_the_command_line(spark, s3, raw, tmp_path):

@@ -12,7 +12,6 @@ import pytest
 from tests.conftest import read_split
 from tests.conftest import run_ingest_cli as ingest
 
-
 SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dltool.cli import app
-from dltool.readers import AudioReaderConfig, CsvReaderConfig, ImageReaderConfig, TableReaderConfig
 from dltool.config.reference import REGENERATE, render_reference
+from dltool.readers import AudioReaderConfig, CsvReaderConfig, ImageReaderConfig, TableReaderConfig
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "config-reference.md"
 READERS = [ImageReaderConfig, AudioReaderConfig, CsvReaderConfig, TableReaderConfig]

@@ -110,3 +110,17 @@ def test_on_a_store_the_folder_is_written_in_place_and_only_the_marker_says_comp
         assert not unfinished(target)
         target.child("_SUCCESS").write_bytes(b"")
         assert Manifest.read(target).name == "new"
+
+
+def test_a_vanished_object_is_a_bad_record_and_an_unreachable_store_is_an_error(s3):
+    from dltool.errors import RecordError
+    from dltool.spark.ingest import _read
+
+    with storage_scope(s3.storage):
+        fs = open_location(s3.uri("unit")).fs
+    with pytest.raises(RecordError, match="disappeared|cannot read file"):
+        _read(fs, f"{BUCKET}/unit/never-written.png", 1 << 20)
+    with storage_scope({"endpoint_url": "http://127.0.0.1:9", "anonymous": True}):
+        dead = open_location("s3://bucket/x").fs
+    with pytest.raises(StorageError, match="^s3://bucket/x.png: cannot read from the store: "):
+        _read(dead, "bucket/x.png", 1 << 20)
