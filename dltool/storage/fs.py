@@ -6,6 +6,8 @@ import errno
 import fnmatch
 import os
 import posixpath
+import re
+import stat
 from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import urlsplit
@@ -154,20 +156,28 @@ def _walk_local(base: str) -> list[_Listed]:
         dirs[:] = sorted(d for d in dirs if not (os.path.islink(os.path.join(folder, d)) and inside(os.path.join(folder, d))))
         for name in sorted(names):
             path = os.path.join(folder, name)
-            try:
-                st = os.stat(path)
-            except OSError as e:
-                if not os.path.islink(path):
-                    raise
-                why = "symbolic link loop" if e.errno == errno.ELOOP else "dangling symbolic link"
-                listed.append(_Listed(path, 0, 0, f"{why} to {os.readlink(path)!r}"))
-                continue
-            linked_inside = os.path.islink(path) and inside(path)
-            if linked_inside or (st.st_dev, st.st_ino) in seen_files or not os.path.isfile(path):
+            st = os.lstat(path)  # one system call for a plain file; links need a second
+            link = stat.S_ISLNK(st.st_mode)
+            if link:
+                try:
+                    st = os.stat(path)
+                except OSError as e:
+                    why = "symbolic link loop" if e.errno == errno.ELOOP else "dangling symbolic link"
+                    listed.append(_Listed(path, 0, 0, f"{why} to {os.readlink(path)!r}"))
+                    continue
+            if (link and inside(path)) or (st.st_dev, st.st_ino) in seen_files or not stat.S_ISREG(st.st_mode):
                 continue
             seen_files.add((st.st_dev, st.st_ino))
             listed.append(_Listed(path, st.st_size, st.st_mtime_ns))
     return listed
+
+
+def _matcher(patterns: Iterable[str]):
+    """One compiled regex for a list of case-insensitive glob patterns (matched against lower-cased paths)."""
+    patterns = [p.lower() for p in patterns]
+    if not patterns:
+        return lambda path: False
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = ()) -> tuple[list[InputFile], int]:
@@ -195,16 +205,14 @@ def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = 
             listed = [_Listed(i.path, i.size or 0, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File]
     except OSError as e:
         raise StorageError(f"{root.uri}: cannot list input: {e}") from e
-    include = [p.lower() for p in include]
-    exclude = [p.lower() for p in exclude]
+    included, excluded = _matcher(include), _matcher(exclude)
+    base = root.path.rstrip("/") + "/"
     matched, left_out = [], 0
     for item in listed:
-        rel = posixpath.relpath(item.path, root.path)
+        rel = item.path[len(base):] if item.path.startswith(base) else posixpath.relpath(item.path, root.path)
         low = rel.lower()
-        hidden = any(part.startswith((".", "_")) for part in rel.split("/"))  # .crc, _SUCCESS, .DS_Store
-        if not hidden and any(fnmatch.fnmatchcase(low, p) for p in include) and not any(
-            fnmatch.fnmatchcase(low, p) for p in exclude
-        ):
+        hidden = low[0] in "._" or "/." in low or "/_" in low  # .crc, _SUCCESS, .DS_Store at any depth
+        if not hidden and included(low) and not excluded(low):
             matched.append(InputFile(item.path, rel, item.size, item.mtime_ns, item.problem))
         else:
             left_out += 1

@@ -142,6 +142,9 @@ def test_audio_from_the_store_with_storage_options_on_the_command_line(spark, s3
     result, ingested = cli("ingest", config, *options)
     assert result.exit_code == 0, result.output
     assert ingested["counts"]["inputs"] == raw["audio"] and ingested["counts"]["ok"] >= raw["audio"] - 5
+    result, described = cli("inspect", s3.uri("datasets", "sounds"), *options)
+    assert result.exit_code == 0, result.output
+    assert described["complete"] and described["counts"] == ingested["counts"]
     result, trained = cli("train", config, *options)
     assert result.exit_code == 0, result.output
     assert trained["epochs_done"] == 2
