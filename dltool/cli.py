@@ -34,6 +34,8 @@ MasterOpt = Annotated[Optional[str], typer.Option("--master", help="Spark master
 ConfOpt = Annotated[
     Optional[list[str]], typer.Option("--conf", help="Extra Spark setting KEY=VALUE (repeatable).", show_default=False)
 ]
+DataOpt = Annotated[Optional[str], typer.Option("--data", help="Dataset location (overrides dataset.path).")]
+RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")]
 StorageOpt = Annotated[
     Optional[list[str]],
     typer.Option("--storage-option", help="Object-store setting KEY=VALUE of the config's storage: section, e.g. "
@@ -56,7 +58,8 @@ def _text(value) -> str:
 
 def _finish(summary: dict, as_json: bool, exit_code: int = 0) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        # One line: schedulers (Airflow's XCom) take a command's last line of output as its result.
+        sys.stdout.write(json.dumps(summary, default=str) + "\n")
     raise typer.Exit(exit_code)
 
 
@@ -164,12 +167,15 @@ def _report_ingest(summary: IngestResult | IngestPlan) -> None:
 @app.command()
 def train(
     config: ConfigArg,
-    data: Annotated[Optional[str], typer.Option("--data", help="Dataset location (overrides dataset.path).")] = None,
-    run_dir: Annotated[Optional[str], typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")] = None,
+    data: DataOpt = None,
+    run_dir: RunDirOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="TensorFlow workers (overrides train.workers).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (overrides train.epochs).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run dir's newest checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the run dir's previous run first.")] = False,
+    mlflow: Annotated[
+        Optional[str], typer.Option("--mlflow", help="Log the run to this MLflow tracking URI (tracking.mlflow.tracking_uri).")
+    ] = None,
     master: MasterOpt = None,
     conf: ConfOpt = None,
     storage: StorageOpt = None,
@@ -180,7 +186,8 @@ def train(
         from dltool.train.run import run_training
 
         overrides = _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir)
-        overrides.update({k: v for k, v in {"train.workers": workers, "train.epochs": epochs}.items() if v is not None})
+        overrides.update({k: v for k, v in {"train.workers": workers, "train.epochs": epochs,
+                                            "tracking.mlflow.tracking_uri": mlflow}.items() if v is not None})  # fmt: skip
         cfg = _load(config, overrides)
         summary = run_training(cfg, resume=resume, overwrite=overwrite, progress=not as_json)
     except DltoolError as e:
@@ -206,14 +213,19 @@ def eval_(
         typer.Option("--checkpoint", help="'all', or checkpoint folders / .keras files, comma-separated; "
                      "default: the final model (else the best checkpoint)."),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Score this file instead of the run's models: an exported SavedModel folder, "
+                     ".tflite or .onnx file (dltool export), or a .keras file."),
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split to score.")] = "test",
     input: Annotated[
         str | None,
         typer.Option("--input", "-i", help="Labelled raw inputs to score instead of a split (a class-folder tree, "
                      "a CSV with the label column), read as the dataset was."),
     ] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Dataset location (overrides dataset.path).")] = None,
-    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")] = None,
+    data: DataOpt = None,
+    run_dir: RunDirOpt = None,
     fail_under: Annotated[
         list[str] | None,
         typer.Option("--fail-under", help="Exit 3 unless METRIC=VALUE is met (at least; at most for loss, mae, "
@@ -232,8 +244,9 @@ def eval_(
 
         gates = parse_fail_under(fail_under)
         cfg = _load(config, _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir))
-        raw = input if input is None or "://" in input else os.path.abspath(input)
-        summary = run_eval(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json, input_uri=raw)
+        raw, artefact = (None if p is None or "://" in p else os.path.abspath(p) for p in (input, model))
+        summary = run_eval(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json,
+                           input_uri=raw or input, model_uri=artefact or model)  # fmt: skip
     except QualityGateError as e:
         _report_eval(e.summary)
         print(f"dltool: error: {e}", file=sys.stderr)
@@ -246,6 +259,115 @@ def eval_(
 
 
 @app.command()
+def export(
+    config: ConfigArg,
+    formats: Annotated[
+        list[str],
+        typer.Option("--format", "-f", help="savedmodel, tflite, tflite-fp16, tflite-int8 or onnx (repeatable).",
+                     show_default=False),
+    ],
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Folder for the files (default RUN_DIR/export).")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Checkpoint folder or .keras file; default: the run's final model.")
+    ] = None,
+    calibration: Annotated[int, typer.Option("--calibration", help="Train rows that calibrate tflite-int8.")] = 500,
+    split: Annotated[str, typer.Option("--split", help="Split each format is scored on.")] = "test",
+    max_drop: Annotated[
+        list[str] | None,
+        typer.Option("--max-drop", help="Exit 3 when a format loses more than METRIC=VALUE against the Keras model.",
+                     show_default=False),
+    ] = None,
+    data: DataOpt = None,
+    run_dir: RunDirOpt = None,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export the run's model (SavedModel, TFLite float/fp16/int8, ONNX), score each file against it: export.json."""
+    from dltool.errors import QualityGateError
+
+    try:
+        from dltool.export import parse_max_drop, run_export
+
+        drops = parse_max_drop(max_drop)
+        cfg = _load(config, _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir))
+        target = output if output is None or "://" in output else os.path.abspath(output)
+        summary = run_export(cfg, formats, output=target, checkpoint=checkpoint, calibration=calibration, split=split,
+                             max_drop=drops, progress=not as_json)  # fmt: skip
+    except QualityGateError as e:
+        _report_export(e.summary)
+        print(f"dltool: error: {e}", file=sys.stderr)
+        _finish({**e.summary, "status": "failed_gate", "exit_code": e.exit_code, "message": str(e)}, as_json, e.exit_code)
+    except DltoolError as e:
+        _fail(e, as_json)
+    _report_export(summary)
+    _finish({**summary, "status": "ok", "exit_code": 0}, as_json)
+
+
+def _report_export(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    metric = summary["metric"]
+    table = Table(title=f"export: {metric} on {summary['split']}, against the Keras model")
+    for column in ("format", "size", metric, "drop", "latency (1 row)", "rows/s (batch 256)"):
+        table.add_column(column, justify="left" if column == "format" else "right")
+    for row in summary["formats"]:
+        value, drop = row[metric], row["drop"]
+        table.add_row(row["format"], f"{row['bytes'] / 1024:,.0f} KiB", "–" if value is None else f"{value:.4f}",
+                      "" if row["format"] == "keras" or drop is None else f"{drop:+.4f}", f"{row['latency_ms']:.2f} ms",
+                      f"{row['rows_per_s']:,.0f}")  # fmt: skip
+    Console(stderr=True).print(table)
+    _say(f"files and export.json in {_text(summary['output'])}")
+
+
+@app.command("run")
+def run_(
+    config: ConfigArg,
+    until: Annotated[str, typer.Option("--until", help="Last step: ingest, train, eval or export.")] = "eval",
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option("--fail-under", help="Eval's quality gate METRIC=VALUE (exit 3 when missed); repeatable.",
+                     show_default=False),
+    ] = None,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="Export formats for --until export (repeatable).", show_default=False),
+    ] = None,
+    max_drop: Annotated[
+        list[str] | None,
+        typer.Option("--max-drop", help="Export's gate METRIC=VALUE against the Keras model; repeatable.",
+                     show_default=False),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo every step, up to date or not.")] = False,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest, train, eval (and export) in one Spark application, skipping steps that are up to date."""
+    try:
+        from dltool.chain import ChainError, run_chain
+        from dltool.evaluate.score import parse_fail_under
+        from dltool.export import parse_max_drop
+
+        gates, drops = parse_fail_under(fail_under), parse_max_drop(max_drop)
+        cfg = _load(config, _overrides(master, conf, storage))
+        summary = run_chain(cfg, until=until, fail_under=gates, formats=formats or [], max_drop=drops,
+                            overwrite=overwrite, progress=not as_json)  # fmt: skip
+    except ChainError as e:
+        print(f"dltool: error: {e.summary['failed_step']}: {e}", file=sys.stderr)
+        _finish(e.summary, as_json, e.exit_code)
+    except DltoolError as e:
+        _fail(e, as_json)
+    for step, result in summary["steps"].items():
+        _say(f"{step}: {_text(result.get('status', 'done'))}")
+    _say(f"done in {summary['seconds']} s")
+    _finish(summary, as_json)
+
+
+@app.command()
 def predict(
     config: ConfigArg,
     input: Annotated[str, typer.Option("--input", "-i", help="A dltool dataset, a raw image/audio folder, or raw CSV file(s).")],
@@ -253,8 +375,13 @@ def predict(
     checkpoint: Annotated[
         str | None, typer.Option("--checkpoint", help="Checkpoint folder or .keras file; default: the run's final model.")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Predict with this model instead of the run's: a .keras/.tflite/.onnx file, a "
+                     "SavedModel folder, or a registered MLflow model (models:/NAME@ALIAS)."),
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="Split to predict when --input is a dataset.")] = "test",
-    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")] = None,
+    run_dir: RunDirOpt = None,
     keep: Annotated[
         list[str] | None,
         typer.Option("--keep", help="Table column copied into the output (an id); repeatable.", show_default=False),
@@ -272,8 +399,9 @@ def predict(
         cfg = _load(config, _overrides(master, conf, storage, train__run_dir=run_dir))
         source = input if "://" in input else os.path.abspath(input)
         target = output if "://" in output else os.path.abspath(output)
+        local = model is not None and "://" not in model and not model.startswith(("models:/", "runs:/"))
         summary = run_predict(cfg, source, target, checkpoint=checkpoint, split=split, overwrite=overwrite,
-                              progress=not as_json, keep=keep or [])  # fmt: skip
+                              progress=not as_json, keep=keep or [], model_uri=os.path.abspath(model) if local else model)  # fmt: skip
     except DltoolError as e:
         _fail(e, as_json)
     quarantined = f", {summary['quarantined']} quarantined" if summary["raw_input"] else ""

@@ -6,6 +6,7 @@ Each reader's section (`ingest:` with `reader: NAME`) is declared in its own mod
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Literal, Optional, Union
 
@@ -56,6 +57,21 @@ class StorageSettings(Section):
         if self.endpoint_url and "@" in self.endpoint_url.split("://", 1)[-1].split("/", 1)[0]:
             raise ValueError("endpoint_url must not hold credentials: use AWS_* variables or a profile")
         return self
+
+
+class MlflowSettings(Section):
+    """Log runs to an MLflow tracking server (needs `pip install 'dltool[mlflow]'`)."""
+
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. http://mlflow.internal:5000 (or a file:// or sqlite:// store).")
+    experiment: str = Field("dltool", description="MLflow experiment (created when missing).")
+    run_name: str | None = Field(None, description="Name of the MLflow run (default: the config's name).")
+    register_as: str | None = Field(None, description="Register the trained model under this name in the model registry.")
+
+
+class TrackingSettings(Section):
+    """Where runs are recorded besides the run directory."""
+
+    mlflow: MlflowSettings | None = Field(None, description="MLflow: config as params, per-epoch metrics, files, model.")
 
 
 class SplitSettings(Section):
@@ -302,6 +318,7 @@ class ExperimentConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Experiment name (letters, digits, _ . -).")
     spark: SparkSettings = SparkSettings()
     storage: StorageSettings = StorageSettings()
+    tracking: TrackingSettings = TrackingSettings()
     dataset: DatasetSettings
     # The registered readers' configs, tagged by `reader:` (see use_readers).
     ingest: Optional[Section] = Field(None, description="How to ingest the dataset (needed by ingest).")
@@ -312,6 +329,18 @@ class ExperimentConfig(Section):
     @property
     def source_dir(self) -> str | None:
         return self._source_dir
+
+    def redacted(self) -> dict:
+        """The config as JSON for files dltool writes (run dir snapshot, trackers): Spark settings that look
+        like secrets (spark.hadoop.fs.s3a.secret.key, a password, a token) show as REDACTED, as Spark's UI does."""
+        data = json.loads(self.model_dump_json())
+        conf = data["spark"]["conf"]
+        data["spark"]["conf"] = {k: REDACTED if SECRET_KEY.search(k) else v for k, v in conf.items()}
+        return data
+
+
+SECRET_KEY = re.compile(r"(?i)secret|password|token|access[._-]?key|credential")  # Spark's redaction regex, widened
+REDACTED = "*********(redacted)"
 
 
 def use_readers() -> None:

@@ -34,20 +34,37 @@ def run_predict(
     overwrite: bool = False,
     progress: bool = True,
     keep: list[str] = (),
+    model_uri: str | None = None,
 ) -> dict:
     """Predict every row of a dataset split, or every record of a raw input; returns the summary.
+
+    `model_uri`: predict with this model instead of the run's: a .keras, .tflite or .onnx file, a
+    SavedModel folder, or a registered MLflow model (`models:/NAME@ALIAS`, `models:/NAME/VERSION`).
 
     Raw inputs keep their label (`label`, `label_name` columns) when they carry the one the model
     was trained on: every file in a known class folder, or the table's label column. `keep`:
     table columns copied into the output (ids), from raw rows or a dataset's passthrough columns.
     """
-    from dltool.evaluate.targets import check_target, resolve_targets
+    from dltool.evaluate.targets import check_target, model_target, resolve_targets
 
     started = time.monotonic()
-    if config.train is None:
-        raise ConfigError("the config has no 'train' section: no run to predict with")
+    if model_uri is not None and checkpoint is not None:
+        raise ConfigError("--model and --checkpoint both name the model: give one")
+    if config.train is None and model_uri is None:
+        raise ConfigError("the config has no 'train' section: no run to predict with (or pass --model)")
+    if model_uri is not None and model_uri.startswith(("models:/", "runs:/")):
+        # Downloaded beside the output, where every executor can read it, for the length of the run.
+        staged = open_location(output_uri).sibling(f".model-{uuid.uuid4().hex[:8]}.keras")
+        try:
+            _stage_registered_model(config, model_uri, staged)
+            return run_predict.__wrapped__(config, input_uri, output_uri, None, split, overwrite, progress, keep, staged.uri)
+        finally:
+            staged.delete()
     trained_on = Manifest.read(open_location(config.dataset.path))
-    targets = resolve_targets(open_location(config.train.run_dir), checkpoint)
+    if model_uri is not None:
+        targets = [model_target(model_uri)]
+    else:
+        targets = resolve_targets(open_location(config.train.run_dir), checkpoint)
     if len(targets) != 1:
         raise ConfigError("predict takes one model: pass --checkpoint PATH (or none for the run's final/best model)")
     target = targets[0]
@@ -177,6 +194,20 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
     return config.ingest.label in reader.source_columns(spark, paths)
 
 
+def _stage_registered_model(config: ExperimentConfig, uri: str, staged: Location) -> None:
+    """The registered model's .keras file, downloaded from MLflow, written to `staged`."""
+    import tempfile
+    from pathlib import Path
+
+    from dltool.tracking import mlflow_model_path
+
+    tracking = config.tracking.mlflow
+    with tempfile.TemporaryDirectory(prefix="dltool-mlflow-") as folder:
+        local = Path(mlflow_model_path(uri, folder, tracking.tracking_uri if tracking else None))
+        staged.fs.create_dir(staged.path.rsplit("/", 1)[0], recursive=True)
+        staged.write_bytes(local.read_bytes())
+
+
 def _number(text: str | None) -> float | None:
     try:
         return float(text)
@@ -239,20 +270,19 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dltool.evaluate.score import graph_predict, load_model, task_tensorflow
+    from dltool.evaluate.artefacts import load_predictor
+    from dltool.evaluate.score import task_tensorflow, task_threads
     from dltool.shards.feed import FeedUnit, ShardFeed
 
     tf = task_tensorflow()  # before keras, which imports TensorFlow loudly
-    import keras
     manifest = job["manifest"]
     labelled = manifest.label.kind is not None
     units = [FeedUnit(*u) for u in units]
     feed = ShardFeed(job["dataset"], manifest, units, cache_mb=0, with_labels=labelled)
-    model = load_model(keras, job["model"], job["modules"])
-    predict = graph_predict(tf, model, tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype))
+    predict = load_predictor(tf, job["model"], job["modules"], task_threads()).predict
     outputs, labels = [], []
     for x, y in feed.one_pass(256):
-        outputs.append(predict(x).numpy())
+        outputs.append(predict(x))
         if y is not None:
             labels.append(y)
     dataset = open_location(job["dataset"])

@@ -47,6 +47,7 @@ def run_eval(
     fail_under: dict[str, float] | None = None,
     progress: bool = True,
     input_uri: str | None = None,
+    model_uri: str | None = None,
 ) -> EvalResult:
     """Score the run's model(s) on a split; returns the scores (what eval.json holds) plus `eval_dir` and `seconds`.
 
@@ -58,6 +59,9 @@ def run_eval(
     `input_uri`: labelled raw inputs (a class-folder tree, a CSV with the label column) to score
     instead of a split: read with the dataset's own reader and fitted preprocessing into a
     temporary dataset, as predict does; results go to RUN_DIR/eval/input-NAME/.
+
+    `model_uri`: score this artefact instead of the run's models (an exported SavedModel,
+    .tflite or .onnx file, or a .keras file); results go to RUN_DIR/eval/SPLIT-NAME/.
     """
     from dltool.evaluate import targets as tg
 
@@ -71,8 +75,11 @@ def run_eval(
     if kind not in ("class", "regression"):
         raise ConfigError(f"{dataset.uri}: the dataset has no labels (ingest label source 'none'): nothing to score against")
     run_dir = open_location(train.run_dir)
-    targets = tg.resolve_targets(run_dir, checkpoint)  # before any Spark work: a missing run fails at once
-    eval_name, temp = split, None
+    if model_uri is not None and checkpoint is not None:
+        raise ConfigError("--model and --checkpoint both name what to score: give one")
+    # Before any Spark work: a missing run or model fails at once.
+    targets = [tg.model_target(model_uri)] if model_uri else tg.resolve_targets(run_dir, checkpoint)
+    eval_name, temp = (f"{split}-{_name_of(targets[0].location)}" if model_uri else split), None
     if input_uri is not None:
         from dltool.evaluate.predict import ingest_raw
 
@@ -125,7 +132,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
 
     spark = spark_session(config.spark, user_code=config_code(config))
     job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "sums": sums, "modules": factory_modules(config),
-           "models": [t.model.uri for t in targets], "labels": [t.label for t in targets],
+           "models": [t.model.uri for t in targets],
            "batch": SCORE_BATCH, "cache_mb": train.cache_mb if len(targets) > 1 else 0}  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
     results, mistakes = score_checkpoints(spark, job, default_parallelism(spark), progress=progress, description=title)
@@ -151,6 +158,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
         from dltool.evaluate import report
 
         report.mistakes_png(worst, manifest.reader, manifest.feature_names, eval_dir.child(MISTAKES_PNG).uri)
+    _track(run_dir, eval_name, headline(summary.scored.metrics), eval_dir)
     summary = replace(summary, seconds=round(time.monotonic() - started, 1))
     missed = [gate for gate in summary.gates if not gate.passed]
     if missed:
@@ -162,19 +170,36 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     return summary
 
 
+def _track(run_dir: Location, eval_name: str, figures: dict, eval_dir: Location) -> None:
+    """Metrics (as EVAL_NAME_METRIC), eval.json and plots into the MLflow run the training recorded, if any."""
+    from dltool.tracking import Tracker
+    from dltool.train import checkpoints as ckpt
+
+    tracker = Tracker.reopen((ckpt.read_json(run_dir.child(ckpt.RUN_FILE)) or {}).get("mlflow"))
+    if tracker is not None:
+        tracker.log_metrics(figures, prefix=f"{eval_name}_")
+        tracker.log_files(eval_dir, f"eval/{eval_name}")
+
+
 def parse_fail_under(items: list[str] | None) -> dict[str, float]:
     """`--fail-under NAME=VALUE` options as {name: threshold}; the names are checked by run_eval."""
-    gates: dict[str, float] = {}
+    return parse_metric_values("--fail-under", items, "accuracy=0.9")
+
+
+def parse_metric_values(option: str, items: list[str] | None, example: str, minimum: float = -math.inf) -> dict[str, float]:
+    """Repeated `OPTION METRIC=NUMBER` options as {metric: number}; one ConfigError for a malformed one."""
+    values: dict[str, float] = {}
     for item in items or ():
         name, sep, value = item.partition("=")
         try:
-            threshold = float(value)
+            number = float(value)
         except ValueError:
-            threshold = math.nan
-        if not sep or not name.strip() or not math.isfinite(threshold):
-            raise ConfigError(f"--fail-under {item!r}: expected METRIC=NUMBER, e.g. --fail-under accuracy=0.9")
-        gates[name.strip()] = threshold
-    return gates
+            number = math.nan
+        if not sep or not name.strip() or not math.isfinite(number) or number < minimum:
+            bound = f" >= {minimum:g}" if math.isfinite(minimum) else ""
+            raise ConfigError(f"{option} {item!r}: expected METRIC=NUMBER{bound}, e.g. {option} {example}")
+        values[name.strip()] = number
+    return values
 
 
 # ---------------------------------------------------------------------------------------- driver checks
@@ -306,23 +331,20 @@ def _score_share(job: dict, rank: int, units: list) -> Iterator[dict]:
     tf = task_tensorflow()
     import keras
 
+    from dltool.evaluate.artefacts import load_predictor
+
     spec = job["sums"]
     units = [FeedUnit(*u) for u in units]
     feed = ShardFeed(job["dataset"], job["manifest"], units, cache_mb=job["cache_mb"])
-    for index, (uri, label) in enumerate(zip(job["models"], job["labels"])):
-        model = load_model(keras, uri, job["modules"])
-        input_shape = tuple(model.inputs[0].shape)
-        outputs = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ConfigError(f"{uri}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                              "dltool scores models with one features input and one output")  # fmt: skip
-        check_signature(uri, input_shape[1:], str(model.inputs[0].dtype), outputs, job["manifest"])
-        predict = graph_predict(tf, model, tf.TensorSpec([None, *input_shape[1:]], model.inputs[0].dtype))
+    for index, uri in enumerate(job["models"]):
+        model = load_predictor(tf, uri, job["modules"], task_threads())
+        check_signature(uri, model.shape, model.dtype, model.outputs, job["manifest"])
+        predict = model.predict
         classify = spec["task"] == "classification"
         sums = ClassificationSums(spec["class_names"], spec["top_k"]) if classify else RegressionSums(spec["loss"])
         mistakes, seen = [], 0
         for x, y in feed.one_pass(job["batch"]):
-            outputs = predict(x).numpy()
+            outputs = predict(x)
             sums.update(y, outputs)
             if classify:
                 mistakes = _worst(mistakes + _wrong(y, outputs, seen, units))
@@ -352,16 +374,6 @@ def _wrong(y, probabilities, first: int, units) -> list[dict]:
         found.append({"probability": float(probabilities[i, predicted[i]]), "true": int(y[i]), "predicted": int(predicted[i]),
                       "file": unit.file, "row_group": unit.row_group, "row": unit.start + offset})  # fmt: skip
     return found
-
-
-def graph_predict(tf, model, signature):
-    """The model as a graph function traced once for any batch size; predict() per batch is far slower."""
-
-    @tf.function(input_signature=[signature])
-    def predict(x):
-        return model(x, training=False)
-
-    return predict
 
 
 # What TensorFlow 2.21 writes to stderr on import, whatever TF_CPP_MIN_LOG_LEVEL says (before absl is set up).
@@ -397,14 +409,19 @@ def import_tensorflow_quietly():
     return tf
 
 
+def task_threads() -> int:
+    """The CPUs of this Spark task (1 outside a task)."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, int(context.cpus())) if context is not None else 1
+
+
 def task_tensorflow():
     """TensorFlow for this Python worker, limited to the task's CPUs (set once: TF fixes threads at start)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf = import_tensorflow_quietly()
-    from pyspark import TaskContext
-
-    context = TaskContext.get()
-    threads = max(1, int(context.cpus())) if context is not None else 1
+    threads = task_threads()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -416,45 +433,6 @@ def task_tensorflow():
         except RuntimeError:
             pass
     return tf
-
-
-def load_model(keras, uri: str, modules: list[str] = ()):
-    """keras.models.load_model from a local copy when the file is remote; one line when it is damaged.
-
-    `modules` are imported first: a factory's module registers the custom layers its models use.
-    """
-    import importlib
-
-    from dltool.train.checkpoints import local_scratch
-
-    for module in modules:
-        importlib.import_module(module)
-
-    location = open_location(uri)
-    scratch = None
-    import pyarrow.fs as pafs
-
-    path = location.path
-    if not isinstance(location.fs, pafs.LocalFileSystem):
-        scratch = local_scratch("eval-model")
-        path = str(scratch / "model.keras")
-        with open(path, "wb") as f:
-            f.write(location.read_bytes())
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # zip, h5py and Keras errors for a damaged file
-        raise DltoolError(f"{uri}: cannot load the model ({type(e).__name__}: {_first_line(e)}); "
-                          "the file is damaged or from another Keras version") from e  # fmt: skip
-    finally:
-        if scratch is not None:
-            import shutil
-
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _first_line(error: BaseException, limit: int = 300) -> str:
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -------------------------------------------------------------------------------------------- outputs

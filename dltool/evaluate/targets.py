@@ -19,7 +19,7 @@ from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import Manifest
 from dltool.train import checkpoints as ckpt
 
-__all__ = ["EvalTarget", "check_signature", "check_target", "resolve_targets"]
+__all__ = ["EvalTarget", "check_signature", "check_target", "model_target", "resolve_targets"]
 
 FINAL = "final"  # the label of the run's final model, run_dir/model/model.keras
 
@@ -56,6 +56,17 @@ def resolve_targets(run_dir: Location, checkpoint: str | None = None) -> list[Ev
     if not parts:
         raise ConfigError("--checkpoint: expected 'all' or one or more comma-separated checkpoint paths")
     return [_named_target(run_dir, part) for part in parts]
+
+
+def model_target(uri: str) -> EvalTarget:
+    """`--model PATH`: a .keras, .tflite or .onnx file or a SavedModel folder, scored as it is."""
+    from dltool.evaluate.artefacts import artefact_kind
+
+    location = open_location(uri)
+    if not location.exists():
+        raise InputNotFoundError(f"{location.uri}: model not found")
+    artefact_kind(location)  # a ConfigError for anything else
+    return EvalTarget(posixpath.basename(location.path.rstrip("/")), location, location, None, {})
 
 
 def _default_target(run_dir: Location) -> EvalTarget:
@@ -138,8 +149,9 @@ def check_target(target: EvalTarget, manifest: Manifest, dataset_hash: str) -> N
             f"{target.location.uri}: trained on another dataset (manifest hash {recorded}, this dataset "
             f"{dataset_hash}); pass --data with the dataset the run was trained on"
         )
-    shape, dtype, outputs = _saved_signature(target.model)
-    check_signature(target.location.uri, shape, dtype, outputs, manifest)
+    if target.model.path.endswith(".keras"):  # other formats are checked by the task that loads them
+        shape, dtype, outputs = _saved_signature(target.model)
+        check_signature(target.location.uri, shape, dtype, outputs, manifest)
 
 
 def check_signature(where: str, shape, dtype: str | None, outputs: int | None, manifest: Manifest) -> None:

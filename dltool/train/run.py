@@ -98,6 +98,10 @@ def run_training(
     # Workers build the model from the train section alone: `builtin: auto` is decided here,
     # where every reader (a plugin too) is registered.
     config = _with_auto_model_resolved(config, manifest)
+    if config.tracking.mlflow is not None:  # before Spark starts: an unreachable server costs nothing
+        from dltool.tracking import check_reachable
+
+        check_reachable(config.tracking.mlflow.tracking_uri)
     with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest, code) as check:
         # The model is built once in a child process while Spark starts, so a bad model stops
         # the run with exit 2 before any Spark job (measured: no later first step).
@@ -112,12 +116,13 @@ def run_training(
         view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
         model_info = check.result(wait=True, view=view)
         run_dir.fs.create_dir(run_dir.path, recursive=True)
-        ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), json.loads(config.model_dump_json()))
+        ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), config.redacted())
         status = {
             "status": "running", "name": config.name, "dltool_version": dltool.__version__,
             "train_hash": digest, "dataset": dataset.uri, "dataset_hash": manifest_hash(manifest),
             "workers": workers, "epochs": train.epochs, "attempts": 0, "model": model_info,
         }  # fmt: skip
+        tracker = _start_tracking(config, manifest, status, view)
         ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
         job = TrainJob(
             train=config.train, manifest=manifest, dataset=dataset.uri, run_dir=run_dir.uri,
@@ -130,12 +135,54 @@ def run_training(
             threads=max(1, task_slots(spark) // workers) if local else None,
             user_code=str(code) if local and code is not None else None, fault=fault, storage=storage_settings(),
         )  # fmt: skip
-        result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
+        try:
+            result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
+        except BaseException:
+            if tracker is not None:
+                tracker.finish("FAILED")
+            raise
+        if tracker is not None:
+            result["mlflow"] = _finish_tracking(tracker, config, manifest, run_dir)
     summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}
     if view.first_step_at is not None:
         summary["time_to_first_step_s"] = round(view.first_step_at - started, 1)
     ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
     return summary
+
+
+def _start_tracking(config: ExperimentConfig, manifest: Manifest, status: dict, view):
+    """The MLflow run for this training (config, dataset facts), when the config asks for one; epochs are
+    logged from the chief's events as the view receives them."""
+    settings = config.tracking.mlflow
+    if settings is None:
+        return None
+    from dltool.tracking import Tracker
+
+    tracker = Tracker.start(settings, config, run_name=config.name)
+    counts = manifest.counts
+    tracker.log_params({"dataset.manifest_hash": status["dataset_hash"], "dataset.uri": status["dataset"],
+                        "dataset.rows": counts.rows, "dataset.quarantined": counts.quarantined,
+                        **{f"dataset.{split}_rows": entry.rows for split, entry in manifest.splits.items()}})  # fmt: skip
+    status["mlflow"] = tracker.record()
+    handle = view.handle
+
+    def handle_and_log(event: dict) -> None:
+        if event.get("type") == "epoch":
+            tracker.log_metrics(event["logs"], step=event["epoch"])
+        handle(event)
+
+    view.handle = handle_and_log
+    return tracker
+
+
+def _finish_tracking(tracker, config: ExperimentConfig, manifest: Manifest, run_dir: Location) -> dict:
+    """History, TensorBoard logs and the kept model into the MLflow run; the model registered when asked."""
+    tracker.log_files(run_dir.child(ckpt.HISTORY_FILE), "")
+    if run_dir.child("tensorboard").exists():
+        tracker.log_files(run_dir.child("tensorboard"), "tensorboard")
+    version = tracker.log_keras_model(run_dir.child("model", ckpt.MODEL_FILE), manifest, config.tracking.mlflow.register_as)
+    tracker.finish()
+    return {**tracker.record(), "registered_as": config.tracking.mlflow.register_as, "version": version}
 
 
 def _with_auto_model_resolved(config: ExperimentConfig, manifest: Manifest) -> ExperimentConfig:

@@ -124,3 +124,16 @@ def test_a_vanished_object_is_a_bad_record_and_an_unreachable_store_is_an_error(
         dead = open_location("s3://bucket/x").fs
     with pytest.raises(StorageError, match="^s3://bucket/x.png: cannot read from the store: "):
         _read(dead, "bucket/x.png", 1 << 20)
+
+
+def test_the_run_dir_snapshot_of_the_config_hides_secret_spark_settings():
+    from dltool.config.models import REDACTED, ExperimentConfig
+
+    config = ExperimentConfig.model_validate({
+        "name": "x", "dataset": {"path": "/d"}, "storage": {"endpoint_url": "http://minio:9000"},
+        "spark": {"conf": {"spark.hadoop.fs.s3a.secret.key": "s3cr3t", "spark.hadoop.fs.s3a.access.key": "AKIA1",
+                           "spark.driver.memory": "2g"}}})  # fmt: skip
+    snapshot = config.redacted()
+    assert snapshot["spark"]["conf"] == {"spark.hadoop.fs.s3a.secret.key": REDACTED,
+                                         "spark.hadoop.fs.s3a.access.key": REDACTED, "spark.driver.memory": "2g"}  # fmt: skip
+    assert snapshot["storage"]["endpoint_url"] == "http://minio:9000" and "s3cr3t" not in json.dumps(snapshot)

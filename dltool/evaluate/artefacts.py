@@ -1,0 +1,200 @@
+"""A saved model of any format dltool writes as one batch predict function: .keras, SavedModel, TFLite, ONNX.
+
+Eval and export score them all with the same Spark job: each task loads the artefact once
+(`load_predictor`) and feeds its share of the split through `Predictor.predict`, numpy in,
+numpy out. TFLite runs in TensorFlow's own interpreter, ONNX in onnxruntime (the optional
+`dltool[export]` dependencies).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+from dltool.errors import ConfigError, DltoolError
+from dltool.storage.fs import Location, open_location
+
+__all__ = ["KINDS", "Predictor", "artefact_kind", "graph_predict", "load_model", "load_predictor"]
+
+KINDS = ("keras", "savedmodel", "tflite", "onnx")
+
+
+@dataclass
+class Predictor:
+    """A loaded model: its input (shape without the batch, dtype), output width, and predict(x) -> outputs."""
+
+    predict: Callable
+    shape: list
+    dtype: str
+    outputs: int | None
+
+
+def artefact_kind(location: Location) -> str:
+    """Which format a path holds, by its name (a SavedModel is a folder holding saved_model.pb)."""
+    name = location.path.rstrip("/").lower()
+    for suffix, kind in ((".keras", "keras"), (".tflite", "tflite"), (".onnx", "onnx")):
+        if name.endswith(suffix):
+            return kind
+    if location.child("saved_model.pb").exists():
+        return "savedmodel"
+    raise ConfigError(
+        f"{location.uri}: not a model dltool can score: expected a .keras, .tflite or .onnx file, or a SavedModel "
+        "folder (holding saved_model.pb)"
+    )
+
+
+def load_predictor(tf, uri: str, modules: list[str] = (), threads: int = 1) -> Predictor:
+    """Load the artefact at uri (copied here first when remote) as a Predictor."""
+    location = open_location(uri)
+    kind = artefact_kind(location)
+    if kind == "keras":
+        import keras
+
+        model = load_model(keras, uri, modules)
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ConfigError(f"{uri}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                              "dltool scores models with one features input and one output")  # fmt: skip
+        shape, dtype = list(model.inputs[0].shape[1:]), str(model.inputs[0].dtype)
+        run = graph_predict(tf, model, tf.TensorSpec([None, *shape], model.inputs[0].dtype))
+        return Predictor(lambda x: run(x).numpy(), shape, dtype, model.outputs[0].shape[-1])
+    with _local_copy(location) as path:
+        try:
+            return {"savedmodel": _savedmodel, "tflite": _tflite, "onnx": _onnx}[kind](tf, path, threads)
+        except (ConfigError, DltoolError):
+            raise
+        except Exception as e:  # noqa: BLE001 - each runtime raises its own types for a damaged file
+            raise DltoolError(f"{uri}: cannot load the {kind} model ({type(e).__name__}: {_first_line(e)})") from e
+
+
+def _savedmodel(tf, path: str, threads: int) -> Predictor:
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures.get("serving_default")
+    if serve is None:
+        raise ConfigError(f"{path}: the SavedModel has no serving_default signature")
+    inputs = serve.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise ConfigError(f"{path}: the SavedModel takes {len(inputs)} inputs; dltool scores models with one")
+    (name, spec), = inputs.items()
+    output = next(iter(serve.structured_outputs))
+
+    def predict(x):
+        return serve(**{name: tf.convert_to_tensor(x)})[output].numpy()
+
+    predict.loaded = loaded  # keep the trackable objects alive as long as the function
+    return Predictor(predict, list(spec.shape[1:]), spec.dtype.name, serve.structured_outputs[output].shape[-1])
+
+
+def tflite_interpreter(tf, path: str, threads: int = 1):
+    """TensorFlow's TFLite interpreter (deprecated for LiteRT from TF 2.20, still shipped; its warning is silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tf.lite.Interpreter(model_path=path, num_threads=threads)
+
+
+def _tflite(tf, path: str, threads: int) -> Predictor:
+    import numpy as np
+
+    interpreter = tflite_interpreter(tf, path, threads)
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    shape = [int(d) for d in source["shape"][1:]]
+    sized = {"batch": None}
+
+    def predict(x):
+        if sized["batch"] != len(x):
+            interpreter.resize_tensor_input(source["index"], [len(x), *shape])
+            interpreter.allocate_tensors()
+            sized["batch"] = len(x)
+        scale, zero = source["quantization"]
+        if source["dtype"] != x.dtype and scale:  # an integer input of a quantized model
+            x = np.round(x / scale + zero)
+        interpreter.set_tensor(source["index"], np.asarray(x, dtype=source["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(target["index"])
+        scale, zero = target["quantization"]
+        return (y.astype(np.float32) - zero) * scale if scale else y
+
+    return Predictor(predict, shape, np.dtype(source["dtype"]).name, int(target["shape"][-1]))
+
+
+def _onnx(tf, path: str, threads: int) -> Predictor:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise DltoolError("scoring an .onnx model needs onnxruntime: pip install 'dltool[export]'") from e
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    source, target = session.get_inputs()[0], session.get_outputs()[0]
+    if len(session.get_inputs()) != 1:
+        raise ConfigError(f"{path}: the ONNX model takes {len(session.get_inputs())} inputs; dltool scores models with one")
+    element = source.type.removeprefix("tensor(").removesuffix(")")
+    dtype = {"float": "float32", "double": "float64"}.get(element, element)
+    outputs = target.shape[-1] if isinstance(target.shape[-1], int) else None
+
+    def predict(x):
+        return session.run([target.name], {source.name: x})[0]
+
+    return Predictor(predict, [d if isinstance(d, int) else None for d in source.shape[1:]], dtype, outputs)
+
+
+class _local_copy:
+    """The artefact as a local path: itself when local, else a copy in a scratch folder removed afterwards."""
+
+    def __init__(self, location: Location):
+        self.location, self.scratch = location, None
+
+    def __enter__(self) -> str:
+        import pyarrow.fs as pafs
+
+        from dltool.train.checkpoints import local_scratch
+
+        if isinstance(self.location.fs, pafs.LocalFileSystem):
+            return self.location.path
+        self.scratch = local_scratch("model")
+        path = str(self.scratch / posixpath.basename(self.location.path.rstrip("/")))
+        if self.location.is_dir():
+            pafs.copy_files(self.location.path, path, source_filesystem=self.location.fs,
+                            destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+        else:
+            with open(path, "wb") as f:
+                f.write(self.location.read_bytes())
+        return path
+
+    def __exit__(self, *exc) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def graph_predict(tf, model, signature):
+    """The model as a graph function traced once for any batch size; predict() per batch is far slower."""
+
+    @tf.function(input_signature=[signature])
+    def predict(x):
+        return model(x, training=False)
+
+    return predict
+
+
+def load_model(keras, uri: str, modules: list[str] = ()):
+    """keras.models.load_model from a local copy when the file is remote; one line when it is damaged.
+
+    `modules` are imported first: a factory's module registers the custom layers its models use.
+    """
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
+    with _local_copy(open_location(uri)) as path:
+        try:
+            return keras.models.load_model(path, compile=False)
+        except Exception as e:  # zip, h5py and Keras errors for a damaged file
+            raise DltoolError(f"{uri}: cannot load the model ({type(e).__name__}: {_first_line(e)}); "
+                              "the file is damaged or from another Keras version") from e  # fmt: skip
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
