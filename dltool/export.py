@@ -119,18 +119,23 @@ def run_export(config: ExperimentConfig, formats: list[str], output: str | None 
 
 
 def drop_gates(rows: list[dict], metric: str, max_drop: dict[str, float]) -> list[dict]:
-    """Each exported format (rows after the Keras one) against each `--max-drop`: how much it lost, and whether
-    that is allowed. A loss is a lower accuracy, or a higher error (mae); a format that could not be scored fails."""
-    from dltool.evaluate.metrics import higher_is_better
-
-    sign = 1 if higher_is_better(metric) else -1
+    """Each exported format (rows after the Keras one) against each `--max-drop`: its loss (the row's `drop`)
+    and whether that is allowed; a format that could not be scored fails."""
     gates = []
     for row in rows[1:]:
         for name, allowed in max_drop.items():
-            lost = None if row["drop"] is None else sign * row["drop"]
-            gates.append({"format": row["format"], "metric": name, "max_drop": allowed, "drop": lost,
-                          "passed": lost is not None and lost <= allowed})  # fmt: skip
+            gates.append({"format": row["format"], "metric": name, "max_drop": allowed, "drop": row["drop"],
+                          "passed": row["drop"] is not None and row["drop"] <= allowed})  # fmt: skip
     return gates
+
+
+def loss_against_keras(metric: str, keras_value: float | None, value: float | None) -> float | None:
+    """What the format lost: a lower accuracy, or a higher error (mae); negative when it did better."""
+    from dltool.evaluate.metrics import higher_is_better
+
+    if keras_value is None or value is None:
+        return None
+    return round(keras_value - value if higher_is_better(metric) else value - keras_value, 6)
 
 
 def _track(run_dir: Location, out: Location, rows: list[dict], metric: str) -> None:
@@ -145,8 +150,8 @@ def _track(run_dir: Location, out: Location, rows: list[dict], metric: str) -> N
 
 
 def _row(fmt: str, uri: str, size: int, metric: str, value, keras_value, timing: dict) -> dict:
-    drop = None if value is None or keras_value is None else round(keras_value - value, 6)
-    return {"format": fmt, "path": uri, "bytes": size, metric: value, "drop": drop, **timing}
+    return {"format": fmt, "path": uri, "bytes": size, metric: value, "drop": loss_against_keras(metric, keras_value, value),
+            **timing}  # fmt: skip
 
 
 def _amount(drop: float | None) -> str:

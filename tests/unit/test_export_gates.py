@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from dltool.errors import ConfigError
-from dltool.export import drop_gates, parse_max_drop
+from dltool.export import drop_gates, loss_against_keras, parse_max_drop
 
 
 def rows(metric: str, keras: float, *formats: tuple[str, float | None]) -> list[dict]:
     out = [{"format": "keras", metric: keras, "drop": 0.0}]
-    out += [{"format": f, metric: v, "drop": None if v is None else keras - v} for f, v in formats]
+    out += [{"format": f, metric: v, "drop": loss_against_keras(metric, keras, v)} for f, v in formats]
     return out
 
 
