@@ -63,6 +63,12 @@ def _finish(summary: dict, as_json: bool, exit_code: int = 0) -> None:
     raise typer.Exit(exit_code)
 
 
+def _gate_missed(error: DltoolError, summary: dict, as_json: bool) -> None:
+    """A quality gate missed after the outputs were written: the error line, and the full summary marked failed_gate."""
+    print(f"dltool: error: {error}", file=sys.stderr)
+    _finish({**summary, "status": "failed_gate", "exit_code": error.exit_code, "message": str(error)}, as_json, error.exit_code)
+
+
 def _fail(error: DltoolError, as_json: bool) -> None:
     message = str(error).strip() or type(error).__name__
     for line in message.splitlines():
@@ -249,9 +255,7 @@ def eval_(
                            input_uri=raw or input, model_uri=artefact or model)  # fmt: skip
     except QualityGateError as e:
         _report_eval(e.summary)
-        print(f"dltool: error: {e}", file=sys.stderr)
-        failed = {**e.summary.to_json(), "status": "failed_gate", "exit_code": e.exit_code, "message": str(e)}
-        _finish(failed, as_json, e.exit_code)
+        _gate_missed(e, e.summary.to_json(), as_json)
     except DltoolError as e:
         _fail(e, as_json)
     _report_eval(summary)
@@ -297,8 +301,7 @@ def export(
                              max_drop=drops, progress=not as_json)  # fmt: skip
     except QualityGateError as e:
         _report_export(e.summary)
-        print(f"dltool: error: {e}", file=sys.stderr)
-        _finish({**e.summary, "status": "failed_gate", "exit_code": e.exit_code, "message": str(e)}, as_json, e.exit_code)
+        _gate_missed(e, e.summary, as_json)
     except DltoolError as e:
         _fail(e, as_json)
     _report_export(summary)
