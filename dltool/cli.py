@@ -182,6 +182,9 @@ def train(
     mlflow: Annotated[
         Optional[str], typer.Option("--mlflow", help="Log the run to this MLflow tracking URI (tracking.mlflow.tracking_uri).")
     ] = None,
+    from_tune: Annotated[
+        bool, typer.Option("--from-tune", help="Train with the best trial's values of the run dir's study (dltool tune).")
+    ] = False,
     master: MasterOpt = None,
     conf: ConfOpt = None,
     storage: StorageOpt = None,
@@ -195,6 +198,12 @@ def train(
         overrides.update({k: v for k, v in {"train.workers": workers, "train.epochs": epochs,
                                             "tracking.mlflow.tracking_uri": mlflow}.items() if v is not None})  # fmt: skip
         cfg = _load(config, overrides)
+        if from_tune:
+            from dltool.tune import best_values
+
+            best = best_values(cfg)
+            _say("values of the best trial: " + ", ".join(f"{_text(k)}={_text(v)}" for k, v in best.items()))
+            cfg = _load(config, {**best, **overrides})  # the command line still wins
         summary = run_training(cfg, resume=resume, overwrite=overwrite, progress=not as_json)
     except DltoolError as e:
         _fail(e, as_json)
@@ -367,6 +376,43 @@ def run_(
     for step, result in summary["steps"].items():
         _say(f"{step}: {_text(result.get('status', 'done'))}")
     _say(f"done in {summary['seconds']} s")
+    _finish(summary, as_json)
+
+
+@app.command()
+def tune(
+    config: ConfigArg,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run dir's study (after a kill or a stop).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the run dir's study and start again.")] = False,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials in the study (overrides tune.trials).")] = None,
+    parallel: Annotated[Optional[int], typer.Option("--parallel", min=1, help="Trials at once (overrides tune.parallel).")] = None,
+    data: DataOpt = None,
+    run_dir: RunDirOpt = None,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the tune: space with Optuna, each trial a training on Spark: tune.json, plots, best.yaml."""
+    try:
+        from dltool.tune import run_tune
+
+        overrides = _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir)
+        overrides.update({k: v for k, v in {"tune.trials": trials, "tune.parallel": parallel}.items() if v is not None})
+        summary = run_tune(_load(config, overrides), resume=resume, overwrite=overwrite, progress=not as_json)
+    except DltoolError as e:
+        _fail(e, as_json)
+    if summary["status"] == "up_to_date":
+        _say(f"[green]✓[/] {_text(summary['message'])}")
+    else:
+        best, counts = summary["best"], summary["counts"]
+        values = ", ".join(f"{_text(k)}={_text(v)}" for k, v in best["params"].items())
+        _say(
+            f"[green]✓[/] {counts['complete']} trials complete, {counts['pruned']} pruned, {counts['failed']} failed "
+            f"in {summary['seconds']:.0f}s; best: trial {best['number']}, {summary['study']['metric']} "
+            f"{best['value']:.4f} ({values})"
+        )
+        _say(f"  best config: {_text(summary['best_config'])} (or: dltool train CONFIG --from-tune)")
     _finish(summary, as_json)
 
 

@@ -67,9 +67,45 @@ def parse_config(
     except ValidationError as e:
         overridden = set(overrides or {})
         raise ConfigError(_format_errors(e, root, source, overridden)) from e
+    if config.tune is not None:
+        _check_space(config, root, source)
     if base_dir is not None:
         config._source_dir = os.path.abspath(base_dir)
     return config
+
+
+def apply_settings(train: dict, values: dict[str, Any]) -> dict:
+    """A train section (as data) with dotted `train.*` settings replaced, e.g. a tuning trial's values."""
+    data = json.loads(json.dumps(train))
+    for dotted, value in values.items():
+        _set(data, dotted.removeprefix("train."), value)
+    return data
+
+
+def space_examples(spec: dict) -> list:
+    """Values that stand for a tune.space distribution in checks: its bounds, or every choice."""
+    kind = next(k for k in spec if k != "step")
+    return list(spec[kind])
+
+
+def _check_space(config: ExperimentConfig, root: yaml.Node | None, source: str) -> None:
+    """Every tune.space key names a train setting, and every value the search can draw fits it: the YAML line
+    of the first that does not."""
+    from dltool.config.models import TrainSettings
+
+    if config.train is None:
+        raise ConfigError(f"{_line_of(root, ['tune'], source)}: tune: the config has no train section to tune")
+    train = config.train.model_dump(mode="json")
+    for key, spec in config.tune.space.items():
+        for value in space_examples(spec):
+            try:
+                TrainSettings.model_validate(apply_settings(train, {key: value}))
+            except ValidationError as e:
+                item = e.errors()[0]
+                field = ".".join(["train", *map(str, item["loc"])])
+                why = "no such setting" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+                where = _line_of(root, ["tune", "space", key], source)
+                raise ConfigError(f"{where}: tune.space.{key}: {value!r} does not fit {field}: {why}") from e
 
 
 def resolve_relative(value: str, base_dir: Path) -> str:

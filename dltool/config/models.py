@@ -312,6 +312,83 @@ class TrainSettings(Section):
         return self
 
 
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+
+
+class PrunerSettings(Section):
+    """Stops a trial early when its per-epoch validation results fall behind the others'."""
+
+    type: Literal["median", "hyperband", "none"] = Field(
+        "median", description="median: worse than the median of finished trials at the same epoch; hyperband: "
+        "successive halving over epochs; none: every trial runs all its epochs.",
+    )
+    startup_trials: int = Field(2, ge=0, description="median: trials that finish before any is pruned.")
+    warmup_epochs: int = Field(1, ge=0, description="median: epochs every trial runs before it can be pruned.")
+
+
+class TuneSettings(Section):
+    """A hyperparameter search (dltool tune): trials of the train section with values from `space`."""
+
+    metric: str | None = Field(None, description="Metric a trial is judged by (its best epoch); default train.monitor.")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="Default: minimize losses and errors (loss, mae, mse, rmse), maximize the rest."
+    )
+    trials: int = Field(20, ge=1, description="Trials in the study (failed ones count; interrupted ones are rerun).")
+    parallel: int | None = Field(
+        None, ge=1, description="Trials at once; default: the cluster's task slots / the workers of one trial."
+    )
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        "tpe", description="tpe (Optuna's default), random, or grid (every combination of `choice` lists)."
+    )
+    seed: int | None = Field(None, description="Seeds the sampler; default train.seed.")
+    pruner: PrunerSettings = PrunerSettings()
+    space: dict[str, dict] = Field(
+        min_length=1,
+        description="Setting -> distribution, e.g. train.optimizer.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}; "
+        "one of {uniform: [low, high]}, {loguniform: [low, high]}, {int: [low, high], step: 1}, {choice: [a, b, ...]}.",
+    )
+    enqueue: list[dict] = Field(
+        default_factory=list,
+        description="Trials to run first, as {setting: value} maps (e.g. the values you train with today).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pruner_shorthand(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("pruner"), str):
+            data = {**data, "pruner": {"type": data["pruner"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _valid_space(self):
+        for key, spec in self.space.items():
+            if not key.startswith("train.") or key.count(".") < 1 or key == "train.run_dir":
+                raise ValueError(f"space key {key!r}: only train.* settings can be searched (e.g. train.epochs)")
+            kinds = [k for k in spec if k in DISTRIBUTIONS]
+            extra = sorted(set(spec) - set(DISTRIBUTIONS) - {"step"})
+            if len(kinds) != 1 or extra:
+                raise ValueError(f"space.{key}: give exactly one of {', '.join(DISTRIBUTIONS)} (and an optional step)")
+            kind, value = kinds[0], spec[kinds[0]]
+            if kind == "choice":
+                if not isinstance(value, list) or not value:
+                    raise ValueError(f"space.{key}: choice needs a non-empty list of values")
+                continue
+            numeric = (int,) if kind == "int" else (int, float)
+            if (not isinstance(value, list) or len(value) != 2
+                    or not all(isinstance(v, numeric) and not isinstance(v, bool) for v in value)):  # fmt: skip
+                raise ValueError(f"space.{key}: {kind} needs [low, high] ({'integers' if kind == 'int' else 'numbers'})")
+            low, high = value
+            if low >= high or (kind == "loguniform" and low <= 0):
+                raise ValueError(f"space.{key}: {kind} needs low < high{' and low > 0' if kind == 'loguniform' else ''}")
+        if self.sampler == "grid" and any("choice" not in spec for spec in self.space.values()):
+            raise ValueError("sampler grid: every space entry must be a choice list")
+        for number, trial in enumerate(self.enqueue):
+            unknown = sorted(set(trial) - set(self.space))
+            if unknown:
+                raise ValueError(f"enqueue[{number}]: {unknown} not in the space")
+        return self
+
+
 class ExperimentConfig(Section):
     """One experiment: where Spark runs, the dataset, and how to ingest it."""
 
@@ -323,6 +400,7 @@ class ExperimentConfig(Section):
     # The registered readers' configs, tagged by `reader:` (see use_readers).
     ingest: Optional[Section] = Field(None, description="How to ingest the dataset (needed by ingest).")
     train: TrainSettings | None = Field(None, description="How to train (needed by train).")
+    tune: TuneSettings | None = Field(None, description="A hyperparameter search over train settings (needed by tune).")
     # The config file's folder, where a model factory's module is looked up first (not part of the YAML).
     _source_dir: str | None = PrivateAttr(None)
 

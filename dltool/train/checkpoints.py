@@ -8,6 +8,8 @@ Layout (all under `train.run_dir`):
     checkpoints/epoch-003/      model.keras, state.npz (variables + optimizer), checkpoint.json
     tensorboard/{train,val}/    TensorBoard scalars
     model/model.keras, model/saved_model/
+    STOP                        written by anyone (dltool tune's pruner, a person): stop after this epoch
+    tune/                       dltool tune's study and trials (kept when a training is overwritten)
 
 A checkpoint is complete when its `checkpoint.json` exists: it is written last,
 into a hidden temporary folder that is then renamed into place, so a worker
@@ -37,6 +39,8 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_FILE = "checkpoint.json"
 STATE_FILE = "state.npz"
 MODEL_FILE = "model.keras"
+STOP_FILE = "STOP"
+TUNE_DIR = "tune"
 _EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
 
 
@@ -141,6 +145,15 @@ def local_scratch(prefix: str) -> Path:
     return path
 
 
+def clear_run(run_dir: Location) -> None:
+    """Delete a run dir's training (train --overwrite), keeping a study that tune/ holds."""
+    if not run_dir.exists():
+        return
+    for entry in run_dir.fs.get_file_info(pafs.FileSelector(run_dir.path)):
+        if entry.base_name != TUNE_DIR:
+            run_dir.child(entry.base_name).delete()
+
+
 def check_run_dir_is_ours(run_dir: Location) -> None:
     """Refuse to write into a folder that has files but is not a dltool run."""
     if not run_dir.exists():
@@ -150,5 +163,5 @@ def check_run_dir_is_ours(run_dir: Location) -> None:
     if run_dir.child(RUN_FILE).exists():
         return
     entries = run_dir.fs.get_file_info(pafs.FileSelector(run_dir.path))
-    if entries:
+    if any(entry.base_name != TUNE_DIR for entry in entries):
         raise ConfigError(f"{run_dir.uri}: folder is not empty and is not a dltool run; choose another run dir")

@@ -152,5 +152,9 @@ def improved(monitor: str, value: float, best: float | None, min_delta: float = 
     """Whether a monitored value beats the best so far (losses and errors go down, the rest up)."""
     if best is None:
         return True
-    lower_is_better = any(part in monitor for part in ("loss", "mae", "mse", "rmse", "error"))
-    return value < best - min_delta if lower_is_better else value > best + min_delta
+    return value < best - min_delta if lower_is_better(monitor) else value > best + min_delta
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses and errors go down; accuracies go up."""
+    return any(part in metric for part in ("loss", "mae", "mse", "rmse", "error"))

@@ -19,12 +19,12 @@ def format_logs(logs: dict, keys: tuple[str, ...] | None = None) -> str:
 
 
 class TrainProgress:
-    """A step bar per epoch plus one line per finished epoch; `enabled=False` prints the lines only."""
+    """A step bar per epoch plus one line per finished epoch; `enabled=False` prints the lines only, `quiet` nothing."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, quiet: bool = False):
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
         self.enabled = enabled and self.console.is_terminal
         self._progress = None
         self._bar = None

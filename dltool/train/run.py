@@ -52,12 +52,15 @@ class Plan:
 @with_storage
 def run_training(
     config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
-    fault: dict | None = None,
+    fault: dict | None = None, on_epoch=None, sharing: int = 1, quiet: bool = False,
 ) -> dict:
     """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure).
 
     `fault` is a test-only hook, never part of a config: `{"rank", "epoch", "attempts"}` makes
     that worker raise after its first step of that epoch on those attempts (0 = the first).
+    `on_epoch(event)` sees each finished epoch's event (the tuner reports it to its pruner); `sharing`
+    runs share the cluster at once (the tuner's parallel trials), so local workers take a share of the cores;
+    `quiet` prints nothing (the tuner shows its own table).
     """
     from dltool.train.progress import TrainProgress
 
@@ -72,8 +75,8 @@ def run_training(
     ckpt.check_run_dir_is_ours(run_dir)
     digest = _train_hash(train, manifest)
     previous = ckpt.read_json(run_dir.child(ckpt.RUN_FILE))
-    if overwrite and run_dir.exists():
-        run_dir.delete()
+    if overwrite:
+        ckpt.clear_run(run_dir)
         previous = None
     newest = ckpt.newest_checkpoint(run_dir)
     if previous and not overwrite:
@@ -102,7 +105,7 @@ def run_training(
         from dltool.tracking import check_reachable
 
         check_reachable(config.tracking.mlflow.tracking_uri)
-    with TrainProgress(enabled=progress) as view, ModelCheck(config, manifest, code) as check:
+    with TrainProgress(enabled=progress and not quiet, quiet=quiet) as view, ModelCheck(config, manifest, code) as check:
         # The model is built once in a child process while Spark starts, so a bad model stops
         # the run with exit 2 before any Spark job (measured: no later first step).
         spark = _spark(config, code)
@@ -123,6 +126,11 @@ def run_training(
             "workers": workers, "epochs": train.epochs, "attempts": 0, "model": model_info,
         }  # fmt: skip
         tracker = _start_tracking(config, manifest, status, view)
+        if on_epoch is not None:
+            view.handle = _observed(view.handle, on_epoch)
+        stop = run_dir.child(ckpt.STOP_FILE)
+        if stop.exists():
+            stop.delete()  # a request to stop an earlier run
         ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
         job = TrainJob(
             train=config.train, manifest=manifest, dataset=dataset.uri, run_dir=run_dir.uri,
@@ -132,7 +140,7 @@ def run_training(
             job_group=f"dltool-train-{digest[:8]}",
             # Local mode: the machine is ours, so fewer workers than cores share them all, and
             # the factory's module is imported from where it lies.
-            threads=max(1, task_slots(spark) // workers) if local else None,
+            threads=max(1, task_slots(spark) // (workers * sharing)) if local else None,
             user_code=str(code) if local and code is not None else None, fault=fault, storage=storage_settings(),
         )  # fmt: skip
         try:
@@ -164,15 +172,19 @@ def _start_tracking(config: ExperimentConfig, manifest: Manifest, status: dict, 
                         "dataset.rows": counts.rows, "dataset.quarantined": counts.quarantined,
                         **{f"dataset.{split}_rows": entry.rows for split, entry in manifest.splits.items()}})  # fmt: skip
     status["mlflow"] = tracker.record()
-    handle = view.handle
+    view.handle = _observed(view.handle, lambda event: tracker.log_metrics(event["logs"], step=event["epoch"]))
+    return tracker
 
-    def handle_and_log(event: dict) -> None:
+
+def _observed(handle, on_epoch):
+    """A view's event handler that also passes each epoch event to on_epoch."""
+
+    def handle_and_observe(event: dict) -> None:
         if event.get("type") == "epoch":
-            tracker.log_metrics(event["logs"], step=event["epoch"])
+            on_epoch(event)
         handle(event)
 
-    view.handle = handle_and_log
-    return tracker
+    return handle_and_observe
 
 
 def _finish_tracking(tracker, config: ExperimentConfig, manifest: Manifest, run_dir: Location) -> dict:
@@ -356,6 +368,7 @@ def _attempts(spark, job: TrainJob, plan: Plan, run_dir: Location, resume_from, 
                 return {
                     "status": "completed", "epochs_done": len(history), "seed": job.train.seed,
                     "stopped_early": bool(done.get("stopped_early")), "best": meta.get("best"),
+                    "stopped_on_request": bool(done.get("stopped_on_request")),
                     "replicas_in_sync": done.get("replicas_in_sync", 0),
                     # The kept model (train.final): its epoch and that epoch's metrics.
                     "model_epoch": kept, "kept": job.train.final,

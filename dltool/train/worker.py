@@ -289,14 +289,21 @@ class Worker:
         if self.chief:
             self.events.send("start", epoch=state.start_epoch, epochs=self.train.epochs, steps=per_epoch,
                              global_batch=self.job.global_batch)  # fmt: skip
-        stop = False
+        stop = requested = False
         for epoch in range(state.start_epoch, self.train.epochs + 1):
             logs, timing = self._train_epoch(epoch, batches, steps, val_feed, writers)
             logs.update(**self._validate(steps, val_feed), **timing)
             stop = self._end_epoch(epoch, logs, state, model, optimizer, writers)
-            if stop:
+            requested = not stop and epoch < self.train.epochs and self._stop_requested(steps)
+            if stop or requested:
                 break
-        self._finish(model, state, stop)
+        self._finish(model, state, stop, requested)
+
+    def _stop_requested(self, steps: Steps) -> bool:
+        """Whether run_dir/STOP exists (the tuner pruned this run, or a person asked), agreed by every worker: one
+        that looked a moment later must not train an epoch the others skip."""
+        seen = np.array([float(self.run_dir.child(ckpt.STOP_FILE).exists())], np.float32)
+        return bool(steps.all_reduce(seen)[0] > 0)
 
     def _build(self, strategy):
         """The model, its optimizer and the compiled step functions, inside the strategy's scope."""
@@ -377,7 +384,7 @@ class Worker:
                              checkpoint=saved, stopped_early=stop)  # fmt: skip
         return stop
 
-    def _finish(self, model, state: RunState, stop: bool) -> None:
+    def _finish(self, model, state: RunState, stop: bool, requested: bool = False) -> None:
         """Keep the model `train.final` names (chief) and report this replica's weight digest."""
         # Every replica reports a digest of its weights: the driver checks they are still in sync.
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(v.numpy()).tobytes() for v in model.weights))
@@ -386,7 +393,7 @@ class Worker:
         if self.chief:
             self._save_final(model, kept, last)
         self.events.send("done", epochs_done=len(state.history), best=state.best, stopped_early=stop,
-                         model_epoch=kept, weights_sha256=digest.hexdigest())  # fmt: skip
+                         stopped_on_request=requested, model_epoch=kept, weights_sha256=digest.hexdigest())  # fmt: skip
 
     def _inject_fault(self, epoch: int) -> None:
         """The test-only fault hook (`run_training(..., fault=...)`), never part of a config."""
