@@ -29,7 +29,7 @@ def churn_on_cluster(standalone_cluster, cluster_env, tmp_path_factory):
 
     def write(name: str, **train) -> Path:
         data = json.loads(json.dumps(base))
-        data["train"].update(run_dir=str(folder / name), workers=2, **train)
+        data["train"].update({"run_dir": str(folder / name), "workers": 2, **train})
         path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data))
         return path
@@ -52,6 +52,25 @@ def test_csv_experiment_trains_and_evaluates_on_the_cluster(churn_on_cluster, cl
     assert [c["epoch"] for c in summary["checkpoints"]] == [1, 2]
     rows = json.loads((folder / "churn" / "_manifest.json").read_text())["splits"]["test"]["rows"]
     assert summary["checkpoints"][0]["metrics"]["examples"] == rows
+
+
+def test_a_four_trial_study_runs_two_trials_at_once_on_the_cluster(churn_on_cluster, cluster_env):
+    write, folder = churn_on_cluster
+    config = write("tune", epochs=3, workers=1)
+    data = yaml.safe_load(config.read_text())
+    data["tune"] = {"trials": 4, "sampler": "random", "pruner": "none",
+                    "space": {"train.optimizer.learning_rate": {"loguniform": [1.0e-3, 1.0e-1]}}}  # fmt: skip
+    config.write_text(yaml.safe_dump(data))
+    code, summary, err = dltool(cluster_env, "tune", config)
+    assert code == 0, err
+    trials = summary["trials"]
+    assert [t["state"] for t in trials] == ["complete"] * 4 and all(t["epochs"] == 3 for t in trials)
+    # parallel defaults to the cluster's slots / one trial's workers: 2 executors, 2 trials at once
+    assert any(a["started"] < b["finished"] and b["started"] < a["finished"] for a in trials for b in trials if a is not b)
+    best = summary["best"]
+    assert best["value"] == max(t["value"] for t in trials)
+    run = json.loads((folder / "tune" / "tune" / f"trial-{best['number']:03d}" / "run.json").read_text())
+    assert run["workers"] == 1 and run["status"] == "completed"
 
 
 def _worker_pid(rank: int) -> int | None:
