@@ -164,6 +164,7 @@ def run_tune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
             spark.sparkContext.cancelAllJobs()
             raise
     summary = _write_summary(folder, config, metric, direction, runs, study, "completed", started)
+    summary.update(parallel=parallel, workers_per_trial=workers)
     if summary["best"] is None:
         raise DltoolError(f"no trial finished: every one of the {len(runs)} failed (first: {_first_error(runs)})")
     best_config = _best_config(config, summary["best"]["params"])

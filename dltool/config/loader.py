@@ -78,8 +78,26 @@ def apply_settings(train: dict, values: dict[str, Any]) -> dict:
     """A train section (as data) with dotted `train.*` settings replaced, e.g. a tuning trial's values."""
     data = json.loads(json.dumps(train))
     for dotted, value in values.items():
-        _set(data, dotted.removeprefix("train."), value)
+        *path, last = dotted.removeprefix("train.").split(".")
+        node = data
+        for part in path:  # a number indexes a list: train.model.layers.1.Dropout.rate
+            if isinstance(node, list):
+                node = node[_index(node, part, dotted)]
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+        if isinstance(node, list):
+            node[_index(node, last, dotted)] = value
+        else:
+            node[last] = value
     return data
+
+
+def _index(items: list, part: str, dotted: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"{dotted}: {part!r} is not an index of a list of {len(items)}")
+    return int(part)
 
 
 def space_examples(spec: dict) -> list:
@@ -97,14 +115,16 @@ def _check_space(config: ExperimentConfig, root: yaml.Node | None, source: str) 
         raise ConfigError(f"{_line_of(root, ['tune'], source)}: tune: the config has no train section to tune")
     train = config.train.model_dump(mode="json")
     for key, spec in config.tune.space.items():
+        where = _line_of(root, ["tune", "space", key], source)
         for value in space_examples(spec):
             try:
                 TrainSettings.model_validate(apply_settings(train, {key: value}))
+            except ConfigError as e:
+                raise ConfigError(f"{where}: tune.space.{e}") from e
             except ValidationError as e:
                 item = e.errors()[0]
                 field = ".".join(["train", *map(str, item["loc"])])
                 why = "no such setting" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
-                where = _line_of(root, ["tune", "space", key], source)
                 raise ConfigError(f"{where}: tune.space.{key}: {value!r} does not fit {field}: {why}") from e
 
 
