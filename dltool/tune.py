@@ -129,7 +129,7 @@ def run_tune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
 
         try:
             summary = run_training(trial_config(run.params, run.run_dir), quiet=True, on_epoch=on_epoch,
-                                   sharing=parallel)  # fmt: skip
+                                   sharing=parallel, check_model=False)  # fmt: skip
         except DltoolError as e:
             run.state, run.error = "failed", str(e).splitlines()[0]
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -52,7 +53,7 @@ class Plan:
 @with_storage
 def run_training(
     config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
-    fault: dict | None = None, on_epoch=None, sharing: int = 1, quiet: bool = False,
+    fault: dict | None = None, on_epoch=None, sharing: int = 1, quiet: bool = False, check_model: bool = True,
 ) -> dict:
     """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure).
 
@@ -60,7 +61,8 @@ def run_training(
     that worker raise after its first step of that epoch on those attempts (0 = the first).
     `on_epoch(event)` sees each finished epoch's event (the tuner reports it to its pruner); `sharing`
     runs share the cluster at once (the tuner's parallel trials), so local workers take a share of the cores;
-    `quiet` prints nothing (the tuner shows its own table).
+    `quiet` prints nothing (the tuner shows its own table); `check_model=False` skips building the model in a
+    child process first (a tuner's trial: Spark is up, and the worker reports a bad model with the same error).
     """
     from dltool.train.progress import TrainProgress
 
@@ -105,7 +107,8 @@ def run_training(
         from dltool.tracking import check_reachable
 
         check_reachable(config.tracking.mlflow.tracking_uri)
-    with TrainProgress(enabled=progress and not quiet, quiet=quiet) as view, ModelCheck(config, manifest, code) as check:
+    checking = ModelCheck(config, manifest, code) if check_model else contextlib.nullcontext()
+    with TrainProgress(enabled=progress and not quiet, quiet=quiet) as view, checking as check:
         # The model is built once in a child process while Spark starts, so a bad model stops
         # the run with exit 2 before any Spark job (measured: no later first step).
         spark = _spark(config, code)
@@ -117,7 +120,7 @@ def run_training(
         plan = _plan(config, manifest, workers)
         local = spark.sparkContext.master.startswith("local")
         view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
-        model_info = check.result(wait=True, view=view)
+        model_info = check.result(wait=True, view=view) if check_model else None
         run_dir.fs.create_dir(run_dir.path, recursive=True)
         ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), config.redacted())
         status = {

@@ -56,7 +56,7 @@ def test_csv_experiment_trains_and_evaluates_on_the_cluster(churn_on_cluster, cl
 
 def test_a_four_trial_study_runs_two_trials_at_once_on_the_cluster(churn_on_cluster, cluster_env):
     write, folder = churn_on_cluster
-    config = write("tune", epochs=3, workers=1)
+    config = write("tune", epochs=2, workers=1)
     data = yaml.safe_load(config.read_text())
     data["tune"] = {"trials": 4, "sampler": "random", "pruner": "none",
                     "space": {"train.optimizer.learning_rate": {"loguniform": [1.0e-3, 1.0e-1]}}}  # fmt: skip
@@ -64,7 +64,7 @@ def test_a_four_trial_study_runs_two_trials_at_once_on_the_cluster(churn_on_clus
     code, summary, err = dltool(cluster_env, "tune", config)
     assert code == 0, err
     trials = summary["trials"]
-    assert [t["state"] for t in trials] == ["complete"] * 4 and all(t["epochs"] == 3 for t in trials)
+    assert [t["state"] for t in trials] == ["complete"] * 4 and all(t["epochs"] == 2 for t in trials)
     # parallel defaults to the cluster's slots / one trial's workers: 2 executors, 2 trials at once
     assert any(a["started"] < b["finished"] and b["started"] < a["finished"] for a in trials for b in trials if a is not b)
     best = summary["best"]
