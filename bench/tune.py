@@ -3,7 +3,8 @@
 (a) `dltool tune` with parallel 2 on local[2] (the whole CLI, Spark start included),
 (b) the same trials as sequential `dltool train` commands, one after another (each its own process),
 (c) a plain Optuna loop calling Keras `fit` in one process on the train split held as numpy, with the
-    same model (dltool's builder) and the same validation each epoch; x2 is the 2-core ceiling.
+    same model (dltool's builder) and the same validation each epoch, TensorFlow on both cores;
+(c1) the same loop with TensorFlow on one thread: twice its rate is the 2-core ceiling of two such loops.
 
 (b) and (c) run exactly the values (a)'s trials drew, so all three do the same work; pruning is off.
 The data is the bundled digit images (configs/images.yaml), ingested once.
@@ -54,9 +55,24 @@ def dltool(*args) -> tuple[dict, float]:
     return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
 
 
-def plain_optuna(config_path: Path, trials: list[dict], epochs: int) -> tuple[float, list[float]]:
+def plain(config_path: Path, trials: list[dict], epochs: int, threads: int) -> tuple[float, list[float]]:
+    """plain_optuna in a fresh process (TensorFlow's threads are fixed when it starts)."""
+    done = subprocess.run([sys.executable, __file__, "--plain", json.dumps([str(config_path), trials, epochs, threads])],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"the plain loop failed: {done.stderr[-2000:]}")
+    seconds, values = json.loads(done.stdout.strip().splitlines()[-1])
+    return seconds, values
+
+
+def plain_optuna(config_path: Path, trials: list[dict], epochs: int, threads: int) -> tuple[float, list[float]]:
     """One process: the split as numpy, then one Keras fit per trial (the same values), best val_accuracy each."""
     started = time.perf_counter()
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     import keras
     import optuna
     import pyarrow.dataset as pads
@@ -98,7 +114,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "_data" / "tune")
+    parser.add_argument("--plain", help=argparse.SUPPRESS)  # internal: run plain_optuna in this process
     args = parser.parse_args()
+    if args.plain:
+        config, trials, epochs, threads = json.loads(args.plain)
+        print(json.dumps(plain_optuna(Path(config), trials, epochs, threads)))
+        return
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
@@ -123,10 +144,14 @@ def main() -> None:
     print(f"(b) {args.trials} x dltool train, in sequence: {seconds_b:7.1f} s  {rate(seconds_b):6.1f} trials/h  "
           f"best val_accuracy {max(values_b):.4f}")  # fmt: skip
 
-    seconds_c, values_c = plain_optuna(study_config, trials, args.epochs)
+    seconds_c, values_c = plain(study_config, trials, args.epochs, 0)
     print(f"(c) plain Optuna + Keras fit:       {seconds_c:7.1f} s  {rate(seconds_c):6.1f} trials/h  "
           f"best val_accuracy {max(values_c):.4f}")  # fmt: skip
-    print(f"ratio a/b = {seconds_b / seconds_a:.2f}   ratio a/(2c) = {seconds_c / (2 * seconds_a):.2f}")
+    seconds_c1, values_c1 = plain(study_config, trials, args.epochs, 1)
+    print(f"(c1) the same, TensorFlow on 1 thread: {seconds_c1:5.1f} s  {rate(seconds_c1):6.1f} trials/h  "
+          f"(x2 = {2 * rate(seconds_c1):.1f} trials/h, the 2-core ceiling of two such loops)")  # fmt: skip
+    print(f"ratio a/b = {seconds_b / seconds_a:.2f}   a/c = {seconds_c / seconds_a:.2f}   "
+          f"a/(2*c1) = {seconds_c1 / (2 * seconds_a):.2f}   a/(2c) = {seconds_c / (2 * seconds_a):.2f}")
 
 
 if __name__ == "__main__":
