@@ -111,10 +111,10 @@ def _storage_pairs(items: list[str] | None) -> dict[str, str]:
     return _pairs("--storage-option", items, "endpoint_url=http://host:9000")
 
 
-def _load(config: Path, overrides: dict):
+def _load(config: Path, overrides: dict, check_tune: bool = False):
     from dltool.config.loader import load_config
 
-    return load_config(config, overrides)
+    return load_config(config, overrides, check_tune=check_tune)
 
 
 @app.command()
@@ -399,7 +399,7 @@ def tune(
 
         overrides = _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir)
         overrides.update({k: v for k, v in {"tune.trials": trials, "tune.parallel": parallel}.items() if v is not None})
-        summary = run_tune(_load(config, overrides), resume=resume, overwrite=overwrite, progress=not as_json)
+        summary = run_tune(_load(config, overrides, check_tune=True), resume=resume, overwrite=overwrite, progress=not as_json)
     except DltoolError as e:
         _fail(e, as_json)
     if summary["status"] == "up_to_date":
@@ -479,7 +479,7 @@ def _report_eval(summary: EvalResult) -> None:
 def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
     """Check a config file without starting Spark (exit 2 when it is invalid)."""
     try:
-        cfg = _load(config, {})
+        cfg = _load(config, {}, check_tune=True)
     except DltoolError as e:
         _fail(e, as_json)
     parts = [f"{cfg.ingest.reader} reader" if cfg.ingest else "no ingest", f"dataset {cfg.dataset.path}"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from dltool.config.loader import apply_settings
+from dltool.config.loader import apply_settings, check_space
 from dltool.config.models import ExperimentConfig, TrainSettings
 from dltool.errors import ConfigError, DltoolError
 from dltool.storage.fs import Location, open_location
@@ -75,6 +75,7 @@ def run_tune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     settings, train = config.tune, config.train
     if settings is None or train is None:
         raise ConfigError("the config needs train and tune sections to tune (see docs/tuning.md)")
+    check_space(config)  # the CLI checked it with YAML lines already; a config built in Python is checked here
     metric = settings.metric or train.monitor
     direction = settings.direction or ("minimize" if lower_is_better(metric) else "maximize")
     folder = open_location(train.run_dir).child(TUNE_DIR)

@@ -18,11 +18,12 @@ from dltool.errors import ConfigError, InputNotFoundError
 PATH_FIELDS = ("dataset.path", "ingest.input", "train.run_dir", "train.model.application.weights")
 
 
-def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None, check_tune: bool = False) -> ExperimentConfig:
     """Read, override and validate an experiment file.
 
     `overrides` maps dotted field names (``spark.master``) to values given on the
-    command line; they win over the file and are not resolved against it.
+    command line; they win over the file and are not resolved against it. `check_tune` also checks the
+    tune: space against the train: section (dltool tune and validate), naming the YAML line.
     """
     path = Path(path)
     try:
@@ -31,7 +32,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         raise InputNotFoundError(f"{path}: config file not found") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config: {e}") from e
-    return parse_config(text, source=str(path), base_dir=path.parent, overrides=overrides)
+    return parse_config(text, source=str(path), base_dir=path.parent, overrides=overrides, check_tune=check_tune)
 
 
 def parse_config(
@@ -39,6 +40,7 @@ def parse_config(
     source: str = "<config>",
     base_dir: Path | None = None,
     overrides: dict[str, Any] | None = None,
+    check_tune: bool = False,
 ) -> ExperimentConfig:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -67,7 +69,7 @@ def parse_config(
     except ValidationError as e:
         overridden = set(overrides or {})
         raise ConfigError(_format_errors(e, root, source, overridden)) from e
-    if config.tune is not None:
+    if check_tune and config.tune is not None:
         _check_space(config, root, source)
     if base_dir is not None:
         config._source_dir = os.path.abspath(base_dir)
@@ -104,6 +106,11 @@ def space_examples(spec: dict) -> list:
     """Values that stand for a tune.space distribution in checks: its bounds, or every choice."""
     kind = next(k for k in spec if k != "step")
     return list(spec[kind])
+
+
+def check_space(config: ExperimentConfig) -> None:
+    """The tune: space checked against the train: section (a config built in Python: no YAML lines)."""
+    _check_space(config, None, "config")
 
 
 def _check_space(config: ExperimentConfig, root: yaml.Node | None, source: str) -> None:
