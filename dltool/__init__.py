@@ -1,3 +1,29 @@
-"""dltool: deep-learning ETL and training on Spark, driven by one YAML file."""
+"""dltool: deep-learning ETL and training on Spark, driven by one YAML file.
+
+The verbs of the command line are functions here (docs/python.md):
+
+    import dltool
+    dltool.ingest("configs/csv.yaml")
+    result = dltool.train("configs/csv.yaml", train__epochs=5)
+    scores = dltool.evaluate("configs/csv.yaml", fail_under={"accuracy": 0.8})
+    frame = dltool.load_dataset("out/datasets/churn", split="test")
+
+Spark ML Estimators and Transformers are in `dltool.ml`. The functions are imported on first
+use, so `import dltool` (and `dltool --help`) loads no Spark or TensorFlow.
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["evaluate", "ingest", "load_dataset", "predict", "train"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from dltool import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'dltool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -131,10 +131,10 @@ def ingest(
 ) -> None:
     """Read raw images, audio or CSV and write Parquet tensor shards with a manifest."""
     try:
-        from dltool.spark.ingest import run_ingest
+        from dltool import api
 
         cfg = _load(config, _overrides(master, conf, storage, dataset__path=output, ingest__input=input))
-        summary = run_ingest(cfg, overwrite=overwrite, dry_run=dry_run, progress=not as_json)
+        summary = api.ingest(cfg, overwrite=overwrite, dry_run=dry_run, progress=not as_json)
     except DltoolError as e:
         _fail(e, as_json)
     _report_ingest(summary)
@@ -192,7 +192,7 @@ def train(
 ) -> None:
     """Train the config's model on its dataset: one Spark barrier task per TensorFlow worker."""
     try:
-        from dltool.train.run import run_training
+        from dltool import api
 
         overrides = _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir)
         overrides.update({k: v for k, v in {"train.workers": workers, "train.epochs": epochs,
@@ -204,20 +204,17 @@ def train(
             best = best_values(cfg)
             _say("values of the best trial: " + ", ".join(f"{_text(k)}={_text(v)}" for k, v in best.items()))
             cfg = _load(config, {**best, **overrides})  # the command line still wins
-        summary = run_training(cfg, resume=resume, overwrite=overwrite, progress=not as_json)
+        result = api.train(cfg, resume=resume, overwrite=overwrite, progress=not as_json)
     except DltoolError as e:
         _fail(e, as_json)
-    if summary["status"] == "up_to_date":
-        _say(f"[green]✓[/] {summary['message']}")
+    if result.status == "up_to_date":
+        _say(f"[green]✓[/] {result.message}")
     else:
-        best = summary.get("best") or {}
+        best = result.best or {}
         best_text = f"; best {best['monitor']} {best['value']:.4f} at epoch {best['epoch']}" if best else ""
-        kept = f" (epoch {summary['model_epoch']}, the {summary['kept']})" if summary.get("model_epoch") else ""
-        _say(
-            f"[green]✓[/] trained {summary['epochs_done']} epochs in {summary['seconds']:.1f}s{best_text}; "
-            f"model{kept}: {summary['model']}"
-        )
-    _finish(summary, as_json)
+        kept = f" (epoch {result.model_epoch}, the {result.kept})" if result.model_epoch else ""
+        _say(f"[green]✓[/] trained {result.epochs_done} epochs in {result.seconds:.1f}s{best_text}; model{kept}: {result.model}")
+    _finish(result.to_json(), as_json)
 
 
 @app.command("eval")
@@ -255,13 +252,13 @@ def eval_(
     from dltool.errors import QualityGateError
 
     try:
-        from dltool.evaluate.score import parse_fail_under, run_eval
+        from dltool import api
+        from dltool.evaluate.score import parse_fail_under
 
         gates = parse_fail_under(fail_under)
         cfg = _load(config, _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir))
-        raw, artefact = (None if p is None or "://" in p else os.path.abspath(p) for p in (input, model))
-        summary = run_eval(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json,
-                           input_uri=raw or input, model_uri=artefact or model)  # fmt: skip
+        summary = api.evaluate(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json,
+                               input=input, model=model)  # fmt: skip
     except QualityGateError as e:
         _report_eval(e.summary)
         _gate_missed(e, e.summary.to_json(), as_json)
@@ -443,19 +440,16 @@ def predict(
 ) -> None:
     """Batch inference on Spark: one Parquet row per input with the predicted class and probabilities."""
     try:
-        from dltool.evaluate.predict import run_predict
+        from dltool import api
 
         cfg = _load(config, _overrides(master, conf, storage, train__run_dir=run_dir))
-        source = input if "://" in input else os.path.abspath(input)
-        target = output if "://" in output else os.path.abspath(output)
-        local = model is not None and "://" not in model and not model.startswith(("models:/", "runs:/"))
-        summary = run_predict(cfg, source, target, checkpoint=checkpoint, split=split, overwrite=overwrite,
-                              progress=not as_json, keep=keep or [], model_uri=os.path.abspath(model) if local else model)  # fmt: skip
+        result = api.predict(cfg, input, output, checkpoint=checkpoint, model=model, split=split, keep=keep or [],
+                             overwrite=overwrite, progress=not as_json)  # fmt: skip
     except DltoolError as e:
         _fail(e, as_json)
-    quarantined = f", {summary['quarantined']} quarantined" if summary["raw_input"] else ""
-    _say(f"[green]✓[/] {summary['rows']} predictions in {summary['output']}{quarantined}")
-    _finish(summary, as_json)
+    quarantined = f", {result.quarantined} quarantined" if result.raw_input else ""
+    _say(f"[green]✓[/] {result.rows} predictions in {result.output}{quarantined}")
+    _finish(result.to_json(), as_json)
 
 
 def _report_eval(summary: EvalResult) -> None:

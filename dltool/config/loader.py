@@ -54,8 +54,21 @@ def parse_config(
         raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: invalid YAML: {e}") from e
+    return build_config(data, source, base_dir, overrides, check_tune, root)
+
+
+def build_config(
+    data: Any,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    check_tune: bool = False,
+    root: yaml.Node | None = None,
+) -> ExperimentConfig:
+    """Validate config data (the YAML as Python values); `root`, the YAML's node tree, gives errors their lines."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping of sections (name, dataset, ingest, ...)")
+    data = json.loads(json.dumps(data, default=str))  # a copy: overrides must not change the caller's dict
     for dotted in PATH_FIELDS:
         value = _get(data, dotted)
         if isinstance(value, str) and base_dir is not None:
@@ -74,6 +87,23 @@ def parse_config(
     if base_dir is not None:
         config._source_dir = os.path.abspath(base_dir)
     return config
+
+
+def as_config(config: Any, overrides: dict[str, Any] | None = None, check_tune: bool = False) -> ExperimentConfig:
+    """An ExperimentConfig from a YAML path, a dict (relative paths taken from the working directory) or an
+    ExperimentConfig, with dotted `overrides` applied and everything validated again."""
+    if isinstance(config, ExperimentConfig):
+        if not overrides and not check_tune:
+            return config
+        built = build_config(json.loads(config.model_dump_json(exclude_unset=True)), f"<{config.name}>",
+                             overrides=overrides, check_tune=check_tune)  # fmt: skip
+        built._source_dir = config.source_dir
+        return built
+    if isinstance(config, dict):
+        return build_config(config, "<dict>", Path.cwd(), overrides, check_tune)
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config, overrides, check_tune)
+    raise ConfigError(f"config: expected a YAML path, a dict or an ExperimentConfig, got {type(config).__name__}")
 
 
 def apply_settings(train: dict, values: dict[str, Any]) -> dict:

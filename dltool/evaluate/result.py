@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CheckpointScore", "EvalResult", "GateOutcome"]
+__all__ = ["CheckpointScore", "EvalResult", "GateOutcome", "PredictResult"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,25 @@ class EvalResult:
 
     def to_json(self) -> dict:
         return {**self.eval_json(), "eval_dir": self.eval_dir, "seconds": self.seconds, "quarantined": self.quarantined}
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What `dltool predict` wrote: the Parquet predictions folder, its rows and the records quarantined on the way."""
+
+    status: str  # "completed"
+    output: str
+    input: str
+    raw_input: bool  # raw files or rows (ingested on the way), not a dataset split
+    split: str | None
+    model: str
+    rows: int
+    quarantined: int
+    seconds: float
+
+    @classmethod
+    def from_json(cls, data: dict) -> PredictResult:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+    def to_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -63,10 +63,13 @@ def reader_for(config) -> "Reader":
         raise ConfigError(f"ingest.reader: unknown reader {config.reader!r}; known: {sorted(REGISTRY)}") from e
 
 
-def default_model_for(reader: str | None) -> str | None:
-    """The builtin model `auto` picks for data from this reader (None: not a known reader)."""
+def default_model_for(reader: str | None, shape: tuple[int, ...] = ()) -> str | None:
+    """The builtin model `auto` picks for data from this reader; for data no reader wrote (a DataFrame
+    written by dltool.ml), by the features' rank: vectors get the MLP, [h, w, c] tensors the small CNN."""
     cls = REGISTRY.get(reader or "")
-    return cls.default_model if cls else None
+    if cls is not None:
+        return cls.default_model
+    return {1: "mlp", 3: "small_cnn"}.get(len(shape))
 
 
 class Reader(ABC):

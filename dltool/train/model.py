@@ -287,7 +287,7 @@ def _builtin_name(spec: ModelSettings, manifest: Manifest) -> str:
     from dltool.readers.base import default_model_for
 
     reader = manifest.reader
-    builtin = default_model_for(reader)
+    builtin = default_model_for(reader, manifest.features.shape)
     if builtin is None:
         raise ConfigError(
             f"train.model.builtin: auto cannot choose a model for reader {reader!r}; name small_cnn, audio_cnn or mlp"

@@ -1,0 +1,121 @@
+"""The Python API: the verbs of the command line as functions that take a config and return typed results.
+
+A config is a YAML path, a dict (the YAML's content) or an `ExperimentConfig`. Keyword
+overrides name a config field with `__` for its dots (`train__epochs=3`,
+`dataset__path="/data/x"`) and replace its value, as the command line's options do. A
+SparkSession that is already active (a notebook's, spark-submit's) is used; else one is
+started from the config's `spark:` section. Failures raise `dltool.errors.DltoolError`
+subclasses, whose `exit_code` is the one the command line would exit with.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from dltool.config.models import ExperimentConfig
+    from dltool.evaluate.result import EvalResult, PredictResult
+    from dltool.spark.results import IngestPlan, IngestResult
+    from dltool.train.result import TrainResult
+
+    Config = Union[str, os.PathLike, dict, ExperimentConfig]
+
+__all__ = ["evaluate", "ingest", "load_dataset", "predict", "train"]
+
+
+def ingest(config: Config, *, overwrite: bool = False, dry_run: bool = False, progress: bool = False,
+           **overrides: Any) -> IngestResult | IngestPlan:  # fmt: skip
+    """Read the config's raw inputs and write its dataset (Parquet shards and a manifest); up to date: nothing done."""
+    from dltool.spark.ingest import run_ingest
+
+    return run_ingest(_config(config, overrides), overwrite=overwrite, dry_run=dry_run, progress=progress)
+
+
+def train(config: Config, *, resume: bool = False, overwrite: bool = False, from_tune: bool = False,
+          progress: bool = False, **overrides: Any) -> TrainResult:  # fmt: skip
+    """Train the config's model on its dataset, one Spark barrier task per TensorFlow worker.
+
+    `from_tune`: with the best values of the run dir's study (`dltool tune`); overrides still win.
+    """
+    from dltool.train.result import TrainResult
+    from dltool.train.run import run_training
+
+    cfg = _config(config, overrides)
+    if from_tune:
+        from dltool.config.loader import as_config
+        from dltool.tune import best_values
+
+        cfg = as_config(cfg, {**best_values(cfg), **_dotted(overrides)})
+    summary = run_training(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    return TrainResult.from_summary(cfg.train.run_dir, summary)
+
+
+def evaluate(config: Config, *, checkpoint: str | None = None, model: str | None = None, split: str = "test",
+             input: str | None = None, fail_under: dict[str, float] | None = None, progress: bool = False,
+             **overrides: Any) -> EvalResult:  # fmt: skip
+    """Score the run's model (or `checkpoint`: a list, 'all'; or an exported `model` file) on a split or on
+    labelled raw `input`; `fail_under={"accuracy": 0.9}` raises QualityGateError (exit 3) when missed."""
+    from dltool.evaluate.score import run_eval
+
+    gates = _gates(fail_under)
+    return run_eval(_config(config, overrides), checkpoint=checkpoint, split=split, fail_under=gates,
+                    progress=progress, input_uri=_local(input), model_uri=_local(model))  # fmt: skip
+
+
+def predict(config: Config, input: str, output: str, *, checkpoint: str | None = None, model: str | None = None,
+            split: str = "test", keep: list[str] | tuple[str, ...] = (), overwrite: bool = False, progress: bool = False,
+            **overrides: Any) -> PredictResult:  # fmt: skip
+    """Predict every row of a dataset split or every raw input (files or table rows) into Parquet at `output`.
+
+    `model`: a .keras/.tflite/.onnx file, a SavedModel folder or `models:/NAME@ALIAS` instead of the run's.
+    """
+    from dltool.evaluate.predict import run_predict
+    from dltool.evaluate.result import PredictResult
+
+    registered = model is not None and model.startswith(("models:/", "runs:/"))
+    summary = run_predict(_config(config, overrides), _local(input), _local(output), checkpoint=checkpoint, split=split,
+                          overwrite=overwrite, progress=progress, keep=list(keep),
+                          model_uri=model if registered else _local(model))  # fmt: skip
+    return PredictResult.from_json(summary)
+
+
+def load_dataset(path: str, split: str | None = "train", *, spark: SparkSession | None = None, vectors: bool = False,
+                 storage: dict | None = None) -> DataFrame:  # fmt: skip
+    """A dltool dataset's split as a Spark DataFrame: `features` (array<float>, or an ML vector with `vectors`),
+    `label` (a double carrying the class names as Spark ML attributes, as StringIndexer's output does), `key` and
+    `split`; `split=None` reads every split."""
+    from dltool.ml.dataset import read_dataset
+
+    return read_dataset(path, split, spark=spark, vectors=vectors, storage=storage)
+
+
+def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`train__epochs=3` as the config's dotted field `train.epochs`; local paths made absolute."""
+    from dltool.config.loader import PATH_FIELDS
+
+    dotted = {key.replace("__", "."): value for key, value in overrides.items()}
+    return {key: _local(value) if key in PATH_FIELDS and isinstance(value, (str, os.PathLike)) else value
+            for key, value in dotted.items()}  # fmt: skip
+
+
+def _config(config: Config, overrides: dict[str, Any]) -> ExperimentConfig:
+    from dltool.config.loader import as_config
+
+    return as_config(config, _dotted(overrides))
+
+
+def _gates(fail_under: dict[str, float] | None) -> dict[str, float]:
+    from dltool.evaluate.score import parse_fail_under
+
+    return parse_fail_under([f"{metric}={value}" for metric, value in (fail_under or {}).items()])
+
+
+def _local(uri: str | os.PathLike | None) -> str | None:
+    """A local path made absolute (executors do not share the driver's working directory); URIs as they are."""
+    if uri is None:
+        return None
+    uri = os.fspath(uri)
+    return uri if "://" in uri else os.path.abspath(uri)

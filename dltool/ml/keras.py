@@ -1,0 +1,389 @@
+"""Keras models as Spark ML stages: `KerasClassifier`/`KerasRegressor` Estimators and their fitted Models.
+
+`fit(df)` checks the columns (before any Spark job), writes the DataFrame as a dltool dataset
+(`write_dataset`), trains it with dltool's barrier launcher into a run directory (checkpoints,
+history, TensorBoard, best model kept) and returns a Model. `transform(df)` scores with Spark's
+`predict_batch_udf`: a pandas UDF that loads the model once per Python worker. Both save and
+load as Spark ML stages (params as JSON, the `.keras` file beside them), inside a Pipeline too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import (
+    HasFeaturesCol,
+    HasLabelCol,
+    HasPredictionCol,
+    HasProbabilityCol,
+    HasRawPredictionCol,
+    HasSeed,
+)
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+    MLWriter,
+)
+
+from dltool.errors import ConfigError
+from dltool.ml.dataset import FeatureColumn, LabelColumn, label_metadata, write_dataset
+
+__all__ = ["KerasClassificationModel", "KerasClassifier", "KerasRegressionModel", "KerasRegressor"]
+
+MODEL_FILE = "model.keras"
+
+
+def _train_text(value) -> str:
+    """The `train` param as text: a dict is kept as JSON, a string (YAML or JSON) as it is."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return TypeConverters.toString(value)
+
+
+class _FeatureParams(HasFeaturesCol, HasPredictionCol):
+    featuresShape = Param(Params._dummy(), "featuresShape", "the tensor each features value holds, e.g. [32, 32, 3] "
+                          "(needed for binary features; default: a flat vector)", TypeConverters.toListInt)  # fmt: skip
+    predictBatchSize = Param(Params._dummy(), "predictBatchSize", "rows per model call in transform", TypeConverters.toInt)
+
+    def getFeaturesShape(self) -> list[int] | None:
+        return self.getOrDefault(self.featuresShape) if self.isDefined(self.featuresShape) else None
+
+
+class _TrainParams(_FeatureParams, HasLabelCol, HasSeed):
+    """What an Estimator trains with: the common train: settings as params, the rest in `train`."""
+
+    train = Param(Params._dummy(), "train", "the train: section of a dltool config (YAML or JSON text, or a dict); "
+                  "the params below win over it", _train_text)  # fmt: skip
+    epochs = Param(Params._dummy(), "epochs", "epochs to train (train.epochs)", TypeConverters.toInt)
+    batchSize = Param(Params._dummy(), "batchSize", "examples per step over all workers (train.global_batch_size)",
+                      TypeConverters.toInt)  # fmt: skip
+    learningRate = Param(Params._dummy(), "learningRate", "train.optimizer.learning_rate", TypeConverters.toFloat)
+    workers = Param(Params._dummy(), "workers", "TensorFlow workers, one Spark barrier task each (train.workers)",
+                    TypeConverters.toInt)  # fmt: skip
+    patience = Param(Params._dummy(), "patience", "stop after this many epochs without improvement of train.monitor "
+                     "(train.early_stopping.patience; unset: no early stopping)", TypeConverters.toInt)  # fmt: skip
+    validationFraction = Param(Params._dummy(), "validationFraction", "fraction of rows held out for validation "
+                               "(by a stable hash of the row)", TypeConverters.toFloat)  # fmt: skip
+    workDir = Param(Params._dummy(), "workDir", "where each fit writes its dataset and run directory (a path or URI "
+                    "every executor can read; default: the temp folder)", TypeConverters.toString)  # fmt: skip
+    keepDataset = Param(Params._dummy(), "keepDataset", "keep the dataset each fit writes (else deleted after training)",
+                        TypeConverters.toBoolean)  # fmt: skip
+    verbose = Param(Params._dummy(), "verbose", "show training progress on stderr", TypeConverters.toBoolean)
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(train="{}", epochs=10, workers=1, validationFraction=0.1, predictBatchSize=256,
+                         keepDataset=False, verbose=False, seed=0)  # fmt: skip
+
+    def train_section(self) -> dict:
+        """The train: section this estimator trains with (params applied over the `train` text), unvalidated."""
+        import yaml
+
+        text = self.getOrDefault(self.train)
+        try:
+            section = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"train param: invalid YAML: {str(e).splitlines()[0]}") from e
+        if not isinstance(section, dict):
+            raise ConfigError("train param: expected a mapping of train: settings, e.g. {epochs: 5}")
+        section = dict(section)
+        section.update(epochs=self.getOrDefault(self.epochs), workers=self.getOrDefault(self.workers),
+                       seed=self.getOrDefault(self.seed))  # fmt: skip
+        if self.isDefined(self.batchSize):
+            section["global_batch_size"] = self.getOrDefault(self.batchSize)
+        if self.isDefined(self.learningRate):
+            section["optimizer"] = {**section.get("optimizer", {}), "learning_rate": self.getOrDefault(self.learningRate)}
+        if self.isDefined(self.patience):
+            section["early_stopping"] = {**(section.get("early_stopping") or {}), "patience": self.getOrDefault(self.patience)}
+        return section
+
+
+class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultParamsWritable):
+    task = "classification"
+
+    def _fit(self, dataset):
+        from dltool.train.result import TrainResult
+        from dltool.train.run import run_training
+
+        feature = FeatureColumn.of(dataset.schema, self.getFeaturesCol(), self.getFeaturesShape())
+        label = LabelColumn.of(dataset.schema, self.getLabelCol(), self.task)
+        folder = self._fit_folder()
+        config = self._config(folder)  # a bad train: section fails here, before any Spark job
+        held_out = self.getOrDefault(self.validationFraction)
+        if not 0 < held_out < 1:
+            raise ConfigError(f"validationFraction {held_out:g}: must be between 0 and 1 (validation drives the kept model)")
+        manifest = write_dataset(dataset, f"{folder}/dataset", feature.name, label.name, self.task, self.getFeaturesShape(),
+                                 split=(1 - held_out, held_out, 0.0), name=self.uid)  # fmt: skip
+        try:
+            summary = run_training(config, progress=self.getOrDefault(self.verbose), quiet=not self.getOrDefault(self.verbose),
+                                   check_model=False)  # fmt: skip
+        finally:
+            if not self.getOrDefault(self.keepDataset):
+                from dltool.storage.fs import open_location
+
+                open_location(f"{folder}/dataset").delete()
+        result = TrainResult.from_summary(config.train.run_dir, summary)
+        model = self._model_class()()
+        model._resetUid(self.uid.replace(type(self).__name__, type(model).__name__, 1) + f"_{uuid.uuid4().hex[:6]}")
+        self._copyValues(model)
+        model._set(modelPath=result.model, runDir=result.run_dir, inputShape=list(manifest.features.shape),
+                   classes=list(manifest.label.vocabulary or ()))  # fmt: skip
+        model.trainingSummary = result
+        return model
+
+    def _model_class(self):
+        raise NotImplementedError
+
+    def _fit_folder(self) -> str:
+        import tempfile
+
+        root = self.getOrDefault(self.workDir) if self.isDefined(self.workDir) else os.path.join(tempfile.gettempdir(), "dltool-ml")
+        if "://" not in root:
+            root = os.path.abspath(root)
+        return f"{root.rstrip('/')}/{self.uid}/fit-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+    def _config(self, folder: str):
+        from dltool.config.loader import build_config
+
+        section = {**self.train_section(), "run_dir": f"{folder}/run"}
+        return build_config({"name": self.uid, "dataset": {"path": f"{folder}/dataset"}, "train": section},
+                            source="train param")  # fmt: skip
+
+
+class KerasClassifier(_KerasEstimator, HasProbabilityCol, HasRawPredictionCol):
+    """Trains a dltool Keras classifier on a DataFrame: features (vector, array or binary tensor) and a class index.
+
+    Class names come from the label column's ML attributes (StringIndexer's output), else "0".."k-1".
+    """
+
+    task = "classification"
+
+    @keyword_only
+    def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction",
+                 probabilityCol="probability", rawPredictionCol="rawPrediction", featuresShape=None, train=None,
+                 epochs=None, batchSize=None, learningRate=None, workers=None, patience=None, validationFraction=None,
+                 seed=None, workDir=None, keepDataset=None, verbose=None, predictBatchSize=None):  # fmt: skip
+        super().__init__()
+        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    @keyword_only
+    def setParams(self, **kwargs):
+        return self._set(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def _model_class(self):
+        return KerasClassificationModel
+
+
+class KerasRegressor(_KerasEstimator):
+    """Trains a dltool Keras regression model on a DataFrame: features and a numeric target."""
+
+    task = "regression"
+
+    @keyword_only
+    def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", featuresShape=None,
+                 train=None, epochs=None, batchSize=None, learningRate=None, workers=None, patience=None,
+                 validationFraction=None, seed=None, workDir=None, keepDataset=None, verbose=None,
+                 predictBatchSize=None):  # fmt: skip
+        super().__init__()
+        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    @keyword_only
+    def setParams(self, **kwargs):
+        return self._set(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def _model_class(self):
+        return KerasRegressionModel
+
+
+def _accessors(cls, names: tuple[str, ...]) -> None:
+    """set<Name>/get<Name> for each param, as Spark ML stages have them (pyspark's shared params bring only getters)."""
+    for name in names:
+        camel = name[0].upper() + name[1:]
+        setattr(cls, f"set{camel}", lambda self, value, _n=name: self._set(**{_n: value}))
+        if not hasattr(cls, f"get{camel}"):
+            setattr(cls, f"get{camel}", lambda self, _n=name: self.getOrDefault(getattr(self, _n)))
+
+
+_accessors(_FeatureParams, ("featuresCol", "predictionCol", "featuresShape", "predictBatchSize"))
+_accessors(_TrainParams, ("labelCol", "seed", "train", "epochs", "batchSize", "learningRate", "workers", "patience",
+                          "validationFraction", "workDir", "keepDataset", "verbose"))  # fmt: skip
+_accessors(KerasClassifier, ("probabilityCol", "rawPredictionCol"))
+
+
+# ------------------------------------------------------------------------------------------- models
+
+
+class _KerasModel(Model, _FeatureParams, MLReadable, MLWritable):
+    """A trained dltool model; `transform` adds its predictions to every row, keeping every input column."""
+
+    modelPath = Param(Params._dummy(), "modelPath", "the trained .keras file", TypeConverters.toString)
+    runDir = Param(Params._dummy(), "runDir", "the run directory it was trained in (history, TensorBoard, checkpoints)",
+                   TypeConverters.toString)  # fmt: skip
+    inputShape = Param(Params._dummy(), "inputShape", "the tensor the model takes per row", TypeConverters.toListInt)
+    classes = Param(Params._dummy(), "classes", "class names by index (classifiers)", TypeConverters.toListString)
+
+    regression = False
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(predictBatchSize=256, classes=[])
+        self.trainingSummary = None  # the TrainResult of the fit that made this model (None once loaded)
+
+    def history(self) -> list[dict]:
+        """The training's per-epoch metrics (loss, accuracy, val_loss, ...) from its run directory."""
+        from dltool.storage.fs import open_location
+        from dltool.train.checkpoints import HISTORY_FILE
+
+        log = open_location(self.getOrDefault(self.runDir)).child(HISTORY_FILE)
+        return [json.loads(line) for line in log.read_bytes().decode().splitlines() if line.strip()] if log.exists() else []
+
+    def write(self) -> MLWriter:
+        return _ModelWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _ModelReader(cls)
+
+    def _transform(self, dataset):
+        from pyspark.ml.functions import array_to_vector, predict_batch_udf
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        shape = self.getOrDefault(self.inputShape)
+        feature = FeatureColumn.of(dataset.schema, self.getFeaturesCol(), self.getFeaturesShape() or shape)
+        if feature.sized and feature.spec.size != _size(shape):
+            raise ConfigError(f"features column {feature.name!r} holds {list(feature.spec.shape)} per row; the model "
+                              f"takes {shape}")  # fmt: skip
+        binary = feature.kind == "binary"
+        if self.regression:
+            result = T.DoubleType()
+        else:
+            result = T.StructType([T.StructField("prediction", T.DoubleType()),
+                                   T.StructField("probability", T.ArrayType(T.FloatType()))])  # fmt: skip
+        predict = predict_batch_udf(_predictor(self.getOrDefault(self.modelPath), shape, binary, self.regression),
+                                    return_type=result, batch_size=self.getOrDefault(self.predictBatchSize),
+                                    input_tensor_shapes=None if binary else [[_size(shape)]])  # fmt: skip
+        scored = f"_dltool_{self.uid}"
+        frame = dataset.withColumn(scored, predict(feature.values()))
+        if self.regression:
+            return frame.withColumn(self.getPredictionCol(), F.col(scored)).drop(scored)
+        classes = tuple(self.getOrDefault(self.classes))
+        outputs = {
+            self.getPredictionCol(): F.col(f"{scored}.prediction"),
+            self.getOrDefault(self.probabilityCol): array_to_vector(F.col(f"{scored}.probability")),
+            # Log probabilities: the model's logits up to a constant per row (Spark's evaluators rank by them).
+            self.getOrDefault(self.rawPredictionCol): array_to_vector(
+                F.transform(f"{scored}.probability", lambda p: F.log(F.greatest(p, F.lit(1e-30))))),
+        }  # fmt: skip
+        for name, value in outputs.items():
+            if name:  # Spark ML's convention: an empty column name leaves that output out
+                frame = frame.withColumn(name, value)
+        if self.getPredictionCol():  # the class names, for IndexToString and evaluators
+            frame = frame.withMetadata(self.getPredictionCol(), label_metadata(classes, self.getPredictionCol()))
+        return frame.drop(scored)
+
+
+def _size(shape) -> int:
+    total = 1
+    for d in shape:
+        total *= int(d)
+    return total
+
+
+def _predictor(model_uri: str, shape: list[int], binary: bool, regression: bool):
+    """predict_batch_udf's make_predict_fn: loads the model in the Python worker (once: Spark caches the result)."""
+
+    def make():
+        import numpy as np
+
+        from dltool.evaluate.artefacts import load_predictor
+        from dltool.evaluate.score import task_tensorflow, task_threads
+
+        predictor = load_predictor(task_tensorflow(), model_uri, [], task_threads())
+        dtype = np.dtype(predictor.dtype)
+
+        def predict(x):
+            if binary:
+                x = np.frombuffer(b"".join(x), dtype=np.uint8)
+            size = _size(shape)
+            if x.size % size:
+                raise ValueError(f"features: expected {size} values per row for shape {shape}")
+            outputs = predictor.predict(x.reshape(-1, *shape).astype(dtype, copy=False))
+            if regression:
+                return outputs.reshape(-1).astype(np.float64)
+            return {"prediction": outputs.argmax(axis=1).astype(np.float64), "probability": outputs.astype(np.float32)}
+
+        return predict
+
+    return make
+
+
+class KerasClassificationModel(_KerasModel, HasProbabilityCol, HasRawPredictionCol):
+    """A trained classifier: adds `prediction` (the class index, named in its ML attributes), `probability` and
+    `rawPrediction` (log probabilities) vectors."""
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(probabilityCol="probability", rawPredictionCol="rawPrediction")
+
+    @property
+    def numClasses(self) -> int:
+        return len(self.getOrDefault(self.classes))
+
+
+class KerasRegressionModel(_KerasModel):
+    """A trained regression model: adds `prediction`, the predicted value."""
+
+    regression = True
+
+
+_accessors(_KerasModel, ("modelPath", "runDir", "inputShape", "classes"))
+_accessors(KerasClassificationModel, ("probabilityCol", "rawPredictionCol"))
+
+
+class _ModelWriter(MLWriter):
+    """Params as Spark ML's JSON metadata; the .keras file copied beside it (no pickles)."""
+
+    def __init__(self, instance: _KerasModel):
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        from dltool.storage.fs import open_location
+
+        instance = self.instance
+        params = {p.name: v for p, v in instance._paramMap.items() if p.name != "modelPath"}
+        DefaultParamsWriter.saveMetadata(instance, path, self.sparkSession, paramMap=params)
+        source = open_location(instance.getOrDefault(instance.modelPath))
+        _location(path).child(MODEL_FILE).write_bytes(source.read_bytes())
+
+
+class _ModelReader(MLReader):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> _KerasModel:
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        instance = self.cls()
+        instance._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(instance, metadata)
+        instance._set(modelPath=_location(path).child(MODEL_FILE).uri)
+        return instance
+
+
+def _location(path: str):
+    from dltool.storage.fs import open_location
+
+    return open_location(path if "://" in path else os.path.abspath(path))
