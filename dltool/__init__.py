@@ -12,9 +12,29 @@ Spark ML Estimators and Transformers are in `dltool.ml`. The functions are impor
 use, so `import dltool` (and `dltool --help`) loads no Spark or TensorFlow.
 """
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 __all__ = ["evaluate", "ingest", "load_dataset", "predict", "train"]
+
+
+class _Package(types.ModuleType):
+    """dltool's module object: `dltool.train` and `dltool.evaluate` stay the API's functions.
+
+    Importing the subpackages `dltool/train/` and `dltool/evaluate/` would otherwise set them as
+    attributes of this module, hiding the functions. Imports of the subpackages are unaffected:
+    Python finds them in sys.modules, never through this attribute.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in __all__ and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

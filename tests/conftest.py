@@ -181,3 +181,15 @@ def s3(tmp_path_factory):
     server = S3Server(tmp_path_factory.mktemp("s3"))
     yield server
     server.stop()
+
+
+def example(relpath: str):
+    """A file under examples/ loaded as a module (its main() is run by the test, with the session's Spark)."""
+    import importlib.util
+
+    path = ROOT / "examples" / relpath
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+

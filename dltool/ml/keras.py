@@ -224,8 +224,9 @@ _accessors(KerasClassifier, ("probabilityCol", "rawPredictionCol"))
 # ------------------------------------------------------------------------------------------- models
 
 
-class _KerasModel(Model, _FeatureParams, MLReadable, MLWritable):
-    """A trained dltool model; `transform` adds its predictions to every row, keeping every input column."""
+class _KerasModel(Model, _TrainParams, MLReadable, MLWritable):
+    """A trained dltool model (with the params it was trained with); `transform` adds its predictions to every row,
+    keeping every input column."""
 
     modelPath = Param(Params._dummy(), "modelPath", "the trained .keras file", TypeConverters.toString)
     runDir = Param(Params._dummy(), "runDir", "the run directory it was trained in (history, TensorBoard, checkpoints)",
@@ -237,7 +238,7 @@ class _KerasModel(Model, _FeatureParams, MLReadable, MLWritable):
 
     def __init__(self):
         super().__init__()
-        self._setDefault(predictBatchSize=256, classes=[])
+        self._setDefault(classes=[])
         self.trainingSummary = None  # the TrainResult of the fit that made this model (None once loaded)
 
     def history(self) -> list[dict]:
