@@ -159,7 +159,8 @@ _ERROR_LINE = re.compile(r"^[\w.$]*(Error|Exception)\b.*:")
 def _from_spark(error: BaseException) -> DltoolError:
     """A failed Spark call in one line; a dltool error raised inside a task comes back as itself."""
     text = str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # A Java error's causes come as ": org...Exception: ..." and "Caused by: org...Exception: ..." lines.
+    lines = [line.strip().removeprefix("Caused by:").lstrip(": ") for line in text.splitlines() if line.strip()]
     lost = _EXECUTOR_LOST.search(text)
     if lost:
         return DltoolError(f"Spark executor {lost.group(1)} was lost ({lost.group(3) or lost.group(2)})")

@@ -69,14 +69,14 @@ def synthetic(spark):
     return frame.withColumn("y", (total > 0).cast("double")).withColumn("target", total).cache()
 
 
-def test_transform_runs_as_a_pandas_udf_and_equals_dltool_predict(spark, workdir, synthetic):
+def test_transform_runs_as_an_arrow_udf_and_equals_dltool_predict(spark, workdir, synthetic):
     import dltool
     from dltool.ml import KerasClassifier, write_dataset
 
     model = KerasClassifier(featuresCol="x", labelCol="y", epochs=2, keepDataset=True, workDir=f"{workdir}/fits").fit(synthetic)
     assert model.getClasses() == ["0", "1"]  # no ML attributes: the indices are the names
     scored = model.transform(synthetic)
-    assert "ArrowEvalPython" in scored._jdf.queryExecution().executedPlan().toString()  # no collect to the driver
+    assert "ArrowEvalPython" in scored._jdf.queryExecution().executedPlan().toString()  # a Python UDF in the tasks: no collect to the driver
     # The same rows as a dltool dataset, predicted by the CLI's code path.
     data = f"{workdir}/synthetic"
     write_dataset(synthetic, data, features_col="x", label_col="y", key_col="id", split=(0.0, 0.0, 1.0))

@@ -108,6 +108,18 @@ def test_a_foreign_task_failure_is_its_last_error_line():
     assert str(error) == "predict failed: ValueError: the audio reader cannot run on this executor (ImportError: libsndfile) while decoding a.wav"
 
 
+def test_a_failed_jvm_job_is_its_deepest_cause():
+    text = ("An error occurred while calling o279.collectToPython.\n"
+            ": org.apache.spark.SparkException: Job aborted due to stage failure: Task 0 in stage 9.0 failed 1 times\n"
+            "\tat org.apache.spark.scheduler.DAGScheduler.failJobAndIndependentStages(DAGScheduler.scala:2898)\n"
+            "Caused by: org.apache.spark.SparkException: StringIndexer encountered NULL value. To handle or skip "
+            "NULLS, try setting StringIndexer.handleInvalid.\n"
+            "\tat org.apache.spark.ml.feature.StringIndexerModel.$anonfun$getIndexer$1(StringIndexer.scala:406)\n")  # fmt: skip
+    error = mapped(java_error(text), "writing dataset /d")
+    assert str(error) == ("writing dataset /d failed: org.apache.spark.SparkException: StringIndexer encountered NULL "
+                          "value. To handle or skip NULLS, try setting StringIndexer.handleInvalid.")  # fmt: skip
+
+
 def test_an_unknown_dltool_name_in_spark_text_is_not_trusted():
     error = mapped(java_error("org.apache.spark.SparkException: Job aborted\ndltool.errors.NoSuchError: x"))
     assert type(error) is DltoolError and error.exit_code == 1  # shown as text, never raised as a class
