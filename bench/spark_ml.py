@@ -6,7 +6,8 @@ held in memory as numpy, in this process (the ceiling); (b) `KerasClassification
 of a Parquet table (id, features array<float>) written back as Parquet (id, prediction,
 probability), Spark's `predict_batch_udf`; (c) `dltool predict` of the same rows as a dltool
 dataset, written as Parquet. (b) and (c) run twice: cold (first job in fresh Python workers)
-and warm.
+and warm. (d) copies the table's three columns with Spark and no model: the floor any
+Spark-side transform pays to read and write.
 
     .venv/bin/python bench/spark_ml.py --rows 200000
 """
@@ -68,10 +69,17 @@ def main() -> None:
             assert result.rows == args.rows
             return args.rows / (time.perf_counter() - clock)
 
+        def copy(n: int) -> float:  # the floor of any Spark transform: read the table, write the same number of columns
+            clock = time.perf_counter()
+            frame = spark.read.parquet(str(work / "table"))
+            frame.select("id", "label", "features").write.mode("overwrite").parquet(str(work / f"copy{n}"))
+            return args.rows / (time.perf_counter() - clock)
+
         results = {}
         for n, state in enumerate(("cold", "warm")):
             results[f"transform {state}"] = transform(n)
             results[f"predict {state}"] = predict(n)
+        results["copy"] = copy(0)
         print(f"\n| way | rows/s | x Keras predict | x dltool predict ({args.rows:,} rows, local[2]) |")
         print("| --- | ---: | ---: | ---: |")
         print(f"| (a) Keras `predict`, in memory | {ceiling:,.0f} | 1.00 | |")
@@ -79,6 +87,9 @@ def main() -> None:
             t, p = results[f"transform {state}"], results[f"predict {state}"]
             print(f"| (b) `model.transform`, {state} | {t:,.0f} | {t / ceiling:.2f} | {t / p:.2f} |")
             print(f"| (c) `dltool predict`, {state} | {p:,.0f} | {p / ceiling:.2f} | 1.00 |")
+        c = results["copy"]
+        print(f"| (d) Spark Parquet read + write of 3 columns, no model | {c:,.0f} | {c / ceiling:.2f} | "
+              f"{c / results['predict warm']:.2f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         spark.stop()

@@ -55,7 +55,8 @@ def _train_text(value) -> str:
 class _FeatureParams(HasFeaturesCol, HasPredictionCol):
     featuresShape = Param(Params._dummy(), "featuresShape", "the tensor each features value holds, e.g. [32, 32, 3] "
                           "(needed for binary features; default: a flat vector)", TypeConverters.toListInt)  # fmt: skip
-    predictBatchSize = Param(Params._dummy(), "predictBatchSize", "rows per model call in transform", TypeConverters.toInt)
+    predictBatchSize = Param(Params._dummy(), "predictBatchSize", "rows per model call in transform (bounds the "
+                             "scoring tasks' memory)", TypeConverters.toInt)  # fmt: skip
 
     def getFeaturesShape(self) -> list[int] | None:
         return self.getOrDefault(self.featuresShape) if self.isDefined(self.featuresShape) else None
@@ -270,7 +271,9 @@ class _KerasModel(Model, _TrainParams, MLReadable, MLWritable):
                               f"takes {shape}")  # fmt: skip
         spec = TensorSpec(tuple(shape), "uint8" if feature.kind == "binary" else "float32")
         kind = "double" if self.regression else "struct<prediction double, probability array<float>, raw array<float>>"
-        score = F.arrow_udf(_scorer(self.getOrDefault(self.modelPath), spec, self.regression, uuid.uuid4().hex), kind)
+        scorer = _scorer(self.getOrDefault(self.modelPath), spec, self.regression, self.getOrDefault(self.predictBatchSize),
+                         uuid.uuid4().hex)  # fmt: skip
+        score = F.arrow_udf(scorer, kind)
         scored = f"_dltool_{self.uid}"
         frame = dataset.withColumn(scored, score(feature.values()))
         if self.regression:
@@ -299,7 +302,7 @@ def _size(shape) -> int:
 _LOADED: dict = {}  # this Python worker's loaded model: {transform call's token: Predictor}
 
 
-def _scorer(model_uri: str, spec, regression: bool, token: str):
+def _scorer(model_uri: str, spec, regression: bool, batch_size: int, token: str):
     """The Arrow UDF body: batches of stored tensors (list<float> or uint8 bytes) in, predictions out.
 
     The model is loaded once per Python worker and kept for the tasks after (Spark reuses its
@@ -324,7 +327,8 @@ def _scorer(model_uri: str, spec, regression: bool, token: str):
         dtype = np.dtype(predictor.dtype)
         for batch in batches:
             x = decode_tensors(batch, spec).astype(dtype, copy=False)
-            outputs = predictor.predict(x)
+            outputs = np.concatenate([predictor.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) \
+                if len(x) else np.zeros((0, 1))  # fmt: skip
             if regression:
                 yield pa.array(outputs.reshape(-1).astype(np.float64))
                 continue
