@@ -100,8 +100,9 @@ class _TrainParams(_FeatureParams, HasLabelCol, HasSeed):
         if not isinstance(section, dict):
             raise ConfigError("train param: expected a mapping of train: settings, e.g. {epochs: 5}")
         section = dict(section)
-        section.update(epochs=self.getOrDefault(self.epochs), workers=self.getOrDefault(self.workers),
-                       seed=self.getOrDefault(self.seed))  # fmt: skip
+        for param, field in ((self.epochs, "epochs"), (self.workers, "workers"), (self.seed, "seed")):
+            if self.isSet(param) or field not in section:  # a default never overrides the train text
+                section[field] = self.getOrDefault(param)
         if self.isDefined(self.batchSize):
             section["global_batch_size"] = self.getOrDefault(self.batchSize)
         if self.isDefined(self.learningRate):

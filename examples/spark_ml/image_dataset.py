@@ -32,7 +32,10 @@ def main(spark, workdir: str, dataset: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    import os
+
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Spark's Python workers: this environment's Python
     spark = SparkSession.builder.master("local[2]").getOrCreate()
     main(spark, sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "out/spark_ml"))

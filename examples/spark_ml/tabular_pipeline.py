@@ -14,8 +14,9 @@ NUMERIC = ["age", "income", "tenure_months", "monthly_spend", "support_calls"]
 
 def main(spark, workdir: str) -> dict:
     from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-    from pyspark.ml.feature import Imputer, IndexToString, StringIndexer, VectorAssembler
+    from pyspark.ml.feature import Imputer, IndexToString, StandardScaler, StringIndexer, VectorAssembler
 
     from dltool.ml import KerasClassifier
 
@@ -27,10 +28,10 @@ def main(spark, workdir: str) -> dict:
         StringIndexer(inputCols=["plan", "region"], outputCols=["plan_index", "region_index"], handleInvalid="keep"),
         VectorAssembler(inputCols=[*NUMERIC, "plan_index", "region_index"], outputCol="features"),
         StringIndexer(inputCol="churn", outputCol="label"),  # the class names travel in the column's metadata
-        KerasClassifier(epochs=20, learningRate=0.005, batchSize=32, patience=5, workDir=f"{workdir}/fits",
+        KerasClassifier(epochs=30, learningRate=0.005, batchSize=32, patience=8, validationFraction=0.2,
+                        workDir=f"{workdir}/fits",
                         train={"model": {"layers": [{"Dense": {"units": 32, "activation": "relu"}},
-                                                    {"Dense": {"units": 16, "activation": "relu"}}]},
-                               "monitor": "val_accuracy"}),
+                                                    {"Dense": {"units": 16, "activation": "relu"}}]}}),
     ])  # fmt: skip
     model = pipeline.fit(train)
     keras_model = model.stages[-1]
@@ -39,7 +40,11 @@ def main(spark, workdir: str) -> dict:
 
     scored = model.transform(test)
     accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(scored)
-    print(f"test accuracy {accuracy:.3f}")
+    # For scale: Spark ML's logistic regression on the same features and split.
+    baseline = Pipeline(stages=[*pipeline.getStages()[:-1], StandardScaler(inputCol="features", outputCol="scaled"),
+                                LogisticRegression(featuresCol="scaled")]).fit(train).transform(test)  # fmt: skip
+    print(f"test accuracy {accuracy:.3f} (logistic regression: "
+          f"{MulticlassClassificationEvaluator(metricName='accuracy').evaluate(baseline):.3f})")
 
     model.write().overwrite().save(f"{workdir}/churn-pipeline")
     loaded = PipelineModel.load(f"{workdir}/churn-pipeline")
@@ -51,7 +56,10 @@ def main(spark, workdir: str) -> dict:
 
 
 if __name__ == "__main__":
+    import os
+
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Spark's Python workers: this environment's Python
     spark = SparkSession.builder.master("local[2]").getOrCreate()
     main(spark, sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "out/spark_ml"))
