@@ -9,6 +9,7 @@ the schema before any Spark job (`FeatureColumn.of`, `LabelColumn.of`).
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def read_dataset(path: str, split: str | None = "train", spark=None, vectors: bo
                  storage: dict | None = None):  # fmt: skip
     """A dataset split (every split when None) as a DataFrame of features, label, key, split."""
     with storage_scope(storage):
-        dataset = open_location(path if "://" in path else _absolute(path))
+        dataset = open_location(path if "://" in path else os.path.abspath(path))
         manifest = Manifest.read(dataset)
         names = list(manifest.splits) if split is None else [split]
         unknown = [s for s in names if s not in manifest.splits]
@@ -140,12 +141,6 @@ def read_dataset(path: str, split: str | None = "train", spark=None, vectors: bo
     for other in frames[1:]:
         frame = frame.unionByName(other)
     return frame
-
-
-def _absolute(path: str) -> str:
-    import os
-
-    return os.path.abspath(path)
 
 
 def _spark():
@@ -212,8 +207,8 @@ def write_dataset(df, path: str, features_col: str = "features", label_col: str 
     """Write a DataFrame as a dltool dataset at `path` (train/val/test by a stable hash of `key_col`, else of
     the row's position) and return its manifest; `dltool train` and `dltool.ml` estimators read it.
 
-    A row with a null feature or label, a feature of the wrong size or a label outside the classes is
-    quarantined to `_errors/`; any such row fails the write (DataQualityError, exit 3) naming the first.
+    A row with a null key, feature or label, a feature of the wrong size, NaN or infinity, or a label outside the
+    classes fails the write (DataQualityError, exit 3: how many, and the first with its reason); nothing is left.
     """
     from dltool.config.models import SplitSettings
 
@@ -226,7 +221,7 @@ def write_dataset(df, path: str, features_col: str = "features", label_col: str 
     except ValueError as e:
         raise ConfigError(f"split {tuple(split)}: train, val and test fractions must add up to 1") from e
     with storage_scope(storage):
-        dataset = open_location(path if "://" in path else _absolute(path))
+        dataset = open_location(path if "://" in path else os.path.abspath(path))
         if dataset.exists():
             if not overwrite:
                 raise ConfigError(f"{dataset.uri}: exists; pass overwrite=True to replace it")
@@ -322,44 +317,47 @@ SUMMARY = "split string, file string, rows long, per_class string, moments strin
 
 
 def _shard_task(staging_uri: str, spec: TensorSpec, kind: str | None, classes: tuple[str, ...] | None):
-    """mapInArrow: write this partition's valid rows as one shard per split; quarantine the others to _errors/."""
+    """mapInArrow: write this partition's valid rows as one shard per split; count the others, with the first reason."""
 
     def write(batches):
         import numpy as np
         import pyarrow as pa
-        import pyarrow.compute as pc
         from pyspark import TaskContext
 
+        from dltool.shards.codec import decode_tensors
         from dltool.shards.writer import ShardWriter, shard_schema
-        from dltool.spark.ingest import Moments, _write_errors
+        from dltool.spark.ingest import Moments
 
         staging = open_location(staging_uri)
         part = f"part-{TaskContext.get().partitionId():05d}-{uuid.uuid4().hex[:8]}.parquet"
         schema = shard_schema(spec, kind)
         writers, per_class, moments, errors = {}, {s: {} for s in SPLITS}, Moments(len(spec.shape) - 1), []
         for batch in batches:
-            table = pa.Table.from_batches([batch])
-            good = _valid(table, spec, kind, classes, errors)
+            table = _valid(pa.Table.from_batches([batch]), spec, kind, classes, errors)
+            values = decode_tensors(table.column("features"), spec)
+            if spec.dtype == "float32":  # NaN or infinity would make the loss NaN
+                finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+                if not finite.all():
+                    errors.extend(_error(key, "features hold NaN or infinite values")
+                                  for key in table.filter(pa.array(~finite)).column("key").to_pylist())  # fmt: skip
+                    table, values = table.filter(pa.array(finite)), values[finite]
+            split = table.column("split").to_numpy(zero_copy_only=False)
             for s in SPLITS:
-                rows = good.filter(pc.equal(good.column("split"), s))
-                if not rows.num_rows:
+                mask = split == s
+                if not mask.any():
                     continue
+                rows = table.filter(pa.array(mask))
                 if s not in writers:
                     writers[s] = ShardWriter(staging.child(s, part), schema, spec, 64, "zstd")
-                values = _tensors(rows.column("features"), spec)
-                labels = rows.column("label").to_numpy() if kind else None
-                for i, key in enumerate(rows.column("key").to_pylist()):
-                    writers[s].add(values[i], key, None if labels is None else labels[i].item())
+                writers[s].write_table(rows.select(schema.names))
                 if s == "train":
-                    for x in values:
-                        moments.add(x)
+                    moments.add_batch(values[mask])
                 counts = per_class[s]
-                for k, v in (zip(*np.unique(labels, return_counts=True)) if kind == "class" else [("all", rows.num_rows)]):
+                labels = rows.column("label").to_numpy() if kind == "class" else None
+                for k, v in zip(*np.unique(labels, return_counts=True)) if labels is not None else [("all", rows.num_rows)]:
                     counts[str(k)] = counts.get(str(k), 0) + int(v)
         for writer in writers.values():
             writer.close()
-        if errors:
-            _write_errors(staging.child("_errors", part), errors)
         total = moments.result()
         summary = pa.schema([("split", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
                              ("per_class", pa.string()), ("moments", pa.string()), ("quarantined", pa.int64()),
@@ -371,15 +369,19 @@ def _shard_task(staging_uri: str, spec: TensorSpec, kind: str | None, classes: t
                 "per_class": json.dumps(per_class[s]),
                 "moments": json.dumps(total.tolist()) if s == "train" and total is not None else None,
                 "quarantined": len(errors) if s == "train" else 0,
-                "first_error": (f"{errors[0]['key']}: {errors[0]['message']}" if errors and s == "train" else None),
+                "first_error": (f"row {errors[0]['key']}: {errors[0]['message']}" if errors and s == "train" else None),
             }], schema=summary)  # fmt: skip
 
     return write
 
 
-def _valid(table, spec: TensorSpec, kind: str | None, classes, errors: list) -> object:
-    """The rows that can be written; the others appended to `errors` as error-table rows."""
-    import pyarrow as pa
+def _error(key: str | None, reason: str) -> dict:
+    return {"key": key, "path": key, "reader": READER, "stage": "decode", "error_class": "ValueError", "message": reason}
+
+
+def _valid(table, spec: TensorSpec, kind: str | None, classes, errors: list):
+    """The rows that can be written (a key, a feature of the right size, a known label); the others are added
+    to `errors` as error-table rows."""
     import pyarrow.compute as pc
 
     features = table.column("features")
@@ -390,25 +392,17 @@ def _valid(table, spec: TensorSpec, kind: str | None, classes, errors: list) -> 
                          f"(expected {expected} for {list(spec.shape)} {spec.dtype})")  # fmt: skip
     if kind is not None:
         label = table.column("label")
-        has_label = pc.invert(pc.is_null(label))
         if kind == "class":
-            in_range = pc.fill_null(pc.and_(pc.greater_equal(label, 0), pc.less(label, len(classes))), False)
-            reasons = pc.if_else(ok, pc.if_else(has_label, f"label is not a class index 0..{len(classes) - 1}",
-                                                "null label"), reasons)  # fmt: skip
-            ok = pc.and_(ok, in_range)
+            known = pc.fill_null(pc.and_(pc.greater_equal(label, 0), pc.less(label, len(classes))), False)
+            why = pc.if_else(pc.is_null(label), "null label", f"label is not a class index 0..{len(classes) - 1}")
         else:
-            reasons = pc.if_else(ok, "null label", reasons)
-            ok = pc.and_(ok, pc.fill_null(has_label, False))
-    if pc.all(ok).as_py() is not False:
+            known, why = pc.invert(pc.is_null(label)), "null label"
+        reasons, ok = pc.if_else(ok, why, reasons), pc.and_(ok, known)
+    has_key = pc.invert(pc.is_null(table.column("key")))
+    reasons, ok = pc.if_else(has_key, reasons, "null key"), pc.and_(ok, has_key)
+    if pc.all(ok).as_py():
         return table
-    bad = table.filter(pc.invert(ok))
-    for key, reason in zip(bad.column("key").to_pylist(), reasons.filter(pc.invert(ok)).to_pylist(), strict=True):
-        errors.append({"key": key, "path": key, "reader": READER, "stage": "decode", "error_class": "ValueError",
-                       "message": reason})  # fmt: skip
-    return table.filter(ok).combine_chunks() if isinstance(table, pa.Table) else table
-
-
-def _tensors(column, spec: TensorSpec):
-    from dltool.shards.codec import decode_tensors
-
-    return decode_tensors(column, spec)
+    bad = pc.invert(ok)
+    errors.extend(_error(key, reason) for key, reason in zip(table.filter(bad).column("key").to_pylist(),
+                                                             reasons.filter(bad).to_pylist(), strict=True))  # fmt: skip
+    return table.filter(ok)

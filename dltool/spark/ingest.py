@@ -423,6 +423,11 @@ class Moments:
         if len(self.pending) >= self.BATCH:
             self._flush()
 
+    def add_batch(self, batch: np.ndarray) -> None:
+        """Add a [n, *shape] batch of examples at once."""
+        self.pending.extend(batch)
+        self._flush()
+
     def _flush(self) -> None:
         if not self.pending:
             return

@@ -143,3 +143,18 @@ def test_wrong_columns_fail_with_one_line_before_any_spark_job(spark, synthetic)
     finally:
         spark.sparkContext.setJobGroup("", "")
     assert tracker.getJobIdsForGroup("column-checks") == []
+
+
+def test_rows_that_cannot_be_written_fail_the_write_with_the_count_and_the_first(spark, tmp_path):
+    from dltool.errors import DataQualityError
+    from dltool.ml import write_dataset
+
+    frame = spark.createDataFrame([("a", [1.0, 2.0], 0.0), ("b", [1.0], 1.0), ("c", [float("nan"), 1.0], 1.0)],
+                                  "id string, x array<float>, y double").coalesce(1)  # fmt: skip
+    with pytest.raises(DataQualityError, match=r"2 of 3 rows cannot be written as 'x' \[2\] float32, e\.g\. row b: "
+                       r"features hold the wrong number of values"):  # fmt: skip
+        write_dataset(frame, str(tmp_path / "d"), features_col="x", label_col="y", key_col="id", shape=[2])
+    assert not (tmp_path / "d").exists()
+    manifest = write_dataset(frame.where("id = 'a'"), str(tmp_path / "d"), features_col="x", label_col="y", key_col="id",
+                             shape=[2], split=(1.0, 0.0, 0.0))  # fmt: skip
+    assert manifest.counts.rows == 1 and manifest.label.vocabulary == ("0",) and manifest.stats.mean == (1.0, 2.0)

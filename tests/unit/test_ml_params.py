@@ -40,3 +40,26 @@ def test_stages_follow_spark_ml_conventions():
         KerasClassifier(epochs="many")  # the type converter refuses it
     model = KerasClassificationModel()
     assert model.getPredictionCol() == "prediction" and model.getClasses() == [] and model.numClasses == 0
+
+
+def test_rows_that_cannot_be_written_are_named_with_the_reason():
+    import pyarrow as pa
+
+    from dltool.ml.dataset import _valid
+    from dltool.shards.codec import TensorSpec
+
+    rows = pa.table({
+        "features": pa.array([[1.0, 2.0, 3.0], None, [1.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], pa.list_(pa.float32())),
+        "label": pa.array([0, 1, 1, 5, None], pa.int32()),
+        "key": ["a", "b", "c", "d", "e"],
+    })  # fmt: skip
+    errors = []
+    kept = _valid(rows, TensorSpec((3,), "float32"), "class", ("x", "y"), errors)
+    assert kept.column("key").to_pylist() == ["a"]
+    assert [(e["key"], e["message"]) for e in errors] == [
+        ("b", "null features"), ("c", "features hold the wrong number of values (expected 3 for [3] float32)"),
+        ("d", "label is not a class index 0..1"), ("e", "null label")]  # fmt: skip
+    images = pa.table({"features": pa.array([b"abcd", b"abc"]), "key": ["ok", "short"]})
+    errors = []
+    assert _valid(images, TensorSpec((2, 2), "uint8"), None, None, errors).num_rows == 1
+    assert errors[0]["key"] == "short" and "expected 4 for [2, 2] uint8" in errors[0]["message"]
