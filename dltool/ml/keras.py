@@ -145,6 +145,10 @@ class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultPar
         model.trainingSummary = result
         return model
 
+    def setParams(self, **params):
+        """Set the params given (None leaves one as it is); returns self."""
+        return self._set(**{name: value for name, value in params.items() if value is not None})
+
     def _model_class(self):
         raise NotImplementedError
 
@@ -178,11 +182,7 @@ class KerasClassifier(_KerasEstimator, HasProbabilityCol, HasRawPredictionCol):
                  epochs=None, batchSize=None, learningRate=None, workers=None, patience=None, validationFraction=None,
                  seed=None, workDir=None, keepDataset=None, verbose=None, predictBatchSize=None):  # fmt: skip
         super().__init__()
-        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
-
-    @keyword_only
-    def setParams(self, **kwargs):
-        return self._set(**{k: v for k, v in kwargs.items() if v is not None})
+        self.setParams(**self._input_kwargs)
 
     def _model_class(self):
         return KerasClassificationModel
@@ -199,11 +199,7 @@ class KerasRegressor(_KerasEstimator):
                  validationFraction=None, seed=None, workDir=None, keepDataset=None, verbose=None,
                  predictBatchSize=None):  # fmt: skip
         super().__init__()
-        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
-
-    @keyword_only
-    def setParams(self, **kwargs):
-        return self._set(**{k: v for k, v in kwargs.items() if v is not None})
+        self.setParams(**self._input_kwargs)
 
     def _model_class(self):
         return KerasRegressionModel
