@@ -116,6 +116,7 @@ class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultPar
     task = "classification"
 
     def _fit(self, dataset):
+        from dltool.spark.shipping import factory_modules
         from dltool.train.result import TrainResult
         from dltool.train.run import run_training
 
@@ -141,6 +142,7 @@ class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultPar
         model._resetUid(self.uid.replace(type(self).__name__, type(model).__name__, 1) + f"_{uuid.uuid4().hex[:6]}")
         self._copyValues(model)
         model._set(modelPath=result.model, runDir=result.run_dir, inputShape=list(manifest.features.shape),
+                   modules=factory_modules(config),
                    classes=list(manifest.label.vocabulary or ()))  # fmt: skip
         model.trainingSummary = result
         return model
@@ -232,12 +234,14 @@ class _KerasModel(Model, _TrainParams, MLReadable, MLWritable):
                    TypeConverters.toString)  # fmt: skip
     inputShape = Param(Params._dummy(), "inputShape", "the tensor the model takes per row", TypeConverters.toListInt)
     classes = Param(Params._dummy(), "classes", "class names by index (classifiers)", TypeConverters.toListString)
+    modules = Param(Params._dummy(), "modules", "modules imported before the model loads: a factory's, which registers "
+                    "its custom layers", TypeConverters.toListString)  # fmt: skip
 
     regression = False
 
     def __init__(self):
         super().__init__()
-        self._setDefault(classes=[])
+        self._setDefault(classes=[], modules=[])
         self.trainingSummary = None  # the TrainResult of the fit that made this model (None once loaded)
 
     def history(self) -> list[dict]:
@@ -268,8 +272,8 @@ class _KerasModel(Model, _TrainParams, MLReadable, MLWritable):
                               f"takes {shape}")  # fmt: skip
         spec = TensorSpec(tuple(shape), "uint8" if feature.kind == "binary" else "float32")
         kind = "double" if self.regression else "struct<prediction double, probability array<float>, raw array<float>>"
-        scorer = _scorer(self.getOrDefault(self.modelPath), spec, self.regression, self.getOrDefault(self.predictBatchSize),
-                         uuid.uuid4().hex)  # fmt: skip
+        scorer = _scorer(self.getOrDefault(self.modelPath), self.getOrDefault(self.modules), spec, self.regression,
+                         self.getOrDefault(self.predictBatchSize), uuid.uuid4().hex)  # fmt: skip
         score = F.arrow_udf(scorer, kind)
         scored = f"_dltool_{self.uid}"
         frame = dataset.withColumn(scored, score(feature.values()))
@@ -299,7 +303,7 @@ def _size(shape) -> int:
 _LOADED: dict = {}  # this Python worker's loaded model: {transform call's token: Predictor}
 
 
-def _scorer(model_uri: str, spec, regression: bool, batch_size: int, token: str):
+def _scorer(model_uri: str, modules: list[str], spec, regression: bool, batch_size: int, token: str):
     """The Arrow UDF body: batches of stored tensors (list<float> or uint8 bytes) in, predictions out.
 
     The model is loaded once per Python worker and kept for the tasks after (Spark reuses its
@@ -320,7 +324,7 @@ def _scorer(model_uri: str, spec, regression: bool, batch_size: int, token: str)
             from dltool.evaluate.score import task_tensorflow, task_threads
 
             _LOADED.clear()
-            predictor = _LOADED[token] = load_predictor(task_tensorflow(), model_uri, [], task_threads())
+            predictor = _LOADED[token] = load_predictor(task_tensorflow(), model_uri, modules, task_threads())
         dtype = np.dtype(predictor.dtype)
         for batch in batches:
             x = decode_tensors(batch, spec).astype(dtype, copy=False)
@@ -359,7 +363,7 @@ class KerasRegressionModel(_KerasModel):
     regression = True
 
 
-_accessors(_KerasModel, ("modelPath", "runDir", "inputShape", "classes"))
+_accessors(_KerasModel, ("modelPath", "runDir", "inputShape", "classes", "modules"))
 _accessors(KerasClassificationModel, ("probabilityCol", "rawPredictionCol"))
 
 

@@ -93,13 +93,34 @@ def test_transform_runs_as_an_arrow_udf_and_equals_dltool_predict(spark, workdir
     assert accuracy > 0.8
 
 
-def test_a_regressor_fits_and_scores_a_streaming_frame(spark, workdir, synthetic, tmp_path):
+FACTORY = """
+import keras
+
+
+@keras.saving.register_keras_serializable(package="ml_factory")
+class Halve(keras.layers.Layer):
+    def call(self, x):
+        return x * 0.5
+
+
+def build(input_shape, outputs, manifest, width=16):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Dense(width, activation="relu")(Halve()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(outputs)(x))
+"""
+
+
+def test_a_regressor_from_a_factory_fits_and_scores_a_streaming_frame(spark, workdir, synthetic, tmp_path, monkeypatch):
     from pyspark.ml.evaluation import RegressionEvaluator
 
     from dltool.ml import KerasRegressor
 
+    # A factory with a custom layer: the scoring tasks import its module before loading the model.
+    (tmp_path / "ml_factory.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
     model = KerasRegressor(featuresCol="x", labelCol="target", epochs=3, learningRate=0.01, workDir=f"{workdir}/fits",
-                           train={"model": {"builtin": "mlp"}}).fit(synthetic)  # fmt: skip
+                           train={"model": {"factory": "ml_factory:build"}}).fit(synthetic)  # fmt: skip
+    assert model.getModules() == ["ml_factory"]
     scored = model.transform(synthetic)
     rmse = RegressionEvaluator(labelCol="target", metricName="rmse").evaluate(scored)
     spread = synthetic.agg({"target": "stddev"}).first()[0]
