@@ -12,6 +12,7 @@ import json
 import os
 import time
 import uuid
+from abc import abstractmethod
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -151,8 +152,9 @@ class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultPar
         """Set the params given (None leaves one as it is); returns self."""
         return self._set(**{name: value for name, value in params.items() if value is not None})
 
-    def _model_class(self):
-        raise NotImplementedError
+    @abstractmethod
+    def _model_class(self) -> type:
+        """The Model class this estimator's fit returns."""
 
     def _fit_folder(self) -> str:
         import tempfile
