@@ -128,6 +128,7 @@ def label_metadata(classes: tuple[str, ...], name: str = "label") -> dict:
 def read_dataset(path: str, split: str | None = "train", spark=None, vectors: bool = False,
                  storage: dict | None = None):  # fmt: skip
     """A dataset split (every split when None) as a DataFrame of features, label, key, split."""
+    path = os.fspath(path)
     with storage_scope(storage):
         dataset = open_location(path if "://" in path else os.path.abspath(path))
         manifest = Manifest.read(dataset)
@@ -212,6 +213,7 @@ def write_dataset(df, path: str, features_col: str = "features", label_col: str 
     """
     from dltool.config.models import SplitSettings
 
+    path = os.fspath(path)
     feature = FeatureColumn.of(df.schema, features_col, shape)
     label = None if label_col is None else LabelColumn.of(df.schema, label_col, task, classes)
     if key_col is not None and key_col not in df.schema.names:

@@ -52,3 +52,11 @@ def test_the_verbs_are_functions_though_their_subpackages_are_imported():
     assert dltool.train is api.train and dltool.evaluate is api.evaluate and dltool.load_dataset is api.load_dataset
     with pytest.raises(AttributeError):
         dltool.nothing_here  # noqa: B018
+
+
+def test_load_dataset_takes_a_path_object_and_names_a_missing_dataset(tmp_path):
+    import dltool
+
+    with pytest.raises(InputNotFoundError, match="dataset not found"):
+        dltool.load_dataset(tmp_path / "nothing")  # checked before any Spark is started
+
