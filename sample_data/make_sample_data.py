@@ -1,6 +1,6 @@
 """Regenerate the bundled dltool sample data next to this script.
 
-Makes three small, learnable data sets (about 5 MB in all):
+Makes four small, learnable data sets (about 5.5 MB in all):
 
 * ``images/<0..9>/img_NNNN.*``: 600 synthetic digit images (60 per class) drawn
   with OpenCV Hershey fonts, with mixed sizes (28x28, 32x32, 36x28) and
@@ -9,15 +9,20 @@ Makes three small, learnable data sets (about 5 MB in all):
   at 8000/16000/22050 Hz, mono and a few stereo, as WAV (PCM_16), FLAC and OGG Vorbis.
 * ``tabular/customers.csv``: 400-row churn-like CSV with missing values and
   RFC 4180 quoted free text.
+* ``text/<positive|negative>/review_NNNN.txt``: 1000 short product reviews whose
+  sentiment often hangs on a negation ("not great", "never failed"), so word order
+  matters; a few have a UTF-8 BOM or CRLF line ends.
 
 Deterministic: everything comes from seeded numpy Generators (no time, no
 network), and OGG stream serial numbers (random in libsndfile) are rewritten,
-so two runs give byte-identical files. Only the three folders above are
-deleted and rewritten. Run: ``python sample_data/make_sample_data.py``.
+so two runs give byte-identical files. Only the four folders above are
+deleted and rewritten. Run: ``python sample_data/make_sample_data.py [images audio tabular text]``
+(default: all four).
 """
 import csv
 import shutil
 import struct
+import sys
 from pathlib import Path
 
 import cv2
@@ -200,8 +205,64 @@ def make_tabular():
         writer.writerows(rows)
 
 
+SUBJECTS = ["the battery", "the screen", "the delivery", "the price", "the sound", "the camera", "the build",
+            "the keyboard", "the charger", "the support team", "the app", "the packaging", "the fit", "the manual"]
+GOOD = ["great", "excellent", "reliable", "fantastic", "solid", "impressive", "comfortable", "fast", "sharp", "sturdy"]
+BAD = ["terrible", "awful", "flimsy", "slow", "disappointing", "noisy", "useless", "cheap", "faulty", "poor"]
+INTENSIFIERS = ["", "", "", "very ", "really ", "quite ", "truly "]
+VERBS = ["is", "was", "seems", "felt"]
+FILLER = ["I bought it for my brother.", "It arrived on a Tuesday.", "We use it every day at home.",
+          "I compared three models before buying.", "My old one lasted five years.", "Ordered the blue version.",
+          "It replaced a café espresso machine, oddly enough.", "Used it on a naïve test run first.",
+          "The box said made in 2024.", "I read the reviews before ordering."]
+CLOSERS = {1: ["Would buy again.", "Recommended.", "Five stars from me.", "Happy overall."],
+           -1: ["Would not buy again.", "Returned it.", "One star.", "Not happy overall."]}
+
+
+def review(rng, polarity):
+    """A review of several clauses; each clause's sentiment is its adjective's, flipped by a negation."""
+    clauses = int(rng.integers(2, 5))
+    # Most clauses agree with the review's polarity; one may not (mixed reviews).
+    signs = [polarity] * clauses
+    if clauses > 2 and rng.random() < 0.5:
+        signs[int(rng.integers(clauses))] = -polarity
+    sentences = []
+    for sign in signs:
+        negated = rng.random() < 0.5
+        adjective_sign = -sign if negated else sign
+        adjective = str(rng.choice(GOOD if adjective_sign > 0 else BAD))
+        subject = str(rng.choice(SUBJECTS))
+        verb = str(rng.choice(VERBS))
+        text = f"{subject} {verb} {'not ' if negated else ''}{rng.choice(INTENSIFIERS)}{adjective}"
+        sentences.append(text[0].upper() + text[1:] + str(rng.choice([".", ".", "!", "..."])))
+        if rng.random() < 0.3:
+            sentences.append(str(rng.choice(FILLER)))
+    if rng.random() < 0.3:  # the closer gives the verdict away: only sometimes
+        sentences.append(str(rng.choice(CLOSERS[polarity])))
+    return " ".join(sentences)
+
+
+def make_text():
+    out = fresh_dir("text")
+    rng = np.random.default_rng(121314)
+    for i in range(1000):
+        polarity = 1 if i % 2 == 0 else -1
+        text = review(rng, polarity)
+        if rng.random() < 0.04:  # label noise: a careless reviewer
+            polarity = -polarity
+        folder = out / ("positive" if polarity > 0 else "negative")
+        folder.mkdir(exist_ok=True)
+        data = text.encode("utf-8")
+        if i % 97 == 0:
+            data = b"\xef\xbb\xbf" + data  # a UTF-8 BOM, as Windows editors write
+        if i % 89 == 0:
+            data = data.replace(b". ", b".\r\n")
+        (folder / f"review_{i:04d}.txt").write_bytes(data + b"\n")
+
+
+MAKERS = {"images": make_images, "audio": make_audio, "tabular": make_tabular, "text": make_text}
+
 if __name__ == "__main__":
-    make_images()
-    make_audio()
-    make_tabular()
+    for name in sys.argv[1:] or MAKERS:
+        MAKERS[name]()
     print(f"sample data written under {ROOT}")

@@ -197,7 +197,7 @@ class ModelSettings(Section):
     statistics) and, except for a factory, the output head sized from the manifest's labels.
     """
 
-    builtin: Literal["auto", "small_cnn", "audio_cnn", "mlp"] | None = Field(
+    builtin: Literal["auto", "small_cnn", "audio_cnn", "mlp", "text_cnn", "text_mlp"] | None = Field(
         None, description="Built-in architecture; auto picks by reader (image: small_cnn, audio: audio_cnn, csv: mlp)."
     )
     layers: list[dict[str, Union[dict, None]]] | None = Field(

@@ -83,10 +83,11 @@ def run_predict(
         from dltool.readers.base import reader_for
 
         labelled = _raw_inputs_labelled(config, source, trained_on)
-        files = reader_for(config.ingest).kind == "file"
+        reader = reader_for(config.ingest)
+        files = reader.labels_from_paths()
         classes = list(trained_on.label.vocabulary) if labelled and trained_on.label.kind == "class" else None
         if labelled and not files:  # a table's label goes through as it is: a row to predict may have none yet
-            label_column = config.ingest.label
+            label_column = reader.label_column()
         dataset_uri = ingest_raw(config, source, output, progress, labelled=labelled and files, classes=classes,
                                  keep=keep, carry_label=label_column is not None)  # fmt: skip
         cleanup = True
@@ -153,15 +154,17 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     ingest = reader.for_raw_inputs(source.uri, labelled=labelled)
     # Table rows get the training data's fitted features (vocabularies, imputation, scaling), never refitted ones.
     preprocess = _training_preprocess(config) if reader.kind == "table" else None
-    if keep and reader.kind != "table":
+    if keep and reader.labels_from_paths():
         raise ConfigError(f"--keep {', '.join(keep)}: only table inputs have columns to keep")
     if preprocess is not None and (keep or carry_label):
         fitted = json.loads(open_location(preprocess).read_bytes())
-        roles = {*fitted["numeric"], *fitted["categorical"], *fitted["vectors"], config.ingest.label}
+        label = reader.label_column()
+        roles = {*fitted.get("numeric", ()), *fitted.get("categorical", ()), *fitted.get("vectors", ()), label,
+                 getattr(config.ingest, "text_column", None)}  # fmt: skip
         if any(c in roles for c in keep):
             raise ConfigError(f"--keep {', '.join(c for c in keep if c in roles)}: a feature or label column; "
                               "--keep copies other columns (ids, notes)")  # fmt: skip
-        carried = [*keep, *([config.ingest.label] if carry_label else [])]
+        carried = [*keep, *([label] if carry_label else [])]
         ingest = ingest.model_copy(update={"passthrough": list(dict.fromkeys([*ingest.passthrough, *carried]))})
     # Bad records are quarantined and counted; they never stop the predictions for the rest.
     dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
@@ -182,7 +185,7 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
     files, _ = reader.inputs()
     if not files:
         return False
-    if reader.kind == "file":
+    if reader.labels_from_paths():
         classes = set(trained_on.label.vocabulary or ())
         return all(reader.label_of(f.relpath) in classes for f in files)
     from dltool.spark.session import spark_session
@@ -191,7 +194,7 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
     spark = spark_session(config.spark)
     require_s3a(spark, source)
     paths = [spark_path(source.uri, f.path) for f in files]
-    return config.ingest.label in reader.source_columns(spark, paths)
+    return reader.label_column() in reader.source_columns(spark, paths)
 
 
 def _stage_registered_model(config: ExperimentConfig, uri: str, staged: Location) -> None:

@@ -9,6 +9,7 @@ from dltool.readers.image import ImageReader, ImageReaderConfig  # isort: skip
 from dltool.readers.audio import AudioReader, AudioReaderConfig  # isort: skip
 from dltool.readers.csv import CsvReader, CsvReaderConfig  # isort: skip
 from dltool.readers.table import TableReaderConfig, TableSourceReader  # isort: skip
+from dltool.readers.text import TextReader, TextReaderConfig  # isort: skip
 
 __all__ = [
     "REGISTRY",
@@ -23,6 +24,8 @@ __all__ = [
     "TableReader",
     "TableReaderConfig",
     "TableSourceReader",
+    "TextReader",
+    "TextReaderConfig",
     "reader_for",
     "register",
 ]

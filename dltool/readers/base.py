@@ -63,13 +63,13 @@ def reader_for(config) -> "Reader":
         raise ConfigError(f"ingest.reader: unknown reader {config.reader!r}; known: {sorted(REGISTRY)}") from e
 
 
-def default_model_for(reader: str | None, shape: tuple[int, ...] = ()) -> str | None:
+def default_model_for(reader: str | None, features: TensorSpec) -> str | None:
     """The builtin model `auto` picks for data from this reader; for data no reader wrote (a DataFrame
     written by dltool.ml), by the features' rank: vectors get the MLP, [h, w, c] tensors the small CNN."""
     cls = REGISTRY.get(reader or "")
     if cls is not None:
-        return cls.default_model
-    return {1: "mlp", 3: "small_cnn"}.get(len(shape))
+        return cls.model_for(features)
+    return {1: "mlp", 3: "small_cnn"}.get(len(features.shape))
 
 
 class Reader(ABC):
@@ -80,6 +80,19 @@ class Reader(ABC):
 
     def __init__(self, config):
         self.config = config
+
+    @classmethod
+    def model_for(cls, features: TensorSpec) -> str:
+        """The builtin for a dataset this reader wrote (a reader whose tensors differ by its settings overrides it)."""
+        return cls.default_model
+
+    def labels_from_paths(self) -> bool:
+        """Whether labels come from the files' paths (class folders, a regex) rather than a column."""
+        return self.kind == "file"
+
+    def label_column(self) -> str | None:
+        """The column holding the label, for readers that read one."""
+        return None
 
     def patterns(self) -> tuple[list[str], list[str]]:
         """The (include, exclude) globs of the files to read when `input` is a directory."""
@@ -152,3 +165,18 @@ class TableReader(Reader):
 
     def for_raw_inputs(self, input_uri: str, labelled: bool = False) -> BaseModel:
         return self.config.model_copy(update={"input": input_uri, **({} if labelled else {"label": None})})
+
+    def label_column(self) -> str | None:
+        return self.config.label
+
+    def planned(self) -> dict:
+        """What a dry run reports of the config (nothing is read)."""
+        cfg = self.config
+        return {"columns": {"numeric": cfg.numeric, "categorical": cfg.categorical, "label": cfg.label}}
+
+    def write(self, spark, config, source, files, staging, parallelism, progress, preprocess=None):
+        """Read, check, fit (unless `preprocess` names a fitted `_preprocess.json`) and write the shards into
+        staging; returns the WrittenShards."""
+        from dltool.spark.table_ingest import ingest_table
+
+        return ingest_table(spark, config, self, source, files, staging, parallelism, progress, preprocess)

@@ -1,7 +1,8 @@
 """Encode fixed-shape tensors as Spark-native Arrow columns and decode them without row loops.
 
 uint8 tensors are stored as `binary` (the raw C-order bytes of one example);
-float32 tensors as `list<float>` (Spark's array<float>). Shape and dtype live
+float32 and int32 (token ids) tensors as `list<float>` and `list<int32>` (Spark's
+array<float>, array<int>). Shape and dtype live
 in the manifest and in the Parquet key-value metadata under `dltool.tensors`.
 """
 
@@ -13,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-ENCODINGS = {"uint8": "binary", "float32": "list"}
+ENCODINGS = {"uint8": "binary", "float32": "list", "int32": "list"}
 
 
 @dataclass(frozen=True)
 class TensorSpec:
     shape: tuple[int, ...]
-    dtype: str  # "uint8" or "float32"
+    dtype: str  # "uint8", "float32" or "int32" (token ids)
 
     @property
     def encoding(self) -> str:
@@ -35,7 +36,7 @@ class TensorSpec:
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return pa.binary() if self.encoding == "binary" else pa.list_(pa.float32())
+        return pa.binary() if self.encoding == "binary" else pa.list_(pa.from_numpy_dtype(np.dtype(self.dtype)))
 
     def to_json(self) -> dict:
         return {"shape": list(self.shape), "dtype": self.dtype, "encoding": self.encoding}
@@ -59,7 +60,7 @@ def encode_tensors(batch: np.ndarray, spec: TensorSpec) -> pa.Array:
             pa.binary()
         )
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * spec.size)
-    return pa.ListArray.from_arrays(offsets, pa.array(flat, type=pa.float32()))
+    return pa.ListArray.from_arrays(offsets, pa.array(flat, type=spec.arrow_type.value_type))
 
 
 def decode_tensors(column: pa.Array | pa.ChunkedArray, spec: TensorSpec, field: str = "features") -> np.ndarray:

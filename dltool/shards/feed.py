@@ -377,7 +377,7 @@ def _is_encoding(column_type: pa.DataType, spec: TensorSpec) -> bool:
         return pa.types.is_binary(column_type) or pa.types.is_large_binary(column_type)
     listlike = pa.types.is_list(column_type) or pa.types.is_large_list(column_type)
     listlike = listlike or pa.types.is_fixed_size_list(column_type)
-    return listlike and column_type.value_type == pa.float32()
+    return listlike and column_type.value_type == spec.arrow_type.value_type
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -104,7 +104,7 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     if not files:
         raise ConfigError(f"{source.uri}: no input files match include {reader.patterns()[0]}")
     broken = next((f for f in files if f.problem is not None), None)
-    if reader.kind == "table" and broken is not None:  # a table's rows are quarantined, not its files
+    if not reader.labels_from_paths() and broken is not None:  # a table's rows are quarantined, not its files
         raise InputNotFoundError(f"{broken.path}: cannot read: {broken.problem}")
     fingerprint = _fingerprint(files)
     digest = config_hash({"ingest": config.ingest.model_dump(mode="json", exclude={"input"}),
@@ -129,10 +129,8 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
                 shards = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
                                        vocabulary)  # fmt: skip
             else:
-                from dltool.spark.table_ingest import ingest_table
-
-                shards = ingest_table(spark, config, reader, source, files, staging, default_parallelism(spark),
-                                      progress, preprocess)  # fmt: skip
+                shards = reader.write(spark, config, source, files, staging, default_parallelism(spark), progress,
+                                      preprocess)  # fmt: skip
             manifest = _manifest(config, reader, source, shards, digest, fingerprint, left_out)
             manifest.write(staging)
             # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
@@ -524,7 +522,7 @@ def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint
         dltool_version=dltool.__version__, reader=reader.name, source=source.uri,
         features=shards.features, feature_names=shards.feature_names, label=shards.label,
         passthrough=tuple(getattr(config.ingest, "passthrough", [])), splits=shards.splits, counts=counts,
-        stats=shards.stats, preprocess=shards.preprocess, errors="_errors",
+        stats=shards.stats, preprocess=shards.preprocess, errors="_errors", vocabulary=shards.vocabulary,
         config_hash=digest, input_fingerprint=fingerprint, ingest=json.loads(config.ingest.model_dump_json()),
         status="ok" if counts.bad_fraction <= config.dataset.max_bad_fraction else "failed_quality",
         warnings=tuple(warnings), duplicates=duplicates, columns=shards.columns,
@@ -538,8 +536,7 @@ def _plan(config, reader, dataset, source, files, left_out, existing: str | None
         what = {"features": reader.tensor_spec(), "labels": None if vocabulary is None else tuple(vocabulary),
                 "unlabelled": len(unplaced), "splits": {s: len(items) for s, items in assigned.items()}}  # fmt: skip
     else:
-        what = {"columns": {"numeric": config.ingest.numeric, "categorical": config.ingest.categorical,
-                            "label": config.ingest.label}}  # fmt: skip
+        what = reader.planned()
     return IngestPlan(
         dataset=dataset.uri, source=source.uri, inputs=len(files), left_out_by_patterns=left_out,
         sample_inputs=tuple(f.relpath for f in files[:10]), bytes=sum(f.size for f in files),

@@ -31,6 +31,7 @@ class WrittenShards:
     preprocess: str | None = None  # the fitted preprocessing's file, table readers only
     duplicates: Duplicates | None = None  # identical records in more than one split
     columns: dict | None = None  # table readers: the columns used per role and those left out, with the reason
+    vocabulary: tuple[str, ...] | None = None  # text readers: the tokens of ids 2.. (0 padding, 1 out-of-vocabulary)
 
 
 @dataclass(frozen=True)

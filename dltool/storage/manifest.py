@@ -153,6 +153,7 @@ class Manifest:
     warnings: tuple[str, ...] = ()  # about the splits: an empty one, a class missing from val or test
     duplicates: Duplicates | None = None  # identical records across splits (None: none found)
     columns: dict | None = None  # table readers: {"numeric", "categorical", "left_out": {column: reason}} as used
+    vocabulary: tuple[str, ...] | None = None  # text readers: the token of each id from 2 (0 padding, 1 out-of-vocabulary)
 
     def to_json(self) -> dict:
         return {
@@ -167,6 +168,7 @@ class Manifest:
             "config_hash": self.config_hash, "input_fingerprint": self.input_fingerprint,
             "ingest": self.ingest, "status": self.status, "warnings": list(self.warnings),
             "duplicates": None if self.duplicates is None else self.duplicates.to_json(), "columns": self.columns,
+            "vocabulary": None if self.vocabulary is None else list(self.vocabulary),
         }  # fmt: skip
 
     @classmethod
@@ -190,6 +192,7 @@ class Manifest:
             warnings=tuple(data.get("warnings", ())),
             duplicates=None if data.get("duplicates") is None else Duplicates.from_json(data["duplicates"]),
             columns=data.get("columns"),
+            vocabulary=None if data.get("vocabulary") is None else tuple(data["vocabulary"]),
         )  # fmt: skip
 
     def rows(self, split: str) -> int:

@@ -69,6 +69,16 @@ class ConvNetArgs(_BuiltinArgs):
     dropout: float = Field(0.25, ge=0, lt=1)
 
 
+class TextCnnArgs(_BuiltinArgs):
+    """`train.model.args` of text_cnn."""
+
+    embedding: int = Field(64, ge=1)  # the embedding's width
+    filters: int = Field(128, ge=1)
+    kernel_size: int = Field(5, ge=1)  # tokens each filter sees: n-grams up to this long
+    dense: int = Field(64, ge=0)
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
 class MlpArgs(_BuiltinArgs):
     """`train.model.args` of mlp."""
 
@@ -207,6 +217,8 @@ def _normalise(inputs, manifest: Manifest):
     import numpy as np
 
     x = inputs
+    if inputs.dtype == "int32":  # token ids go to an embedding as they are
+        return x
     if inputs.dtype != "float32":
         x = keras.layers.Rescaling(1.0, dtype="float32", name="cast")(x)
     stats = manifest.stats
@@ -287,10 +299,11 @@ def _builtin_name(spec: ModelSettings, manifest: Manifest) -> str:
     from dltool.readers.base import default_model_for
 
     reader = manifest.reader
-    builtin = default_model_for(reader, manifest.features.shape)
+    builtin = default_model_for(reader, manifest.features)
     if builtin is None:
         raise ConfigError(
-            f"train.model.builtin: auto cannot choose a model for reader {reader!r}; name small_cnn, audio_cnn or mlp"
+            f"train.model.builtin: auto cannot choose a model for reader {reader!r}; name small_cnn, audio_cnn, mlp, "
+            "text_cnn or text_mlp"
         )
     return builtin
 
@@ -310,7 +323,9 @@ def _builtin_args(model: type[_BuiltinArgs], args: dict, builtin: str) -> Any:
 def _builtin_body(name: str, args: dict, x, manifest: Manifest):
     import keras
 
-    if name == "mlp":
+    if name == "text_cnn":
+        return _text_cnn(_builtin_args(TextCnnArgs, args, name), x, manifest)
+    if name in ("mlp", "text_mlp"):
         options = _builtin_args(MlpArgs, args, name)
         if len(x.shape) > 2:
             x = keras.layers.Flatten(name="flatten")(x)
@@ -337,6 +352,25 @@ def _builtin_body(name: str, args: dict, x, manifest: Manifest):
         # "same" pooling never shrinks a side to 0, whatever the input size and depth.
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"block{i}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if options.dense:
+        x = keras.layers.Dense(options.dense, activation="relu", name="dense")(x)
+    if options.dropout:
+        x = keras.layers.Dropout(options.dropout, name="dropout")(x)
+    return x
+
+
+def _text_cnn(options: TextCnnArgs, x, manifest: Manifest):
+    """Embedding, one 1-D convolution over the token windows, global max pooling (Kim 2014, one width)."""
+    import keras
+
+    if manifest.vocabulary is None or x.dtype != "int32" or len(x.shape) != 2:
+        raise ConfigError(f"train.model.builtin: text_cnn needs token-id sequences from the text reader (output: "
+                          f"sequence); the dataset's features are {_dims(x.shape)} {x.dtype}")  # fmt: skip
+    x = keras.layers.Embedding(len(manifest.vocabulary) + 2, options.embedding, name="embedding")(x)
+    if options.dropout:
+        x = keras.layers.SpatialDropout1D(options.dropout, name="embedding_dropout")(x)
+    x = keras.layers.Conv1D(options.filters, options.kernel_size, padding="same", activation="relu", name="conv")(x)
+    x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
     if options.dense:
         x = keras.layers.Dense(options.dense, activation="relu", name="dense")(x)
     if options.dropout:

@@ -204,7 +204,7 @@ def _with_auto_model_resolved(config: ExperimentConfig, manifest: Manifest) -> E
     from dltool.readers.base import default_model_for
 
     model = config.train.model
-    builtin = default_model_for(manifest.reader, manifest.features.shape)
+    builtin = default_model_for(manifest.reader, manifest.features)
     if model.kind != "builtin" or (model.builtin or "auto") != "auto" or builtin is None:
         return config  # build_model explains an unknown reader
     train = config.train.model_copy(update={"model": model.model_copy(update={"builtin": builtin})})

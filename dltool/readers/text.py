@@ -1,0 +1,531 @@
+"""The `text` reader: documents from files in class folders, lines of large files, or a table's text column.
+
+Two Spark passes. The first reads the documents (each task reads its files straight from
+storage, or Spark reads the table), checks and tokenises them, writes the token lists to a
+temporary `_typed/` file and counts the train split's tokens; the driver merges the counts
+into the vocabulary. The second turns tokens into int32 id sequences (or TF-IDF vectors)
+and writes the shards. The vocabulary goes in the manifest, in `vocabulary.txt` (line i is
+id i) and, with the tokeniser settings, in `_preprocess.json`, which predict and eval apply
+to raw text instead of refitting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from dltool.config.base import FileInput
+from dltool.errors import ConfigError, RecordError
+from dltool.readers.base import FileReader, TableReader, register
+from dltool.shards.codec import TensorSpec
+
+TABLE_FORMATS = {"json": ["*.json", "*.jsonl", "*.ndjson"], "csv": ["*.csv", "*.tsv"], "parquet": ["*.parquet"],
+                 "orc": ["*.orc"], "table": []}  # fmt: skip
+VOCABULARY_FILE = "vocabulary.txt"
+TYPED = "_typed"  # the token lists between the passes; removed before the commit
+ROWS_PER_BATCH = 8192
+
+
+class TextReaderConfig(FileInput):
+    """Documents (reviews, tickets, logs) tokenised on Spark with a vocabulary fitted on the train split."""
+
+    reader: Literal["text"] = Field(description="Selects this reader.")
+    format: Literal["files", "lines", "json", "csv", "parquet", "orc", "table"] = Field(
+        "files", description="files: one document per file; lines: one per line of each file (streamed); "
+        "json, csv, parquet, orc: a text column of those files; table: a catalog table named by input.",
+    )
+    include: list[str] | None = Field(None, description="Glob patterns of files to read (default: *.txt, or the format's).")
+    encoding: str = Field("utf-8", description="Text encoding of files and lines (a UTF-8 or UTF-16 BOM is dropped).")
+    decode_errors: Literal["quarantine", "replace"] = Field(
+        "quarantine", description="Bytes invalid in the encoding: quarantine the document, or replace them with U+FFFD."
+    )
+    max_file_mb: float = Field(16, gt=0, description="format files: larger files are quarantined unread.")
+    text_column: str = Field("text", description="Table formats: the column holding the document.")
+    label_column: str | None = Field(None, description="Table formats: the class column (none: unlabelled).")
+    key_column: str | None = Field(None, description="Table formats: a unique id column; default file:row.")
+    passthrough: list[str] = Field(default_factory=list, description="Table formats: columns copied to the shards.")
+    options: dict[str, str] = Field(default_factory=dict, description="Options for Spark's reader (table formats).")
+    lowercase: bool = Field(True, description="Lower-case (Unicode) before splitting.")
+    strip_punctuation: bool = Field(True, description="Remove ASCII punctuation, as Keras's TextVectorization does.")
+    normalize: Literal["none", "NFC", "NFKC"] = Field("none", description="Unicode normalisation applied first.")
+    split: Literal["whitespace", "character"] = Field("whitespace", description="Tokens are words or characters.")
+    ngrams: int = Field(1, ge=1, le=5, description="Tokens are all n-grams of 1 to this many words (or characters).")
+    max_tokens: int = Field(20000, ge=3, description="Vocabulary size, padding and out-of-vocabulary ids included.")
+    min_count: int = Field(1, ge=1, description="Tokens seen fewer times in train stay out of the vocabulary.")
+    output: Literal["sequence", "tf_idf"] = Field(
+        "sequence", description="sequence: int32 token ids (text_cnn); tf_idf: one float per vocabulary slot (text_mlp)."
+    )
+    sequence_length: int = Field(200, ge=1, le=100_000, description="Ids per document: longer ones are cut, shorter padded.")
+    truncate: Literal["end", "start"] = Field("end", description="Which end of a long document is cut off.")
+
+    @model_validator(mode="after")
+    def _format_fields(self):
+        table = self.format in TABLE_FORMATS
+        if table and "label" in self.model_fields_set:
+            raise ValueError(f"format {self.format}: the label comes from `label_column`, not `label`")
+        if not table:
+            used = [f for f in ("label_column", "key_column", "passthrough") if f in self.model_fields_set]
+            if used:
+                raise ValueError(f"{', '.join(used)}: only for table formats (json, csv, parquet, orc, table)")
+        return self
+
+    def tokenizer(self):
+        from dltool.transforms.text import Tokenizer
+
+        return Tokenizer(self.lowercase, self.strip_punctuation, None if self.normalize == "none" else self.normalize,
+                         self.split, self.ngrams)  # fmt: skip
+
+
+@register
+class TextReader(TableReader):
+    name = "text"
+    config_model = TextReaderConfig
+    default_model = "text_cnn"
+    label_of = FileReader.label_of
+
+    @classmethod
+    def model_for(cls, features: TensorSpec) -> str:
+        return "text_cnn" if features.dtype == "int32" else "text_mlp"
+
+    def patterns(self) -> tuple[list[str], list[str]]:
+        cfg = self.config
+        default = TABLE_FORMATS.get(cfg.format, ["*.txt"])
+        return list(cfg.include if cfg.include is not None else default), list(cfg.exclude)
+
+    def inputs(self):
+        from dltool.readers.table import TableSourceReader
+
+        if self.config.format == "table":
+            return TableSourceReader.inputs(self)
+        return super().inputs()
+
+    def labels_from_paths(self) -> bool:
+        return self.config.format not in TABLE_FORMATS
+
+    def label_column(self) -> str | None:
+        return self.config.label_column if self.config.format in TABLE_FORMATS else None
+
+    def for_raw_inputs(self, input_uri: str, labelled: bool = False):
+        from dltool.config.base import NoLabel
+
+        cfg = self.config
+        unlabelled = {"label_column": None} if cfg.format in TABLE_FORMATS else {"label": NoLabel(source="none")}
+        return cfg.model_copy(update={"input": input_uri, **({} if labelled else unlabelled)})
+
+    def tensor_spec(self, vocabulary_size: int) -> TensorSpec:
+        cfg = self.config
+        return TensorSpec((cfg.sequence_length,), "int32") if cfg.output == "sequence" else \
+            TensorSpec((vocabulary_size - 1,), "float32")  # fmt: skip
+
+    def planned(self) -> dict:
+        cfg = self.config
+        return {"columns": {"text": cfg.text_column if cfg.format in TABLE_FORMATS else f"{cfg.format}: {cfg.input}",
+                            "label": cfg.label_column if cfg.format in TABLE_FORMATS else cfg.label.source}}  # fmt: skip
+
+    def source_columns(self, spark, paths: list[str]) -> list[str]:
+        return self._frame(spark, paths).columns
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    def write(self, spark, config, source, files, staging, parallelism, progress, preprocess=None):
+        """Read, tokenise, fit (unless `preprocess` names a fitted `_preprocess.json`) and write the shards."""
+        from dltool.spark.progress import spark_progress
+        from dltool.spark.table_ingest import PREPROCESS
+        from dltool.storage.fs import open_location
+
+        cfg = self.config
+        fitted = None if preprocess is None else json.loads(open_location(preprocess).read_bytes())
+        classes = None if fitted is None or fitted["labels"] is None else list(fitted["labels"])
+        tfidf = cfg.output == "tf_idf" and fitted is None
+        with spark_progress(spark, f"ingest {config.name}: text, {len(files)} file(s)", progress):
+            if cfg.format in TABLE_FORMATS:
+                summaries, labelled = self._read_table(spark, config, source, files, staging, classes, tfidf)
+            else:
+                summaries, labelled = self._read_files(spark, config, source, files, staging, parallelism,
+                                                               classes, tfidf)  # fmt: skip
+            totals = _merge(summaries)
+            if fitted is None:
+                fitted = self._fit(totals, labelled)
+            staging.child(PREPROCESS).write_bytes(json.dumps(fitted).encode())
+            staging.child(VOCABULARY_FILE).write_bytes(
+                "\n".join(["", "[UNK]", *fitted["vocabulary"]]).encode() + b"\n"
+            )  # fmt: skip
+            typed = sorted(s["typed"] for s in summaries if s["typed"])
+            spec = self.tensor_spec(len(fitted["vocabulary"]) + 2)
+            task = _shard_task(staging.uri, fitted, spec, list(cfg.passthrough), config.dataset)
+            written = spark.sparkContext.parallelize(typed, max(1, len(typed))).flatMap(task).collect() if typed else []
+        staging.child(TYPED).delete()
+        return _written(written, fitted, spec, totals)
+
+    def _fit(self, totals: dict, labelled: bool) -> dict:
+        from dltool.transforms.text import fit_vocabulary, idf_weights
+
+        cfg = self.config
+        if not totals["train_docs"]:
+            raise ConfigError(f"{cfg.input}: no valid document falls in the train split; nothing to fit a vocabulary on")
+        tokens = fit_vocabulary(totals["tokens"], cfg.max_tokens, cfg.min_count)
+        fitted = {"reader": "text", "tokenizer": dataclasses.asdict(cfg.tokenizer()), "vocabulary": tokens,
+                  "labels": sorted(totals["labels"]) if labelled else None, "output": cfg.output,
+                  "sequence_length": cfg.sequence_length, "truncate": cfg.truncate, "idf": None}  # fmt: skip
+        if cfg.output == "tf_idf":
+            frequency = totals["documents_with"]
+            idf = idf_weights(_np_array([frequency.get(t, 0) for t in tokens]), totals["train_docs"])
+            oov = float(idf.mean()) if idf.size else 0.0  # Keras's weight for the OOV slot: the mean
+            fitted["idf"] = [oov, *idf.round(6).tolist()]  # one weight per slot of Vocabulary.counts
+        return fitted
+
+    def _read_files(self, spark, config, source, files, staging, parallelism, classes, tfidf):
+        """Pass one over files: labels and splits from the paths on the driver, reading and tokenising in tasks."""
+        from dltool.spark.ingest import _assign, _error_row, _write_errors
+
+        cfg = self.config
+        split = config.dataset.split
+        per_line = cfg.format == "lines"
+        if per_line and split.by == "hash" and (split.stratify or split.group):
+            raise ConfigError("dataset.split: format lines splits each line by its own hash; stratify and group "
+                              "need format files or a table format")  # fmt: skip
+        assigned, vocabulary, unplaced = _assign(config, self, files, classes)
+        labelled = vocabulary is not None
+        driver_errors = [_error_row(f.relpath, f.path, self.name, e) for f, e in unplaced]
+        if driver_errors:
+            _write_errors(staging.child("_errors", "part-driver.parquet"), driver_errors)
+        items = [(path, relpath, None if label is None else vocabulary[label], name, size)
+                 for name, chunk in assigned.items() for path, relpath, label, size in chunk]  # fmt: skip
+        summaries = []
+        if items:
+            tasks = min(len(items), max(1, 2 * parallelism))
+            job = _FileJob(cfg, source.uri, staging.uri, split if per_line else None, classes, tfidf)
+            summaries = spark.sparkContext.parallelize(items, tasks).mapPartitionsWithIndex(job.run).collect()
+        summaries.append({"typed": None, "quarantined": len(unplaced), "inputs": len(unplaced),
+                          "first_errors": driver_errors[:5]})  # fmt: skip
+        return summaries, labelled
+
+    def _frame(self, spark, paths: list[str]):
+        from dltool.errors import map_errors
+
+        cfg = self.config
+        options = {**({"header": "true"} if cfg.format == "csv" else {}), **cfg.options}
+        with map_errors(f"ingest.input: reading {cfg.input!r} as {cfg.format}"):
+            if cfg.format == "table":
+                return spark.table(cfg.input)
+            return spark.read.format(cfg.format).options(**options).load(paths)
+
+    def _read_table(self, spark, config, source, files, staging, classes, tfidf):
+        """Pass one over a table: Spark reads, numbers and splits the rows; the tasks tokenise them."""
+        from pyspark.sql import functions as F
+
+        from dltool.readers.table import _with_row_numbers
+        from dltool.spark.splits import column, with_split
+        from dltool.spark.table_ingest import require_s3a, spark_path
+
+        cfg = self.config
+        require_s3a(spark, source, staging)
+        paths = [spark_path(source.uri, f.path) for f in files]
+        frame = self._frame(spark, paths)
+        split = config.dataset.split
+        extra = [c for c in (split.column if split.by == "column" else None, split.group) if c]
+        used = [cfg.text_column, *[c for c in (cfg.label_column, cfg.key_column) if c], *cfg.passthrough, *extra]
+        missing = [c for c in used if c not in frame.columns]
+        if missing:
+            raise ConfigError(f"{cfg.input}: columns {missing} named in ingest are not in the data {sorted(frame.columns)}")
+        raw = frame.select(*[column(c) for c in dict.fromkeys(used)])
+        raw = raw.withColumn("_file", F.input_file_name()).withColumn("_mid", F.monotonically_increasing_id())
+        raw, _ = _with_row_numbers(spark, raw, dict(zip(paths, (f.relpath for f in files), strict=True)))
+        row_key = F.concat_ws(":", "_relpath", F.col("_row").cast("string"))
+        key = F.coalesce(column(cfg.key_column).cast("string"), row_key) if cfg.key_column else row_key
+        label = column(cfg.label_column).cast("string") if cfg.label_column else None
+        raw = with_split(raw.withColumn("key", key), F.col("key"), label, split)
+        rows = raw.select(
+            F.col("key"), column(cfg.text_column).cast("string").alias("_text"),
+            (label if label is not None else F.lit(None).cast("string")).alias("_label"), F.col("split"),
+            F.concat_ws(":", "_relpath", F.col("_row").cast("string")).alias("_where"),
+            *[column(c).cast("string").alias(f"_p{i}") for i, c in enumerate(cfg.passthrough)],
+        )  # fmt: skip
+        job = _TableJob(cfg, staging.uri, classes, tfidf, bool(cfg.label_column))
+        summaries = [json.loads(r["summary"]) for r in rows.mapInArrow(job.run, "summary string").collect()]
+        for s in summaries:  # counters travel as JSON objects
+            s["tokens"], s["documents_with"], s["labels"] = (Counter(s[k]) for k in ("tokens", "documents_with", "labels"))
+        return summaries, bool(cfg.label_column)
+
+
+# -- pass one: documents to token lists ---------------------------------------------------------
+
+
+class _TypedDocs:
+    """One task's checked, tokenised documents: `_typed/part-N.parquet`, its quarantined ones in `_errors/`,
+    and the train split's token counts."""
+
+    def __init__(self, cfg, staging_uri: str, part: int, classes, tfidf: bool, labelled: bool):
+        self.cfg, self.staging_uri, self.part, self.classes, self.tfidf = cfg, staging_uri, part, classes, tfidf
+        self.labelled = labelled
+        self.tokenizer = cfg.tokenizer()
+        self.tokens, self.documents_with, self.labels = Counter(), Counter(), Counter()
+        self.rows, self.errors, self.train_docs, self.inputs = {}, [], 0, 0
+        self.writer, self.pending = None, []
+
+    def add(self, key: str, text: str | None, label: str | None, split: str | None, where: str, extra=()) -> None:
+        """One document; quarantined with the reason when it is empty, unlabelled, unplaced or of an unknown class."""
+        self.inputs += 1
+        try:
+            if text is None or not text.strip():
+                raise RecordError("read", "empty document")
+            if "\x00" in text:
+                raise RecordError("decode", "binary data: the text holds NUL bytes")
+            if self.labelled and (label is None or not label.strip()):
+                raise RecordError("label", "no label")
+            if self.classes is not None and label not in self.classes:
+                raise RecordError("label", f"class {label!r} is not one of the {len(self.classes)} the model knows")
+            if split is None:
+                raise RecordError("split", "the split rule names no split for it")
+            tokens = self.tokenizer.tokens(text)
+        except RecordError as e:
+            self.errors.append({"key": key, "path": where, "reader": "text", "stage": e.stage,
+                                "error_class": "RecordError", "message": str(e)})  # fmt: skip
+            return
+        if split == "train":
+            self.train_docs += 1
+            self.tokens.update(tokens)
+            if self.tfidf:
+                self.documents_with.update(set(tokens))
+        if label is not None:
+            self.labels[label] += 1
+        self.pending.append((key, tokens, label, split, *extra))
+        if len(self.pending) >= ROWS_PER_BATCH:
+            self._flush()
+
+    def quarantine(self, key: str, where: str, error: Exception) -> None:
+        from dltool.spark.ingest import _error_row
+
+        self.inputs += 1
+        self.errors.append(_error_row(key, where, "text", error))
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from dltool.storage.fs import open_location
+
+        if not self.pending:
+            return
+        columns = list(zip(*self.pending))
+        names = ["key", "tokens", "label", "split"] + [f"_p{i}" for i in range(len(columns) - 4)]
+        table = pa.table([pa.array(c, pa.list_(pa.string()) if n == "tokens" else pa.string())
+                          for n, c in zip(names, columns)], names=names)  # fmt: skip
+        if self.writer is None:
+            self.target = open_location(self.staging_uri).child(TYPED, f"part-{self.part:05d}.parquet")
+            self.target.fs.create_dir(self.target.path.rsplit("/", 1)[0], recursive=True)
+            self.writer = pq.ParquetWriter(self.target.path, table.schema, filesystem=self.target.fs, compression="lz4")
+        self.writer.write_table(table)
+        self.pending = []
+
+    def close(self) -> dict:
+        from dltool.spark.ingest import _write_errors
+        from dltool.storage.fs import open_location
+
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+        if self.errors:
+            _write_errors(open_location(self.staging_uri).child("_errors", f"part-{self.part:05d}.parquet"), self.errors)
+        return {"typed": self.target.uri if self.writer is not None else None, "inputs": self.inputs,
+                "quarantined": len(self.errors), "first_errors": self.errors[:5], "tokens": self.tokens,
+                "documents_with": self.documents_with, "labels": self.labels, "train_docs": self.train_docs}  # fmt: skip
+
+
+class _FileJob:
+    """Pass one for files: each task reads its files (one document each, or one per line) from storage."""
+
+    def __init__(self, cfg, source_uri, staging_uri, line_split, classes, tfidf):
+        self.cfg, self.source_uri, self.staging_uri = cfg, source_uri, staging_uri
+        self.line_split, self.classes, self.tfidf = line_split, classes, tfidf  # line_split: SplitSettings, lines only
+
+    def run(self, part: int, items):
+        from dltool.storage.fs import open_location
+
+        cfg = self.cfg
+        source = open_location(self.source_uri)
+        docs = _TypedDocs(cfg, self.staging_uri, part, self.classes, self.tfidf, labelled=cfg.label.source != "none")
+        for path, relpath, label, split, size in items:
+            try:
+                if self.line_split is not None:
+                    self._lines(docs, source, path, relpath, label, split)
+                    continue
+                if size > cfg.max_file_mb * (1 << 20):
+                    raise RecordError("read", f"file of {size / (1 << 20):.1f} MB is over max_file_mb {cfg.max_file_mb:g}")
+                with source.fs.open_input_stream(path) as f:
+                    text = _decode(f.read(), cfg.encoding, cfg.decode_errors)
+            except RecordError as e:
+                docs.quarantine(relpath, path, e)
+                continue
+            docs.add(relpath, text, label, split, path)
+        yield docs.close()
+
+    def _lines(self, docs, source, path, relpath, label, split) -> None:
+        """One document per non-blank line, streamed: memory stays one line deep, whatever the file's size."""
+        from dltool.spark.splits import split_of
+
+        cfg = self.cfg
+        by_hash = self.line_split.by == "hash"
+        with source.fs.open_input_stream(path) as f:
+            for number, line in enumerate(_binary_lines(f), start=1):
+                key = f"{relpath}:{number}"
+                if not line.strip():
+                    continue
+                try:
+                    text = _decode(line if number > 1 else _strip_bom(line, cfg.encoding), cfg.encoding, cfg.decode_errors)
+                except RecordError as e:
+                    docs.quarantine(key, f"{path}:{number}", e)
+                    continue
+                docs.add(key, text, label, split_of(key, self.line_split) if by_hash else split, f"{path}:{number}")
+
+
+class _TableJob:
+    """Pass one for a table: the mapInArrow function that tokenises the rows Spark read and split."""
+
+    def __init__(self, cfg, staging_uri, classes, tfidf, labelled):
+        self.cfg, self.staging_uri, self.classes, self.tfidf, self.labelled = cfg, staging_uri, classes, tfidf, labelled
+
+    def run(self, batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        docs = _TypedDocs(self.cfg, self.staging_uri, TaskContext.get().partitionId(), self.classes, self.tfidf,
+                          self.labelled)  # fmt: skip
+        for batch in batches:
+            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            for key, text, label, split, where, *extra in zip(*columns):
+                docs.add(key, text, label, split, where, extra)
+        summary = docs.close()
+        summary.update({k: dict(summary[k]) for k in ("tokens", "documents_with", "labels")})
+        yield pa.RecordBatch.from_pydict({"summary": [json.dumps(summary)]})
+
+
+def _decode(data: bytes, encoding: str, errors: str) -> str:
+    data = _strip_bom(data, encoding)
+    try:
+        return data.decode(encoding, errors="strict" if errors == "quarantine" else "replace")
+    except UnicodeDecodeError as e:
+        raise RecordError("decode", f"bytes that are not valid {encoding} at offset {e.start} "
+                                    "(set ingest.encoding, or decode_errors: replace)") from None  # fmt: skip
+    except LookupError as e:
+        raise ConfigError(f"ingest.encoding: unknown encoding {encoding!r}") from e
+
+
+def _strip_bom(data: bytes, encoding: str) -> bytes:
+    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") and data.startswith(b"\xef\xbb\xbf"):
+        return data[3:]
+    return data  # UTF-16 and UTF-32 codecs read and drop their own BOM
+
+
+def _binary_lines(stream, chunk: int = 1 << 20):
+    """The lines of a pyarrow input stream without their line ends, read a chunk at a time."""
+    rest = b""
+    while True:
+        block = stream.read(chunk)
+        if not block:
+            break
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line.rstrip(b"\r")
+    if rest:
+        yield rest.rstrip(b"\r")
+
+
+def _merge(summaries: list[dict]) -> dict:
+    totals = {"tokens": Counter(), "documents_with": Counter(), "labels": Counter(), "train_docs": 0, "inputs": 0,
+              "quarantined": 0, "first_errors": []}  # fmt: skip
+    for s in summaries:
+        for k in ("tokens", "documents_with", "labels"):
+            totals[k].update(s.get(k, {}))
+        totals["train_docs"] += s.get("train_docs", 0)
+        totals["inputs"] += s["inputs"]
+        totals["quarantined"] += s["quarantined"]
+        totals["first_errors"] += s["first_errors"][: max(0, 5 - len(totals["first_errors"]))]
+    return totals
+
+
+def _np_array(values):
+    import numpy as np
+
+    return np.asarray(values, np.int64)
+
+
+# -- pass two: token lists to shards ------------------------------------------------------------
+
+
+def _shard_task(staging_uri, fitted: dict, spec: TensorSpec, passthrough: list[str], dataset):
+    """One task per typed file: ids (or TF-IDF), labels and keys into per-split shards."""
+    max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
+    classes = fitted["labels"]
+    label_kind = "class" if classes is not None else None
+
+    def write(typed_uri):
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from dltool.shards.codec import encode_tensors
+        from dltool.shards.writer import shard_schema
+        from dltool.spark.splits import SPLITS
+        from dltool.spark.table_ingest import _SplitShards
+        from dltool.storage.fs import open_location
+        from dltool.transforms.text import Vocabulary
+
+        vocabulary = Vocabulary(tuple(fitted["vocabulary"]))
+        idf = None if fitted["idf"] is None else np.asarray(fitted["idf"], np.float32)
+        index = {name: i for i, name in enumerate(classes or [])}
+        source = open_location(typed_uri)
+        part = int(source.path.rsplit("part-", 1)[1].split(".")[0])
+        staging = open_location(staging_uri)
+        schema = shard_schema(spec, label_kind, passthrough)
+        shards = {s: _SplitShards(staging, s, part, schema, spec, max_rows, dataset, label_kind == "class") for s in SPLITS}
+        with source.fs.open_input_file(source.path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=ROWS_PER_BATCH):
+                for split in SPLITS:
+                    rows = batch.filter(pc.equal(batch.column("split"), split))
+                    if not rows.num_rows:
+                        continue
+                    documents = rows.column("tokens").to_pylist()
+                    if idf is None:
+                        features = vocabulary.sequences(documents, fitted["sequence_length"], fitted["truncate"])
+                    else:
+                        features = vocabulary.counts(documents) * idf
+                    columns = {"features": encode_tensors(features, spec)}
+                    if label_kind:
+                        columns["label"] = pa.array([index[x] for x in rows.column("label").to_pylist()], pa.int32())
+                    columns["key"] = rows.column("key")
+                    columns.update({c: rows.column(f"_p{i}") for i, c in enumerate(passthrough)})
+                    shards[split].write(pa.table(columns))
+        for split in SPLITS:
+            for name, n, per_class in shards[split].close():
+                yield {"split": split, "shard": name, "rows": n, "per_class": per_class}
+
+    return write
+
+
+def _written(written: list[dict], fitted: dict, spec: TensorSpec, totals: dict):
+    from dltool.spark.results import WrittenShards
+    from dltool.spark.splits import SPLITS
+    from dltool.spark.table_ingest import PREPROCESS, _split_entry
+    from dltool.storage.manifest import Label
+
+    splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
+    for row in written:
+        entry = splits[row["split"]]
+        entry["rows"] += row["rows"]
+        entry["files"].append(row["shard"])
+        entry["per_class"].update(row["per_class"])
+    classes = None if fitted["labels"] is None else tuple(fitted["labels"])
+    ok = sum(entry["rows"] for entry in splits.values())
+    return WrittenShards(
+        features=spec, label=Label("class" if classes else None, classes),
+        splits={name: _split_entry(entry, classes) for name, entry in splits.items()}, stats=None,
+        inputs=totals["inputs"], ok=ok, quarantined=totals["quarantined"], first_errors=tuple(totals["first_errors"]),
+        preprocess=PREPROCESS, vocabulary=tuple(fitted["vocabulary"]),
+    )  # fmt: skip
