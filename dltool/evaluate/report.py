@@ -145,10 +145,12 @@ def metric_over_epochs_png(epochs: Sequence[int], values: dict[str, Sequence[flo
 
 
 def mistakes_png(examples: Sequence[dict], reader: str, feature_names: Sequence[str] | None,
-                 path: str | PathLike) -> None:  # fmt: skip
+                 path: str | PathLike, vocabulary: Sequence[str] | None = None) -> None:  # fmt: skip
     """A grid of the most confidently wrong examples: images as pictures, 2-D audio features and waveforms
-    as spectrograms, table rows as their non-zero features; each titled key, true class, predicted class and
-    probability."""
+    as spectrograms, table rows as their non-zero features, text as its tokens (or heaviest TF-IDF slots);
+    each titled key, true class, predicted class and probability."""
+    import textwrap
+
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -170,6 +172,14 @@ def mistakes_png(examples: Sequence[dict], reader: str, feature_names: Sequence[
         elif x.ndim == 2:  # audio features, frames x bins
             ax.imshow(x.T, aspect="auto", origin="lower", cmap="magma")
             ax.set(xlabel="frame", ylabel="bin")
+        elif vocabulary is not None:  # text: the tokens the model saw, or the heaviest TF-IDF slots
+            words = ["", "[UNK]", *vocabulary]
+            if x.dtype.kind in "iu":
+                shown = textwrap.fill(" ".join(words[i] for i in x if i), 38, max_lines=9)
+            else:  # slot j holds id j + 1
+                shown = "\n".join(f"{words[j + 1]} = {x[j]:.3g}" for j in np.argsort(-x)[:10] if x[j] > 0)
+            ax.text(0.0, 1.0, shown, va="top", family="monospace", fontsize=7, transform=ax.transAxes)
+            ax.set_axis_off()
         elif feature_names is None:  # a waveform
             ax.specgram(x, NFFT=256, noverlap=128, cmap="magma")
             ax.set(xlabel="sample", ylabel="frequency")

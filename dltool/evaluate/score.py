@@ -157,7 +157,8 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     if worst:
         from dltool.evaluate import report
 
-        report.mistakes_png(worst, manifest.reader, manifest.feature_names, eval_dir.child(MISTAKES_PNG).uri)
+        report.mistakes_png(worst, manifest.reader, manifest.feature_names, eval_dir.child(MISTAKES_PNG).uri,
+                            manifest.vocabulary)
     _track(run_dir, eval_name, headline(summary.scored.metrics), eval_dir)
     summary = replace(summary, seconds=round(time.monotonic() - started, 1))
     missed = [gate for gate in summary.gates if not gate.passed]

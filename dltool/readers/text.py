@@ -16,6 +16,7 @@ import json
 from collections import Counter
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from dltool.config.base import FileInput
@@ -156,10 +157,11 @@ class TextReader(TableReader):
             )  # fmt: skip
             typed = sorted(s["typed"] for s in summaries if s["typed"])
             spec = self.tensor_spec(len(fitted["vocabulary"]) + 2)
-            task = _shard_task(staging.uri, fitted, spec, list(cfg.passthrough), config.dataset)
+            classes = fitted["labels"] if labelled else None  # raw inputs to predict have none
+            task = _shard_task(staging.uri, fitted, classes, spec, list(cfg.passthrough), config.dataset)
             written = spark.sparkContext.parallelize(typed, max(1, len(typed))).flatMap(task).collect() if typed else []
         staging.child(TYPED).delete()
-        return _written(written, fitted, spec, totals)
+        return _written(written, fitted, classes, spec, totals)
 
     def _fit(self, totals: dict, labelled: bool) -> dict:
         from dltool.transforms.text import fit_vocabulary, idf_weights
@@ -173,9 +175,9 @@ class TextReader(TableReader):
                   "sequence_length": cfg.sequence_length, "truncate": cfg.truncate, "idf": None}  # fmt: skip
         if cfg.output == "tf_idf":
             frequency = totals["documents_with"]
-            idf = idf_weights(_np_array([frequency.get(t, 0) for t in tokens]), totals["train_docs"])
-            oov = float(idf.mean()) if idf.size else 0.0  # Keras's weight for the OOV slot: the mean
-            fitted["idf"] = [oov, *idf.round(6).tolist()]  # one weight per slot of Vocabulary.counts
+            idf = idf_weights(np.asarray([frequency.get(t, 0) for t in tokens], np.int64), totals["train_docs"]).round(6).tolist()
+            oov = float(np.average(idf)) if idf else 0.0  # the OOV slot's weight, as Keras pads it: the mean
+            fitted["idf"] = [oov, *idf]  # one weight per slot of Vocabulary.counts
         return fitted
 
     def _read_files(self, spark, config, source, files, staging, parallelism, classes, tfidf):
@@ -188,6 +190,8 @@ class TextReader(TableReader):
         if per_line and split.by == "hash" and (split.stratify or split.group):
             raise ConfigError("dataset.split: format lines splits each line by its own hash; stratify and group "
                               "need format files or a table format")  # fmt: skip
+        if cfg.label.source == "none":
+            classes = None
         assigned, vocabulary, unplaced = _assign(config, self, files, classes)
         labelled = vocabulary is not None
         driver_errors = [_error_row(f.relpath, f.path, self.name, e) for f, e in unplaced]
@@ -277,7 +281,7 @@ class _TypedDocs:
                 raise RecordError("decode", "binary data: the text holds NUL bytes")
             if self.labelled and (label is None or not label.strip()):
                 raise RecordError("label", "no label")
-            if self.classes is not None and label not in self.classes:
+            if self.classes is not None and label is not None and label not in self.classes:
                 raise RecordError("label", f"class {label!r} is not one of the {len(self.classes)} the model knows")
             if split is None:
                 raise RecordError("split", "the split rule names no split for it")
@@ -449,23 +453,15 @@ def _merge(summaries: list[dict]) -> dict:
     return totals
 
 
-def _np_array(values):
-    import numpy as np
-
-    return np.asarray(values, np.int64)
-
-
 # -- pass two: token lists to shards ------------------------------------------------------------
 
 
-def _shard_task(staging_uri, fitted: dict, spec: TensorSpec, passthrough: list[str], dataset):
-    """One task per typed file: ids (or TF-IDF), labels and keys into per-split shards."""
+def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: TensorSpec, passthrough: list[str], dataset):
+    """One task per typed file: ids (or TF-IDF), labels (indexed by `classes`) and keys into per-split shards."""
     max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
-    classes = fitted["labels"]
     label_kind = "class" if classes is not None else None
 
     def write(typed_uri):
-        import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -509,7 +505,7 @@ def _shard_task(staging_uri, fitted: dict, spec: TensorSpec, passthrough: list[s
     return write
 
 
-def _written(written: list[dict], fitted: dict, spec: TensorSpec, totals: dict):
+def _written(written: list[dict], fitted: dict, classes: list[str] | None, spec: TensorSpec, totals: dict):
     from dltool.spark.results import WrittenShards
     from dltool.spark.splits import SPLITS
     from dltool.spark.table_ingest import PREPROCESS, _split_entry
@@ -521,7 +517,7 @@ def _written(written: list[dict], fitted: dict, spec: TensorSpec, totals: dict):
         entry["rows"] += row["rows"]
         entry["files"].append(row["shard"])
         entry["per_class"].update(row["per_class"])
-    classes = None if fitted["labels"] is None else tuple(fitted["labels"])
+    classes = None if classes is None else tuple(classes)
     ok = sum(entry["rows"] for entry in splits.values())
     return WrittenShards(
         features=spec, label=Label("class" if classes else None, classes),

@@ -425,6 +425,12 @@ class Worker:
         scratch = ckpt.local_scratch("model")
         model.save(scratch / ckpt.MODEL_FILE)
         model.export(str(scratch / "saved_model"), format="tf_saved_model", verbose=False)
+        if self.manifest.vocabulary is not None:  # text: a model that takes raw strings too
+            from dltool.storage.fs import open_location
+            from dltool.train.text_layers import save_raw_text_model
+
+            preprocess = open_location(self.job.dataset).child(self.manifest.preprocess).read_bytes()
+            save_raw_text_model(model, preprocess, scratch)
         target = self.run_dir.child("model")
         if target.exists():
             target.delete()

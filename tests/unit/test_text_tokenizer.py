@@ -1,0 +1,89 @@
+"""The text reader's tokeniser, vocabulary and config rules (no Spark, no TensorFlow)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from dltool.readers.text import TextReaderConfig, _binary_lines, _decode
+from dltool.transforms.text import OOV, PAD, Tokenizer, Vocabulary, fit_vocabulary, idf_weights
+
+
+def test_standardize_lowercases_unicode_and_strips_ascii_punctuation_only():
+    assert Tokenizer().tokens("ÉCOLE, Straße! don't «stop»") == ["école", "straße", "dont", "«stop»"]
+    assert Tokenizer(lowercase=False, strip_punctuation=False).tokens("Hi, there.") == ["Hi,", "there."]
+
+
+def test_unicode_normalisation_is_applied_first():
+    text = "ﬁne Ｆｕｌｌ cafe\u0301"  # a ligature, full-width letters, a combining accent
+    assert Tokenizer().tokens(text) == ["ﬁne", "ｆｕｌｌ", "cafe\u0301"]
+    assert Tokenizer(normalize="NFKC").tokens(text) == ["fine", "full", "café"]
+    assert Tokenizer(normalize="NFC").tokens(text) == ["ﬁne", "ｆｕｌｌ", "café"]
+
+
+def test_splits_on_ascii_whitespace_runs_like_tf_strings_split():
+    # A no-break space and an em space join words, as in tf.strings.split.
+    assert Tokenizer().tokens("  a\tb\n\nc\r\nd\u00a0e\u2003f  ") == ["a", "b", "c", "d\u00a0e\u2003f"]
+    assert Tokenizer().tokens(" \t\n") == []
+
+
+def test_ngrams_and_characters():
+    assert Tokenizer(ngrams=2).tokens("a b c") == ["a", "b", "c", "a b", "b c"]
+    assert Tokenizer(ngrams=3).tokens("a b") == ["a", "b", "a b"]
+    assert Tokenizer(split="character", ngrams=2).tokens("ab c") == ["a", "b", " ", "c", "a b", "b  ", "  c"]
+
+
+def test_vocabulary_is_the_most_frequent_tokens_ties_by_token():
+    counts = Counter({"b": 3, "a": 3, "c": 5, "d": 1, "e": 1, "": 9, "[UNK]": 9})
+    assert fit_vocabulary(counts, max_tokens=5) == ["c", "a", "b"]  # 5 ids: padding, OOV and three tokens
+    assert fit_vocabulary(counts, max_tokens=100, min_count=2) == ["c", "a", "b"]
+    assert fit_vocabulary(counts, max_tokens=100) == ["c", "a", "b", "d", "e"]
+
+
+def test_sequences_map_unknown_tokens_to_oov_pad_at_the_end_and_truncate_either_side():
+    vocabulary = Vocabulary(("the", "cat", "sat"))
+    assert vocabulary.size == 5 and PAD == 0 and OOV == 1
+    docs = [["the", "dog", "sat"], ["cat"], ["the", "cat", "sat", "on", "the", "mat"]]
+    np.testing.assert_array_equal(vocabulary.sequences(docs, 4), [[2, 1, 4, 0], [3, 0, 0, 0], [2, 3, 4, 1]])
+    np.testing.assert_array_equal(vocabulary.sequences(docs, 4, "start")[2], [4, 1, 2, 1])
+    assert vocabulary.sequences(docs, 4).dtype == np.int32
+
+
+def test_counts_and_idf_follow_keras_tf_idf_layout():
+    vocabulary = Vocabulary(("a", "b"))
+    docs = [["a", "a", "zz"], ["b"], ["a"]]
+    np.testing.assert_array_equal(vocabulary.counts(docs), [[1, 2, 0], [0, 0, 1], [0, 1, 0]])  # slot 0: OOV
+    df = vocabulary.document_frequencies(docs)
+    np.testing.assert_array_equal(df, [1, 2, 1])
+    np.testing.assert_allclose(idf_weights(df, 3), np.log1p(3 / (1 + df)), rtol=1e-6)
+
+
+def test_decode_drops_a_bom_and_names_the_offset_of_bad_bytes():
+    from dltool.errors import RecordError
+
+    assert _decode(b"\xef\xbb\xbfhello", "utf-8", "quarantine") == "hello"
+    assert _decode("hé".encode("utf-16"), "utf-16", "quarantine") == "hé"
+    with pytest.raises(RecordError, match="not valid utf-8 at offset 3"):
+        _decode("caf\xe9".encode("latin-1"), "utf-8", "quarantine")
+    assert _decode("caf\xe9".encode("latin-1"), "utf-8", "replace") == "caf\ufffd"
+    assert _decode("caf\xe9".encode("latin-1"), "latin-1", "quarantine") == "café"
+
+
+def test_lines_are_read_a_chunk_at_a_time():
+    import io
+
+    data = b"one\r\ntwo\n\nthree" + b"\nfour" * 3
+    assert list(_binary_lines(io.BytesIO(data), chunk=4)) == [b"one", b"two", b"", b"three", b"four", b"four", b"four"]
+
+
+def test_config_keeps_file_and_table_fields_apart():
+    TextReaderConfig(reader="text", input="x", format="json", label_column="label")
+    with pytest.raises(ValidationError, match="only for table formats"):
+        TextReaderConfig(reader="text", input="x", label_column="label")
+    with pytest.raises(ValidationError, match="label_column"):
+        TextReaderConfig(reader="text", input="x", format="csv", label={"source": "parent_dir"})
+    with pytest.raises(ValidationError, match="max_tokens"):
+        TextReaderConfig(reader="text", input="x", max_tokens=2)
