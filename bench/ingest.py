@@ -10,6 +10,11 @@ What it measures (see docs/benchmarks.md for results and DESIGN.md "Performance"
   both cores itself.
 - audio: N 1 s mono WAV clips at 22050 Hz -> 16 kHz waveforms. dltool against a loop of
   soundfile.read + soxr.resample (HQ); ceiling = 2 x the loop.
+- text: N short documents (a JSON-lines table: id, text, label; Zipf-distributed words) ->
+  vocabulary fitted on train, 64 int32 ids per document. dltool's text reader against a
+  single-process Python loop doing the same (json.loads, the same tokeniser, counts, vocabulary,
+  ids, pyarrow Parquet write; ceiling = 2 x the loop), and against plain Spark ML (read JSON,
+  regexp_replace punctuation, RegexTokenizer, CountVectorizer fitted on train, write Parquet).
 
 The Spark session is created first and timed on its own (run_ingest reuses it). Rates are
 printed without and with that start-up. Image and audio ingests run twice: the first ingest in
@@ -21,6 +26,7 @@ Data is generated deterministically into --work (default bench/_data/) and reuse
 
     .venv/bin/python bench/ingest.py --images 20000 --csv-rows 1000000 --audio 2000
     .venv/bin/python bench/ingest.py --images 300 --only image      # fixed costs
+    .venv/bin/python bench/ingest.py --only text --texts 100000
 """
 
 from __future__ import annotations
@@ -175,6 +181,81 @@ def make_audio(root: Path, n: int, rate: int = 22050) -> Path:
 
 # ---------------------------------------------------------------- the two sides
 
+def make_texts(root: Path, n: int) -> Path:
+    """n documents of 8-40 words drawn from a Zipf-like law over 20,000 words, as JSON lines in 4 files."""
+    import json
+
+    folder = root / f"text-{n}"
+    if folder.exists():
+        return folder
+    rng = np.random.default_rng(7)
+    words = np.array([f"w{i}" for i in range(20000)])
+    p = 1.0 / np.arange(1, 20001)
+    p /= p.sum()
+    tmp = folder.with_suffix(".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for part in range(4):
+        lines = []
+        for i in range(part, n, 4):
+            doc = words[rng.choice(20000, int(rng.integers(8, 41)), p=p)]
+            label = "pos" if i % 2 else "neg"
+            lines.append(json.dumps({"id": f"d{i}", "text": " ".join(doc).capitalize() + ".", "label": label}))
+        (tmp / f"part-{part}.jsonl").write_text("\n".join(lines) + "\n")
+    tmp.rename(folder)
+    return folder
+
+
+TEXT_LENGTH, TEXT_TOKENS = 64, 20000
+
+
+def bare_text(folder: Path, out: Path) -> float:
+    """Seconds for one process doing the text ingest's work: parse, tokenise, count train, vocabulary, ids, write."""
+    import json
+    from collections import Counter
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dltool.spark.splits import split_point
+    from dltool.transforms.text import Tokenizer, Vocabulary, fit_vocabulary
+
+    start = time.perf_counter()
+    tokenizer, docs = Tokenizer(), []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.open(encoding="utf-8"):
+            row = json.loads(line)
+            docs.append((row["id"], tokenizer.tokens(row["text"]), row["label"]))
+    counts = Counter()
+    for key, tokens, _ in docs:
+        if split_point(key) < 0.8:
+            counts.update(tokens)
+    vocabulary = Vocabulary(tuple(fit_vocabulary(counts, TEXT_TOKENS)))
+    ids = vocabulary.sequences([tokens for _, tokens, _ in docs], TEXT_LENGTH)
+    offsets = pa.array(np.arange(len(docs) + 1, dtype=np.int32) * TEXT_LENGTH)
+    table = pa.table({"features": pa.ListArray.from_arrays(offsets, pa.array(ids.reshape(-1))),
+                      "label": pa.array([int(label == "pos") for _, _, label in docs], pa.int32()),
+                      "key": pa.array([key for key, _, _ in docs])})  # fmt: skip
+    pq.write_table(table, out, compression="zstd")
+    return time.perf_counter() - start
+
+
+def plain_spark_ml_text(spark, folder: Path, out: Path) -> float:
+    """Seconds for the Spark ML way: tokens by RegexTokenizer, a CountVectorizer fitted on train, Parquet."""
+    from pyspark.ml.feature import CountVectorizer, RegexTokenizer
+    from pyspark.sql import functions as F
+
+    start = time.perf_counter()
+    df = spark.read.json(str(folder))
+    df = df.withColumn("clean", F.regexp_replace("text", r"[!\"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~']", ""))
+    bucket = F.abs(F.hash("id")) % 100
+    df = df.withColumn("split", F.when(bucket < 80, "train").when(bucket < 90, "val").otherwise("test"))
+    df = RegexTokenizer(inputCol="clean", outputCol="tokens", pattern="\\s+", toLowercase=True).transform(df)
+    model = CountVectorizer(inputCol="tokens", outputCol="features", vocabSize=TEXT_TOKENS).fit(df.where("split = 'train'"))
+    (model.transform(df).select("features", (F.col("label") == "pos").cast("int").alias("label"), "id", "split")
+     .write.mode("overwrite").option("compression", "zstd").partitionBy("split").parquet(str(out)))  # fmt: skip
+    return time.perf_counter() - start
+
+
 def run_dltool(work: Path, name: str, ingest_yaml: str, runs: int = 1) -> list[float]:
     """Seconds for each of `runs` run_ingest calls (the session already exists and is reused)."""
     from dltool.config.loader import load_config
@@ -297,16 +378,18 @@ def main() -> None:
     ap.add_argument("--csv-rows", type=int, default=1_000_000)
     ap.add_argument("--audio", type=int, default=2000)
     ap.add_argument("--table-rows", type=int, default=1_000_000)
-    ap.add_argument("--only", choices=["image", "csv", "audio", "table"])
+    ap.add_argument("--texts", type=int, default=100_000)
+    ap.add_argument("--only", choices=["image", "csv", "audio", "table", "text"])
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "_data")
     args = ap.parse_args()
     work = args.work.resolve()
-    sections = [args.only] if args.only else ["image", "csv", "audio", "table"]
+    sections = [args.only] if args.only else ["image", "csv", "audio", "table", "text"]
     work.mkdir(parents=True, exist_ok=True)
 
     t = time.perf_counter()
     data = {"image": lambda: make_images(work, args.images), "csv": lambda: make_csv(work, args.csv_rows),
-            "audio": lambda: make_audio(work, args.audio), "table": lambda: make_table(work, args.table_rows)}  # fmt: skip
+            "audio": lambda: make_audio(work, args.audio), "table": lambda: make_table(work, args.table_rows),
+            "text": lambda: make_texts(work, args.texts)}  # fmt: skip
     paths = {s: data[s]() for s in sections}
     print(f"data ready in {work} ({time.perf_counter() - t:.1f} s); driver RSS before Spark {mb(driver_peak_kib())}")
 
@@ -380,6 +463,22 @@ def main() -> None:
                 f"{' and '.join(f'{t:.1f}' for t in times['table'])} s, ratio {best['plain'] / best['table']:.2f}; "
                 f"142-row CSV from the shell incl. Spark start: {' then '.join(f'{t:.1f}' for t in small)} s)")  # fmt: skip
         report("table", n, "rows", [best["csv"]], None, ceiling, driver_peak_kib(), note)
+
+    if "text" in sections:
+        n = args.texts
+        yaml = (f"ingest:\n  reader: text\n  format: json\n  input: {paths['text']}\n  label_column: label\n"
+                f"  key_column: id\n  sequence_length: {TEXT_LENGTH}\n  max_tokens: {TEXT_TOKENS}\n")  # fmt: skip
+        times = {"plain": [], "dltool": []}
+        for _ in range(2):  # alternate, so neither side gets all the warm runs
+            times["plain"].append(plain_spark_ml_text(spark, paths["text"], work / "out" / "plain-spark-ml-text"))
+            print(f"  plain Spark ML text pipeline: {times['plain'][-1]:.1f} s")
+            times["dltool"] += run_dltool(work, f"text-{n}", yaml)
+        bare = bare_text(paths["text"], work / "out" / "bare-text.parquet")
+        best = {k: min(v) for k, v in times.items()}
+        note = (f" (plain Spark ML: RegexTokenizer + CountVectorizer + write, best of "
+                f"{' and '.join(f'{t:.1f}' for t in times['plain'])} s: dltool runs at {best['plain'] / best['dltool']:.2f}x it; "
+                f"dltool best of {' and '.join(f'{t:.1f}' for t in times['dltool'])} s)")  # fmt: skip
+        report("text", n, "docs", [best["dltool"]], n / bare, 2 * n / bare, driver_peak_kib(), note)
 
     spark.stop()
     print(f"\nspark session start-up {startup:.1f} s (not in the dltool times)\n")

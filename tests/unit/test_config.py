@@ -101,12 +101,12 @@ def test_missing_config_file(tmp_path):
     assert "config file not found" in str(info.value)
 
 
-@pytest.mark.parametrize("config", ["images.yaml", "audio.yaml", "csv.yaml"])
+@pytest.mark.parametrize("config", ["images.yaml", "audio.yaml", "csv.yaml", "text.yaml"])
 def test_shipped_configs_validate(config):
     from tests.conftest import ROOT
 
     cfg = load_config(ROOT / "configs" / config)
-    assert cfg.ingest.reader in ("image", "audio", "csv")
+    assert cfg.ingest.reader in ("image", "audio", "csv", "text")
 
 
 @pytest.mark.parametrize("example", ["folders-train-test.yaml", "csv-split-column.yaml", "audio-by-speaker.yaml"])

@@ -45,4 +45,4 @@ def test_schema_command_prints_json_schema_with_every_reader():
         assert f'"const": "{reader}"' in text or f'"enum": ["{reader}"]' in text, f"reader {reader!r} not in schema"
     union = next(option for option in schema["properties"]["ingest"]["anyOf"] if "discriminator" in option)
     mapping = union["discriminator"]["mapping"]
-    assert sorted(mapping) == ["audio", "csv", "image", "table"]
+    assert sorted(mapping) == ["audio", "csv", "image", "table", "text"]

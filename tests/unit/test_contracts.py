@@ -34,6 +34,7 @@ WRITTEN = {
     "stats": {"axis": 2, "count": 320, "mean": [101.25], "std": [63.5]},
     "preprocess": None, "errors": "_errors", "config_hash": "0123456789abcdef", "input_fingerprint": "fedcba9876543210",
     "ingest": {"reader": "image", "size": [8, 8]}, "status": "ok", "warnings": [], "duplicates": None, "columns": None,
+    "vocabulary": None,
 }  # fmt: skip
 
 
