@@ -7,7 +7,9 @@ vocabulary into that layer (`dltool.train.text_layers`) gives the ids ingest wro
     -> split on ASCII whitespace (or into characters) -> n-grams 1..n joined by " "
     -> ids: 0 padding, 1 out-of-vocabulary, 2.. the vocabulary, most frequent train token first
 
-Pure Python and numpy: the ingest tasks run it, and so can a user's own code.
+The ingest tasks work a batch at a time with Arrow compute kernels (`token_lists`,
+`Vocabulary.sequences`); `Tokenizer.tokens` is the same rule for one document, in Python
+(character splits and n-grams always take it).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 PAD, OOV = 0, 1
 OOV_TOKEN = "[UNK]"  # TextVectorization's name for it
@@ -57,6 +60,37 @@ class Tokenizer:
         return grams
 
 
+    def token_lists(self, texts: pa.Array) -> pa.ListArray:
+        """The tokens of each text (non-null) as one list<string> array: Arrow kernels for word tokens,
+        a Python loop over `tokens` for characters and n-grams."""
+        if self.split != "whitespace" or self.ngrams != 1:
+            return pa.array([self.tokens(t) for t in texts.to_pylist()], pa.list_(pa.string()))
+        x = texts
+        if self.normalize:  # in Python: pyarrow 25's utf8_normalize decomposes whatever the form
+            x = pa.array([unicodedata.normalize(self.normalize, t) for t in x.to_pylist()], pa.string())
+        if self.lowercase:
+            x = pc.utf8_lower(x)
+        if self.strip_punctuation:
+            x = pc.replace_substring_regex(x, PUNCTUATION.pattern, "")
+        parts = pc.split_pattern_regex(x, WHITESPACE.pattern)
+        # A leading or trailing separator leaves an empty string: drop those and rebuild the offsets.
+        flat, rows = pc.list_flatten(parts), pc.list_parent_indices(parts).to_numpy()
+        keep = pc.not_equal(flat, "")
+        counts = np.bincount(rows[keep.to_numpy(zero_copy_only=False)], minlength=len(parts))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(keep))
+
+
+def token_counts(lists: pa.ListArray, per_document: bool = False) -> dict[str, int]:
+    """How often each token occurs in `lists` (per_document: in how many of the lists)."""
+    flat = pc.list_flatten(lists)
+    if per_document:
+        pairs = pa.table({"row": pc.list_parent_indices(lists), "token": flat}).group_by(["row", "token"]).aggregate([])
+        flat = pairs.column("token")
+    counted = pc.value_counts(flat)
+    return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()))
+
+
 def fit_vocabulary(counts: Counter, max_tokens: int, min_count: int = 1) -> list[str]:
     """The tokens that get ids 2..: the `max_tokens - 2` most frequent with at least `min_count`
     occurrences, ties broken by the token (so a refit on the same data gives the same ids)."""
@@ -82,31 +116,45 @@ class Vocabulary:
         index = self._index
         return [index.get(t, OOV) for t in tokens]
 
-    def sequences(self, documents: Iterable[list[str]], length: int, truncate: str = "end") -> np.ndarray:
-        """[n, length] int32 ids; a longer document loses its end (`truncate: end`) or its start; a shorter is padded at the end."""
-        documents = list(documents)
-        out = np.zeros((len(documents), length), np.int32)
-        for row, tokens in enumerate(documents):
-            ids = self.ids(tokens[:length] if truncate == "end" else tokens[-length:])
-            out[row, : len(ids)] = ids
+    def _flat_ids(self, documents) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ids of every token of `documents` (a list<string> array or lists of tokens), each token's
+        document, and each document's first token's position in the flat ids."""
+        lists = documents if isinstance(documents, (pa.ListArray, pa.LargeListArray)) else \
+            pa.array(list(documents), pa.list_(pa.string()))  # fmt: skip
+        found = pc.index_in(pc.list_flatten(lists), value_set=pa.array(self.tokens, pa.string()))
+        ids = pc.fill_null(pc.add(found, 2), OOV).to_numpy().astype(np.int32)
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
+        rows = np.repeat(np.arange(len(lists)), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lists) else np.zeros(0, np.int64)
+        return ids, rows, starts
+
+    def sequences(self, documents, length: int, truncate: str = "end") -> np.ndarray:
+        """[n, length] int32 ids; a longer document loses its end (`truncate: end`) or its start, a shorter one
+        is padded with 0 at the end."""
+        ids, rows, starts = self._flat_ids(documents)
+        n = len(starts)
+        position = np.arange(ids.size) - starts[rows] if ids.size else np.zeros(0, np.int64)
+        if truncate == "start":
+            lengths = np.bincount(rows, minlength=n)
+            position = position - np.maximum(lengths - length, 0)[rows]
+        keep = (position >= 0) & (position < length)
+        out = np.zeros((n, length), np.int32)
+        out[rows[keep], position[keep]] = ids[keep]
         return out
 
-    def counts(self, documents: Iterable[list[str]]) -> np.ndarray:
+    def counts(self, documents) -> np.ndarray:
         """[n, size - 1] float32 token counts; slot 0 is OOV, slot i the token with id i + 1 (TextVectorization's
         layout for count and tf_idf outputs, which have no padding slot)."""
-        documents = list(documents)
-        out = np.zeros((len(documents), self.size - 1), np.float32)
-        for row, tokens in enumerate(documents):
-            ids = np.asarray(self.ids(tokens), np.int64) - 1
-            np.add.at(out[row], ids, 1.0)
+        ids, rows, starts = self._flat_ids(documents)
+        out = np.zeros((len(starts), self.size - 1), np.float32)
+        np.add.at(out, (rows, ids - 1), 1.0)
         return out
 
-    def document_frequencies(self, documents: Iterable[list[str]]) -> np.ndarray:
+    def document_frequencies(self, documents) -> np.ndarray:
         """[size - 1] number of documents each slot (OOV first) occurs in."""
-        total = np.zeros(self.size - 1, np.int64)
-        for tokens in documents:
-            total[np.unique(np.asarray(self.ids(tokens), np.int64) - 1)] += 1
-        return total
+        ids, rows, _ = self._flat_ids(documents)
+        pairs = np.unique(rows.astype(np.int64) * self.size + ids)  # each (document, id) once
+        return np.bincount(pairs % self.size - 1, minlength=self.size - 1)
 
 
 def idf_weights(document_frequency: np.ndarray, documents: int) -> np.ndarray:

@@ -9,7 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from dltool.readers.text import TextReaderConfig, _binary_lines, _decode
-from dltool.transforms.text import OOV, PAD, Tokenizer, Vocabulary, fit_vocabulary, idf_weights
+from dltool.transforms.text import OOV, PAD, Tokenizer, Vocabulary, fit_vocabulary, idf_weights, token_counts
+
+HOSTILE = ["  Leading and trailing  ", "ÉCOLE, Straße! don't «stop»", "!!!", "tab\there\r\nnew\x0bline\x0cfeed",
+           "no\u00a0break\u2003space", "ﬁne Ｆｕｌｌ cafe\u0301", "émoji 🙂 ok", "a-b_c.d/e", "x", "МОСКВА Київ"]
 
 
 def test_standardize_lowercases_unicode_and_strips_ascii_punctuation_only():
@@ -30,6 +33,24 @@ def test_splits_on_ascii_whitespace_runs_like_tf_strings_split():
     assert Tokenizer().tokens(" \t\n") == []
 
 
+@pytest.mark.parametrize("tokenizer", [Tokenizer(), Tokenizer(normalize="NFKC"), Tokenizer(normalize="NFC"),
+                                       Tokenizer(lowercase=False, strip_punctuation=False)])
+def test_arrow_kernels_tokenise_as_the_python_rule(tokenizer):
+    import pyarrow as pa
+
+    lists = tokenizer.token_lists(pa.array(HOSTILE))
+    assert lists.to_pylist() == [tokenizer.tokens(t) for t in HOSTILE]
+    assert lists.to_pylist()[2] == ([] if tokenizer.strip_punctuation else ["!!!"])
+
+
+def test_token_counts_per_token_and_per_document():
+    import pyarrow as pa
+
+    lists = pa.array([["a", "b", "a"], [], ["b"]], pa.list_(pa.string()))
+    assert token_counts(lists) == {"a": 2, "b": 2}
+    assert token_counts(lists, per_document=True) == {"a": 1, "b": 2}
+
+
 def test_ngrams_and_characters():
     assert Tokenizer(ngrams=2).tokens("a b c") == ["a", "b", "c", "a b", "b c"]
     assert Tokenizer(ngrams=3).tokens("a b") == ["a", "b", "a b"]
@@ -48,8 +69,9 @@ def test_sequences_map_unknown_tokens_to_oov_pad_at_the_end_and_truncate_either_
     assert vocabulary.size == 5 and PAD == 0 and OOV == 1
     docs = [["the", "dog", "sat"], ["cat"], ["the", "cat", "sat", "on", "the", "mat"]]
     np.testing.assert_array_equal(vocabulary.sequences(docs, 4), [[2, 1, 4, 0], [3, 0, 0, 0], [2, 3, 4, 1]])
-    np.testing.assert_array_equal(vocabulary.sequences(docs, 4, "start")[2], [4, 1, 2, 1])
+    np.testing.assert_array_equal(vocabulary.sequences(docs, 4, "start"), [[2, 1, 4, 0], [3, 0, 0, 0], [4, 1, 2, 1]])
     assert vocabulary.sequences(docs, 4).dtype == np.int32
+    np.testing.assert_array_equal(vocabulary.sequences([[], ["cat"]], 2), [[0, 0], [3, 0]])
 
 
 def test_counts_and_idf_follow_keras_tf_idf_layout():
