@@ -40,6 +40,8 @@ def _describe(uri: str) -> dict:
         "warnings": list(manifest.warnings),
         "duplicates": data["duplicates"],
         "columns": data["columns"],
+        "vocabulary": None if manifest.vocabulary is None else {"size": len(manifest.vocabulary),
+                                                                "most_frequent": list(manifest.vocabulary[:20])},
     }
     first = next((f for entry in manifest.splits.values() for f in entry.files), None)
     if first:
@@ -50,6 +52,9 @@ def _describe(uri: str) -> dict:
         tensor = decode_tensors(row.column("features"), manifest.features)[0]
         sample = {"key": row.column("key")[0].as_py(), "features_shape": list(tensor.shape),
                   "features_min": float(np.min(tensor)), "features_max": float(np.max(tensor))}  # fmt: skip
+        if manifest.vocabulary is not None and tensor.dtype == np.int32:  # token ids: the words they stand for
+            words = ["", "[UNK]", *manifest.vocabulary]
+            sample["tokens"] = " ".join(words[i] for i in tensor if i)
         if "label" in row.column_names:
             label = row.column("label")[0].as_py()
             vocab = manifest.label.vocabulary
@@ -77,6 +82,10 @@ def print_description(info: dict) -> None:
     feats = info["features"]
     console.print(f"[bold]{info['name']}[/] ({info['reader']} reader) at {info['dataset']}: {state}")
     console.print(f"features: shape {feats['shape']} {feats['dtype']} ({feats['encoding']}); label: {info['label'].get('kind')}")
+    if info.get("vocabulary") is not None:
+        vocabulary = info["vocabulary"]
+        console.print(f"vocabulary: {vocabulary['size']} tokens (ids 2..; 0 padding, 1 out-of-vocabulary), "
+                      f"most frequent: {', '.join(vocabulary['most_frequent'][:8])}")  # fmt: skip
     counts = info["counts"]
     console.print(
         f"inputs {counts['inputs']} = ok {counts['ok']} + quarantined {counts['quarantined']}; "

@@ -57,8 +57,9 @@ class TextReaderConfig(FileInput):
     ngrams: int = Field(1, ge=1, le=5, description="Tokens are all n-grams of 1 to this many words (or characters).")
     max_tokens: int = Field(20000, ge=3, description="Vocabulary size, padding and out-of-vocabulary ids included.")
     min_count: int = Field(1, ge=1, description="Tokens seen fewer times in train stay out of the vocabulary.")
-    output: Literal["sequence", "tf_idf"] = Field(
-        "sequence", description="sequence: int32 token ids (text_cnn); tf_idf: one float per vocabulary slot (text_mlp)."
+    output: Literal["sequence", "tf_idf", "count"] = Field(
+        "sequence", description="sequence: int32 token ids (text_cnn); tf_idf or count (bag of words): one float per "
+        "vocabulary slot (text_mlp).",
     )
     sequence_length: int = Field(200, ge=1, le=100_000, description="Ids per document: longer ones are cut, shorter padded.")
     truncate: Literal["end", "start"] = Field("end", description="Which end of a long document is cut off.")
@@ -135,7 +136,7 @@ class TextReader(TableReader):
     def write(self, spark, config, source, files, staging, parallelism, progress, preprocess=None):
         """Read, tokenise, fit (unless `preprocess` names a fitted `_preprocess.json`) and write the shards."""
         from dltool.spark.progress import spark_progress
-        from dltool.spark.table_ingest import PREPROCESS
+        from dltool.spark.table_ingest import PREPROCESS, _duplicates
         from dltool.storage.fs import open_location
 
         cfg = self.config
@@ -156,12 +157,15 @@ class TextReader(TableReader):
                 "\n".join(["", "[UNK]", *fitted["vocabulary"]]).encode() + b"\n"
             )  # fmt: skip
             typed = sorted(s["typed"] for s in summaries if s["typed"])
+            documents = totals["inputs"] - totals["quarantined"]
+            duplicates, drop = _duplicates(spark, staging, config.dataset.on_duplicates, documents) \
+                if typed else (None, set())  # fmt: skip
             spec = self.tensor_spec(len(fitted["vocabulary"]) + 2)
             classes = fitted["labels"] if labelled else None  # raw inputs to predict have none
-            task = _shard_task(staging.uri, fitted, classes, spec, list(cfg.passthrough), config.dataset)
+            task = _shard_task(staging.uri, fitted, classes, spec, list(cfg.passthrough), config.dataset, drop)
             written = spark.sparkContext.parallelize(typed, max(1, len(typed))).flatMap(task).collect() if typed else []
         staging.child(TYPED).delete()
-        return _written(written, fitted, classes, spec, totals)
+        return _written(written, fitted, classes, spec, totals, duplicates)
 
     def _fit(self, totals: dict, labelled: bool) -> dict:
         from dltool.transforms.text import fit_vocabulary, idf_weights
@@ -334,8 +338,9 @@ class _TypedDocs:
         if self.labelled:
             counted = pc.value_counts(good.column(2))
             self.labels.update(dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())))
-        names = ["key", "tokens", "label", "split", *good.schema.names[5:]]
-        self._write(pa.table([good.column(0), tokens, good.column(2), good.column(3), *good.columns[5:]], names=names))
+        names = ["key", "tokens", "label", "split", "_content", *good.schema.names[5:]]
+        self._write(pa.table([good.column(0), tokens, good.column(2), good.column(3), _content_hashes(tokens),
+                              *good.columns[5:]], names=names))  # fmt: skip
 
     def _add_pending(self) -> None:
         import pyarrow as pa
@@ -436,6 +441,16 @@ class _TableJob:
         yield pa.RecordBatch.from_pydict({"summary": [json.dumps(summary)]})
 
 
+def _content_hashes(tokens):
+    """A 64-bit hash of each document's tokens: copies that differ only in case, punctuation or spacing hash alike."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    joined = pc.binary_join(tokens, " ").to_pandas()
+    return pa.array(pd.util.hash_pandas_object(joined, index=False).to_numpy().view(np.int64))
+
+
 def _decode(data: bytes, encoding: str, errors: str) -> str:
     data = _strip_bom(data, encoding)
     try:
@@ -484,8 +499,10 @@ def _merge(summaries: list[dict]) -> dict:
 # -- pass two: token lists to shards ------------------------------------------------------------
 
 
-def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: TensorSpec, passthrough: list[str], dataset):
-    """One task per typed file: ids (or TF-IDF), labels (indexed by `classes`) and keys into per-split shards."""
+def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: TensorSpec, passthrough: list[str], dataset,
+                drop: set[int]):  # fmt: skip
+    """One task per typed file: ids (or TF-IDF), labels (indexed by `classes`) and keys into per-split shards,
+    leaving out the val and test documents whose content is in `drop` (on_duplicates: drop_from_eval)."""
     max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
     label_kind = "class" if classes is not None else None
 
@@ -509,17 +526,23 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
         staging = open_location(staging_uri)
         schema = shard_schema(spec, label_kind, passthrough)
         shards = {s: _SplitShards(staging, s, part, schema, spec, max_rows, dataset, label_kind == "class") for s in SPLITS}
+        dropped = 0
         with source.fs.open_input_file(source.path) as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=ROWS_PER_BATCH):
+                if drop:
+                    gone = pc.and_(pc.is_in(batch.column("_content"), pa.array(list(drop), pa.int64())),
+                                   pc.not_equal(batch.column("split"), "train"))  # fmt: skip
+                    dropped += pc.sum(gone).as_py() or 0
+                    batch = batch.filter(pc.invert(gone))
                 for split in SPLITS:
                     rows = batch.filter(pc.equal(batch.column("split"), split))
                     if not rows.num_rows:
                         continue
                     documents = rows.column("tokens")
-                    if idf is None:
+                    if fitted["output"] == "sequence":
                         features = vocabulary.sequences(documents, fitted["sequence_length"], fitted["truncate"])
                     else:
-                        features = vocabulary.counts(documents) * idf
+                        features = vocabulary.counts(documents) if idf is None else vocabulary.counts(documents) * idf
                     columns = {"features": encode_tensors(features, spec)}
                     if label_kind:
                         columns["label"] = pa.array([index[x] for x in rows.column("label").to_pylist()], pa.int32())
@@ -529,27 +552,32 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
         for split in SPLITS:
             for name, n, per_class in shards[split].close():
                 yield {"split": split, "shard": name, "rows": n, "per_class": per_class}
+        yield {"shard": None, "dropped": dropped}
 
     return write
 
 
-def _written(written: list[dict], fitted: dict, classes: list[str] | None, spec: TensorSpec, totals: dict):
+def _written(written: list[dict], fitted: dict, classes: list[str] | None, spec: TensorSpec, totals: dict, duplicates):
     from dltool.spark.results import WrittenShards
     from dltool.spark.splits import SPLITS
     from dltool.spark.table_ingest import PREPROCESS, _split_entry
     from dltool.storage.manifest import Label
 
     splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
+    dropped = sum(row["dropped"] for row in written if row["shard"] is None)
     for row in written:
+        if row["shard"] is None:
+            continue
         entry = splits[row["split"]]
         entry["rows"] += row["rows"]
         entry["files"].append(row["shard"])
         entry["per_class"].update(row["per_class"])
     classes = None if classes is None else tuple(classes)
-    ok = sum(entry["rows"] for entry in splits.values())
+    ok = sum(entry["rows"] for entry in splits.values()) + dropped
     return WrittenShards(
         features=spec, label=Label("class" if classes else None, classes),
         splits={name: _split_entry(entry, classes) for name, entry in splits.items()}, stats=None,
         inputs=totals["inputs"], ok=ok, quarantined=totals["quarantined"], first_errors=tuple(totals["first_errors"]),
         preprocess=PREPROCESS, vocabulary=tuple(fitted["vocabulary"]),
+        duplicates=None if duplicates is None else dataclasses.replace(duplicates, dropped=dropped),
     )  # fmt: skip

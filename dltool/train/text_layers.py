@@ -68,8 +68,8 @@ def raw_text_model(model: keras.Model, fitted: dict) -> keras.Model:
     tokenizer, length = fitted["tokenizer"], fitted["sequence_length"]
     inputs = keras.Input(shape=(), dtype="string", name="text")
     x = TextStandardize(tokenizer["lowercase"], tokenizer["strip_punctuation"], name="standardize")(inputs)
-    options = {"output_mode": "int", "output_sequence_length": length} if fitted["output"] == "sequence" else \
-        {"output_mode": "tf_idf", "idf_weights": fitted["idf"][1:]}  # fmt: skip
+    options = {"sequence": {"output_mode": "int", "output_sequence_length": length}, "count": {"output_mode": "count"},
+               "tf_idf": {"output_mode": "tf_idf", "idf_weights": (fitted["idf"] or [0.0])[1:]}}[fitted["output"]]
     if fitted["output"] == "sequence" and fitted["truncate"] == "start":
         options = {"output_mode": "int", "ragged": True}
     vectorize = keras.layers.TextVectorization(

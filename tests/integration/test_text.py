@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import unicodedata
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -99,6 +100,13 @@ def test_vocabulary_is_fitted_on_train_only(spark, tmp_path, write_config):
                                                       "encoding": "list", "names": None}  # fmt: skip
     for ids in test.column("features").to_pylist():
         assert ids == [2, 4, 3, 1, 0, 0]  # "common words here", the unseen word as OOV, padding
+    from typer.testing import CliRunner
+
+    from dltool.cli import app
+
+    shown = json.loads(CliRunner().invoke(app, ["inspect", str(dataset), "--json"]).stdout)
+    assert shown["vocabulary"] == {"size": len(vocabulary), "most_frequent": vocabulary[:20]}
+    assert shown["sample"]["tokens"].startswith("common words here only")
 
 
 def test_a_jsonl_text_column_and_lines_of_files(spark, tmp_path, write_config):
@@ -135,6 +143,7 @@ def test_a_jsonl_text_column_and_lines_of_files(spark, tmp_path, write_config):
 @pytest.mark.parametrize("settings", [
     {"output": "sequence", "sequence_length": 8, "truncate": "start", "ngrams": 2},
     {"output": "tf_idf", "lowercase": False, "split": "character"},
+    {"output": "count", "normalize": "NFKC", "min_count": 2},
 ])  # fmt: skip
 def test_the_raw_string_layers_give_the_ingested_features(spark, tmp_path, write_config, settings):
     """Keras's TextVectorization, fed the fitted vocabulary, computes from raw text what ingest stored."""
@@ -154,6 +163,8 @@ def test_the_raw_string_layers_give_the_ingested_features(spark, tmp_path, write
     stored = np.asarray(shards.column("features").to_pylist())
     texts = [(raw / k).read_text() for k in shards.column("key").to_pylist()]
     inputs = keras.Input(shape=stored.shape[1:], dtype="int32" if settings["output"] == "sequence" else "float32")
+    if settings.get("normalize"):  # TensorFlow cannot normalise: the raw model is given normalised text
+        texts = [unicodedata.normalize(settings["normalize"], t) for t in texts]
     identity = keras.Model(inputs, keras.layers.Identity()(inputs))
     computed = raw_text_model(identity, fitted).predict(np.array(texts, dtype=object), verbose=0)
     np.testing.assert_allclose(computed, stored, rtol=1e-6, atol=1e-6)
@@ -230,3 +241,41 @@ def test_predict_on_a_raw_folder_tokenises_with_the_training_vocabulary(reviews,
     for key in test.column("key").to_pylist():
         np.testing.assert_allclose(frame.loc[key.replace("/", "_"), "probabilities"],
                                    expected.loc[key, "probabilities"], atol=1e-6)  # fmt: skip
+
+
+def test_eval_on_labelled_raw_folders_scores_with_the_training_vocabulary(reviews, tmp_path):
+    from dltool.config.loader import load_config
+    from dltool.evaluate.predict import run_predict
+    from dltool.evaluate.score import run_eval
+
+    config, folder = reviews
+    test = read_split(folder / "dataset", "test").slice(0, 20)
+    for key in test.column("key").to_pylist():
+        (tmp_path / "held_out" / key).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "sample_data" / "text" / key, tmp_path / "held_out" / key)
+    result = run_eval(load_config(config), input_uri=str(tmp_path / "held_out"), progress=False)
+    run_predict(load_config(config), str(folder / "dataset"), str(tmp_path / "split"), progress=False, keep=[])
+    split = pads.dataset(str(tmp_path / "split"), format="parquet").to_table().to_pandas().set_index("key")
+    picked = split.loc[test.column("key").to_pylist()]
+    assert result.checkpoints[0].metrics["accuracy"] == pytest.approx(float((picked["predicted"] == picked["label"]).mean()))
+
+
+def test_copies_of_a_document_across_splits_are_found_and_can_be_dropped(spark, tmp_path, write_config):
+    raw = tmp_path / "raw"
+    _docs(raw, per_class=20, seed=5)
+    for i in range(20):  # the same review again, shouting: same tokens once lower-cased and stripped
+        text = (raw / "good" / f"doc_{i:02d}.txt").read_text()
+        (raw / "good" / f"copy_{i:02d}.txt").write_text(text.upper().replace(".", "!!"))
+    config = _config(write_config, tmp_path, {"input": str(raw)}, on_duplicates="fail")
+    result, _ = _ingest(config)
+    assert result.exit_code == 3 and "same content as a record of another split" in result.output
+
+    config = _config(write_config, tmp_path, {"input": str(raw)}, on_duplicates="drop_from_eval")
+    result, summary = _ingest(config, "--overwrite")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "dataset" / "_manifest.json").read_text())
+    dropped = manifest["duplicates"]["dropped"]
+    assert dropped > 0 and manifest["counts"]["rows"] == 60 - dropped and manifest["counts"]["ok"] == 60
+    keys = {s: read_split(tmp_path / "dataset", s).column("key").to_pylist() for s in ("train", "val", "test")}
+    in_train = {k.split("_")[-1] for k in keys["train"] if k.startswith("good/")}  # "07.txt": a review and its copy
+    assert not [k for k in keys["val"] + keys["test"] if k.startswith("good/") and k.split("_")[-1] in in_train]
