@@ -47,6 +47,8 @@ def sample(m, n: int = 4, seed: int = 0) -> np.ndarray:
     shape = (n, *m.features.shape)
     if m.features.dtype == "uint8":
         return rng.integers(0, 256, shape, dtype=np.uint8)
+    if m.features.dtype == "int32":  # token ids: padding, OOV and the vocabulary's
+        return rng.integers(0, len(m.vocabulary) + 2, shape, dtype=np.int32)
     return rng.normal(size=shape).astype(np.float32)
 
 
@@ -65,16 +67,27 @@ def layer_output(model, name: str, x):
         (manifest("audio", (20, 16, 1), "float32", axis=1), "audio_cnn"),
         (WAVEFORM, "audio_cnn"),
         (manifest("csv", (6,), "float32"), "mlp"),
+        (manifest("text", (10,), "int32", vocabulary=("a", "b", "c", "d")), "text_cnn"),
+        (manifest("text", (5,), "float32", vocabulary=("a", "b", "c", "d")), "text_mlp"),
     ],
-    ids=["image-uint8", "image-float", "logmel", "waveform", "csv"],
+    ids=["image-uint8", "image-float", "logmel", "waveform", "csv", "text-ids", "text-tfidf"],
 )
 def test_auto_builtin_outputs_probabilities(m, builtin):
-    model = build_model(train({"builtin": "auto", "args": {"dense": 8} if builtin != "mlp" else {}}), m)
+    model = build_model(train({"builtin": "auto", "args": {"dense": 8} if "cnn" in builtin else {}}), m)
     assert model.name == builtin
     probabilities = model(sample(m)).numpy()
     assert probabilities.shape == (4, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert model.get_layer("output").dtype_policy.name == "float32"
+
+
+def test_text_cnn_embeds_every_id_and_refuses_other_features():
+    m = manifest("text", (7,), "int32", vocabulary=tuple("abcdef"))
+    model = build_model(train({"builtin": "text_cnn", "args": {"embedding": 6, "filters": 4}}), m)
+    assert model.get_layer("embedding").input_dim == 8 and model.input.dtype == "int32"
+    assert model(np.array([[7, 1, 0, 0, 0, 0, 0]], np.int32)).shape == (1, 3)
+    with pytest.raises(ConfigError, match="text_cnn needs token-id sequences"):
+        build_model(train({"builtin": "text_cnn"}), manifest("csv", (6,), "float32"))
 
 
 def test_regression_head_is_one_linear_unit_and_mlp_flattens_images():
