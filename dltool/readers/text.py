@@ -514,7 +514,7 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
         from dltool.shards.codec import encode_tensors
         from dltool.shards.writer import shard_schema
         from dltool.spark.splits import SPLITS
-        from dltool.spark.table_ingest import _SplitShards
+        from dltool.spark.table_ingest import _SplitShards, without_copies
         from dltool.storage.fs import open_location
         from dltool.transforms.text import Vocabulary
 
@@ -529,11 +529,8 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
         dropped = 0
         with source.fs.open_input_file(source.path) as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=ROWS_PER_BATCH):
-                if drop:
-                    gone = pc.and_(pc.is_in(batch.column("_content"), pa.array(list(drop), pa.int64())),
-                                   pc.not_equal(batch.column("split"), "train"))  # fmt: skip
-                    dropped += pc.sum(gone).as_py() or 0
-                    batch = batch.filter(pc.invert(gone))
+                batch, gone = without_copies(batch, drop)
+                dropped += gone
                 for split in SPLITS:
                     rows = batch.filter(pc.equal(batch.column("split"), split))
                     if not rows.num_rows:

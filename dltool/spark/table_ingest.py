@@ -304,11 +304,8 @@ def _shard_task(staging_uri, pre, label_kind, passthrough, dataset, drop: set[in
         total, dropped = np.zeros((3, spec.shape[0])), 0
         with source.fs.open_input_file(source.path) as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=65536):
-                if drop:  # val and test rows whose content train holds (on_duplicates: drop_from_eval)
-                    gone = pc.and_(pc.is_in(batch.column("_content"), pa.array(list(drop), pa.int64())),
-                                   pc.not_equal(batch.column("split"), "train"))  # fmt: skip
-                    dropped += pc.sum(gone).as_py() or 0
-                    batch = batch.filter(pc.invert(gone))
+                batch, gone = without_copies(batch, drop)
+                dropped += gone
                 for split in SPLITS:
                     rows = batch.filter(pc.equal(batch.column("split"), split))
                     if not rows.num_rows:
@@ -330,6 +327,19 @@ def _shard_task(staging_uri, pre, label_kind, passthrough, dataset, drop: set[in
         yield {"shard": None, "moments": total, "dropped": dropped}
 
     return write
+
+
+def without_copies(batch, drop: set[int]):
+    """The batch without its val and test rows whose `_content` train holds (on_duplicates: drop_from_eval),
+    and how many those were."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not drop:
+        return batch, 0
+    gone = pc.and_(pc.is_in(batch.column("_content"), pa.array(list(drop), pa.int64())),
+                   pc.not_equal(batch.column("split"), "train"))  # fmt: skip
+    return batch.filter(pc.invert(gone)), pc.sum(gone).as_py() or 0
 
 
 def _write_errors(staging, part, tables, reader_name) -> tuple[int, list[dict]]:

@@ -352,10 +352,17 @@ def _builtin_body(name: str, args: dict, x, manifest: Manifest):
         # "same" pooling never shrinks a side to 0, whatever the input size and depth.
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"block{i}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    if options.dense:
-        x = keras.layers.Dense(options.dense, activation="relu", name="dense")(x)
-    if options.dropout:
-        x = keras.layers.Dropout(options.dropout, name="dropout")(x)
+    return _dense_top(x, options.dense, options.dropout)
+
+
+def _dense_top(x, dense: int, dropout: float):
+    """The pooled features' hidden dense layer and dropout, before the head (either may be off)."""
+    import keras
+
+    if dense:
+        x = keras.layers.Dense(dense, activation="relu", name="dense")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
     return x
 
 
@@ -371,11 +378,7 @@ def _text_cnn(options: TextCnnArgs, x, manifest: Manifest):
         x = keras.layers.SpatialDropout1D(options.dropout, name="embedding_dropout")(x)
     x = keras.layers.Conv1D(options.filters, options.kernel_size, padding="same", activation="relu", name="conv")(x)
     x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
-    if options.dense:
-        x = keras.layers.Dense(options.dense, activation="relu", name="dense")(x)
-    if options.dropout:
-        x = keras.layers.Dropout(options.dropout, name="dropout")(x)
-    return x
+    return _dense_top(x, options.dense, options.dropout)
 
 
 def _mel_frontend(x, manifest: Manifest):
