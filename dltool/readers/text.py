@@ -29,6 +29,7 @@ TABLE_FORMATS = {"json": ["*.json", "*.jsonl", "*.ndjson"], "csv": ["*.csv", "*.
 VOCABULARY_FILE = "vocabulary.txt"
 TYPED = "_typed"  # the token lists between the passes; removed before the commit
 ROWS_PER_BATCH = 8192
+BYTES_PER_BATCH = 64 << 20  # documents read from files are checked and tokenised in batches up to this size
 
 
 class TextReaderConfig(FileInput):
@@ -69,6 +70,9 @@ class TextReaderConfig(FileInput):
         table = self.format in TABLE_FORMATS
         if table and "label" in self.model_fields_set:
             raise ValueError(f"format {self.format}: the label comes from `label_column`, not `label`")
+        if self.format == "lines" and self.encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
+            raise ValueError(f"format lines splits bytes at newlines, which {self.encoding} does not allow: "
+                             "convert the files to UTF-8, or use format files")  # fmt: skip
         if not table:
             used = [f for f in ("label_column", "key_column", "passthrough") if f in self.model_fields_set]
             if used:
@@ -261,9 +265,7 @@ class TextReader(TableReader):
         )  # fmt: skip
         job = _TableJob(cfg, staging.uri, classes, tfidf, bool(cfg.label_column))
         summaries = [json.loads(r["summary"]) for r in rows.mapInArrow(job.run, "summary string").collect()]
-        for s in summaries:  # counters travel as JSON objects
-            s["tokens"], s["documents_with"], s["labels"] = (Counter(s[k]) for k in ("tokens", "documents_with", "labels"))
-        return summaries, bool(cfg.label_column)
+        return summaries, bool(cfg.label_column)  # counts as JSON objects: _merge adds them up as they are
 
 
 # -- pass one: documents to token lists ---------------------------------------------------------
@@ -282,12 +284,13 @@ class _TypedDocs:
         self.tokenizer = cfg.tokenizer()
         self.tokens, self.documents_with, self.labels = Counter(), Counter(), Counter()
         self.errors, self.train_docs, self.inputs = [], 0, 0
-        self.writer, self.pending = None, []
+        self.writer, self.pending, self.pending_bytes = None, [], 0
 
     def add(self, key: str, text: str, label: str | None, split: str | None, where: str) -> None:
         """One document read from a file."""
         self.pending.append((key, text, label, split, where))
-        if len(self.pending) >= ROWS_PER_BATCH:
+        self.pending_bytes += len(text)
+        if len(self.pending) >= ROWS_PER_BATCH or self.pending_bytes >= BYTES_PER_BATCH:
             self._add_pending()
 
     def quarantine(self, key: str, where: str, error: Exception) -> None:
@@ -347,7 +350,7 @@ class _TypedDocs:
 
         if self.pending:
             columns = [pa.array(c, pa.string()) for c in zip(*self.pending)]
-            self.pending = []
+            self.pending, self.pending_bytes = [], 0
             self.add_batch(pa.RecordBatch.from_arrays(columns, names=list(self.COLUMNS)))
 
     def _write(self, table) -> None:
@@ -415,7 +418,7 @@ class _FileJob:
                 if not line.strip():
                     continue
                 try:
-                    text = _decode(line if number > 1 else _strip_bom(line, cfg.encoding), cfg.encoding, cfg.decode_errors)
+                    text = _decode(line, cfg.encoding, cfg.decode_errors)
                 except RecordError as e:
                     docs.quarantine(key, f"{path}:{number}", e)
                     continue

@@ -107,5 +107,7 @@ def test_config_keeps_file_and_table_fields_apart():
         TextReaderConfig(reader="text", input="x", label_column="label")
     with pytest.raises(ValidationError, match="label_column"):
         TextReaderConfig(reader="text", input="x", format="csv", label={"source": "parent_dir"})
+    with pytest.raises(ValidationError, match="convert the files to UTF-8"):
+        TextReaderConfig(reader="text", input="x", format="lines", encoding="UTF-16")
     with pytest.raises(ValidationError, match="max_tokens"):
         TextReaderConfig(reader="text", input="x", max_tokens=2)
