@@ -14,6 +14,7 @@ Outputs go to a temporary folder, removed at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -81,9 +82,14 @@ def main() -> None:
                 "predict": timed([*DLTOOL, "predict", config, "--input", source, "--output", str(folder / "preds"),
                                   "--json"]),  # fmt: skip
             }
+            run = json.loads((folder / "run" / "run.json").read_text())
+            first_step = run.get("time_to_first_step_s")
             for verb, took in times.items():
                 rows.append((name, verb, took, took - floor))
                 print(f"  {name} {verb}: {took:.1f} s ({took - floor:+.1f} s over the floor)", flush=True)
+            if first_step is not None:  # from the start of `run_training`, after the CLI's imports and config load
+                rows.append((name, "train: first step", first_step, first_step - floor))
+                print(f"  {name} train, first step at {first_step:.1f} s ({first_step - floor:+.1f} s over the floor)")
             chain = times["ingest"] + times["train (1 epoch)"] + times["eval"]
             print(f"  {name} ingest + train (1 epoch) + eval: {chain:.1f} s", flush=True)
         print(f"\n{'config':8s} {'verb':16s} {'wall s':>7s} {'over floor s':>13s}")

@@ -275,8 +275,8 @@ def _calibration_rows(dataset: Location, manifest: Manifest, count: int):
 
 def _score(config, dataset: Location, manifest: Manifest, split: str, models: list[str], progress: bool) -> list[dict]:
     """The eval job over every model at once: one result per model, same rows, same metric code."""
-    from dltool.evaluate.score import _split_rows, _sums_spec, score_checkpoints
-    from dltool.spark.session import default_parallelism, spark_session
+    from dltool.evaluate.score import _split_rows, _sums_spec, score_checkpoints, scoring_tasks
+    from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     rows = _split_rows(manifest, split)
@@ -285,7 +285,7 @@ def _score(config, dataset: Location, manifest: Manifest, split: str, models: li
     job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "models": models, "batch": 256,
            "sums": _sums_spec(config.train, manifest.label.kind, class_names), "modules": factory_modules(config),
            "cache_mb": config.train.cache_mb}  # fmt: skip
-    results, _ = score_checkpoints(spark, job, default_parallelism(spark), progress=progress,
+    results, _ = score_checkpoints(spark, job, scoring_tasks(spark, rows), progress=progress,
                                    description=f"export: score {len(models)} models on {split} ({rows:,} rows)")  # fmt: skip
     return results
 

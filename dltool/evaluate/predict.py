@@ -232,13 +232,14 @@ def _training_preprocess(config: ExperimentConfig) -> str:
 
 def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, model_uri: str,
                       output: Location, progress: bool, keep: list[str], label_column: str | None) -> int:  # fmt: skip
+    from dltool.evaluate.score import scoring_tasks
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
     from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     spark = spark_session(config.spark, user_code=config_code(config))
-    tasks = max(1, spark.sparkContext.defaultParallelism)
+    tasks = scoring_tasks(spark, manifest.splits[split].rows if split in manifest.splits else 0)  # plan_shares says why 0
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,

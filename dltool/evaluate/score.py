@@ -127,7 +127,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     for target in targets:
         tg.check_target(target, trained_on, digest)
 
-    from dltool.spark.session import default_parallelism, spark_session
+    from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     spark = spark_session(config.spark, user_code=config_code(config))
@@ -135,7 +135,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
            "models": [t.model.uri for t in targets],
            "batch": SCORE_BATCH, "cache_mb": train.cache_mb if len(targets) > 1 else 0}  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
-    results, mistakes = score_checkpoints(spark, job, default_parallelism(spark), progress=progress, description=title)
+    results, mistakes = score_checkpoints(spark, job, scoring_tasks(spark, rows), progress=progress, description=title)
 
     monitor = _eval_monitor(train.monitor, results[0])
     best = None
@@ -301,6 +301,20 @@ def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True,
     return [sums.compute() for sums in merged], mistakes
 
 
+ROWS_PER_SCORING_TASK = 10_000  # below this a second task costs more than it saves: each one starts TensorFlow
+
+
+def scoring_tasks(spark, rows: int) -> int:
+    """Tasks for scoring `rows` rows: one per core, but never fewer than ROWS_PER_SCORING_TASK rows each.
+
+    Every scoring task imports TensorFlow and loads the model (4-6 s here); two of them starting
+    at once on two cores take longer than one, so a small split is scored by one task.
+    """
+    from dltool.spark.session import default_parallelism
+
+    return max(1, min(default_parallelism(spark), math.ceil(rows / ROWS_PER_SCORING_TASK)))
+
+
 MISTAKES = 16  # the most confidently wrong rows kept per model for mistakes.png
 
 
@@ -382,24 +396,37 @@ _IMPORT_BANNER = ("absl::InitializeLog()", "oneDNN custom operations are on", "c
                   "To enable the following instructions")  # fmt: skip
 
 
+# Libraries Keras imports when it loads, only for features dltool never uses (its scikit-learn wrappers,
+# pandas inputs to fit, image-gallery plots): 2-3 s of every TensorFlow start when installed (MLflow brings
+# scikit-learn). Keras takes each as optional, so they are held back while TensorFlow loads; code that
+# imports them afterwards (a model factory) gets them as usual.
+KERAS_EXTRAS = ("sklearn", "matplotlib", "pandas")
+
+
 def import_tensorflow_quietly():
     """`import tensorflow`, keeping its start-up banner off the user's terminal; other output passes through.
 
     In local mode a Spark task's stderr is the user's terminal: every eval and predict task
     would print the oneDNN and CPU lines. They are written by C++ before logging is set up,
-    so only a redirect of file descriptor 2 during the import holds them back.
+    so only a redirect of file descriptor 2 during the import holds them back. Keras's optional
+    imports (KERAS_EXTRAS) are skipped.
     """
     import tempfile
 
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     sys.stderr.flush()
+    held = [name for name in KERAS_EXTRAS if name not in sys.modules]
     with tempfile.TemporaryFile() as capture:
         saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
+            sys.modules.update(dict.fromkeys(held))  # None in sys.modules: `import name` raises ImportError
             import tensorflow as tf
         finally:
+            for name in held:
+                if sys.modules.get(name, 0) is None:
+                    del sys.modules[name]
             os.dup2(saved, 2)
             os.close(saved)
         capture.seek(0)

@@ -220,12 +220,42 @@ def _fills(spark, cfg, stats, staging) -> dict[str, float]:
         raise ConfigError(f"{cfg.input}: numeric column(s) {empty} have no values in the train split; nothing to impute")
     if not cfg.numeric or cfg.impute == "mean":
         return means
+    if stats.rows["train"] <= SMALL:
+        return _fills_here(cfg, staging)
     train = spark.read.parquet(hadoop_uri(staging.child(TYPED))).where(F.col("split") == "train")
     if cfg.impute == "median":  # as Spark ML's Imputer: approximate, relative error 0.001
         row = train.agg(*[F.percentile_approx(column(c), 0.5, 1000) for c in cfg.numeric]).first()
     else:  # the most frequent value; ties go to the smallest
         row = train.agg(*[F.mode(column(c), deterministic=True) for c in cfg.numeric]).first()
     return {c: float(value) for c, value in zip(cfg.numeric, row)}
+
+
+def _fills_here(cfg, staging) -> dict[str, float]:
+    """_fills for up to SMALL train rows, read by the driver with pyarrow: no Spark job (three, with the schema read).
+
+    The median is the lower median, the value percentile_approx gives when it is exact; the mode
+    is the most frequent value, ties to the smallest, as F.mode(deterministic=True).
+    """
+    import math
+
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    typed = staging.child(TYPED)
+    table = pads.dataset(typed.path, filesystem=typed.fs, format="parquet").to_table(
+        columns=list(cfg.numeric), filter=pc.field("split") == "train")  # fmt: skip
+    fills = {}
+    for c in cfg.numeric:
+        values = table.column(c).drop_null()
+        if cfg.impute == "median":
+            ordered = pc.sort_indices(values)
+            fills[c] = float(values.take(ordered)[math.ceil(len(values) / 2) - 1].as_py())
+        else:
+            counts = pc.value_counts(values)
+            table_counts = counts.flatten()
+            most = pc.max(table_counts[1]).as_py()
+            fills[c] = float(pc.min(pc.filter(table_counts[0], pc.equal(table_counts[1], most))).as_py())
+    return fills
 
 
 def _duplicates_here(staging, policy: str):

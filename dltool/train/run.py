@@ -107,10 +107,13 @@ def run_training(
         from dltool.tracking import check_reachable
 
         check_reachable(config.tracking.mlflow.tracking_uri)
+    # On a cluster the model is built once in a child process while Spark starts, so a bad model
+    # stops the run with exit 2 before any Spark job. A local run skips it: its TensorFlow start
+    # would take the CPU the local Spark start and workers need (measured: the first step 5 s later),
+    # and the workers report a bad model with the same error and exit code.
+    check_model = check_model and not _local_master(config)
     checking = ModelCheck(config, manifest, code) if check_model else contextlib.nullcontext()
     with TrainProgress(enabled=progress and not quiet, quiet=quiet) as view, checking as check:
-        # The model is built once in a child process while Spark starts, so a bad model stops
-        # the run with exit 2 before any Spark job (measured: no later first step).
         spark = _spark(config, code)
         from dltool.spark.barrier import check_slots, task_slots, wait_for_slots
 
@@ -292,6 +295,19 @@ def _plan(config: ExperimentConfig, manifest: Manifest, workers: int) -> Plan:
     )  # fmt: skip
 
 
+def _local_master(config: ExperimentConfig) -> bool:
+    """Whether Spark will run on this machine: a local master, not overridden by spark-submit or a running session."""
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        return False
+    if "pyspark" in sys.modules:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            return active.sparkContext.master.startswith("local")
+    return config.spark.master.startswith("local")
+
+
 def _spark(config: ExperimentConfig, code: Path | None):
     from dltool.spark.session import spark_session
 
@@ -362,7 +378,7 @@ def _attempts(spark, job: TrainJob, plan: Plan, run_dir: Location, resume_from, 
                            resume_from=resume_from.location.uri if resume_from else None)  # fmt: skip
             status["attempts"] = attempt + 1
             ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
-            done, failure = _one_attempt(spark, this, plan.workers, server, view)
+            done, failure = _one_attempt(spark, this, plan.workers, server, view, status)
             if failure is None:
                 newest = ckpt.newest_checkpoint(run_dir)
                 meta = newest.meta() if newest else {}
@@ -393,8 +409,10 @@ def _attempts(spark, job: TrainJob, plan: Plan, run_dir: Location, resume_from, 
             view.print(f"[yellow]retrying from {where}[/] (attempt {attempt + 1} of {max_retries + 1})")
 
 
-def _one_attempt(spark, job: TrainJob, workers: int, server, view) -> tuple[dict, DltoolError | None]:
-    """One barrier stage, with events shown as they arrive; returns (done event, failure or None)."""
+def _one_attempt(spark, job: TrainJob, workers: int, server, view, status: dict) -> tuple[dict, DltoolError | None]:
+    """One barrier stage, with events shown as they arrive; returns (done event, failure or None).
+
+    The chief's start event fills `status["model"]` when no model check described the model first."""
     from dltool.spark.barrier import barrier_train
 
     outcome: dict = {}
@@ -416,6 +434,9 @@ def _one_attempt(spark, job: TrainJob, workers: int, server, view) -> tuple[dict
             except queue.Empty:
                 continue
             view.handle(event)
+            if event["type"] == "start" and event.get("model") and status.get("model") is None:
+                status["model"] = event["model"]
+                view.print(f"model: {event['model']['params']:,} parameters ({event['model']['trainable_params']:,} trainable)")
             if event["type"] == "done":
                 digests[event["rank"]] = event["weights_sha256"]
                 if event["rank"] == 0:

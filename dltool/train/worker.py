@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = WorkerSpec.from_json(json.loads(Path(argv[0]).read_text()))
     events = EventClient(spec.job.events, spec.rank)
     try:
-        import tensorflow  # noqa: F401  - the slow import overlaps the task's address exchange
+        from dltool.evaluate.score import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # the slow import overlaps the task's address exchange
 
         cluster = sys.stdin.readline().strip()  # TF_CONFIG from the barrier task; empty for one worker
         if cluster:
@@ -102,18 +105,33 @@ def check_model(spec: dict) -> int:
     from dltool.train.model import build_model, build_optimizer, describe_model
 
     try:
+        from dltool.evaluate.score import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
         # The train section only: the ingest section may name a reader this process has not imported.
         train = TrainSettings.model_validate(spec["train"])
-        model = build_model(train, Manifest.from_json(spec["manifest"]))
-        build_optimizer(train, spec["steps_per_epoch"])
+        with model_errors():
+            model = build_model(train, Manifest.from_json(spec["manifest"]))
+            build_optimizer(train, spec["steps_per_epoch"])
         print(json.dumps({"ok": True, "model": describe_model(model)}), flush=True)
         return 0
     except DltoolError as e:
         record = ErrorRecord.from_exception(e)
-    except Exception as e:  # noqa: BLE001 - keras raises many types for a bad model
+    except Exception as e:  # noqa: BLE001 - the check reports every failure as the config's
         record = ErrorRecord.from_exception(ConfigError(f"train.model: {type(e).__name__}: {e}"))
     print(json.dumps({"ok": False, **record.to_json()}), flush=True)
     return 2
+
+
+@contextmanager
+def model_errors():
+    """Building the model and optimizer: whatever Keras raises is the config's fault (exit 2, never retried)."""
+    try:
+        yield
+    except DltoolError:
+        raise
+    except Exception as e:  # noqa: BLE001 - keras raises many types for a bad model
+        raise ConfigError(f"train.model: {type(e).__name__}: {e}") from e
 
 
 @dataclass
@@ -287,8 +305,10 @@ class Worker:
                                           shuffle_buffer=self.train.shuffle_buffer))  # fmt: skip
         writers = self._tensorboard() if self.chief else None
         if self.chief:
+            from dltool.train.model import describe_model
+
             self.events.send("start", epoch=state.start_epoch, epochs=self.train.epochs, steps=per_epoch,
-                             global_batch=self.job.global_batch)  # fmt: skip
+                             global_batch=self.job.global_batch, model=describe_model(model))  # fmt: skip
         stop = requested = False
         for epoch in range(state.start_epoch, self.train.epochs + 1):
             logs, timing = self._train_epoch(epoch, batches, steps, val_feed, writers)
@@ -314,7 +334,7 @@ class Worker:
         mixed = self.train.mixed_precision and self.gpu
         if mixed:
             keras.mixed_precision.set_global_policy("mixed_float16")
-        with strategy.scope():
+        with strategy.scope(), model_errors():
             model = build_model(self.train, self.manifest)
             optimizer = build_optimizer(self.train, self.job.steps_per_epoch)
             if mixed:

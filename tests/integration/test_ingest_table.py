@@ -112,3 +112,37 @@ def test_unknown_columns_and_wrong_vector_types_are_config_errors(spark, tmp_pat
         ingest(table_config(tmp_path, source, "parquet", numeric=["height"]))
     with pytest.raises(ConfigError, match="ingest.vectors: column colour is string, not an array of numbers"):
         ingest(table_config(tmp_path, source, "parquet", categorical=[], vectors=["colour"]))
+
+
+@pytest.mark.parametrize("impute", ["median", "mode"])
+def test_fills_computed_on_the_driver_equal_sparks(spark, tmp_path, impute):
+    """Small tables impute on the driver with pyarrow; the values must be Spark's percentile_approx and mode."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    from dltool.spark.table_ingest import TYPED, _fills_here
+    from dltool.storage.fs import open_location
+
+    rng = np.random.default_rng(3)
+    n = 501
+    x = rng.integers(0, 7, n).astype(float)  # many ties: the mode's tie rule matters
+    x[rng.random(n) < 0.1] = np.nan
+    table = pa.table({"x": pa.array(x, from_pandas=True), "a.b": rng.normal(size=n).round(2),
+                      "split": rng.choice(["train", "train", "val"], n)})  # fmt: skip
+    (tmp_path / TYPED).mkdir()
+    pq.write_table(table.slice(0, 250), tmp_path / TYPED / "part-00000.parquet")
+    pq.write_table(table.slice(250), tmp_path / TYPED / "part-00001.parquet")
+
+    class Settings:
+        numeric = ["x", "a.b"]
+
+    Settings.impute = impute
+    here = _fills_here(Settings, open_location(str(tmp_path)))
+    train = spark.read.parquet(str(tmp_path / TYPED)).where(F.col("split") == "train")
+    columns = [F.col("x"), F.col("`a.b`")]
+    if impute == "median":
+        row = train.agg(*[F.percentile_approx(c, 0.5, 1000) for c in columns]).first()
+    else:
+        row = train.agg(*[F.mode(c, deterministic=True) for c in columns]).first()
+    assert here == {"x": float(row[0]), "a.b": float(row[1])}
