@@ -130,7 +130,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
-    spark = spark_session(config.spark, user_code=config_code(config))
+    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES)
     job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "sums": sums, "modules": factory_modules(config),
            "models": [t.model.uri for t in targets],
            "batch": SCORE_BATCH, "cache_mb": train.cache_mb if len(targets) > 1 else 0}  # fmt: skip
@@ -301,6 +301,7 @@ def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True,
     return [sums.compute() for sums in merged], mistakes
 
 
+SCORING_MODULES = ("dltool.evaluate.score", "dltool.shards.feed", "tensorflow", "keras")  # what scoring tasks import
 ROWS_PER_SCORING_TASK = 10_000  # below this a second task costs more than it saves: each one starts TensorFlow
 
 

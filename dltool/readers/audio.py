@@ -48,6 +48,7 @@ class AudioReaderConfig(FileInput):
 @register
 class AudioReader(FileReader):
     name = "audio"
+    task_modules = (*FileReader.task_modules, "dltool.transforms.audio", "soundfile")
     config_model = AudioReaderConfig
     default_model = "audio_cnn"
 

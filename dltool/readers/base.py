@@ -77,6 +77,9 @@ class Reader(ABC):
     kind: ClassVar[str]  # "file" or "table"
     config_model: ClassVar[type[BaseModel]]  # the `ingest:` section, with `reader: Literal[name]`
     default_model: ClassVar[str]  # the builtin `train.model.builtin: auto` picks
+    # Modules its Spark tasks import (decoders, its own module): a new local session imports them in
+    # its Python workers while it starts (spark.session._warm_up). A plugin may list its own.
+    task_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config):
         self.config = config
@@ -115,6 +118,7 @@ class FileReader(Reader):
     """Decodes one file's bytes into one or more fixed-shape examples."""
 
     kind = "file"
+    task_modules = ("dltool.spark.ingest", "pyarrow.parquet")
 
     @abstractmethod
     def tensor_spec(self) -> TensorSpec:
@@ -162,6 +166,7 @@ class TableReader(Reader):
     """
 
     kind = "table"
+    task_modules = ("dltool.spark.table_ingest", "dltool.transforms.table", "pyarrow.parquet", "pyarrow.compute")
 
     def for_raw_inputs(self, input_uri: str, labelled: bool = False) -> BaseModel:
         return self.config.model_copy(update={"input": input_uri, **({} if labelled else {"label": None})})

@@ -52,6 +52,7 @@ class ImageReaderConfig(FileInput):
 @register
 class ImageReader(FileReader):
     name = "image"
+    task_modules = (*FileReader.task_modules, "dltool.transforms.image", "cv2")
     config_model = ImageReaderConfig
     default_model = "small_cnn"
 

@@ -89,6 +89,7 @@ class TextReaderConfig(FileInput):
 @register
 class TextReader(TableReader):
     name = "text"
+    task_modules = ("dltool.readers.text", "dltool.transforms.text", "pyarrow.parquet", "pyarrow.compute")
     config_model = TextReaderConfig
     default_model = "text_cnn"
     label_of = FileReader.label_of

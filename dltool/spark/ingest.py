@@ -117,9 +117,9 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         return IngestResult("up_to_date", dataset.uri, Manifest.read(dataset).counts,
                             message=f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild")
 
-    from dltool.spark.session import default_parallelism, spark_session
+    from dltool.spark.session import default_parallelism
 
-    spark = spark_session(config.spark)
+    spark = ingest_session(config)
     _remove_stale_siblings(dataset)
     with map_errors(f"ingest of {source.uri}"):
         # On object stores the dataset is written in place: _SUCCESS, written last, marks it complete.
@@ -154,6 +154,14 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         )
     dataset.child(SUCCESS).write_bytes(b"")
     return summary
+
+
+def ingest_session(config: ExperimentConfig):
+    """The Spark session of an ingest; a new local one starts its Python workers importing the reader's modules."""
+    from dltool.spark.session import spark_session
+
+    reader = reader_for(config.ingest)
+    return spark_session(config.spark, warm=(*reader.task_modules, type(reader).__module__))
 
 
 def _fingerprint(files: list[InputFile]) -> str:

@@ -29,22 +29,24 @@ def java_command() -> str:
     return shutil.which("java") or "java"
 
 
-def spark_session(settings: SparkSettings, user_code: Path | None = None):
+def spark_session(settings: SparkSettings, user_code: Path | None = None, warm: tuple[str, ...] = ()):
     """The active SparkSession if there is one (spark-submit, notebooks), else a new one from settings.
 
     On a cluster, dltool itself and the config's user code (see shipping.factory_code) are shipped
-    to the executors.
+    to the executors. `warm`: modules the command's Python tasks will import ("tensorflow": as the
+    scoring tasks do); a new local session starts its Python workers importing them while the
+    SQL session is still being built (see `_warm_up`).
     """
     from dltool.spark.shipping import ship_code
 
-    spark = _session(settings)
+    spark = _session(settings, warm)
     ship_code(spark, user_code)
     bind_storage(spark)
-    share_python_workers(spark)
+    share_python_workers(spark.sparkContext)
     return spark
 
 
-def share_python_workers(spark) -> None:
+def share_python_workers(sc) -> None:
     """Let RDD jobs reuse the Python workers of SQL ones (mapInArrow), and the other way round.
 
     Spark keeps one pool of Python workers (and a daemon) per distinct set of task environment
@@ -53,10 +55,52 @@ def share_python_workers(spark) -> None:
     into, a second set of workers (measured: 2-3 s per command). The same variable on the
     context's environment gives both runners one pool (and RDD tasks the shorter tracebacks).
     """
-    spark.sparkContext.environment.setdefault("SPARK_SIMPLIFIED_TRACEBACK", "1")
+    sc.environment.setdefault("SPARK_SIMPLIFIED_TRACEBACK", "1")
 
 
-def _session(settings: SparkSettings):
+WARM_UP_GROUP = "dltool-warm-up"
+
+
+def _warm_up(sc, modules: tuple[str, ...]) -> None:
+    """Start a local context's Python workers (one per core) on a thread, importing `modules` in them.
+
+    A command's first Python task otherwise waits for PySpark's worker daemon to start and for its
+    own imports (2-3 s; with TensorFlow 5-8 s). Started as soon as the SparkContext is up, that work
+    overlaps the SQL session's start and the driver's planning; the workers then serve the
+    command's tasks (Spark reuses them). Failures are left to the real tasks, which report them.
+    """
+    import functools
+    import threading
+
+    slots = max(1, sc.defaultParallelism)
+
+    def run() -> None:
+        try:
+            sc.setJobGroup(WARM_UP_GROUP, "start Python workers", False)
+            sc.parallelize(range(slots), slots).foreach(functools.partial(_warm_worker, modules))
+        except Exception:  # noqa: BLE001 - the session stopped, or a worker cannot start: the command will say
+            pass
+
+    threading.Thread(target=run, name="dltool-warm-up", daemon=True).start()
+
+
+def _warm_worker(modules: tuple[str, ...], _item) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            if name == "tensorflow":
+                from dltool.evaluate.score import task_tensorflow
+
+                task_tensorflow()  # quietly, with the task's thread settings, as scoring tasks start it
+            else:
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the task that needs it raises the real error
+            pass
+
+
+def _session(settings: SparkSettings, warm: tuple[str, ...] = ()):
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -89,16 +133,19 @@ def _session(settings: SparkSettings):
                      "spark.sql.shuffle.partitions": str(2 * (os.cpu_count() or 2)), "spark.ui.enabled": "false"})  # fmt: skip
     conf.update(s3a_conf(storage_settings()))  # for Spark's own reads of s3a:// (where hadoop-aws is installed)
     conf.update({key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.conf.items()})
-    builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
-    for key, value in conf.items():
-        builder = builder.config(key, value)
     with map_errors(f"starting Spark (master {settings.master})"):
-        spark = builder.getOrCreate()
-    if "PYSPARK_PYTHON" not in os.environ:
-        # PySpark starts tasks' Python from PYSPARK_PYTHON (else `python3` on the PATH), never from
-        # spark.pyspark.python: name it on this context rather than in this process's environment.
-        spark.sparkContext.pythonExec = conf["spark.pyspark.python"]
-    spark.sparkContext.setLogLevel("ERROR")
+        # The context first, then the SQL session on it: Python workers can start in between.
+        sc = SparkContext.getOrCreate(SparkConf().setMaster(settings.master).setAppName(settings.app_name)
+                                      .setAll(list(conf.items())))  # fmt: skip
+        if "PYSPARK_PYTHON" not in os.environ:
+            # PySpark starts tasks' Python from PYSPARK_PYTHON (else `python3` on the PATH), never from
+            # spark.pyspark.python: name it on this context rather than in this process's environment.
+            sc.pythonExec = conf["spark.pyspark.python"]
+        sc.setLogLevel("ERROR")
+        if local:
+            share_python_workers(sc)  # before the warm-up: its workers must be the ones later jobs use
+            _warm_up(sc, warm)
+        spark = SparkSession.builder.getOrCreate()
     return spark
 
 

@@ -313,7 +313,8 @@ def _spark(config: ExperimentConfig, code: Path | None):
 
     # A hung worker must fail the barrier stage rather than block it forever.
     conf = {"spark.barrier.sync.timeout": str(config.train.timeout_s), **config.spark.conf}
-    return spark_session(config.spark.model_copy(update={"conf": conf}), user_code=code)
+    return spark_session(config.spark.model_copy(update={"conf": conf}), user_code=code,
+                         warm=("dltool.spark.barrier", "dltool.train.job"))  # fmt: skip
 
 
 class ModelCheck:
