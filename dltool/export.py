@@ -275,12 +275,13 @@ def _calibration_rows(dataset: Location, manifest: Manifest, count: int):
 
 def _score(config, dataset: Location, manifest: Manifest, split: str, models: list[str], progress: bool) -> list[dict]:
     """The eval job over every model at once: one result per model, same rows, same metric code."""
-    from dltool.evaluate.score import SCORING_MODULES, _split_rows, _sums_spec, score_checkpoints, scoring_tasks
+    from dltool.evaluate.score import SCORING_MODULES, _split_rows, _sums_spec, score_checkpoints, scoring_tasks, tensorflow_tasks
     from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     rows = _split_rows(manifest, split)
-    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES)
+    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
+                          warm_tensorflow=tensorflow_tasks(rows))  # fmt: skip
     class_names = [str(name) for name in manifest.label.vocabulary or ()]
     job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "models": models, "batch": 256,
            "sums": _sums_spec(config.train, manifest.label.kind, class_names), "modules": factory_modules(config),

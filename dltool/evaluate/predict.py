@@ -173,8 +173,8 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     from dltool.evaluate.score import SCORING_MODULES
     from dltool.spark.session import spark_session
 
-    # Scoring follows in this session: its workers import TensorFlow while the inputs are ingested.
-    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *SCORING_MODULES))
+    # Scoring follows in this session: a worker imports TensorFlow while the inputs are ingested.
+    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *SCORING_MODULES), warm_tensorflow=1)
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess, vocabulary=classes)
     return temp.uri
 
@@ -197,7 +197,7 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
     from dltool.spark.session import spark_session
     from dltool.spark.table_ingest import require_s3a, spark_path
 
-    spark = spark_session(config.spark, warm=SCORING_MODULES)  # the session predict scores in
+    spark = spark_session(config.spark, warm=SCORING_MODULES, warm_tensorflow=1)  # the session predict scores in
     require_s3a(spark, source)
     paths = [spark_path(source.uri, f.path) for f in files]
     return reader.label_column() in reader.source_columns(spark, paths)
@@ -238,14 +238,16 @@ def _training_preprocess(config: ExperimentConfig) -> str:
 
 def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, model_uri: str,
                       output: Location, progress: bool, keep: list[str], label_column: str | None) -> int:  # fmt: skip
-    from dltool.evaluate.score import SCORING_MODULES, scoring_tasks
+    from dltool.evaluate.score import SCORING_MODULES, scoring_tasks, tensorflow_tasks
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
     from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
-    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES)
-    tasks = scoring_tasks(spark, manifest.splits[split].rows if split in manifest.splits else 0)  # plan_shares says why 0
+    rows = manifest.splits[split].rows if split in manifest.splits else 0  # plan_shares says why 0
+    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
+                          warm_tensorflow=tensorflow_tasks(rows))  # fmt: skip
+    tasks = scoring_tasks(spark, rows)
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,

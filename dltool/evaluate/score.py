@@ -130,7 +130,8 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
-    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES)
+    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
+                          warm_tensorflow=tensorflow_tasks(rows))  # fmt: skip
     job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "sums": sums, "modules": factory_modules(config),
            "models": [t.model.uri for t in targets],
            "batch": SCORE_BATCH, "cache_mb": train.cache_mb if len(targets) > 1 else 0}  # fmt: skip
@@ -301,7 +302,7 @@ def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True,
     return [sums.compute() for sums in merged], mistakes
 
 
-SCORING_MODULES = ("dltool.evaluate.score", "dltool.shards.feed", "tensorflow", "keras")  # what scoring tasks import
+SCORING_MODULES = ("dltool.evaluate.score", "dltool.shards.feed")  # what scoring tasks import, besides TensorFlow
 ROWS_PER_SCORING_TASK = 10_000  # below this a second task costs more than it saves: each one starts TensorFlow
 
 
@@ -313,7 +314,12 @@ def scoring_tasks(spark, rows: int) -> int:
     """
     from dltool.spark.session import default_parallelism
 
-    return max(1, min(default_parallelism(spark), math.ceil(rows / ROWS_PER_SCORING_TASK)))
+    return min(default_parallelism(spark), tensorflow_tasks(rows))
+
+
+def tensorflow_tasks(rows: int) -> int:
+    """scoring_tasks before the session exists: how many of its workers should start TensorFlow."""
+    return max(1, math.ceil(rows / ROWS_PER_SCORING_TASK))
 
 
 MISTAKES = 16  # the most confidently wrong rows kept per model for mistakes.png

@@ -29,17 +29,19 @@ def java_command() -> str:
     return shutil.which("java") or "java"
 
 
-def spark_session(settings: SparkSettings, user_code: Path | None = None, warm: tuple[str, ...] = ()):
+def spark_session(settings: SparkSettings, user_code: Path | None = None, warm: tuple[str, ...] = (),
+                  warm_tensorflow: int = 0):  # fmt: skip
     """The active SparkSession if there is one (spark-submit, notebooks), else a new one from settings.
 
     On a cluster, dltool itself and the config's user code (see shipping.factory_code) are shipped
-    to the executors. `warm`: modules the command's Python tasks will import ("tensorflow": as the
-    scoring tasks do); a new local session starts its Python workers importing them while the
-    SQL session is still being built (see `_warm_up`).
+    to the executors. `warm`: modules the command's Python tasks will import; a new local session
+    starts its Python workers importing them while the SQL session is still being built, and
+    TensorFlow in `warm_tensorflow` of them (as many as the command's scoring tasks: each more
+    would only compete for the cores). See `_warm_up`.
     """
     from dltool.spark.shipping import ship_code
 
-    spark = _session(settings, warm)
+    spark = _session(settings, warm, warm_tensorflow)
     ship_code(spark, user_code)
     bind_storage(spark)
     share_python_workers(spark.sparkContext)
@@ -61,7 +63,7 @@ def share_python_workers(sc) -> None:
 WARM_UP_GROUP = "dltool-warm-up"
 
 
-def _warm_up(sc, modules: tuple[str, ...]) -> None:
+def _warm_up(sc, modules: tuple[str, ...], tensorflow: int = 0) -> None:
     """Start a local context's Python workers (one per core) on a thread, importing `modules` in them.
 
     A command's first Python task otherwise waits for PySpark's worker daemon to start and for its
@@ -77,29 +79,31 @@ def _warm_up(sc, modules: tuple[str, ...]) -> None:
     def run() -> None:
         try:
             sc.setJobGroup(WARM_UP_GROUP, "start Python workers", False)
-            sc.parallelize(range(slots), slots).foreach(functools.partial(_warm_worker, modules))
+            sc.parallelize(range(slots), slots).foreach(functools.partial(_warm_worker, modules, tensorflow))
         except Exception:  # noqa: BLE001 - the session stopped, or a worker cannot start: the command will say
             pass
 
     threading.Thread(target=run, name="dltool-warm-up", daemon=True).start()
 
 
-def _warm_worker(modules: tuple[str, ...], _item) -> None:
+def _warm_worker(modules: tuple[str, ...], tensorflow: int, index: int) -> None:
     import importlib
 
     for name in modules:
         try:
-            if name == "tensorflow":
-                from dltool.evaluate.score import task_tensorflow
-
-                task_tensorflow()  # quietly, with the task's thread settings, as scoring tasks start it
-            else:
-                importlib.import_module(name)
+            importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the task that needs it raises the real error
+            pass
+    if index < tensorflow:
+        try:
+            from dltool.evaluate.score import task_tensorflow
+
+            task_tensorflow()  # quietly, with the task's thread settings, as scoring tasks start it
+        except Exception:  # noqa: BLE001
             pass
 
 
-def _session(settings: SparkSettings, warm: tuple[str, ...] = ()):
+def _session(settings: SparkSettings, warm: tuple[str, ...] = (), warm_tensorflow: int = 0):
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
@@ -144,7 +148,7 @@ def _session(settings: SparkSettings, warm: tuple[str, ...] = ()):
         sc.setLogLevel("ERROR")
         if local:
             share_python_workers(sc)  # before the warm-up: its workers must be the ones later jobs use
-            _warm_up(sc, warm)
+            _warm_up(sc, warm, warm_tensorflow)
         spark = SparkSession.builder.getOrCreate()
     return spark
 
