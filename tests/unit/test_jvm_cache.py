@@ -45,3 +45,34 @@ def test_a_finished_archive_is_adopted_and_later_ones_removed(tmp_path, monkeypa
     assert os.path.basename(archive) in left
     assert f"{os.path.basename(archive)}.{os.getpid()}.tmp" in left and os.path.basename(fresh) in left
     assert len(left) == 3
+
+
+def test_an_archive_is_keyed_on_the_jars_spark_loads(tmp_path, monkeypatch):
+    """A reinstalled pyspark (same version, jar files with new times) must not map the old archive:
+    the JVM would ignore it silently, at every start."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    home = tmp_path / "spark"
+    (home / "jars").mkdir(parents=True)
+    jar = home / "jars" / "spark-core.jar"
+    jar.write_bytes(b"classes")
+    monkeypatch.setenv("SPARK_HOME", str(home))
+
+    def archive_name():
+        option = next(o for o in class_data_sharing() if o.startswith("-XX:ArchiveClassesAtExit="))
+        return os.path.basename(option.split("=", 1)[1]).rsplit(".", 2)[0]
+
+    before = archive_name()
+    assert archive_name() == before  # stable while nothing changes
+    os.utime(jar, (time.time() - 3600, time.time() - 3600))
+    assert archive_name() != before
+
+
+def test_only_the_newest_archives_are_kept(tmp_path):
+    from dltool.spark.session import KEEP_ARCHIVES, _keep_newest
+
+    for i in range(KEEP_ARCHIVES + 2):
+        path = tmp_path / f"spark-4.0.0-{i}.jsa"
+        path.write_bytes(b"archive")
+        os.utime(path, (1000 + i, 1000 + i))
+    _keep_newest(tmp_path, KEEP_ARCHIVES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"spark-4.0.0-{i}.jsa" for i in range(2, KEEP_ARCHIVES + 2)]

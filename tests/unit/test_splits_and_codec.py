@@ -80,3 +80,19 @@ def test_empty_writer_leaves_no_file(tmp_path):
     with ShardWriter(target, shard_schema(spec, None), spec, 1, "zstd") as writer:
         pass
     assert writer.rows == 0 and not target.exists()
+
+
+def test_moments_of_uint8_from_histograms_equal_float_sums():
+    import numpy as np
+
+    from dltool.spark.ingest import Moments
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (300, 5, 4, 3), dtype=np.uint8)
+    exact, floats = Moments(-1), Moments(-1)
+    for image in images:
+        exact.add(image)
+        floats.add(image.astype(np.float32))  # the general path, for float tensors
+    values = images.reshape(-1, 3).astype(np.float64)
+    assert np.array_equal(exact.result(), np.stack([np.full(3, len(values)), values.sum(0), (values**2).sum(0)]))
+    assert np.allclose(floats.result(), exact.result(), rtol=1e-6)
