@@ -284,7 +284,9 @@ def _cluster(config: ExperimentConfig, settings) -> tuple:
 
     spark = _spark(config, config_code(config))
     workers = config.train.workers or 1
-    slots = wait_for_slots(spark, workers)
+    # All the executors that are coming, not just enough for one trial: `parallel` is sized from them
+    # (a driver that starts quickly would otherwise see one executor of two and run trials one by one).
+    slots = wait_for_slots(spark, None if settings.parallel is None else workers * settings.parallel)
     check_slots(spark, workers, slots)
     parallel = settings.parallel or max(1, slots // workers)
     return spark, workers, max(1, min(parallel, slots // workers))
