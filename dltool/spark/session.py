@@ -99,7 +99,7 @@ def _warm_worker(modules: tuple[str, ...], tensorflow: int, index: int) -> None:
             from dltool.evaluate.score import task_tensorflow
 
             task_tensorflow()  # quietly, with the task's thread settings, as scoring tasks start it
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the scoring task imports it again and reports the real error
             pass
 
 
