@@ -28,6 +28,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.callback()
+def _redacted_output() -> None:
+    """Every line a command prints passes through one redaction (dltool.config.redaction): no secret reaches
+    a terminal, a log collector or an XCom."""
+    from dltool.config.redaction import RedactingWriter
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, RedactingWriter):
+            setattr(sys, name, RedactingWriter(stream))
+
+
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML file.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
 MasterOpt = Annotated[Optional[str], typer.Option("--master", help="Spark master URL (overrides spark.master).")]
@@ -86,13 +98,19 @@ def _overrides(master: str | None = None, conf: list[str] | None = None, storage
     overrides = {f"storage.{key}": value for key, value in _storage_pairs(storage).items()}
     for dotted, value in paths.items():
         if value is not None:
-            overrides[dotted.replace("__", ".")] = value if "://" in value else os.path.abspath(value)
+            table = dotted == "ingest__input" and _table_name(value)
+            overrides[dotted.replace("__", ".")] = value if "://" in value or table else os.path.abspath(value)
     if master:
         overrides["spark.master"] = master
     spark_conf = _pairs("--conf", conf, "spark.driver.memory=2g")
     if spark_conf:
         overrides["spark.conf"] = spark_conf  # merged into the file's conf map by the loader
     return overrides
+
+
+def _table_name(value: str) -> bool:
+    """`--input sales.customers` for `format: table`: a catalog name is no path (no folder in it, no such file)."""
+    return os.sep not in value and not os.path.exists(value)
 
 
 def _pairs(option: str, items: list[str] | None, example: str) -> dict[str, str]:
@@ -470,10 +488,18 @@ def _report_eval(summary: EvalResult) -> None:
 
 
 @app.command()
-def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
+def validate(
+    config: ConfigArg,
+    untrusted: Annotated[bool, typer.Option("--untrusted", help="Also refuse a config that names code to run "
+                         "(a model factory, TFSMLayer/Lambda layers, Spark settings that load jars or plugins).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Check a config file without starting Spark (exit 2 when it is invalid)."""
     try:
+        from dltool.config.trust import refuse_code
+
         cfg = _load(config, {}, check_tune=True)
+        refuse_code(cfg, str(config), always=untrusted)
     except DltoolError as e:
         _fail(e, as_json)
     parts = [f"{cfg.ingest.reader} reader" if cfg.ingest else "no ingest", f"dataset {cfg.dataset.path}"]
@@ -516,6 +542,8 @@ def doctor(
 def inspect(
     dataset: Annotated[str, typer.Argument(help="Dataset location (path or URI).", show_default=False)],
     storage: StorageOpt = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Read every shard and check its size and hash against "
+                                         "the manifest (exit 1 naming a damaged one).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a dataset's manifest, counts per split and class, schema and a sample row."""
@@ -529,7 +557,7 @@ def inspect(
         except ValueError as e:  # pydantic's ValidationError
             raise ConfigError("--storage-option: " + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'storage'}: {err['msg']}"
                                                                 for err in e.errors())) from e  # fmt: skip
-        info = describe_dataset(dataset, settings.model_dump())
+        info = describe_dataset(dataset, settings.model_dump(), verify=verify)
     except DltoolError as e:
         _fail(e, as_json)
     if not as_json:

@@ -9,11 +9,42 @@ from dltool.storage.manifest import SUCCESS, Manifest
 from dltool.storage.stores import storage_scope
 
 
-def describe_dataset(uri: str, storage: dict | None = None) -> dict:
+def describe_dataset(uri: str, storage: dict | None = None, verify: bool = False) -> dict:
     """Manifest facts plus what the files themselves say (schema, a sample row, error counts);
-    `storage`: object-store settings as in a config's `storage:` section."""
+    `storage`: object-store settings as in a config's `storage:` section. `verify` reads every shard
+    and checks its size and hash against the manifest: a damaged one raises DltoolError naming it."""
     with storage_scope(storage):
-        return _describe(uri)
+        verified = verify_shards(open_location(uri)) if verify else None  # first: a damaged shard cannot be described
+        info = _describe(uri)
+        return {**info, "verified": verified} if verify else info
+
+
+def verify_shards(dataset) -> dict:
+    """Every shard read and checked against the manifest's sizes and hashes: {"shards", "bytes"}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dltool.errors import DltoolError
+    from dltool.storage.manifest import file_digest
+
+    manifest = Manifest.read(dataset, require_success=False)
+    if manifest.shards is None:
+        raise DltoolError(f"{dataset.uri}: written before dltool kept shard checksums; nothing to verify against")
+    files = [f for entry in manifest.splits.values() for f in entry.files]
+
+    def check(file: str) -> tuple[str | None, int]:
+        try:
+            size, digest = file_digest(dataset.child(*file.split("/")))
+        except FileNotFoundError:
+            return f"{dataset.child(*file.split('/')).uri}: missing", 0
+        return manifest.shard_problem(dataset, file, size, digest), size
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(check, files))
+    damaged = [problem for problem, _ in results if problem is not None]
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise DltoolError(f"damaged shard: {damaged[0]}{more}; re-run dltool ingest --overwrite")
+    return {"shards": len(files), "bytes": sum(size for _, size in results)}
 
 
 def _describe(uri: str) -> dict:
@@ -82,6 +113,9 @@ def print_description(info: dict) -> None:
     feats = info["features"]
     console.print(f"[bold]{info['name']}[/] ({info['reader']} reader) at {info['dataset']}: {state}")
     console.print(f"features: shape {feats['shape']} {feats['dtype']} ({feats['encoding']}); label: {info['label'].get('kind')}")
+    if info.get("verified"):
+        verified = info["verified"]
+        console.print(f"[green]verified[/]: {verified['shards']} shards, {verified['bytes']:,} bytes match the manifest")
     if info.get("vocabulary") is not None:
         vocabulary = info["vocabulary"]
         console.print(f"vocabulary: {vocabulary['size']} tokens (ids 2..; 0 padding, 1 out-of-vocabulary), "

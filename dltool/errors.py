@@ -109,8 +109,10 @@ class ErrorRecord:
         """Ours as they are; a foreign error as `_FOREIGN` maps it, else under its own class name."""
         if not isinstance(error, DltoolError):
             error = foreign_error(error) or error
+        from dltool.config.redaction import redact_text
+
         code = error.exit_code if isinstance(error, DltoolError) else 1
-        return cls(type(error).__name__, str(error).strip() or type(error).__name__, code)
+        return cls(type(error).__name__, redact_text(str(error).strip()) or type(error).__name__, code)
 
     @classmethod
     def from_json(cls, data: dict) -> ErrorRecord:

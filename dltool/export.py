@@ -23,6 +23,7 @@ from dltool.config.models import ExperimentConfig
 from dltool.errors import ConfigError, DltoolError, QualityGateError
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
+from dltool.storage.ownership import check_replaceable, mark, protected_paths
 from dltool.storage.stores import with_storage
 
 __all__ = ["FORMATS", "parse_max_drop", "run_export"]
@@ -83,7 +84,11 @@ def run_export(config: ExperimentConfig, formats: list[str], output: str | None 
     scratch = local_scratch("export")
     try:
         written = _convert_all(config, target.model.uri, dataset, manifest, formats, scratch, calibration)
-        out.fs.create_dir(out.path, recursive=True)
+        if output:  # the run dir's own export/ is dltool's; a folder the user names must be too
+            check_replaceable(out, "export folder", protected_paths(config))  # its files are replaced below
+        if not out.exists():
+            out.fs.create_dir(out.path, recursive=True)
+            mark(out, "export")
         for fmt, path in written.items():
             destination = out.child(FORMATS[fmt])
             if destination.exists():

@@ -89,7 +89,9 @@ class Tracker:
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:PARAM_LIMIT]) for k, v in params.items()]
+        from dltool.config.redaction import redact
+
+        items = [Param(k, str(v)[:PARAM_LIMIT]) for k, v in redact(params).items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 

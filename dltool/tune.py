@@ -22,8 +22,10 @@ import yaml
 
 from dltool.config.loader import apply_settings, check_space
 from dltool.config.models import ExperimentConfig, TrainSettings
+from dltool.config.redaction import redact
 from dltool.errors import ConfigError, DltoolError
 from dltool.storage.fs import Location, open_location
+from dltool.storage.ownership import check_replaceable, delete_owned, is_owned, mark
 from dltool.storage.stores import with_storage
 from dltool.train import checkpoints as ckpt
 from dltool.train.metrics import lower_is_better
@@ -84,14 +86,18 @@ def run_tune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     journal = folder.child(JOURNAL)
     previous = ckpt.read_json(folder.child(SUMMARY))
     if overwrite and folder.exists():
-        folder.delete()
+        delete_owned(folder, "study folder")
         previous = None
     elif journal.exists() and not resume:
         if previous and previous.get("status") == "completed" and previous["study"] == _study_record(config, metric, direction):
             return {**previous, "status": "up_to_date", "message": f"{folder.uri}: the study is done; --overwrite reruns it"}
         raise ConfigError(f"{folder.uri}: holds a study; pass --resume to continue it or --overwrite to start again")
     Manifest.read(open_location(config.dataset.path))  # the dataset must exist before Spark starts
-    folder.fs.create_dir(folder.path, recursive=True)
+    if not folder.exists():
+        folder.fs.create_dir(folder.path, recursive=True)
+        mark(folder, "study")
+    elif not is_owned(folder):
+        check_replaceable(folder, "study folder")  # empty (fine), or someone else's: refused
 
     optuna = _optuna()
     from optuna.storages import JournalStorage
@@ -322,7 +328,7 @@ def _best_config(config: ExperimentConfig, params: dict) -> dict:
     """The config as the user wrote it (what was set), with the best trial's values: `dltool train` takes it."""
     data = config.model_dump(mode="json", exclude_unset=True)
     data["train"] = apply_settings(data["train"], {key: _decoded(v) for key, v in params.items()})
-    return data
+    return redact(data)  # a file on disk: secrets (spark.conf keys, URIs' user info) stay out of it
 
 
 # ------------------------------------------------------------------------------------------------ results

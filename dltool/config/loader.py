@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from dltool.config.models import ExperimentConfig
+from dltool.config.trust import refuse_code
 from dltool.errors import ConfigError, InputNotFoundError
 
 # Fields that name a location; relative paths in them are resolved against the config file.
@@ -43,8 +44,7 @@ def parse_config(
     check_tune: bool = False,
 ) -> ExperimentConfig:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = _read_yaml(text, source)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -55,6 +55,58 @@ def parse_config(
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: invalid YAML: {e}") from e
     return build_config(data, source, base_dir, overrides, check_tune, root)
+
+
+# A config is a few hundred values. YAML aliases can make a 1 KB file stand for billions of them
+# (the "billion laughs"): the node tree is measured, aliases counted in full, before anything is copied.
+MAX_VALUES = 100_000
+
+
+def _read_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML's node tree and its values, refusing duplicate keys and alias expansions past MAX_VALUES."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        try:
+            values = _count_values(root, source, {})
+        except RecursionError:
+            raise ConfigError(f"{source}: the YAML is nested too deeply to be a config") from None
+        if values > MAX_VALUES:
+            raise ConfigError(f"{source}: the YAML stands for more than {MAX_VALUES:,} values once its aliases (*name) "
+                              "are expanded; a config needs a few hundred: refused (an alias bomb?)")  # fmt: skip
+        return root, loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _count_values(node: yaml.Node, source: str, counted: dict[int, int]) -> int:
+    """How many values the node stands for with its aliases expanded (each node counted once: linear time);
+    a mapping with the same key twice is an error naming both lines."""
+    if id(node) in counted:
+        return counted[id(node)]
+    counted[id(node)] = 1  # a node reached again through itself (a recursive alias) counts once
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if key.value in lines:
+                    raise ConfigError(f"{source}:{line}: duplicate key {key.value!r} (first at line {lines[key.value]}); "
+                                      "YAML would keep only the last one: remove one")  # fmt: skip
+                lines[key.value] = line
+            total += _count_values(key, source, counted) + _count_values(value, source, counted)
+            if total > MAX_VALUES:
+                break
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            total += _count_values(item, source, counted)
+            if total > MAX_VALUES:
+                break
+    counted[id(node)] = total
+    return total
 
 
 def build_config(
@@ -70,6 +122,8 @@ def build_config(
         raise ConfigError(f"{source}: the config must be a mapping of sections (name, dataset, ingest, ...)")
     data = json.loads(json.dumps(data, default=str))  # a copy: overrides must not change the caller's dict
     for dotted in PATH_FIELDS:
+        if dotted == "ingest.input" and _names_a_table(data):
+            continue  # `format: table`: a catalog table's name (sales.customers), not a file beside the config
         value = _get(data, dotted)
         if isinstance(value, str) and base_dir is not None:
             _set(data, dotted, resolve_relative(value, base_dir))
@@ -82,6 +136,7 @@ def build_config(
     except ValidationError as e:
         overridden = set(overrides or {})
         raise ConfigError(_format_errors(e, root, source, overridden)) from e
+    refuse_code(config, source)  # with DLTOOL_UNTRUSTED=1: no factory, code layer or code-loading Spark setting
     if check_tune and config.tune is not None:
         _check_space(config, root, source)
     if base_dir is not None:
@@ -163,6 +218,11 @@ def _check_space(config: ExperimentConfig, root: yaml.Node | None, source: str) 
                 field = ".".join(["train", *map(str, item["loc"])])
                 why = "no such setting" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
                 raise ConfigError(f"{where}: tune.space.{key}: {value!r} does not fit {field}: {why}") from e
+
+
+def _names_a_table(data: dict) -> bool:
+    ingest = data.get("ingest")
+    return isinstance(ingest, dict) and ingest.get("format") == "table"
 
 
 def resolve_relative(value: str, base_dir: Path) -> str:

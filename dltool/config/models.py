@@ -10,10 +10,11 @@ import json
 import re
 from typing import Literal, Optional, Union
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 import dltool.readers  # noqa: F401  (registers the built-in readers; use_readers below adds their sections)
 from dltool.config.base import FileInput, LabelFromParentDir, LabelFromRegex, NoLabel, Section  # noqa: F401
+from dltool.config.redaction import REDACTED, redact, uri_has_credentials  # noqa: F401  (REDACTED: re-exported)
 
 __all__ = ["ExperimentConfig", "FileInput", "Section", "TrainSettings", "use_readers"]
 
@@ -66,6 +67,14 @@ class MlflowSettings(Section):
     experiment: str = Field("dltool", description="MLflow experiment (created when missing).")
     run_name: str | None = Field(None, description="Name of the MLflow run (default: the config's name).")
     register_as: str | None = Field(None, description="Register the trained model under this name in the model registry.")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        if uri_has_credentials(value):
+            raise ValueError("tracking_uri must not hold credentials (user:password@): set MLFLOW_TRACKING_USERNAME "
+                             "and MLFLOW_TRACKING_PASSWORD, or the database's own credential file")
+        return value
 
 
 class TrackingSettings(Section):
@@ -292,6 +301,10 @@ class TrainSettings(Section):
     validation_every_steps: int | None = Field(
         None, ge=1, description="Also score the val split every N steps (always at each epoch end)."
     )
+    steps_per_execution: int = Field(
+        16, ge=1, le=1000, description="Train steps per call into TensorFlow (progress is reported between calls). "
+        "Fewer calls run faster, and with 2+ workers each call leaks a few KB inside TensorFlow's collectives.",
+    )
     monitor: str = Field("val_loss", description="Metric for best checkpoint and early stopping, e.g. val_accuracy.")
     early_stopping: EarlyStoppingSettings | None = Field(None, description="Stop early; unset: train all epochs.")
     final: Literal["best", "last"] = Field(
@@ -303,7 +316,7 @@ class TrainSettings(Section):
     cache_mb: int = Field(1024, ge=0, description="Hold a worker's share in memory when it fits this budget.")
     mixed_precision: bool = Field(False, description="float16 compute on GPU (ignored on CPU).")
     max_retries: int = Field(1, ge=0, description="Relaunch a failed run from its newest checkpoint this often.")
-    timeout_s: int = Field(300, ge=10, description="A collective or barrier wait longer than this fails the run.")
+    timeout_s: int = Field(300, ge=10, description="A worker making no progress this long (a peer stuck or gone), or a barrier wait this long, fails the attempt.")
 
     @model_validator(mode="after")
     def _one_batch_size(self):
@@ -409,16 +422,9 @@ class ExperimentConfig(Section):
         return self._source_dir
 
     def redacted(self) -> dict:
-        """The config as JSON for files dltool writes (run dir snapshot, trackers): Spark settings that look
-        like secrets (spark.hadoop.fs.s3a.secret.key, a password, a token) show as REDACTED, as Spark's UI does."""
-        data = json.loads(self.model_dump_json())
-        conf = data["spark"]["conf"]
-        data["spark"]["conf"] = {k: REDACTED if SECRET_KEY.search(k) else v for k, v in conf.items()}
-        return data
-
-
-SECRET_KEY = re.compile(r"(?i)secret|password|token|access[._-]?key|credential")  # Spark's redaction regex, widened
-REDACTED = "*********(redacted)"
+        """The config as JSON for files dltool writes (run dir snapshot, trackers), through config.redaction:
+        settings that look like secrets show as REDACTED, as Spark's UI does, and URIs lose their user info."""
+        return redact(json.loads(self.model_dump_json()))
 
 
 def use_readers() -> None:

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 
 from dltool.config.models import ExperimentConfig, SplitSettings
 from dltool.errors import ConfigError, DataQualityError, ErrorRecord, InputNotFoundError, map_errors
+from dltool.config.redaction import redact
 from dltool.storage.commit import StagedFolder, unfinished
+from dltool.storage.ownership import OutputLock, check_replaceable, protected_paths
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import MANIFEST, SUCCESS, Manifest, manifest_hash
 from dltool.storage.stores import with_storage
@@ -71,6 +73,7 @@ def run_predict(
     check_target(target, trained_on, manifest_hash(trained_on))
     output = open_location(output_uri)
     if output.exists():
+        check_replaceable(output, "--output", [*protected_paths(config), input_uri])
         if not overwrite and not unfinished(output):  # a crashed predict's output on a store is replaced
             raise ConfigError(f"{output.uri}: output exists; pass --overwrite to replace it")
         output.delete()
@@ -111,7 +114,8 @@ def run_predict(
                 f"{dataset.uri}: features {list(features.shape)} {features.dtype} differ from "
                 f"the training data's {list(trained.shape)} {trained.dtype}"
             )
-        with StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}")) as staged:
+        with OutputLock(output), StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}"),
+                                              kind="predictions") as staged:  # fmt: skip
             staging = staged.location
             rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress,
                                      keep, label_column)  # fmt: skip
@@ -123,7 +127,7 @@ def run_predict(
                 "split": None if raw else split, "model": target.model.uri, "rows": rows, "quarantined": quarantined,
                 "seconds": round(time.monotonic() - started, 1),
             }  # fmt: skip
-            staging.child(PREDICTIONS).write_bytes(json.dumps(summary, indent=2).encode())
+            staging.child(PREDICTIONS).write_bytes(json.dumps(redact(summary), indent=2).encode())
             staging.child(SUCCESS).write_bytes(b"")  # last: on object stores it alone says complete
             staged.commit()
         return summary

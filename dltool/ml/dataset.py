@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from dltool.errors import ConfigError, DataQualityError, map_errors
 from dltool.shards.codec import TensorSpec
 from dltool.storage.fs import Location, open_location
+from dltool.storage.ownership import check_replaceable
 from dltool.storage.manifest import SUCCESS, Counts, Label, Manifest, SplitEntry
 from dltool.storage.stores import storage_scope
 
@@ -225,6 +226,7 @@ def write_dataset(df, path: str, features_col: str = "features", label_col: str 
     with storage_scope(storage):
         dataset = open_location(path if "://" in path else os.path.abspath(path))
         if dataset.exists():
+            check_replaceable(dataset, "dataset")
             if not overwrite:
                 raise ConfigError(f"{dataset.uri}: exists; pass overwrite=True to replace it")
             dataset.delete()
@@ -266,7 +268,7 @@ def _write(rows, dataset: Location, feature: FeatureColumn, label: LabelColumn |
     spec = feature.spec
     classes = label.classes if label is not None else None
     kind = None if label is None else "class" if label.task == "classification" else "regression"
-    with map_errors(f"writing dataset {dataset.uri}"), StagedFolder(dataset) as staged:
+    with map_errors(f"writing dataset {dataset.uri}"), StagedFolder(dataset, kind="dataset") as staged:
         staging = staged.location
         written = rows.mapInArrow(_shard_task(staging.uri, spec, kind, classes), SUMMARY).collect()
         splits, moments, quarantined, first_error = _combine(written, classes)

@@ -23,6 +23,10 @@ class AudioReaderConfig(FileInput):
     channels: int = Field(1, ge=1, le=8, description="1 mixes down to mono; N keeps N channels (mono is repeated).")
     duration: float = Field(description="Seconds per example; shorter clips are zero-padded.", gt=0, le=600)
     long_clips: Literal["crop", "chunk"] = Field("crop", description="crop keeps the start; chunk makes windows.")
+    max_seconds: float = Field(
+        3600, gt=0, description="A file longer than this (by its header, read before any sample is decoded) is "
+        "quarantined: it bounds the memory one file takes. With long_clips: crop only the kept start is decoded.",
+    )
     chunk_hop: float | None = Field(None, gt=0, description="Seconds between chunk starts (default: duration).")
     features: Literal["waveform", "logmel", "mfcc"] = Field(
         "waveform", description="Store the waveform, or a log-mel spectrogram / MFCCs computed at ingest."
@@ -89,7 +93,8 @@ class AudioReader(FileReader):
         from dltool.transforms import audio
 
         cfg = self.config
-        wave, rate = audio.decode_audio(data)
+        keep = cfg.duration if cfg.long_clips == "crop" else None
+        wave, rate = audio.decode_audio(data, max_seconds=cfg.max_seconds, keep_seconds=keep)
         wave = audio.resample(audio.to_channels(wave, cfg.channels), rate, cfg.sample_rate)
         windows = audio.fix_length(wave, self.length, cfg.long_clips, self.hop)
         spectral = dict(

@@ -108,6 +108,10 @@ class Reader(ABC):
         include, exclude = self.patterns()
         return list_files(open_location(self.config.input), include, exclude)
 
+    def explain_failure(self, message: str) -> str | None:
+        """A user's reading of a failed ingest job's message, when this reader knows its cause; else None."""
+        return None
+
     @abstractmethod
     def for_raw_inputs(self, input_uri: str, labelled: bool = False) -> BaseModel:
         """This reader's config for raw inputs at input_uri: as trained but unaugmented, and unlabelled

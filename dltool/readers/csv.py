@@ -28,6 +28,10 @@ class CsvReaderConfig(ColumnRoles):
     escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
     multiline: bool = Field(False, description="Allow quoted values that span lines.")
     encoding: str = Field("utf-8", description="Text encoding of the file.")
+    max_chars_per_value: int = Field(
+        1 << 20, ge=1024, description="The longest value a field may hold (characters): it bounds the memory one "
+        "row takes (an unclosed quote would otherwise read the rest of the file into one value).",
+    )
     na_values: list[str] = Field(
         default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"],
         description="Values read as missing.",
@@ -58,7 +62,18 @@ class CsvReader(ColumnTableReader):
     def read_options(self) -> dict:
         cfg = self.config
         return {"header": str(cfg.header).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
-                "multiLine": str(cfg.multiline).lower(), "encoding": cfg.encoding}  # fmt: skip
+                "multiLine": str(cfg.multiline).lower(), "encoding": cfg.encoding,
+                "maxCharsPerColumn": str(cfg.max_chars_per_value)}  # fmt: skip
+
+    def explain_failure(self, message: str) -> str | None:
+        # The CSV parser overflows its value buffer (univocity: "Index N out of bounds for length N", or
+        # "exceeds the maximum number of characters") instead of quarantining the row.
+        limit = self.config.max_chars_per_value
+        if f"Index {limit} out of bounds for length {limit}" in message or "maximum number of characters" in message:
+            return (f"{self.config.input}: a value is longer than max_chars_per_value ({limit:,} characters), "
+                    "often an unclosed quote that swallows the rest of the file; fix the file or raise "
+                    "ingest.max_chars_per_value")  # fmt: skip
+        return None
 
     def columns(self, spark, paths: list[str], extra: list[str] = ()) -> list[str]:
         """The file's column names: its header (first file), or the config's `columns`."""

@@ -286,6 +286,13 @@ class TableSourceReader(ColumnTableReader):
         missing = [c for c in used + cfg.vectors if c not in types]
         if missing:
             raise ConfigError(f"{cfg.input}: columns {missing} named in ingest are not in the data {sorted(types)}")
+        nested = (T.ArrayType, VectorUDT)
+        for role in ("numeric", "categorical"):
+            named = getattr(cfg, role)
+            for c in named if named != "auto" else ():
+                if isinstance(types[c], nested):
+                    raise ConfigError(f"ingest.{role}: column {c} is {types[c].simpleString()}, a list of numbers in "
+                                      "each row: list it under `vectors:` instead")  # fmt: skip
         if cfg.auto():  # every other scalar column is a candidate; nested ones are left out
             scalar = (T.NumericType, T.BooleanType, T.StringType, T.DateType, T.TimestampType)
             for c, kind in types.items():

@@ -45,7 +45,8 @@ class TextReaderConfig(FileInput):
     decode_errors: Literal["quarantine", "replace"] = Field(
         "quarantine", description="Bytes invalid in the encoding: quarantine the document, or replace them with U+FFFD."
     )
-    max_file_mb: float = Field(16, gt=0, description="format files: larger files are quarantined unread.")
+    max_file_mb: float = Field(16, gt=0, description="format files: larger files are quarantined unread; format "
+                               "lines: a longer line is quarantined, never held whole.")
     text_column: str = Field("text", description="Table formats: the column holding the document.")
     label_column: str | None = Field(None, description="Table formats: the class column (none: unlabelled).")
     key_column: str | None = Field(None, description="Table formats: a unique id column; default file:row.")
@@ -374,9 +375,25 @@ class _TypedDocs:
             self.writer.close()
         if self.errors:
             _write_errors(open_location(self.staging_uri).child("_errors", f"part-{self.part:05d}.parquet"), self.errors)
+        tokens, documents_with = self._top_tokens()
         return {"typed": self.target.uri if self.writer is not None else None, "inputs": self.inputs,
-                "quarantined": len(self.errors), "first_errors": self.errors[:5], "tokens": self.tokens,
-                "documents_with": self.documents_with, "labels": self.labels, "train_docs": self.train_docs}  # fmt: skip
+                "quarantined": len(self.errors), "first_errors": self.errors[:5], "tokens": tokens,
+                "documents_with": documents_with, "labels": self.labels, "train_docs": self.train_docs}  # fmt: skip
+
+    def _top_tokens(self) -> tuple[Counter, Counter]:
+        """This task's token counts for the driver: all of them, or its most frequent TOKENS_PER_TASK times
+        max_tokens when it saw more (every distinct token and n-gram of a hostile corpus would otherwise
+        reach the driver). Exact whenever no task sees more; else a token that is rare in every task
+        alone may be undercounted."""
+        cap = max(TOKENS_PER_TASK * self.cfg.max_tokens, MIN_TOKENS_PER_TASK)
+        if len(self.tokens) <= cap:
+            return self.tokens, self.documents_with
+        tokens = Counter(dict(self.tokens.most_common(cap)))
+        return tokens, Counter({t: self.documents_with[t] for t in tokens if t in self.documents_with})
+
+
+TOKENS_PER_TASK = 10  # times max_tokens: the distinct tokens a task sends the driver at most
+MIN_TOKENS_PER_TASK = 100_000
 
 
 class _FileJob:
@@ -413,12 +430,15 @@ class _FileJob:
 
         cfg = self.cfg
         by_hash = self.line_split.by == "hash"
+        max_bytes = int(cfg.max_file_mb * (1 << 20))
         with source.fs.open_input_stream(path) as f:
-            for number, line in enumerate(_binary_lines(f), start=1):
+            for number, line in enumerate(_binary_lines(f, max_bytes), start=1):
                 key = f"{relpath}:{number}"
-                if not line.strip():
+                if line is not None and not line.strip():
                     continue
                 try:
+                    if line is None:
+                        raise RecordError("read", f"line is over max_file_mb {cfg.max_file_mb:g} (read no further)")
                     text = _decode(line, cfg.encoding, cfg.decode_errors)
                 except RecordError as e:
                     docs.quarantine(key, f"{path}:{number}", e)
@@ -472,19 +492,37 @@ def _strip_bom(data: bytes, encoding: str) -> bytes:
     return data  # UTF-16 and UTF-32 codecs read and drop their own BOM
 
 
-def _binary_lines(stream, chunk: int = 1 << 20):
-    """The lines of a pyarrow input stream without their line ends, read a chunk at a time."""
-    rest = b""
+def _binary_lines(stream, max_bytes: int, chunk: int = 1 << 20):
+    """The lines of a pyarrow input stream without their line ends, read a chunk at a time.
+
+    A line longer than `max_bytes` comes back as None and is never held whole: memory stays
+    within a chunk and max_bytes, and time linear, whatever one line's length.
+    """
+    parts: list[bytes] = []  # the start of the line that crosses chunks
+    held, too_long = 0, False
     while True:
         block = stream.read(chunk)
         if not block:
             break
-        lines = (rest + block).split(b"\n")
+        lines = block.split(b"\n")
         rest = lines.pop()
-        for line in lines:
-            yield line.rstrip(b"\r")
-    if rest:
-        yield rest.rstrip(b"\r")
+        if lines:  # the held start ends here
+            first = lines[0]
+            if too_long or held + len(first) > max_bytes:
+                yield None
+            else:
+                yield (b"".join(parts) + first).rstrip(b"\r")
+            for line in lines[1:]:
+                yield None if len(line) > max_bytes else line.rstrip(b"\r")
+            parts, held, too_long = [], 0, False
+        if not too_long:
+            held += len(rest)
+            too_long = held > max_bytes
+            parts = [] if too_long else [*parts, rest]
+    if too_long:
+        yield None
+    elif held:
+        yield b"".join(parts).rstrip(b"\r")
 
 
 def _merge(summaries: list[dict]) -> dict:

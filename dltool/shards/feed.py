@@ -79,7 +79,7 @@ def plan_shares(dataset_uri: str, manifest: Manifest, split: str, workers: int) 
     groups = [
         (file, index, rows)
         for file in entry.files
-        for index, rows in enumerate(_row_group_rows(dataset.child(*file.split("/")), split))
+        for index, rows in enumerate(_row_group_rows(dataset.child(*file.split("/")), split, manifest, dataset, file))
     ]
     total = sum(rows for _, _, rows in groups)
     if total != entry.rows:
@@ -102,9 +102,13 @@ def plan_shares(dataset_uri: str, manifest: Manifest, split: str, workers: int) 
     return shares
 
 
-def _row_group_rows(shard: Location, split: str) -> list[int]:
+def _row_group_rows(shard: Location, split: str, manifest: Manifest, dataset: Location, file: str) -> list[int]:
     try:
         with shard.fs.open_input_file(shard.path) as f:
+            problem = manifest.shard_problem(dataset, file, f.size())  # a cut or replaced shard, before its footer
+            if problem is not None:
+                raise DltoolError(f"{problem}: the shard is damaged; check with dltool inspect --verify, "
+                                  "re-run dltool ingest --overwrite")  # fmt: skip
             meta = pq.ParquetFile(f).metadata
     except FileNotFoundError as e:
         raise InputNotFoundError(

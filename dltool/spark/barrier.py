@@ -13,6 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dltool.config.redaction import redact_text
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.shipping import with_code_path
 from dltool.storage.stores import STORAGE_ENV
@@ -160,12 +161,39 @@ def run_worker_task(job: TrainJob) -> int:
     if failure is not None:
         failure.raise_(f"worker {rank}")
     if code != 0:
+        last = list(lines)[-TAIL_LINES:]
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         # The first line is what the driver shows. The child's last output follows for the Spark
         # UI, marked so that none of it reads as an error line of Spark's message.
-        tail = "".join(f"\n  | {line}" for line in list(lines)[-TAIL_LINES:])
-        raise DltoolError(f"dltool worker {rank} {how}{tail}")
+        tail = "".join(f"\n  | {line}" for line in last)
+        raise DltoolError(f"dltool worker {rank} {how}: {death_reason(last, code)}{tail}")
     return rank
+
+
+# What a native crash leaves in the log, and what it means to the user; most specific first.
+_CRASH_CAUSES = (
+    ("Resource temporarily unavailable", "could not create a thread: Resource temporarily unavailable "
+                                         "(the process or user thread limit, ulimit -u, was reached)"),
+    ("std::bad_alloc", "out of memory (std::bad_alloc)"),
+    ("Cannot allocate memory", "out of memory (Cannot allocate memory)"),
+)
+
+
+def death_reason(lines: list[str], code: int) -> str:
+    """Why a worker died without a dltool error, in one line, from the last lines of its output."""
+    tail = [line.strip() for line in lines if line.strip()]
+    text = "\n".join(tail)
+    for needle, reason in _CRASH_CAUSES:
+        if needle in text:
+            return reason
+    for line in reversed(tail):
+        if "what():" in line:  # a C++ exception nobody caught: "terminate called ... what():  <message>"
+            return line.split("what():", 1)[1].strip()
+        if line.startswith("Fatal Python error") or "Check failed" in line:
+            return line
+    if code == -signal.SIGKILL:
+        return "killed from outside, without a word (out of memory, or stopped by the cluster manager)"
+    return tail[-1] if tail else "it printed nothing"
 
 
 def _worker_error(path: str) -> ErrorRecord | None:
@@ -187,7 +215,7 @@ def _save_log(job: TrainJob, rank: int, lines: deque, seen: int) -> None:
     from dltool.storage.stores import storage_scope
 
     dropped = seen - len(lines)
-    text = (f"[... {dropped} earlier lines dropped ...]\n" if dropped else "") + "\n".join(lines) + "\n"
+    text = redact_text((f"[... {dropped} earlier lines dropped ...]\n" if dropped else "") + "\n".join(lines) + "\n")
     with storage_scope(job.storage):
         target = attempt_logs(open_location(job.run_dir), job.attempt).child(f"worker-{rank}.log")
     try:

@@ -28,6 +28,7 @@ from dltool.errors import (
     NOT_RECORD_ERRORS,
     ConfigError,
     DataQualityError,
+    DltoolError,
     EnvironmentProblem,
     InputNotFoundError,
     RecordError,
@@ -41,6 +42,7 @@ from dltool.spark.results import IngestPlan, IngestResult, WrittenShards
 from dltool.spark.splits import SPLITS, Item, assign, find_duplicates, report, split_point
 from dltool.storage.commit import StagedFolder, unfinished
 from dltool.storage.fs import InputFile, Location, open_location
+from dltool.storage.ownership import OutputLock, check_replaceable, is_owned, protected_paths, stale_siblings
 from dltool.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -112,18 +114,32 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     started = time.time()
     if dry_run:
         return _plan(config, reader, dataset, source, files, left_out, _existing(dataset, digest, fingerprint))
-    replacing = _check_existing(dataset, digest, fingerprint, overwrite)
+    replacing = _check_existing(dataset, digest, fingerprint, overwrite, protected_paths(config))
     if replacing == "up_to_date":
         return IngestResult("up_to_date", dataset.uri, Manifest.read(dataset).counts,
                             message=f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild")
+    with OutputLock(dataset):
+        try:
+            return _write_dataset(config, reader, dataset, source, files, left_out, digest, fingerprint, replacing,
+                                  started, progress, preprocess, vocabulary)  # fmt: skip
+        except DltoolError as e:
+            explained = reader.explain_failure(str(e)) if type(e) is DltoolError else None
+            if explained is None:
+                raise
+            raise DataQualityError(explained) from e
 
+
+def _write_dataset(config, reader, dataset, source, files, left_out, digest, fingerprint, replacing, started,
+                   progress, preprocess, vocabulary) -> IngestResult:  # fmt: skip
+    """The Spark jobs and the commit of an ingest, holding the dataset's lock."""
     from dltool.spark.session import default_parallelism
 
     spark = ingest_session(config)
-    _remove_stale_siblings(dataset)
+    for stale in stale_siblings(dataset, STALE_SIBLINGS):  # this command holds the lock: no other owns them
+        stale.delete()
     with map_errors(f"ingest of {source.uri}"):
-        # On object stores the dataset is written in place: _SUCCESS, written last, marks it complete.
-        with StagedFolder(dataset) as staged:
+        # Staged beside the dataset (copied in on object stores): _SUCCESS, written last, marks it complete.
+        with StagedFolder(dataset, kind="dataset") as staged:
             staging = staged.location
             if reader.kind == "file":
                 shards = _ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
@@ -179,14 +195,20 @@ def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
         manifest = Manifest.read(dataset)
         same = manifest.config_hash == digest and manifest.input_fingerprint == fingerprint
         return "up_to_date" if same else "dataset"
+    if not is_owned(dataset):
+        return "foreign" if not dataset.is_dir() or not _is_empty(dataset) else None
     if dataset.child(MANIFEST).exists() or unfinished(dataset):
-        return "incomplete"  # an ingest that died or failed its quality gate: always safe to replace
-    return "foreign" if dataset.is_dir() and not _is_empty(dataset) else None
+        return "incomplete"  # dltool's ingest that died or failed its quality gate: always safe to replace
+    return None if _is_empty(dataset) else "incomplete"
 
 
-def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool) -> str | None:
-    """The existing state, or a ConfigError when replacing it needs --overwrite."""
+def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool,
+                    protected: list[str]) -> str | None:  # fmt: skip
+    """The existing state, or a ConfigError when replacing it needs --overwrite or is not dltool's to replace."""
     state = _existing(dataset, digest, fingerprint)
+    if state == "up_to_date" and not overwrite:
+        return state  # nothing is replaced
+    check_replaceable(dataset, "dataset", protected)  # a folder dltool did not write: refused, --overwrite or not
     if state == "up_to_date" and overwrite:
         return "dataset"
     if state == "dataset" and not overwrite:
@@ -194,23 +216,11 @@ def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite:
             f"{dataset.uri} holds a dataset built from another config or other inputs; "
             "pass --overwrite to rebuild it, or choose another --output"
         )
-    if state == "foreign" and not overwrite:
-        raise ConfigError(f"{dataset.uri} exists and is not a dltool dataset; pass --overwrite or choose another --output")
     return state
 
 
-def _remove_stale_siblings(dataset: Location) -> None:
-    """Delete staging areas, old copies and failed runs left beside this dataset by earlier ingests."""
-    import pyarrow.fs as pafs
-
-    parent, name = dataset.path.rstrip("/").rsplit("/", 1)
-    try:
-        siblings = dataset.fs.get_file_info(pafs.FileSelector(parent or "/", allow_not_found=True))
-    except OSError:
-        return
-    for info in siblings:
-        if info.base_name.startswith((name + ".staging-", name + ".old-", name + ".failed")):
-            dataset.fs.delete_dir(info.path) if info.type == pafs.FileType.Directory else dataset.fs.delete_file(info.path)
+# Names StagedFolder and a failed quality gate leave beside a dataset (see storage/commit.py).
+STALE_SIBLINGS = (r"\.staging-[0-9a-f]{8}", r"\.old-[0-9a-f]{8}", r"\.failed")
 
 
 def _is_empty(location: Location) -> bool:
@@ -410,10 +420,13 @@ def _read(fs, path: str, max_bytes: int) -> bytes:
     except FileNotFoundError as e:
         raise RecordError("read", "file disappeared after listing") from e
     except OSError as e:
+        # Not the file's bytes but the environment (a stale mount, a permission change, the store): the run
+        # fails and a rerun reads the file again. A bad record would be marked done and never read again.
         text = str(e).splitlines()[0] if str(e) else repr(e)
-        if fs.type_name in OBJECT_STORES and "NO_SUCH_KEY" not in text:  # the store failed, not this object
-            raise StorageError(f"{fs.type_name}://{path}: cannot read from the store: {text}") from e
-        raise RecordError("read", f"cannot read file: {text}") from e
+        if "NO_SUCH_KEY" in text:
+            raise RecordError("read", "file disappeared after listing") from e
+        where = f"{fs.type_name}://{path}" if fs.type_name in OBJECT_STORES else path
+        raise StorageError(f"{where}: cannot read from the store: {text}") from e
     if len(data) > max_bytes:
         raise RecordError("read", f"file grew past max_file_mb after listing ({len(data)} bytes read)")
     return data

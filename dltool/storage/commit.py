@@ -7,15 +7,21 @@ through `StagedFolder`:
         ...write into staged.location, its completion marker last...
         staged.commit()                       # or staged.commit(to=another place)
 
-Where folders can be renamed (local disks, HDFS), the folder is written beside the target
-and renamed into place; a target already there is first moved aside and deleted only
-after the swap. A crash before the swap leaves the old target untouched; a crash inside
-it leaves no target and the old copy beside it, both cleared by the next write. Object
-stores (S3, GCS) cannot rename a folder: the target is cleared and written in place, and
-only the marker file, which the caller writes last, says the folder is complete; until the
-commit a `_WRITING` file says the folder is dltool's own unfinished work (`unfinished`), so
-a rerun after a crash replaces it without --overwrite. Leaving the `with` block by an
-exception deletes whatever was staged.
+The folder is always written beside the target (`<target>.staging-<id>`), so a run that fails
+or dies before its commit never touches the target. Where folders can be renamed (local
+disks, HDFS), the commit renames it into place; a target already there is first moved aside
+and deleted only after the swap. A crash inside the swap leaves no target and the old copy
+beside it, both cleared by the next write. Object stores (S3, GCS) cannot rename a folder:
+the commit marks the target `_WRITING`, replaces its objects with server-side copies of the
+staged ones, and removes the mark; only then is the staging prefix deleted. The old dataset
+is therefore lost only to a crash inside that copy, which leaves `_WRITING` (`unfinished`): a
+rerun replaces such a folder without --overwrite. The caller's completion marker, written
+last, still alone says the folder is complete. Leaving the `with` block by an exception
+deletes whatever was staged.
+
+Only a folder dltool marked as its own (storage/ownership.py), or an empty one, is ever
+replaced: the staged folder gets the marker first, and a target without one is refused before
+anything is written.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import uuid
 
 from dltool.storage.fs import Location
+from dltool.storage.ownership import MARKER, check_replaceable, mark
 from dltool.storage.stores import OBJECT_STORES
 
 __all__ = ["WRITING", "StagedFolder", "renames_folders", "unfinished"]
@@ -44,23 +51,22 @@ class StagedFolder:
     """A folder staged beside `target` and committed by rename, or written in place on object stores.
 
     `staging` and `old` name the scratch folders (default: `<target>.staging-<id>` and
-    `<target>.old-<id>` beside it), for writers that clean up by their own names.
+    `<target>.old-<id>` beside it), for writers that clean up by their own names. `kind` goes
+    into the ownership marker ("dataset", "predictions", "checkpoint").
     """
 
-    def __init__(self, target: Location, staging: Location | None = None, old: Location | None = None):
+    def __init__(self, target: Location, staging: Location | None = None, old: Location | None = None,
+                 kind: str = "output"):  # fmt: skip
         token = uuid.uuid4().hex[:8]
-        self.target = target
-        self.in_place = not renames_folders(target)
-        self.location = target if self.in_place else staging or target.sibling(f".staging-{token}")
+        self.target, self.kind = target, kind
+        self.location = staging or target.sibling(f".staging-{token}")
         self._old = old or target.sibling(f".old-{token}")
         self._committed = False
 
     def __enter__(self) -> StagedFolder:
-        if self.in_place:
-            self.target.delete()
+        check_replaceable(self.target, self.kind)
         self.location.fs.create_dir(self.location.path, recursive=True)
-        if self.in_place:
-            self.target.child(WRITING).write_bytes(b"")
+        mark(self.location, self.kind)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -69,12 +75,11 @@ class StagedFolder:
         return False
 
     def commit(self, to: Location | None = None) -> Location:
-        """Make the staged folder `to` (default: the target); returns where it now is (written in
-        place, it stays at the target: `to` cannot apply)."""
+        """Make the staged folder `to` (default: the target); returns where it now is."""
         final = to or self.target
-        if self.in_place:
-            self.target.child(WRITING).delete()
-            final = self.target
+        check_replaceable(final, self.kind)  # `to` may name another folder than the target
+        if not renames_folders(final):
+            self._copy_into(final)
         else:
             moved_aside = final.exists()
             if moved_aside:
@@ -87,3 +92,20 @@ class StagedFolder:
                 self._old.delete()
         self._committed = True
         return final
+
+    def _copy_into(self, final: Location) -> None:
+        """An object store's commit: the target's objects replaced by server-side copies of the staged ones."""
+        import pyarrow.fs as pafs
+
+        def files(location: Location) -> list[str]:
+            found = location.fs.get_file_info(pafs.FileSelector(location.path, recursive=True, allow_not_found=True))
+            return [info.path for info in found if info.type == pafs.FileType.File]
+
+        final.child(WRITING).write_bytes(b"")  # from here to the end a crash leaves a folder marked unfinished
+        for path in files(final):
+            if path.rsplit("/", 1)[-1] not in (WRITING, MARKER):  # its marker stays: a rerun may replace it
+                final.fs.delete_file(path)
+        for path in files(self.location):
+            final.fs.copy_file(path, final.path + path[len(self.location.path):])
+        final.child(WRITING).delete()
+        self.location.delete()

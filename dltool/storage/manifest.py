@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from dltool.config.redaction import redact, redact_text
 from dltool.errors import InputNotFoundError
 from dltool.storage.fs import Location
 
@@ -154,11 +155,12 @@ class Manifest:
     duplicates: Duplicates | None = None  # identical records across splits (None: none found)
     columns: dict | None = None  # table readers: {"numeric", "categorical", "left_out": {column: reason}} as used
     vocabulary: tuple[str, ...] | None = None  # text readers: the token of each id from 2 (0 padding, 1 out-of-vocabulary)
+    shards: dict[str, dict] | None = None  # each shard file: {"size", "blake2b"}, filled in by write()
 
     def to_json(self) -> dict:
         return {
             "format": FORMAT, "format_version": self.format_version, "name": self.name, "created": self.created,
-            "dltool_version": self.dltool_version, "reader": self.reader, "source": self.source,
+            "dltool_version": self.dltool_version, "reader": self.reader, "source": redact_text(self.source),
             "features": {"column": "features", **self.features.to_json(),
                          "names": None if self.feature_names is None else list(self.feature_names)},
             "label": self.label.to_json(), "key": {"column": "key"}, "passthrough": list(self.passthrough),
@@ -166,9 +168,10 @@ class Manifest:
             "counts": self.counts.to_json(), "stats": None if self.stats is None else self.stats.to_json(),
             "preprocess": self.preprocess, "errors": self.errors,
             "config_hash": self.config_hash, "input_fingerprint": self.input_fingerprint,
-            "ingest": self.ingest, "status": self.status, "warnings": list(self.warnings),
+            "ingest": redact(self.ingest), "status": self.status, "warnings": list(self.warnings),
             "duplicates": None if self.duplicates is None else self.duplicates.to_json(), "columns": self.columns,
             "vocabulary": None if self.vocabulary is None else list(self.vocabulary),
+            **({"shards": self.shards} if self.shards is not None else {}),
         }  # fmt: skip
 
     @classmethod
@@ -193,6 +196,7 @@ class Manifest:
             duplicates=None if data.get("duplicates") is None else Duplicates.from_json(data["duplicates"]),
             columns=data.get("columns"),
             vocabulary=None if data.get("vocabulary") is None else tuple(data["vocabulary"]),
+            shards=data.get("shards"),
         )  # fmt: skip
 
     def rows(self, split: str) -> int:
@@ -231,7 +235,47 @@ class Manifest:
             raise InputNotFoundError(f"{dataset.uri}/{MANIFEST}: corrupt manifest: {e}") from e
 
     def write(self, dataset: Location) -> None:
-        dataset.child(MANIFEST).write_bytes(json.dumps(self.to_json(), indent=2, sort_keys=False).encode())
+        """Write `_manifest.json` into the (staged) dataset, with every shard's size and hash."""
+        data = self.to_json()
+        if self.shards is None:
+            data["shards"] = shard_checksums(dataset, [f for entry in self.splits.values() for f in entry.files])
+        dataset.child(MANIFEST).write_bytes(json.dumps(data, indent=2, sort_keys=False).encode())
+
+    def shard_problem(self, dataset: Location, file: str, size: int, digest: str | None = None) -> str | None:
+        """What is wrong with a shard found with `size` (and `digest`, when read), or None; None too for a
+        dataset written before shards had checksums."""
+        want = (self.shards or {}).get(file)
+        if want is None:
+            return None
+        if size != want["size"]:
+            return f"{dataset.child(*file.split('/')).uri}: {size} bytes, the manifest says {want['size']}"
+        if digest is not None and digest != want["blake2b"]:
+            return f"{dataset.child(*file.split('/')).uri}: its content does not match the manifest's checksum"
+        return None
+
+
+def shard_checksums(dataset: Location, files: list[str]) -> dict[str, dict]:
+    """{file: {"size", "blake2b"}} for shard files of a dataset, read a few at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def checksum(file: str) -> tuple[str, dict]:
+        size, digest = file_digest(dataset.child(*file.split("/")))
+        return file, {"size": size, "blake2b": digest}
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(checksum, sorted(files)))
+
+
+def file_digest(location: Location) -> tuple[int, str]:
+    """(size, 128-bit BLAKE2b hex digest) of a file, streamed."""
+    import hashlib
+
+    digest, size = hashlib.blake2b(digest_size=16), 0
+    with location.fs.open_input_stream(location.path) as stream:
+        while block := stream.read(8 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
 
 
 def manifest_hash(manifest: Manifest) -> str:

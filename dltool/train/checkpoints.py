@@ -18,6 +18,7 @@ killed mid-save never leaves a checkpoint that resume would pick up.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,9 +29,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from dltool.config.redaction import redact
 from dltool.errors import ConfigError, DltoolError
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import Location
+from dltool.storage.ownership import check_replaceable, is_owned
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -81,6 +84,45 @@ def newest_checkpoint(run_dir: Location) -> Checkpoint | None:
     return found[-1] if found else None
 
 
+def newest_intact_checkpoint(run_dir: Location, warn) -> Checkpoint | None:
+    """The newest checkpoint whose files match the sizes and hashes in its checkpoint.json; `warn(line)` is told
+    of each damaged one passed over (a resume then repeats the epochs after the intact one)."""
+    for checkpoint in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        warn(f"{checkpoint.location.uri}: damaged ({problem}); passed over for an older checkpoint")
+    return None
+
+
+def checkpoint_problem(checkpoint: Checkpoint) -> str | None:
+    """What is wrong with a checkpoint's files, or None (checkpoints written before checksums are taken as they are)."""
+    try:
+        files = checkpoint.meta().get("files")
+    except (OSError, ValueError) as e:
+        return f"{CHECKPOINT_FILE} unreadable: {e}"
+    for name, want in (files or {}).items():
+        location = checkpoint.location.child(name)
+        try:
+            size, digest = _size_and_digest(location.fs.open_input_stream(location.path))
+        except OSError as e:
+            return f"{name} unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        if size != want["size"]:
+            return f"{name} is {size} bytes, {want['size']} were written"
+        if digest != want["blake2b"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _size_and_digest(stream) -> tuple[int, str]:
+    digest, size = hashlib.blake2b(digest_size=16), 0
+    with stream:
+        while block := stream.read(8 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
 def read_json(location: Location) -> dict | None:
     if not location.exists():
         return None
@@ -91,7 +133,8 @@ def read_json(location: Location) -> dict | None:
 
 
 def write_json(location: Location, data: dict) -> None:
-    location.write_bytes((json.dumps(data, indent=2) + "\n").encode())
+    """Every JSON file of a run (run.json, config.json, checkpoint.json, eval.json), secrets redacted."""
+    location.write_bytes((json.dumps(redact(data), indent=2) + "\n").encode())
 
 
 def upload_tree(local: Path, target: Location) -> None:
@@ -112,9 +155,13 @@ def commit_checkpoint(run_dir: Location, epoch: int, local: Path, meta: dict) ->
     final = folder.child(epoch_dir_name(epoch))
     token = uuid.uuid4().hex[:8]
     scratch = lambda kind: folder.child(f".tmp-{epoch_dir_name(epoch)}-{kind}-{token}")  # noqa: E731
-    with StagedFolder(final, staging=scratch("staging"), old=scratch("old")) as staged:
+    files = {}
+    for path in sorted(p for p in local.iterdir() if p.is_file()):
+        size, digest = _size_and_digest(open(path, "rb"))
+        files[path.name] = {"size": size, "blake2b": digest}  # resume checks them (checkpoint_problem)
+    with StagedFolder(final, staging=scratch("staging"), old=scratch("old"), kind="checkpoint") as staged:
         upload_tree(local, staged.location)
-        write_json(staged.location.child(CHECKPOINT_FILE), meta)
+        write_json(staged.location.child(CHECKPOINT_FILE), {**meta, "files": files})
         staged.commit()
     return Checkpoint(epoch, final)
 
@@ -154,14 +201,16 @@ def clear_run(run_dir: Location) -> None:
             run_dir.child(entry.base_name).delete()
 
 
-def check_run_dir_is_ours(run_dir: Location) -> None:
-    """Refuse to write into a folder that has files but is not a dltool run."""
+def check_run_dir_is_ours(run_dir: Location, protected: list[str] = ()) -> None:
+    """Refuse to write into (or clear) a folder that has files but that dltool did not mark as its own.
+
+    A run dir holding only the study of `dltool tune` (tune/, marked) is the tuner's and is used as it is.
+    """
     if not run_dir.exists():
         return
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir.uri}: run dir is a file")
-    if run_dir.child(RUN_FILE).exists():
-        return
     entries = run_dir.fs.get_file_info(pafs.FileSelector(run_dir.path))
-    if any(entry.base_name != TUNE_DIR for entry in entries):
-        raise ConfigError(f"{run_dir.uri}: folder is not empty and is not a dltool run; choose another run dir")
+    if [entry.base_name for entry in entries] == [TUNE_DIR] and is_owned(run_dir.child(TUNE_DIR)):
+        return
+    check_replaceable(run_dir, "run dir", protected)

@@ -17,6 +17,9 @@ import time
 from typing import Self
 
 
+MAX_EVENT_BYTES = 1 << 20  # one event line; a longer one (or one that is not JSON) ends its connection
+
+
 class EventServer:
     """Collects worker events into a queue; use as a context manager on the driver."""
 
@@ -27,7 +30,10 @@ class EventServer:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
-                for raw in self.rfile:
+                while True:
+                    raw = self.rfile.readline(MAX_EVENT_BYTES + 1)  # bounded: a stray client cannot fill memory
+                    if not raw or len(raw) > MAX_EVENT_BYTES:
+                        return
                     try:
                         event = json.loads(raw)
                     except ValueError:
@@ -66,6 +72,7 @@ class EventClient:
         self._started = time.monotonic()
         self._token = address["token"] if address else None
         self._sock = None
+        self._lock = threading.Lock()  # the worker's watchdog thread may report while the loop sends progress
         if address:
             try:
                 self._sock = socket.create_connection((address["host"], address["port"]), timeout=timeout)
@@ -77,10 +84,11 @@ class EventClient:
             return
         uptime = round(time.monotonic() - self._started, 3)  # seconds since the worker started: start-up costs
         line = json.dumps({"token": self._token, "type": type_, "rank": self.rank, "uptime": uptime, **fields}) + "\n"
-        try:
-            self._sock.sendall(line.encode())
-        except OSError:
-            self._sock = None
+        with self._lock:
+            try:
+                self._sock.sendall(line.encode())
+            except (OSError, AttributeError):  # AttributeError: closed by another thread meanwhile
+                self._sock = None
 
     def close(self) -> None:
         if self._sock is not None:

@@ -33,6 +33,7 @@ class TrainJob:
     global_batches: bool  # every rank holds the whole train split and takes its slice of each global batch
     job_group: str  # the Spark job group, to cancel the barrier stage
     threads: int | None  # CPU threads per worker; None: the task's CPUs
+    target_scale: list[float] | None = None  # regression: [mean, std] of the train labels, the head's output scale
     user_code: str | None = None  # local mode: the config's factory module, first on the worker's PYTHONPATH
     fault: dict | None = None  # the test-only fault hook of run_training
     storage: dict | None = None  # the object-store settings (storage_scope); never credentials

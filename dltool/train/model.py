@@ -86,8 +86,10 @@ class MlpArgs(_BuiltinArgs):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
-def build_model(train: TrainSettings, manifest: Manifest) -> keras.Model:
+def build_model(train: TrainSettings, manifest: Manifest, target_scale: list[float] | None = None) -> keras.Model:
     """The model of `train.model` for the dataset of `manifest`, with fresh weights seeded by `train.seed`.
+
+    `target_scale` ([mean, std] of a regression's train labels): the head's output is rescaled to them.
 
     Call it inside the distribution strategy's scope. Every layer dltool creates has a
     fixed name, so repeated builds (in one process or many) give the same structure.
@@ -126,6 +128,9 @@ def build_model(train: TrainSettings, manifest: Manifest) -> keras.Model:
         )
     activation = "softmax" if manifest.label.kind == "class" else None
     y = keras.layers.Dense(outputs, activation=activation, dtype="float32", name="output")(x)
+    if target_scale is not None and manifest.label.kind == "regression":
+        mean, std = target_scale
+        y = keras.layers.Rescaling(scale=std, offset=mean, dtype="float32", name="target_scale")(y)
     return keras.Model(inputs, y, name=name)
 
 

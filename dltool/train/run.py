@@ -22,6 +22,7 @@ from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.spark.barrier import attempt_logs
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
+from dltool.storage.ownership import OutputLock, is_owned, mark, protected_paths
 from dltool.storage.stores import storage_settings, with_storage
 from dltool.train import checkpoints as ckpt
 from dltool.train.job import TrainJob
@@ -31,7 +32,8 @@ from dltool.train.metrics import loss_name, resolve_metrics
 # so a run's quality does not depend on the cluster's size (rounded up to split evenly).
 DEFAULT_GLOBAL_BATCH = 32
 # Fields that may change between a run and its resume without invalidating its checkpoints.
-RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "run_dir", "early_stopping", "cache_mb", "final"}
+RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "run_dir", "early_stopping", "cache_mb", "final",
+                     "steps_per_execution"}  # fmt: skip
 
 
 @dataclass
@@ -58,7 +60,8 @@ def run_training(
     """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure).
 
     `fault` is a test-only hook, never part of a config: `{"rank", "epoch", "attempts"}` makes
-    that worker raise after its first step of that epoch on those attempts (0 = the first).
+    that worker raise after its first step of that epoch on those attempts (0 = the first); with
+    `"kind": "hang"` it stops answering instead, and the workers' watchdogs end the attempt.
     `on_epoch(event)` sees each finished epoch's event (the tuner reports it to its pruner); `sharing`
     runs share the cluster at once (the tuner's parallel trials), so local workers take a share of the cores;
     `quiet` prints nothing (the tuner shows its own table); `check_model=False` skips building the model in a
@@ -74,94 +77,99 @@ def run_training(
     manifest = Manifest.read(dataset)
     _check_task(train, manifest)
     run_dir = open_location(train.run_dir)
-    ckpt.check_run_dir_is_ours(run_dir)
-    digest = _train_hash(train, manifest)
-    previous = ckpt.read_json(run_dir.child(ckpt.RUN_FILE))
-    if overwrite:
-        ckpt.clear_run(run_dir)
-        previous = None
-    newest = ckpt.newest_checkpoint(run_dir)
-    if previous and not overwrite:
-        if previous.get("train_hash") != digest and (newest or previous.get("status") == "completed"):
-            raise ConfigError(
-                f"{run_dir.uri}: holds a run of a different model, optimizer or dataset; "
-                "use --overwrite or another run dir (--run-dir)"
-            )
-        if previous.get("status") == "completed" and previous.get("epochs_done", 0) >= train.epochs or (
-            previous.get("status") == "completed" and previous.get("stopped_early") and not resume
-        ):
-            return {**previous, "status": "up_to_date", "message": f"{run_dir.uri}: already trained; --overwrite retrains"}
-        if newest and not resume:
-            raise ConfigError(
-                f"{run_dir.uri}: has an unfinished run (checkpoint {newest.name}); "
-                "pass --resume to continue it or --overwrite to start again"
-            )
+    ckpt.check_run_dir_is_ours(run_dir, protected_paths(config))
+    with OutputLock(run_dir):  # a second command training into this run dir fails at once
+        digest = _train_hash(train, manifest)
+        previous = ckpt.read_json(run_dir.child(ckpt.RUN_FILE))
+        if overwrite:
+            ckpt.clear_run(run_dir)
+            previous = None
+        newest = ckpt.newest_checkpoint(run_dir)
+        if previous and not overwrite:
+            if previous.get("train_hash") != digest and (newest or previous.get("status") == "completed"):
+                raise ConfigError(
+                    f"{run_dir.uri}: holds a run of a different model, optimizer or dataset; "
+                    "use --overwrite or another run dir (--run-dir)"
+                )
+            if previous.get("status") == "completed" and previous.get("epochs_done", 0) >= train.epochs or (
+                previous.get("status") == "completed" and previous.get("stopped_early") and not resume
+            ):
+                return {**previous, "status": "up_to_date", "message": f"{run_dir.uri}: already trained; --overwrite retrains"}
+            if newest and not resume:
+                raise ConfigError(
+                    f"{run_dir.uri}: has an unfinished run (checkpoint {newest.name}); "
+                    "pass --resume to continue it or --overwrite to start again"
+                )
 
-    from dltool.spark.shipping import config_code
+        from dltool.spark.shipping import config_code
 
-    code = config_code(config)  # the factory's module: shipped to executors, on the model check's path
-    # Workers build the model from the train section alone: `builtin: auto` is decided here,
-    # where every reader (a plugin too) is registered.
-    config = _with_auto_model_resolved(config, manifest)
-    if config.tracking.mlflow is not None:  # before Spark starts: an unreachable server costs nothing
-        from dltool.tracking import check_reachable
+        code = config_code(config)  # the factory's module: shipped to executors, on the model check's path
+        # Workers build the model from the train section alone: `builtin: auto` is decided here,
+        # where every reader (a plugin too) is registered.
+        config = _with_auto_model_resolved(config, manifest)
+        if config.tracking.mlflow is not None:  # before Spark starts: an unreachable server costs nothing
+            from dltool.tracking import check_reachable
 
-        check_reachable(config.tracking.mlflow.tracking_uri)
-    # On a cluster the model is built once in a child process while Spark starts, so a bad model
-    # stops the run with exit 2 before any Spark job. A local run skips it: its TensorFlow start
-    # would take the CPU the local Spark start and workers need (measured: the first step 5 s later),
-    # and the workers report a bad model with the same error and exit code.
-    check_model = check_model and not _local_master(config)
-    checking = ModelCheck(config, manifest, code) if check_model else contextlib.nullcontext()
-    with TrainProgress(enabled=progress and not quiet, quiet=quiet) as view, checking as check:
-        spark = _spark(config, code)
-        from dltool.spark.barrier import check_slots, task_slots, wait_for_slots
+            check_reachable(config.tracking.mlflow.tracking_uri)
+        # On a cluster the model is built once in a child process while Spark starts, so a bad model
+        # stops the run with exit 2 before any Spark job. A local run skips it: its TensorFlow start
+        # would take the CPU the local Spark start and workers need (measured: the first step 5 s later),
+        # and the workers report a bad model with the same error and exit code.
+        check_model = check_model and not _local_master(config)
+        checking = ModelCheck(config, manifest, code) if check_model else contextlib.nullcontext()
+        with TrainProgress(enabled=progress and not quiet, quiet=quiet) as view, checking as check:
+            spark = _spark(config, code)
+            from dltool.spark.barrier import check_slots, task_slots, wait_for_slots
 
-        slots = wait_for_slots(spark, train.workers)
-        workers = train.workers or slots
-        check_slots(spark, workers, slots)
-        plan = _plan(config, manifest, workers)
-        local = spark.sparkContext.master.startswith("local")
-        view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
-        model_info = check.result(wait=True, view=view) if check_model else None
-        run_dir.fs.create_dir(run_dir.path, recursive=True)
-        ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), config.redacted())
-        status = {
-            "status": "running", "name": config.name, "dltool_version": dltool.__version__,
-            "train_hash": digest, "dataset": dataset.uri, "dataset_hash": manifest_hash(manifest),
-            "workers": workers, "epochs": train.epochs, "attempts": 0, "model": model_info,
-        }  # fmt: skip
-        tracker = _start_tracking(config, manifest, status, view)
-        if on_epoch is not None:
-            view.handle = _observed(view.handle, on_epoch)
-        stop = run_dir.child(ckpt.STOP_FILE)
-        if stop.exists():
-            stop.delete()  # a request to stop an earlier run
-        ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
-        job = TrainJob(
-            train=config.train, manifest=manifest, dataset=dataset.uri, run_dir=run_dir.uri,
-            config_hash=digest, dataset_hash=status["dataset_hash"], steps_per_epoch=plan.steps_per_epoch,
-            global_batch=plan.global_batch, per_worker_batch=plan.per_worker_batch, class_weights=plan.class_weights,
-            train_units=plan.train_units, val_units=plan.val_units, global_batches=plan.global_batches,
-            job_group=f"dltool-train-{digest[:8]}",
-            # Local mode: the machine is ours, so fewer workers than cores share them all, and
-            # the factory's module is imported from where it lies.
-            threads=max(1, task_slots(spark) // (workers * sharing)) if local else None,
-            user_code=str(code) if local and code is not None else None, fault=fault, storage=storage_settings(),
-        )  # fmt: skip
-        try:
-            result = _attempts(spark, job, plan, run_dir, newest if resume else None, view, status)
-        except BaseException:
+            slots = wait_for_slots(spark, train.workers)
+            workers = train.workers or slots
+            check_slots(spark, workers, slots)
+            plan = _plan(config, manifest, workers)
+            local = spark.sparkContext.master.startswith("local")
+            view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
+            model_info = check.result(wait=True, view=view) if check_model else None
+            run_dir.fs.create_dir(run_dir.path, recursive=True)
+            if not is_owned(run_dir):
+                mark(run_dir, "run")
+            ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), config.redacted())
+            status = {
+                "status": "running", "name": config.name, "dltool_version": dltool.__version__,
+                "train_hash": digest, "dataset": dataset.uri, "dataset_hash": manifest_hash(manifest),
+                "workers": workers, "epochs": train.epochs, "attempts": 0, "model": model_info,
+            }  # fmt: skip
+            tracker = _start_tracking(config, manifest, status, view)
+            if on_epoch is not None:
+                view.handle = _observed(view.handle, on_epoch)
+            stop = run_dir.child(ckpt.STOP_FILE)
+            if stop.exists():
+                stop.delete()  # a request to stop an earlier run
+            ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
+            job = TrainJob(
+                train=config.train, manifest=manifest, dataset=dataset.uri, run_dir=run_dir.uri,
+                config_hash=digest, dataset_hash=status["dataset_hash"], steps_per_epoch=plan.steps_per_epoch,
+                global_batch=plan.global_batch, per_worker_batch=plan.per_worker_batch, class_weights=plan.class_weights,
+                train_units=plan.train_units, val_units=plan.val_units, global_batches=plan.global_batches,
+                job_group=f"dltool-train-{digest[:8]}",
+                # Local mode: the machine is ours, so fewer workers than cores share them all, and
+                # the factory's module is imported from where it lies.
+                threads=max(1, task_slots(spark) // (workers * sharing)) if local else None,
+            target_scale=_target_scale(dataset, manifest),
+                user_code=str(code) if local and code is not None else None, fault=fault, storage=storage_settings(),
+            )  # fmt: skip
+            try:
+                start = ckpt.newest_intact_checkpoint(run_dir, lambda line: view.print(f"[yellow]{line}[/]")) if resume else None
+                result = _attempts(spark, job, plan, run_dir, start, view, status)
+            except BaseException:
+                if tracker is not None:
+                    tracker.finish("FAILED")
+                raise
             if tracker is not None:
-                tracker.finish("FAILED")
-            raise
-        if tracker is not None:
-            result["mlflow"] = _finish_tracking(tracker, config, manifest, run_dir)
-    summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}
-    if view.first_step_at is not None:
-        summary["time_to_first_step_s"] = round(view.first_step_at - started, 1)
-    ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
-    return summary
+                result["mlflow"] = _finish_tracking(tracker, config, manifest, run_dir)
+        summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}
+        if view.first_step_at is not None:
+            summary["time_to_first_step_s"] = round(view.first_step_at - started, 1)
+        ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
+        return summary
 
 
 def _start_tracking(config: ExperimentConfig, manifest: Manifest, status: dict, view):
@@ -216,6 +224,26 @@ def _with_auto_model_resolved(config: ExperimentConfig, manifest: Manifest) -> E
 
 def default_global_batch(workers: int) -> int:
     return -(-DEFAULT_GLOBAL_BATCH // workers) * workers
+
+
+def _target_scale(dataset: Location, manifest: Manifest) -> list[float] | None:
+    """[mean, std] of a regression's train labels (read from its shards' label column); None for classes.
+
+    The model's head outputs z * std + mean: it starts at the labels' scale whatever their units
+    (prices in thousands, years), where a bare Dense(1) spends its first epochs finding the mean.
+    """
+    if manifest.label.kind != "regression" or not manifest.rows("train"):
+        return None
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    labels = np.concatenate([
+        pq.read_table(dataset.child(*f.split("/")).path, columns=["label"], filesystem=dataset.fs)
+        .column("label").to_numpy().astype(np.float64)
+        for f in manifest.splits["train"].files
+    ])  # fmt: skip
+    std = float(labels.std())
+    return [float(labels.mean()), std if std > 1e-12 else 1.0]
 
 
 def _train_hash(train: TrainSettings, manifest: Manifest) -> str:
@@ -405,7 +433,7 @@ def _attempts(spark, job: TrainJob, plan: Plan, run_dir: Location, resume_from, 
             view.print(f"[red]attempt {attempt + 1} failed:[/] {failure}")
             view.print(f"  workers' output: {attempt_logs(run_dir, attempt).uri}")
             attempt += 1
-            resume_from = ckpt.newest_checkpoint(run_dir)
+            resume_from = ckpt.newest_intact_checkpoint(run_dir, lambda line: view.print(f"[yellow]{line}[/]"))
             where = resume_from.name if resume_from else "the start"
             view.print(f"[yellow]retrying from {where}[/] (attempt {attempt + 1} of {max_retries + 1})")
 

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -84,15 +85,89 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["TF_CONFIG"] = cluster
         Worker(spec, events).run()
     except BaseException as e:  # noqa: BLE001 - report every failure to the driver, then exit non-zero
-        record = ErrorRecord.from_exception(e)
-        lines = traceback.format_exc().rstrip().splitlines()
-        print("\n".join(lines), flush=True)
-        events.send("failed", error=record.to_json(), traceback=lines[-12:])  # shown as it happens
-        Path(spec.error_file).write_text(json.dumps(record.to_json()))  # relayed by the barrier task
-        events.close()
-        return record.exit_code
+        return report_failure(spec, events, e, traceback.format_exc().rstrip().splitlines())
     events.close()
     return 0
+
+
+def report_failure(spec: WorkerSpec, events: EventClient, error: BaseException, lines: list[str]) -> int:
+    """Print the failure, send it to the driver, leave its record for the barrier task; the exit code."""
+    record = ErrorRecord.from_exception(error)
+    print("\n".join(lines), flush=True)
+    events.send("failed", error=record.to_json(), traceback=lines[-12:])  # shown as it happens
+    Path(spec.error_file).write_text(json.dumps(record.to_json()))  # relayed by the barrier task
+    events.close()
+    return record.exit_code
+
+
+class Watchdog:
+    """One thread that calls `on_stall(idle_s)` once the worker has made no progress for `timeout_s`.
+
+    Collectives between workers run without TensorFlow's own timeout
+    (`CommunicationOptions.timeout_seconds`): TensorFlow starts a detached thread per collective
+    op that sleeps the whole timeout ("share the timeout watchdog thread among collectives" is a
+    TODO in its base_collective_executor.cc). At tens of collectives a step that is thousands of
+    sleeping threads a minute, until the worker cannot create one more and aborts. This single
+    thread keeps the same bound: a peer that is stuck or gone stops every other worker's beats.
+    `timeout_s=None` (one worker, nothing to wait for) watches nothing.
+    """
+
+    def __init__(self, timeout_s: float | None, on_stall):
+        self.timeout_s = timeout_s
+        self._on_stall = on_stall
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="dltool-watchdog", daemon=True)
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def __enter__(self) -> Watchdog:
+        self.beat()
+        if self.timeout_s is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(5.0, self.timeout_s / 4)):  # a poll interval, not a synchronisation
+            idle = time.monotonic() - self._last
+            if idle > self.timeout_s:
+                self._on_stall(idle)
+                return
+
+
+def resource_usage() -> dict | None:
+    """This process's threads, resident memory (MB) and open files, from /proc (Linux); None elsewhere."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+        open_files = len(os.listdir("/proc/self/fd"))
+        with open("/proc/self/statm") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return {"threads": threads, "rss_mb": round(resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1),
+            "open_files": open_files}  # fmt: skip
+
+
+RESOURCE_LINE = "dltool resources: epoch={epoch} steps={steps} threads={threads} rss_mb={rss_mb} open_files={open_files}"
+
+
+def read_resource_lines(log_text: str) -> list[dict]:
+    """The per-epoch resource lines of a worker's log, as numbers (the soak test and bench/soak.py read them)."""
+    import re
+
+    pattern = re.compile(r"^dltool resources: epoch=(\d+) steps=(\d+) threads=(\d+) rss_mb=([\d.]+) open_files=(\d+)$")
+    rows = []
+    for line in log_text.splitlines():
+        match = pattern.match(line)
+        if match:
+            epoch, steps, threads, rss, files = match.groups()
+            rows.append({"epoch": int(epoch), "steps": int(steps), "threads": int(threads), "rss_mb": float(rss),
+                         "open_files": int(files)})  # fmt: skip
+    return rows
 
 
 def check_model(spec: dict) -> int:
@@ -182,9 +257,25 @@ class Steps:
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return sums_fn(y, outputs, per_example)
 
-        @tf.function(input_signature=[x_spec, y_spec])
-        def train(x, y):
-            return strategy.experimental_local_results(strategy.run(step_fn, args=(x, y)))[0]
+        sums_shape = [len(sum_names(worker.metrics))]
+
+        @tf.function
+        def train(batches, steps):
+            """`steps` train steps on batches from the tf.data iterator, in one call; their metric sums.
+
+            Several steps per call: each call of a function that holds collectives keeps a few KB
+            inside TensorFlow (measured: about 7 KB a call with 2 workers, none with 1), so a
+            call per step grew every worker by 150 MB per 20,000 steps.
+            """
+
+            def one_step(i, sums):
+                x, y = next(batches)
+                x, y = tf.ensure_shape(x, x_spec.shape), tf.ensure_shape(tf.cast(y, y_spec.dtype), y_spec.shape)
+                return i + 1, sums + strategy.experimental_local_results(strategy.run(step_fn, args=(x, y)))[0]
+
+            # An explicit while_loop: shipped to a cluster in a zip, this code has no source for AutoGraph to convert.
+            start = (tf.constant(0, tf.int32), tf.zeros(sums_shape, tf.float32))
+            return tf.while_loop(lambda i, _: i < steps, one_step, start)[1]
 
         @tf.function(reduce_retracing=True)
         def evaluate(x, y):
@@ -195,22 +286,34 @@ class Steps:
         # BatchNorm moving statistics are updated by each replica from its own batches (Keras 3
         # creates them unsynchronised); averaging them keeps every worker's model identical.
         self.moving = [v for v in model.non_trainable_variables if "moving_" in v.path]
+        self._reducers: dict[int, object] = {}  # one compiled all-reduce per vector length
 
     def iterations(self) -> int:
-        return int(self.optimizer.iterations)
+        return int(self.optimizer.iterations.numpy())  # a MirroredVariable under several workers: no __int__
 
     def learning_rate(self) -> float:
         return float(self.optimizer.learning_rate)
 
     def all_reduce(self, values: np.ndarray) -> np.ndarray:
-        """The sum of `values` over all workers."""
+        """The sum of a float32 vector `values` over all workers.
+
+        Compiled once per length: run eagerly, each call builds and launches its collective anew
+        (TensorFlow warns "Using CollectiveAllReduceStrategy eagerly has significant overhead").
+        """
         if self.workers == 1:
             return values
         import tensorflow as tf
 
-        local = tf.constant(values, tf.float32)
-        strategy = self.strategy
-        return strategy.reduce("SUM", strategy.run(lambda v: tf.identity(v), args=(local,)), axis=None).numpy()
+        reduce = self._reducers.get(values.size)
+        if reduce is None:
+            strategy = self.strategy
+
+            @tf.function(input_signature=[tf.TensorSpec([values.size], tf.float32)])
+            def reduce(v):
+                return strategy.reduce("SUM", strategy.run(tf.identity, args=(v,)), axis=None)
+
+            self._reducers[values.size] = reduce
+        return reduce(tf.constant(values, tf.float32)).numpy()
 
     def sync_moving_statistics(self) -> None:
         if self.workers == 1 or not self.moving:
@@ -238,6 +341,7 @@ class Worker:
         self.kind = self.manifest.label.kind
         self.classes = self.manifest.label.classes
         self.metrics = resolve_metrics(self.train.metrics, self.kind, self.classes)
+        self.watchdog = Watchdog(float(self.train.timeout_s) if self.workers > 1 else None, self._stalled)
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -258,9 +362,8 @@ class Worker:
             if gpus
             else tf.distribute.experimental.CommunicationImplementation.RING
         )
-        options = tf.distribute.experimental.CommunicationOptions(
-            implementation=implementation, timeout_seconds=float(self.train.timeout_s)
-        )
+        # No timeout_seconds: it costs a sleeping thread per collective op (see Watchdog), which keeps the bound.
+        options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
     def _feeds(self):
@@ -309,14 +412,31 @@ class Worker:
             self.events.send("start", epoch=state.start_epoch, epochs=self.train.epochs, steps=per_epoch,
                              global_batch=self.job.global_batch, model=describe_model(model))  # fmt: skip
         stop = requested = False
-        for epoch in range(state.start_epoch, self.train.epochs + 1):
-            logs, timing = self._train_epoch(epoch, batches, steps, val_feed, writers)
-            logs.update(**self._validate(steps, val_feed), **timing)
-            stop = self._end_epoch(epoch, logs, state, model, optimizer, writers)
-            requested = not stop and epoch < self.train.epochs and self._stop_requested(steps)
-            if stop or requested:
-                break
-        self._finish(model, state, stop, requested)
+        with self.watchdog:
+            for epoch in range(state.start_epoch, self.train.epochs + 1):
+                logs, timing = self._train_epoch(epoch, batches, steps, val_feed, writers)
+                logs.update(**self._validate(steps, val_feed), **timing)
+                stop = self._end_epoch(epoch, logs, state, model, optimizer, writers)
+                self.watchdog.beat()
+                self._log_resources(epoch, steps)
+                requested = not stop and epoch < self.train.epochs and self._stop_requested(steps)
+                if stop or requested:
+                    break
+        self._finish(model, state, stop, requested)  # no collective left to wait for: saving may take its time
+
+    def _stalled(self, idle_s: float) -> None:
+        """The watchdog's verdict: fail this worker now (the barrier task relays it; the run retries)."""
+        error = DltoolError(
+            f"no progress for {idle_s:.0f} s (train.timeout_s is {self.train.timeout_s}): a peer worker is stuck "
+            "or gone, or one step takes longer than train.timeout_s"
+        )
+        os._exit(report_failure(self.spec, self.events, error, [f"dltool watchdog: {error}"]))
+
+    def _log_resources(self, epoch: int, steps: Steps) -> None:
+        """One line per epoch in the worker's log (RUN_DIR/logs): a leak shows as a number that keeps growing."""
+        usage = resource_usage()
+        if usage is not None:
+            print(RESOURCE_LINE.format(epoch=epoch, steps=steps.iterations(), **usage), flush=True)
 
     def _stop_requested(self, steps: Steps) -> bool:
         """Whether run_dir/STOP exists (the tuner pruned this run, or a person asked), agreed by every worker: one
@@ -334,7 +454,7 @@ class Worker:
         if mixed:
             keras.mixed_precision.set_global_policy("mixed_float16")
         with strategy.scope(), model_errors():
-            model = build_model(self.train, self.manifest)
+            model = build_model(self.train, self.manifest, self.job.target_scale)
             optimizer = build_optimizer(self.train, self.job.steps_per_epoch)
             if mixed:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -346,11 +466,16 @@ class Worker:
         import tensorflow as tf
 
         per_epoch, global_batch = self.job.steps_per_epoch, self.job.global_batch
+        every = self.train.validation_every_steps
         started = last_report = time.perf_counter()
         sums = tf.zeros(len(sum_names(self.metrics)))
-        for step in range(1, per_epoch + 1):
-            x, y = next(batches)
-            sums = sums + steps.train(x, y)
+        step, done = 0, (epoch - 1) * per_epoch  # done: steps of the run so far (validation_every_steps counts them)
+        while step < per_epoch:
+            # Every worker cuts the epoch into the same calls: their collectives must pair up.
+            n = min(self.train.steps_per_execution, per_epoch - step, every - done % every if every else per_epoch)
+            sums = sums + steps.train(batches, tf.constant(n, tf.int32))
+            step, done = step + n, done + n
+            self.watchdog.beat()
             self._inject_fault(epoch)
             now = time.perf_counter()
             if self.chief and (now - last_report >= REPORT_EVERY_S or step == per_epoch):
@@ -358,8 +483,7 @@ class Worker:
                 self.events.send("step", epoch=epoch, step=step, steps=per_epoch,
                                  logs=finish(self.metrics, sums.numpy()),
                                  samples_per_s=step * global_batch / (now - started))  # fmt: skip
-            every = self.train.validation_every_steps
-            if every and steps.iterations() % every == 0 and step != per_epoch:
+            if every and done % every == 0 and step != per_epoch:
                 logs = self._validate(steps, val_feed)
                 self.events.send("validation", epoch=epoch, step=step, logs=logs)
                 if writers:
@@ -377,6 +501,7 @@ class Worker:
         total = np.zeros(len(sum_names(self.metrics)), np.float32)
         for x, y in val_feed.one_pass(max(self.job.per_worker_batch, 256)):
             total += steps.evaluate(x, y).numpy()
+            self.watchdog.beat()
         return finish(self.metrics, steps.all_reduce(total), prefix="val_")
 
     def _end_epoch(self, epoch: int, logs: dict, state: RunState, model, optimizer, writers) -> bool:
@@ -418,6 +543,9 @@ class Worker:
         """The test-only fault hook (`run_training(..., fault=...)`), never part of a config."""
         fault = self.job.fault
         if fault and fault["rank"] == self.rank and fault["epoch"] == epoch and self.job.attempt in fault["attempts"]:
+            if fault.get("kind") == "hang":  # a worker that stops answering: its peers' watchdogs end the attempt
+                print(f"injected fault: worker {self.rank} hangs in epoch {epoch}", flush=True)
+                threading.Event().wait()
             raise InjectedFault(f"injected fault: worker {self.rank} in epoch {epoch}")
 
     # -- outputs (chief only) ---------------------------------------------------------------------

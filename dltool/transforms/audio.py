@@ -28,27 +28,57 @@ LOG_FLOOR = 1e-6
 _OPEN_PREFIX = re.compile(r"^Error opening <[^>]*>:\s*")
 
 
-def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+MAX_CHANNELS = 64
+_CROP_MARGIN_S = 0.25  # decoded past the kept seconds, so resampling sees the same samples at the crop's edge
+
+
+def decode_audio(data: bytes, max_seconds: float | None = None, keep_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode an audio file's bytes (WAV, FLAC, OGG/Vorbis, Opus, MP3...) with libsndfile.
 
     Returns float32 samples shaped (frames, channels), always 2-D, and the file's sample rate.
+    The header is read first: a file longer than `max_seconds` is refused before any sample is
+    decoded (10 KB of FLAC can stand for hours of silence), and with `keep_seconds` only the
+    start that a crop keeps is decoded.
     """
     import soundfile
 
     if len(data) == 0:
         raise RecordError("read", "empty file (0 bytes)")
     try:
-        wave, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(io.BytesIO(data)) as f:
+            rate, declared = int(f.samplerate), int(f.frames)
+            _check_header(declared, rate, f.channels, max_seconds)
+            limit = declared if declared > 0 else -1  # -1: to the end (a header without a length)
+            if limit < 0 and max_seconds is not None:
+                limit = round(max_seconds * rate) + 1  # one frame more than allowed tells an over-long file
+            if keep_seconds is not None:
+                kept = round((keep_seconds + _CROP_MARGIN_S) * rate)
+                limit = kept if limit < 0 else min(limit, kept)
+            wave = f.read(frames=limit, dtype="float32", always_2d=True)
+    except RecordError:
+        raise
     except Exception as exc:  # libsndfile reports every bad input differently; all are per-record
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         reason = _OPEN_PREFIX.sub("", lines[0]) or type(exc).__name__
         raise RecordError("decode", f"not a decodable audio file: {reason}") from exc
     if wave.shape[0] == 0:
         raise RecordError("decode", "audio has no samples")
+    if max_seconds is not None and keep_seconds is None and wave.shape[0] > max_seconds * rate:
+        raise RecordError("decode", f"audio is longer than max_seconds {max_seconds:g} (its header gave no length)")
     # Float WAV/AIFF can carry NaN/inf; they would poison every feature downstream.
     if not np.isfinite(wave).all():
         raise RecordError("decode", "audio contains NaN or infinite samples")
     return wave, int(rate)
+
+
+def _check_header(frames: int, rate: int, channels: int, max_seconds: float | None) -> None:
+    if rate <= 0:
+        raise RecordError("decode", f"audio header gives a sample rate of {rate}")
+    if channels > MAX_CHANNELS:
+        raise RecordError("decode", f"audio has {channels} channels (at most {MAX_CHANNELS} are read)")
+    if max_seconds is not None and frames > max_seconds * rate:
+        raise RecordError("decode", f"audio is {frames / rate:,.0f} s long (its header), over max_seconds "
+                                    f"{max_seconds:g}; raise ingest.max_seconds to read it")  # fmt: skip
 
 
 def to_channels(wave: np.ndarray, channels: int) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import re
 from typing import Any
 
 import numpy as np
@@ -29,8 +31,14 @@ _CONVERSIONS = {
 }
 
 
+# OpenCV's own cap on a decoded image, for a format whose header neither Pillow nor dltool reads
+# (read by OpenCV when it first decodes; max_pixels, checked from the header, is the per-config limit).
+OPENCV_MAX_PIXELS = 1 << 28
+
+
 def _cv2() -> Any:
     # Imported lazily so that `import dltool` does not pay for OpenCV.
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_PIXELS))
     import cv2
 
     return cv2
@@ -82,8 +90,28 @@ def _plain_header(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
+_RADIANCE_SIZE = re.compile(rb"^[-+][XY] (\d+) [-+][XY] (\d+)$")
+_PFM_SIZE = re.compile(rb"^P[Ff]\s+(\d+)\s+(\d+)\s")
+
+
+def _opencv_only_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, 1) of the formats OpenCV decodes and Pillow cannot read: Radiance HDR and PFM."""
+    if data[:2] == b"#?":  # Radiance: header lines, an empty line, then "-Y <rows> +X <columns>"
+        head = data[:4096]
+        end = head.find(b"\n\n")
+        line = head[end + 2 :].split(b"\n", 1)[0].strip() if end >= 0 else b""
+        match = _RADIANCE_SIZE.match(line)
+        if match:
+            first, second = int(match.group(1)), int(match.group(2))
+            return (second, first, 1) if line[1:2] == b"Y" else (first, second, 1)
+    match = _PFM_SIZE.match(data[:64])
+    if match:
+        return int(match.group(1)), int(match.group(2)), 1
+    return None
+
+
 def _read_header(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, EXIF orientation), or None if Pillow can't identify the image."""
+    """(width, height, EXIF orientation), or None if neither Pillow nor dltool can read the image's header."""
     plain = _plain_header(data)
     if plain is not None:
         return plain
@@ -92,7 +120,7 @@ def _read_header(data: bytes) -> tuple[int, int, int] | None:
     try:
         img = _open_header(Image, data)
     except Exception:
-        return None
+        return _opencv_only_header(data)
     with img:
         try:
             width, height = img.size

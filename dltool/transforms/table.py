@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dltool.errors import ConfigError
+
 OTHER = "<other>"
 
 
@@ -198,6 +200,11 @@ def _spells_nan(text) -> np.ndarray:
     return np.asarray(spelled.to_numpy(zero_copy_only=False), bool)
 
 
+# Distinct values a named categorical column, or the label, may have in train: past it the column is an id
+# or free text, and counting it would grow each task's result and the driver without bound.
+MAX_DISTINCT = 100_000
+
+
 @dataclass
 class FitStats:
     """What the preprocessing is fitted from, added up over typed rows a task at a time."""
@@ -232,6 +239,7 @@ class FitStats:
             update = [len(values), values.sum(0), (values * values).sum(0)]
             old = self.vector_moments.get(c)
             self.vector_moments[c] = update if old is None else [a + b for a, b in zip(old, update)]
+        self._check_distinct()
 
     def merge(self, other: FitStats) -> None:
         for split, count in other.rows.items():
@@ -242,9 +250,19 @@ class FitStats:
             self.sums[c] = [old[0] + n, old[1] + s, old[2] + q]
         for c, counts in other.categories.items():
             self.categories.setdefault(c, Counter()).update(counts)
+        self._check_distinct()
         for c, update in other.vector_moments.items():
             old = self.vector_moments.get(c)
             self.vector_moments[c] = update if old is None else [a + b for a, b in zip(old, update)]
+
+    def _check_distinct(self) -> None:
+        if len(self.labels) > MAX_DISTINCT:
+            raise ConfigError(f"ingest.label: more than {MAX_DISTINCT:,} distinct classes: is it an id or a number? "
+                              "(use task: regression for numbers)")  # fmt: skip
+        for c, counts in self.categories.items():
+            if len(counts) > MAX_DISTINCT:
+                raise ConfigError(f"ingest.categorical: column {c} has more than {MAX_DISTINCT:,} distinct train values "
+                                  "(an id or free text?): leave it out of categorical")  # fmt: skip
 
     def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool) -> Preprocess:
         """The fitted preprocessing; `fills` holds each numeric column's imputed value."""

@@ -43,12 +43,13 @@ class DltoolOperator(BashOperator):
     def __init__(self, *, verb: str, args: str, **kwargs):
         # stderr (progress, warnings, errors) streams to the task log as it comes; stdout is held back and its
         # last line printed after the command ends, so the summary is the last line Airflow sees whatever
-        # Spark logs on the way out.
+        # Spark logs on the way out. Params reach the command as environment variables, quoted where used: a
+        # param (from a trigger's --conf) is never read as shell code.
         command = (
-            f'out=$("{{{{ params.dltool }}}}" {verb} "{{{{ params.config }}}}" {args} --json); rc=$?; '
+            f'out=$("$DLTOOL_BIN" {verb} "$DLTOOL_CONFIG" {args} --json); rc=$?; '
             'printf "%s\\n" "$out" | tail -n 1; exit $rc'
         )
-        super().__init__(bash_command=command, output_processor=_summary, **kwargs)
+        super().__init__(bash_command=command, env=PARAMS_ENV, append_env=True, output_processor=_summary, **kwargs)
 
     def execute(self, context):
         try:
@@ -68,7 +69,11 @@ def _summary(line: str):
         return {"status": "unparsed", "output": line}
 
 
-DAY = "{{ params.root }}/{{ ds }}"
+# Every param the commands use, as an environment variable of the task (rendered by Jinja, not by the shell).
+PARAMS_ENV = {
+    "DLTOOL_BIN": "{{ params.dltool }}", "DLTOOL_CONFIG": "{{ params.config }}", "DAY": "{{ params.root }}/{{ ds }}",
+    "MIN_ACCURACY": "{{ params.min_accuracy }}", "EXPORT_FORMAT": "{{ params.format }}", "MAX_DROP": "{{ params.max_drop }}",
+}  # fmt: skip
 
 with DAG(
     dag_id="dltool_experiment",
@@ -88,16 +93,16 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     tags=["dltool"],
 ) as dag:
-    ingest = DltoolOperator(task_id="ingest", verb="ingest", args=f'--output "{DAY}/dataset"')
-    train = DltoolOperator(task_id="train", verb="train", args=f'--data "{DAY}/dataset" --run-dir "{DAY}/run" '
+    ingest = DltoolOperator(task_id="ingest", verb="ingest", args='--output "$DAY/dataset"')
+    train = DltoolOperator(task_id="train", verb="train", args='--data "$DAY/dataset" --run-dir "$DAY/run" '
                            "{{ '--resume' if ti.try_number > 1 else '' }}")  # a retry continues from the last checkpoint
     evaluate = DltoolOperator(
         task_id="eval", verb="eval",
-        args=f'--data "{DAY}/dataset" --run-dir "{DAY}/run" --fail-under accuracy={{{{ params.min_accuracy }}}}',
+        args='--data "$DAY/dataset" --run-dir "$DAY/run" --fail-under "accuracy=$MIN_ACCURACY"',
     )  # fmt: skip
     export = DltoolOperator(
         task_id="export", verb="export",
-        args=f'--data "{DAY}/dataset" --run-dir "{DAY}/run" --output "{DAY}/export" '
-        "--format {{ params.format }} --max-drop accuracy={{ params.max_drop }}",
+        args='--data "$DAY/dataset" --run-dir "$DAY/run" --output "$DAY/export" '
+        '--format "$EXPORT_FORMAT" --max-drop "accuracy=$MAX_DROP"',
     )  # fmt: skip
     ingest >> train >> evaluate >> export

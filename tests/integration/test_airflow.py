@@ -86,3 +86,15 @@ def test_the_dag_runs_every_step_then_stops_at_a_missed_gate(airflow):
     assert xcoms["ingest"]["status"] == xcoms["train"]["status"] == "up_to_date"
     assert states["eval"] == ("failed", 1)
     assert states["export"][0] == "upstream_failed" and "eval" not in xcoms and "export" not in xcoms
+
+
+def test_a_hostile_param_reaches_dltool_as_text_never_as_shell_code(airflow):
+    marker = airflow.home / "PWNED"
+    hostile = f'/nonexistent/x.yaml"; touch {marker}; echo "$(touch {marker})'
+    code, output = airflow("dags", "test", DAG_ID, "2026-12-02", "--conf", json.dumps({"config": hostile}))
+    assert code != 0
+    assert not marker.exists()
+    assert "dltool ingest exited 2: a config or input error; not retried" in output
+    assert "x.yaml\"; touch" in output  # the whole value, one argument: "config file not found"
+    states, _ = _tasks(airflow.home)
+    assert states["ingest"] == ("failed", 1)

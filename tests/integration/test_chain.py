@@ -17,17 +17,29 @@ def run(*args: str):
     return result, (json.loads(lines[-1]) if lines else None)  # the last line is the whole result
 
 
-def test_run_chains_every_step_and_a_rerun_changes_nothing(spark, tmp_path):
+PLANTED = {"conf": "planted-conf-secret-7f3a91", "flag": "planted-flag-password-2c8e", "env": "planted-env-token-b41d07"}
+
+
+def test_run_chains_every_step_and_a_rerun_changes_nothing(spark, tmp_path, monkeypatch):
+    monkeypatch.setenv("DLTOOL_TEST_API_TOKEN", PLANTED["env"])
     data = yaml.safe_load((ROOT / "configs" / "csv.yaml").read_text())
     data["ingest"]["input"] = str(ROOT / "sample_data" / "tabular" / "customers.csv")
-    data["spark"] = {"master": "local[2]"}
+    data["spark"] = {"master": "local[2]", "conf": {"spark.hadoop.fs.s3a.secret.key": PLANTED["conf"]}}
     data["dataset"]["path"] = str(tmp_path / "churn")
     data["train"].update(run_dir=str(tmp_path / "run"), epochs=2, workers=1)
     config = tmp_path / "csv.yaml"
     config.write_text(yaml.safe_dump(data))
 
-    result, first = run(config, "--until", "export", "--format", "tflite")
+    result, first = run(config, "--until", "export", "--format", "tflite",
+                        "--conf", f"spark.dltool.test.password={PLANTED['flag']}")  # fmt: skip
     assert result.exit_code == 0, result.output
+    # Secrets planted in spark.conf, --conf and the environment reach no file dltool wrote, nor its output.
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != config]
+    assert len(written) > 20
+    for secret in PLANTED.values():
+        assert secret not in result.output
+        assert not [p for p in written if secret.encode() in p.read_bytes()], secret
+    assert "*********(redacted)" in (tmp_path / "run" / "config.json").read_text()
     assert list(first["steps"]) == ["ingest", "train", "eval", "export"] and first["status"] == "ok"
     assert [first["steps"][s]["status"] for s in ("ingest", "train")] == ["written", "completed"]
     accuracy = first["steps"]["eval"]["checkpoints"][0]["metrics"]["accuracy"]

@@ -163,3 +163,16 @@ def test_non_finite_numbers_are_missing_values_or_quarantined(spark, tmp_path, w
         "n3": "field x: 'NaN' is not a finite number",
         "n4": "field target: 'inf' is not a finite number",
     }
+
+
+def test_a_value_past_max_chars_per_value_is_one_line_naming_the_file(spark, tmp_path, write_config):
+    rows = ["id,x,label"] + [f"{i},{i % 7},{'ab'[i % 2]}" for i in range(40)]
+    rows.insert(10, '999,"' + "z" * 3000 + ',a')  # an unclosed quote: the rest of the file is one value
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    config = {"name": "h", "dataset": {"path": str(tmp_path / "out"), "max_bad_fraction": 0.5},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "data.csv"), "numeric": ["x"], "label": "label",
+                         "max_chars_per_value": 1024}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 3, result.output
+    assert summary["message"].startswith(f"{tmp_path / 'data.csv'}: a value is longer than max_chars_per_value")
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

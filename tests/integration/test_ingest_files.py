@@ -201,14 +201,24 @@ def test_refuses_foreign_output_and_changed_config(spark, tmp_path, write_config
     (out / "precious.txt").write_text("keep me")
     config = {"name": "x", "dataset": {"path": str(out), "max_bad_fraction": 0.5},
               "ingest": {"reader": "image", "input": str(root), "size": [8, 8]}}  # fmt: skip
-    result, _ = ingest(write_config(config))
-    assert result.exit_code == 2 and "not a dltool dataset" in result.stderr
-    assert (out / "precious.txt").read_text() == "keep me"
+    for flags in ((), ("--overwrite",)):  # a folder dltool did not write is never replaced, --overwrite or not
+        result, _ = ingest(write_config(config), *flags)
+        assert result.exit_code == 2 and "dltool did not write this folder" in result.stderr
+        assert "precious.txt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert (out / "precious.txt").read_text() == "keep me"
+    backup = tmp_path / "taken.old-2023"  # the user's own folder, named like dltool's leftovers
+    backup.mkdir()
+    (backup / "notes.txt").write_text("mine")
     shutil.rmtree(out)
     assert ingest(write_config(config))[0].exit_code == 0
+    assert (backup / "notes.txt").read_text() == "mine"
     config["ingest"]["size"] = [12, 12]
     result, _ = ingest(write_config(config))
     assert result.exit_code == 2 and "--overwrite" in result.stderr
+    # The folder that holds the input is never an output, even an empty-looking path into it.
+    result, _ = ingest(write_config({**config, "dataset": {"path": str(root.parent)}}), "--overwrite")
+    assert result.exit_code == 2 and "this command's input or config" in result.stderr
+    assert (root / "cat" / "0.png").exists()
 
 
 def test_missing_input_is_a_clear_config_error(spark, tmp_path, write_config):
@@ -237,3 +247,16 @@ def test_a_decoder_library_that_fails_to_import_fails_the_run_instead_of_every_r
     message = json.loads(done.stdout)["message"]
     assert "the audio reader cannot run on this executor (ImportError: libsndfile could not be loaded" in message
     assert "\n" not in message and not (tmp_path / "out").exists()
+
+
+def test_a_second_ingest_of_the_same_dataset_fails_at_once(spark, tmp_path, write_config, hostile_images):
+    from dltool.storage.fs import open_location
+    from dltool.storage.ownership import OutputLock
+
+    root, _ = hostile_images
+    config = {"name": "x", "dataset": {"path": str(tmp_path / "busy"), "max_bad_fraction": 0.5},
+              "ingest": {"reader": "image", "input": str(root), "size": [8, 8]}}  # fmt: skip
+    with OutputLock(open_location(str(tmp_path / "busy"))):  # another command is writing it
+        result, summary = ingest(write_config(config))
+    assert result.exit_code == 1 and "another dltool command is writing it" in summary["message"]
+    assert not (tmp_path / "busy").exists() and not list(tmp_path.glob("busy.staging-*"))

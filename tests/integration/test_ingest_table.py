@@ -112,6 +112,8 @@ def test_unknown_columns_and_wrong_vector_types_are_config_errors(spark, tmp_pat
         ingest(table_config(tmp_path, source, "parquet", numeric=["height"]))
     with pytest.raises(ConfigError, match="ingest.vectors: column colour is string, not an array of numbers"):
         ingest(table_config(tmp_path, source, "parquet", categorical=[], vectors=["colour"]))
+    with pytest.raises(ConfigError, match=r"ingest.numeric: column arr is array<double>, .*list it under `vectors:`"):
+        ingest(table_config(tmp_path, source, "parquet", numeric=["age", "arr"], vectors=["emb"]))
 
 
 @pytest.mark.parametrize("impute", ["median", "mode"])

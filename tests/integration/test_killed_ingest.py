@@ -94,6 +94,7 @@ def test_killed_ingest_then_rerun(spark, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["counts"]["rows"] == 600 + summary["counts"]["augmented"] and summary["counts"]["ok"] == 600
     assert not list(tmp_path.glob("digits.staging-*"))
+    assert not (tmp_path / "digits.dltool-lock").exists()  # the dead run's lock was taken over, then released
     assert Manifest.read(open_location(str(out))).counts.inputs == 600
 
 

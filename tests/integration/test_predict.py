@@ -60,6 +60,22 @@ def test_predict_a_dataset_split_writes_one_row_per_example(trained, digits_data
     assert table.column("predicted").to_pylist() == probs.argmax(axis=1).tolist()
     names = [manifest["label"]["vocabulary"][i] for i in table.column("label").to_pylist()]
     assert table.column("label_name").to_pylist() == names
+    # A rerun over its own output replaces it; a folder dltool did not write is refused, --overwrite or not.
+    from dltool.errors import ConfigError
+
+    assert run_predict_overwrite(config, digits_dataset, folder / "preds")["rows"] == summary["rows"]
+    (folder / "photos").mkdir()
+    (folder / "photos" / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(ConfigError, match="dltool did not write this folder .*holiday.jpg"):
+        run_predict_overwrite(config, digits_dataset, folder / "photos")
+    assert (folder / "photos" / "holiday.jpg").read_bytes() == b"precious"
+
+
+def run_predict_overwrite(config, source, output):
+    from dltool.config.loader import load_config
+    from dltool.evaluate.predict import run_predict
+
+    return run_predict(load_config(config), str(source), str(output), overwrite=True, progress=False)
 
 
 def test_predict_a_raw_folder_quarantines_a_hostile_file(trained, tmp_path):

@@ -180,8 +180,9 @@ def test_a_table_without_the_s3a_connector_says_which_package_to_add(spark, s3, 
 
 
 def test_a_killed_ingest_on_the_store_is_never_taken_as_complete(spark, s3, raw, tmp_path):
-    """Written in place (a store cannot rename): the kill leaves shards and no _SUCCESS; train refuses
-    them; the rerun completes. The subprocess has only the standard AWS_* variables."""
+    """Staged beside the target (a store cannot rename, the commit copies): the kill leaves only a staging
+    prefix; train finds no dataset; the rerun clears the prefix and completes. The subprocess has only the
+    standard AWS_* variables."""
     import os
 
     config = store_config(s3, tmp_path, "images", "killed", epochs=1)
@@ -189,19 +190,20 @@ def test_a_killed_ingest_on_the_store_is_never_taken_as_complete(spark, s3, raw,
     command = [sys.executable, "-m", "dltool.cli", "ingest", str(config), "--conf", "spark.ui.enabled=false"]
     process = subprocess.Popen(command, start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        struck = _wait_for(lambda: any(k.endswith(".parquet") and "/_errors/" not in k
-                                       for k in s3.objects("datasets/killed")), 180, process)  # fmt: skip
+        struck = _wait_for(lambda: any(k.startswith("datasets/killed.staging-") and k.endswith(".parquet")
+                                       and "/_errors/" not in k for k in s3.objects("datasets")), 180, process)  # fmt: skip
     finally:
         _kill_tree(process)
     if not struck:
         pytest.fail("the ingest finished or failed before any shard was written; nothing was killed midway")
-    assert "datasets/killed/_SUCCESS" not in s3.objects("datasets/killed")
+    assert not s3.objects("datasets/killed")
     result = subprocess.run([sys.executable, "-m", "dltool.cli", "train", str(config)], env=env,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 2, result.stderr  # InputNotFoundError: the dataset is incomplete
-    assert "dataset is incomplete" in result.stderr
+    assert result.returncode == 2, result.stderr  # InputNotFoundError: no dataset appeared
+    assert "dataset not found" in result.stderr
     result = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["status"] == "written" and summary["counts"]["ok"] == raw["images"]
     assert "datasets/killed/_SUCCESS" in s3.objects("datasets/killed")
+    assert not [k for k in s3.objects("datasets") if k.startswith("datasets/killed.")]  # the killed run's prefix swept

@@ -45,7 +45,7 @@ def test_two_workers_train_in_sync_and_leave_a_complete_run_dir(spark, digits_da
         assert (run / name).is_file(), name
     for epoch in (1, 2, 3):
         folder = run / "checkpoints" / f"epoch-{epoch:03d}"
-        assert {p.name for p in folder.iterdir()} == {"model.keras", "state.npz", "checkpoint.json"}
+        assert {p.name for p in folder.iterdir()} == {"model.keras", "state.npz", "checkpoint.json", "_DLTOOL"}
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
     assert list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))
     assert list((run / "tensorboard" / "val").glob("events.out.tfevents.*"))
@@ -117,6 +117,19 @@ def test_a_failing_worker_is_retried_from_the_last_checkpoint(spark, churn_datas
     assert sorted(p.name for p in (run / "logs" / "attempt-2").iterdir()) == ["worker-0.log", "worker-1.log"]
 
 
+def test_a_hung_worker_is_ended_by_the_watchdogs_and_the_run_retried(spark, churn_dataset, tmp_path):
+    run = tmp_path / "run"
+    fault = {"rank": 1, "epoch": 2, "kind": "hang"}
+    summary = train_with_fault(churn_dataset, run, fault, epochs=3, max_retries=1, timeout_s=10, final="last")
+    assert isinstance(summary, dict), summary
+    assert summary["attempts"] == 2 and summary["epochs_done"] == 3
+    assert [r["epoch"] for r in history(run)] == [1, 2, 3]
+    logs = run / "logs" / "attempt-1"
+    assert "injected fault: worker 1 hangs in epoch 2" in (logs / "worker-1.log").read_text()
+    # Worker 0 waited in a collective for its silent peer; its watchdog ended the attempt.
+    assert "dltool watchdog: no progress for" in (logs / "worker-0.log").read_text()
+
+
 def test_a_failing_worker_without_retries_fails_with_its_message(spark, churn_dataset, tmp_path):
     error = train_with_fault(churn_dataset, tmp_path / "run", {"rank": 1, "epoch": 2}, epochs=3, max_retries=0)
     assert not isinstance(error, dict) and error.exit_code == 1
@@ -173,3 +186,24 @@ def test_missing_or_incomplete_dataset_fails_with_exit_2(spark, churn_dataset, t
     (partial / "_SUCCESS").unlink()
     result, summary = train_cli(write_config(experiment(partial, tmp_path / "run")), "--data", partial)
     assert result.exit_code == 2 and "incomplete" in summary["message"]
+
+
+def test_a_damaged_shard_is_named_by_inspect_verify_and_by_train(spark, churn_dataset, tmp_path, write_config):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from dltool.cli import app
+
+    data = tmp_path / "churn"
+    shutil.copytree(churn_dataset, data)
+    checked = CliRunner().invoke(app, ["inspect", str(data), "--verify", "--json"])
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["verified"]["shards"] == len(list(data.glob("*/part-*.parquet")))
+    shard = sorted((data / "train").glob("part-*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:-100])  # a copy cut short
+    damaged = CliRunner().invoke(app, ["inspect", str(data), "--verify"])
+    assert damaged.exit_code == 1 and "damaged shard" in damaged.stderr and shard.name in damaged.stderr
+    result, summary = train_cli(write_config(experiment(data, tmp_path / "run", epochs=1, workers=1)))
+    assert result.exit_code == 1, result.output
+    assert "the manifest says" in summary["message"] and shard.name in summary["message"]

@@ -27,7 +27,7 @@ def cli(*args):
 
 def write_tune_config(tmp_path, dataset, tune: dict, epochs: int) -> str:
     data = yaml.safe_load((ROOT / "configs" / "csv.yaml").read_text())
-    data["spark"] = {"master": "local[2]", "conf": {"spark.ui.enabled": False}}
+    data["spark"] = {"master": "local[2]", "conf": {"spark.ui.enabled": False, "spark.hadoop.fs.s3a.secret.key": SECRET}}
     data["dataset"]["path"] = str(dataset)
     data["ingest"]["input"] = str(ROOT / "sample_data" / "tabular" / "customers.csv")
     data["train"].update(run_dir=str(tmp_path / "run"), epochs=epochs)
@@ -37,6 +37,7 @@ def write_tune_config(tmp_path, dataset, tune: dict, epochs: int) -> str:
     return str(path)
 
 
+SECRET = "planted-tune-secret-93ab1c"
 LR = "train.optimizer.learning_rate"
 BATCH = "train.global_batch_size"
 
@@ -81,6 +82,9 @@ def test_two_trials_at_once_a_failure_recorded_and_the_good_region_found(spark, 
 
     result, again = cli("tune", config)
     assert result.exit_code == 0 and again["status"] == "up_to_date"
+    # The secret in spark.conf reached no file of the study, its trials or the training, nor best.yaml.
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert (folder / "best.yaml") in written and not [p for p in written if SECRET.encode() in p.read_bytes()]
 
 
 def test_a_killed_study_resumes_and_a_poor_trial_is_pruned(churn_dataset, tmp_path):

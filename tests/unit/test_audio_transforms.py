@@ -130,6 +130,27 @@ def test_decode_header_without_samples():
     assert (info.value.stage, str(info.value)) == ("decode", "audio has no samples")
 
 
+def test_a_long_file_is_refused_by_its_header_and_a_crop_decodes_only_its_start():
+    import tracemalloc
+
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", 48000, 2, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(60):  # 60 s of stereo silence: 23 MB once decoded
+            f.write(np.zeros((48000, 2), np.float32))
+    silence = buffer.getvalue()
+    assert len(silence) < 64_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(RecordError, match=r"audio is 60 s long \(its header\), over max_seconds 30"):
+            decode_audio(silence, max_seconds=30)
+        wave, rate = decode_audio(silence, max_seconds=3600, keep_seconds=1.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rate == 48000 and wave.shape == (round(1.25 * 48000), 2)  # the kept second and a margin for resampling
+    assert peak < 2 << 20  # never the whole file
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_decode_non_finite_samples(bad):
     clip = sine(440, 8000, 0.1)

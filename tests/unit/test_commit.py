@@ -8,14 +8,16 @@ from dltool.errors import InputNotFoundError
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import open_location
 from dltool.storage.manifest import Manifest
+from dltool.storage.ownership import mark
 from tests.conftest import make_manifest
 
 
 def write_dataset(folder, marker: str) -> None:
-    """A folder that Manifest.read accepts: data, then the manifest (named after the marker), then _SUCCESS last."""
+    """A folder that Manifest.read accepts, marked as dltool's: data, the manifest (named after `marker`), _SUCCESS last."""
     (folder / "train").mkdir(parents=True)
     (folder / "train" / "part-00000.parquet").write_text(marker)
     make_manifest(name=marker).write(open_location(str(folder)))
+    mark(open_location(str(folder)), "dataset")
     (folder / "_SUCCESS").write_text("")
 
 
@@ -32,6 +34,7 @@ def test_commit_replaces_the_target_and_leaves_nothing_beside_it(tmp_path):
         staged.commit()
     assert (target / "train" / "part-00000.parquet").read_text() == "new"
     assert names(tmp_path) == ["data"]
+    assert "_DLTOOL" in names(target)  # the committed folder carries dltool's marker
 
 
 def test_a_failure_before_the_commit_keeps_the_old_folder_and_removes_the_staged_one(tmp_path):

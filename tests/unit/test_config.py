@@ -33,6 +33,14 @@ def test_relative_paths_resolve_against_config_file(tmp_path):
     assert cfg.ingest.channels == 3 and cfg.ingest.size == (32, 32)
 
 
+def test_a_catalog_table_name_is_not_taken_for_a_path(tmp_path):
+    config = tmp_path / "sales.yaml"
+    config.write_text("name: s\ndataset: {path: out}\ningest: {reader: table, format: table, input: sales.customers,"
+                      " label: churn, numeric: auto}\n")  # fmt: skip
+    loaded = load_config(config)
+    assert loaded.ingest.input == "sales.customers" and loaded.dataset.path == str(tmp_path / "out")
+
+
 def test_uris_and_overrides_are_kept(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text(GOOD.replace("out/digits", "s3://bucket/digits"))

@@ -75,10 +75,18 @@ def test_write_then_read_and_every_refusal_of_read(tmp_path):
         Manifest.read(folder)
     with pytest.raises(InputNotFoundError, match="not a dltool dataset \\(no _manifest.json\\)"):
         Manifest.read(folder, require_success=False)
+    shards = ["train/part-00000.parquet", "train/part-00001.parquet", "val/part-00000.parquet"]
+    for i, name in enumerate(shards):
+        (tmp_path / "d" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "d" / name).write_bytes(b"x" * (10 + i))
     Manifest.from_json(WRITTEN).write(folder)
     (tmp_path / "d" / SUCCESS).write_text("")
-    assert json.loads((tmp_path / "d" / MANIFEST).read_text()) == WRITTEN
-    assert Manifest.read(folder) == Manifest.from_json(WRITTEN)
+    written = json.loads((tmp_path / "d" / MANIFEST).read_text())
+    assert {k: v for k, v in written.items() if k != "shards"} == WRITTEN
+    assert {name: entry["size"] for name, entry in written["shards"].items()} == dict(zip(shards, (10, 11, 12)))
+    assert Manifest.read(folder) == Manifest.from_json(written)
+    assert Manifest.read(folder).shard_problem(folder, shards[2], 12) is None
+    assert "13 bytes, the manifest says 12" in Manifest.read(folder).shard_problem(folder, shards[2], 13)
     for data, message in [
         ({**WRITTEN, "format": "other"}, "not a dltool dataset \\(manifest format 'other'\\)"),
         ({**WRITTEN, "format_version": 2}, "manifest version 2 is newer than this dltool reads \\(1\\); upgrade dltool"),

@@ -313,8 +313,19 @@ def test_format_pillow_cannot_identify_falls_back_to_opencv():
     assert out.shape == (4, 6, 3)
     assert out[0, 0].tolist() == [255, 0, 0]
     assert out[1, 1].tolist() == [128, 128, 128]
-    # With no header to check, the limit is enforced on the decoded size.
-    assert stage_of(data, 3, 23) == ("decode", "image is 6x4 = 24 pixels, over max_pixels 23")
+    # Its size is read from its own header, before any pixel is decoded.
+    assert stage_of(data, 3, 23) == ("header", "image is 6x4 = 24 pixels, over max_pixels 23")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 200000 +X 300000\n", b"PF\n300000 200000\n-1\n"],
+    ids=["radiance-hdr", "pfm"],
+)
+def test_a_huge_image_in_a_format_pillow_cannot_read_is_refused_from_its_header(header):
+    # Named .png by a hostile sender: 60 billion pixels claimed, a few bytes sent.
+    assert stage_of(header + b"\x00" * 64, 3, 10_000_000) == (
+        "header", "image is 300000x200000 = 60000000000 pixels, over max_pixels 10000000")
 
 
 def test_channels_must_be_1_3_or_4():

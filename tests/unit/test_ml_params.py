@@ -63,3 +63,15 @@ def test_rows_that_cannot_be_written_are_named_with_the_reason():
     errors = []
     assert _valid(images, TensorSpec((2, 2), "uint8"), None, None, errors).num_rows == 1
     assert errors[0]["key"] == "short" and "expected 4 for [2, 2] uint8" in errors[0]["message"]
+
+
+def test_settings_left_unset_are_sized_to_the_frame():
+    from dltool.ml.keras import MIN_STEPS, adapted_to_rows
+
+    small = adapted_to_rows({"workers": 1}, 135)  # iris's train rows
+    assert small["global_batch_size"] == 8 and small["epochs"] * (135 // 8) >= MIN_STEPS
+    assert small["early_stopping"] == {"patience": small["epochs"] // 10 if small["epochs"] >= 100 else 10}
+    big = adapted_to_rows({"workers": 1}, 100_000)
+    assert big["global_batch_size"] == 64 and big["epochs"] == 10
+    mine = {"workers": 1, "epochs": 3, "global_batch_size": 16}
+    assert adapted_to_rows(mine, 135) == mine  # what the user set is kept, and no early stopping added

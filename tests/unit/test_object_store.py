@@ -7,10 +7,11 @@ import json
 import pytest
 
 from dltool.config.models import StorageSettings
-from dltool.errors import InputNotFoundError, StorageError
+from dltool.errors import ConfigError, InputNotFoundError, StorageError
 from dltool.storage.commit import StagedFolder, renames_folders, unfinished
 from dltool.storage.fs import list_files, open_location
 from dltool.storage.manifest import Manifest
+from dltool.storage.ownership import mark
 from dltool.storage.stores import STORAGE_ENV, s3a_conf, storage_scope, storage_settings
 from tests.conftest import BUCKET, make_manifest
 
@@ -89,27 +90,38 @@ def test_credentials_in_the_endpoint_are_refused():
         StorageSettings(endpoint_url="http://key:secret@minio:9000")
 
 
-def test_on_a_store_the_folder_is_written_in_place_and_only_the_marker_says_complete(s3):
+def test_on_a_store_a_failed_rewrite_keeps_the_old_folder_and_a_commit_copies_the_new_one_in(s3):
     with storage_scope(s3.storage):
         target = open_location(s3.uri("unit", "commit", "data"))
         assert not renames_folders(target)
         make_manifest(name="old").write(target)
         target.child("_SUCCESS").write_bytes(b"")
+        with pytest.raises(ConfigError, match="dltool did not write this folder"), StagedFolder(target):
+            pass  # a dataset-looking folder without dltool's marker is not cleared
+        mark(target, "dataset")
         with pytest.raises(RuntimeError), StagedFolder(target) as staged:
-            assert staged.location == target  # cleared, then written where readers look
+            assert staged.location != target  # staged beside it: readers still see the old dataset
             staged.location.child("train", "part-00000.parquet").write_bytes(b"new")
             raise RuntimeError("the writer died")
-        assert not target.exists()  # the half-written folder went with the failure
+        assert Manifest.read(target).name == "old"  # the failed rewrite displaced nothing
+        assert not [k for k in s3.objects("unit/commit") if ".staging-" in k]  # and left nothing beside it
         with StagedFolder(target) as staged:
             staged.location.child("train", "part-00000.parquet").write_bytes(b"new")
-            assert unfinished(target)  # a crash now leaves a folder a rerun knows it may replace
             make_manifest(name="new").write(staged.location)
-            with pytest.raises(InputNotFoundError, match="incomplete"):  # data and manifest, no marker yet
-                Manifest.read(target)
-            assert staged.commit(to=target.sibling(".failed")) == target  # in place: nowhere else to go
-        assert not unfinished(target)
+            staged.commit()
+            assert not unfinished(target)
         target.child("_SUCCESS").write_bytes(b"")
-        assert Manifest.read(target).name == "new"
+        assert Manifest.read(target).name == "new" and target.child("train", "part-00000.parquet").read_bytes() == b"new"
+        assert sorted(k.rsplit("/", 1)[1] for k in s3.objects("unit/commit/data")) == [
+            "_DLTOOL", "_SUCCESS", "_manifest.json", "part-00000.parquet"]
+
+
+def test_a_local_read_error_fails_the_run_and_is_no_bad_record(tmp_path):
+    from dltool.spark.ingest import _read
+
+    (tmp_path / "x.png").mkdir()  # a file the OS will not read (here: replaced by a folder after listing)
+    with pytest.raises(StorageError, match=f"^{tmp_path / 'x.png'}: cannot read from the store: "):
+        _read(open_location(str(tmp_path)).fs, str(tmp_path / "x.png"), 1 << 20)
 
 
 def test_a_vanished_object_is_a_bad_record_and_an_unreachable_store_is_an_error(s3):

@@ -128,3 +128,19 @@ def test_rows_that_differ_only_in_spelling_hash_alike():
     typed, _ = rules().check(raw)
     hashes = content_hashes(typed, ["x", "y", "colour", "_label"]).to_pylist()
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_a_categorical_column_or_label_past_the_distinct_cap_is_a_one_line_config_error(monkeypatch):
+    from dltool.errors import ConfigError
+    from dltool.transforms import table
+
+    monkeypatch.setattr(table, "MAX_DISTINCT", 5)
+    check = rules()
+    ids = [{**GOOD, "id": f"r{i}", "colour": f"c{i}", "target": "ab"[i % 2]} for i in range(8)]
+    typed, _ = check.check(batch(ids))
+    with pytest.raises(ConfigError, match=r"^ingest.categorical: column colour has more than 5 distinct train values"):
+        FitStats(check.numeric, check.categorical, check.vectors).add(typed, classify=True)
+    labels = [{**GOOD, "id": f"r{i}", "target": f"t{i}"} for i in range(8)]
+    typed, _ = check.check(batch(labels))
+    with pytest.raises(ConfigError, match=r"^ingest.label: more than 5 distinct classes"):
+        FitStats(check.numeric, check.categorical, check.vectors).add(typed, classify=True)

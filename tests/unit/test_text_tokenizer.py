@@ -98,7 +98,26 @@ def test_lines_are_read_a_chunk_at_a_time():
     import io
 
     data = b"one\r\ntwo\n\nthree" + b"\nfour" * 3
-    assert list(_binary_lines(io.BytesIO(data), chunk=4)) == [b"one", b"two", b"", b"three", b"four", b"four", b"four"]
+    for chunk in (1, 2, 4, 7, 1 << 20):
+        assert list(_binary_lines(io.BytesIO(data), 100, chunk=chunk)) == [b"one", b"two", b"", b"three", b"four",
+                                                                          b"four", b"four"]  # fmt: skip
+
+
+def test_a_line_past_the_cap_is_skipped_and_never_held():
+    import io
+    import tracemalloc
+
+    endless = io.BytesIO(b"ok\n" + b"x" * (64 << 20) + b"\nafter\nlast-is-long-" + b"y" * (2 << 20))
+    tracemalloc.start()
+    try:
+        lines = list(_binary_lines(endless, 1 << 20, chunk=1 << 16))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lines == [b"ok", None, b"after", None]
+    assert peak < 4 << 20  # a chunk and the cap, not the 64 MB line
+    for chunk in (3, 5, 8):  # the cap holds wherever the chunks cut
+        assert list(_binary_lines(io.BytesIO(b"abc\nabcdef\nab\nabcd"), 4, chunk=chunk)) == [b"abc", None, b"ab", b"abcd"]
 
 
 def test_config_keeps_file_and_table_fields_apart():
@@ -111,3 +130,20 @@ def test_config_keeps_file_and_table_fields_apart():
         TextReaderConfig(reader="text", input="x", format="lines", encoding="UTF-16")
     with pytest.raises(ValidationError, match="max_tokens"):
         TextReaderConfig(reader="text", input="x", max_tokens=2)
+
+
+def test_a_task_sends_the_driver_at_most_its_most_frequent_tokens(monkeypatch, tmp_path):
+    from collections import Counter
+
+    from dltool.readers import text
+
+    monkeypatch.setattr(text, "MIN_TOKENS_PER_TASK", 4)
+    monkeypatch.setattr(text, "TOKENS_PER_TASK", 1)
+    cfg = TextReaderConfig(reader="text", input=str(tmp_path), max_tokens=3, label={"source": "parent_dir"})
+    docs = text._TypedDocs(cfg, str(tmp_path), 0, None, tfidf=True, labelled=True)
+    docs.tokens = Counter({f"t{i}": 100 - i for i in range(50)})  # a task that saw 50 distinct tokens
+    docs.documents_with = Counter({f"t{i}": 1 for i in range(50)})
+    tokens, documents_with = docs._top_tokens()
+    assert tokens == Counter({"t0": 100, "t1": 99, "t2": 98, "t3": 97}) and set(documents_with) == set(tokens)
+    docs.tokens = Counter({"a": 1, "b": 2})
+    assert docs._top_tokens()[0] is docs.tokens  # under the cap: exact, unchanged
