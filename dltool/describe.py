@@ -24,7 +24,7 @@ def verify_shards(dataset) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from dltool.errors import DltoolError
-    from dltool.storage.manifest import file_digest
+    from dltool.storage.fs import file_digest
 
     manifest = Manifest.read(dataset, require_success=False)
     if manifest.shards is None:

@@ -75,6 +75,18 @@ class Location:
             self.fs.delete_file(self.path)
 
 
+def file_digest(location: Location) -> tuple[int, str]:
+    """(size, 128-bit BLAKE2b hex digest) of a file, streamed: shard and checkpoint checksums."""
+    import hashlib
+
+    digest, size = hashlib.blake2b(digest_size=16), 0
+    with location.fs.open_input_stream(location.path) as stream:
+        while block := stream.read(8 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
 def open_location(uri: str) -> Location:
     """Resolve a local path, file://, hdfs://, s3://, gs:// or abfs:// URI to a Location.
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from dltool.config.redaction import redact, redact_text
 from dltool.errors import InputNotFoundError
-from dltool.storage.fs import Location
+from dltool.storage.fs import Location, file_digest
 
 if TYPE_CHECKING:
     from dltool.shards.codec import TensorSpec
@@ -265,17 +265,6 @@ def shard_checksums(dataset: Location, files: list[str]) -> dict[str, dict]:
     with ThreadPoolExecutor(max_workers=8) as pool:
         return dict(pool.map(checksum, sorted(files)))
 
-
-def file_digest(location: Location) -> tuple[int, str]:
-    """(size, 128-bit BLAKE2b hex digest) of a file, streamed."""
-    import hashlib
-
-    digest, size = hashlib.blake2b(digest_size=16), 0
-    with location.fs.open_input_stream(location.path) as stream:
-        while block := stream.read(8 << 20):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
 
 
 def manifest_hash(manifest: Manifest) -> str:

@@ -18,7 +18,6 @@ killed mid-save never leaves a checkpoint that resume would pick up.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,7 +31,7 @@ import pyarrow.fs as pafs
 from dltool.config.redaction import redact
 from dltool.errors import ConfigError, DltoolError
 from dltool.storage.commit import StagedFolder
-from dltool.storage.fs import Location
+from dltool.storage.fs import Location, file_digest, open_location
 from dltool.storage.ownership import check_replaceable, is_owned
 
 RUN_FILE = "run.json"
@@ -104,7 +103,7 @@ def checkpoint_problem(checkpoint: Checkpoint) -> str | None:
     for name, want in (files or {}).items():
         location = checkpoint.location.child(name)
         try:
-            size, digest = _size_and_digest(location.fs.open_input_stream(location.path))
+            size, digest = file_digest(location)
         except OSError as e:
             return f"{name} unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         if size != want["size"]:
@@ -112,15 +111,6 @@ def checkpoint_problem(checkpoint: Checkpoint) -> str | None:
         if digest != want["blake2b"]:
             return f"{name} does not match its checksum"
     return None
-
-
-def _size_and_digest(stream) -> tuple[int, str]:
-    digest, size = hashlib.blake2b(digest_size=16), 0
-    with stream:
-        while block := stream.read(8 << 20):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
 
 
 def read_json(location: Location) -> dict | None:
@@ -157,7 +147,7 @@ def commit_checkpoint(run_dir: Location, epoch: int, local: Path, meta: dict) ->
     scratch = lambda kind: folder.child(f".tmp-{epoch_dir_name(epoch)}-{kind}-{token}")  # noqa: E731
     files = {}
     for path in sorted(p for p in local.iterdir() if p.is_file()):
-        size, digest = _size_and_digest(open(path, "rb"))
+        size, digest = file_digest(open_location(str(path)))
         files[path.name] = {"size": size, "blake2b": digest}  # resume checks them (checkpoint_problem)
     with StagedFolder(final, staging=scratch("staging"), old=scratch("old"), kind="checkpoint") as staged:
         upload_tree(local, staged.location)

@@ -105,8 +105,8 @@ class Watchdog:
 
     Collectives between workers run without TensorFlow's own timeout
     (`CommunicationOptions.timeout_seconds`): TensorFlow starts a detached thread per collective
-    op that sleeps the whole timeout ("share the timeout watchdog thread among collectives" is a
-    TODO in its base_collective_executor.cc). At tens of collectives a step that is thousands of
+    op that sleeps the whole timeout (its base_collective_executor.cc notes that one shared
+    watchdog thread would do). At tens of collectives a step that is thousands of
     sleeping threads a minute, until the worker cannot create one more and aborts. This single
     thread keeps the same bound: a peer that is stuck or gone stops every other worker's beats.
     `timeout_s=None` (one worker, nothing to wait for) watches nothing.
