@@ -13,7 +13,8 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from dltool.errors import ConfigError, InputNotFoundError, StorageError
-from dltool.storage.stores import OBJECT_STORES, s3_filesystem
+from dltool.storage.hdfs import hdfs_filesystem
+from dltool.storage.stores import OBJECT_STORES, s3_filesystem, storage_settings
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,13 @@ def open_location(uri: str) -> Location:
             if not parts.netloc:
                 raise ConfigError(f"{uri}: an S3 URI needs a bucket: s3://BUCKET/PATH")
             return Location(uri, s3_filesystem(), (parts.netloc + parts.path).rstrip("/"))
+        if scheme == "hdfs":  # WebHDFS: no libhdfs, Hadoop install or JVM in Python (storage/hdfs.py)
+            parts = urlsplit(uri)
+            return Location(uri, hdfs_filesystem(parts.netloc, storage_settings()), parts.path.rstrip("/") or "/")
         fs, path = pafs.FileSystem.from_uri(uri)
     except OSError as e:
         text = str(e)
-        if scheme in ("hdfs", "viewfs") and ("libhdfs" in text or "libjvm" in text or "JAVA_HOME" in text):
+        if scheme == "viewfs" and ("libhdfs" in text or "libjvm" in text or "JAVA_HOME" in text):
             raise StorageError(
                 f"{uri}: cannot open HDFS: {text.splitlines()[0]}; install the Hadoop client and set "
                 "HADOOP_HOME, JAVA_HOME and ARROW_LIBHDFS_DIR (the folder holding libhdfs.so)"

@@ -30,7 +30,12 @@ _SCOPE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("dltool_sto
 @contextmanager
 def storage_scope(settings: dict | None):
     """Open object stores with these settings (`storage:` as a dict) until the block ends."""
-    token = _SCOPE.set({k: v for k, v in (settings or {}).items() if v is not None})
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    if "webhdfs" not in settings:  # the driver's HADOOP_CONF_DIR, resolved once for every task and worker
+        from dltool.storage.hdfs import namenodes
+
+        settings["webhdfs"] = namenodes()
+    token = _SCOPE.set(settings)
     try:
         yield
     finally:

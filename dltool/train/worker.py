@@ -588,7 +588,7 @@ class Worker:
         import tensorflow as tf
 
         target = self.run_dir.child("tensorboard")
-        if target.fs.type_name == "s3":  # TensorFlow cannot write to S3: write here, upload after each epoch
+        if target.fs.type_name != "local":  # TensorFlow writes only local files: write here, upload after each epoch
             self._tensorboard_copy = (ckpt.local_scratch("tensorboard"), target)
             root = str(self._tensorboard_copy[0])
         else:

@@ -1,0 +1,146 @@
+"""hdfs:// for dltool's Python side, through WebHDFS: the NameNode's REST API (see docs/storage.md).
+
+Spark's JVM reads and writes hdfs:// with its own Hadoop client. dltool's Python code (listing inputs,
+decoding files in tasks, writing shards, manifests, checkpoints, predictions) talks WebHDFS with
+fsspec's client, wrapped as a pyarrow filesystem, so nothing needs `libhdfs.so`, a Hadoop install or a
+JVM in Python: on YARN containers and on a laptop alike, `pip install dltool` is enough.
+
+Which NameNode answers `hdfs://HOST:PORT`: the `dfs.namenode.http-address` of HADOOP_CONF_DIR's
+hdfs-site.xml (the one a Spark-on-YARN driver already has), else HOST on Hadoop 3's default port 9870.
+`hdfs:///path` uses core-site.xml's `fs.defaultFS`. The driver resolves it once and sends it to Spark
+tasks and TensorFlow workers with the storage settings (key `webhdfs`), so containers need no conf.
+The user is HADOOP_USER_NAME, else the login name, as Hadoop's own client does with simple auth.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dltool.errors import ConfigError, StorageError
+
+DEFAULT_HTTP_PORT = 9870  # Hadoop 3's dfs.namenode.http-address port
+TIMEOUT_S = (10, 120)  # connect, read: an unreachable or stuck NameNode or DataNode fails, never hangs
+
+
+def hadoop_conf_dir() -> Path | None:
+    for folder in (os.environ.get("HADOOP_CONF_DIR"), os.environ.get("HADOOP_HOME") and
+                   os.path.join(os.environ["HADOOP_HOME"], "etc", "hadoop")):  # fmt: skip
+        if folder and Path(folder).is_dir():
+            return Path(folder)
+    return None
+
+
+def _site(name: str) -> dict[str, str]:
+    folder = hadoop_conf_dir()
+    if folder is None or not (folder / name).is_file():
+        return {}
+    try:
+        root = ET.parse(folder / name).getroot()
+    except (OSError, ET.ParseError) as e:
+        raise StorageError(f"{folder / name}: cannot read the Hadoop configuration: {e}") from e
+    found = {}
+    for prop in root.iter("property"):
+        key, value = prop.findtext("name"), prop.findtext("value")
+        if key and value is not None:
+            found[key.strip()] = value.strip()
+    return found
+
+
+def default_fs() -> str | None:
+    """fs.defaultFS of HADOOP_CONF_DIR, when it names HDFS."""
+    value = _site("core-site.xml").get("fs.defaultFS", "")
+    return value if value.startswith("hdfs://") else None
+
+
+def namenodes() -> dict[str, str]:
+    """{"HOST:PORT" of hdfs:// URIs: "http://HOST:HTTP_PORT"} from HADOOP_CONF_DIR ("" is fs.defaultFS's)."""
+    fs = default_fs()
+    if fs is None:
+        return {}
+    netloc = urlsplit(fs).netloc
+    http = _site("hdfs-site.xml").get("dfs.namenode.http-address")
+    host = netloc.rsplit(":", 1)[0]
+    if http:
+        http_host, _, port = http.rpartition(":")
+        url = f"http://{host if http_host in ('', '0.0.0.0') else http_host}:{port}"
+    else:
+        url = f"http://{host}:{DEFAULT_HTTP_PORT}"
+    return {netloc: url, "": url}
+
+
+def webhdfs_url(netloc: str, settings: dict) -> str:
+    """The NameNode's WebHDFS address for an hdfs:// authority ("" for hdfs:///path)."""
+    known = settings.get("webhdfs") or namenodes()
+    if netloc in known:
+        return known[netloc]
+    if not netloc:
+        raise ConfigError("hdfs:///PATH needs fs.defaultFS: set HADOOP_CONF_DIR to the cluster's client configuration, "
+                          "or write hdfs://NAMENODE:PORT/PATH")  # fmt: skip
+    return f"http://{netloc.rsplit(':', 1)[0]}:{DEFAULT_HTTP_PORT}"
+
+
+def hdfs_filesystem(netloc: str, settings: dict):
+    """A pyarrow filesystem for one NameNode (one per address and user, reused)."""
+    user = os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    return _cached(webhdfs_url(netloc, settings), user)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(url: str, user: str):
+    import pyarrow.fs as pafs
+
+    try:
+        from fsspec.implementations.webhdfs import WebHDFS
+    except ImportError as e:
+        raise StorageError(f"hdfs:// needs fsspec and requests: pip install fsspec requests ({e})") from e
+    parts = urlsplit(url)
+
+    class _WebHDFS(WebHDFS):
+        """fsspec's WebHDFS with bounded requests, checked renames and HDFS errors as OSError."""
+
+        def _connect(self):
+            super()._connect()
+            request = self.session.request
+
+            def bounded(method, url, **kwargs):
+                kwargs.setdefault("timeout", TIMEOUT_S)
+                return request(method, url, **kwargs)
+
+            self.session.request = bounded
+            for verb in ("get", "put", "post", "delete"):
+                setattr(self.session, verb, functools.partial(bounded, verb.upper()))
+
+        def _call(self, op, method="get", path=None, data=None, redirect=True, **kwargs):
+            try:
+                return super()._call(op, method, path, data, redirect, **kwargs)
+            except RuntimeError as e:  # a RemoteException fsspec does not map (exists, not empty, safe mode...)
+                raise OSError(f"HDFS {op} {path}: {e}") from e
+
+        def _process_info(self, info):  # noqa: D401 - fsspec's hook
+            import datetime
+
+            info = WebHDFS._process_info(info)
+            info["mtime"] = datetime.datetime.fromtimestamp(info["modificationTime"] / 1000, datetime.timezone.utc)
+            return info
+
+        def mv(self, path1, path2, **kwargs):
+            """HDFS's atomic rename; an existing file at path2 is replaced (pyarrow's `move`)."""
+            out = self._call("RENAME", method="put", path=path1, destination=self._strip_protocol(path2),
+                             renameoptions="OVERWRITE")  # fmt: skip
+            if out.content and out.headers.get("content-type", "").startswith("application/json"):
+                if json.loads(out.content).get("boolean") is False:
+                    raise OSError(f"HDFS cannot rename {path1} to {path2}")
+
+    fs = _WebHDFS(parts.hostname, port=parts.port or DEFAULT_HTTP_PORT, user=user,
+                  use_https=parts.scheme == "https")  # fmt: skip
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def is_hdfs(fs) -> bool:
+    return "webhdfs" in getattr(fs, "type_name", "").lower()
