@@ -27,6 +27,16 @@ public class HadoopCluster {
         }
     }
 
+    static void writeSite(File file, String[][] properties) throws Exception {
+        Configuration site = new Configuration(false);
+        for (String[] property : properties) site.set(property[0], property[1]);
+        File tmp = new File(file.getPath() + ".tmp");
+        try (OutputStream out = new FileOutputStream(tmp)) {
+            site.writeXml(out);
+        }
+        Files.move(tmp.toPath(), file.toPath(), StandardCopyOption.ATOMIC_MOVE);
+    }
+
     static void run(String[] args) throws Exception {
         File dir = new File(args[0]).getAbsoluteFile();
         int nodeMemoryMb = Integer.parseInt(System.getenv().getOrDefault("DLTOOL_HADOOP_NODE_MB", "6144"));
@@ -75,6 +85,9 @@ public class HadoopCluster {
         yconf.set("yarn.scheduler.capacity.root.default.capacity", "100");
         yconf.set("yarn.scheduler.capacity.root.default.maximum-capacity", "100");
         yconf.set("yarn.scheduler.capacity.maximum-am-resource-percent", "0.5");
+        // One container per node heartbeat: an application's executors spread over both NodeManagers,
+        // as on a real cluster, instead of filling the first node that reports.
+        yconf.setBoolean("yarn.scheduler.capacity.per-node-heartbeat.multiple-assignments-enabled", false);
         yconf.set("yarn.nodemanager.env-whitelist",
             "JAVA_HOME,HADOOP_COMMON_HOME,HADOOP_HDFS_HOME,HADOOP_CONF_DIR,CLASSPATH_PREPEND_DISTCACHE,HADOOP_YARN_HOME,HADOOP_HOME,PATH,LANG,TZ");
         MiniYARNCluster yarn = new MiniYARNCluster("dltool", 2, 1, 1);
@@ -88,17 +101,25 @@ public class HadoopCluster {
             Thread.sleep(100);
         }
 
+        // A client's configuration, as a cluster's gateway node would have it (not the servers' own,
+        // which name test-only classes such as StaticMapping).
+        String nnHttp = "127.0.0.1:" + dfs.getNameNode().getHttpAddress().getPort();
         File confDir = new File(dir, "conf");
         confDir.mkdirs();
-        for (String name : new String[] {"core-site.xml", "hdfs-site.xml", "yarn-site.xml"}) {
-            File tmp = new File(confDir, name + ".tmp");
-            try (OutputStream out = new FileOutputStream(tmp)) {
-                all.writeXml(out);
-            }
-            Files.move(tmp.toPath(), new File(confDir, name).toPath(), StandardCopyOption.ATOMIC_MOVE);
-        }
+        writeSite(new File(confDir, "core-site.xml"), new String[][] {{"fs.defaultFS", defaultFs}});
+        writeSite(new File(confDir, "hdfs-site.xml"), new String[][] {
+            {"dfs.replication", "2"}, {"dfs.namenode.http-address", nnHttp}, {"dfs.webhdfs.enabled", "true"}});
+        String[] yarnKeys = {"yarn.resourcemanager.address", "yarn.resourcemanager.scheduler.address",
+            "yarn.resourcemanager.resource-tracker.address", "yarn.resourcemanager.admin.address",
+            "yarn.resourcemanager.webapp.address", "yarn.scheduler.minimum-allocation-mb",
+            "yarn.scheduler.maximum-allocation-mb", "yarn.scheduler.maximum-allocation-vcores",
+            "yarn.nodemanager.resource.memory-mb", "yarn.nodemanager.resource.cpu-vcores",
+            "yarn.nodemanager.vmem-check-enabled", "yarn.nodemanager.pmem-check-enabled"};
+        String[][] yarnSite = new String[yarnKeys.length][];
+        for (int i = 0; i < yarnKeys.length; i++) yarnSite[i] = new String[] {yarnKeys[i], all.get(yarnKeys[i])};
+        writeSite(new File(confDir, "yarn-site.xml"), yarnSite);
         String ready = "fs.defaultFS=" + defaultFs + "\n"
-            + "webhdfs=http://127.0.0.1:" + dfs.getNameNode().getHttpAddress().getPort() + "\n"
+            + "webhdfs=http://" + nnHttp + "\n"
             + "yarn.resourcemanager.address=" + all.get("yarn.resourcemanager.address") + "\n"
             + "yarn.resourcemanager.webapp.address=" + all.get("yarn.resourcemanager.webapp.address") + "\n"
             + "pid=" + ProcessHandle.current().pid() + "\n";

@@ -40,6 +40,8 @@ def run_doctor(config: ExperimentConfig | None = None, spark: SparkSettings | No
     if spark is None:
         return checks
     checks += [_slots(spark, config), _dynamic_allocation(spark), _gpus(spark, spark_settings), _executors(spark)]
+    if spark.sparkContext.master.startswith("yarn"):
+        checks += _yarn(spark)
     if config is not None:
         checks += _locations(config)
     return checks
@@ -126,6 +128,74 @@ def _executors(spark) -> Check:
         return Check("executors", False, f"executors import dltool {found}, the driver runs {dltool.__version__}",
                      "ship or install the same dltool on the executors")  # fmt: skip
     return Check("executors", True, f"a task imports dltool {found}")
+
+
+def _yarn(spark) -> list[Check]:
+    """On YARN: the queue exists and runs, containers fit the largest YARN grants, executors run a
+    shipped Python that imports TensorFlow, and Spark's jars come from the cluster, not this machine."""
+    sc, conf = spark.sparkContext, spark.sparkContext.getConf()
+    hadoop_conf = sc._jsc.hadoopConfiguration()
+    checks = []
+    queue = conf.get("spark.yarn.queue", "default")
+    try:
+        client = sc._jvm.org.apache.hadoop.yarn.client.api.YarnClient.createYarnClient()
+        client.init(hadoop_conf)
+        client.start()
+        try:
+            info = client.getQueueInfo(queue)
+            state = str(info.getQueueState()) if info is not None else None
+        finally:
+            client.stop()
+    except Exception as e:  # noqa: BLE001 - the ResourceManager's answer (or its absence) is the finding
+        state = f"unknown ({(str(e).strip().splitlines() or [type(e).__name__])[0][:200]})"
+    if state == "RUNNING":
+        checks.append(Check("yarn queue", True, f"{queue} is RUNNING"))
+    else:
+        checks.append(Check("yarn queue", False, f"{queue}: {state or 'no such queue'}",
+                            "set spark.yarn.queue to a queue of this cluster (yarn queue -status NAME)"))  # fmt: skip
+    largest = int(hadoop_conf.get("yarn.scheduler.maximum-allocation-mb", "8192"))
+    memory = _megabytes(conf.get("spark.executor.memory", "1g"))
+    overhead = _megabytes(conf.get("spark.executor.memoryOverhead", "0")) or max(384, memory // 10)
+    python = _megabytes(conf.get("spark.executor.pyspark.memory", "0"))
+    asked = memory + overhead + python
+    found = f"executor containers of {asked} MB (memory {memory} + overhead {overhead} + pyspark {python}); YARN grants up to {largest} MB"
+    checks.append(Check("yarn containers", asked <= largest, found, None if asked <= largest else
+                        "lower spark.executor.memory / memoryOverhead, or raise yarn.scheduler.maximum-allocation-mb"))  # fmt: skip
+    python_exec = conf.get("spark.pyspark.python", "")
+    archives = conf.get("spark.yarn.dist.archives", "") + "," + conf.get("spark.archives", "")
+    shipped = python_exec.startswith("./") and f"#{python_exec[2:].split('/', 1)[0]}" in archives
+    checks.append(Check("yarn python", shipped, f"executors run {python_exec or 'python3 on the nodes PATH'}",
+                        None if shipped else "pack the virtualenv (venv-pack -o env.tar), put it on HDFS and set "
+                        "spark.yarn.dist.archives: hdfs:///PATH/env.tar#env and spark.pyspark.python: ./env/bin/python "
+                        "(docs/cluster.md, YARN)"))  # fmt: skip
+    jars = conf.get("spark.yarn.archive", "") or conf.get("spark.yarn.jars", "")
+    checks.append(Check("yarn spark jars", bool(jars), jars or "uploaded from this machine for every application",
+                        None if jars else "put Spark's jars on HDFS once and set spark.yarn.archive (docs/cluster.md, YARN)"))
+    checks.append(_executor_tensorflow(spark))
+    return checks
+
+
+def _megabytes(value: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", str(value).lower())
+    if not match:
+        return 0
+    number, unit = int(match.group(1)), match.group(2) or "m"
+    return {"k": number // 1024, "m": number, "g": number * 1024, "t": number * 1024 * 1024}[unit]
+
+
+def _executor_tensorflow(spark) -> Check:
+    def probe(_):
+        import tensorflow as tf
+
+        yield tf.__version__
+
+    try:
+        found = spark.sparkContext.parallelize([0], 1).mapPartitions(probe).collect()[0]
+    except Exception as e:  # noqa: BLE001 - any failure of the probe task is the finding
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        return Check("executor tensorflow", False, f"a task could not import TensorFlow: {first}",
+                     "ship a Python environment with TensorFlow (docs/cluster.md, YARN)")  # fmt: skip
+    return Check("executor tensorflow", True, f"a task imports TensorFlow {found}")
 
 
 def _locations(config: ExperimentConfig) -> list[Check]:

@@ -35,15 +35,26 @@ def task_slots(spark) -> int:
         return max(1, sc.defaultParallelism)
 
 
+CONTAINER_PATIENCE_S = 300.0  # YARN and Kubernetes: a container's first start unpacks the shipped environment
+
+
 def wait_for_slots(spark, wanted: int | None, patience_s: float = 30.0) -> int:
     """Task slots once executors have registered: `wanted` of them, or a count that holds still for 2 s.
 
-    A new application on a cluster starts with no executors; they register within seconds.
-    Local mode has its slots at once.
+    A new application on a cluster starts with no executors; on a standalone cluster they register
+    within seconds. On YARN and Kubernetes a container's first start on a node can take minutes (it
+    localizes the packed Python environment), so they get CONTAINER_PATIENCE_S, unless the executors
+    the config asks for could never give `wanted` slots. Local mode has its slots at once.
     """
     slots = task_slots(spark)
-    if spark.sparkContext.master.startswith("local"):
+    sc = spark.sparkContext
+    if sc.master.startswith("local"):
         return slots
+    if sc.master.startswith(("yarn", "k8s")):
+        asked = _asked_slots(sc.getConf())
+        if wanted is not None and asked is not None and asked < wanted:
+            return slots  # check_slots says so now, not in five minutes
+        patience_s = max(patience_s, CONTAINER_PATIENCE_S)
     import threading
 
     tick = threading.Event()  # wait() with a timeout: a poll interval, not a synchronisation
@@ -59,6 +70,17 @@ def wait_for_slots(spark, wanted: int | None, patience_s: float = 30.0) -> int:
         if slots != last:
             steady_since, last = time.monotonic(), slots
     return slots
+
+
+def _asked_slots(conf) -> int | None:
+    """Slots the configured executors give once all are up; None when dynamic allocation decides."""
+    if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true":
+        return None
+    try:
+        instances = int(conf.get("spark.executor.instances", "2"))  # YARN's and Kubernetes' default is 2
+        return instances * (int(conf.get("spark.executor.cores", "1")) // max(1, int(conf.get("spark.task.cpus", "1"))))
+    except ValueError:
+        return None
 
 
 def check_slots(spark, workers: int, slots: int | None = None) -> None:

@@ -117,10 +117,16 @@ def _cached(url: str, user: str):
                 setattr(self.session, verb, functools.partial(bounded, verb.upper()))
 
         def _call(self, op, method="get", path=None, data=None, redirect=True, **kwargs):
+            import requests
+
             try:
                 return super()._call(op, method, path, data, redirect, **kwargs)
             except RuntimeError as e:  # a RemoteException fsspec does not map (exists, not empty, safe mode...)
                 raise OSError(f"HDFS {op} {path}: {e}") from e
+            except requests.RequestException as e:  # refused, timed out, reset: the cluster, not the record
+                reason = type(e).__name__ if isinstance(e, requests.ConnectionError) else str(e)
+                raise OSError(f"no answer from the NameNode's WebHDFS at {url} ({reason}; "
+                              "its address comes from HADOOP_CONF_DIR's dfs.namenode.http-address)") from e
 
         def _process_info(self, info):  # noqa: D401 - fsspec's hook
             import datetime

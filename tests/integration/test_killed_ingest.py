@@ -104,4 +104,5 @@ def test_unreachable_storage_is_one_line(tmp_path):
     )
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dltool: error: hdfs://127.0.0.1:9/data/digits: cannot open HDFS")
+    assert len(lines) == 1 and lines[0].startswith("dltool: error: hdfs://127.0.0.1:9/data/digits: cannot reach storage")
+    assert "WebHDFS at http://127.0.0.1:9870" in lines[0]

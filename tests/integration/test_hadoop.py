@@ -1,0 +1,339 @@
+"""dltool on a real Hadoop cluster started on 127.0.0.1 by `.ci/hadoop` (HDFS: 1 NameNode, 2 DataNodes,
+replication 2; YARN: 1 ResourceManager, 2 NodeManagers), Hadoop 3.5.0's own classes.
+
+The chain runs as YARN applications with HDFS as the default filesystem; the executors get Python and
+its libraries from a virtualenv packed with venv-pack and put on HDFS once (`spark.yarn.dist.archives`),
+dltool itself from the zip the driver ships: nothing relies on the driver's virtualenv path on the nodes.
+Faults: a container killed mid-training, the application killed with YARN's own CLI mid-ingest, a
+DataNode stopped during an ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dltool.cli import app
+from tests.conftest import ROOT
+from tests.integration.test_killed_ingest import _kill_tree, _wait_for
+
+pytestmark = [pytest.mark.hadoop, pytest.mark.slow]
+
+VENV_EXCLUDES = [  # what executors never import: Spark's own Python comes from pyspark.zip, dltool from its zip
+    "pyspark/*", "tensorflow/include/*", "mlflow*", "sklearn/*", "onnxruntime/*", "sympy/*", "clang/*", "moto/*",
+    "cfnlint/*", "matplotlib/*", "__editable__*", "dltool-*", "optuna*", "botocore/*", "databricks/*",
+]
+
+
+def _load_launcher():
+    loader = importlib.machinery.SourceFileLoader("dltool_ci_hadoop", str(ROOT / ".ci" / "hadoop"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+class Hadoop:
+    def __init__(self, launcher, folder: Path, info: dict):
+        self.launcher, self.folder, self.info = launcher, folder, info
+        self.default_fs = info["fs.defaultFS"]
+        self.env = launcher.environment(folder)
+
+    def uri(self, path: str) -> str:
+        return self.default_fs + path
+
+    def fs(self, *args: str) -> str:
+        done = self.launcher.fs(self.folder, list(args), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    def yarn(self, *args: str) -> str:
+        done = self.launcher.yarn(self.folder, ["application", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    def exists(self, path: str) -> bool:
+        return self.launcher.fs(self.folder, ["-test", "-e", path], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def hadoop(tmp_path_factory):
+    """The cluster, started once per test session; HADOOP_CONF_DIR points at it while the tests run."""
+    launcher = _load_launcher()
+    folder = tmp_path_factory.mktemp("hadoop")
+    started = time.monotonic()
+    info = launcher.start(folder)
+    cluster = Hadoop(launcher, folder, info)
+    cluster.start_s = time.monotonic() - started
+    saved = {k: os.environ.get(k) for k in cluster.env}
+    os.environ.update(cluster.env)
+    yield cluster
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    launcher.stop(folder)
+
+
+def _packed_venv() -> Path:
+    """This virtualenv packed for YARN containers (venv-pack, uncompressed), cached by its package list."""
+    import venv_pack
+
+    site = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    key = hashlib.sha1("\n".join(sorted(p.name for p in site.iterdir())).encode()).hexdigest()[:10]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dltool"
+    target = cache / f"yarn-env-{key}.tar"
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        for old in cache.glob("yarn-env-*.tar"):
+            old.unlink()
+        site_rel = site.relative_to(sys.prefix)
+        venv_pack.pack(prefix=sys.prefix, output=str(target) + ".tmp", format="tar", verbose=False, force=True,
+                       filters=[("exclude", str(site_rel / pattern)) for pattern in VENV_EXCLUDES])  # fmt: skip
+        os.replace(str(target) + ".tmp", target)
+    return target
+
+
+def _spark_jars_zip() -> Path:
+    """Spark's jars in one uncompressed zip for spark.yarn.archive (one HDFS file: far faster than 250)."""
+    import zipfile
+
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dltool"
+    target = cache / f"spark-jars-{pyspark.__version__}.zip"
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(str(target) + ".tmp", "w", zipfile.ZIP_STORED) as archive:
+            for jar in sorted(jars.glob("*.jar")):
+                archive.write(jar, jar.name)
+        os.replace(str(target) + ".tmp", target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def yarn_conf(hadoop):
+    """The `spark:` section of a YARN config: Spark's jars and the packed virtualenv on HDFS, readable by
+    their owner only, so each NodeManager localizes them once for all of the user's applications (YARN's
+    private cache). World-readable files would go to the public cache, whose localizer then sets the
+    permissions of each of the env's ~40k files with a `chmod` process (without Hadoop's native library):
+    minutes per node."""
+    started = time.monotonic()
+    env, jars = _packed_venv(), _spark_jars_zip()
+    hadoop.fs("-mkdir", "-p", "/apps/dltool")
+    hadoop.fs("-put", "-f", str(env), "/apps/dltool/env.tar")
+    hadoop.fs("-put", "-f", str(jars), "/apps/dltool/spark-jars.zip")
+    hadoop.fs("-chmod", "-R", "go-rwx", "/apps/dltool")
+    hadoop.setup_s = time.monotonic() - started
+    return {"master": "yarn", "conf": {
+        "spark.yarn.archive": "hdfs:///apps/dltool/spark-jars.zip",
+        "spark.yarn.dist.archives": "hdfs:///apps/dltool/env.tar#env",
+        "spark.pyspark.python": "./env/bin/python",
+        "spark.executor.instances": 2, "spark.executor.cores": 1, "spark.executor.memory": "1g",
+        "spark.executor.memoryOverhead": "2g", "spark.yarn.am.memory": "512m",
+        "spark.driver.host": "127.0.0.1",  # the machine's name resolves to an address the containers may not reach
+        "spark.yarn.maxAppAttempts": 1,
+    }}
+
+
+@pytest.fixture(scope="session")
+def raw_images(hadoop, tmp_path_factory):
+    """A tenth of the sample images (3 classes), put on HDFS with Hadoop's own FsShell."""
+    local = tmp_path_factory.mktemp("images")
+    for label in ("0", "1", "2"):
+        (local / label).mkdir()
+        for path in sorted((ROOT / "sample_data" / "images" / label).iterdir())[:20]:
+            (local / label / path.name).write_bytes(path.read_bytes())
+    hadoop.fs("-mkdir", "-p", "/data")
+    hadoop.fs("-put", str(local), "/data/images")
+    return "hdfs:///data/images"
+
+
+def _config(tmp_path: Path, spark: dict, name: str, **train) -> Path:
+    data = yaml.safe_load((ROOT / "configs" / "images.yaml").read_text())
+    data["spark"] = spark
+    data["dataset"]["path"] = f"hdfs:///datasets/{name}"
+    data["ingest"]["input"] = "hdfs:///data/images"
+    data["ingest"].pop("augment", None)
+    data["train"].update({"run_dir": f"hdfs:///runs/{name}", "epochs": 3, "workers": 2, **train})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def dltool(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, dict | None, float]:
+    """The dltool CLI in its own process (a YARN driver; the test session's local Spark stays apart)."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "dltool", *args, "--json"], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ))  # fmt: skip
+    summary = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
+    return done, summary, time.monotonic() - started
+
+
+TIMINGS: dict[str, float] = {}
+
+
+def test_chain_on_yarn_reads_and_writes_hdfs(hadoop, yarn_conf, raw_images, tmp_path):
+    config = _config(tmp_path, yarn_conf, "yarn_digits")
+    done, ingested, TIMINGS["ingest"] = dltool("ingest", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ingested["counts"]["rows"] == 60 and ingested["counts"]["quarantined"] == 0
+    assert re.search(r"application_\d+_\d+", hadoop.yarn("-list", "-appStates", "FINISHED"))  # it ran on YARN
+    manifest = json.loads(hadoop.fs("-cat", "/datasets/yarn_digits/_manifest.json"))
+    assert sum(split["rows"] for split in manifest["splits"].values()) == 60
+
+    done, trained, TIMINGS["train"] = dltool("train", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert trained["status"] == "completed" and trained["workers"] == 2
+    logs = hadoop.fs("-ls", "/runs/yarn_digits/logs/attempt-1")
+    assert "worker-0.log" in logs and "worker-1.log" in logs  # two TensorFlow workers, in YARN containers
+
+    done, evaluated, TIMINGS["eval"] = dltool("eval", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert evaluated["checkpoints"][0]["metrics"]["examples"] == manifest["splits"]["test"]["rows"]
+
+    done, predicted, TIMINGS["predict"] = dltool("predict", str(config), "--input", "hdfs:///data/images/1",
+                                                 "--output", "hdfs:///predictions/yarn_digits")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert predicted["rows"] == 20 and hadoop.exists("/predictions/yarn_digits/_DLTOOL")
+
+    done, exported, TIMINGS["export"] = dltool("export", str(config), "-f", "savedmodel")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert hadoop.exists("/runs/yarn_digits/export/saved_model/saved_model.pb")
+    print(f"\nHadoop start {hadoop.start_s:.0f} s, env + jars to HDFS {hadoop.setup_s:.0f} s; chain on YARN: "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in TIMINGS.items()))
+
+
+def _executor_pids() -> list[int]:
+    """The Spark executors' JVMs, each a YARN container's process."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                command = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"CoarseGrainedExecutorBackend" in command and b"java" in command.split(b"\0")[0]:
+                found.append(int(proc.name))
+    return found
+
+
+def test_container_killed_mid_training_resumes_from_checkpoint(hadoop, yarn_conf, raw_images, tmp_path):
+    config = _config(tmp_path, yarn_conf, "yarn_killed", epochs=40)
+    done, _, _ = dltool("ingest", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    process = subprocess.Popen([sys.executable, "-m", "dltool", "train", str(config), "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ))  # fmt: skip
+    try:
+        assert _wait_for(lambda: hadoop.exists("/runs/yarn_killed/checkpoints/epoch-003"), 300, process), \
+            "no checkpoint appeared"
+        executors = _executor_pids()
+        assert executors, "no executor container found"
+        os.kill(executors[0], signal.SIGKILL)  # one NodeManager's container, running a TensorFlow worker
+        out, err = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            _kill_tree(process)
+    assert process.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "completed" and summary["epochs_done"] == 40
+    assert summary["attempts"] >= 2  # the barrier stage failed with the container and was retried
+    assert "resum" in err.lower()  # from its newest checkpoint, not from epoch 1
+
+
+def test_yarn_kill_mid_ingest_leaves_no_dataset_and_rerun_completes(hadoop, yarn_conf, raw_images, tmp_path):
+    config = _config(tmp_path, yarn_conf, "yarn_app_killed")
+    process = subprocess.Popen([sys.executable, "-m", "dltool", "ingest", str(config), "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ))  # fmt: skip
+    try:
+        def running_app() -> str | None:
+            listed = hadoop.yarn("-list", "-appStates", "RUNNING")
+            found = re.findall(r"(application_\d+_\d+)\s+dltool", listed)
+            return found[0] if found else None
+
+        assert _wait_for(running_app, 300, process), "the ingest never ran on YARN"
+        hadoop.yarn("-kill", running_app())
+        out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            _kill_tree(process)
+    assert process.returncode != 0
+    # one line from dltool (Spark's JVM may add its own log lines around it), no Python traceback
+    assert "Traceback (most recent call last)" not in err, err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("dltool: error:")], err[-3000:]
+    assert not hadoop.exists("/datasets/yarn_app_killed/_manifest.json")  # no half dataset
+    done, ingested, _ = dltool("ingest", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ingested["counts"]["rows"] == 60
+
+
+def cli(*args: str):
+    result = CliRunner().invoke(app, [*map(str, args), "--json"])
+    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+
+
+def test_csv_and_text_datasets_on_hdfs(spark, hadoop, tmp_path):
+    """The csv and text readers from hdfs:// into hdfs:// (local Spark, HDFS only)."""
+    hadoop.fs("-mkdir", "-p", "/data/tabular")
+    hadoop.fs("-put", "-f", str(ROOT / "sample_data" / "tabular" / "customers.csv"), "/data/tabular/")
+    reviews = tmp_path / "reviews"  # 40 reviews a class: FsShell puts about 5 small files a second here
+    for label in ("negative", "positive"):
+        (reviews / label).mkdir(parents=True)
+        for review in sorted((ROOT / "sample_data" / "text" / label).iterdir())[:40]:
+            (reviews / label / review.name).write_bytes(review.read_bytes())
+    hadoop.fs("-put", str(reviews), "/data/reviews")
+    for shipped, source in (("csv", "/data/tabular/customers.csv"), ("text", "/data/reviews")):
+        data = yaml.safe_load((ROOT / "configs" / f"{shipped}.yaml").read_text())
+        data["spark"] = {"master": "local[2]"}
+        data["ingest"]["input"] = hadoop.uri(source)
+        data["dataset"]["path"] = hadoop.uri(f"/datasets/{shipped}")
+        path = tmp_path / f"{shipped}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        result, summary = cli("ingest", path)
+        assert result.exit_code == 0, result.output
+        assert summary["counts"]["rows"] > 0 and summary["counts"]["quarantined"] == 0
+        manifest = json.loads(hadoop.fs("-cat", f"/datasets/{shipped}/_manifest.json"))
+        assert sum(s["rows"] for s in manifest["splits"].values()) == summary["counts"]["rows"]
+        result, again = cli("ingest", path)  # a rerun on HDFS is up to date
+        assert result.exit_code == 0 and again["status"] == "up_to_date"
+
+
+def test_datanode_stopped_during_ingest_loses_nothing(spark, hadoop, raw_images, tmp_path):
+    """Replication 2: with one DataNode gone mid-ingest, every row is still written once (runs last: the
+    cluster keeps one DataNode after it)."""
+    data = yaml.safe_load(_config(tmp_path, {"master": "local[2]"}, "dn_killed").read_text())
+    data["ingest"]["augment"] = {"copies": 3, "rotate": 10}  # more shards to write while the DataNode stops
+    path = tmp_path / "dn.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    process = subprocess.Popen([sys.executable, "-m", "dltool", "ingest", str(path), "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ))  # fmt: skip
+    try:
+        assert _wait_for(lambda: bool(re.search(r"dn_killed\.staging", hadoop.fs("-ls", "/datasets"))), 120, process), \
+            "the ingest never started writing"
+        hadoop.launcher.stop_datanode(hadoop.folder, 1)
+        out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            _kill_tree(process)
+    if process.returncode != 0:  # a clean failure is allowed; the rerun must then complete
+        assert "Traceback (most recent call last)" not in err, err[-3000:]
+        out = subprocess.run([sys.executable, "-m", "dltool", "ingest", str(path), "--json"], capture_output=True,
+                             text=True, timeout=300, env=dict(os.environ)).stdout  # fmt: skip
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["counts"]["rows"] == 60 * 4  # each image and its 3 copies, none lost, none twice
+    manifest = json.loads(hadoop.fs("-cat", "/datasets/dn_killed/_manifest.json"))
+    assert sum(s["rows"] for s in manifest["splits"].values()) == 240
