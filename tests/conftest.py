@@ -183,6 +183,17 @@ def s3(tmp_path_factory):
     server.stop()
 
 
+def hadoop_launcher():
+    """`.ci/hadoop` (the local Hadoop cluster's launcher, a script without .py) loaded as a module."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("dltool_ci_hadoop", str(ROOT / ".ci" / "hadoop"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
 def example(relpath: str):
     """A file under examples/ loaded as a module (its main() is run by the test, with the session's Spark)."""
     import importlib.util

@@ -96,7 +96,7 @@ def _cached(url: str, user: str):
     import pyarrow.fs as pafs
 
     try:
-        from fsspec.implementations.webhdfs import WebHDFS
+        from fsspec.implementations.webhdfs import WebHDFile, WebHDFS
     except ImportError as e:
         raise StorageError(f"hdfs:// needs fsspec and requests: pip install fsspec requests ({e})") from e
     parts = urlsplit(url)
@@ -135,6 +135,40 @@ def _cached(url: str, user: str):
             info["mtime"] = datetime.datetime.fromtimestamp(info["modificationTime"] / 1000, datetime.timezone.utc)
             return info
 
+        def via_datanode(self, op, method, path, send, **kwargs):
+            """Ask the NameNode which DataNode serves `op`, then `send(location)` there. A DataNode that
+            refuses the connection (dead, but not yet known dead) is excluded and the NameNode asked again,
+            as Hadoop's own WebHDFS client does; it is named by its transfer address, from the NameNode's JMX."""
+            import requests
+
+            excluded: list[str] = []
+            while True:
+                params = {**kwargs, **({"excludedatanodes": ",".join(excluded)} if excluded else {})}
+                out = self._call(op, method, path, redirect=False, **params)
+                if "Location" not in out.headers:
+                    return out.content
+                location = self._apply_proxy(out.headers["Location"])
+                try:
+                    return send(location)
+                except requests.ConnectionError as e:
+                    node = self._transfer_address(urlsplit(location).netloc) if _refused(e) else None
+                    if node is None or node in excluded or len(excluded) >= 3:
+                        raise OSError(f"HDFS {op} {path}: DataNode {urlsplit(location).netloc} does not answer "
+                                      f"({type(e).__name__})") from e  # fmt: skip
+                    excluded.append(node)
+
+        def _transfer_address(self, http_address: str) -> str | None:
+            try:
+                beans = self.session.get(f"{url}/jmx", params={"qry": "Hadoop:service=NameNode,name=NameNodeInfo"}).json()
+                live = json.loads(beans["beans"][0]["LiveNodes"])
+            except (OSError, ValueError, KeyError, IndexError):
+                return None
+            return next((node["xferaddr"] for node in live.values() if node.get("infoAddr") == http_address), None)
+
+        def _open(self, path, mode="rb", block_size=None, autocommit=True, **kwargs):
+            return _File(self, path, mode=mode, block_size=block_size or self.blocksize, tempdir=self.tempdir,
+                         autocommit=autocommit)  # fmt: skip
+
         def mv(self, path1, path2, **kwargs):
             """HDFS's atomic rename; an existing file at path2 is replaced (pyarrow's `move`)."""
             out = self._call("RENAME", method="put", path=path1, destination=self._strip_protocol(path2),
@@ -143,9 +177,47 @@ def _cached(url: str, user: str):
                 if json.loads(out.content).get("boolean") is False:
                     raise OSError(f"HDFS cannot rename {path1} to {path2}")
 
+    class _File(WebHDFile):
+        """fsspec's WebHDFS file, reading and writing around a DataNode that does not answer."""
+
+        def _fetch_range(self, start, end):
+            start, end = max(start, 0), min(self.size, end)
+            if start >= end:
+                return b""
+
+            def get(location):
+                got = self.fs.session.get(location)
+                got.raise_for_status()
+                return got.content
+
+            return self.fs.via_datanode("OPEN", "get", self.path, get, offset=start, length=end - start)
+
+        def _initiate_upload(self):
+            def create(location):
+                self.fs.session.put(location, headers=OCTETS).raise_for_status()
+
+            self.fs.via_datanode("CREATE", "put", self.path, create, overwrite="true")
+
+        def _upload_chunk(self, final=False):
+            data = self.buffer.getvalue()
+
+            def append(location):
+                self.fs.session.post(location, data=data, headers=OCTETS).raise_for_status()
+
+            self.fs.via_datanode("APPEND", "post", self.path, append)  # asked per chunk: a DataNode may have died
+            return True
+
     fs = _WebHDFS(parts.hostname, port=parts.port or DEFAULT_HTTP_PORT, user=user,
                   use_https=parts.scheme == "https")  # fmt: skip
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+OCTETS = {"content-type": "application/octet-stream"}
+
+
+def _refused(error) -> bool:
+    """A connection that never opened: nothing reached the DataNode, so asking another one is safe."""
+    return "NewConnectionError" in repr(error) or "Connection refused" in str(error)
 
 
 def is_hdfs(fs) -> bool:

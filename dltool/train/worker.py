@@ -259,7 +259,9 @@ class Steps:
 
         sums_shape = [len(sum_names(worker.metrics))]
 
-        @tf.function
+        # No AutoGraph: shipped to a cluster in a zip, this code has no source for it to convert (it warned,
+        # then ran the functions as written); the explicit while_loop below needs none, locally too.
+        @tf.function(autograph=False)
         def train(batches, steps):
             """`steps` train steps on batches from the tf.data iterator, in one call; their metric sums.
 
@@ -273,11 +275,10 @@ class Steps:
                 x, y = tf.ensure_shape(x, x_spec.shape), tf.ensure_shape(tf.cast(y, y_spec.dtype), y_spec.shape)
                 return i + 1, sums + strategy.experimental_local_results(strategy.run(step_fn, args=(x, y)))[0]
 
-            # An explicit while_loop: shipped to a cluster in a zip, this code has no source for AutoGraph to convert.
             start = (tf.constant(0, tf.int32), tf.zeros(sums_shape, tf.float32))
             return tf.while_loop(lambda i, _: i < steps, one_step, start)[1]
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def evaluate(x, y):
             outputs = tf.cast(model(x, training=False), tf.float32)
             return sums_fn(y, outputs, loss_fn(y, outputs))

@@ -207,3 +207,37 @@ def test_a_killed_ingest_on_the_store_is_never_taken_as_complete(spark, s3, raw,
     assert summary["status"] == "written" and summary["counts"]["ok"] == raw["images"]
     assert "datasets/killed/_SUCCESS" in s3.objects("datasets/killed")
     assert not [k for k in s3.objects("datasets") if k.startswith("datasets/killed.")]  # the killed run's prefix swept
+
+
+def test_csv_and_table_readers_read_s3_through_spark_s3a(s3, tmp_path):
+    """Spark's own s3a connector (hadoop-aws 3.5.0 and the AWS SDK, from Maven: `.ci/hadoop s3a-jars`)
+    reads a CSV file and a Parquet table on the store; the datasets go to the store too. The CLI runs in
+    its own process: the jars must be on the JVM's classpath from its start."""
+    import os
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from tests.conftest import hadoop_launcher
+
+    jars = ",".join(hadoop_launcher().s3a_jars())
+    customers = ROOT / "sample_data" / "tabular" / "customers.csv"
+    s3.upload(customers.parent, "raw/s3a")
+    with s3.fs().open_output_stream(f"{BUCKET}/raw/s3a/customers.parquet/part-0.parquet") as f:
+        pq.write_table(pacsv.read_csv(customers), f)
+    shipped = yaml.safe_load((ROOT / "configs" / "csv.yaml").read_text())
+    table = {key: value for key, value in shipped["ingest"].items() if key not in ("header",)}
+    table.update(reader="table", format="parquet", input=s3.uri("raw", "s3a", "customers.parquet"))
+    for name, ingest in (("s3a_csv", {**shipped["ingest"], "input": s3.uri("raw", "s3a", customers.name)}),
+                         ("s3a_table", table)):
+        data = {**shipped, "spark": {"master": "local[2]"}, "ingest": ingest,
+                "dataset": {**shipped["dataset"], "path": s3.uri("datasets", name)}}
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        done = subprocess.run([sys.executable, "-m", "dltool.cli", "ingest", str(config), "--json",
+                               "--conf", f"spark.jars={jars}", "--conf", "spark.ui.enabled=false"],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, **s3.env})  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert summary["counts"]["rows"] == summary["counts"]["inputs"] > 0, summary
+        assert any(k.endswith("_manifest.json") for k in s3.objects(f"datasets/{name}"))
