@@ -52,7 +52,8 @@ def chain(config: Path, name: str) -> dict[str, float]:
         done = subprocess.run([sys.executable, "-m", "dltool", *args], capture_output=True, text=True, env=dict(os.environ))
         times[step] = time.monotonic() - started
         if done.returncode != 0:
-            sys.exit(f"{name} {step} failed: {done.stderr[-2000:]}")
+            lines = [line for line in done.stderr.splitlines() if line.strip() and not line.lstrip().startswith("at ")]
+            sys.exit(f"{name} {step} failed:\n" + "\n".join(lines[-40:]))
     return times
 
 

@@ -38,19 +38,6 @@ def process_pids(*needles: bytes) -> list[int]:
     return pids
 
 
-def ancestor(pid: int, needle: bytes) -> int | None:
-    """The nearest ancestor of pid whose command line contains needle."""
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent's PID
-            if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        except OSError:
-            return None
-    return None
-
-
 def spark_submit(master: str, env: dict, *args) -> tuple[int, dict | None, str]:
     """dltool's entry script (python -m dltool.where) under the pip pyspark's spark-submit; like dltool()."""
     import pyspark

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from dltool.cli import app
 from dltool.storage.fs import open_location
+from tests.cluster.cli import process_pids
 from tests.conftest import ROOT, hadoop_launcher
 from tests.integration.test_killed_ingest import _kill_tree, _wait_for
 
@@ -50,8 +51,15 @@ class Hadoop:
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 
+    def names(self, path: str) -> list[str]:
+        import pyarrow.fs as pafs
+
+        folder = open_location(self.uri(path))
+        return [info.base_name for info in folder.fs.get_file_info(pafs.FileSelector(folder.path, allow_not_found=True))]
+
     def exists(self, path: str) -> bool:
-        return self.launcher.fs(self.folder, ["-test", "-e", path], capture_output=True).returncode == 0
+        """Through dltool's WebHDFS client: milliseconds, where FsShell starts a JVM (fast enough to poll)."""
+        return open_location(self.uri(path)).exists()
 
 
 @pytest.fixture(scope="session")
@@ -148,22 +156,13 @@ def test_chain_on_yarn_reads_and_writes_hdfs(hadoop, yarn_conf, raw_images, tmp_
     done, exported, TIMINGS["export"] = dltool("export", str(config), "-f", "savedmodel")
     assert done.returncode == 0, done.stderr[-3000:]
     assert hadoop.exists("/runs/yarn_digits/export/saved_model/saved_model.pb")
+    done, doctor, _ = dltool("doctor", str(config))
+    checks = {check["name"]: check for check in doctor["checks"]}
+    assert done.returncode == 0 and doctor["status"] == "ok", doctor
+    assert {"yarn queue", "yarn containers", "yarn python", "yarn spark jars", "executor tensorflow"} <= set(checks)
+    assert "3072 MB" in checks["yarn containers"]["found"]  # 1g + the 2g overhead, against the scheduler's largest
     print(f"\nHadoop start {hadoop.start_s:.0f} s, env + jars to HDFS {hadoop.setup_s:.0f} s; chain on YARN: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in TIMINGS.items()))
-
-
-def _executor_pids() -> list[int]:
-    """The Spark executors' JVMs, each a YARN container's process."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                command = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"CoarseGrainedExecutorBackend" in command and b"java" in command.split(b"\0")[0]:
-                found.append(int(proc.name))
-    return found
 
 
 def test_container_killed_mid_training_resumes_from_checkpoint(hadoop, yarn_conf, raw_images, tmp_path):
@@ -175,7 +174,7 @@ def test_container_killed_mid_training_resumes_from_checkpoint(hadoop, yarn_conf
     try:
         assert _wait_for(lambda: hadoop.exists("/runs/yarn_killed/checkpoints/epoch-003"), 300, process), \
             "no checkpoint appeared"
-        executors = _executor_pids()
+        executors = process_pids(b"CoarseGrainedExecutorBackend")
         assert executors, "no executor container found"
         os.kill(executors[0], signal.SIGKILL)  # one NodeManager's container, running a TensorFlow worker
         out, err = process.communicate(timeout=600)
@@ -256,7 +255,7 @@ def test_datanode_stopped_during_ingest_loses_nothing(spark, hadoop, raw_images,
     process = subprocess.Popen([sys.executable, "-m", "dltool", "ingest", str(path), "--json"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=dict(os.environ))  # fmt: skip
     try:
-        assert _wait_for(lambda: bool(re.search(r"dn_killed\.staging", hadoop.fs("-ls", "/datasets"))), 120, process), \
+        assert _wait_for(lambda: any(".staging-" in name for name in hadoop.names("/datasets")), 120, process), \
             "the ingest never started writing"
         hadoop.launcher.stop_datanode(hadoop.folder, 1)
         out, err = process.communicate(timeout=300)
