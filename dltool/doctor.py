@@ -113,21 +113,28 @@ def _executors(spark) -> Check:
     """An executor's Python imports the dltool the driver runs (shipped or installed)."""
     import dltool
 
-    def probe(_):
-        import dltool as theirs
-
-        yield theirs.__version__
-
-    try:
-        found = spark.sparkContext.parallelize([0], 1).mapPartitions(probe).collect()[0]
-    except Exception as e:  # noqa: BLE001 - any failure of the probe task is the finding
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        return Check("executors", False, f"a task could not import dltool: {first}",
+    found, failed = _task_version(spark, "dltool")
+    if failed:
+        return Check("executors", False, f"a task could not import dltool: {failed}",
                      "install dltool's dependencies in the executors' Python (docs/cluster.md)")  # fmt: skip
     if found != dltool.__version__:
         return Check("executors", False, f"executors import dltool {found}, the driver runs {dltool.__version__}",
                      "ship or install the same dltool on the executors")  # fmt: skip
     return Check("executors", True, f"a task imports dltool {found}")
+
+
+def _task_version(spark, module: str) -> tuple[str | None, str | None]:
+    """(the version of `module` one Spark task imports, None) or (None, why the task failed)."""
+
+    def probe(_):
+        import importlib
+
+        yield importlib.import_module(module).__version__
+
+    try:
+        return spark.sparkContext.parallelize([0], 1).mapPartitions(probe).collect()[0], None
+    except Exception as e:  # noqa: BLE001 - any failure of the probe task is the finding
+        return None, (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _yarn(spark) -> list[Check]:
@@ -184,16 +191,9 @@ def _megabytes(value: str) -> int:
 
 
 def _executor_tensorflow(spark) -> Check:
-    def probe(_):
-        import tensorflow as tf
-
-        yield tf.__version__
-
-    try:
-        found = spark.sparkContext.parallelize([0], 1).mapPartitions(probe).collect()[0]
-    except Exception as e:  # noqa: BLE001 - any failure of the probe task is the finding
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        return Check("executor tensorflow", False, f"a task could not import TensorFlow: {first}",
+    found, failed = _task_version(spark, "tensorflow")
+    if failed:
+        return Check("executor tensorflow", False, f"a task could not import TensorFlow: {failed}",
                      "ship a Python environment with TensorFlow (docs/cluster.md, YARN)")  # fmt: skip
     return Check("executor tensorflow", True, f"a task imports TensorFlow {found}")
 

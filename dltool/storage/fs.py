@@ -112,11 +112,6 @@ def open_location(uri: str) -> Location:
         fs, path = pafs.FileSystem.from_uri(uri)
     except OSError as e:
         text = str(e)
-        if scheme == "viewfs" and ("libhdfs" in text or "libjvm" in text or "JAVA_HOME" in text):
-            raise StorageError(
-                f"{uri}: cannot open HDFS: {text.splitlines()[0]}; install the Hadoop client and set "
-                "HADOOP_HOME, JAVA_HOME and ARROW_LIBHDFS_DIR (the folder holding libhdfs.so)"
-            ) from e
         raise StorageError(f"{uri}: cannot open storage: {text.splitlines()[0] if text else e!r}") from e
     except ValueError as e:  # pyarrow.ArrowInvalid: an unknown scheme
         raise ConfigError(f"{uri}: unsupported storage URI ({e}); use a local path, file://, hdfs:// or s3://") from e

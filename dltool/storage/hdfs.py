@@ -219,6 +219,3 @@ def _refused(error) -> bool:
     """A connection that never opened: nothing reached the DataNode, so asking another one is safe."""
     return "NewConnectionError" in repr(error) or "Connection refused" in str(error)
 
-
-def is_hdfs(fs) -> bool:
-    return "webhdfs" in getattr(fs, "type_name", "").lower()

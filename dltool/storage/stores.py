@@ -34,7 +34,8 @@ def storage_scope(settings: dict | None):
     if "webhdfs" not in settings:  # the driver's HADOOP_CONF_DIR, resolved once for every task and worker
         from dltool.storage.hdfs import namenodes
 
-        settings["webhdfs"] = namenodes()
+        if known := namenodes():
+            settings["webhdfs"] = known
     token = _SCOPE.set(settings)
     try:
         yield

@@ -62,9 +62,9 @@ class Hadoop:
         return open_location(self.uri(path)).exists()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hadoop(tmp_path_factory):
-    """The cluster, started once per test session; HADOOP_CONF_DIR points at it while the tests run."""
+    """The cluster, started once (only this module uses it); HADOOP_CONF_DIR points at it while its tests run."""
     launcher = hadoop_launcher()
     folder = tmp_path_factory.mktemp("hadoop")
     started = time.monotonic()
@@ -82,7 +82,7 @@ def hadoop(tmp_path_factory):
     launcher.stop(folder)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def yarn_conf(hadoop):
     """A config's `spark:` for YARN: Spark's jars and this virtualenv, packed, on HDFS (`.ci/hadoop yarn-setup`)."""
     started = time.monotonic()
@@ -92,7 +92,7 @@ def yarn_conf(hadoop):
     return spark
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def raw_images(hadoop, tmp_path_factory):
     """A tenth of the sample images (3 classes), put on HDFS with Hadoop's own FsShell."""
     local = tmp_path_factory.mktemp("images")

@@ -58,6 +58,8 @@ def test_the_standard_aws_variables_are_enough(s3, monkeypatch):
 
 
 def test_tasks_and_workers_read_the_settings_from_their_environment(monkeypatch):
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)  # no NameNode to add (storage/hdfs.py)
+    monkeypatch.delenv("HADOOP_HOME", raising=False)
     monkeypatch.setenv(STORAGE_ENV, json.dumps({"endpoint_url": "http://example.invalid:9000"}))
     assert storage_settings() == {"endpoint_url": "http://example.invalid:9000"}
     with storage_scope({"region": "eu-west-1", "profile": None}):  # the driver's scope wins, unset keys dropped
