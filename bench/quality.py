@@ -1,33 +1,36 @@
-"""Model quality benchmark: dltool (1 and 2 workers) against plain Keras `fit` and scikit-learn, same splits.
+"""Model quality benchmark: dltool with default settings (1 and 2 workers) against classic baselines, same splits.
 
-Three real public data sets, made on this machine with no internet:
+Real public data made on this machine with no internet at run time (PyPI packages and Debian's apt):
 
 * digits: scikit-learn's 1,797 scanned handwritten digits (8x8, 16 grey levels), upscaled to
-  32x32 grey PNG and JPEG files in class folders -> image reader, `small_cnn`;
+  32x32 grey PNG and JPEG files in class folders -> image reader;
 * spoken: the words "zero".."nine" spoken by Debian's espeak-ng in 19 voices x 4 speeds
-  (760 WAV clips in class folders) -> audio reader (log-mel), `audio_cnn`;
-* cancer: scikit-learn's breast cancer table (569 rows, 30 numeric columns) as CSV -> csv
-  reader, `mlp`;
-* debian: the one-line descriptions of Debian bookworm's packages in eight sections (utils, net,
-  science, admin, games, x11, text, devel; at most 700 each), from apt's own package list
-  (`apt-get update` fetches it), as text files in section folders -> text reader, `text_cnn`;
-* reviews: the bundled sample reviews (sample_data/text, synthetic, negations) -> `text_cnn`.
+  (760 WAV clips in class folders) -> audio reader (log-mel);
+* cancer: scikit-learn's breast cancer table (569 rows, 30 numeric columns) as CSV;
+* cars: 406 real cars (vega_datasets): origin from the name (free text), MPG, weight, model year
+  (a date string); missing values. mpg: the same cars, miles per gallon (regression);
+* weather: Seattle 2012-15 (vega_datasets): the kind of day from the date and measurements;
+* penguins: Palmer penguins (palmerpenguins): species from island, sex (strings, missing) and sizes;
+* debian: the one-line descriptions of Debian bookworm's packages in eight sections (at most
+  700 each), from apt's own package list -> text reader;
+* fortunes: the sayings of Debian's `fortunes` package in six topics (4,311 short texts);
+* reviews: the bundled sample reviews (sample_data/text, synthetic, negations).
 
-Each set is ingested once by dltool (stable hash split). For every seed it is then trained
-by `dltool train` with 1 and with 2 barrier workers (Spark local[2]) and scored on the test
-split by `dltool eval`; the same model (dltool's `build_model`, same optimizer, schedule, batch
-and epochs) is trained by a plain single-process Keras `fit` on the same train split held in
-memory, keeping the weights of its best validation epoch as dltool does; and a scikit-learn
-logistic regression is fitted on the same train rows (raw pixels, time-pooled log-mel bands,
-the 30 columns; standardised; for text, TF-IDF of the raw documents' words and word pairs,
-the baseline a careful practitioner starts with), and for the table also scikit-learn's own MLP with `mlp`'s
-default layers (64, 32). One more row trains 2 workers the pre-parity way, each rank on
-its own share of the rows (`cache_mb: 0` turns global batches off). The configs are minimal: reader settings, the builtin and the
-epochs, everything else is dltool's default. Prints mean and spread of the test accuracy per
-row, and the ratios.
+The configs hold reader settings and the label only (tables: `numeric: auto, categorical: auto`):
+the model, epochs, batch and learning rate are dltool's defaults. Each set is ingested once
+(a 70/10/20 hash split); for every seed it is trained by `dltool train` with 1 and with 2
+barrier workers (Spark local[2]) and scored on the test split by `dltool eval`. Baselines on
+the same split: scikit-learn's logistic regression (ridge for regression; standardised raw
+pixels, time-pooled log-mel bands, or dltool's table features) and HistGradientBoosting (the
+same table features, and the raw CSV columns with native categories), for text TF-IDF of words
+and word pairs + logistic regression on the raw documents. Classification sets also get the
+same model under a plain single-process Keras `fit`, and a row where 2 workers each train on
+their own share of the rows (`cache_mb: 0`, the pre-parity way). Prints the mean and spread of
+test accuracy (R² for regression) per row and dltool's difference to the best baseline.
 
-    .venv/bin/python bench/quality.py                      # all sets, seeds 0 1 2
-    .venv/bin/python bench/quality.py --sets digits --seeds 0
+    pip install -e '.[bench]'                              # scikit-learn, vega_datasets, palmerpenguins
+    .venv/bin/python bench/quality.py                      # digits, spoken, cancer; seeds 0 1 2
+    .venv/bin/python bench/quality.py --sets cars,mpg,weather,penguins,fortunes --seeds 0 --no-shares
     .venv/bin/python bench/quality.py --sets digits --train '{"final": "last"}'   # any train override
 """
 
@@ -70,7 +73,7 @@ def make_digits(root: Path) -> tuple[Path, dict, dict]:
             cv2.imwrite(str(folder / f"d{i:04d}.{'png' if i % 2 else 'jpg'}"), big)
         tmp.rename(out)
     ingest = {"reader": "image", "input": str(out), "size": [32, 32], "channels": 1}
-    return out, ingest, {"epochs": 30, "model": {"builtin": "small_cnn"}}
+    return out, ingest, {}
 
 
 def make_spoken(root: Path) -> tuple[Path, dict, dict]:
@@ -104,7 +107,7 @@ def make_cancer(root: Path) -> tuple[Path, dict, dict]:
     if not out.exists():
         frame.to_csv(out, index=False)
     ingest = {"reader": "csv", "input": str(out), "numeric": columns, "label": "target", "key_column": "id"}
-    return out, ingest, {"epochs": 40, "model": {"builtin": "mlp"}}
+    return out, ingest, {}
 
 
 DEBIAN_SECTIONS = ["utils", "net", "science", "admin", "games", "x11", "text", "devel"]
@@ -134,17 +137,88 @@ def make_debian(root: Path) -> tuple[Path, dict, dict]:
                 (tmp / section / f"{fields['Package']}.txt").write_text(fields["Description"] + "\n")
                 taken[section] += 1
         tmp.rename(out)
-    ingest = {"reader": "text", "input": str(out), "sequence_length": 24}
-    return out, ingest, {"epochs": 15, "model": {"builtin": "text_cnn"}}
+    return out, {"reader": "text", "input": str(out)}, {}
 
 
 def make_reviews(root: Path) -> tuple[Path, dict, dict]:
     out = Path(__file__).resolve().parents[1] / "sample_data" / "text"
-    return out, {"reader": "text", "input": str(out), "sequence_length": 64}, {"epochs": 20, "model": {"builtin": "text_cnn"}}
+    return out, {"reader": "text", "input": str(out)}, {}
+
+
+FORTUNE_TOPICS = ["computers", "politics", "science", "work", "songs-poems", "men-women"]
+
+
+def make_fortunes(root: Path) -> tuple[Path, dict, dict]:
+    """Short real texts in six topics: the sayings of Debian's `fortunes` package (1-10 lines each)."""
+    out = root / "fortunes"
+    if not out.exists():
+        where = Path("/usr/share/games/fortunes")
+        if not (where / "computers").exists():  # not installed: unpack the package apt downloads
+            deb = root / "fortunes-deb"
+            deb.mkdir(exist_ok=True)
+            subprocess.run(["apt-get", "download", "fortunes"], cwd=deb, check=True, capture_output=True)
+            subprocess.run(["dpkg-deb", "-x", next(deb.glob("fortunes_*.deb")).name, "."], cwd=deb, check=True)
+            where = deb / "usr/share/games/fortunes"
+        tmp = root / "fortunes.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for topic in FORTUNE_TOPICS:
+            sayings = [d.strip() for d in (where / topic).read_text("utf-8", "replace").split("\n%\n") if d.strip()]
+            (tmp / topic).mkdir(parents=True)
+            for i, saying in enumerate(sayings):
+                (tmp / topic / f"{i:04d}.txt").write_text(saying + "\n")
+        tmp.rename(out)
+    return out, {"reader": "text", "input": str(out)}, {}
+
+
+def _table(root: Path, name: str, frame, label: str, task: str = "classification") -> tuple[Path, dict, dict]:
+    """A real table from a PyPI package as CSV, read with `numeric: auto, categorical: auto` and the label only."""
+    out = root / f"{name}.csv"
+    if not out.exists():
+        frame.to_csv(out, index=False)
+    return out, {"reader": "csv", "input": str(out), "numeric": "auto", "categorical": "auto", "label": label,
+                 "task": task}, {}  # fmt: skip
+
+
+def _cars():
+    from vega_datasets import data  # pip install vega_datasets: its cars.json ships in the package
+
+    cars = data.cars()
+    cars["Year"] = cars["Year"].dt.strftime("%Y-%m-%d")  # a date string, as a CSV export has it
+    return cars
+
+
+def make_cars(root: Path) -> tuple[Path, dict, dict]:
+    """406 real cars (1970-82): origin (USA, Europe, Japan) from name, MPG, weight, ..., model year (a date);
+    missing MPG and horsepower values."""
+    return _table(root, "cars", _cars(), "Origin")
+
+
+def make_mpg(root: Path) -> tuple[Path, dict, dict]:
+    """The same cars: miles per gallon (regression); the 8 cars without it are quarantined."""
+    return _table(root, "mpg", _cars(), "Miles_per_Gallon", "regression")
+
+
+def make_weather(root: Path) -> tuple[Path, dict, dict]:
+    """Seattle's weather 2012-15 (1,461 days): the kind of day (sun, rain, fog, drizzle, snow) from the date,
+    precipitation, temperatures and wind."""
+    from vega_datasets import data
+
+    weather = data.seattle_weather()
+    weather["date"] = weather["date"].dt.strftime("%Y-%m-%d")
+    return _table(root, "weather", weather, "weather")
+
+
+def make_penguins(root: Path) -> tuple[Path, dict, dict]:
+    """Palmer penguins (344): species from island, sex (strings, some missing) and measurements (some missing)."""
+    import palmerpenguins  # pip install palmerpenguins: the CSV ships in the package
+
+    return _table(root, "penguins", palmerpenguins.load_penguins(), "species")
 
 
 SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "debian": make_debian,
-        "reviews": make_reviews}  # fmt: skip
+        "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
+        "weather": make_weather, "penguins": make_penguins}  # fmt: skip
+RAW_TABLES = {"cars", "mpg", "weather", "penguins"}  # also compared with HistGradientBoosting on the raw columns
 
 
 def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:
@@ -177,15 +251,16 @@ def load_split(dataset: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 SWINGS: dict[str, list[float]] = {}  # row -> spread of val accuracy over each run's last 5 epochs
 
 
-def dltool_row(config, row: str) -> float:
+def dltool_row(config, row: str, metric: str) -> float:
     from dltool.evaluate.score import run_eval
     from dltool.train.run import run_training
 
     run_training(config, overwrite=True, progress=False)
     history = [json.loads(line) for line in (Path(config.train.run_dir) / "history.jsonl").read_text().splitlines()]
-    last = [h["val_accuracy"] for h in history[-5:]]
+    watched = "val_accuracy" if metric == "accuracy" else "val_loss"
+    last = [h[watched] for h in history[-5:]]
     SWINGS.setdefault(row, []).append(max(last) - min(last))
-    return float(run_eval(config, progress=False).checkpoints[0].metrics["accuracy"])
+    return float(run_eval(config, progress=False).checkpoints[0].metrics[metric])
 
 
 def keras_row(config, manifest, data: dict) -> float:
@@ -194,12 +269,15 @@ def keras_row(config, manifest, data: dict) -> float:
 
     from dltool.train.metrics import per_example_loss_fn
     from dltool.train.model import build_model, build_optimizer
-    from dltool.train.run import default_global_batch
+    from dltool.train.sizing import sized
 
-    train = config.train
     (x, y), (vx, vy), (tx, ty) = data["train"], data["val"], data["test"]
-    batch = train.global_batch_size or default_global_batch(1)
+    train = sized(config.train, len(x))
+    batch = train.global_batch_size
     steps = train.steps_per_epoch or max(1, len(x) // batch)
+    from dltool.train.run import _with_auto_model_resolved
+
+    train = _with_auto_model_resolved(config.model_copy(update={"train": train}), manifest).train
     model = build_model(train, manifest)
     loss = per_example_loss_fn("sparse_categorical_crossentropy", manifest.label.classes,
                                train.label_smoothing)
@@ -244,15 +322,45 @@ def tfidf_row(dataset: Path, source: Path) -> float:
     return float(model.fit(x, y).score(tx, ty))
 
 
-def sklearn_mlp_row(data: dict, seed: int) -> float:
-    """scikit-learn's own MLP with mlp's default layers (64, 32): how well this model family does here."""
-    from sklearn.neural_network import MLPClassifier
+def table_rows(data: dict, regression: bool) -> dict[str, float]:
+    """Logistic (ridge) regression and HistGradientBoosting on dltool's own features of the same split."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.metrics import r2_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     (x, y), (tx, ty) = data["train"], data["test"]
-    model = make_pipeline(StandardScaler(), MLPClassifier((64, 32), max_iter=2000, random_state=seed))
-    return float(model.fit(x.reshape(len(x), -1), y).score(tx.reshape(len(tx), -1), ty))
+    score = (lambda m: r2_score(ty, m.predict(tx))) if regression else (lambda m: m.score(tx, ty))  # noqa: E731
+    linear = make_pipeline(StandardScaler(), Ridge() if regression else LogisticRegression(max_iter=5000))
+    boosted = HistGradientBoostingRegressor() if regression else HistGradientBoostingClassifier()
+    name = "ridge regression" if regression else "sklearn logistic regression"
+    return {name: float(score(linear.fit(x, y))), "sklearn HistGradientBoosting": float(score(boosted.fit(x, y)))}
+
+
+def raw_boosting_row(source: Path, dataset: Path, label: str, regression: bool) -> float:
+    """HistGradientBoosting on the raw CSV columns of the same split, as a practitioner would feed it: numbers as
+    they are, text columns as categories (native support), dates as days since 1970."""
+    import pandas as pd
+    import pyarrow.dataset as pads
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.metrics import r2_score
+
+    frame = pd.read_csv(source)
+    for c in frame.columns:
+        if frame[c].dtype == object and c != label:
+            dates = pd.to_datetime(frame[c], errors="coerce", format="%Y-%m-%d")
+            frame[c] = (dates - pd.Timestamp("1970-01-01")).dt.days if dates.notna().all() else frame[c].astype("category")
+
+    def rows(split):
+        keys = pads.dataset(str(dataset / split), format="parquet").to_table(columns=["key"]).column("key").to_pylist()
+        part = frame.iloc[[int(k.rsplit(":", 1)[1]) - 1 for k in keys]]  # key file:row, rows from 1
+        return part.drop(columns=[label]), part[label]
+
+    (x, y), (tx, ty) = rows("train"), rows("test")
+    model = (HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier)(categorical_features="from_dtype")
+    model.fit(x, y)
+    return float(r2_score(ty, model.predict(tx)) if regression else model.score(tx, ty))
 
 
 def spread(values: list[float]) -> str:
@@ -300,21 +408,27 @@ def main() -> None:
         dataset = Path(first.dataset.path)
         manifest = Manifest.read(open_location(str(dataset)))
         data = {split: load_split(dataset, split) for split in ("train", "val", "test")}
+        regression = manifest.label.kind == "regression"
+        metric = "r2" if regression else "accuracy"
         if ingest["reader"] == "text":
             rows = {"sklearn logistic regression": [tfidf_row(dataset, source)]}
+        elif ingest["reader"] == "csv":
+            rows = {k: [v] for k, v in table_rows(data, regression).items()}
+            if name in RAW_TABLES:
+                rows["HistGradientBoosting, raw columns"] = [raw_boosting_row(source, dataset, ingest["label"], regression)]
         else:
             rows = {"sklearn logistic regression": [sklearn_row(name, data)]}
+        baselines = list(rows)
         for seed in seeds:
             keras.utils.set_random_seed(seed)
-            rows.setdefault("plain Keras fit, 1 process", []).append(keras_row(configs[(1, seed, False)], manifest, data))
-            if train["model"].get("builtin") == "mlp":
-                rows.setdefault("sklearn MLP (64, 32)", []).append(sklearn_mlp_row(data, seed))
+            if not regression:
+                rows.setdefault("plain Keras fit, 1 process", []).append(keras_row(configs[(1, seed, False)], manifest, data))
             for workers in (1, 2):
                 row = f"dltool train --workers {workers}"
-                rows.setdefault(row, []).append(dltool_row(configs[(workers, seed, False)], f"{name}: {row}"))
+                rows.setdefault(row, []).append(dltool_row(configs[(workers, seed, False)], f"{name}: {row}", metric))
             if not args.no_shares:
                 row = "dltool --workers 2, rank shares"
-                rows.setdefault(row, []).append(dltool_row(configs[(2, seed, True)], f"{name}: {row}"))
+                rows.setdefault(row, []).append(dltool_row(configs[(2, seed, True)], f"{name}: {row}", metric))
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in rows.items()), flush=True)
         sizes = {split: len(data[split][1]) for split in data}
         print(f"\n{name}: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test, "
@@ -325,10 +439,12 @@ def main() -> None:
             print(f"  {row:32s} {spread(values)}   ({' '.join(f'{v:.3f}' for v in values)}){swing_text}")
         means = {row: statistics.mean(values) for row, values in rows.items()}
         one, two = means["dltool train --workers 1"], means["dltool train --workers 2"]
-        keras_mean, sk = means["plain Keras fit, 1 process"], means["sklearn logistic regression"]
-        print(f"  ratios: 2 workers / 1 worker {two / one:.3f}, 1 worker / Keras fit {one / keras_mean:.3f}, "
-              f"2 workers / Keras fit {two / keras_mean:.3f}, 2 workers / logistic regression {two / sk:.3f}\n",
-              flush=True)  # fmt: skip
+        best = max(baselines, key=means.get)
+        keras_mean = means.get("plain Keras fit, 1 process")
+        against_keras = "" if keras_mean is None else \
+            f"1 worker / Keras fit {one / keras_mean:.3f}, 2 workers / Keras fit {two / keras_mean:.3f}, "  # fmt: skip
+        print(f"  {metric}: 2 workers - 1 worker {two - one:+.3f}, {against_keras}2 workers - best baseline ({best}) "
+              f"{two - means[best]:+.3f}, 1 worker - best baseline {one - means[best]:+.3f}\n", flush=True)  # fmt: skip
     print(f"total {time.perf_counter() - started:.0f}s")
     if spark is not None:
         spark.stop()

@@ -206,8 +206,9 @@ class ModelSettings(Section):
     statistics) and, except for a factory, the output head sized from the manifest's labels.
     """
 
-    builtin: Literal["auto", "small_cnn", "audio_cnn", "mlp", "text_cnn", "text_mlp"] | None = Field(
-        None, description="Built-in architecture; auto picks by reader (image: small_cnn, audio: audio_cnn, csv: mlp)."
+    builtin: Literal["auto", "small_cnn", "audio_cnn", "mlp", "tabular", "text_cnn", "text_mlp"] | None = Field(
+        None, description="Built-in architecture; auto picks by reader (image: small_cnn, audio: audio_cnn, csv and "
+        "table: tabular, text: text_cnn or text_mlp).",
     )
     layers: list[dict[str, Union[dict, None]]] | None = Field(
         None, description="Keras layers in order, each {LayerName: {arguments}}; dltool adds the output head."
@@ -276,9 +277,13 @@ class TrainSettings(Section):
     workers: int | None = Field(
         None, ge=1, description="TensorFlow workers (one barrier task each); default: the cluster's task slots."
     )
-    epochs: int = Field(10, ge=1, description="Epochs to train.")
+    epochs: int | None = Field(
+        None, ge=1, description="Epochs to train; default: sized to the train rows (at least 1,000 steps, 10 to 300 "
+        "epochs) with early stopping on `monitor`.",
+    )
     global_batch_size: int | None = Field(
-        None, ge=1, description="Examples per step over all workers (split evenly); or give per_worker_batch_size."
+        None, ge=1, description="Examples per step over all workers (split evenly); or give per_worker_batch_size; "
+        "default: about 1/32 of the train rows, 8 to 64.",
     )
     per_worker_batch_size: int | None = Field(None, ge=1, description="Examples per step on each worker.")
     steps_per_epoch: int | None = Field(
@@ -306,7 +311,9 @@ class TrainSettings(Section):
         "Fewer calls run faster, and with 2+ workers each call leaks a few KB inside TensorFlow's collectives.",
     )
     monitor: str = Field("val_loss", description="Metric for best checkpoint and early stopping, e.g. val_accuracy.")
-    early_stopping: EarlyStoppingSettings | None = Field(None, description="Stop early; unset: train all epochs.")
+    early_stopping: EarlyStoppingSettings | None = Field(
+        None, description="Stop early; unset: on with sized epochs (patience 10, or a tenth of them), else off."
+    )
     final: Literal["best", "last"] = Field(
         "best", description="The model kept in run_dir/model: the best epoch by `monitor`, or the last epoch's."
     )

@@ -163,7 +163,8 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     if preprocess is not None and (keep or carry_label):
         fitted = json.loads(open_location(preprocess).read_bytes())
         label = reader.label_column()
-        roles = {*fitted.get("numeric", ()), *fitted.get("categorical", ()), *fitted.get("vectors", ()), label,
+        roles = {*fitted.get("numeric", ()), *fitted.get("categorical", ()), *fitted.get("vectors", ()),
+                 *fitted.get("dates", ()), *fitted.get("words", ()), label,
                  getattr(config.ingest, "text_column", None)}  # fmt: skip
         if any(c in roles for c in keep):
             raise ConfigError(f"--keep {', '.join(c for c in keep if c in roles)}: a feature or label column; "

@@ -9,7 +9,6 @@ UDF that loads the model once per Python worker. Both save and load as Spark ML 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import uuid
@@ -70,7 +69,7 @@ class _TrainParams(_FeatureParams, HasLabelCol, HasSeed):
     train = Param(Params._dummy(), "train", "the train: section of a dltool config (YAML or JSON text, or a dict); "
                   "the params below win over it", _train_text)  # fmt: skip
     epochs = Param(Params._dummy(), "epochs", "epochs to train (train.epochs); unset, here and in `train`: sized "
-                   "to the frame, with early stopping and a batch to match (see adapted_to_rows)", TypeConverters.toInt)
+                   "to the frame, with early stopping and a batch to match (dltool.train.sizing)", TypeConverters.toInt)
     batchSize = Param(Params._dummy(), "batchSize", "examples per step over all workers (train.global_batch_size)",
                       TypeConverters.toInt)  # fmt: skip
     learningRate = Param(Params._dummy(), "learningRate", "train.optimizer.learning_rate", TypeConverters.toFloat)
@@ -88,7 +87,7 @@ class _TrainParams(_FeatureParams, HasLabelCol, HasSeed):
 
     def __init__(self):
         super().__init__()
-        self._setDefault(train="{}", epochs=10, workers=1, validationFraction=0.1, predictBatchSize=256,
+        self._setDefault(train="{}", workers=1, validationFraction=0.1, predictBatchSize=256,
                          keepDataset=False, verbose=False, seed=0)  # fmt: skip
 
     def train_section(self) -> dict:
@@ -104,8 +103,8 @@ class _TrainParams(_FeatureParams, HasLabelCol, HasSeed):
             raise ConfigError("train param: expected a mapping of train: settings, e.g. {epochs: 5}")
         section = dict(section)
         for param, field in ((self.epochs, "epochs"), (self.workers, "workers"), (self.seed, "seed")):
-            if param is self.epochs and not self.isSet(param):
-                continue  # unset here and in the text: sized to the frame at fit (adapted_to_rows)
+            if not self.isDefined(param):
+                continue  # unset here and in the text: training sizes it to the frame (dltool.train.sizing)
             if self.isSet(param) or field not in section:  # a default never overrides the train text
                 section[field] = self.getOrDefault(param)
         if self.isDefined(self.batchSize):
@@ -134,7 +133,6 @@ class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultPar
             raise ConfigError(f"validationFraction {held_out:g}: must be between 0 and 1 (validation drives the kept model)")
         manifest = write_dataset(dataset, f"{folder}/dataset", feature.name, label.name, self.task, self.getFeaturesShape(),
                                  split=(1 - held_out, held_out, 0.0), name=self.uid)  # fmt: skip
-        config = self._config(folder, train_rows=manifest.rows("train"))
         try:
             summary = run_training(config, progress=self.getOrDefault(self.verbose), quiet=not self.getOrDefault(self.verbose),
                                    check_model=False)  # fmt: skip
@@ -170,35 +168,13 @@ class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultPar
             root = os.path.abspath(root)
         return f"{root.rstrip('/')}/{self.uid}/fit-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
-    def _config(self, folder: str, train_rows: int | None = None):
-        """The experiment a fit trains; with `train_rows`, what the params and text leave unset is sized to them."""
+    def _config(self, folder: str):
+        """The experiment a fit trains (what the params and text leave unset, training sizes to the rows)."""
         from dltool.config.loader import build_config
 
         section = {**self.train_section(), "run_dir": f"{folder}/run"}
-        if train_rows is not None:
-            section = adapted_to_rows(section, train_rows)
         return build_config({"name": self.uid, "dataset": {"path": f"{folder}/dataset"}, "train": section},
                             source="train param")  # fmt: skip
-
-
-MIN_STEPS = 1000  # optimizer steps a fit gets at least when epochs are left to dltool
-MAX_EPOCHS = 300
-
-
-def adapted_to_rows(section: dict, train_rows: int) -> dict:
-    """A train: section with the settings nobody set sized to the train rows, as a careful user would:
-    a batch of about 1/32 of the rows (8 to 64), enough epochs for MIN_STEPS steps (10 to MAX_EPOCHS),
-    and early stopping on the validation loss, keeping the best epoch. 150 rows get 1,000 steps of 8,
-    where a fixed 10 epochs of 32 gave 40 steps and an underfit model."""
-    out = dict(section)
-    if "global_batch_size" not in out and "per_worker_batch_size" not in out:
-        out["global_batch_size"] = min(64, max(8, 2 ** round(math.log2(max(1, train_rows // 32)))))
-    if "epochs" not in out:
-        batch = out.get("global_batch_size") or out.get("per_worker_batch_size", 32) * out.get("workers", 1)
-        steps = max(1, train_rows // batch)
-        out["epochs"] = min(MAX_EPOCHS, max(10, math.ceil(MIN_STEPS / steps)))
-        out.setdefault("early_stopping", {"patience": max(10, out["epochs"] // 10)})
-    return out
 
 
 class KerasClassifier(_KerasEstimator, HasProbabilityCol, HasRawPredictionCol):

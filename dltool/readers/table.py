@@ -39,7 +39,17 @@ class ColumnRoles(Section):
         default_factory=list, description="Categorical feature columns, or auto: every text column with at most "
         "`max_categories` distinct train values.",
     )
+    dates: list[str] = Field(
+        default_factory=list, description="Date or timestamp columns (ISO 8601; Spark date and timestamp types): each "
+        "becomes days since 1970, month, day, weekday and hour features. auto roles add every such column.",
+    )
+    words: list[str] = Field(
+        default_factory=list, description="Free-text columns (names, titles, notes): each word in at least 2 train rows "
+        "(the `max_words` most frequent) becomes a 0/1 feature. auto roles add every text column with more than "
+        "`max_categories` distinct values.",
+    )
     max_categories: int = Field(50, ge=2, description="auto: the most distinct values a categorical column may have.")
+    max_words: int = Field(100, ge=1, description="words: the most words each free-text column keeps.")
     exclude: list[str] = Field(default_factory=list, description="auto: columns never used as features.")
     categorical_encoding: Literal["onehot", "index"] = Field(
         "onehot", description="One-hot slots per category (plus one for missing/unseen), or the category index."
@@ -65,15 +75,16 @@ class ColumnRoles(Section):
     def named(self) -> list[str]:
         """The columns the config names for a role (not counting `auto`)."""
         lists = [r for r in (self.numeric, self.categorical) if r != "auto"]
-        return [c for r in lists for c in r] + self.vector_columns() + [c for c in (self.label, self.key_column) if c] \
+        return [c for r in lists for c in r] + self.dates + self.words + self.vector_columns() + [c for c in (self.label, self.key_column) if c] \
             + self.passthrough  # fmt: skip
 
     @model_validator(mode="after")
     def _roles_consistent(self):
-        if not self.auto() and not self.numeric and not self.categorical and not self.vector_columns():
-            raise ValueError("name at least one feature column in 'numeric', 'categorical' or 'vectors', or use auto")
+        if not self.auto() and not any((self.numeric, self.categorical, self.dates, self.words, self.vector_columns())):
+            raise ValueError("name at least one feature column in 'numeric', 'categorical', 'dates', 'words' or "
+                             "'vectors', or use auto")
         lists = [r for r in (self.numeric, self.categorical) if r != "auto"]
-        roles = [c for r in lists for c in r] + self.vector_columns() + ([self.label] if self.label else []) \
+        roles = [c for r in lists for c in r] + self.dates + self.words + self.vector_columns() + ([self.label] if self.label else []) \
             + self.passthrough  # fmt: skip
         reserved = sorted({c for c in [*roles, *([self.key_column] if self.key_column else [])] if c.lower() in RESERVED})
         if reserved:
@@ -110,7 +121,7 @@ class TableReaderConfig(ColumnRoles):
 class ColumnTableReader(TableReader):
     """Numbers, keys and splits a table's rows; its fields are checked and typed in the tasks by `rules()`."""
 
-    default_model = "mlp"
+    default_model = "tabular"
     spark_conf: dict[str, str] = {}  # Spark SQL settings the reader's queries need (set for the ingest only)
     corrupt_column: str | None = None  # the column where the source puts a row it could not split into fields
 
@@ -154,24 +165,27 @@ class ColumnTableReader(TableReader):
 
         cfg = self.config
         if preprocess is not None:
-            numeric, categorical, left_out = list(preprocess.numeric), list(preprocess.categorical), {}
-            absent = [c for c in [*numeric, *categorical] if c not in self._available]
+            numeric, categorical, left_out = preprocess.source_numeric, list(preprocess.categorical), {}
+            dates, words = list(preprocess.dates), list(preprocess.words)
+            absent = [c for c in [*numeric, *categorical, *dates, *words] if c not in self._available]
             if absent:
                 raise ConfigError(f"{cfg.input}: columns {absent} the model was trained on are not in the data")
         elif cfg.auto():
-            numeric, categorical, left_out = self._infer_roles(rows)
+            numeric, categorical, dates, words, left_out = self._infer_roles(rows)
         else:
             return self
         resolved = copy.copy(self)
-        resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical})
+        resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical, "dates": dates,
+                                                 "words": words})  # fmt: skip
         if preprocess is not None:
             resolved._sizes = dict(preprocess.vectors)  # as trained, not the most common size of the new rows
             resolved.classes = None if preprocess.labels is None else tuple(preprocess.labels)
         resolved.left_out = {**self.left_out, **left_out}
         return resolved
 
-    def _infer_roles(self, rows) -> tuple[list[str], list[str], dict[str, str]]:
-        """numeric, categorical and left-out columns (with the reason) from the train split, in one aggregation."""
+    def _infer_roles(self, rows) -> tuple[list[str], list[str], list[str], list[str], dict[str, str]]:
+        """numeric, categorical, date, free-text and left-out columns (with the reason) from the train split, in one
+        aggregation."""
         from pyspark.sql import functions as F
 
         from dltool.spark.splits import column
@@ -193,7 +207,7 @@ class ColumnTableReader(TableReader):
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
             ]  # fmt: skip
         row = rows.where(F.col("split") == "train").agg(*aggregates).first() if candidates else None
-        numeric, categorical, left_out = [], [], {}
+        numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
         for i, c in enumerate(candidates):
             present, distinct = row[f"present{i}"], row[f"distinct{i}"]
             if not present:
@@ -204,20 +218,20 @@ class ColumnTableReader(TableReader):
                 else:
                     numeric.append(c)
             elif row[f"time{i}"] == present:
-                left_out[c] = "timestamps or dates"
+                dates.append(c)
             elif distinct <= cfg.max_categories:
                 categorical.append(c)
-            else:
-                left_out[c] = f"text with about {distinct} distinct values (max_categories is {cfg.max_categories})"
+            else:  # names, titles, notes: their frequent words
+                words.append(c)
         if cfg.numeric != "auto":
             left_out.update({c: "numbers, but `numeric` is a list without it" for c in numeric})
             numeric = list(cfg.numeric)
         if cfg.categorical != "auto":
             left_out.update({c: "a category, but `categorical` is a list without it" for c in categorical})
             categorical = list(cfg.categorical)
-        if not numeric and not categorical and not cfg.vector_columns():
+        if not any((numeric, categorical, dates, words, cfg.vector_columns())):
             raise ConfigError(f"{cfg.input}: auto found no feature column ({'; '.join(f'{c}: {r}' for c, r in left_out.items())})")
-        return numeric, categorical, left_out
+        return numeric, categorical, dates, words, left_out
 
     def rules(self) -> RowRules:
         """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""
@@ -226,7 +240,8 @@ class ColumnTableReader(TableReader):
         cfg = self.config
         return RowRules(tuple(cfg.numeric), tuple(cfg.categorical), dict(self._sizes), tuple(cfg.passthrough),
                         cfg.label, cfg.task == "regression", cfg.key_column, tuple(cfg.na_values), cfg.non_finite,
-                        self.encoding(), self.corrupt_column, self._split_column, self.classes)  # fmt: skip
+                        self.encoding(), self.corrupt_column, self._split_column, self.classes,
+                        tuple(cfg.dates), tuple(cfg.words))  # fmt: skip
 
     def encoding(self) -> str:
         return "utf-8"

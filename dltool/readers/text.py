@@ -56,12 +56,16 @@ class TextReaderConfig(FileInput):
     strip_punctuation: bool = Field(True, description="Remove ASCII punctuation, as Keras's TextVectorization does.")
     normalize: Literal["none", "NFC", "NFKC"] = Field("none", description="Unicode normalisation applied first.")
     split: Literal["whitespace", "character"] = Field("whitespace", description="Tokens are words or characters.")
-    ngrams: int = Field(1, ge=1, le=5, description="Tokens are all n-grams of 1 to this many words (or characters).")
+    ngrams: int | None = Field(
+        None, ge=1, le=5, description="Tokens are all n-grams of 1 to this many words (or characters); default: 2 for "
+        "a bag of words (tf_idf, count) of words, else 1.",
+    )
     max_tokens: int = Field(20000, ge=3, description="Vocabulary size, padding and out-of-vocabulary ids included.")
     min_count: int = Field(1, ge=1, description="Tokens seen fewer times in train stay out of the vocabulary.")
-    output: Literal["sequence", "tf_idf", "count"] = Field(
-        "sequence", description="sequence: int32 token ids (text_cnn); tf_idf or count (bag of words): one float per "
-        "vocabulary slot (text_mlp).",
+    output: Literal["auto", "sequence", "tf_idf", "count"] = Field(
+        "auto", description="sequence: int32 token ids (text_cnn); tf_idf or count (bag of words): one float per "
+        "vocabulary slot (text_mlp); auto: tf_idf when the train documents number fewer than 1,500 times their median "
+        "length in words (short documents, small corpora), else sequence.",
     )
     sequence_length: int = Field(200, ge=1, le=100_000, description="Ids per document: longer ones are cut, shorter padded.")
     truncate: Literal["end", "start"] = Field("end", description="Which end of a long document is cut off.")
@@ -80,11 +84,15 @@ class TextReaderConfig(FileInput):
                 raise ValueError(f"{', '.join(used)}: only for table formats (json, csv, parquet, orc, table)")
         return self
 
-    def tokenizer(self):
+    def tokenizer(self, output: str | None = None):
+        """The tokeniser for `output` (default: this config's); `auto` tokenises as a bag of words would, and a
+        sequence keeps the words of those lists (`unigram_prefix`)."""
         from dltool.transforms.text import Tokenizer
 
+        output = output or self.output
+        ngrams = self.ngrams or (2 if output != "sequence" and self.split == "whitespace" else 1)
         return Tokenizer(self.lowercase, self.strip_punctuation, None if self.normalize == "none" else self.normalize,
-                         self.split, self.ngrams)  # fmt: skip
+                         self.split, ngrams)  # fmt: skip
 
 
 @register
@@ -124,9 +132,8 @@ class TextReader(TableReader):
         unlabelled = {"label_column": None} if cfg.format in TABLE_FORMATS else {"label": NoLabel(source="none")}
         return cfg.model_copy(update={"input": input_uri, **({} if labelled else unlabelled)})
 
-    def tensor_spec(self, vocabulary_size: int) -> TensorSpec:
-        cfg = self.config
-        return TensorSpec((cfg.sequence_length,), "int32") if cfg.output == "sequence" else \
+    def tensor_spec(self, vocabulary_size: int, output: str) -> TensorSpec:
+        return TensorSpec((self.config.sequence_length,), "int32") if output == "sequence" else \
             TensorSpec((vocabulary_size - 1,), "float32")  # fmt: skip
 
     def planned(self) -> dict:
@@ -148,16 +155,18 @@ class TextReader(TableReader):
         cfg = self.config
         fitted = None if preprocess is None else json.loads(open_location(preprocess).read_bytes())
         classes = None if fitted is None or fitted["labels"] is None else list(fitted["labels"])
-        tfidf = cfg.output == "tf_idf" and fitted is None
+        tfidf = cfg.output in ("tf_idf", "auto") and fitted is None
+        # Pass one tokenises as the fitted preprocessing did, else as the output (auto: as a bag of words would).
+        ngrams = fitted["tokenizer"]["ngrams"] if fitted is not None else cfg.tokenizer().ngrams
         with spark_progress(spark, f"ingest {config.name}: text, {len(files)} file(s)", progress):
             if cfg.format in TABLE_FORMATS:
-                summaries, labelled = self._read_table(spark, config, source, files, staging, classes, tfidf)
+                summaries, labelled = self._read_table(spark, config, source, files, staging, classes, tfidf, ngrams)
             else:
                 summaries, labelled = self._read_files(spark, config, source, files, staging, parallelism,
-                                                               classes, tfidf)  # fmt: skip
+                                                       classes, tfidf, ngrams)  # fmt: skip
             totals = _merge(summaries)
             if fitted is None:
-                fitted = self._fit(totals, labelled)
+                fitted = self._fit(totals, labelled, ngrams)
             staging.child(PREPROCESS).write_bytes(json.dumps(fitted).encode())
             staging.child(VOCABULARY_FILE).write_bytes(
                 "\n".join(["", "[UNK]", *fitted["vocabulary"]]).encode() + b"\n"
@@ -166,31 +175,36 @@ class TextReader(TableReader):
             documents = totals["inputs"] - totals["quarantined"]
             duplicates, drop = _duplicates(spark, staging, config.dataset.on_duplicates, documents) \
                 if typed else (None, set())  # fmt: skip
-            spec = self.tensor_spec(len(fitted["vocabulary"]) + 2)
+            spec = self.tensor_spec(len(fitted["vocabulary"]) + 2, fitted["output"])
             classes = fitted["labels"] if labelled else None  # raw inputs to predict have none
-            task = _shard_task(staging.uri, fitted, classes, spec, list(cfg.passthrough), config.dataset, drop)
+            task = _shard_task(staging.uri, fitted, classes, spec, list(cfg.passthrough), config.dataset, drop, ngrams)
             written = spark.sparkContext.parallelize(typed, max(1, len(typed))).flatMap(task).collect() if typed else []
         staging.child(TYPED).delete()
         return _written(written, fitted, classes, spec, totals, duplicates)
 
-    def _fit(self, totals: dict, labelled: bool) -> dict:
+    def _fit(self, totals: dict, labelled: bool, ngrams: int) -> dict:
         from dltool.transforms.text import fit_vocabulary, idf_weights
 
         cfg = self.config
         if not totals["train_docs"]:
             raise ConfigError(f"{cfg.input}: no valid document falls in the train split; nothing to fit a vocabulary on")
-        tokens = fit_vocabulary(totals["tokens"], cfg.max_tokens, cfg.min_count)
-        fitted = {"reader": "text", "tokenizer": dataclasses.asdict(cfg.tokenizer()), "vocabulary": tokens,
-                  "labels": sorted(totals["labels"]) if labelled else None, "output": cfg.output,
+        output = cfg.output if cfg.output != "auto" else auto_output(totals["train_docs"], totals["lengths"])
+        tokenizer = cfg.tokenizer(output)
+        counts = totals["tokens"]
+        if tokenizer.ngrams < ngrams:  # auto chose a sequence of the words of bag-of-words token lists
+            counts = Counter({t: n for t, n in counts.items() if " " not in t})
+        tokens = fit_vocabulary(counts, cfg.max_tokens, cfg.min_count)
+        fitted = {"reader": "text", "tokenizer": dataclasses.asdict(tokenizer), "vocabulary": tokens,
+                  "labels": sorted(totals["labels"]) if labelled else None, "output": output,
                   "sequence_length": cfg.sequence_length, "truncate": cfg.truncate, "idf": None}  # fmt: skip
-        if cfg.output == "tf_idf":
+        if output == "tf_idf":
             frequency = totals["documents_with"]
             idf = idf_weights(np.asarray([frequency.get(t, 0) for t in tokens], np.int64), totals["train_docs"]).round(6).tolist()
             oov = float(np.average(idf)) if idf else 0.0  # the OOV slot's weight, as Keras pads it: the mean
             fitted["idf"] = [oov, *idf]  # one weight per slot of Vocabulary.counts
         return fitted
 
-    def _read_files(self, spark, config, source, files, staging, parallelism, classes, tfidf):
+    def _read_files(self, spark, config, source, files, staging, parallelism, classes, tfidf, ngrams):
         """Pass one over files: labels and splits from the paths on the driver, reading and tokenising in tasks."""
         from dltool.spark.ingest import _assign, _error_row, _write_errors
 
@@ -212,7 +226,7 @@ class TextReader(TableReader):
         summaries = []
         if items:
             tasks = min(len(items), max(1, 2 * parallelism))
-            job = _FileJob(cfg, source.uri, staging.uri, split if per_line else None, classes, tfidf)
+            job = _FileJob(cfg, source.uri, staging.uri, split if per_line else None, classes, tfidf, ngrams)
             summaries = spark.sparkContext.parallelize(items, tasks).mapPartitionsWithIndex(job.run).collect()
         summaries.append({"typed": None, "quarantined": len(unplaced), "inputs": len(unplaced),
                           "first_errors": driver_errors[:5]})  # fmt: skip
@@ -228,7 +242,7 @@ class TextReader(TableReader):
                 return spark.table(cfg.input)
             return spark.read.format(cfg.format).options(**options).load(paths)
 
-    def _read_table(self, spark, config, source, files, staging, classes, tfidf):
+    def _read_table(self, spark, config, source, files, staging, classes, tfidf, ngrams):
         """Pass one over a table: Spark reads, numbers and splits the rows; the tasks tokenise them."""
         from pyspark.sql import functions as F
 
@@ -265,7 +279,7 @@ class TextReader(TableReader):
             where.alias("_where"),
             *[column(c).cast("string").alias(f"_p{i}") for i, c in enumerate(cfg.passthrough)],
         )  # fmt: skip
-        job = _TableJob(cfg, staging.uri, classes, tfidf, bool(cfg.label_column))
+        job = _TableJob(cfg, staging.uri, classes, tfidf, bool(cfg.label_column), ngrams)
         summaries = [json.loads(r["summary"]) for r in rows.mapInArrow(job.run, "summary string").collect()]
         return summaries, bool(cfg.label_column)  # counts as JSON objects: _merge adds them up as they are
 
@@ -280,11 +294,12 @@ class _TypedDocs:
 
     COLUMNS = ("key", "_text", "_label", "split", "_where")  # then _p0.. (passthrough)
 
-    def __init__(self, cfg, staging_uri: str, part: int, classes, tfidf: bool, labelled: bool):
+    def __init__(self, cfg, staging_uri: str, part: int, classes, tfidf: bool, labelled: bool, ngrams: int):
         self.cfg, self.staging_uri, self.part, self.classes, self.tfidf = cfg, staging_uri, part, classes, tfidf
         self.labelled = labelled
-        self.tokenizer = cfg.tokenizer()
+        self.tokenizer = dataclasses.replace(cfg.tokenizer(), ngrams=ngrams)
         self.tokens, self.documents_with, self.labels = Counter(), Counter(), Counter()
+        self.lengths = Counter()  # train documents per length in words (auto output decides by the median)
         self.errors, self.train_docs, self.inputs = [], 0, 0
         self.writer, self.pending, self.pending_bytes = None, [], 0
 
@@ -307,7 +322,7 @@ class _TypedDocs:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from dltool.transforms.text import token_counts
+        from dltool.transforms.text import token_counts, unigram_prefix
 
         self.inputs += batch.num_rows
         key, text, label, split, where = (batch.column(i) for i in range(5))
@@ -337,6 +352,9 @@ class _TypedDocs:
         train = pc.equal(good.column(3), "train")
         train_tokens = tokens.filter(train)
         self.train_docs += len(train_tokens)
+        words = pc.list_value_length(unigram_prefix(train_tokens, self.tokenizer.ngrams))
+        self.lengths.update(dict(zip(*np.unique(np.minimum(words.to_numpy(zero_copy_only=False), MAX_LENGTH),
+                                                return_counts=True))))  # fmt: skip
         self.tokens.update(token_counts(train_tokens))
         if self.tfidf:
             self.documents_with.update(token_counts(train_tokens, per_document=True))
@@ -378,7 +396,8 @@ class _TypedDocs:
         tokens, documents_with = self._top_tokens()
         return {"typed": self.target.uri if self.writer is not None else None, "inputs": self.inputs,
                 "quarantined": len(self.errors), "first_errors": self.errors[:5], "tokens": tokens,
-                "documents_with": documents_with, "labels": self.labels, "train_docs": self.train_docs}  # fmt: skip
+                "documents_with": documents_with, "labels": self.labels, "train_docs": self.train_docs,
+                "lengths": {int(k): int(v) for k, v in self.lengths.items()}}  # fmt: skip
 
     def _top_tokens(self) -> tuple[Counter, Counter]:
         """This task's token counts for the driver: all of them, or its most frequent TOKENS_PER_TASK times
@@ -393,22 +412,40 @@ class _TypedDocs:
 
 
 TOKENS_PER_TASK = 10  # times max_tokens: the distinct tokens a task sends the driver at most
+MAX_LENGTH = 100_000  # document lengths (words) are counted up to this: a longer one counts as this long
+# output: auto picks a bag of words below this ratio of train documents to their median length in words: the
+# rule Google's text classification guide measured over 12 data sets (developers.google.com/machine-learning/guides/
+# text-classification/step-2-5), where n-gram models beat sequence models on short documents and small corpora.
+SAMPLES_PER_WORD = 1500
+
+
+def auto_output(train_docs: int, lengths: dict) -> str:
+    """`output: auto`'s choice for `train_docs` train documents whose lengths in words are counted in `lengths`."""
+    ordered = sorted((int(k), n) for k, n in lengths.items())
+    half, seen, median = sum(n for _, n in ordered) / 2, 0, 1
+    for length, n in ordered:
+        seen += n
+        if seen >= half:
+            median = max(1, length)
+            break
+    return "tf_idf" if train_docs / median < SAMPLES_PER_WORD else "sequence"
 MIN_TOKENS_PER_TASK = 100_000
 
 
 class _FileJob:
     """Pass one for files: each task reads its files (one document each, or one per line) from storage."""
 
-    def __init__(self, cfg, source_uri, staging_uri, line_split, classes, tfidf):
+    def __init__(self, cfg, source_uri, staging_uri, line_split, classes, tfidf, ngrams):
         self.cfg, self.source_uri, self.staging_uri = cfg, source_uri, staging_uri
         self.line_split, self.classes, self.tfidf = line_split, classes, tfidf  # line_split: SplitSettings, lines only
+        self.ngrams = ngrams
 
     def run(self, part: int, items):
         from dltool.storage.fs import open_location
 
         cfg = self.cfg
         source = open_location(self.source_uri)
-        docs = _TypedDocs(cfg, self.staging_uri, part, self.classes, self.tfidf, labelled=cfg.label.source != "none")
+        docs = _TypedDocs(cfg, self.staging_uri, part, self.classes, self.tfidf, cfg.label.source != "none", self.ngrams)
         for path, relpath, label, split, size in items:
             try:
                 if self.line_split is not None:
@@ -449,19 +486,20 @@ class _FileJob:
 class _TableJob:
     """Pass one for a table: the mapInArrow function that tokenises the rows Spark read and split."""
 
-    def __init__(self, cfg, staging_uri, classes, tfidf, labelled):
+    def __init__(self, cfg, staging_uri, classes, tfidf, labelled, ngrams):
         self.cfg, self.staging_uri, self.classes, self.tfidf, self.labelled = cfg, staging_uri, classes, tfidf, labelled
+        self.ngrams = ngrams
 
     def run(self, batches):
         import pyarrow as pa
         from pyspark import TaskContext
 
         docs = _TypedDocs(self.cfg, self.staging_uri, TaskContext.get().partitionId(), self.classes, self.tfidf,
-                          self.labelled)  # fmt: skip
+                          self.labelled, self.ngrams)  # fmt: skip
         for batch in batches:
             docs.add_batch(batch)
         summary = docs.close()
-        summary.update({k: dict(summary[k]) for k in ("tokens", "documents_with", "labels")})
+        summary.update({k: dict(summary[k]) for k in ("tokens", "documents_with", "labels", "lengths")})
         yield pa.RecordBatch.from_pydict({"summary": [json.dumps(summary)]})
 
 
@@ -526,11 +564,12 @@ def _binary_lines(stream, max_bytes: int, chunk: int = 1 << 20):
 
 
 def _merge(summaries: list[dict]) -> dict:
-    totals = {"tokens": Counter(), "documents_with": Counter(), "labels": Counter(), "train_docs": 0, "inputs": 0,
-              "quarantined": 0, "first_errors": []}  # fmt: skip
+    totals = {"tokens": Counter(), "documents_with": Counter(), "labels": Counter(), "lengths": Counter(),
+              "train_docs": 0, "inputs": 0, "quarantined": 0, "first_errors": []}  # fmt: skip
     for s in summaries:
         for k in ("tokens", "documents_with", "labels"):
             totals[k].update(s.get(k, {}))
+        totals["lengths"].update({int(k): n for k, n in s.get("lengths", {}).items()})  # JSON made the keys text
         totals["train_docs"] += s.get("train_docs", 0)
         totals["inputs"] += s["inputs"]
         totals["quarantined"] += s["quarantined"]
@@ -542,9 +581,10 @@ def _merge(summaries: list[dict]) -> dict:
 
 
 def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: TensorSpec, passthrough: list[str], dataset,
-                drop: set[int]):  # fmt: skip
+                drop: set[int], ngrams: int):  # fmt: skip
     """One task per typed file: ids (or TF-IDF), labels (indexed by `classes`) and keys into per-split shards,
-    leaving out the val and test documents whose content is in `drop` (on_duplicates: drop_from_eval)."""
+    leaving out the val and test documents whose content is in `drop` (on_duplicates: drop_from_eval).
+    Token lists made with more n-grams (`ngrams`) than the fitted tokeniser's keep their words."""
     max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
     label_kind = "class" if classes is not None else None
 
@@ -558,9 +598,10 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
         from dltool.spark.splits import SPLITS
         from dltool.spark.table_ingest import _SplitShards, without_copies
         from dltool.storage.fs import open_location
-        from dltool.transforms.text import Vocabulary
+        from dltool.transforms.text import Vocabulary, unigram_prefix
 
         vocabulary = Vocabulary(tuple(fitted["vocabulary"]))
+        words_only = fitted["tokenizer"]["ngrams"] < ngrams
         idf = None if fitted["idf"] is None else np.asarray(fitted["idf"], np.float32)
         index = {name: i for i, name in enumerate(classes or [])}
         source = open_location(typed_uri)
@@ -578,6 +619,9 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
                     if not rows.num_rows:
                         continue
                     documents = rows.column("tokens")
+                    if words_only:
+                        documents = unigram_prefix(documents.combine_chunks() if hasattr(documents, "combine_chunks")
+                                                   else documents, ngrams)  # fmt: skip
                     if fitted["output"] == "sequence":
                         features = vocabulary.sequences(documents, fitted["sequence_length"], fitted["truncate"])
                     else:

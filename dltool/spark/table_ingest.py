@@ -84,13 +84,14 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         names = rows.columns
         plain = rows.toDF(*[f"_c{i}" for i in range(len(names))])
         typed = plain.mapInArrow(_type_task(staging.uri, rules, reader.name, classify, names), TYPE_OUTPUT).collect()
-        stats, quarantined, first_errors = FitStats(rules.numeric, rules.categorical, rules.vectors), 0, []
+        stats, quarantined, first_errors = FitStats(rules.numbers, rules.categorical, rules.vectors, rules.words), 0, []
         for row in typed:
             stats.merge(pickle.loads(row["stats"]))
             quarantined += row["errors"]
             first_errors += json.loads(row["first_errors"])[: max(0, 5 - len(first_errors))]
         if fitted is None:
-            pre = stats.preprocess(_fills(spark, cfg, stats, staging), cfg.categorical_encoding, classify, cfg.scale)
+            pre = stats.preprocess(_fills(spark, cfg, stats, staging), cfg.categorical_encoding, classify, cfg.scale,
+                                   rules.dates, cfg.max_words)  # fmt: skip
         else:
             pre = fitted
         staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
@@ -103,6 +104,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     staging.child(TYPED).delete()
     shards = _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates)
     columns = {"numeric": list(cfg.numeric), "categorical": list(cfg.categorical), "left_out": dict(reader.left_out)}
+    columns.update({role: list(getattr(cfg, role)) for role in ("dates", "words") if getattr(cfg, role)})
     return dataclasses.replace(shards, columns=columns)
 
 
@@ -165,7 +167,7 @@ def _type_task(staging_uri, rules, reader_name, classify, names: list[str]):
     """The mapInArrow function of the second pass: check and type the task's rows; quarantined ones
     to `_errors/part-NNNNN.parquet`, typed ones to `_typed/part-NNNNN.parquet`; one summary row."""
 
-    content = [*rules.numeric, *rules.categorical, *rules.vectors, *(["_label"] if rules.label else [])]
+    content = [*rules.numbers, *rules.categorical, *rules.words, *rules.vectors, *(["_label"] if rules.label else [])]
 
     def run(batches):
         import pickle
@@ -179,7 +181,7 @@ def _type_task(staging_uri, rules, reader_name, classify, names: list[str]):
         part = TaskContext.get().partitionId()
         staging = open_location(staging_uri)
         target = staging.child(TYPED, f"part-{part:05d}.parquet")
-        stats = FitStats(rules.numeric, rules.categorical, rules.vectors)
+        stats = FitStats(rules.numbers, rules.categorical, rules.vectors, rules.words)
         errors, writer = [], None
         try:
             for batch in batches:
@@ -218,19 +220,20 @@ def _fills(spark, cfg, stats, staging) -> dict[str, float]:
     empty = [c for c, mean in means.items() if mean is None]
     if empty:
         raise ConfigError(f"{cfg.input}: numeric column(s) {empty} have no values in the train split; nothing to impute")
-    if not cfg.numeric or cfg.impute == "mean":
+    numbers = list(stats.numeric)  # the numeric columns and the date features
+    if not numbers or cfg.impute == "mean":
         return means
     if stats.rows["train"] <= SMALL:
-        return _fills_here(cfg, staging)
+        return _fills_here(cfg, numbers, staging)
     train = spark.read.parquet(hadoop_uri(staging.child(TYPED))).where(F.col("split") == "train")
     if cfg.impute == "median":  # as Spark ML's Imputer: approximate, relative error 0.001
-        row = train.agg(*[F.percentile_approx(column(c), 0.5, 1000) for c in cfg.numeric]).first()
+        row = train.agg(*[F.percentile_approx(column(c), 0.5, 1000) for c in numbers]).first()
     else:  # the most frequent value; ties go to the smallest
-        row = train.agg(*[F.mode(column(c), deterministic=True) for c in cfg.numeric]).first()
-    return {c: float(value) for c, value in zip(cfg.numeric, row)}
+        row = train.agg(*[F.mode(column(c), deterministic=True) for c in numbers]).first()
+    return {c: float(value) for c, value in zip(numbers, row)}
 
 
-def _fills_here(cfg, staging) -> dict[str, float]:
+def _fills_here(cfg, numbers: list[str], staging) -> dict[str, float]:
     """_fills for up to SMALL train rows, read by the driver with pyarrow: no Spark job (three, with the schema read).
 
     The median is the lower median, the value percentile_approx gives when it is exact; the mode
@@ -243,9 +246,9 @@ def _fills_here(cfg, staging) -> dict[str, float]:
 
     typed = staging.child(TYPED)
     table = pads.dataset(typed.path, filesystem=typed.fs, format="parquet").to_table(
-        columns=list(cfg.numeric), filter=pc.field("split") == "train")  # fmt: skip
+        columns=numbers, filter=pc.field("split") == "train")  # fmt: skip
     fills = {}
-    for c in cfg.numeric:
+    for c in numbers:
         values = table.column(c).drop_null()
         if cfg.impute == "median":
             ordered = pc.sort_indices(values)

@@ -79,6 +79,26 @@ class TextCnnArgs(_BuiltinArgs):
     dropout: float = Field(0.3, ge=0, lt=1)
 
 
+class TabularArgs(_BuiltinArgs):
+    """`train.model.args` of tabular."""
+
+    # Each numeric column's value -> `frequencies` ReLU units with their own slopes and breakpoints -> a
+    # `embedding`-wide vector (0: the units as they are): a learnt piecewise-linear encoding per column.
+    frequencies: int = Field(32, ge=1)
+    embedding: int = Field(8, ge=0)
+    units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256, 256])
+    dropout: float = Field(0.1, ge=0, lt=1)
+    linear: bool = True  # the head also sees the standardised features: a linear model is one step away
+    l2: float = Field(0.0, ge=0)
+
+
+class TextMlpArgs(_BuiltinArgs):
+    """`train.model.args` of text_mlp."""
+
+    units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256])
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
 class MlpArgs(_BuiltinArgs):
     """`train.model.args` of mlp."""
 
@@ -104,16 +124,17 @@ def build_model(train: TrainSettings, manifest: Manifest, target_scale: list[flo
     keras.utils.set_random_seed(train.seed)
 
     inputs = keras.Input(shape=shape, dtype=dtype, name="features")
+    name = _builtin_name(spec, manifest) if spec.kind == "builtin" else None
     if spec.kind == "application" and manifest.reader == "image":
         x = _application_preprocessing(spec.application.name, inputs)
     else:
-        x = _normalise(inputs, manifest)
+        # tabular takes one-hot and word slots as 0/1: standardised, a rare one would be a huge value.
+        x = _normalise(inputs, manifest, numeric_slots(manifest) if name == "tabular" else None)
 
     if spec.kind == "factory":
         y = _factory_body(spec, x, shape, outputs, manifest)
         return keras.Model(inputs, y, name="factory")
     if spec.kind == "builtin":
-        name = _builtin_name(spec, manifest)
         x = _builtin_body(name, spec.args, x, manifest)
     elif spec.kind == "layers":
         name = "layers"
@@ -216,8 +237,22 @@ def _dims(shape) -> list:
 # --- preprocessing ------------------------------------------------------------------------
 
 
-def _normalise(inputs, manifest: Manifest):
-    """Cast to float32 and standardise with the train split's stats along their axis."""
+def numeric_slots(manifest: Manifest) -> int:
+    """How many of a flat feature vector's slots, from the first, hold numbers: a table's numeric columns and date
+    parts (its one-hot and word slots follow); every slot of a vector without column roles (Spark ML's)."""
+    from dltool.transforms.table import date_features
+
+    width = math.prod(manifest.features.shape)
+    columns, names = manifest.columns, manifest.feature_names
+    if not columns or not names:
+        return width
+    numeric = set(columns.get("numeric", [])) | set(date_features(columns.get("dates", [])))
+    return next((i for i, n in enumerate(names) if n not in numeric), len(names))
+
+
+def _normalise(inputs, manifest: Manifest, scaled_slots: int | None = None):
+    """Cast to float32 and standardise with the train split's stats along their axis (flat features: only the first
+    `scaled_slots`, when given; the others pass as they are)."""
     import keras
     import numpy as np
 
@@ -240,6 +275,8 @@ def _normalise(inputs, manifest: Manifest):
         )
     # A feature that is constant over train (std 0) is only centred: dividing by 0 gives inf.
     std = np.where(std > 0, std, 1.0)
+    if scaled_slots is not None and len(shape) == 1:
+        mean[scaled_slots:], std[scaled_slots:] = 0.0, 1.0
     # dtype float32: under mixed precision, float16 would overflow on large raw values (income).
     return keras.layers.Normalization(
         axis=axis + 1, mean=mean.tolist(), variance=(std**2).tolist(), dtype="float32", name="normalise"
@@ -330,6 +367,10 @@ def _builtin_body(name: str, args: dict, x, manifest: Manifest):
 
     if name == "text_cnn":
         return _text_cnn(_builtin_args(TextCnnArgs, args, name), x, manifest)
+    if name == "tabular":
+        return _tabular(_builtin_args(TabularArgs, args, name), x, manifest)
+    if name == "text_mlp" and manifest.vocabulary is not None and len(x.shape) == 2 and x.dtype == "float32":
+        return _text_mlp(_builtin_args(TextMlpArgs, args, name), x)
     if name in ("mlp", "text_mlp"):
         options = _builtin_args(MlpArgs, args, name)
         if len(x.shape) > 2:
@@ -384,6 +425,70 @@ def _text_cnn(options: TextCnnArgs, x, manifest: Manifest):
     x = keras.layers.Conv1D(options.filters, options.kernel_size, padding="same", activation="relu", name="conv")(x)
     x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
     return _dense_top(x, options.dense, options.dropout)
+
+
+def _text_mlp(options: TextMlpArgs, x):
+    """A bag of words (TF-IDF or counts, slot 0 the out-of-vocabulary tokens) -> unit length -> a wide ReLU layer.
+
+    The OOV slot is left out: with a capped vocabulary of words and word pairs it holds a third of
+    a short document's weight (measured), and would swamp the rest once each document is scaled to
+    unit length, as TF-IDF with logistic regression does (scikit-learn's TfidfVectorizer).
+    """
+    import keras
+
+    width = x.shape[1]
+    if width > 1:
+        slots = keras.layers.Reshape((width, 1), name="slots")(x)
+        x = keras.layers.Reshape((width - 1,), name="known")(keras.layers.Cropping1D((1, 0), name="without_oov")(slots))
+    x = keras.layers.UnitNormalization(name="unit_length")(x)
+    for i, units in enumerate(options.units):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
+        if options.dropout:
+            x = keras.layers.Dropout(options.dropout, name=f"dropout_{i}")(x)
+    return x
+
+
+def _tabular(options: TabularArgs, x, manifest: Manifest):
+    """An MLP over per-column numeric embeddings, with a linear path to the head (for tables and feature vectors).
+
+    The numeric slots lead a table's features (numbers, then date parts; then one-hot and word
+    slots, which pass through as they are). Each numeric value gets its own `frequencies` ReLU
+    units (EinsumDense: a slope and a breakpoint per unit and column), so the network can cut a
+    column at learnt thresholds as trees do (embeddings for numerical features, Gorishniy et al.
+    2022), mixed down to `embedding` values per column. Standard Keras layers only: the saved
+    model loads without dltool.
+    """
+    import keras
+
+    if len(x.shape) > 2:
+        x = keras.layers.Flatten(name="flatten")(x)
+    width = x.shape[1]
+    leading = numeric_slots(manifest)
+    features = [x]
+    if leading:
+        column = keras.layers.Reshape((width, 1), name="slots")(x)
+        numbers = x
+        if leading < width:
+            numbers = keras.layers.Reshape((leading,), name="numeric")(
+                keras.layers.Cropping1D((0, width - leading), name="numeric_slots")(column))
+            rest = keras.layers.Cropping1D((leading, 0), name="other_slots")(column)
+            features = [keras.layers.Flatten(name="other")(rest)]
+        else:
+            features = []
+        e = keras.layers.EinsumDense("bn,nk->bnk", output_shape=(leading, options.frequencies), bias_axes="nk",
+                                     name="numeric_embedding")(numbers)  # fmt: skip
+        e = keras.layers.ReLU(name="numeric_embedding_relu")(e)
+        if options.embedding:
+            e = keras.layers.EinsumDense("bnk,nkd->bnd", output_shape=(leading, options.embedding), bias_axes="nd",
+                                         name="numeric_embedding_mix")(e)  # fmt: skip
+        features.insert(0, keras.layers.Flatten(name="numeric_embedded")(e))
+    h = features[0] if len(features) == 1 else keras.layers.Concatenate(name="embedded")(features)
+    for i, units in enumerate(options.units):
+        h = keras.layers.Dense(units, activation="relu", name=f"dense_{i}",
+                               kernel_regularizer=keras.regularizers.L2(options.l2) if options.l2 else None)(h)
+        if options.dropout:
+            h = keras.layers.Dropout(options.dropout, name=f"dropout_{i}")(h)
+    return keras.layers.Concatenate(name="with_linear")([h, x]) if options.linear else h
 
 
 def _mel_frontend(x, manifest: Manifest):

@@ -27,10 +27,8 @@ from dltool.storage.stores import storage_settings, with_storage
 from dltool.train import checkpoints as ckpt
 from dltool.train.job import TrainJob
 from dltool.train.metrics import loss_name, resolve_metrics
+from dltool.train.sizing import sized
 
-# Examples per step when the config names no batch size: the same for any number of workers,
-# so a run's quality does not depend on the cluster's size (rounded up to split evenly).
-DEFAULT_GLOBAL_BATCH = 32
 # Fields that may change between a run and its resume without invalidating its checkpoints.
 RESUMABLE_CHANGES = {"epochs", "workers", "max_retries", "timeout_s", "run_dir", "early_stopping", "cache_mb", "final",
                      "steps_per_execution"}  # fmt: skip
@@ -79,7 +77,8 @@ def run_training(
     run_dir = open_location(train.run_dir)
     ckpt.check_run_dir_is_ours(run_dir, protected_paths(config))
     with OutputLock(run_dir):  # a second command training into this run dir fails at once
-        digest = _train_hash(train, manifest)
+        digest = _train_hash(train, manifest)  # as configured: the sizing follows from it and the manifest
+        train = sized(train, manifest.rows("train"), train.workers or 1)
         previous = ckpt.read_json(run_dir.child(ckpt.RUN_FILE))
         if overwrite:
             ckpt.clear_run(run_dir)
@@ -107,6 +106,8 @@ def run_training(
         # Workers build the model from the train section alone: `builtin: auto` is decided here,
         # where every reader (a plugin too) is registered.
         config = _with_auto_model_resolved(config, manifest)
+        unsized = config.train
+        config = config.model_copy(update={"train": sized(unsized, manifest.rows("train"), unsized.workers or 1)})
         if config.tracking.mlflow is not None:  # before Spark starts: an unreachable server costs nothing
             from dltool.tracking import check_reachable
 
@@ -124,6 +125,8 @@ def run_training(
             slots = wait_for_slots(spark, train.workers)
             workers = train.workers or slots
             check_slots(spark, workers, slots)
+            train = sized(unsized, manifest.rows("train"), workers)
+            config = config.model_copy(update={"train": train})
             plan = _plan(config, manifest, workers)
             local = spark.sparkContext.master.startswith("local")
             view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
@@ -222,10 +225,6 @@ def _with_auto_model_resolved(config: ExperimentConfig, manifest: Manifest) -> E
     return config.model_copy(update={"train": train})
 
 
-def default_global_batch(workers: int) -> int:
-    return -(-DEFAULT_GLOBAL_BATCH // workers) * workers
-
-
 def _target_scale(dataset: Location, manifest: Manifest) -> list[float] | None:
     """[mean, std] of a regression's train labels (read from its shards' label column); None for classes.
 
@@ -291,7 +290,7 @@ def _plan(config: ExperimentConfig, manifest: Manifest, workers: int) -> Plan:
         per_worker = train.per_worker_batch_size
         global_batch = per_worker * workers
     else:
-        global_batch = train.global_batch_size or default_global_batch(workers)
+        global_batch = train.global_batch_size  # sized to the rows when the config names none
         if global_batch % workers:
             raise ConfigError(
                 f"train.global_batch_size: {global_batch} does not split evenly over {workers} workers; "

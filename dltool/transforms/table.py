@@ -46,6 +46,13 @@ class RowRules:
     corrupt: str | None = None  # the column holding a row the source could not split into fields (CSV)
     split_column: str | None = None  # what names each row's split: dataset.split.column, or _relpath (by: path)
     classes: tuple[str, ...] | None = None  # the known classes (a fitted preprocessing's): another label is quarantined
+    dates: tuple[str, ...] = ()  # date or timestamp columns: each becomes the numeric `date_features`
+    words: tuple[str, ...] = ()  # free-text columns (names, titles): each becomes 0/1 slots of its frequent words
+
+    @property
+    def numbers(self) -> tuple[str, ...]:
+        """Every numeric column of the typed rows: the numeric ones, then each date's features."""
+        return self.numeric + tuple(date_features(self.dates))
 
     def check(self, batch):
         """(typed good rows, quarantined rows) of a raw batch: the error rows hold key, path, error_class, message."""
@@ -90,19 +97,24 @@ class RowRules:
             values, unparsed = _parse_numbers(text[c], missing[c])
             problems.add(unparsed, "BadValue", lambda i, c=c: f"field {c}: '{batch.column(c)[i].as_py()[:60]}' is not a number")
             numbers[c] = values
+        for c in self.dates:
+            parts, unparsed = _parse_dates(text[c], missing[c])
+            problems.add(unparsed, "BadValue", lambda i, c=c: f"field {c}: '{batch.column(c)[i].as_py()[:60]}' is not "
+                         "a date or time (expected ISO 8601: 2024-05-31, 2024-05-31 13:45:00)")  # fmt: skip
+            numbers.update(zip(date_features([c]), parts))
         targets = [self.label] if self.label and self.regression else []  # never imputed
         for c in (list(self.numeric) if self.non_finite == "quarantine" else []) + targets:
             problems.add(~np.isfinite(numbers[c]) & ~np.isnan(numbers[c]) | _spells_nan(text[c]),
                          "NonFinite", lambda i, c=c: f"field {c}: '{text[c][i].as_py()}' is not a finite number")  # fmt: skip
-        for c in self.categorical + ((self.label,) if self.label else ()) + self.passthrough:
+        for c in self.categorical + self.words + ((self.label,) if self.label else ()) + self.passthrough:
             found = pc.fill_null(pc.match_substring(batch.column(c), "\ufffd"), False)
             problems.add(found, "EncodingError", lambda i, c=c: f"field {c}: bytes that are not valid {self.encoding}")
         good = ~problems.failed
         typed = {"key": batch.column("key"), "split": batch.column("split")}
-        for c in self.numeric:
+        for c in self.numbers:
             values = np.where(np.isfinite(numbers[c]), numbers[c], np.nan)  # non-finite: missing
             typed[c] = pa.array(values, pa.float64(), mask=np.isnan(values))
-        for c in self.categorical:
+        for c in self.categorical + self.words:
             typed[c] = pc.if_else(pa.array(missing[c]), pa.scalar(None, pa.string()), text[c])
         typed.update({c: batch.column(c) for c in self.vectors})
         typed.update({c: batch.column(c).cast(pa.string()) for c in self.passthrough})
@@ -112,7 +124,7 @@ class RowRules:
         return table, problems.table(batch)
 
     def _text_columns(self) -> list[str]:
-        used = self.numeric + self.categorical + tuple(c for c in (self.label, self.key_column) if c)
+        used = self.numeric + self.dates + self.categorical + self.words + tuple(c for c in (self.label, self.key_column) if c)
         return list(dict.fromkeys(used))
 
 
@@ -188,6 +200,42 @@ def _parse_numbers(text, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return values, unparsed
 
 
+# What each date or timestamp column becomes: days since 1970-01-01 (with the time of day as a fraction),
+# the month (1-12), the day of the month, the weekday (0 = Monday) and the hour (0-23).
+DATE_PARTS = ("days", "month", "day", "weekday", "hour")
+
+
+def date_features(columns) -> list[str]:
+    """The numeric feature names of date columns, `column:part`."""
+    return [f"{c}:{part}" for c in columns for part in DATE_PARTS]
+
+
+def _parse_dates(text, missing: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The DATE_PARTS of ISO 8601 dates and times as float64 (NaN where missing or unparsable), and the mask of
+    present fields that are not dates. A zone offset (Z, +02:00) is dropped: the parts are the record's local time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), pc.replace_substring_regex(
+        text, r"(?:Z|[+-]\d\d:?\d\d)$", ""))  # fmt: skip
+    try:
+        stamps = pc.cast(present, pa.timestamp("us"))
+        unparsed = np.zeros(len(missing), bool)
+    except pa.ArrowInvalid:  # some field is not a date: parse field by field, those become NaN
+        values, unparsed = [], np.zeros(len(missing), bool)
+        for i, value in enumerate(present.to_pylist()):
+            try:
+                values.append(None if value is None else pc.cast(pa.scalar(value), pa.timestamp("us")).as_py())
+            except (pa.ArrowInvalid, ValueError):
+                values.append(None)
+                unparsed[i] = True
+        stamps = pa.array(values, pa.timestamp("us"))
+    as_float = lambda a: pc.cast(a, pa.float64()).to_numpy(zero_copy_only=False)  # noqa: E731
+    days = as_float(pc.cast(stamps, pa.int64())) / 86_400e6
+    return [days, as_float(pc.month(stamps)), as_float(pc.day(stamps)), as_float(pc.day_of_week(stamps)),
+            as_float(pc.hour(stamps))], unparsed  # fmt: skip
+
+
 # What pyarrow's cast parses as a float: decimal and exponent forms, inf, infinity, nan (any case).
 NUMBER = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)$"
 
@@ -212,13 +260,16 @@ class FitStats:
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     vectors: dict[str, int]
+    words: tuple[str, ...] = ()
     sums: dict[str, list[float]] = field(default_factory=dict)  # column -> [count, sum, sum of squares] of train values
     categories: dict[str, Counter] = field(default_factory=dict)  # column -> train value counts (None: missing)
     vector_moments: dict[str, list] = field(default_factory=dict)  # column -> [count, sums, squares] per value
+    word_counts: dict[str, Counter] = field(default_factory=dict)  # column -> train rows each word appears in
     labels: set = field(default_factory=set)  # class labels over every split
     rows: Counter = field(default_factory=Counter)  # good rows per split
 
     def add(self, typed, classify: bool) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         for split, count in Counter(typed.column("split").to_pylist()).items():
@@ -233,6 +284,12 @@ class FitStats:
         for c in self.categorical:
             counts = self.categories.setdefault(c, Counter())
             for entry in pc.value_counts(train.column(c)).to_pylist():
+                counts[entry["values"]] += entry["counts"]
+        for c in self.words:
+            rows, words = _row_words(train.column(c))
+            pairs = pa.table({"row": rows, "word": words}).group_by(["row", "word"]).aggregate([])  # once per row
+            counts = self.word_counts.setdefault(c, Counter())
+            for entry in pc.value_counts(pairs.column("word")).to_pylist():
                 counts[entry["values"]] += entry["counts"]
         for c, size in self.vectors.items():
             values = np.asarray(pc.list_flatten(train.column(c)).to_numpy(), np.float64).reshape(-1, size)
@@ -250,6 +307,8 @@ class FitStats:
             self.sums[c] = [old[0] + n, old[1] + s, old[2] + q]
         for c, counts in other.categories.items():
             self.categories.setdefault(c, Counter()).update(counts)
+        for c, counts in other.word_counts.items():
+            self.word_counts.setdefault(c, Counter()).update(counts)
         self._check_distinct()
         for c, update in other.vector_moments.items():
             old = self.vector_moments.get(c)
@@ -259,16 +318,27 @@ class FitStats:
         if len(self.labels) > MAX_DISTINCT:
             raise ConfigError(f"ingest.label: more than {MAX_DISTINCT:,} distinct classes: is it an id or a number? "
                               "(use task: regression for numbers)")  # fmt: skip
+        for counts in self.word_counts.values():
+            if len(counts) > MAX_DISTINCT:  # keep the most frequent: bounded, and the vocabulary takes only the top
+                kept = counts.most_common(MAX_DISTINCT // 2)
+                counts.clear()
+                counts.update(dict(kept))
         for c, counts in self.categories.items():
             if len(counts) > MAX_DISTINCT:
                 raise ConfigError(f"ingest.categorical: column {c} has more than {MAX_DISTINCT:,} distinct train values "
                                   "(an id or free text?): leave it out of categorical")  # fmt: skip
 
-    def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool) -> Preprocess:
-        """The fitted preprocessing; `fills` holds each numeric column's imputed value."""
+    def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool,
+                   dates: tuple[str, ...] = (), max_words: int = 0) -> Preprocess:
+        """The fitted preprocessing; `fills` holds each numeric column's imputed value (date features included).
+        A free-text column keeps its `max_words` most frequent words that appear in at least 2 train rows."""
         vocabularies = {c: sorted(v for v in self.categories.get(c, {}) if v is not None) for c in self.categorical}
         labels = sorted(self.labels) if classify else None
-        pre = Preprocess(dict(fills), vocabularies, encoding, dict(self.vectors), labels)
+        words = {}
+        for c in self.words:
+            frequent = sorted(((-n, w) for w, n in self.word_counts.get(c, {}).items() if n >= 2 and w))[:max_words]
+            words[c] = sorted(w for _, w in frequent)
+        pre = Preprocess(dict(fills), vocabularies, encoding, dict(self.vectors), labels, dates=list(dates), words=words)
         return pre.with_scale(self._moments(pre)) if scale else pre
 
     def means(self) -> dict[str, float | None]:
@@ -292,6 +362,8 @@ class FitStats:
             else:
                 index = np.arange(len(per_slot))
                 parts.append([float((index * per_slot).sum()), float((index * index * per_slot).sum())])
+        for c in self.words:
+            parts += [[k, k] for k in (self.word_counts[c][w] for w in pre.words[c])]
         for c in self.vectors:
             _, sums, squares = self.vector_moments.get(c, [0, np.zeros(self.vectors[c]), np.zeros(self.vectors[c])])
             parts += [[float(s), float(q)] for s, q in zip(sums, squares)]
@@ -308,12 +380,15 @@ class Preprocess:
     labels: list[str] | None = None  # the class vocabulary (classification)
     scale: dict[str, list[float]] | None = None  # {"mean": [...], "std": [...]} per slot, when standardised
     version: int = 1
+    dates: list[str] = field(default_factory=list)  # date columns: their `date_features` are among `numeric`
+    words: dict[str, list[str]] = field(default_factory=dict)  # free-text column -> its kept words, sorted
     names: list[str] = field(init=False)
 
     def __post_init__(self):
         names = list(self.numeric)
         for column, vocab in self.categorical.items():
             names += [f"{column}={v}" for v in vocab] + [f"{column}={OTHER}"] if self.encoding == "onehot" else [column]
+        names += [f"{column}~{w}" for column, vocab in self.words.items() for w in vocab]
         names += [f"{c}[{i}]" for c, n in self.vectors.items() for i in range(n)]
         object.__setattr__(self, "names", names)
 
@@ -324,7 +399,16 @@ class Preprocess:
     def to_json(self) -> dict:
         out = asdict(self)
         out.pop("names")
+        for key in ("dates", "words"):
+            if not out[key]:
+                out.pop(key)  # the file of a table without them stays as it was
         return out
+
+    @property
+    def source_numeric(self) -> list[str]:
+        """The numeric source columns (without the date features)."""
+        derived = set(date_features(self.dates))
+        return [c for c in self.numeric if c not in derived]
 
     @classmethod
     def from_json(cls, data: dict) -> Preprocess:
@@ -357,6 +441,12 @@ class Preprocess:
             else:
                 out[:, at] = index
                 at += 1
+        for column, vocab in self.words.items():
+            rows_of, words = _row_words(typed.column(column))
+            index = pc.index_in(words, value_set=pa.array(vocab, pa.string()))
+            found = np.asarray(pc.is_valid(index).to_numpy(zero_copy_only=False), bool)
+            out[np.asarray(rows_of)[found], at + np.asarray(index.drop_null(), np.int64)] = 1.0
+            at += len(vocab)
         for column, size in self.vectors.items():
             flat = pc.list_flatten(typed.column(column)).to_numpy(zero_copy_only=False)
             out[:, at : at + size] = np.asarray(flat, np.float64).reshape(rows, size)
@@ -372,6 +462,17 @@ class Preprocess:
         import pyarrow.compute as pc
 
         return pc.index_in(column, value_set=pa.array(self.labels, pa.string())).to_numpy(zero_copy_only=False)
+
+
+def _row_words(column):
+    """(row index, word) pairs of a text column: lower-cased, split at anything but letters and digits."""
+    import pyarrow.compute as pc
+
+    tokens = pc.split_pattern_regex(pc.utf8_lower(column), r"[^\w]+")
+    words = pc.list_flatten(tokens)
+    rows = pc.list_parent_indices(tokens)
+    keep = pc.not_equal(words, "")
+    return pc.filter(rows, keep).to_numpy(zero_copy_only=False), pc.filter(words, keep)
 
 
 def moments(features: np.ndarray) -> np.ndarray:

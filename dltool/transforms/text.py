@@ -61,9 +61,9 @@ class Tokenizer:
 
 
     def token_lists(self, texts: pa.Array) -> pa.ListArray:
-        """The tokens of each text (non-null) as one list<string> array: Arrow kernels for word tokens,
-        a Python loop over `tokens` for characters and n-grams."""
-        if self.split != "whitespace" or self.ngrams != 1:
+        """The tokens of each text (non-null) as one list<string> array: Arrow kernels for word tokens and their
+        n-grams, a Python loop over `tokens` for characters."""
+        if self.split != "whitespace":
             return pa.array([self.tokens(t) for t in texts.to_pylist()], pa.list_(pa.string()))
         x = texts
         if self.normalize:  # in Python: pyarrow 25's utf8_normalize decomposes whatever the form
@@ -78,7 +78,53 @@ class Tokenizer:
         keep = pc.not_equal(flat, "")
         counts = np.bincount(rows[keep.to_numpy(zero_copy_only=False)], minlength=len(parts))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(keep))
+        words = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(keep))
+        return with_ngrams(words, self.ngrams)
+
+
+def with_ngrams(words: pa.ListArray, ngrams: int) -> pa.ListArray:
+    """Each list of words followed by its n-grams for n = 2..ngrams, joined by " " (the order `Tokenizer.tokens`
+    gives), with Arrow kernels: each n-gram joins the words at positions i..i+n-1 of one document."""
+    if ngrams == 1 or not len(words):
+        return words
+    flat = pc.list_flatten(words)
+    lengths = pc.list_value_length(words).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    pieces, counts = [flat], [lengths]
+    for n in range(2, ngrams + 1):
+        per_doc = np.maximum(lengths - n + 1, 0)
+        first = np.repeat(starts, per_doc) + (np.arange(per_doc.sum()) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc))
+        grams = flat.take(pa.array(first))
+        for k in range(1, n):
+            grams = pc.binary_join_element_wise(grams, flat.take(pa.array(first + k)), " ")
+        pieces.append(grams)
+        counts.append(per_doc)
+    # Per document: its words, then its 2-grams, ...: a stable sort by document keeps that order within each.
+    documents = np.concatenate([np.repeat(np.arange(len(lengths)), c) for c in counts])
+    order = np.argsort(documents, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(sum(counts))]).astype(np.int32)
+    values = pa.concat_arrays([p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in pieces])
+    return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(order)))
+
+
+def unigram_prefix(lists: pa.ListArray, ngrams: int) -> pa.ListArray:
+    """The words of token lists made with 1..`ngrams`-grams (a document of w words has w(n) - sum of (k - 1) tokens):
+    the first w tokens of each list, where `with_ngrams` put them."""
+    if ngrams == 1 or not len(lists):
+        return lists
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    # tokens = sum over k of max(w - k + 1, 0): solve for w by trying the lengths a document can have
+    extra = sum(k - 1 for k in range(2, ngrams + 1))
+    words = np.where(lengths > 0, (lengths + extra) // ngrams, 0)
+    words = np.minimum(words, lengths)
+    short = words * ngrams - extra != lengths  # documents shorter than ngrams words: fewer n-gram kinds
+    for i in np.flatnonzero(short):
+        n = int(lengths[i])
+        words[i] = next(w for w in range(n + 1) if sum(max(w - k + 1, 0) for k in range(1, ngrams + 1)) == n)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    index = np.repeat(first, words) + (np.arange(words.sum()) - np.repeat(np.cumsum(words) - words, words))
+    offsets = np.concatenate([[0], np.cumsum(words)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pc.list_flatten(lists).take(pa.array(index)))
 
 
 def token_counts(lists: pa.ListArray, per_document: bool = False) -> dict[str, int]:

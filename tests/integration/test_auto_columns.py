@@ -30,16 +30,23 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     columns = manifest["columns"]
     assert columns["numeric"] == ["income (k)", "is member"] and columns["categorical"] == ["plan.name"]
-    assert set(columns["left_out"]) == {"row id", "signed up", "note"}
-    assert columns["left_out"]["row id"].startswith("an id:")
-    assert columns["left_out"]["signed up"] == "timestamps or dates"
-    assert "distinct values" in columns["left_out"]["note"]
+    assert columns["dates"] == ["signed up"] and columns["words"] == ["note"]
+    assert set(columns["left_out"]) == {"row id"} and columns["left_out"]["row id"].startswith("an id:")
     assert summary["left_out"] == columns["left_out"]
-    assert manifest["features"]["names"] == ["income (k)", "is member", "plan.name=basic", "plan.name=pro",
-                                             "plan.name=team", "plan.name=<other>"]  # fmt: skip
+    date_parts = [f"signed up:{p}" for p in ("days", "month", "day", "weekday", "hour")]
+    # The note's words in 2+ train rows; its random numbers are in one row each.
+    assert manifest["features"]["names"] == ["income (k)", "is member", *date_parts, "plan.name=basic",
+                                             "plan.name=pro", "plan.name=team", "plan.name=<other>", "note~a",
+                                             "note~comma", "note~free", "note~text", "note~with"]  # fmt: skip
     spec = TensorSpec.from_json(manifest["features"])
     train = read_split(tmp_path / "out", "train")
     features = decode_tensors(train.column("features"), spec)
     assert set(np.unique(features[:, 1])) == {0.0, 1.0}  # true/false became 1/0
+    # Row r (1-based) signed up on 2024-01-(1 + (r - 1) % 28) at 10:00; 2024-01-01 is a Monday, day 19723 since 1970.
+    offset = np.array([(int(k.rsplit(":", 1)[1]) - 1) % 28 for k in train.column("key").to_pylist()])
+    expected = np.stack([19723 + offset + 10 / 24, np.ones_like(offset), 1 + offset, offset % 7, np.full_like(offset, 10)], 1)
+    np.testing.assert_allclose(features[:, 2:7], expected, rtol=1e-6)
+    assert (features[:, -5:] == 1).all()  # every note has each of the five words
     pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
-    assert list(pre["numeric"]) == ["income (k)", "is member"]
+    assert list(pre["numeric"]) == ["income (k)", "is member", *date_parts] and pre["dates"] == ["signed up"]
+    assert pre["words"] == {"note": ["a", "comma", "free", "text", "with"]}

@@ -66,7 +66,7 @@ def layer_output(model, name: str, x):
         (manifest("image", (12, 12, 1), "float32"), "small_cnn"),
         (manifest("audio", (20, 16, 1), "float32", axis=1), "audio_cnn"),
         (WAVEFORM, "audio_cnn"),
-        (manifest("csv", (6,), "float32"), "mlp"),
+        (manifest("csv", (6,), "float32"), "tabular"),
         (manifest("text", (10,), "int32", vocabulary=("a", "b", "c", "d")), "text_cnn"),
         (manifest("text", (5,), "float32", vocabulary=("a", "b", "c", "d")), "text_mlp"),
     ],
@@ -100,6 +100,28 @@ def test_regression_head_is_one_linear_unit_and_mlp_flattens_images():
         "output_shape": [None, 1],
     }
     assert model.get_layer("output").get_config()["activation"] == "linear"
+
+
+def test_tabular_embeds_each_numeric_column_and_passes_other_slots_and_a_linear_path(tmp_path):
+    names = ("age", "day:days", "day:month", "day:day", "day:weekday", "day:hour", "plan=a", "plan=<other>", "name~x")
+    columns = {"numeric": ["age"], "categorical": ["plan"], "dates": ["day"], "words": ["name"], "left_out": {}}
+    m = manifest("csv", (9,), "float32", feature_names=names, columns=columns)
+    model = build_model(train({"builtin": "tabular", "args": {"frequencies": 4, "embedding": 3, "units": [7]}}), m)
+    assert model.name == "tabular"
+    assert model.get_layer("numeric_embedding").kernel.shape == (6, 4)  # the number and the 5 date parts, 4 units each
+    assert model.get_layer("numeric_embedded").output.shape == (None, 6 * 3)
+    assert model.get_layer("other").output.shape == (None, 3)  # one-hot and word slots as they are
+    assert model.get_layer("with_linear").output.shape == (None, 7 + 9)  # the hidden layer and the features
+    x = sample(m)
+    before = model(x).numpy()
+    model.save(tmp_path / "m.keras")  # standard Keras layers only: loads with no dltool code
+    code = (f"import keras, numpy as np; m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}); "
+            f"np.save({str(tmp_path / 'out.npy')!r}, m(np.load({str(tmp_path / 'x.npy')!r})).numpy())")
+    np.save(tmp_path / "x.npy", x)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), before, rtol=1e-5)
+    vectors = build_model(train({"builtin": "tabular"}), manifest("csv", (5,), "float32"))  # no names: all numeric
+    assert vectors.get_layer("numeric_embedding").kernel.shape == (5, 32)
 
 
 def test_mixed_precision_keeps_preprocessing_and_head_float32():

@@ -29,7 +29,7 @@ def _docs(folder, classes=("good", "bad"), per_class=12, seed=0):
 def _config(write_config, tmp_path, ingest: dict, name="experiment.yaml", **dataset):
     data = {"name": "text", "spark": {"master": "local[2]"},
             "dataset": {"path": str(tmp_path / "dataset"), "split": {"train": 0.6, "val": 0.2, "test": 0.2}, **dataset},
-            "ingest": {"reader": "text", **ingest}}  # fmt: skip
+            "ingest": {"reader": "text", "output": "sequence", **ingest}}  # fmt: skip
     return write_config(data, name)
 
 
@@ -144,6 +144,7 @@ def test_a_jsonl_text_column_and_lines_of_files(spark, tmp_path, write_config):
     {"output": "sequence", "sequence_length": 8, "truncate": "start", "ngrams": 2},
     {"output": "tf_idf", "lowercase": False, "split": "character"},
     {"output": "count", "normalize": "NFKC", "min_count": 2},
+    {"output": "auto"},  # a tiny corpus of short documents: TF-IDF of words and word pairs
 ])  # fmt: skip
 def test_the_raw_string_layers_give_the_ingested_features(spark, tmp_path, write_config, settings):
     """Keras's TextVectorization, fed the fitted vocabulary, computes from raw text what ingest stored."""

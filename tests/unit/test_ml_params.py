@@ -65,13 +65,16 @@ def test_rows_that_cannot_be_written_are_named_with_the_reason():
     assert errors[0]["key"] == "short" and "expected 4 for [2, 2] uint8" in errors[0]["message"]
 
 
-def test_settings_left_unset_are_sized_to_the_frame():
-    from dltool.ml.keras import MIN_STEPS, adapted_to_rows
+def test_settings_left_unset_are_sized_to_the_train_rows():
+    from dltool.config.models import TrainSettings
+    from dltool.train.sizing import MIN_STEPS, sized
 
-    small = adapted_to_rows({"workers": 1}, 135)  # iris's train rows
-    assert small["global_batch_size"] == 8 and small["epochs"] * (135 // 8) >= MIN_STEPS
-    assert small["early_stopping"] == {"patience": small["epochs"] // 10 if small["epochs"] >= 100 else 10}
-    big = adapted_to_rows({"workers": 1}, 100_000)
-    assert big["global_batch_size"] == 64 and big["epochs"] == 10
-    mine = {"workers": 1, "epochs": 3, "global_batch_size": 16}
-    assert adapted_to_rows(mine, 135) == mine  # what the user set is kept, and no early stopping added
+    small = sized(TrainSettings(run_dir="r"), 135)  # iris's train rows
+    assert small.global_batch_size == 8 and small.epochs * (135 // 8) >= MIN_STEPS
+    assert small.early_stopping.patience == max(10, small.epochs // 10)
+    big = sized(TrainSettings(run_dir="r"), 100_000)
+    assert big.global_batch_size == 64 and big.epochs == 10
+    assert sized(TrainSettings(run_dir="r"), 135, workers=3).global_batch_size == 9  # splits evenly over 3
+    mine = TrainSettings(run_dir="r", epochs=3, global_batch_size=16)
+    assert sized(mine, 135) == mine  # what the user set is kept, and no early stopping added
+    assert sized(TrainSettings(run_dir="r", per_worker_batch_size=4), 135, workers=2).epochs == 63  # 1000 / 16 steps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -144,3 +146,40 @@ def test_a_categorical_column_or_label_past_the_distinct_cap_is_a_one_line_confi
     typed, _ = check.check(batch(labels))
     with pytest.raises(ConfigError, match=r"^ingest.label: more than 5 distinct classes"):
         FitStats(check.numeric, check.categorical, check.vectors).add(typed, classify=True)
+
+
+def test_dates_become_numeric_parts_and_a_bad_date_is_quarantined_naming_the_field():
+    rows = [GOOD | {"id": "d", "note": "2024-03-02"}, GOOD | {"id": "t", "note": "2024-03-02T18:30:00+02:00"},
+            GOOD | {"id": "m", "note": "NA"}, GOOD | {"id": "b", "note": "next tuesday"}]  # fmt: skip
+    typed, errors = rules(numeric=("x",), passthrough=(), dates=("note",)).check(batch(rows))
+    assert [(e["key"], e["error_class"]) for e in errors.to_pylist()] == [("b", "BadValue")]
+    assert "field note: 'next tuesday' is not a date" in errors.column("message")[0].as_py()
+    # 2024-03-02 is a Saturday (weekday 5), day 19784 since 1970; the zone offset is dropped (local time).
+    parts = {c.split(":")[1]: typed.column(c).to_pylist() for c in typed.column_names if c.startswith("note:")}
+    assert parts == {"days": [19784.0, 19784 + 18.5 / 24, None], "month": [3.0, 3.0, None], "day": [2.0, 2.0, None],
+                     "weekday": [5.0, 5.0, None], "hour": [0.0, 18.0, None]}  # fmt: skip
+    stats = FitStats(("x", *(f"note:{p}" for p in parts)), (), {})
+    stats.add(typed, classify=True)
+    pre = stats.preprocess({c: 0.0 for c in stats.numeric}, "onehot", True, False, dates=("note",))
+    assert pre.source_numeric == ["x"] and Preprocess.from_json(pre.to_json()) == pre
+    assert pre.features(typed)[:, 1].tolist() == pytest.approx([19784.0, 19784 + 18.5 / 24, 0.0])  # missing: the fill
+
+
+def test_a_free_text_column_keeps_its_words_in_two_or_more_train_rows_as_0_1_slots():
+    notes = ["Blue Car, fast", "blue car", "red car!", "the BLUE one", None]
+    raw = batch([GOOD | {"id": f"r{i}", "note": n} for i, n in enumerate(notes)])
+    typed, _ = rules(passthrough=(), words=("note",)).check(raw)
+    stats = FitStats(("x", "y"), ("colour",), {}, ("note",))
+    half = typed.slice(0, 2), typed.slice(2)  # two tasks' totals merge
+    stats.add(half[0], classify=True)
+    other = FitStats(("x", "y"), ("colour",), {}, ("note",))
+    other.add(half[1], classify=True)
+    stats.merge(other)
+    assert stats.word_counts["note"]["blue"] == 3 and stats.word_counts["note"]["car"] == 3  # rows, not occurrences
+    pre = stats.preprocess({"x": 0.0, "y": 0.0}, "onehot", True, True, max_words=1)
+    assert pre.words == {"note": ["blue"]}  # ties by the word: blue before car
+    full = stats.preprocess({"x": 0.0, "y": 0.0}, "onehot", True, False, max_words=10)
+    assert full.words == {"note": ["blue", "car"]} and full.names[-2:] == ["note~blue", "note~car"]
+    assert full.features(typed)[:, -2:].tolist() == [[1, 1], [1, 1], [0, 1], [1, 0], [0, 0]]
+    assert Preprocess.from_json(json.loads(json.dumps(full.to_json()))) == full
+    assert pre.scale["mean"][-1] == pytest.approx(3 / 5)  # the slot's train mean, from the word's row count

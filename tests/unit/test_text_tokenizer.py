@@ -34,13 +34,25 @@ def test_splits_on_ascii_whitespace_runs_like_tf_strings_split():
 
 
 @pytest.mark.parametrize("tokenizer", [Tokenizer(), Tokenizer(normalize="NFKC"), Tokenizer(normalize="NFC"),
-                                       Tokenizer(lowercase=False, strip_punctuation=False)])
+                                       Tokenizer(lowercase=False, strip_punctuation=False), Tokenizer(ngrams=2),
+                                       Tokenizer(ngrams=3)])
 def test_arrow_kernels_tokenise_as_the_python_rule(tokenizer):
     import pyarrow as pa
 
     lists = tokenizer.token_lists(pa.array(HOSTILE))
     assert lists.to_pylist() == [tokenizer.tokens(t) for t in HOSTILE]
     assert lists.to_pylist()[2] == ([] if tokenizer.strip_punctuation else ["!!!"])
+
+
+def test_the_words_of_n_gram_token_lists_are_their_first_tokens():
+    import pyarrow as pa
+
+    from dltool.transforms.text import unigram_prefix
+
+    texts = pa.array(["the cat sat on the mat", "", "one", "a b", "x y z"])
+    for n in (2, 3):
+        lists = Tokenizer(ngrams=n).token_lists(texts)
+        assert unigram_prefix(lists, n).to_pylist() == Tokenizer().token_lists(texts).to_pylist()
 
 
 def test_token_counts_per_token_and_per_document():
@@ -140,10 +152,19 @@ def test_a_task_sends_the_driver_at_most_its_most_frequent_tokens(monkeypatch, t
     monkeypatch.setattr(text, "MIN_TOKENS_PER_TASK", 4)
     monkeypatch.setattr(text, "TOKENS_PER_TASK", 1)
     cfg = TextReaderConfig(reader="text", input=str(tmp_path), max_tokens=3, label={"source": "parent_dir"})
-    docs = text._TypedDocs(cfg, str(tmp_path), 0, None, tfidf=True, labelled=True)
+    docs = text._TypedDocs(cfg, str(tmp_path), 0, None, tfidf=True, labelled=True, ngrams=1)
     docs.tokens = Counter({f"t{i}": 100 - i for i in range(50)})  # a task that saw 50 distinct tokens
     docs.documents_with = Counter({f"t{i}": 1 for i in range(50)})
     tokens, documents_with = docs._top_tokens()
     assert tokens == Counter({"t0": 100, "t1": 99, "t2": 98, "t3": 97}) and set(documents_with) == set(tokens)
     docs.tokens = Counter({"a": 1, "b": 2})
     assert docs._top_tokens()[0] is docs.tokens  # under the cap: exact, unchanged
+
+
+def test_auto_output_is_a_bag_of_words_for_short_documents_and_small_corpora():
+    from dltool.readers.text import auto_output
+
+    assert auto_output(3000, {3: 400, 8: 500, 40: 100}) == "tf_idf"  # 3,000 sayings of median 8 words: 375
+    assert auto_output(3000, {"8": 1000}) == "tf_idf"  # lengths as JSON sends them
+    assert auto_output(300_000, {100: 10, 150: 10, 400: 1}) == "sequence"  # 300k reviews of ~150 words: 2,000
+    assert auto_output(5, {0: 5}) == "tf_idf"  # empty token lists count as one word

@@ -1,0 +1,44 @@
+"""Training settings nobody set, sized to the data: the same for the CLI, the Python API and Spark ML.
+
+A fixed 10 epochs of 32 gives a 150-row table 40 optimizer steps and an underfit model, and
+stops a 400-row table while its validation loss still falls. So when the config leaves them
+out, the batch is about 1/32 of the train rows (8 to 64), the epochs give at least MIN_STEPS
+optimizer steps (10 to MAX_EPOCHS), and early stopping on `train.monitor` ends the run once it
+stops improving; `final: best` (the default) keeps the best epoch. What a user sets is kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+from dltool.config.models import EarlyStoppingSettings, TrainSettings
+
+MIN_STEPS = 1000  # optimizer steps a run gets at least when its epochs are left to dltool
+MIN_EPOCHS, MAX_EPOCHS = 10, 300
+MIN_BATCH, MAX_BATCH = 8, 64
+MIN_PATIENCE = 10
+
+
+def sized_batch(train_rows: int) -> int:
+    """The global batch for `train_rows` rows: a power of two near rows/32, from MIN_BATCH to MAX_BATCH."""
+    return min(MAX_BATCH, max(MIN_BATCH, 2 ** round(math.log2(max(1, train_rows // 32)))))
+
+
+def sized(train: TrainSettings, train_rows: int, workers: int = 1) -> TrainSettings:
+    """`train` with the batch, the epochs and early stopping sized to `train_rows` where the config left them out.
+
+    Early stopping is added only with sized epochs: a user who names the epochs gets them all.
+    The batch is rounded up to split evenly over `workers`.
+    """
+    update: dict = {}
+    batch = train.global_batch_size or (train.per_worker_batch_size or 0) * workers
+    if not batch:
+        batch = -(-sized_batch(train_rows) // workers) * workers
+        update["global_batch_size"] = batch
+    if train.epochs is None:
+        steps = train.steps_per_epoch or max(1, train_rows // batch)
+        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps)))
+        update["epochs"] = epochs
+        if train.early_stopping is None:
+            update["early_stopping"] = EarlyStoppingSettings(patience=max(MIN_PATIENCE, epochs // 10))
+    return train.model_copy(update=update) if update else train
