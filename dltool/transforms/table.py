@@ -19,6 +19,7 @@ columns' values.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -212,7 +213,10 @@ def date_features(columns) -> list[str]:
 
 def _parse_dates(text, missing: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """The DATE_PARTS of ISO 8601 dates and times as float64 (NaN where missing or unparsable), and the mask of
-    present fields that are not dates. A zone offset (Z, +02:00) is dropped: the parts are the record's local time."""
+    present fields that are not dates. A zone offset (Z, +02:00) is dropped: the parts are the record's local time.
+
+    Arrow parses the zero-padded forms in C; the rest of what Spark's cast takes (which is how `auto` found the
+    column: `2024-1-5`, `2024-01`, `2024-01-05 9:30`) is parsed field by field."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -221,19 +225,36 @@ def _parse_dates(text, missing: np.ndarray) -> tuple[list[np.ndarray], np.ndarra
     try:
         stamps = pc.cast(present, pa.timestamp("us"))
         unparsed = np.zeros(len(missing), bool)
-    except pa.ArrowInvalid:  # some field is not a date: parse field by field, those become NaN
+    except pa.ArrowInvalid:
         values, unparsed = [], np.zeros(len(missing), bool)
         for i, value in enumerate(present.to_pylist()):
-            try:
-                values.append(None if value is None else pc.cast(pa.scalar(value), pa.timestamp("us")).as_py())
-            except (pa.ArrowInvalid, ValueError):
-                values.append(None)
-                unparsed[i] = True
+            stamp = None if value is None else _spark_date(value)
+            unparsed[i] = value is not None and stamp is None
+            values.append(stamp)
         stamps = pa.array(values, pa.timestamp("us"))
     as_float = lambda a: pc.cast(a, pa.float64()).to_numpy(zero_copy_only=False)  # noqa: E731
     days = as_float(pc.cast(stamps, pa.int64())) / 86_400e6
     return [days, as_float(pc.month(stamps)), as_float(pc.day(stamps)), as_float(pc.day_of_week(stamps)),
             as_float(pc.hour(stamps))], unparsed  # fmt: skip
+
+
+# The date and time forms Spark's string-to-timestamp cast accepts (zone already removed): year[-month[-day]]
+# [(T| )hour:minute[:second[.fraction]]], one or two digits for month, day and the time's fields.
+SPARK_DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?(?:[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,9}))?)?)?$")
+
+
+def _spark_date(value: str):
+    import datetime
+
+    found = SPARK_DATE.match(value.strip())
+    if found is None:
+        return None
+    year, month, day, hour, minute, second, fraction = found.groups()
+    try:
+        return datetime.datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0),
+                                 int(second or 0), int((fraction or "0")[:6].ljust(6, "0")))  # fmt: skip
+    except ValueError:  # month 13, 31 February
+        return None
 
 
 # What pyarrow's cast parses as a float: decimal and exponent forms, inf, infinity, nan (any case).

@@ -183,3 +183,11 @@ def test_a_free_text_column_keeps_its_words_in_two_or_more_train_rows_as_0_1_slo
     assert full.features(typed)[:, -2:].tolist() == [[1, 1], [1, 1], [0, 1], [1, 0], [0, 0]]
     assert Preprocess.from_json(json.loads(json.dumps(full.to_json()))) == full
     assert pre.scale["mean"][-1] == pytest.approx(3 / 5)  # the slot's train mean, from the word's row count
+
+
+def test_dates_take_the_forms_spark_finds_dates_by():
+    rows = [GOOD | {"id": "a", "note": "2024-3-2 18:30"}, GOOD | {"id": "b", "note": "2024-03"},
+            GOOD | {"id": "c", "note": "2024-02-30"}]  # fmt: skip
+    typed, errors = rules(numeric=("x",), passthrough=(), dates=("note",)).check(batch(rows))
+    assert typed.column("note:days").to_pylist() == [19784 + 18.5 / 24, 19783.0]  # 2024-03-01 is day 19783
+    assert [(e["key"], e["error_class"]) for e in errors.to_pylist()] == [("c", "BadValue")]
