@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -120,11 +121,12 @@ def make_debian(root: Path) -> tuple[Path, dict, dict]:
 
     out = root / "debian"
     if not out.exists():
-        lists = sorted(glob.glob("/var/lib/apt/lists/*_main_binary-amd64_Packages*"))
+        lists = glob.glob("/var/lib/apt/lists/*_main_binary-amd64_Packages*")
         if not lists:
             raise SystemExit("debian: needs apt's package list (apt-get update)")
-        compression = "lz4" if lists[0].endswith(".lz4") else None
-        with pa.input_stream(lists[0], compression=compression) as f:
+        main = max(lists, key=os.path.getsize)  # bookworm's own list, not the small security or updates ones
+        compression = "lz4" if main.endswith(".lz4") else None
+        with pa.input_stream(main, compression=compression) as f:
             stanzas = f.read().decode("utf-8").split("\n\n")
         tmp = root / "debian.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -89,7 +89,7 @@ class TabularArgs(_BuiltinArgs):
     units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256, 256])
     dropout: float = Field(0.1, ge=0, lt=1)
     linear: bool = True  # the head also sees the standardised features: a linear model is one step away
-    l2: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)  # L2 penalty on the dense layers' kernels
 
 
 class TextMlpArgs(_BuiltinArgs):
@@ -177,6 +177,8 @@ def build_optimizer(train: TrainSettings, steps_per_epoch: int) -> keras.optimiz
 
     if steps_per_epoch < 1:
         raise ConfigError(f"steps per epoch must be at least 1, got {steps_per_epoch}")
+    if train.epochs is None:
+        raise ConfigError("train.epochs is unset: size the settings to the data first (dltool.train.sizing.sized)")
     settings, schedule = train.optimizer, train.schedule
     known = {
         name.lower(): cls
@@ -375,11 +377,7 @@ def _builtin_body(name: str, args: dict, x, manifest: Manifest):
         options = _builtin_args(MlpArgs, args, name)
         if len(x.shape) > 2:
             x = keras.layers.Flatten(name="flatten")(x)
-        for i, units in enumerate(options.units):
-            x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
-            if options.dropout:
-                x = keras.layers.Dropout(options.dropout, name=f"dropout_{i}")(x)
-        return x
+        return _relu_layers(x, options.units, options.dropout)
 
     options = _builtin_args(ConvNetArgs, args, name)
     if name == "audio_cnn" and len(x.shape) in (2, 3) and manifest.reader == "audio":
@@ -399,6 +397,18 @@ def _builtin_body(name: str, args: dict, x, manifest: Manifest):
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"block{i}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return _dense_top(x, options.dense, options.dropout)
+
+
+def _relu_layers(x, widths: list[int], dropout: float, l2: float = 0.0):
+    """Dense ReLU layers `dense_i` of these widths, each followed by `dropout_i` (when dropout > 0)."""
+    import keras
+
+    for i, units in enumerate(widths):
+        regulariser = keras.regularizers.L2(l2) if l2 else None
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regulariser, name=f"dense_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    return x
 
 
 def _dense_top(x, dense: int, dropout: float):
@@ -441,11 +451,7 @@ def _text_mlp(options: TextMlpArgs, x):
         slots = keras.layers.Reshape((width, 1), name="slots")(x)
         x = keras.layers.Reshape((width - 1,), name="known")(keras.layers.Cropping1D((1, 0), name="without_oov")(slots))
     x = keras.layers.UnitNormalization(name="unit_length")(x)
-    for i, units in enumerate(options.units):
-        x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
-        if options.dropout:
-            x = keras.layers.Dropout(options.dropout, name=f"dropout_{i}")(x)
-    return x
+    return _relu_layers(x, options.units, options.dropout)
 
 
 def _tabular(options: TabularArgs, x, manifest: Manifest):
@@ -483,11 +489,7 @@ def _tabular(options: TabularArgs, x, manifest: Manifest):
                                          name="numeric_embedding_mix")(e)  # fmt: skip
         features.insert(0, keras.layers.Flatten(name="numeric_embedded")(e))
     h = features[0] if len(features) == 1 else keras.layers.Concatenate(name="embedded")(features)
-    for i, units in enumerate(options.units):
-        h = keras.layers.Dense(units, activation="relu", name=f"dense_{i}",
-                               kernel_regularizer=keras.regularizers.L2(options.l2) if options.l2 else None)(h)
-        if options.dropout:
-            h = keras.layers.Dropout(options.dropout, name=f"dropout_{i}")(h)
+    h = _relu_layers(h, options.units, options.dropout, options.l2)
     return keras.layers.Concatenate(name="with_linear")([h, x]) if options.linear else h
 
 

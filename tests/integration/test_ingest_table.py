@@ -137,10 +137,10 @@ def test_fills_computed_on_the_driver_equal_sparks(spark, tmp_path, impute):
     pq.write_table(table.slice(250), tmp_path / TYPED / "part-00001.parquet")
 
     class Settings:
-        numeric = ["x", "a.b"]
+        pass
 
     Settings.impute = impute
-    here = _fills_here(Settings, open_location(str(tmp_path)))
+    here = _fills_here(Settings, ["x", "a.b"], open_location(str(tmp_path)))
     train = spark.read.parquet(str(tmp_path / TYPED)).where(F.col("split") == "train")
     columns = [F.col("x"), F.col("`a.b`")]
     if impute == "median":

@@ -39,7 +39,7 @@ WAVEFORM = manifest(
 
 
 def train(model=None, **fields) -> TrainSettings:
-    return TrainSettings.model_validate({"run_dir": "run", "model": model or {}, **fields})
+    return TrainSettings.model_validate({"run_dir": "run", "model": model or {}, "epochs": 10, **fields})
 
 
 def sample(m, n: int = 4, seed: int = 0) -> np.ndarray:
