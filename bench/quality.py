@@ -93,7 +93,7 @@ def make_spoken(root: Path) -> tuple[Path, dict, dict]:
         tmp.rename(out)
     ingest = {"reader": "audio", "input": str(out), "sample_rate": 16000, "duration": 1.0, "features": "logmel",
               "n_fft": 512, "hop_length": 160, "n_mels": 40}  # fmt: skip
-    return out, ingest, {"epochs": 30, "model": {"builtin": "audio_cnn"}}
+    return out, ingest, {}
 
 
 def make_cancer(root: Path) -> tuple[Path, dict, dict]:
