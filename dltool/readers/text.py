@@ -322,7 +322,7 @@ class _TypedDocs:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from dltool.transforms.text import token_counts, unigram_prefix
+        from dltool.transforms.text import token_counts, words_per_list
 
         self.inputs += batch.num_rows
         key, text, label, split, where = (batch.column(i) for i in range(5))
@@ -352,9 +352,8 @@ class _TypedDocs:
         train = pc.equal(good.column(3), "train")
         train_tokens = tokens.filter(train)
         self.train_docs += len(train_tokens)
-        words = pc.list_value_length(unigram_prefix(train_tokens, self.tokenizer.ngrams))
-        self.lengths.update(dict(zip(*np.unique(np.minimum(words.to_numpy(zero_copy_only=False), MAX_LENGTH),
-                                                return_counts=True))))  # fmt: skip
+        words = np.minimum(words_per_list(train_tokens, self.tokenizer.ngrams), MAX_LENGTH)
+        self.lengths.update(dict(zip(*np.unique(words, return_counts=True))))
         self.tokens.update(token_counts(train_tokens))
         if self.tfidf:
             self.documents_with.update(token_counts(train_tokens, per_document=True))
@@ -620,8 +619,7 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
                         continue
                     documents = rows.column("tokens")
                     if words_only:
-                        documents = unigram_prefix(documents.combine_chunks() if hasattr(documents, "combine_chunks")
-                                                   else documents, ngrams)  # fmt: skip
+                        documents = unigram_prefix(documents, ngrams)
                     if fitted["output"] == "sequence":
                         features = vocabulary.sequences(documents, fitted["sequence_length"], fitted["truncate"])
                     else:

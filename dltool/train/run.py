@@ -78,7 +78,8 @@ def run_training(
     ckpt.check_run_dir_is_ours(run_dir, protected_paths(config))
     with OutputLock(run_dir):  # a second command training into this run dir fails at once
         digest = _train_hash(train, manifest)  # as configured: the sizing follows from it and the manifest
-        train = sized(train, manifest.rows("train"), train.workers or 1)
+        rows = manifest.rows("train")
+        train = sized(train, rows, train.workers or 1)
         previous = ckpt.read_json(run_dir.child(ckpt.RUN_FILE))
         if overwrite:
             ckpt.clear_run(run_dir)
@@ -107,7 +108,7 @@ def run_training(
         # where every reader (a plugin too) is registered.
         config = _with_auto_model_resolved(config, manifest)
         unsized = config.train
-        config = config.model_copy(update={"train": sized(unsized, manifest.rows("train"), unsized.workers or 1)})
+        config = config.model_copy(update={"train": sized(unsized, rows, unsized.workers or 1)})
         if config.tracking.mlflow is not None:  # before Spark starts: an unreachable server costs nothing
             from dltool.tracking import check_reachable
 
@@ -125,7 +126,7 @@ def run_training(
             slots = wait_for_slots(spark, train.workers)
             workers = train.workers or slots
             check_slots(spark, workers, slots)
-            train = sized(unsized, manifest.rows("train"), workers)
+            train = sized(unsized, rows, workers)  # the batch rounded to split over the workers Spark gave
             config = config.model_copy(update={"train": train})
             plan = _plan(config, manifest, workers)
             local = spark.sparkContext.master.startswith("local")
