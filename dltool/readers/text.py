@@ -85,8 +85,7 @@ class TextReaderConfig(FileInput):
         return self
 
     def tokenizer(self, output: str | None = None):
-        """The tokeniser for `output` (default: this config's); `auto` tokenises as a bag of words would, and a
-        sequence keeps the words of those lists (`unigram_prefix`)."""
+        """The tokeniser for `output` (default: this config's; the ingest tells `auto`'s choice)."""
         from dltool.transforms.text import Tokenizer
 
         output = output or self.output
@@ -155,18 +154,33 @@ class TextReader(TableReader):
         cfg = self.config
         fitted = None if preprocess is None else json.loads(open_location(preprocess).read_bytes())
         classes = None if fitted is None or fitted["labels"] is None else list(fitted["labels"])
-        tfidf = cfg.output in ("tf_idf", "auto") and fitted is None
-        # Pass one tokenises as the fitted preprocessing did, else as the output (auto: as a bag of words would).
-        ngrams = fitted["tokenizer"]["ngrams"] if fitted is not None else cfg.tokenizer().ngrams
-        with spark_progress(spark, f"ingest {config.name}: text, {len(files)} file(s)", progress):
+        output = cfg.output if fitted is None else fitted["output"]
+
+        def pass_one(output: str):
+            """Read and tokenise as `output` needs (as the fitted preprocessing did, when given)."""
+            ngrams = fitted["tokenizer"]["ngrams"] if fitted is not None else cfg.tokenizer(output).ngrams
+            tfidf = output == "tf_idf" and fitted is None
             if cfg.format in TABLE_FORMATS:
                 summaries, labelled = self._read_table(spark, config, source, files, staging, classes, tfidf, ngrams)
             else:
                 summaries, labelled = self._read_files(spark, config, source, files, staging, parallelism,
                                                        classes, tfidf, ngrams)  # fmt: skip
-            totals = _merge(summaries)
+            return summaries, labelled, _merge(summaries)
+
+        with spark_progress(spark, f"ingest {config.name}: text, {len(files)} file(s)", progress):
+            if output == "auto":
+                # Read as a sequence would (words only: the cheap pass); auto picks a bag of words only for a
+                # small corpus of short documents, which is then read again with its word pairs.
+                summaries, labelled, totals = pass_one("sequence")
+                output = auto_output(totals["train_docs"], totals["lengths"]) if totals["train_docs"] else "sequence"
+                if output != "sequence":
+                    staging.child(TYPED).delete()
+                    staging.child("_errors").delete()
+                    summaries, labelled, totals = pass_one(output)
+            else:
+                summaries, labelled, totals = pass_one(output)
             if fitted is None:
-                fitted = self._fit(totals, labelled, ngrams)
+                fitted = self._fit(totals, labelled, output)
             staging.child(PREPROCESS).write_bytes(json.dumps(fitted).encode())
             staging.child(VOCABULARY_FILE).write_bytes(
                 "\n".join(["", "[UNK]", *fitted["vocabulary"]]).encode() + b"\n"
@@ -177,24 +191,19 @@ class TextReader(TableReader):
                 if typed else (None, set())  # fmt: skip
             spec = self.tensor_spec(len(fitted["vocabulary"]) + 2, fitted["output"])
             classes = fitted["labels"] if labelled else None  # raw inputs to predict have none
-            task = _shard_task(staging.uri, fitted, classes, spec, list(cfg.passthrough), config.dataset, drop, ngrams)
+            task = _shard_task(staging.uri, fitted, classes, spec, list(cfg.passthrough), config.dataset, drop)
             written = spark.sparkContext.parallelize(typed, max(1, len(typed))).flatMap(task).collect() if typed else []
         staging.child(TYPED).delete()
         return _written(written, fitted, classes, spec, totals, duplicates)
 
-    def _fit(self, totals: dict, labelled: bool, ngrams: int) -> dict:
+    def _fit(self, totals: dict, labelled: bool, output: str) -> dict:
         from dltool.transforms.text import fit_vocabulary, idf_weights
 
         cfg = self.config
         if not totals["train_docs"]:
             raise ConfigError(f"{cfg.input}: no valid document falls in the train split; nothing to fit a vocabulary on")
-        output = cfg.output if cfg.output != "auto" else auto_output(totals["train_docs"], totals["lengths"])
-        tokenizer = cfg.tokenizer(output)
-        counts = totals["tokens"]
-        if tokenizer.ngrams < ngrams:  # auto chose a sequence of the words of bag-of-words token lists
-            counts = Counter({t: n for t, n in counts.items() if " " not in t})
-        tokens = fit_vocabulary(counts, cfg.max_tokens, cfg.min_count)
-        fitted = {"reader": "text", "tokenizer": dataclasses.asdict(tokenizer), "vocabulary": tokens,
+        tokens = fit_vocabulary(totals["tokens"], cfg.max_tokens, cfg.min_count)
+        fitted = {"reader": "text", "tokenizer": dataclasses.asdict(cfg.tokenizer(output)), "vocabulary": tokens,
                   "labels": sorted(totals["labels"]) if labelled else None, "output": output,
                   "sequence_length": cfg.sequence_length, "truncate": cfg.truncate, "idf": None}  # fmt: skip
         if output == "tf_idf":
@@ -299,7 +308,7 @@ class _TypedDocs:
         self.labelled = labelled
         self.tokenizer = dataclasses.replace(cfg.tokenizer(), ngrams=ngrams)
         self.tokens, self.documents_with, self.labels = Counter(), Counter(), Counter()
-        self.lengths = Counter()  # train documents per length in words (auto output decides by the median)
+        self.lengths = Counter()  # train documents per length in tokens (auto output reads words: its median)
         self.errors, self.train_docs, self.inputs = [], 0, 0
         self.writer, self.pending, self.pending_bytes = None, [], 0
 
@@ -322,7 +331,7 @@ class _TypedDocs:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from dltool.transforms.text import token_counts, words_per_list
+        from dltool.transforms.text import token_counts
 
         self.inputs += batch.num_rows
         key, text, label, split, where = (batch.column(i) for i in range(5))
@@ -352,8 +361,8 @@ class _TypedDocs:
         train = pc.equal(good.column(3), "train")
         train_tokens = tokens.filter(train)
         self.train_docs += len(train_tokens)
-        words = np.minimum(words_per_list(train_tokens, self.tokenizer.ngrams), MAX_LENGTH)
-        self.lengths.update(dict(zip(*np.unique(words, return_counts=True))))
+        lengths = np.minimum(pc.list_value_length(train_tokens).to_numpy(zero_copy_only=False), MAX_LENGTH)
+        self.lengths.update(dict(zip(*np.unique(lengths, return_counts=True))))
         self.tokens.update(token_counts(train_tokens))
         if self.tfidf:
             self.documents_with.update(token_counts(train_tokens, per_document=True))
@@ -580,10 +589,9 @@ def _merge(summaries: list[dict]) -> dict:
 
 
 def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: TensorSpec, passthrough: list[str], dataset,
-                drop: set[int], ngrams: int):  # fmt: skip
+                drop: set[int]):  # fmt: skip
     """One task per typed file: ids (or TF-IDF), labels (indexed by `classes`) and keys into per-split shards,
-    leaving out the val and test documents whose content is in `drop` (on_duplicates: drop_from_eval).
-    Token lists made with more n-grams (`ngrams`) than the fitted tokeniser's keep their words."""
+    leaving out the val and test documents whose content is in `drop` (on_duplicates: drop_from_eval)."""
     max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
     label_kind = "class" if classes is not None else None
 
@@ -597,10 +605,9 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
         from dltool.spark.splits import SPLITS
         from dltool.spark.table_ingest import _SplitShards, without_copies
         from dltool.storage.fs import open_location
-        from dltool.transforms.text import Vocabulary, unigram_prefix
+        from dltool.transforms.text import Vocabulary
 
         vocabulary = Vocabulary(tuple(fitted["vocabulary"]))
-        words_only = fitted["tokenizer"]["ngrams"] < ngrams
         idf = None if fitted["idf"] is None else np.asarray(fitted["idf"], np.float32)
         index = {name: i for i, name in enumerate(classes or [])}
         source = open_location(typed_uri)
@@ -618,8 +625,6 @@ def _shard_task(staging_uri, fitted: dict, classes: list[str] | None, spec: Tens
                     if not rows.num_rows:
                         continue
                     documents = rows.column("tokens")
-                    if words_only:
-                        documents = unigram_prefix(documents, ngrams)
                     if fitted["output"] == "sequence":
                         features = vocabulary.sequences(documents, fitted["sequence_length"], fitted["truncate"])
                     else:

@@ -107,33 +107,6 @@ def with_ngrams(words: pa.ListArray, ngrams: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(order)))
 
 
-def words_per_list(lists: pa.ListArray, ngrams: int) -> np.ndarray:
-    """How many words each token list made by `with_ngrams(words, ngrams)` holds: w words give
-    sum over k = 1..ngrams of max(w - k + 1, 0) tokens."""
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    if ngrams == 1:
-        return lengths
-    extra = sum(k - 1 for k in range(2, ngrams + 1))
-    words = np.minimum(np.where(lengths > 0, (lengths + extra) // ngrams, 0), lengths)
-    for i in np.flatnonzero(words * ngrams - extra != lengths):  # fewer words than ngrams: fewer n-gram kinds
-        n = int(lengths[i])
-        words[i] = next(w for w in range(n + 1) if sum(max(w - k + 1, 0) for k in range(1, ngrams + 1)) == n)
-    return words
-
-
-def unigram_prefix(lists: pa.ListArray, ngrams: int) -> pa.ListArray:
-    """The words of token lists made with 1..`ngrams`-grams: the first tokens of each list, where `with_ngrams`
-    put them."""
-    if ngrams == 1 or not len(lists):
-        return lists
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    words = words_per_list(lists, ngrams)
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    index = np.repeat(first, words) + (np.arange(words.sum()) - np.repeat(np.cumsum(words) - words, words))
-    offsets = np.concatenate([[0], np.cumsum(words)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pc.list_flatten(lists).take(pa.array(index)))
-
-
 def token_counts(lists: pa.ListArray, per_document: bool = False) -> dict[str, int]:
     """How often each token occurs in `lists` (per_document: in how many of the lists)."""
     flat = pc.list_flatten(lists)

@@ -44,17 +44,6 @@ def test_arrow_kernels_tokenise_as_the_python_rule(tokenizer):
     assert lists.to_pylist()[2] == ([] if tokenizer.strip_punctuation else ["!!!"])
 
 
-def test_the_words_of_n_gram_token_lists_are_their_first_tokens():
-    import pyarrow as pa
-
-    from dltool.transforms.text import unigram_prefix
-
-    texts = pa.array(["the cat sat on the mat", "", "one", "a b", "x y z"])
-    for n in (2, 3):
-        lists = Tokenizer(ngrams=n).token_lists(texts)
-        assert unigram_prefix(lists, n).to_pylist() == Tokenizer().token_lists(texts).to_pylist()
-
-
 def test_token_counts_per_token_and_per_document():
     import pyarrow as pa
 
