@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dltool.config.models import ExperimentConfig
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
     from dltool.spark.session import spark_session
     from dltool.train.run import run_training
 
@@ -94,7 +94,8 @@ FRESH = """
 import json, sys, time
 from pathlib import Path
 from dltool.config.models import ExperimentConfig
-from dltool.evaluate.score import SCORING_MODULES, run_eval, tensorflow_tasks
+from dltool.evaluate.score import run_eval
+from dltool.evaluate.tasks import SCORING_MODULES, tensorflow_tasks
 from dltool.spark.session import spark_session
 config = ExperimentConfig.model_validate_json(Path(sys.argv[1]).read_text())
 times = {}

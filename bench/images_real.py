@@ -168,7 +168,7 @@ def petastorm(python: str, folder: Path, out: Path) -> float | None:
 def dltool_ingest(folder: Path, out: Path) -> tuple[float, float, float, dict]:
     """Session start, first ingest and an --overwrite rerun, in seconds; and the result of the first."""
     from dltool.config.models import ExperimentConfig
-    from dltool.spark.ingest import ingest_session, run_ingest
+    from dltool.ingest.run import ingest_session, run_ingest
 
     config = ExperimentConfig.model_validate({
         "name": "real-images", "spark": {"master": "local[2]"},

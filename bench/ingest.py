@@ -216,7 +216,7 @@ def bare_text(folder: Path, out: Path) -> float:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dltool.spark.splits import split_point
+    from dltool.splits import split_point
     from dltool.transforms.text import Tokenizer, Vocabulary, fit_vocabulary
 
     start = time.perf_counter()
@@ -259,7 +259,7 @@ def plain_spark_ml_text(spark, folder: Path, out: Path) -> float:
 def run_dltool(work: Path, name: str, ingest_yaml: str, runs: int = 1) -> list[float]:
     """Seconds for each of `runs` run_ingest calls (the session already exists and is reused)."""
     from dltool.config.loader import load_config
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
 
     cfg = work / "configs" / f"{name}.yaml"
     cfg.parent.mkdir(exist_ok=True)

@@ -388,7 +388,7 @@ def main() -> None:
     import keras
 
     from dltool.config.models import ExperimentConfig
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
     from dltool.spark.session import spark_session
     from dltool.storage import Manifest, open_location
 

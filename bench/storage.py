@@ -110,7 +110,7 @@ def bench_ingest(fs, storage: dict, work: Path) -> None:
     import yaml
 
     from dltool.config.models import ExperimentConfig, SparkSettings
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
     from dltool.spark.session import spark_session
     from dltool.storage.stores import storage_scope
 

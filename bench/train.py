@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dltool.config.models import ExperimentConfig
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
     from dltool.spark.session import spark_session
 
     work = args.work.resolve()

@@ -17,13 +17,14 @@ import types
 
 __version__ = "0.1.0"
 
-__all__ = ["evaluate", "ingest", "load_dataset", "predict", "train"]
+__all__ = ["evaluate", "export", "ingest", "load_dataset", "predict", "run", "train", "tune", "validate"]
 
 
 class _Package(types.ModuleType):
-    """dltool's module object: `dltool.train` and `dltool.evaluate` stay the API's functions.
+    """dltool's module object: `dltool.ingest`, `dltool.train`, `dltool.evaluate`, `dltool.export` and `dltool.tune`
+    stay the API's functions.
 
-    Importing the subpackages `dltool/train/` and `dltool/evaluate/` would otherwise set them as
+    Importing the subpackages or modules of those names (`dltool/ingest/`, `dltool/export.py`...) would otherwise set them as
     attributes of this module, hiding the functions. Imports of the subpackages are unaffected:
     Python finds them in sys.modules, never through this attribute.
     """

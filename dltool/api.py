@@ -18,18 +18,21 @@ if TYPE_CHECKING:
 
     from dltool.config.models import ExperimentConfig
     from dltool.evaluate.result import EvalResult, PredictResult
-    from dltool.spark.results import IngestPlan, IngestResult
+    from dltool.ingest.results import IngestPlan, IngestResult
+    from dltool.chain import RunResult
+    from dltool.export import ExportResult
     from dltool.train.result import TrainResult
+    from dltool.tune import TuneResult
 
     Config = Union[str, os.PathLike, dict, ExperimentConfig]
 
-__all__ = ["evaluate", "ingest", "load_dataset", "predict", "train"]
+__all__ = ["evaluate", "export", "ingest", "load_dataset", "predict", "run", "train", "tune", "validate"]
 
 
 def ingest(config: Config, *, overwrite: bool = False, dry_run: bool = False, progress: bool = False,
            **overrides: Any) -> IngestResult | IngestPlan:  # fmt: skip
     """Read the config's raw inputs and write its dataset (Parquet shards and a manifest); up to date: nothing done."""
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
 
     return run_ingest(_config(config, overrides), overwrite=overwrite, dry_run=dry_run, progress=progress)
 
@@ -83,6 +86,40 @@ def predict(config: Config, input: str, output: str, *, checkpoint: str | None =
     return PredictResult.from_json(summary)
 
 
+def export(config: Config, formats: list[str] | tuple[str, ...], *, output: str | None = None,
+           checkpoint: str | None = None, calibration: int = 500, split: str = "test",
+           max_drop: dict[str, float] | None = None, progress: bool = False, **overrides: Any) -> ExportResult:  # fmt: skip
+    """Export the run's model as each of `formats` (savedmodel, tflite, tflite-fp16, tflite-int8, onnx) and score
+    every file against it on `split`; `max_drop={"accuracy": 0.02}` raises QualityGateError (exit 3) when missed."""
+    from dltool.export import ExportResult, run_export
+
+    drops = _drops(max_drop)
+    summary = run_export(_config(config, overrides), list(formats), output=_local(output), checkpoint=checkpoint,
+                         calibration=calibration, split=split, max_drop=drops, progress=progress)  # fmt: skip
+    return ExportResult.from_json(summary)
+
+
+def tune(config: Config, *, resume: bool = False, overwrite: bool = False, progress: bool = False,
+         **overrides: Any) -> TuneResult:  # fmt: skip
+    """Search the config's `tune:` space with Optuna (the [tune] extra), each trial a training on Spark."""
+    from dltool.tune import TuneResult, run_tune
+
+    summary = run_tune(_config(config, overrides), resume=resume, overwrite=overwrite, progress=progress)
+    return TuneResult.from_summary(summary)
+
+
+def run(config: Config, *, until: str = "eval", fail_under: dict[str, float] | None = None,
+        formats: list[str] | tuple[str, ...] = (), max_drop: dict[str, float] | None = None, overwrite: bool = False,
+        progress: bool = False, **overrides: Any) -> RunResult:  # fmt: skip
+    """Ingest, train, eval (and export) in one Spark application, skipping the steps that are up to date."""
+    from dltool.chain import RunResult, run_chain
+
+    drops = _drops(max_drop)
+    summary = run_chain(_config(config, overrides), until=until, fail_under=_gates(fail_under), formats=list(formats),
+                        max_drop=drops, overwrite=overwrite, progress=progress)  # fmt: skip
+    return RunResult.from_json(summary)
+
+
 def load_dataset(path: str, split: str | None = "train", *, spark: SparkSession | None = None, vectors: bool = False,
                  storage: dict | None = None) -> DataFrame:  # fmt: skip
     """A dltool dataset's split as a Spark DataFrame: `features` (array<float>, or an ML vector with `vectors`),
@@ -91,6 +128,26 @@ def load_dataset(path: str, split: str | None = "train", *, spark: SparkSession 
     from dltool.ml.dataset import read_dataset
 
     return read_dataset(path, split, spark=spark, vectors=vectors, storage=storage)
+
+
+def validate(config: Config, *, untrusted: bool = False, **overrides: Any) -> list[str]:
+    """Check a config without starting Spark: the schema (every error with its YAML line), the tune: space, the
+    input's existence on local disk; `untrusted` also refuses a config that names code to run. Returns warnings
+    (an input on a store that is not checked); raises ConfigError (InputNotFoundError for a missing input)."""
+    from dltool.config.loader import as_config
+    from dltool.config.trust import refuse_code
+    from dltool.errors import InputNotFoundError
+
+    cfg = as_config(config, _dotted(overrides), check_tune=True)
+    refuse_code(cfg, str(config) if isinstance(config, (str, os.PathLike)) else cfg.name, always=untrusted)
+    source = cfg.ingest.input if cfg.ingest is not None else None
+    if source is None or getattr(cfg.ingest, "format", None) == "table":
+        return []
+    if "://" in source:
+        return [f"ingest.input {source} is on a store: not checked here (dltool doctor CONFIG reaches it)"]
+    if not os.path.exists(source):
+        raise InputNotFoundError(f"ingest.input: {source} does not exist")
+    return []
 
 
 def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +169,12 @@ def _gates(fail_under: dict[str, float] | None) -> dict[str, float]:
     from dltool.evaluate.score import parse_fail_under
 
     return parse_fail_under([f"{metric}={value}" for metric, value in (fail_under or {}).items()])
+
+
+def _drops(max_drop: dict[str, float] | None) -> dict[str, float]:
+    from dltool.export import parse_max_drop
+
+    return parse_max_drop([f"{metric}={value}" for metric, value in (max_drop or {}).items()])
 
 
 def _local(uri: str | os.PathLike | None) -> str | None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 from dltool.config.models import ExperimentConfig
 from dltool.errors import ConfigError, DltoolError, QualityGateError
 from dltool.storage.fs import Location, open_location
 from dltool.storage.stores import with_storage
 
-__all__ = ["STEPS", "ChainError", "run_chain"]
+__all__ = ["STEPS", "ChainError", "RunResult", "run_chain"]
 
 STEPS = ("ingest", "train", "eval", "export")
 
@@ -30,6 +31,23 @@ class ChainError(DltoolError):
         super().__init__(str(cause))
         self.exit_code = cause.exit_code
         self.summary = summary
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `dltool run` did: each step's summary (ingest, train, eval, export), up to `until`."""
+
+    status: str  # "ok"
+    until: str
+    steps: dict  # step -> the summary that step's command prints with --json
+    seconds: float
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunResult:
+        return cls(status=data["status"], until=data["until"], steps=data["steps"], seconds=data["seconds"])
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "until": self.until, "steps": self.steps, "seconds": self.seconds}
 
 
 @with_storage
@@ -50,9 +68,9 @@ def run_chain(config: ExperimentConfig, until: str = "eval", fail_under: dict[st
     started = time.monotonic()
     if "train" in steps:  # the one session of the chain, with training's settings (the barrier timeout)
         from dltool.spark.shipping import config_code
-        from dltool.train.run import _spark
+        from dltool.train.run import training_session
 
-        _spark(config, config_code(config))
+        training_session(config, config_code(config))
     summary: dict = {"status": "ok", "until": until, "steps": {}}
     changed = False
     step = steps[0]
@@ -77,7 +95,7 @@ def run_chain(config: ExperimentConfig, until: str = "eval", fail_under: dict[st
 
 
 def _ingest(config, changed, overwrite, progress, **_) -> dict:
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
 
     if config.ingest is None:
         return {"status": "up_to_date", "message": "no ingest section: the dataset is taken as it is"}
@@ -149,12 +167,12 @@ def _same_model(config, scored: list[str]) -> bool:
 
 def _stored_gates(config, stored: dict, fail_under: dict[str, float]) -> list[dict]:
     """`--fail-under` applied to the figures eval.json holds (the metric names checked as eval checks them)."""
-    from dltool.evaluate.score import _apply_gates, _check_gates, _sums_spec
+    from dltool.evaluate.score import apply_gates, check_gates, sums_spec
     from dltool.storage.manifest import Manifest
 
     manifest = Manifest.read(open_location(config.dataset.path))
     kind = manifest.label.kind
     names = [str(n) for n in manifest.label.vocabulary or ()]
-    spec = _sums_spec(config.train, kind, names)
-    gates = _check_gates(fail_under, kind, names, spec.get("top_k", []))
-    return [g.to_json() for g in _apply_gates(gates, stored["checkpoints"][0]["metrics"])]
+    spec = sums_spec(config.train, kind, names)
+    gates = check_gates(fail_under, kind, names, list(spec.top_k))
+    return [g.to_json() for g in apply_gates(gates, stored["checkpoints"][0]["metrics"])]

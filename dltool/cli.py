@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 
@@ -19,17 +21,62 @@ from dltool.errors import DataQualityError, DltoolError
 
 if TYPE_CHECKING:
     from dltool.evaluate.result import EvalResult
-    from dltool.spark.results import IngestPlan, IngestResult
+    from dltool.ingest.results import IngestPlan, IngestResult
+
+DOCS = "README.md and docs/ in the dltool source (docs/guide.md: the readers and every option)"
 
 app = typer.Typer(
-    help="Deep-learning ETL and training on Spark, driven by one YAML file.",
+    help="Deep learning on Spark, driven by one YAML file: ingest images, audio, text or tables into Parquet "
+    "tensor shards, train a Keras model on them with data-parallel TensorFlow, then score, predict and export.\n\n"
+    "Start with: dltool init YOUR_DATA > experiment.yaml",
+    epilog=f"Exit codes: 0 done or up to date, 1 runtime failure, 2 config or usage error, 3 a data-quality or "
+    f"model-quality gate missed. Docs: {DOCS}.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
+
+def _help_in_plain_words() -> None:
+    """Help that names things, not Python types: `CONFIG` rather than `{config} <path>`, a flag without `<bool>`.
+
+    Typer prints an argument's Python type beside its name and wraps a required one in braces; an option's
+    `metavar` (PATH, KEY=VALUE) already says what it takes, and a flag takes nothing.
+    """
+    from typer import core
+
+    def argument_type(self, ctx):
+        return None
+
+    def option_type(self, ctx, _shown=core.TyperOption.display_type_rich):
+        return None if self.is_flag else _shown(self, ctx)
+
+    def usage_name(self):
+        name = self.display_name_raw + ("..." if self.nargs != 1 else "")
+        return name if self.required else f"[{name}]"
+
+    core.TyperArgument.display_type_rich = argument_type
+    core.TyperArgument._usage_display_name = usage_name
+    core.TyperOption.display_type_rich = option_type
+
+
+_help_in_plain_words()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from dltool.doctor import versions
+
+        for name, version in versions().items():
+            print(f"{name} {version}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _redacted_output() -> None:
+def _redacted_output(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the versions of dltool, Python, Spark, TensorFlow and Java.")] = False,
+) -> None:
     """Every line a command prints passes through one redaction (dltool.config.redaction): no secret reaches
     a terminal, a log collector or an XCom."""
     from dltool.config.redaction import RedactingWriter
@@ -40,19 +87,55 @@ def _redacted_output() -> None:
             setattr(sys, name, RedactingWriter(stream))
 
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML file.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
-MasterOpt = Annotated[Optional[str], typer.Option("--master", help="Spark master URL (overrides spark.master).")]
+ConfigArg = Annotated[Path, typer.Argument(metavar="CONFIG", help="The experiment YAML file.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout (one line).")]
+MasterOpt = Annotated[Optional[str], typer.Option("--master", metavar="URL", show_default=False,
+                                                  help="Spark master: local[*], spark://HOST:7077, yarn (overrides spark.master).")]
 ConfOpt = Annotated[
-    Optional[list[str]], typer.Option("--conf", help="Extra Spark setting KEY=VALUE (repeatable).", show_default=False)
+    Optional[list[str]], typer.Option("--conf", metavar="KEY=VALUE", help="Extra Spark setting, e.g. "
+                                      "spark.driver.memory=4g (repeatable).", show_default=False)
 ]
-DataOpt = Annotated[Optional[str], typer.Option("--data", help="Dataset location (overrides dataset.path).")]
-RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Run directory (overrides train.run_dir).")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", metavar="PATH", show_default=False,
+                                                help="The dataset: a folder or URI (overrides dataset.path).")]
+RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", "-r", metavar="PATH", show_default=False,
+                                                  help="The run folder: checkpoints, model, logs (overrides train.run_dir).")]
+InputOpt = Annotated[Optional[str], typer.Option("--input", "-i", metavar="PATH", show_default=False,
+                                                 help="The raw input: a folder, file, URI or table (overrides ingest.input).")]
 StorageOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--storage-option", help="Object-store setting KEY=VALUE of the config's storage: section, e.g. "
-                 "endpoint_url=http://127.0.0.1:9000 (repeatable).", show_default=False),
+    typer.Option("--storage-option", metavar="KEY=VALUE", help="Object-store setting of the config's storage: "
+                 "section, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable).", show_default=False),
 ]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace what an earlier run of this command wrote.")]
+FailUnderOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--fail-under", metavar="METRIC=VALUE", help="Exit 3 unless the metric is met (at least; at most "
+                 "for loss, mae, mse, rmse, ece), e.g. accuracy=0.9 (repeatable).", show_default=False),
+]
+MaxDropOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--max-drop", metavar="METRIC=VALUE", help="Exit 3 when an exported file loses more than this "
+                 "against the Keras model, e.g. accuracy=0.02 (repeatable).", show_default=False),
+]
+
+
+class Format(str, Enum):
+    """The file formats of `dltool export` (a Literal cannot be repeated in a typer option)."""
+
+    savedmodel = "savedmodel"
+    tflite = "tflite"
+    tflite_fp16 = "tflite-fp16"
+    tflite_int8 = "tflite-int8"
+    onnx = "onnx"
+
+
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", metavar="PATH", show_default=False,
+                                                      help="A checkpoint folder or .keras file (default: the run's final model).")]
+
+
+def _examples(*lines: str) -> str:
+    """A command's help epilog: its examples, one per line."""
+    return "Examples:\n\n" + "\n".join(f"  {line}" for line in lines) + f"\n\nDocs: {DOCS}."
 
 
 def _say(message: str) -> None:
@@ -79,6 +162,30 @@ def _gate_missed(error: DltoolError, summary: dict, as_json: bool) -> None:
     """A quality gate missed after the outputs were written: the error line, and the full summary marked failed_gate."""
     print(f"dltool: error: {error}", file=sys.stderr)
     _finish({**summary, "status": "failed_gate", "exit_code": error.exit_code, "message": str(error)}, as_json, error.exit_code)
+
+
+@contextmanager
+def _exits(as_json: bool, report=None):
+    """Every command's errors, one way: a DltoolError is one line per line of its message on stderr (with
+    --json, a summary on stdout) and its exit code. A quality gate missed after the outputs were written
+    shows them with `report`, then exits with the summary marked failed_gate; a failed `dltool run` step
+    exits with the steps done and the one that failed."""
+    from dltool.errors import QualityGateError
+
+    try:
+        yield
+    except QualityGateError as e:
+        if report is None:
+            _fail(e, as_json)
+        report(e.summary)
+        _gate_missed(e, e.summary.to_json() if hasattr(e.summary, "to_json") else e.summary, as_json)
+    except DltoolError as e:
+        from dltool.chain import ChainError
+
+        if isinstance(e, ChainError):
+            print(f"dltool: error: {e.summary['failed_step']}: {e}", file=sys.stderr)
+            _finish(e.summary, as_json, e.exit_code)
+        _fail(e, as_json)
 
 
 def _fail(error: DltoolError, as_json: bool) -> None:
@@ -135,26 +242,26 @@ def _load(config: Path, overrides: dict, check_tune: bool = False):
     return load_config(config, overrides, check_tune=check_tune)
 
 
-@app.command()
+@app.command(epilog=_examples("dltool ingest experiment.yaml", "dltool ingest experiment.yaml --dry-run",
+                              "dltool ingest experiment.yaml -i s3://raw/photos -d s3://datasets/photos"))
 def ingest(
     config: ConfigArg,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Dataset location (overrides dataset.path).")] = None,
-    input: Annotated[Optional[str], typer.Option("--input", "-i", help="Input location (overrides ingest.input).")] = None,
+    input: InputOpt = None,
+    data: DataOpt = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", hidden=True, help="Old name of --data.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild the dataset even if it is up to date.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be read and written; start nothing.")] = False,
     master: MasterOpt = None,
     conf: ConfOpt = None,
     storage: StorageOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild even if the dataset exists.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be read and written; start nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read raw images, audio or CSV and write Parquet tensor shards with a manifest."""
-    try:
+    """Read raw images, audio, text or a table and write Parquet tensor shards with a manifest."""
+    with _exits(as_json):
         from dltool import api
 
-        cfg = _load(config, _overrides(master, conf, storage, dataset__path=output, ingest__input=input))
+        cfg = _load(config, _overrides(master, conf, storage, dataset__path=data or output, ingest__input=input))
         summary = api.ingest(cfg, overwrite=overwrite, dry_run=dry_run, progress=not as_json)
-    except DltoolError as e:
-        _fail(e, as_json)
     _report_ingest(summary)
     _finish(summary.to_json(), as_json)
 
@@ -188,17 +295,21 @@ def _report_ingest(summary: IngestResult | IngestPlan) -> None:
         _say(f"  left out column {_text(column)}: {_text(reason)}")
 
 
-@app.command()
+@app.command(epilog=_examples("dltool train experiment.yaml", "dltool train experiment.yaml --workers 2 --epochs 30",
+                              "dltool train experiment.yaml --resume   # from the newest checkpoint"))
 def train(
     config: ConfigArg,
     data: DataOpt = None,
     run_dir: RunDirOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="TensorFlow workers (overrides train.workers).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (overrides train.epochs).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", min=1, metavar="N", show_default=False,
+                                                   help="TensorFlow workers, one Spark task each (overrides train.workers).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, metavar="N", show_default=False,
+                                                  help="Epochs (overrides train.epochs; unset: sized to the data, early stopping).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run dir's newest checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the run dir's previous run first.")] = False,
     mlflow: Annotated[
-        Optional[str], typer.Option("--mlflow", help="Log the run to this MLflow tracking URI (tracking.mlflow.tracking_uri).")
+        Optional[str], typer.Option("--mlflow", metavar="URI", show_default=False,
+                                    help="Log the run to this MLflow tracking URI (tracking.mlflow.tracking_uri).")
     ] = None,
     from_tune: Annotated[
         bool, typer.Option("--from-tune", help="Train with the best trial's values of the run dir's study (dltool tune).")
@@ -209,7 +320,7 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train the config's model on its dataset: one Spark barrier task per TensorFlow worker."""
-    try:
+    with _exits(as_json):
         from dltool import api
 
         overrides = _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir)
@@ -223,8 +334,6 @@ def train(
             _say("values of the best trial: " + ", ".join(f"{_text(k)}={_text(v)}" for k, v in best.items()))
             cfg = _load(config, {**best, **overrides})  # the command line still wins
         result = api.train(cfg, resume=resume, overwrite=overwrite, progress=not as_json)
-    except DltoolError as e:
-        _fail(e, as_json)
     if result.status == "up_to_date":
         _say(f"[green]✓[/] {result.message}")
     else:
@@ -235,41 +344,40 @@ def train(
     _finish(result.to_json(), as_json)
 
 
-@app.command("eval")
+@app.command("eval", epilog=_examples("dltool eval experiment.yaml", "dltool eval experiment.yaml --checkpoint all --json",
+                                      "dltool eval experiment.yaml --fail-under accuracy=0.9   # exit 3 below it",
+                                      "dltool eval experiment.yaml --input held_out/           # labelled raw inputs"))
 def eval_(
     config: ConfigArg,
     checkpoint: Annotated[
         str | None,
-        typer.Option("--checkpoint", help="'all', or checkpoint folders / .keras files, comma-separated; "
+        typer.Option("--checkpoint", metavar="all|PATH[,PATH...]", show_default=False,
+                     help="'all', or checkpoint folders / .keras files, comma-separated; "
                      "default: the final model (else the best checkpoint)."),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Score this file instead of the run's models: an exported SavedModel folder, "
+        typer.Option("--model", metavar="PATH", show_default=False,
+                     help="Score this file instead of the run's models: an exported SavedModel folder, "
                      ".tflite or .onnx file (dltool export), or a .keras file."),
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="Dataset split to score.")] = "test",
+    split: Annotated[str, typer.Option("--split", metavar="NAME", help="Dataset split to score.")] = "test",
     input: Annotated[
         str | None,
-        typer.Option("--input", "-i", help="Labelled raw inputs to score instead of a split (a class-folder tree, "
+        typer.Option("--input", "-i", metavar="PATH", show_default=False,
+                     help="Labelled raw inputs to score instead of a split (a class-folder tree, "
                      "a CSV with the label column), read as the dataset was."),
     ] = None,
     data: DataOpt = None,
     run_dir: RunDirOpt = None,
-    fail_under: Annotated[
-        list[str] | None,
-        typer.Option("--fail-under", help="Exit 3 unless METRIC=VALUE is met (at least; at most for loss, mae, "
-                     "mse, rmse, ece); repeatable.", show_default=False),
-    ] = None,
+    fail_under: FailUnderOpt = None,
     master: MasterOpt = None,
     conf: ConfOpt = None,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score the run's model or checkpoints on a split with Spark: eval.json, a table and plots."""
-    from dltool.errors import QualityGateError
-
-    try:
+    with _exits(as_json, report=_report_eval):
         from dltool import api
         from dltool.evaluate.score import parse_fail_under
 
@@ -277,34 +385,25 @@ def eval_(
         cfg = _load(config, _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir))
         summary = api.evaluate(cfg, checkpoint=checkpoint, split=split, fail_under=gates, progress=not as_json,
                                input=input, model=model)  # fmt: skip
-    except QualityGateError as e:
-        _report_eval(e.summary)
-        _gate_missed(e, e.summary.to_json(), as_json)
-    except DltoolError as e:
-        _fail(e, as_json)
     _report_eval(summary)
     _finish({**summary.to_json(), "status": "ok", "exit_code": 0}, as_json)
 
 
-@app.command()
+@app.command(epilog=_examples("dltool export experiment.yaml --format savedmodel",
+                              "dltool export experiment.yaml -f tflite-int8 --max-drop accuracy=0.02"))
 def export(
     config: ConfigArg,
     formats: Annotated[
-        list[str],
-        typer.Option("--format", "-f", help="savedmodel, tflite, tflite-fp16, tflite-int8 or onnx (repeatable).",
-                     show_default=False),
+        list[Format],
+        typer.Option("--format", "-f", metavar="FORMAT", show_default=False,
+                     help="savedmodel, tflite, tflite-fp16, tflite-int8 or onnx (the [export] extra); repeatable."),
     ],
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Folder for the files (default RUN_DIR/export).")] = None,
-    checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", help="Checkpoint folder or .keras file; default: the run's final model.")
-    ] = None,
-    calibration: Annotated[int, typer.Option("--calibration", help="Train rows that calibrate tflite-int8.")] = 500,
-    split: Annotated[str, typer.Option("--split", help="Split each format is scored on.")] = "test",
-    max_drop: Annotated[
-        list[str] | None,
-        typer.Option("--max-drop", help="Exit 3 when a format loses more than METRIC=VALUE against the Keras model.",
-                     show_default=False),
-    ] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="PATH", show_default=False,
+                                               help="Folder for the files (default: RUN_DIR/export).")] = None,
+    checkpoint: CheckpointOpt = None,
+    calibration: Annotated[int, typer.Option("--calibration", metavar="ROWS", help="Train rows that calibrate tflite-int8.")] = 500,
+    split: Annotated[str, typer.Option("--split", metavar="NAME", help="Split each format is scored on.")] = "test",
+    max_drop: MaxDropOpt = None,
     data: DataOpt = None,
     run_dir: RunDirOpt = None,
     master: MasterOpt = None,
@@ -313,21 +412,15 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export the run's model (SavedModel, TFLite float/fp16/int8, ONNX), score each file against it: export.json."""
-    from dltool.errors import QualityGateError
-
-    try:
-        from dltool.export import parse_max_drop, run_export
+    with _exits(as_json, report=_report_export):
+        from dltool import api
+        from dltool.export import parse_max_drop
 
         drops = parse_max_drop(max_drop)
         cfg = _load(config, _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir))
         target = output if output is None or "://" in output else os.path.abspath(output)
-        summary = run_export(cfg, formats, output=target, checkpoint=checkpoint, calibration=calibration, split=split,
-                             max_drop=drops, progress=not as_json)  # fmt: skip
-    except QualityGateError as e:
-        _report_export(e.summary)
-        _gate_missed(e, e.summary, as_json)
-    except DltoolError as e:
-        _fail(e, as_json)
+        summary = api.export(cfg, [f.value for f in formats], output=target, checkpoint=checkpoint, calibration=calibration,
+                             split=split, max_drop=drops, progress=not as_json).to_json()  # fmt: skip
     _report_export(summary)
     _finish({**summary, "status": "ok", "exit_code": 0}, as_json)
 
@@ -349,58 +442,20 @@ def _report_export(summary: dict) -> None:
     _say(f"files and export.json in {_text(summary['output'])}")
 
 
-@app.command("run")
+@app.command("run", epilog=_examples("dltool run experiment.yaml", "dltool run experiment.yaml --until export -f tflite --json"))
 def run_(
     config: ConfigArg,
-    until: Annotated[str, typer.Option("--until", help="Last step: ingest, train, eval or export.")] = "eval",
-    fail_under: Annotated[
-        list[str] | None,
-        typer.Option("--fail-under", help="Eval's quality gate METRIC=VALUE (exit 3 when missed); repeatable.",
-                     show_default=False),
-    ] = None,
+    until: Annotated[Literal["ingest", "train", "eval", "export"], typer.Option("--until", metavar="STEP",
+                                       help="The last step: ingest, train, eval or export.")] = "eval",
+    fail_under: FailUnderOpt = None,
     formats: Annotated[
-        list[str] | None,
-        typer.Option("--format", "-f", help="Export formats for --until export (repeatable).", show_default=False),
+        list[Format] | None,
+        typer.Option("--format", "-f", metavar="FORMAT", show_default=False,
+                     help="Export format for --until export: savedmodel, tflite, tflite-fp16, tflite-int8 or onnx; repeatable."),
     ] = None,
-    max_drop: Annotated[
-        list[str] | None,
-        typer.Option("--max-drop", help="Export's gate METRIC=VALUE against the Keras model; repeatable.",
-                     show_default=False),
-    ] = None,
+    max_drop: MaxDropOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo every step, up to date or not.")] = False,
-    master: MasterOpt = None,
-    conf: ConfOpt = None,
-    storage: StorageOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Ingest, train, eval (and export) in one Spark application, skipping steps that are up to date."""
-    try:
-        from dltool.chain import ChainError, run_chain
-        from dltool.evaluate.score import parse_fail_under
-        from dltool.export import parse_max_drop
-
-        gates, drops = parse_fail_under(fail_under), parse_max_drop(max_drop)
-        cfg = _load(config, _overrides(master, conf, storage))
-        summary = run_chain(cfg, until=until, fail_under=gates, formats=formats or [], max_drop=drops,
-                            overwrite=overwrite, progress=not as_json)  # fmt: skip
-    except ChainError as e:
-        print(f"dltool: error: {e.summary['failed_step']}: {e}", file=sys.stderr)
-        _finish(e.summary, as_json, e.exit_code)
-    except DltoolError as e:
-        _fail(e, as_json)
-    for step, result in summary["steps"].items():
-        _say(f"{step}: {_text(result.get('status', 'done'))}")
-    _say(f"done in {summary['seconds']} s")
-    _finish(summary, as_json)
-
-
-@app.command()
-def tune(
-    config: ConfigArg,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run dir's study (after a kill or a stop).")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the run dir's study and start again.")] = False,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials in the study (overrides tune.trials).")] = None,
-    parallel: Annotated[Optional[int], typer.Option("--parallel", min=1, help="Trials at once (overrides tune.parallel).")] = None,
+    input: InputOpt = None,
     data: DataOpt = None,
     run_dir: RunDirOpt = None,
     master: MasterOpt = None,
@@ -408,15 +463,48 @@ def tune(
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search the tune: space with Optuna, each trial a training on Spark: tune.json, plots, best.yaml."""
-    try:
-        from dltool.tune import run_tune
+    """Ingest, train, eval (and export) in one Spark application, skipping steps that are up to date."""
+    with _exits(as_json):
+        from dltool import api
+        from dltool.evaluate.score import parse_fail_under
+        from dltool.export import parse_max_drop
+
+        gates, drops = parse_fail_under(fail_under), parse_max_drop(max_drop)
+        cfg = _load(config, _overrides(master, conf, storage, ingest__input=input, dataset__path=data,
+                                       train__run_dir=run_dir))  # fmt: skip
+        summary = api.run(cfg, until=until, fail_under=gates, formats=[f.value for f in formats or []], max_drop=drops,
+                          overwrite=overwrite, progress=not as_json).to_json()  # fmt: skip
+    for step, result in summary["steps"].items():
+        _say(f"{step}: {_text(result.get('status', 'done'))}")
+    _say(f"done in {summary['seconds']} s")
+    _finish(summary, as_json)
+
+
+@app.command(epilog=_examples("dltool tune experiment.yaml --trials 20", "dltool tune experiment.yaml --resume",
+                              "dltool train experiment.yaml --from-tune    # then train with the best values"))
+def tune(
+    config: ConfigArg,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run dir's study (after a kill or a stop).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the run dir's study and start again.")] = False,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, metavar="N", show_default=False,
+                                                  help="Trials in the study (overrides tune.trials).")] = None,
+    parallel: Annotated[Optional[int], typer.Option("--parallel", min=1, metavar="N", show_default=False,
+                                                    help="Trials at once (overrides tune.parallel).")] = None,
+    data: DataOpt = None,
+    run_dir: RunDirOpt = None,
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the tune: space with Optuna (the [tune] extra), each trial a training on Spark: tune.json, plots, best.yaml."""
+    with _exits(as_json):
+        from dltool import api
 
         overrides = _overrides(master, conf, storage, dataset__path=data, train__run_dir=run_dir)
         overrides.update({k: v for k, v in {"tune.trials": trials, "tune.parallel": parallel}.items() if v is not None})
-        summary = run_tune(_load(config, overrides, check_tune=True), resume=resume, overwrite=overwrite, progress=not as_json)
-    except DltoolError as e:
-        _fail(e, as_json)
+        cfg = _load(config, overrides, check_tune=True)
+        summary = api.tune(cfg, resume=resume, overwrite=overwrite, progress=not as_json).to_json()
     if summary["status"] == "up_to_date":
         _say(f"[green]✓[/] {_text(summary['message'])}")
     else:
@@ -431,24 +519,28 @@ def tune(
     _finish(summary, as_json)
 
 
-@app.command()
+@app.command(epilog=_examples("dltool predict experiment.yaml --input new_photos/ --output preds/",
+                              "dltool predict experiment.yaml -i new_rows.csv -o preds/ --keep customer_id"))
 def predict(
     config: ConfigArg,
-    input: Annotated[str, typer.Option("--input", "-i", help="A dltool dataset, a raw image/audio folder, or raw CSV file(s).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Folder for the Parquet predictions.")],
-    checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", help="Checkpoint folder or .keras file; default: the run's final model.")
-    ] = None,
+    input: Annotated[str, typer.Option("--input", "-i", metavar="PATH", show_default=False,
+                                       help="A dltool dataset, raw inputs read as the config's reader reads them "
+                                       "(a folder, CSV or text files), or a table.")],
+    output: Annotated[str, typer.Option("--output", "-o", metavar="PATH", show_default=False,
+                                        help="Folder for the Parquet predictions.")],
+    checkpoint: CheckpointOpt = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Predict with this model instead of the run's: a .keras/.tflite/.onnx file, a "
+        typer.Option("--model", metavar="PATH|URI", show_default=False,
+                     help="Predict with this model instead of the run's: a .keras/.tflite/.onnx file, a "
                      "SavedModel folder, or a registered MLflow model (models:/NAME@ALIAS)."),
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="Split to predict when --input is a dataset.")] = "test",
+    split: Annotated[str, typer.Option("--split", metavar="NAME", help="Split to predict when --input is a dataset.")] = "test",
     run_dir: RunDirOpt = None,
     keep: Annotated[
         list[str] | None,
-        typer.Option("--keep", help="Table column copied into the output (an id); repeatable.", show_default=False),
+        typer.Option("--keep", metavar="COLUMN", help="Table column copied into the output (an id); repeatable.",
+                     show_default=False),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     master: MasterOpt = None,
@@ -457,14 +549,12 @@ def predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Batch inference on Spark: one Parquet row per input with the predicted class and probabilities."""
-    try:
+    with _exits(as_json):
         from dltool import api
 
         cfg = _load(config, _overrides(master, conf, storage, train__run_dir=run_dir))
         result = api.predict(cfg, input, output, checkpoint=checkpoint, model=model, split=split, keep=keep or [],
                              overwrite=overwrite, progress=not as_json)  # fmt: skip
-    except DltoolError as e:
-        _fail(e, as_json)
     quarantined = f", {result.quarantined} quarantined" if result.raw_input else ""
     _say(f"[green]✓[/] {result.rows} predictions in {result.output}{quarantined}")
     _finish(result.to_json(), as_json)
@@ -487,39 +577,69 @@ def _report_eval(summary: EvalResult) -> None:
     _say(f"results: {summary.eval_dir}")
 
 
-@app.command()
+@app.command(epilog=_examples("dltool init photos/ > experiment.yaml    # photos/cat/1.jpg, photos/dog/2.jpg ...",
+                              "dltool init customers.csv -o churn.yaml", "dltool init photos/ -o exp.yaml && dltool validate exp.yaml"))
+def init(
+    data: Annotated[str, typer.Argument(metavar="PATH", help="Your data: a folder of images, audio or text in class "
+                                        "folders (train/ and test/ above them or not), or a table file or folder "
+                                        "(CSV, Parquet, ORC, JSON lines).", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", show_default=False,
+                                                   help="Write the YAML here (default: print it on stdout).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", show_default=False,
+                                                help="The experiment's name (default: the data's folder or file name).")] = None,
+) -> None:
+    """Look at your data and write a commented experiment YAML that validates and trains: the reader, the labels,
+    the split, the sizes, each guess explained."""
+    with _exits(False):
+        from dltool.errors import ConfigError
+        from dltool.guess import guess_config
+
+        if output is not None and output.exists():
+            raise ConfigError(f"{output} exists: dltool init does not replace a file; name another with -o")
+        guess = guess_config(data, base=str(output.parent) if output is not None else None, name=name)
+        for note in guess.notes:
+            _say(f"  {_text(note)}")
+        if output is None:
+            sys.stdout.write(guess.yaml)
+        else:
+            output.write_text(guess.yaml, encoding="utf-8")
+            _say(f"[green]✓[/] wrote {_text(output)}: check it with dltool validate {_text(output)}, then dltool ingest, "
+                 "train and eval")
+
+
+@app.command(epilog=_examples("dltool validate experiment.yaml", "dltool validate experiment.yaml --untrusted --json"))
 def validate(
     config: ConfigArg,
     untrusted: Annotated[bool, typer.Option("--untrusted", help="Also refuse a config that names code to run "
                          "(a model factory, TFSMLayer/Lambda layers, Spark settings that load jars or plugins).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a config file without starting Spark (exit 2 when it is invalid)."""
-    try:
-        from dltool.config.trust import refuse_code
+    """Check a config file without starting Spark: fields, values, the tune space, the input (exit 2 when invalid)."""
+    with _exits(as_json):
+        from dltool import api
 
-        cfg = _load(config, {}, check_tune=True)
-        refuse_code(cfg, str(config), always=untrusted)
-    except DltoolError as e:
-        _fail(e, as_json)
+        warnings = api.validate(config, untrusted=untrusted)
+        cfg = _load(config, {})
+    for warning in warnings:
+        _say(f"  [yellow]warning:[/] {_text(warning)}")
     parts = [f"{cfg.ingest.reader} reader" if cfg.ingest else "no ingest", f"dataset {cfg.dataset.path}"]
     if cfg.train:
         parts.append(f"{cfg.train.model.kind} model, run dir {cfg.train.run_dir}")
     _say(f"[green]✓[/] {config}: valid ({', '.join(parts)})")
-    _finish({"status": "ok", "config": str(config), "name": cfg.name}, as_json)
+    _finish({"status": "ok", "config": str(config), "name": cfg.name, "warnings": warnings}, as_json)
 
 
-@app.command()
+@app.command(epilog=_examples("dltool doctor", "dltool doctor experiment.yaml --master yarn"))
 def doctor(
-    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML to check for (default: a local Spark).",
-                                                     show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="Experiment YAML to check for "
+                                                     "(default: a local Spark).", show_default=False)] = None,
     master: MasterOpt = None,
     conf: ConfOpt = None,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Preflight: Java, Spark on the configured master, task slots, GPUs, executors' dltool, storage (exit 2 on a failure)."""
-    try:
+    with _exits(as_json):
         from dltool.config.models import SparkSettings
         from dltool.doctor import run_doctor
 
@@ -527,8 +647,6 @@ def doctor(
         cfg = _load(config, overrides) if config is not None else None
         spark = {key.split(".", 1)[1]: value for key, value in overrides.items() if key.startswith("spark.")}
         checks = run_doctor(cfg, SparkSettings(**spark))
-    except DltoolError as e:
-        _fail(e, as_json)
     for check in checks:
         mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
         fix = f" [yellow]→ {_text(check.fix)}[/]" if check.fix else ""
@@ -538,16 +656,16 @@ def doctor(
     _finish(summary, as_json, 2 if failed else 0)
 
 
-@app.command()
+@app.command(epilog=_examples("dltool inspect out/datasets/digits", "dltool inspect s3://datasets/photos --verify --json"))
 def inspect(
-    dataset: Annotated[str, typer.Argument(help="Dataset location (path or URI).", show_default=False)],
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="Dataset location (path or URI).", show_default=False)],
     storage: StorageOpt = None,
     verify: Annotated[bool, typer.Option("--verify", help="Read every shard and check its size and hash against "
                                          "the manifest (exit 1 naming a damaged one).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a dataset's manifest, counts per split and class, schema and a sample row."""
-    try:
+    with _exits(as_json):
         from dltool.config.models import StorageSettings
         from dltool.describe import describe_dataset
         from dltool.errors import ConfigError
@@ -558,8 +676,6 @@ def inspect(
             raise ConfigError("--storage-option: " + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'storage'}: {err['msg']}"
                                                                 for err in e.errors())) from e  # fmt: skip
         info = describe_dataset(dataset, settings.model_dump(), verify=verify)
-    except DltoolError as e:
-        _fail(e, as_json)
     if not as_json:
         from dltool.describe import print_description
 
@@ -567,7 +683,7 @@ def inspect(
     _finish(info, as_json)
 
 
-@app.command()
+@app.command(epilog=_examples("dltool schema > dltool.schema.json"))
 def schema() -> None:
     """Print the JSON Schema of the experiment YAML (for editor completion and validation)."""
     from dltool.config.models import ExperimentConfig

@@ -6,6 +6,7 @@ file in each output location, removed at once.
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
 import uuid
@@ -47,6 +48,25 @@ def run_doctor(config: ExperimentConfig | None = None, spark: SparkSettings | No
     return checks
 
 
+def versions() -> dict[str, str]:
+    """dltool's version and those of what it runs on, from package metadata (no Spark or TensorFlow started)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from dltool import __version__
+
+    found = {"dltool": __version__, "python": platform.python_version()}
+    for name, packages in (("spark", ["pyspark"]), ("tensorflow", ["tensorflow-cpu", "tensorflow"]), ("keras", ["keras"])):
+        for package in packages:
+            try:
+                found[name] = version(package)
+                break
+            except PackageNotFoundError:
+                found[name] = "not installed"
+    java = _java()
+    found["java"] = java.found if java.ok else f"{java.found}: {java.fix}"
+    return found
+
+
 def _java() -> Check:
     from dltool.spark.session import java_available, java_command
 
@@ -77,7 +97,7 @@ def _spark(settings: SparkSettings):
 
 
 def _slots(spark, config: ExperimentConfig | None) -> Check:
-    from dltool.spark.barrier import wait_for_slots
+    from dltool.train.barrier import wait_for_slots
 
     workers = (config.train.workers if config is not None and config.train is not None else None) or 1
     slots = wait_for_slots(spark, workers, patience_s=10.0)

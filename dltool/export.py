@@ -12,11 +12,13 @@ calibrated on train rows) and tf2onnx for ONNX (the optional `dltool[export]` gr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dltool.config.models import ExperimentConfig
@@ -43,6 +45,28 @@ def parse_max_drop(items: list[str] | None) -> dict[str, float]:
     return parse_metric_values("--max-drop", items, "accuracy=0.01", minimum=0)
 
 
+@dataclass(frozen=True)
+class ExportResult:
+    """What `dltool export` wrote and measured (export.json): each format's file, its score against the Keras
+    model's and its speed, and the --max-drop gates."""
+
+    model: str  # URI of the exported model
+    split: str
+    metric: str  # "accuracy", or "mae" for regression
+    output: str  # the export folder
+    formats: tuple[dict, ...]  # one row per format, the Keras model's first: format, uri, bytes, value, drop, latency
+    gates: tuple[dict, ...]
+    passed: bool
+    calibration: int
+
+    @classmethod
+    def from_json(cls, data: dict) -> ExportResult:
+        return cls(**{**data, "formats": tuple(data["formats"]), "gates": tuple(data["gates"])})
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "formats": list(self.formats), "gates": list(self.gates)}
+
+
 @with_storage
 def run_export(config: ExperimentConfig, formats: list[str], output: str | None = None, checkpoint: str | None = None,
                calibration: int = 500, split: str = "test", max_drop: dict[str, float] | None = None,
@@ -52,51 +76,18 @@ def run_export(config: ExperimentConfig, formats: list[str], output: str | None 
     Raises QualityGateError (exit 3), after writing everything, when a format's metric falls
     more than `max_drop` allows below the Keras model's.
     """
-    from dltool.evaluate import targets as tg
     from dltool.evaluate.metrics import headline
 
-    unknown = [f for f in formats if f not in FORMATS]
-    if not formats or unknown:
-        raise ConfigError(f"--format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}")
-    formats = list(dict.fromkeys(formats))
-    if config.train is None:
-        raise ConfigError("the config has no 'train' section: export needs train.run_dir (or pass --run-dir)")
-    if calibration < 1:
-        raise ConfigError("--calibration must be at least 1")
-    dataset = open_location(config.dataset.path)
-    manifest = Manifest.read(dataset)
-    if manifest.label.kind not in ("class", "regression"):
-        raise ConfigError(f"{dataset.uri}: the dataset has no labels: export scores each format against the Keras model")
+    formats, dataset, manifest, target, metric = _checked(config, formats, checkpoint, calibration, max_drop)
     run_dir = open_location(config.train.run_dir)
-    targets = tg.resolve_targets(run_dir, checkpoint)
-    if len(targets) != 1:
-        raise ConfigError("export takes one model: pass --checkpoint PATH (or none for the run's final model)")
-    target = targets[0]
-    tg.check_target(target, manifest, manifest_hash(manifest))
-    metric = "accuracy" if manifest.label.kind == "class" else "mae"
-    for name in max_drop or {}:
-        if name != metric:
-            raise ConfigError(f"--max-drop {name}: export compares {metric} for this model; use --max-drop {metric}=VALUE")
     out = open_location(output) if output else run_dir.child("export")
 
-    from dltool.train.checkpoints import local_scratch, upload_tree
+    from dltool.storage.fs import local_scratch
 
     scratch = local_scratch("export")
     try:
         written = _convert_all(config, target.model.uri, dataset, manifest, formats, scratch, calibration)
-        if output:  # the run dir's own export/ is dltool's; a folder the user names must be too
-            check_replaceable(out, "export folder", protected_paths(config))  # its files are replaced below
-        if not out.exists():
-            out.fs.create_dir(out.path, recursive=True)
-            mark(out, "export")
-        for fmt, path in written.items():
-            destination = out.child(FORMATS[fmt])
-            if destination.exists():
-                destination.delete()
-            if path.is_dir():
-                upload_tree(path, destination)
-            else:
-                destination.write_bytes(path.read_bytes())
+        _write_out(config, out, written, named=bool(output))
         scores = _score(config, dataset, manifest, split, [target.model.uri] + [out.child(FORMATS[f]).uri for f in written],
                         progress)  # fmt: skip
         timings = _time_all(config, target.model.uri, written, dataset, manifest, split)
@@ -121,6 +112,54 @@ def run_export(config: ExperimentConfig, formats: list[str], output: str | None 
         raise QualityGateError("; ".join(f"{g['format']} loses {_amount(g['drop'])} {g['metric']} against the Keras "
                                          f"model (--max-drop {g['max_drop']:g})" for g in missed), summary)  # fmt: skip
     return summary
+
+
+def _checked(config: ExperimentConfig, formats: list[str], checkpoint: str | None, calibration: int,
+             max_drop: dict[str, float] | None):  # fmt: skip
+    """The formats (each once), the dataset and its manifest, the one model to export, checked against the
+    data it was trained on, and the metric each format is compared by (accuracy, or mae for regression)."""
+    from dltool.evaluate import targets as tg
+
+    unknown = [f for f in formats if f not in FORMATS]
+    if not formats or unknown:
+        raise ConfigError(f"--format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}")
+    if config.train is None:
+        raise ConfigError("the config has no 'train' section: export needs train.run_dir (or pass --run-dir)")
+    if calibration < 1:
+        raise ConfigError("--calibration must be at least 1")
+    dataset = open_location(config.dataset.path)
+    manifest = Manifest.read(dataset)
+    if manifest.label.kind not in ("class", "regression"):
+        raise ConfigError(f"{dataset.uri}: the dataset has no labels: export scores each format against the Keras model")
+    targets = tg.resolve_targets(open_location(config.train.run_dir), checkpoint)
+    if len(targets) != 1:
+        raise ConfigError("export takes one model: pass --checkpoint PATH (or none for the run's final model)")
+    tg.check_target(targets[0], manifest, manifest_hash(manifest))
+    metric = "accuracy" if manifest.label.kind == "class" else "mae"
+    for name in max_drop or {}:
+        if name != metric:
+            raise ConfigError(f"--max-drop {name}: export compares {metric} for this model; use --max-drop {metric}=VALUE")
+    return list(dict.fromkeys(formats)), dataset, manifest, targets[0], metric
+
+
+def _write_out(config: ExperimentConfig, out: Location, written: dict, named: bool) -> None:
+    """The converted files into the export folder, replacing those of an earlier export; a folder the user
+    `named` must be dltool's (or empty), as the run dir's own export/ is."""
+    from dltool.train.checkpoints import upload_tree
+
+    if named:
+        check_replaceable(out, "export folder", protected_paths(config))  # its files are replaced below
+    if not out.exists():
+        out.fs.create_dir(out.path, recursive=True)
+        mark(out, "export")
+    for fmt, path in written.items():
+        destination = out.child(FORMATS[fmt])
+        if destination.exists():
+            destination.delete()
+        if path.is_dir():
+            upload_tree(path, destination)
+        else:
+            destination.write_bytes(path.read_bytes())
 
 
 def drop_gates(rows: list[dict], metric: str, max_drop: dict[str, float]) -> list[dict]:
@@ -179,7 +218,7 @@ def _size(location: Location) -> int:
 def _convert_all(config, model_uri: str, dataset: Location, manifest: Manifest, formats: list[str], scratch: Path,
                  calibration: int) -> dict[str, Path]:  # fmt: skip
     """Each format written under scratch, from the Keras model (TFLite from its SavedModel)."""
-    from dltool.evaluate.artefacts import load_model
+    from dltool.artefacts import load_model
     from dltool.spark.shipping import factory_modules
 
     tf = _tensorflow()
@@ -207,7 +246,7 @@ def _tensorflow():
 
     TF_CPP_MIN_LOG_LEVEL is read once, when TensorFlow loads: set for that moment unless the user set it.
     """
-    from dltool.evaluate.score import import_tensorflow_quietly
+    from dltool.tfenv import import_tensorflow_quietly
 
     if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         return import_tensorflow_quietly()
@@ -280,17 +319,17 @@ def _calibration_rows(dataset: Location, manifest: Manifest, count: int):
 
 def _score(config, dataset: Location, manifest: Manifest, split: str, models: list[str], progress: bool) -> list[dict]:
     """The eval job over every model at once: one result per model, same rows, same metric code."""
-    from dltool.evaluate.score import SCORING_MODULES, _split_rows, _sums_spec, score_checkpoints, scoring_tasks, tensorflow_tasks
+    from dltool.evaluate.score import split_rows, sums_spec, score_checkpoints
+    from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, scoring_tasks, tensorflow_tasks
     from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
-    rows = _split_rows(manifest, split)
+    rows = split_rows(manifest, split)
     spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
                           warm_tensorflow=tensorflow_tasks(rows))  # fmt: skip
     class_names = [str(name) for name in manifest.label.vocabulary or ()]
-    job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "models": models, "batch": 256,
-           "sums": _sums_spec(config.train, manifest.label.kind, class_names), "modules": factory_modules(config),
-           "cache_mb": config.train.cache_mb}  # fmt: skip
+    job = ScoreJob(dataset.uri, manifest, split, sums_spec(config.train, manifest.label.kind, class_names),
+                   tuple(factory_modules(config)), tuple(models), 256, config.train.cache_mb)  # fmt: skip
     results, _ = score_checkpoints(spark, job, scoring_tasks(spark, rows), progress=progress,
                                    description=f"export: score {len(models)} models on {split} ({rows:,} rows)")  # fmt: skip
     return results
@@ -301,7 +340,7 @@ def _time_all(config, model_uri: str, written: dict[str, Path], dataset: Locatio
     """Single-example latency (median of LATENCY_CALLS) and batch throughput of each format, on this CPU."""
     import numpy as np
 
-    from dltool.evaluate.artefacts import load_predictor
+    from dltool.artefacts import load_predictor
     from dltool.shards.feed import ShardFeed, plan_shares
     from dltool.spark.shipping import factory_modules
 

@@ -123,8 +123,8 @@ class Tracker:
         mlflow = _mlflow()
         from mlflow.models import infer_signature
 
-        from dltool.evaluate.artefacts import load_model
-        from dltool.evaluate.score import import_tensorflow_quietly
+        from dltool.artefacts import load_model
+        from dltool.tfenv import import_tensorflow_quietly
 
         import_tensorflow_quietly()
         import keras

@@ -1,6 +1,6 @@
 """`dltool tune`: a hyperparameter search with Optuna whose trials are dltool trainings on Spark.
 
-The driver holds the study (Optuna's journal file in RUN_DIR/tune/, so a killed search resumes) and asks it
+The driver holds the study (Optuna's journal file in RUN_DIR/tune/, on any store, so a killed search resumes) and asks it
 for trials; each trial is `run_training` on the config with the trial's values, in its own run dir
 RUN_DIR/tune/trial-NNN, started from a driver thread so that `parallel` trials run at once (one barrier
 stage each, of train.workers tasks). Every finished epoch goes to the pruner; a pruned trial is asked to
@@ -11,7 +11,9 @@ with its error and the search goes on.
 from __future__ import annotations
 
 import contextvars
+import io
 import json
+import os
 import threading
 import time
 import warnings
@@ -68,6 +70,28 @@ def _optuna():
     return optuna
 
 
+@dataclass(frozen=True)
+class TuneResult:
+    """A study (or the finding that it was already done); `summary` is tune.json as written."""
+
+    status: str  # "completed" or "up_to_date"
+    best: dict | None  # {"number", "value", "params", "run_dir", "epochs"} of the best trial
+    counts: dict  # trials per state: complete, pruned, failed, interrupted, running
+    best_config: str | None  # URI of best.yaml: the config with the best trial's values
+    seconds: float
+    message: str | None = None  # why nothing was done (up_to_date)
+    summary: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_summary(cls, summary: dict) -> TuneResult:
+        return cls(status=summary["status"], best=summary.get("best"), counts=summary.get("counts", {}),
+                   best_config=summary.get("best_config"), seconds=float(summary.get("seconds", 0.0)),
+                   message=summary.get("message"), summary=summary)  # fmt: skip
+
+    def to_json(self) -> dict:
+        return dict(self.summary)
+
+
 @with_storage
 def run_tune(config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Run (or continue) the config's study; returns the tune.json summary. Raises DltoolError on failure."""
@@ -81,96 +105,26 @@ def run_tune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     metric = settings.metric or train.monitor
     direction = settings.direction or ("minimize" if lower_is_better(metric) else "maximize")
     folder = open_location(train.run_dir).child(TUNE_DIR)
-    if folder.fs.type_name != "local":
-        raise ConfigError(f"{folder.uri}: the study journal needs a local (or mounted) train.run_dir")
-    journal = folder.child(JOURNAL)
-    previous = ckpt.read_json(folder.child(SUMMARY))
-    if overwrite and folder.exists():
-        delete_owned(folder, "study folder")
-        previous = None
-    elif journal.exists() and not resume:
-        if previous and previous.get("status") == "completed" and previous["study"] == _study_record(config, metric, direction):
-            return {**previous, "status": "up_to_date", "message": f"{folder.uri}: the study is done; --overwrite reruns it"}
-        raise ConfigError(f"{folder.uri}: holds a study; pass --resume to continue it or --overwrite to start again")
+    done = _earlier_study(folder, config, metric, direction, resume, overwrite)
+    if done is not None:
+        return done
     Manifest.read(open_location(config.dataset.path))  # the dataset must exist before Spark starts
     if not folder.exists():
         folder.fs.create_dir(folder.path, recursive=True)
         mark(folder, "study")
     elif not is_owned(folder):
         check_replaceable(folder, "study folder")  # empty (fine), or someone else's: refused
-
     optuna = _optuna()
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    study = optuna.create_study(
-        storage=JournalStorage(JournalFileBackend(journal.path)), study_name=config.name, direction=direction,
-        sampler=_sampler(optuna, settings, train), pruner=_pruner(optuna, settings), load_if_exists=True,
-    )  # fmt: skip
+    local_journal, keep_journal = _journal_here(folder.child(JOURNAL))
+    study = _study(optuna, config, local_journal, direction)
     runs = _recover(study, folder) if resume else {}
-    if not study.trials:
-        for values in settings.enqueue:
-            study.enqueue_trial({key: _storable(value) for key, value in values.items()}, skip_if_exists=True)
-
     spark, workers, parallel = _cluster(config, settings)
-    distributions = _distributions(optuna, settings.space)
-    trial_config = lambda values, run_dir: _trial_config(config, values, run_dir, workers, metric)
-    view = TuneView(progress, metric)
-    lock = threading.Lock()
+    def record(status: str) -> dict:
+        return _write_summary(folder, config, metric, direction, runs, study, status, started)
 
-    def one(trial, run: TrialRun) -> TrialRun:
-        def on_epoch(event: dict) -> None:
-            value = event["logs"].get(metric)
-            run.epochs = event["epoch"]
-            if value is None:
-                return
-            with lock:
-                trial.report(value, event["epoch"])
-                prune = run.pruned_at is None and trial.should_prune()
-            if prune:
-                run.pruned_at = event["epoch"]
-                open_location(run.run_dir).child(ckpt.STOP_FILE).write_bytes(b"pruned by dltool tune\n")
-            view.update(run)
-
-        from dltool.train.run import run_training
-
-        try:
-            summary = run_training(trial_config(run.params, run.run_dir), quiet=True, on_epoch=on_epoch,
-                                   sharing=parallel, check_model=False)  # fmt: skip
-        except DltoolError as e:
-            run.state, run.error = "failed", str(e).splitlines()[0]
-        else:
-            run.epochs = summary["epochs_done"]
-            run.value = (summary.get("best") or {}).get("value")
-            run.state = "pruned" if summary.get("stopped_on_request") else "complete"
-            run.pruned_at = run.epochs if run.state == "pruned" else None  # the epoch it stopped after
-        run.finished = time.time()
-        return run
-
-    target = min(settings.trials, _grid_size(settings)) if settings.sampler == "grid" else settings.trials
-    with view, ThreadPoolExecutor(parallel, thread_name_prefix="dltool-trial") as pool:
-        running: dict = {}
-        try:
-            while _counted(runs) + len(running) < target or running:
-                while len(running) < parallel and _counted(runs) + len(running) < target:
-                    trial = study.ask(distributions)
-                    run = TrialRun(trial.number, dict(trial.params), folder.child(f"trial-{trial.number:03d}").uri,
-                                   rerun_of=trial.user_attrs.get("rerun_of"))  # fmt: skip
-                    runs[trial.number] = run
-                    view.update(run)
-                    running[pool.submit(contextvars.copy_context().run, one, trial, run)] = trial
-                    _write_summary(folder, config, metric, direction, runs, study, "running", started)
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    trial = running.pop(future)
-                    run = future.result()
-                    _tell(study, optuna, trial, run)
-                    view.update(run)
-                    _write_summary(folder, config, metric, direction, runs, study, "running", started)
-        except BaseException:
-            spark.sparkContext.cancelAllJobs()
-            raise
-    summary = _write_summary(folder, config, metric, direction, runs, study, "completed", started)
+    trials = _Trials(config, metric, workers, parallel, TuneView(progress, metric))
+    trials.run(spark, optuna, study, folder, runs, keep_journal, lambda: record("running"))
+    summary = record("completed")
     summary.update(parallel=parallel, workers_per_trial=workers)
     if summary["best"] is None:
         raise DltoolError(f"no trial finished: every one of the {len(runs)} failed (first: {_first_error(runs)})")
@@ -182,7 +136,139 @@ def run_tune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     return summary
 
 
+def _earlier_study(folder: Location, config: ExperimentConfig, metric: str, direction: str, resume: bool,
+                   overwrite: bool) -> dict | None:  # fmt: skip
+    """The summary of a study that is already done (up to date), a ConfigError for a study there without
+    --resume, else None: start it (after removing the old one with --overwrite) or continue it."""
+    previous = ckpt.read_json(folder.child(SUMMARY))
+    if overwrite and folder.exists():
+        delete_owned(folder, "study folder")
+    elif folder.child(JOURNAL).exists() and not resume:
+        if previous and previous.get("status") == "completed" and previous["study"] == _study_record(config, metric, direction):
+            return {**previous, "status": "up_to_date", "message": f"{folder.uri}: the study is done; --overwrite reruns it"}
+        raise ConfigError(f"{folder.uri}: holds a study; pass --resume to continue it or --overwrite to start again")
+    return None
+
+
+def _study(optuna, config: ExperimentConfig, journal_path: str, direction: str):
+    """The Optuna study in its journal (loaded when it exists), with the config's enqueued trials first."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    settings, train = config.tune, config.train
+    study = optuna.create_study(
+        storage=JournalStorage(JournalFileBackend(journal_path)), study_name=config.name, direction=direction,
+        sampler=_sampler(optuna, settings, train), pruner=_pruner(optuna, settings), load_if_exists=True,
+    )  # fmt: skip
+    if not study.trials:
+        for values in settings.enqueue:
+            study.enqueue_trial({key: _storable(value) for key, value in values.items()}, skip_if_exists=True)
+    return study
+
+
+class _Trials:
+    """The study's trials, `parallel` at once, each a `run_training` on the shared Spark application."""
+
+    def __init__(self, config: ExperimentConfig, metric: str, workers: int, parallel: int, view: TuneView):
+        self.config, self.metric, self.workers, self.parallel, self.view = config, metric, workers, parallel, view
+        self.lock = threading.Lock()
+
+    def run(self, spark, optuna, study, folder: Location, runs: dict, keep_journal, record) -> None:
+        """Ask for trials until the study has its number, telling Optuna each result as it comes; on any
+        failure or interrupt, the running trials' Spark jobs are cancelled before the pool waits for them."""
+        with self.view, ThreadPoolExecutor(self.parallel, thread_name_prefix="dltool-trial") as pool:
+            try:
+                self._loop(pool, optuna, study, folder, runs, keep_journal, record)
+            except BaseException:
+                spark.sparkContext.cancelAllJobs()
+                raise
+            finally:
+                keep_journal()
+
+    def _loop(self, pool, optuna, study, folder: Location, runs: dict, keep_journal, record) -> None:
+        settings = self.config.tune
+        distributions = _distributions(optuna, settings.space)
+        target = min(settings.trials, _grid_size(settings)) if settings.sampler == "grid" else settings.trials
+        running: dict = {}
+        while _counted(runs) + len(running) < target or running:
+            while len(running) < self.parallel and _counted(runs) + len(running) < target:
+                trial = study.ask(distributions)
+                run = TrialRun(trial.number, dict(trial.params), folder.child(f"trial-{trial.number:03d}").uri,
+                               rerun_of=trial.user_attrs.get("rerun_of"))  # fmt: skip
+                runs[trial.number] = run
+                self.view.update(run)
+                running[pool.submit(contextvars.copy_context().run, self.one, trial, run)] = trial
+                record()
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                trial = running.pop(future)
+                run = future.result()
+                _tell(study, optuna, trial, run)
+                self.view.update(run)
+                keep_journal()
+                record()
+
+    def one(self, trial, run: TrialRun) -> TrialRun:
+        """Train one trial, reporting each epoch's metric to the pruner (a pruned trial is asked to stop)."""
+        from dltool.train.run import run_training
+
+        def on_epoch(event: dict) -> None:
+            value = event["logs"].get(self.metric)
+            run.epochs = event["epoch"]
+            if value is None:
+                return
+            with self.lock:
+                trial.report(value, event["epoch"])
+                prune = run.pruned_at is None and trial.should_prune()
+            if prune:
+                run.pruned_at = event["epoch"]
+                open_location(run.run_dir).child(ckpt.STOP_FILE).write_bytes(b"pruned by dltool tune\n")
+            self.view.update(run)
+
+        config = _trial_config(self.config, run.params, run.run_dir, self.workers, self.metric)
+        try:
+            summary = run_training(config, quiet=True, on_epoch=on_epoch, sharing=self.parallel, check_model=False)
+        except DltoolError as e:
+            run.state, run.error = "failed", str(e).splitlines()[0]
+        else:
+            run.epochs = summary["epochs_done"]
+            run.value = (summary.get("best") or {}).get("value")
+            run.state = "pruned" if summary.get("stopped_on_request") else "complete"
+            run.pruned_at = run.epochs if run.state == "pruned" else None  # the epoch it stopped after
+        run.finished = time.time()
+        return run
+
+
 # ------------------------------------------------------------------------------------------------ study
+
+
+def _journal_here(journal: Location):
+    """The study journal as a local file Optuna can lock, and a function that keeps it where the study lives.
+
+    On local disk that is the journal itself. On HDFS or an object store (no file locks) the driver, the study's
+    only writer, works on a copy in a temporary folder: fetched first (to resume), written back after every
+    finished trial and at the end. A search killed mid-trial resumes from the last finished one.
+    """
+    if journal.fs.type_name == "local":
+        return journal.path, lambda: None
+    import atexit
+    import shutil
+    import tempfile
+
+    here = tempfile.mkdtemp(prefix="dltool-study-")
+    atexit.register(shutil.rmtree, here, True)
+    local = f"{here}/{JOURNAL}"
+    if journal.exists():
+        with open(local, "wb") as copy:
+            copy.write(journal.read_bytes())
+
+    def keep() -> None:
+        if os.path.exists(local):
+            with open(local, "rb") as copy:
+                journal.write_bytes(copy.read())
+
+    return local, keep
+
 
 
 def _sampler(optuna, settings, train: TrainSettings):
@@ -284,11 +370,11 @@ def _first_error(runs: dict[int, TrialRun]) -> str:
 def _cluster(config: ExperimentConfig, settings) -> tuple:
     """The Spark session, the workers of one trial and how many trials run at once; fails fast when the cluster
     cannot hold one trial."""
-    from dltool.spark.barrier import check_slots, wait_for_slots
+    from dltool.train.barrier import check_slots, wait_for_slots
     from dltool.spark.shipping import config_code
-    from dltool.train.run import _spark
+    from dltool.train.run import training_session
 
-    spark = _spark(config, config_code(config))
+    spark = training_session(config, config_code(config))
     workers = config.train.workers or 1
     # All the executors that are coming, not just enough for one trial: `parallel` is sized from them
     # (a driver that starts quickly would otherwise see one executor of two and run trials one by one).
@@ -379,9 +465,10 @@ def _plots(optuna, study, folder: Location) -> dict[str, str]:
             except (ValueError, RuntimeError):
                 continue  # e.g. importances over one value of every parameter
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        target = folder.child(PLOTS[name])
-        figure.savefig(target.path, dpi=100, bbox_inches="tight")
+        target, image = folder.child(PLOTS[name]), io.BytesIO()
+        figure.savefig(image, format="png", dpi=100, bbox_inches="tight")  # then written to any store
         plt.close(figure)
+        target.write_bytes(image.getvalue())
         made[name] = target.uri
     return made
 

@@ -53,34 +53,42 @@ def run(path: Path, held_out: Path | None = None) -> str:
     return line
 
 
-def main() -> None:
-    shutil.rmtree(OUT, ignore_errors=True)
-    images = OUT / "data" / "images"
+def build_layouts(out: Path) -> dict[str, Path]:
+    """The three layouts made from the bundled samples under `out`: images/{train,test}/<class>/, a CSV with a
+    `fold` column, audio/<speaker>/<word>/."""
+    images = out / "images"
     for folder in sorted((ROOT / "sample_data" / "images").iterdir()):
         for i, file in enumerate(sorted(folder.iterdir())):
             target = images / ("test" if i % 5 == 0 else "train") / folder.name / file.name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(file, target)
-    print("folders train/ + test/:", run(config("layout-folders", "images", images, {"by": "path"}), images / "test"))
 
-    table = OUT / "data" / "customers.csv"
+    table = out / "customers.csv"
     with open(ROOT / "sample_data" / "tabular" / "customers.csv", newline="") as f:
         header, *rows = list(csv.reader(f))
     with open(table, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*header, "fold"])
         writer.writerows([*row, ("train", "train", "train", "valid", "holdout")[i % 5]] for i, row in enumerate(rows))
-    split = {"by": "column", "column": "fold", "names": {"holdout": "test"}}
-    print("CSV with a fold column:", run(config("layout-column", "csv", table, split)))
 
-    audio = OUT / "data" / "audio"
+    audio = out / "audio"
     for folder in sorted((ROOT / "sample_data" / "audio").iterdir()):
         for i, file in enumerate(sorted(folder.iterdir())):
             target = audio / f"spk{i % 30:02d}" / folder.name / file.name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(file, target)
+    return {"images": images, "table": table, "audio": audio}
+
+
+def main() -> None:
+    shutil.rmtree(OUT, ignore_errors=True)
+    data = build_layouts(OUT / "data")
+    images = data["images"]
+    print("folders train/ + test/:", run(config("layout-folders", "images", images, {"by": "path"}), images / "test"))
+    split = {"by": "column", "column": "fold", "names": {"holdout": "test"}}
+    print("CSV with a fold column:", run(config("layout-column", "csv", data["table"], split)))
     split = {"group": r"^(spk\d+)/"}
-    print("audio grouped by speaker:", run(config("layout-speakers", "audio", audio, split)))
+    print("audio grouped by speaker:", run(config("layout-speakers", "audio", data["audio"], split)))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +47,27 @@ def parse_config(
     try:
         root, data = _read_yaml(text, source)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        problem = e.problem or str(e)
-        if "python/" in str(e):
-            problem = "Python object tags are not allowed (the config is loaded safely)"
-        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from e
+        raise ConfigError(_yaml_error(e, source)) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: invalid YAML: {e}") from e
     return build_config(data, source, base_dir, overrides, check_tune, root)
+
+
+def _yaml_error(error: yaml.MarkedYAMLError, source: str) -> str:
+    """A YAML syntax error at the line to fix: an unclosed bracket or quote is named where it opens, not where the
+    parser gave up (often the next line)."""
+    mark = error.problem_mark or error.context_mark
+    problem = error.problem or str(error)
+    if "python/" in str(error):
+        problem = "Python object tags are not allowed (the config is loaded safely)"
+    opened = error.context_mark
+    for context, opener in (("flow mapping", "{"), ("flow sequence", "["), ("quoted scalar", "quote")):
+        if opened is not None and context in (error.context or "") and mark is not None and mark.line > opened.line:
+            what = "quote" if opener == "quote" else f"'{opener}'"
+            return (f"{source}:{opened.line + 1}: invalid YAML: the {what} opened here (column {opened.column + 1}) "
+                    f"is not closed; at line {mark.line + 1}: {problem}")  # fmt: skip
+    line = f":{mark.line + 1}" if mark else ""
+    return f"{source}{line}: invalid YAML: {problem}"
 
 
 # A config is a few hundred values. YAML aliases can make a 1 KB file stand for billions of them
@@ -135,7 +148,7 @@ def build_config(
         config = ExperimentConfig.model_validate(data)
     except ValidationError as e:
         overridden = set(overrides or {})
-        raise ConfigError(_format_errors(e, root, source, overridden)) from e
+        raise ConfigError(_format_errors(e, root, source, overridden, data)) from e
     refuse_code(config, source)  # with DLTOOL_UNTRUSTED=1: no factory, code layer or code-loading Spark setting
     if check_tune and config.tune is not None:
         _check_space(config, root, source)
@@ -258,7 +271,7 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _format_errors(error: ValidationError, root: yaml.Node | None, source: str, overridden: set[str]) -> str:
+def _format_errors(error: ValidationError, root: yaml.Node | None, source: str, overridden: set[str], data: Any) -> str:
     lines = []
     for item in error.errors():
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p in _union_tags())]
@@ -266,24 +279,47 @@ def _format_errors(error: ValidationError, root: yaml.Node | None, source: str, 
             loc.append(item["ctx"]["discriminator"].strip("'"))
         field = ".".join(str(p) for p in loc) or "(top level)"
         where = "command line" if field in overridden else _line_of(root, loc, source)
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; `dltool schema` lists the fields)"
-        elif item["type"] == "missing":
-            message = "required field is missing"
-        elif item["type"] == "union_tag_invalid":
-            message = f"unknown value {item['ctx']['tag']!r}; expected one of {item['ctx']['expected_tags']}"
-        elif item["type"] == "union_tag_not_found":
-            message = "required field is missing (it selects the kind, e.g. reader: image)"
-        lines.append(f"{where}: {field}: {message}")
+        lines.append(f"{where}: {field}: {_in_words(item, loc, data)}")
     return "; ".join(lines) if len(lines) <= 1 else "\n".join(lines)
+
+
+def _in_words(item: dict, loc: list, data: Any) -> str:
+    """One pydantic error said as the user would: the value they wrote, what the field takes, what they meant."""
+    from dltool.config.hints import choices_in, closest, field_schema, known_keys
+
+    kind, given = item["type"], item.get("input")
+    if kind == "extra_forbidden":
+        guess = closest(str(loc[-1]), known_keys(loc[:-1], data))
+        return f"unknown field; did you mean {guess!r}?" if guess else \
+            "unknown field (check the spelling; `dltool schema` lists the fields)"  # fmt: skip
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_not_found":
+        return "required field is missing (it selects the kind, e.g. reader: image)"
+    if kind in ("union_tag_invalid", "literal_error", "enum"):
+        expected = item["ctx"].get("expected_tags") or item["ctx"].get("expected", "")
+        choices = choices_in(expected)
+        if not choices:  # numbers (channels: 1, 3 or 4): pydantic's own words say it
+            return item["msg"]
+        value = item["ctx"].get("tag", given)
+        guess = closest(value, choices)
+        return f"{value!r} is not one of {', '.join(choices)}" + (f"; did you mean {guess!r}?" if guess else "")
+    message = item["msg"].removeprefix("Value error, ")
+    schema = field_schema(loc, data) or {}
+    about = schema.get("description", "")
+    if kind == "string_pattern_mismatch" and about:
+        return f"{given!r} is not of the form this field takes: {about}"
+    if kind in ("tuple_type", "list_type", "too_short", "too_long") and re.search(r"\[[^\]]+\]", about):
+        form = re.search(r"\[[^\]]+\]", about).group(0)
+        return f"expected a list {form}, got {given!r} ({about})"
+    return message
 
 
 def _union_tags() -> set[str]:
     """Discriminator tags pydantic puts into error locations (readers, label sources); not YAML keys."""
-    from dltool.readers.base import REGISTRY
+    from dltool.config.readers import INGEST_SECTIONS
 
-    return set(REGISTRY) | {"parent_dir", "regex", "none"}
+    return set(INGEST_SECTIONS) | {"parent_dir", "regex", "none"}
 
 
 def _line_of(root: yaml.Node | None, loc: list, source: str) -> str:

@@ -1,7 +1,7 @@
 """Pydantic models of the experiment YAML: one class per section, validated once.
 
-Each reader's section (`ingest:` with `reader: NAME`) is declared in its own module under
-`dltool/readers/`; registering the reader adds its model to `ExperimentConfig.ingest`.
+The built-in readers' sections (`ingest:` with `reader: NAME`) are in config/readers.py, so validating a
+config imports no reader; registering a reader made outside dltool adds its section to `ExperimentConfig.ingest`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-import dltool.readers  # noqa: F401  (registers the built-in readers; use_readers below adds their sections)
 from dltool.config.base import FileInput, LabelFromParentDir, LabelFromRegex, NoLabel, Section  # noqa: F401
+from dltool.config.readers import INGEST_SECTIONS, RESERVED, on_change
 from dltool.config.redaction import REDACTED, redact, uri_has_credentials  # noqa: F401  (REDACTED: re-exported)
 
 __all__ = ["ExperimentConfig", "FileInput", "Section", "TrainSettings", "use_readers"]
@@ -124,8 +124,6 @@ class SplitSettings(Section):
             raise ValueError(f"train + val + test must be 1.0, got {total:g}")
         if self.by == "column" and not self.column:
             raise ValueError("by: column needs 'column', the column that names each row's split")
-        from dltool.readers.table import RESERVED
-
         for name, value in (("column", self.column), ("group", self.group)):
             if value and value.lower() in RESERVED:
                 raise ValueError(f"{name}: {value!r} is one of dltool's own per-row columns; rename it in the data")
@@ -361,7 +359,11 @@ class TuneSettings(Section):
         "tpe", description="tpe (Optuna's default), random, or grid (every combination of `choice` lists)."
     )
     seed: int | None = Field(None, description="Seeds the sampler; default train.seed.")
-    pruner: PrunerSettings = PrunerSettings()
+    # The bare type (pruner: median) is turned into PrunerSettings before validation; the union shows it in the schema.
+    pruner: Union[PrunerSettings, Literal["median", "hyperband", "none"]] = Field(
+        PrunerSettings(), description="Stops poor trials early: {type: median, startup_trials: 2, warmup_epochs: 1}, "
+        "or just the type (median, hyperband, none).",
+    )
     space: dict[str, dict] = Field(
         min_length=1,
         description="Setting -> distribution, e.g. train.optimizer.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}; "
@@ -435,15 +437,12 @@ class ExperimentConfig(Section):
 
 
 def use_readers() -> None:
-    """Make `ingest:` accept exactly the registered readers' sections, told apart by their `reader:` field.
+    """Make `ingest:` accept exactly the registered sections (config.readers), told apart by their `reader:` field.
 
-    Called once here and again by `register` for every reader registered later, so a reader
-    declared outside dltool is validated, documented (`dltool schema`, the reference) and
-    loaded like a built-in.
+    Called once here and again whenever a reader registered later adds its section, so a reader declared
+    outside dltool is validated, documented (`dltool schema`, the reference) and loaded like a built-in.
     """
-    from dltool.readers.base import REGISTRY
-
-    configs = [reader.config_model for reader in REGISTRY.values()]
+    configs = list(INGEST_SECTIONS.values())
     field = ExperimentConfig.model_fields["ingest"]
     field.annotation = Optional[Union[tuple(configs)]]
     field.discriminator = "reader" if len(configs) > 1 else None
@@ -451,3 +450,4 @@ def use_readers() -> None:
 
 
 use_readers()
+on_change(use_readers)

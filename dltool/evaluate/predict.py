@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from dltool.config.models import ExperimentConfig, SplitSettings
 from dltool.errors import ConfigError, DataQualityError, ErrorRecord, InputNotFoundError, map_errors
+from dltool.evaluate.tasks import PredictJob
 from dltool.config.redaction import redact
 from dltool.storage.commit import StagedFolder, unfinished
 from dltool.storage.ownership import OutputLock, check_replaceable, protected_paths
@@ -47,93 +48,124 @@ def run_predict(
     was trained on: every file in a known class folder, or the table's label column. `keep`:
     table columns copied into the output (ids), from raw rows or a dataset's passthrough columns.
     """
-    from dltool.evaluate.targets import check_target, model_target, resolve_targets
-
-    started = time.monotonic()
     if model_uri is not None and checkpoint is not None:
         raise ConfigError("--model and --checkpoint both name the model: give one")
     if config.train is None and model_uri is None:
         raise ConfigError("the config has no 'train' section: no run to predict with (or pass --model)")
-    if model_uri is not None and model_uri.startswith(("models:/", "runs:/")):
-        # Downloaded beside the output, where every executor can read it, for the length of the run.
-        staged = open_location(output_uri).sibling(f".model-{uuid.uuid4().hex[:8]}.keras")
+    request = _Request(config, input_uri, output_uri, checkpoint, split, overwrite, progress, list(dict.fromkeys(keep)))
+    if model_uri is None or not model_uri.startswith(("models:/", "runs:/")):
+        return request.run(model_uri)
+    # Downloaded beside the output, where every executor can read it, for the length of the run.
+    staged = open_location(output_uri).sibling(f".model-{uuid.uuid4().hex[:8]}.keras")
+    try:
+        _stage_registered_model(config, model_uri, staged)
+        return request.run(staged.uri)
+    finally:
+        staged.delete()
+
+
+class _Request:
+    """One predict: the model checked against the training data, the output cleared, raw inputs ingested into a
+    temporary dataset (removed after), the rows predicted on Spark into a staged output."""
+
+    def __init__(self, config, input_uri, output_uri, checkpoint, split, overwrite, progress, keep: list[str]):
+        self.config, self.checkpoint, self.split, self.overwrite = config, checkpoint, split, overwrite
+        self.progress, self.keep, self.started = progress, keep, time.monotonic()
+        self.input_uri, self.source, self.output = input_uri, open_location(input_uri), open_location(output_uri)
+        self.trained_on = Manifest.read(open_location(config.dataset.path))
+
+    def run(self, model_uri: str | None) -> dict:
+        target = self._target(model_uri)
+        self._clear_output()
+        raw = not self.source.child(MANIFEST).exists()
+        dataset_uri, label_column = self._ingested() if raw else (self.source.uri, None)
         try:
-            _stage_registered_model(config, model_uri, staged)
-            return run_predict.__wrapped__(config, input_uri, output_uri, None, split, overwrite, progress, keep, staged.uri)
+            dataset = open_location(dataset_uri)
+            manifest = Manifest.read(dataset)
+            split = self._checked(dataset, manifest, raw)
+            return self._predicted(dataset, manifest, split, target, raw, label_column)
         finally:
-            staged.delete()
-    trained_on = Manifest.read(open_location(config.dataset.path))
-    if model_uri is not None:
-        targets = [model_target(model_uri)]
-    else:
-        targets = resolve_targets(open_location(config.train.run_dir), checkpoint)
-    if len(targets) != 1:
-        raise ConfigError("predict takes one model: pass --checkpoint PATH (or none for the run's final/best model)")
-    target = targets[0]
-    check_target(target, trained_on, manifest_hash(trained_on))
-    output = open_location(output_uri)
-    if output.exists():
-        check_replaceable(output, "--output", [*protected_paths(config), input_uri])
-        if not overwrite and not unfinished(output):  # a crashed predict's output on a store is replaced
-            raise ConfigError(f"{output.uri}: output exists; pass --overwrite to replace it")
-        output.delete()
-    source = open_location(input_uri)
-    raw = not source.child(MANIFEST).exists()
-    keep = list(dict.fromkeys(keep))
-    dataset_uri, cleanup = source.uri, False
-    label_column = None
-    if raw:
+            if raw:
+                open_location(dataset_uri).delete()
+
+    def _target(self, model_uri: str | None):
+        """The one model to predict with, checked against the data it was trained on."""
+        from dltool.evaluate.targets import check_target, model_target, resolve_targets
+
+        if model_uri is not None:
+            targets = [model_target(model_uri)]
+        else:
+            targets = resolve_targets(open_location(self.config.train.run_dir), self.checkpoint)
+        if len(targets) != 1:
+            raise ConfigError("predict takes one model: pass --checkpoint PATH (or none for the run's final/best model)")
+        check_target(targets[0], self.trained_on, manifest_hash(self.trained_on))
+        return targets[0]
+
+    def _clear_output(self) -> None:
+        output = self.output
+        if output.exists():
+            check_replaceable(output, "--output", [*protected_paths(self.config), self.input_uri])
+            if not self.overwrite and not unfinished(output):  # a crashed predict's output on a store is replaced
+                raise ConfigError(f"{output.uri}: output exists; pass --overwrite to replace it")
+            output.delete()
+
+    def _ingested(self) -> tuple[str, str | None]:
+        """Raw inputs as a temporary dataset beside the output, read as the experiment's reader reads them;
+        and the table's label column when a table's rows carry the model's label."""
         from dltool.readers.base import reader_for
 
-        labelled = _raw_inputs_labelled(config, source, trained_on)
+        config, trained_on = self.config, self.trained_on
+        labelled = _raw_inputs_labelled(config, self.source, trained_on)
         reader = reader_for(config.ingest)
         files = reader.labels_from_paths()
         classes = list(trained_on.label.vocabulary) if labelled and trained_on.label.kind == "class" else None
-        if labelled and not files:  # a table's label goes through as it is: a row to predict may have none yet
-            label_column = reader.label_column()
-        dataset_uri = ingest_raw(config, source, output, progress, labelled=labelled and files, classes=classes,
-                                 keep=keep, carry_label=label_column is not None)  # fmt: skip
-        cleanup = True
-    try:
-        dataset = open_location(dataset_uri)
-        manifest = Manifest.read(dataset)
-        if raw:
-            split = "test"
-            if not manifest.counts.rows:
-                raise DataQualityError(f"{source.uri}: all {manifest.counts.inputs} inputs were quarantined, nothing "
-                                       "to predict (run `dltool ingest` on them for the reasons)")  # fmt: skip
-        elif split not in manifest.splits:
+        # A table's label goes through as it is: a row to predict may have none yet.
+        label_column = reader.label_column() if labelled and not files else None
+        dataset_uri = ingest_raw(config, self.source, self.output, self.progress, labelled=labelled and files,
+                                 classes=classes, keep=self.keep, carry_label=label_column is not None)  # fmt: skip
+        return dataset_uri, label_column
+
+    def _checked(self, dataset: Location, manifest: Manifest, raw: bool) -> str:
+        """The split to predict, once the dataset has rows, the columns to keep and the training data's features."""
+        split = "test" if raw else self.split
+        if raw and not manifest.counts.rows:
+            raise DataQualityError(f"{self.source.uri}: all {manifest.counts.inputs} inputs were quarantined, nothing "
+                                   "to predict (run `dltool ingest` on them for the reasons)")  # fmt: skip
+        if not raw and split not in manifest.splits:
             raise ConfigError(f"split {split!r} is not in {dataset.uri} (it has: {', '.join(manifest.splits)})")
-        missing = [c for c in keep if c not in manifest.passthrough]
+        missing = [c for c in self.keep if c not in manifest.passthrough]
         if missing:
             raise ConfigError(f"--keep {', '.join(missing)}: not a column of {'the raw rows' if raw else dataset.uri} "
                               f"(a dataset keeps only its passthrough columns: {list(manifest.passthrough)})")  # fmt: skip
-        if manifest.features != trained_on.features:
-            features, trained = manifest.features, trained_on.features
+        if manifest.features != self.trained_on.features:
+            features, trained = manifest.features, self.trained_on.features
             raise ConfigError(
                 f"{dataset.uri}: features {list(features.shape)} {features.dtype} differ from "
                 f"the training data's {list(trained.shape)} {trained.dtype}"
             )
+        return split
+
+    def _predicted(self, dataset: Location, manifest: Manifest, split: str, target, raw: bool,
+                   label_column: str | None) -> dict:  # fmt: skip
+        """The predictions, staged and committed with their summary (`_predictions.json`) and the raw inputs' errors."""
+        output = self.output
         with OutputLock(output), StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}"),
                                               kind="predictions") as staged:  # fmt: skip
             staging = staged.location
-            rows = _predict_on_spark(config, dataset, manifest, trained_on, split, target.model.uri, staging, progress,
-                                     keep, label_column)  # fmt: skip
+            rows = _predict_on_spark(self.config, dataset, manifest, self.trained_on, split, target.model.uri, staging,
+                                     self.progress, self.keep, label_column)  # fmt: skip
             if raw and dataset.child("_errors").exists():
                 staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
-            quarantined = manifest.counts.quarantined if raw else 0
             summary = {
-                "status": "completed", "output": output.uri, "input": source.uri, "raw_input": raw,
-                "split": None if raw else split, "model": target.model.uri, "rows": rows, "quarantined": quarantined,
-                "seconds": round(time.monotonic() - started, 1),
+                "status": "completed", "output": output.uri, "input": self.source.uri, "raw_input": raw,
+                "split": None if raw else split, "model": target.model.uri, "rows": rows,
+                "quarantined": manifest.counts.quarantined if raw else 0,
+                "seconds": round(time.monotonic() - self.started, 1),
             }  # fmt: skip
             staging.child(PREDICTIONS).write_bytes(json.dumps(redact(summary), indent=2).encode())
             staging.child(SUCCESS).write_bytes(b"")  # last: on object stores it alone says complete
             staged.commit()
         return summary
-    finally:
-        if cleanup:
-            open_location(dataset_uri).delete()
 
 
 def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progress: bool,
@@ -146,7 +178,7 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     columns carried into the shards as passthrough (predict --keep); `carry_label` carries a
     table's label column that way too, unchecked (predict: a row to score may have no label yet).
     """
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
 
     if config.ingest is None:
         raise ConfigError("predicting on raw inputs needs the config's 'ingest' section (how to read them)")
@@ -175,7 +207,7 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
                                                 "split": SplitSettings(train=0.0, val=0.0, test=1.0)})  # fmt: skip
     raw_config = config.model_copy(update={"ingest": ingest, "dataset": dataset})
-    from dltool.evaluate.score import SCORING_MODULES
+    from dltool.evaluate.tasks import SCORING_MODULES
     from dltool.spark.session import spark_session
 
     # Scoring follows in this session: a worker imports TensorFlow while the inputs are ingested.
@@ -198,9 +230,9 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
     if reader.labels_from_paths():
         classes = set(trained_on.label.vocabulary or ())
         return all(reader.label_of(f.relpath) in classes for f in files)
-    from dltool.evaluate.score import SCORING_MODULES
+    from dltool.evaluate.tasks import SCORING_MODULES
     from dltool.spark.session import spark_session
-    from dltool.spark.table_ingest import require_s3a, spark_path
+    from dltool.spark.paths import require_s3a, spark_path
 
     spark = spark_session(config.spark, warm=SCORING_MODULES, warm_tensorflow=1)  # the session predict scores in
     require_s3a(spark, source)
@@ -231,7 +263,7 @@ def _number(text: str | None) -> float | None:
 
 def _training_preprocess(config: ExperimentConfig) -> str:
     """The URI of the training dataset's fitted table preprocessing."""
-    from dltool.spark.table_ingest import PREPROCESS
+    from dltool.ingest.tables import PREPROCESS
 
     dataset = open_location(config.dataset.path)
     if not dataset.child(PREPROCESS).exists():
@@ -243,7 +275,7 @@ def _training_preprocess(config: ExperimentConfig) -> str:
 
 def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, model_uri: str,
                       output: Location, progress: bool, keep: list[str], label_column: str | None) -> int:  # fmt: skip
-    from dltool.evaluate.score import SCORING_MODULES, scoring_tasks, tensorflow_tasks
+    from dltool.evaluate.tasks import SCORING_MODULES, scoring_tasks, tensorflow_tasks
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
     from dltool.spark.session import spark_session
@@ -255,10 +287,8 @@ def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on:
     tasks = scoring_tasks(spark, rows)
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
-    job = {"dataset": dataset.uri, "manifest": manifest, "model": model_uri, "output": output.uri,
-           "modules": factory_modules(config),
-           "vocabulary": trained_on.label.vocabulary, "kind": trained_on.label.kind, "keep": keep,
-           "label_column": label_column}  # fmt: skip
+    job = PredictJob(dataset.uri, manifest, model_uri, output.uri, tuple(factory_modules(config)),
+                     trained_on.label.vocabulary, trained_on.label.kind, tuple(keep), label_column)  # fmt: skip
     with map_errors("predict"), spark_progress(spark, "predict", enabled=progress):
         records = (
             spark.sparkContext.parallelize(payload, len(payload))
@@ -271,7 +301,7 @@ def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on:
     return sum(r["rows"] for r in records)
 
 
-def _predict_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:
+def _predict_task(job: PredictJob, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:
     """Runs in a Spark task: load the model once, predict the task's share, write one Parquet part."""
     for rank, units in partition:
         if not units:
@@ -282,50 +312,50 @@ def _predict_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[
             yield {"error": ErrorRecord.from_exception(e).to_json()}
 
 
-def _predict_share(job: dict, rank: int, units: list) -> int:
+def _predict_share(job: PredictJob, rank: int, units: list) -> int:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dltool.evaluate.artefacts import load_predictor
-    from dltool.evaluate.score import task_tensorflow, task_threads
+    from dltool.artefacts import load_predictor
+    from dltool.tfenv import task_tensorflow, task_threads
     from dltool.shards.feed import FeedUnit, ShardFeed
 
     tf = task_tensorflow()  # before keras, which imports TensorFlow loudly
-    manifest = job["manifest"]
+    manifest = job.manifest
     labelled = manifest.label.kind is not None
     units = [FeedUnit(*u) for u in units]
-    feed = ShardFeed(job["dataset"], manifest, units, cache_mb=0, with_labels=labelled)
-    predict = load_predictor(tf, job["model"], job["modules"], task_threads()).predict
+    feed = ShardFeed(job.dataset, manifest, units, cache_mb=0, with_labels=labelled)
+    predict = load_predictor(tf, job.model, job.modules, task_threads()).predict
     outputs, labels = [], []
     for x, y in feed.one_pass(256):
         outputs.append(predict(x))
         if y is not None:
             labels.append(y)
-    dataset = open_location(job["dataset"])
-    carried = [job["label_column"]] if job["label_column"] else []
+    dataset = open_location(job.dataset)
+    carried = [job.label_column] if job.label_column else []
     parts = []
     for u in units:
         with dataset.fs.open_input_file(dataset.child(u.file).path) as f:
-            columns = list(dict.fromkeys(["key", *job["keep"], *carried]))
+            columns = list(dict.fromkeys(["key", *job.keep, *carried]))
             parts.append(pq.ParquetFile(f).read_row_group(u.row_group, columns=columns).slice(u.start, u.stop - u.start))
     kept = pa.concat_tables(parts)
     columns = {"key": kept.column("key").combine_chunks()}
     values = np.concatenate(outputs).astype(np.float32)
-    if job["kind"] == "class":
+    if job.kind == "class":
         predicted = values.argmax(axis=1).astype(np.int32)
-        vocabulary = np.asarray(job["vocabulary"], dtype=object)
+        vocabulary = np.asarray(job.vocabulary, dtype=object)
         columns["predicted"] = pa.array(predicted)
         columns["predicted_name"] = pa.array(vocabulary[predicted].tolist(), pa.string())
         offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32) * values.shape[1])
         columns["probabilities"] = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
     else:
         columns["value"] = pa.array(values.reshape(-1))
-    columns.update({c: kept.column(c).combine_chunks() for c in job["keep"]})
+    columns.update({c: kept.column(c).combine_chunks() for c in job.keep})
     if carried:  # a raw table's label, as it is: its class index, or null when blank or not a known class
         names = [None if v is None or not v.strip() else v.strip() for v in kept.column(carried[0]).to_pylist()]
-        if job["kind"] == "class":
-            index = {name: i for i, name in enumerate(job["vocabulary"])}
+        if job.kind == "class":
+            index = {name: i for i, name in enumerate(job.vocabulary)}
             columns["label"] = pa.array([index.get(n) for n in names], pa.int32())
             columns["label_name"] = pa.array(names, pa.string())
         else:
@@ -333,9 +363,9 @@ def _predict_share(job: dict, rank: int, units: list) -> int:
     if labels:
         label = np.concatenate(labels)
         columns["label"] = pa.array(label)
-        if job["kind"] == "class":
-            columns["label_name"] = pa.array(np.asarray(job["vocabulary"], dtype=object)[label].tolist(), pa.string())
-    target = open_location(job["output"]).child(f"part-{rank:05d}.parquet")
+        if job.kind == "class":
+            columns["label_name"] = pa.array(np.asarray(job.vocabulary, dtype=object)[label].tolist(), pa.string())
+    target = open_location(job.output).child(f"part-{rank:05d}.parquet")
     with target.fs.open_output_stream(target.path) as f:
         pq.write_table(pa.table(columns), f, compression="zstd")
     return len(values)

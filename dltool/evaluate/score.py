@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,9 +19,11 @@ from typing import TYPE_CHECKING
 from dltool.errors import ConfigError, DltoolError, ErrorRecord, QualityGateError, map_errors
 from dltool.evaluate.metrics import headline, higher_is_better
 from dltool.evaluate.result import CheckpointScore, EvalResult, GateOutcome
+from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, SumsSpec, scoring_tasks, tensorflow_tasks
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.storage.stores import with_storage
+from dltool.tfenv import task_tensorflow, task_threads
 
 if TYPE_CHECKING:
     from dltool.config.models import ExperimentConfig
@@ -103,11 +103,9 @@ def _name_of(source: Location) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", last)
 
 
-def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, fail_under, progress,
-           started) -> EvalResult:  # fmt: skip
-    """Score a split of the dataset, or of `temp` (raw inputs ingested); write the outputs to eval/EVAL_NAME."""
-    from dltool.evaluate import targets as tg
-
+def _scored_data(config, trained_on: Manifest, temp: Location | None) -> tuple[Location, Manifest]:
+    """The dataset to score and its manifest: the training dataset, or `temp` (raw inputs ingested), which must
+    have rows and the training data's features."""
     dataset = temp if temp is not None else open_location(config.dataset.path)
     manifest = Manifest.read(dataset) if temp is not None else trained_on
     if temp is not None and not manifest.counts.rows:
@@ -115,26 +113,40 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
 
         raise DataQualityError(f"{manifest.source}: all {manifest.counts.inputs} inputs were quarantined, nothing to score "
                                "(run `dltool ingest` on them for the reasons)")  # fmt: skip
-    kind = trained_on.label.kind
     if manifest.features != trained_on.features:
         raise ConfigError(f"{dataset.uri}: features {list(manifest.features.shape)} differ from the training data's "
                           f"{list(trained_on.features.shape)}")  # fmt: skip
-    rows = _split_rows(manifest, split)
-    class_names = [str(name) for name in trained_on.label.vocabulary or ()]
-    sums = _sums_spec(train, kind, class_names)
-    gates = _check_gates(fail_under or {}, kind, class_names, sums.get("top_k", []))
+    return dataset, manifest
+
+
+def _checked_targets(targets, trained_on: Manifest) -> str:
+    """Every model to score checked against the data it was trained on; the training manifest's hash."""
+    from dltool.evaluate import targets as tg
+
     digest = manifest_hash(trained_on)
     for target in targets:
         tg.check_target(target, trained_on, digest)
+    return digest
+
+
+def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, fail_under, progress,
+           started) -> EvalResult:  # fmt: skip
+    """Score a split of the dataset, or of `temp` (raw inputs ingested); write the outputs to eval/EVAL_NAME."""
+    dataset, manifest = _scored_data(config, trained_on, temp)
+    kind = trained_on.label.kind
+    rows = split_rows(manifest, split)
+    class_names = [str(name) for name in trained_on.label.vocabulary or ()]
+    sums = sums_spec(train, kind, class_names)
+    gates = check_gates(fail_under or {}, kind, class_names, list(sums.top_k))
+    digest = _checked_targets(targets, trained_on)
 
     from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
                           warm_tensorflow=tensorflow_tasks(rows))  # fmt: skip
-    job = {"dataset": dataset.uri, "manifest": manifest, "split": split, "sums": sums, "modules": factory_modules(config),
-           "models": [t.model.uri for t in targets],
-           "batch": SCORE_BATCH, "cache_mb": train.cache_mb if len(targets) > 1 else 0}  # fmt: skip
+    job = ScoreJob(dataset.uri, manifest, split, sums, tuple(factory_modules(config)), tuple(t.model.uri for t in targets),
+                   SCORE_BATCH, train.cache_mb if len(targets) > 1 else 0)  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
     results, mistakes = score_checkpoints(spark, job, scoring_tasks(spark, rows), progress=progress, description=title)
 
@@ -150,7 +162,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
         split=split, dataset=manifest.source if temp is not None else dataset.uri, dataset_hash=digest, run_dir=run_dir.uri,
         checkpoints=tuple(CheckpointScore(t.location.uri, t.label, t.epoch, result) for t, result in zip(targets, results)),
         best=best, monitor=monitor, fail_under={name: gate["threshold"] for name, gate in gates.items()},
-        gates=tuple(_apply_gates(gates, results[best or 0])), eval_dir=eval_dir.uri, seconds=0.0,
+        gates=tuple(apply_gates(gates, results[best or 0])), eval_dir=eval_dir.uri, seconds=0.0,
         quarantined=manifest.counts.quarantined if temp is not None else 0,
         mistakes=tuple({k: m[k] for k in ("key", "true", "predicted", "probability")} for m in worst),
     )  # fmt: skip
@@ -207,7 +219,7 @@ def parse_metric_values(option: str, items: list[str] | None, example: str, mini
 # ---------------------------------------------------------------------------------------- driver checks
 
 
-def _split_rows(manifest: Manifest, split: str) -> int:
+def split_rows(manifest: Manifest, split: str) -> int:
     splits = manifest.splits
     if split not in splits:
         raise ConfigError(f"split '{split}' is not in the dataset; it has: {', '.join(splits) or 'no splits'} (--split)")
@@ -218,15 +230,15 @@ def _split_rows(manifest: Manifest, split: str) -> int:
     return rows
 
 
-def _sums_spec(train, kind: str, class_names: list[str]) -> dict:
+def sums_spec(train, kind: str, class_names: list[str]) -> SumsSpec:
     """How a task builds its metric sums: the class names and top-k list, or the regression loss (as in training)."""
     from dltool.train.metrics import loss_name, resolve_metrics
 
     if kind == "regression":
-        return {"task": "regression", "loss": loss_name(train.loss, kind)}
+        return SumsSpec("regression", loss=loss_name(train.loss, kind))
     metrics = resolve_metrics(train.metrics, kind, len(class_names))
-    top_k = [int(name.split("_")[1]) for name in metrics if name.startswith("top_")]
-    return {"task": "classification", "class_names": class_names, "top_k": top_k}
+    top_k = tuple(int(name.split("_")[1]) for name in metrics if name.startswith("top_"))
+    return SumsSpec("classification", tuple(class_names), top_k)
 
 
 def _metric_names(kind: str, class_names: list[str], top_k: list[int]) -> list[str]:
@@ -238,7 +250,7 @@ def _metric_names(kind: str, class_names: list[str], top_k: list[int]) -> list[s
     return names + ["ece"] + (["roc_auc", "pr_auc"] if len(class_names) == 2 else [])
 
 
-def _check_gates(fail_under: dict[str, float], kind: str, class_names: list[str], top_k: list[int]) -> dict:
+def check_gates(fail_under: dict[str, float], kind: str, class_names: list[str], top_k: list[int]) -> dict:
     valid = _metric_names(kind, class_names, top_k)
     gates = {}
     for name, threshold in fail_under.items():
@@ -255,7 +267,7 @@ def _eval_monitor(monitor: str, result: dict) -> str:
     return name if name in headline(result) else "loss"
 
 
-def _apply_gates(gates: dict, result: dict) -> list[GateOutcome]:
+def apply_gates(gates: dict, result: dict) -> list[GateOutcome]:
     figures = headline(result)
     outcome = []
     for name, gate in gates.items():
@@ -269,19 +281,18 @@ def _apply_gates(gates: dict, result: dict) -> list[GateOutcome]:
 # ---------------------------------------------------------------------------------------------- Spark
 
 
-def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True,
+def score_checkpoints(spark, job: ScoreJob, tasks: int, progress: bool = True,
                       description: str = "eval") -> tuple[list[dict], list[list[dict]]]:  # fmt: skip
     """Score every model of `job` on its split in one Spark job of `tasks` tasks: one compute() result per
     model, and per model its most confidently wrong rows (classification; see `_worst`).
 
-    `job` holds picklable values only: dataset (URI), manifest, split, sums (how to build the
-    metric sums), models (.keras URIs), labels (their names, for errors), batch and cache_mb.
+    `job` holds picklable values only (`ScoreJob`).
     """
     from dltool.evaluate.metrics import from_json
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
 
-    shares = plan_shares(job["dataset"], job["manifest"], job["split"], tasks)
+    shares = plan_shares(job.dataset, job.manifest, job.split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     sc = spark.sparkContext
     with map_errors("scoring"), spark_progress(spark, description, enabled=progress):
@@ -290,8 +301,8 @@ def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True,
     if failures:
         # A config mismatch (exit 2) explains a load failure (exit 1): it is the one to show.
         min(failures, key=lambda failure: failure.exit_code == 1).raise_("scoring failed")
-    merged: list = [None] * len(job["models"])
-    mistakes: list[list[dict]] = [[] for _ in job["models"]]
+    merged: list = [None] * len(job.models)
+    mistakes: list[list[dict]] = [[] for _ in job.models]
     for record in sorted(records, key=lambda record: (record["model"], record["rank"])):
         sums = from_json(record["sums"])
         index = record["model"]
@@ -302,26 +313,6 @@ def score_checkpoints(spark, job: dict, tasks: int, progress: bool = True,
     return [sums.compute() for sums in merged], mistakes
 
 
-SCORING_MODULES = ("dltool.evaluate.score", "dltool.shards.feed")  # what scoring tasks import, besides TensorFlow
-ROWS_PER_SCORING_TASK = 10_000  # below this a second task costs more than it saves: each one starts TensorFlow
-
-
-def scoring_tasks(spark, rows: int) -> int:
-    """Tasks for scoring `rows` rows: one per core, but never fewer than ROWS_PER_SCORING_TASK rows each.
-
-    Every scoring task imports TensorFlow and loads the model (4-6 s here); two of them starting
-    at once on two cores take longer than one, so a small split is scored by one task.
-    """
-    from dltool.spark.session import default_parallelism
-
-    return min(default_parallelism(spark), tensorflow_tasks(rows))
-
-
-def tensorflow_tasks(rows: int) -> int:
-    """scoring_tasks before the session exists: how many of its workers should start TensorFlow."""
-    return max(1, math.ceil(rows / ROWS_PER_SCORING_TASK))
-
-
 MISTAKES = 16  # the most confidently wrong rows kept per model for mistakes.png
 
 
@@ -330,7 +321,7 @@ def _worst(mistakes: list[dict]) -> list[dict]:
     return sorted(mistakes, key=lambda m: (-m["probability"], m["file"], m["row_group"], m["row"]))[:MISTAKES]
 
 
-def _score_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:
+def _score_task(job: ScoreJob, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:
     """Runs in a Spark task: each model loaded once, the task's share fed through it; one record per model.
 
     Errors come back as records ({"error": ErrorRecord}) so the driver can show one line with
@@ -345,7 +336,7 @@ def _score_task(job: dict, partition: Iterator[tuple[int, list]]) -> Iterator[di
             yield {"error": ErrorRecord.from_exception(e).to_json()}
 
 
-def _score_share(job: dict, rank: int, units: list) -> Iterator[dict]:
+def _score_share(job: ScoreJob, rank: int, units: list) -> Iterator[dict]:
     from dltool.evaluate.metrics import ClassificationSums, RegressionSums
     from dltool.evaluate.targets import check_signature
     from dltool.shards.feed import FeedUnit, ShardFeed
@@ -353,19 +344,19 @@ def _score_share(job: dict, rank: int, units: list) -> Iterator[dict]:
     tf = task_tensorflow()
     import keras
 
-    from dltool.evaluate.artefacts import load_predictor
+    from dltool.artefacts import load_predictor
 
-    spec = job["sums"]
+    spec = job.sums
     units = [FeedUnit(*u) for u in units]
-    feed = ShardFeed(job["dataset"], job["manifest"], units, cache_mb=job["cache_mb"])
-    for index, uri in enumerate(job["models"]):
-        model = load_predictor(tf, uri, job["modules"], task_threads())
-        check_signature(uri, model.shape, model.dtype, model.outputs, job["manifest"])
+    feed = ShardFeed(job.dataset, job.manifest, units, cache_mb=job.cache_mb)
+    for index, uri in enumerate(job.models):
+        model = load_predictor(tf, uri, job.modules, task_threads())
+        check_signature(uri, model.shape, model.dtype, model.outputs, job.manifest)
         predict = model.predict
-        classify = spec["task"] == "classification"
-        sums = ClassificationSums(spec["class_names"], spec["top_k"]) if classify else RegressionSums(spec["loss"])
+        classify = spec.task == "classification"
+        sums = ClassificationSums(list(spec.class_names), list(spec.top_k)) if classify else RegressionSums(spec.loss)
         mistakes, seen = [], 0
-        for x, y in feed.one_pass(job["batch"]):
+        for x, y in feed.one_pass(job.batch):
             outputs = predict(x)
             sums.update(y, outputs)
             if classify:
@@ -396,78 +387,6 @@ def _wrong(y, probabilities, first: int, units) -> list[dict]:
         found.append({"probability": float(probabilities[i, predicted[i]]), "true": int(y[i]), "predicted": int(predicted[i]),
                       "file": unit.file, "row_group": unit.row_group, "row": unit.start + offset})  # fmt: skip
     return found
-
-
-# What TensorFlow 2.21 writes to stderr on import, whatever TF_CPP_MIN_LOG_LEVEL says (before absl is set up).
-_IMPORT_BANNER = ("absl::InitializeLog()", "oneDNN custom operations are on", "cpu_feature_guard.cc",
-                  "To enable the following instructions")  # fmt: skip
-
-
-# Libraries Keras imports when it loads, only for features dltool never uses (its scikit-learn wrappers,
-# pandas inputs to fit, image-gallery plots): 2-3 s of every TensorFlow start when installed (MLflow brings
-# scikit-learn). Keras takes each as optional, so they are held back while TensorFlow loads; code that
-# imports them afterwards (a model factory) gets them as usual.
-KERAS_EXTRAS = ("sklearn", "matplotlib", "pandas")
-
-
-def import_tensorflow_quietly():
-    """`import tensorflow`, keeping its start-up banner off the user's terminal; other output passes through.
-
-    In local mode a Spark task's stderr is the user's terminal: every eval and predict task
-    would print the oneDNN and CPU lines. They are written by C++ before logging is set up,
-    so only a redirect of file descriptor 2 during the import holds them back. Keras's optional
-    imports (KERAS_EXTRAS) are skipped.
-    """
-    import tempfile
-
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    sys.stderr.flush()
-    held = [name for name in KERAS_EXTRAS if name not in sys.modules]
-    with tempfile.TemporaryFile() as capture:
-        saved = os.dup(2)
-        os.dup2(capture.fileno(), 2)
-        try:
-            sys.modules.update(dict.fromkeys(held))  # None in sys.modules: `import name` raises ImportError
-            import tensorflow as tf
-        finally:
-            for name in held:
-                if sys.modules.get(name, 0) is None:
-                    del sys.modules[name]
-            os.dup2(saved, 2)
-            os.close(saved)
-        capture.seek(0)
-        lines = capture.read().decode(errors="replace").splitlines()
-    kept = [line for line in lines if line.strip() and not any(mark in line for mark in _IMPORT_BANNER)]
-    if kept:
-        print("\n".join(kept), file=sys.stderr, flush=True)
-    return tf
-
-
-def task_threads() -> int:
-    """The CPUs of this Spark task (1 outside a task)."""
-    from pyspark import TaskContext
-
-    context = TaskContext.get()
-    return max(1, int(context.cpus())) if context is not None else 1
-
-
-def task_tensorflow():
-    """TensorFlow for this Python worker, limited to the task's CPUs (set once: TF fixes threads at start)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    tf = import_tensorflow_quietly()
-    threads = task_threads()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass  # a reused Python worker already started TensorFlow with these settings
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)  # tasks share a GPU
-        except RuntimeError:
-            pass
-    return tf
 
 
 # -------------------------------------------------------------------------------------------- outputs

@@ -60,7 +60,7 @@ def resolve_targets(run_dir: Location, checkpoint: str | None = None) -> list[Ev
 
 def model_target(uri: str) -> EvalTarget:
     """`--model PATH`: a .keras, .tflite or .onnx file or a SavedModel folder, scored as it is."""
-    from dltool.evaluate.artefacts import artefact_kind
+    from dltool.artefacts import artefact_kind
 
     location = open_location(uri)
     if not location.exists():

@@ -8,9 +8,7 @@ the schema before any Spark job (`FeatureColumn.of`, `LabelColumn.of`).
 
 from __future__ import annotations
 
-import json
 import os
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -18,13 +16,12 @@ from dltool.errors import ConfigError, DataQualityError, map_errors
 from dltool.shards.codec import TensorSpec
 from dltool.storage.fs import Location, open_location
 from dltool.storage.ownership import check_replaceable
-from dltool.storage.manifest import SUCCESS, Counts, Label, Manifest, SplitEntry
+from dltool.storage.manifest import SPLITS, SUCCESS, Label, Manifest
 from dltool.storage.stores import storage_scope
 
 __all__ = ["FeatureColumn", "LabelColumn", "read_dataset", "write_dataset"]
 
 READER = "dataframe"  # the manifest's reader for data no dltool reader ingested
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,7 @@ def _read_split(spark, dataset: Location, manifest: Manifest, split: str, vector
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from dltool.spark.table_ingest import hadoop_uri, require_s3a
+    from dltool.spark.paths import hadoop_uri, require_s3a
 
     require_s3a(spark, dataset)
     files = [hadoop_uri(dataset.child(f)) for f in manifest.splits[split].files]
@@ -239,7 +236,7 @@ def _prepared(df, feature: FeatureColumn, label: LabelColumn | None, key_col: st
     the schema does not say them (one small job each)."""
     from pyspark.sql import functions as F
 
-    from dltool.spark.splits import split_column
+    from dltool.splits import split_column
 
     key = F.col(f"`{key_col}`").cast("string") if key_col else F.monotonically_increasing_id().cast("string")
     columns = [feature.values().alias("features")]
@@ -260,9 +257,8 @@ def _prepared(df, feature: FeatureColumn, label: LabelColumn | None, key_col: st
 
 
 def _write(rows, dataset: Location, feature: FeatureColumn, label: LabelColumn | None, name: str, settings) -> Manifest:
-    import dltool
     from dltool.config.loader import config_hash
-    from dltool.spark.ingest import _stats
+    from dltool.shards.sink import TaskResult, on_write_complete
     from dltool.storage.commit import StagedFolder
 
     spec = feature.spec
@@ -270,23 +266,19 @@ def _write(rows, dataset: Location, feature: FeatureColumn, label: LabelColumn |
     kind = None if label is None else "class" if label.task == "classification" else "regression"
     with map_errors(f"writing dataset {dataset.uri}"), StagedFolder(dataset, kind="dataset") as staged:
         staging = staged.location
-        written = rows.mapInArrow(_shard_task(staging.uri, spec, kind, classes), SUMMARY).collect()
-        splits, moments, quarantined, first_error = _combine(written, classes)
-        total = sum(entry.rows for entry in splits.values())
-        counts = Counts(inputs=total + quarantined, ok=total, quarantined=quarantined, augmented=0, rows=total,
-                        left_out_by_patterns=0)  # fmt: skip
-        if quarantined:
-            raise DataQualityError(f"{quarantined} of {counts.inputs} rows cannot be written as {feature.name!r} "
-                                   f"{list(spec.shape)} {spec.dtype}, e.g. {first_error}")  # fmt: skip
+        results = [TaskResult.from_json(row["result"])
+                   for row in rows.mapInArrow(_shard_task(staging.uri, spec, kind, classes), "result string").collect()]
+        written = on_write_complete(results, spec, Label(kind, classes), sum(r.ok + r.quarantined for r in results))
+        if written.quarantined:
+            first = written.first_errors[0]
+            raise DataQualityError(f"{written.quarantined} of {written.inputs} rows cannot be written as {feature.name!r} "
+                                   f"{list(spec.shape)} {spec.dtype}, e.g. row {first['key']}: {first['message']}")  # fmt: skip
         ingest = {"reader": READER, "features_col": feature.name, "label_col": None if label is None else label.name,
                   "shape": list(spec.shape), "task": None if label is None else label.task}  # fmt: skip
-        manifest = Manifest(
-            name=name, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), dltool_version=dltool.__version__,
-            reader=READER, source="dataframe", features=spec, feature_names=None,
-            label=Label(kind, classes), passthrough=(), splits=splits, counts=counts,
-            stats=_stats(moments, len(spec.shape) - 1), preprocess=None, errors="_errors",
+        manifest = written.manifest(
+            name=name, reader=READER, source="dataframe", ingest=ingest,
             config_hash=config_hash({**ingest, "split": settings.model_dump(mode="json")}),
-            input_fingerprint=uuid.uuid4().hex, ingest=ingest, status="ok",
+            input_fingerprint=uuid.uuid4().hex,
         )  # fmt: skip
         manifest.write(staging)
         staged.commit()
@@ -294,34 +286,9 @@ def _write(rows, dataset: Location, feature: FeatureColumn, label: LabelColumn |
     return manifest
 
 
-def _combine(written, classes):
-    import numpy as np
-
-    splits, moments, quarantined, first_error = {}, None, 0, None
-    for s in SPLITS:
-        mine = [w for w in written if w["split"] == s]
-        per_class: dict = {}
-        for w in mine:
-            for k, v in json.loads(w["per_class"]).items():
-                per_class[k] = per_class.get(k, 0) + v
-        names = {k: (classes[int(k)] if classes is not None and k != "all" else k) for k in per_class}
-        ordered = sorted(per_class, key=lambda k: (k == "all", int(k) if k != "all" else 0))
-        splits[s] = SplitEntry(sum(w["rows"] for w in mine), tuple(sorted(w["file"] for w in mine if w["file"])),
-                               {names[k]: per_class[k] for k in ordered})  # fmt: skip
-    for w in written:
-        quarantined += w["quarantined"]
-        first_error = first_error or w["first_error"]
-        if w["moments"]:
-            update = np.asarray(json.loads(w["moments"]), dtype=np.float64)
-            moments = update if moments is None else moments + update
-    return splits, moments, quarantined, first_error
-
-
-SUMMARY = "split string, file string, rows long, per_class string, moments string, quarantined long, first_error string"
-
-
 def _shard_task(staging_uri: str, spec: TensorSpec, kind: str | None, classes: tuple[str, ...] | None):
-    """mapInArrow: write this partition's valid rows as one shard per split; count the others, with the first reason."""
+    """mapInArrow: write this partition's valid rows as one shard per split; one row back, the task's result
+    as JSON, counting the rows that cannot be written, with the first reasons."""
 
     def write(batches):
         import numpy as np
@@ -329,13 +296,14 @@ def _shard_task(staging_uri: str, spec: TensorSpec, kind: str | None, classes: t
         from pyspark import TaskContext
 
         from dltool.shards.codec import decode_tensors
-        from dltool.shards.writer import ShardWriter, shard_schema
-        from dltool.spark.ingest import Moments
+        from dltool.shards.sink import FIRST_ERRORS, Moments, SplitShards, TaskResult
+        from dltool.shards.writer import shard_schema
 
         staging = open_location(staging_uri)
-        part = f"part-{TaskContext.get().partitionId():05d}-{uuid.uuid4().hex[:8]}.parquet"
+        part = f"part-{TaskContext.get().partitionId():05d}-{uuid.uuid4().hex[:8]}"
         schema = shard_schema(spec, kind)
-        writers, per_class, moments, errors = {}, {s: {} for s in SPLITS}, Moments(len(spec.shape) - 1), []
+        shards = {s: SplitShards(staging, s, part, schema, spec, 64, "zstd") for s in SPLITS}
+        moments, errors = Moments(-1), []
         for batch in batches:
             table = _valid(pa.Table.from_batches([batch]), spec, kind, classes, errors)
             values = decode_tensors(table.column("features"), spec)
@@ -350,31 +318,13 @@ def _shard_task(staging_uri: str, spec: TensorSpec, kind: str | None, classes: t
                 mask = split == s
                 if not mask.any():
                     continue
-                rows = table.filter(pa.array(mask))
-                if s not in writers:
-                    writers[s] = ShardWriter(staging.child(s, part), schema, spec, 64, "zstd")
-                writers[s].write_table(rows.select(schema.names))
+                shards[s].write(table.filter(pa.array(mask)).select(schema.names))
                 if s == "train":
                     moments.add_batch(values[mask])
-                counts = per_class[s]
-                labels = rows.column("label").to_numpy() if kind == "class" else None
-                for k, v in zip(*np.unique(labels, return_counts=True)) if labels is not None else [("all", rows.num_rows)]:
-                    counts[str(k)] = counts.get(str(k), 0) + int(v)
-        for writer in writers.values():
-            writer.close()
-        total = moments.result()
-        summary = pa.schema([("split", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
-                             ("per_class", pa.string()), ("moments", pa.string()), ("quarantined", pa.int64()),
-                             ("first_error", pa.string())])  # fmt: skip
-        for s in SPLITS:
-            writer = writers.get(s)
-            yield pa.RecordBatch.from_pylist([{
-                "split": s, "file": f"{s}/{part}" if writer else None, "rows": writer.rows if writer else 0,
-                "per_class": json.dumps(per_class[s]),
-                "moments": json.dumps(total.tolist()) if s == "train" and total is not None else None,
-                "quarantined": len(errors) if s == "train" else 0,
-                "first_error": (f"row {errors[0]['key']}: {errors[0]['message']}" if errors and s == "train" else None),
-            }], schema=summary)  # fmt: skip
+        result = TaskResult(shards=[shard for s in SPLITS for shard in shards[s].close()], quarantined=len(errors),
+                            moments=moments.result(), errors=errors[:FIRST_ERRORS])  # fmt: skip
+        result.ok = sum(shard.rows for shard in result.shards)
+        yield pa.RecordBatch.from_pydict({"result": [result.to_json()]})
 
     return write
 

@@ -327,8 +327,8 @@ def _scorer(model_uri: str, modules: list[str], spec, regression: bool, batch_si
 
         predictor = _LOADED.get(token)
         if predictor is None:
-            from dltool.evaluate.artefacts import load_predictor
-            from dltool.evaluate.score import task_tensorflow, task_threads
+            from dltool.artefacts import load_predictor
+            from dltool.tfenv import task_tensorflow, task_threads
 
             _LOADED.clear()
             predictor = _LOADED[token] = load_predictor(task_tensorflow(), model_uri, modules, task_threads())

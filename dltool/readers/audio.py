@@ -2,52 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import Field, model_validator
 
-from dltool.config.base import FileInput
+from dltool.config.readers import AUDIO_EXTENSIONS, AudioReaderConfig  # noqa: F401  (re-exported)
 from dltool.readers.base import FileReader, register
 from dltool.shards.codec import TensorSpec
-
-AUDIO_EXTENSIONS = ["*.wav", "*.flac", "*.ogg", "*.mp3", "*.opus"]
-
-
-class AudioReaderConfig(FileInput):
-    """Audio (WAV, FLAC, OGG, MP3, Opus) decoded with soundfile and resampled with soxr."""
-
-    reader: Literal["audio"] = Field(description="Selects this reader.")
-    include: list[str] = Field(default_factory=lambda: list(AUDIO_EXTENSIONS), description="Glob patterns of files to read.")
-    sample_rate: int = Field(16000, ge=1000, le=192000, description="Every clip is resampled (soxr, HQ) to this rate.")
-    channels: int = Field(1, ge=1, le=8, description="1 mixes down to mono; N keeps N channels (mono is repeated).")
-    duration: float = Field(description="Seconds per example; shorter clips are zero-padded.", gt=0, le=600)
-    long_clips: Literal["crop", "chunk"] = Field("crop", description="crop keeps the start; chunk makes windows.")
-    max_seconds: float = Field(
-        3600, gt=0, description="A file longer than this (by its header, read before any sample is decoded) is "
-        "quarantined: it bounds the memory one file takes. With long_clips: crop only the kept start is decoded.",
-    )
-    chunk_hop: float | None = Field(None, gt=0, description="Seconds between chunk starts (default: duration).")
-    features: Literal["waveform", "logmel", "mfcc"] = Field(
-        "waveform", description="Store the waveform, or a log-mel spectrogram / MFCCs computed at ingest."
-    )
-    n_fft: int = Field(512, ge=16, le=16384, description="FFT window length in samples (spectrograms).")
-    hop_length: int = Field(160, ge=1, description="Samples between spectrogram frames.")
-    n_mels: int = Field(40, ge=1, le=512, description="Mel bands.")
-    n_mfcc: int = Field(13, ge=1, le=128, description="MFCC coefficients kept (features: mfcc).")
-    fmin: float = Field(0.0, ge=0, description="Lowest mel band edge in Hz.")
-    fmax: float | None = Field(None, gt=0, description="Highest mel band edge in Hz (default: Nyquist).")
-
-    @model_validator(mode="after")
-    def _spectrogram_fits(self):
-        if self.features != "waveform" and self.n_fft > round(self.duration * self.sample_rate):
-            raise ValueError("n_fft is longer than one example (duration * sample_rate)")
-        if self.features == "mfcc" and self.n_mfcc > self.n_mels:
-            raise ValueError("n_mfcc must not exceed n_mels")
-        if self.fmax is not None and self.fmax > self.sample_rate / 2:
-            raise ValueError(f"fmax must not exceed the Nyquist frequency {self.sample_rate / 2:g}")
-        return self
-
 
 @register
 class AudioReader(FileReader):

@@ -30,33 +30,33 @@ REGISTRY: dict[str, type["Reader"]] = {}
 
 
 def register(cls: type["Reader"]) -> type["Reader"]:
-    """Class decorator: make `cls` the reader of `ingest.reader: cls.name`."""
+    """Class decorator: make `cls` the reader of `ingest.reader: cls.name` (and its config_model that section)."""
+    from dltool.config.readers import add_section
+
     tag = cls.config_model.model_fields.get("reader")
     if tag is None or tag.annotation.__args__ != (cls.name,):  # Literal["name"]
         raise TypeError(f"{cls.__name__}.config_model needs a field `reader: Literal[{cls.name!r}]`")
     REGISTRY[cls.name] = cls
-    _refresh_experiment_models()
+    add_section(cls.config_model)
     return cls
 
 
 def unregister(name: str) -> None:
     """Remove a registered reader (tests that register their own)."""
+    from dltool.config.readers import remove_section
+
     REGISTRY.pop(name, None)
-    _refresh_experiment_models()
+    remove_section(name)
 
 
-def _refresh_experiment_models() -> None:
-    # The experiment models import the readers, not the other way round: once they are
-    # loaded (fully), a reader registered or removed later changes what `ingest:` accepts.
-    import sys
-
-    models = sys.modules.get("dltool.config.models")
-    if models is not None and hasattr(models, "use_readers"):
-        models.use_readers()
+def _builtins() -> None:
+    """Load the built-in readers (the package imports each), for code that reached this module directly."""
+    import dltool.readers  # noqa: F401
 
 
 def reader_for(config) -> "Reader":
     """The reader instance for an ingest config section."""
+    _builtins()
     try:
         return REGISTRY[config.reader](config)
     except KeyError as e:
@@ -67,6 +67,7 @@ def default_model_for(reader: str | None, features: TensorSpec) -> str | None:
     """The builtin model `auto` picks for data from this reader; for data no reader wrote (a DataFrame
     written by dltool.ml), by the features' rank: vectors get the MLP, [h, w, c] tensors the small CNN (measured:
     on raw VectorAssembler columns `tabular` scored below `mlp`, docs/benchmarks.md)."""
+    _builtins()
     cls = REGISTRY.get(reader or "")
     if cls is not None:
         return cls.model_for(features)
@@ -123,7 +124,7 @@ class FileReader(Reader):
     """Decodes one file's bytes into one or more fixed-shape examples."""
 
     kind = "file"
-    task_modules = ("dltool.spark.ingest", "pyarrow.parquet")
+    task_modules = ("dltool.ingest.files", "pyarrow.parquet")
 
     @abstractmethod
     def tensor_spec(self) -> TensorSpec:
@@ -166,12 +167,13 @@ class FileReader(Reader):
 class TableReader(Reader):
     """Builds a DataFrame of (features array<float>, label, key, passthrough...) rows.
 
-    Its preprocessing is fitted on the train split and saved in the dataset's `_preprocess/`;
+    Its preprocessing is fitted on the train split and saved in the dataset's `_preprocess.json`;
     predict applies that, never a refit one, to raw rows.
     """
 
     kind = "table"
-    task_modules = ("dltool.spark.table_ingest", "dltool.transforms.table", "pyarrow.parquet", "pyarrow.compute")
+    task_modules = ("dltool.ingest.tables", "dltool.transforms.table", "pyarrow.parquet", "pyarrow.compute")
+    engine: ClassVar[str] = "table"  # the ingest job that runs it (dltool.ingest.run._table_engine)
 
     def for_raw_inputs(self, input_uri: str, labelled: bool = False) -> BaseModel:
         return self.config.model_copy(update={"input": input_uri, **({} if labelled else {"label": None})})
@@ -184,9 +186,3 @@ class TableReader(Reader):
         cfg = self.config
         return {"columns": {"numeric": cfg.numeric, "categorical": cfg.categorical, "label": cfg.label}}
 
-    def write(self, spark, config, source, files, staging, parallelism, progress, preprocess=None):
-        """Read, check, fit (unless `preprocess` names a fitted `_preprocess.json`) and write the shards into
-        staging; returns the WrittenShards."""
-        from dltool.spark.table_ingest import ingest_table
-
-        return ingest_table(spark, config, self, source, files, staging, parallelism, progress, preprocess)

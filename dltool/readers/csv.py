@@ -7,41 +7,10 @@ quarantined row for every line the parser cannot split.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field, model_validator
-
+from dltool.config.readers import CsvReaderConfig  # noqa: F401  (re-exported)
 from dltool.errors import ConfigError
 from dltool.readers.base import register
-from dltool.readers.table import CORRUPT, FORMAT_PATTERNS, ColumnRoles, ColumnTableReader
-
-
-class CsvReaderConfig(ColumnRoles):
-    """Tabular rows read with Spark's CSV reader; preprocessing fitted on train."""
-
-    reader: Literal["csv"] = Field(description="Selects this reader.")
-    input: str = Field(description="A CSV file, or a directory of CSV files.")
-    header: bool = Field(True, description="The first line holds column names.")
-    columns: list[str] | None = Field(None, description="Column names when the file has no header.")
-    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
-    quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
-    escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
-    multiline: bool = Field(False, description="Allow quoted values that span lines.")
-    encoding: str = Field("utf-8", description="Text encoding of the file.")
-    max_chars_per_value: int = Field(
-        1 << 20, ge=1024, description="The longest value a field may hold (characters): it bounds the memory one "
-        "row takes (an unclosed quote would otherwise read the rest of the file into one value).",
-    )
-    na_values: list[str] = Field(
-        default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"],
-        description="Values read as missing.",
-    )
-
-    @model_validator(mode="after")
-    def _header_or_columns(self):
-        if not self.header and not self.columns:
-            raise ValueError("a file without header needs 'columns'")
-        return self
+from dltool.readers.table import CORRUPT, FORMAT_PATTERNS, ColumnTableReader
 
 
 @register

@@ -3,51 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
 
-from dltool.config.base import FileInput, Section
+from dltool.config.readers import IMAGE_EXTENSIONS, Augment, ImageReaderConfig  # noqa: F401  (re-exported)
 from dltool.readers.base import FileReader, register
 from dltool.shards.codec import TensorSpec
-
-IMAGE_EXTENSIONS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp"]
-
-
-class Augment(Section):
-    """Ingest-time augmentation: `copies` extra randomised copies of each train image."""
-
-    copies: int = Field(0, ge=0, le=32, description="Extra augmented copies of each train example (0: off).")
-    flip: bool = Field(False, description="Random horizontal flip.")
-    rotate: float = Field(0, ge=0, le=180, description="Random rotation within +/- this many degrees.")
-    crop: float = Field(0, ge=0, lt=1, description="Random crop removing up to this fraction of each side, then resize.")
-    brightness: float = Field(0, ge=0, le=1, description="Random brightness shift within +/- this fraction of 255.")
-    seed: int = Field(0, description="Seed mixed with each record key, so reruns write the same pixels.")
-
-
-class ImageReaderConfig(FileInput):
-    """Images (JPEG, PNG, BMP, TIFF, WebP) decoded with OpenCV."""
-
-    reader: Literal["image"] = Field(description="Selects this reader.")
-    include: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS), description="Glob patterns of files to read.")
-    size: tuple[int, int] = Field(description="Output [height, width] in pixels.")
-    channels: Literal[1, 3, 4] = Field(3, description="1 grayscale, 3 RGB, 4 RGBA.")
-    resize: Literal["stretch", "pad", "crop"] = Field(
-        "stretch", description="stretch to size; pad: keep aspect and pad; crop: keep aspect and center-crop."
-    )
-    pad_value: int = Field(0, ge=0, le=255, description="Fill value of the border in pad mode.")
-    dtype: Literal["uint8", "float32"] = Field("uint8", description="Stored dtype; float32 scales to [0, 1].")
-    max_pixels: int = Field(40_000_000, gt=0, description="Images whose header declares more pixels are quarantined.")
-    augment: Augment = Augment()
-
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 1 or max(value) > 8192:
-            raise ValueError("height and width must be between 1 and 8192")
-        return value
-
 
 @register
 class ImageReader(FileReader):

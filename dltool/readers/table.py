@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING
 
-from pydantic import Field, model_validator
-
-from dltool.config.base import Section
+from dltool.config.readers import CORRUPT, RESERVED, ColumnRoles, TableReaderConfig  # noqa: F401  (re-exported)
 from dltool.errors import ConfigError, map_errors
 from dltool.readers.base import TableReader, register
 
@@ -23,99 +21,8 @@ if TYPE_CHECKING:
     from dltool.transforms.table import RowRules
 
 
-CORRUPT = "_corrupt_record"  # the column holding a row the source could not parse (CSV only)
-# Columns the ingest adds to each row; a source column of one of these names cannot take a role.
-RESERVED = {"key", "split", "_file", "_row", "_relpath", "_label", "_content", "_unit", "_mid", CORRUPT}
-
-
-class ColumnRoles(Section):
-    """What each column of a table is for; shared by the `table` and `csv` readers."""
-
-    numeric: Union[list[str], Literal["auto"]] = Field(
-        default_factory=list, description="Numeric feature columns (true/false become 1/0), or auto: every column "
-        "whose train values are all numbers (or booleans), except ids (distinct integers).",
-    )
-    categorical: Union[list[str], Literal["auto"]] = Field(
-        default_factory=list, description="Categorical feature columns, or auto: every text column with at most "
-        "`max_categories` distinct train values.",
-    )
-    dates: list[str] = Field(
-        default_factory=list, description="Date or timestamp columns (ISO 8601; Spark date and timestamp types): each "
-        "becomes days since 1970, month, day, weekday and hour features. auto roles add every such column.",
-    )
-    words: list[str] = Field(
-        default_factory=list, description="Free-text columns (names, titles, notes): each word in at least 2 train rows "
-        "(the `max_words` most frequent) becomes a 0/1 feature. auto roles add every text column with more than "
-        "`max_categories` distinct values.",
-    )
-    max_categories: int = Field(50, ge=2, description="auto: the most distinct values a categorical column may have.")
-    max_words: int = Field(100, ge=1, description="words: the most words each free-text column keeps.")
-    exclude: list[str] = Field(default_factory=list, description="auto: columns never used as features.")
-    categorical_encoding: Literal["onehot", "index"] = Field(
-        "onehot", description="One-hot slots per category (plus one for missing/unseen), or the category index."
-    )
-    impute: Literal["mean", "median", "mode"] = Field("mean", description="Fills missing numeric values.")
-    non_finite: Literal["missing", "quarantine"] = Field(
-        "missing", description="NaN, inf and -inf in numeric columns: treat as missing (imputed) or quarantine the row."
-    )
-    scale: bool = Field(False, description="Standardise features at ingest (else the model does it).")
-    label: str | None = Field(None, description="Label column.")
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="classification: label is a class name; regression: a number."
-    )
-    key_column: str | None = Field(None, description="Unique id column; default: file:row.")
-    passthrough: list[str] = Field(default_factory=list, description="Columns copied to the shards as strings.")
-
-    def vector_columns(self) -> list[str]:
-        return []
-
-    def auto(self) -> bool:
-        return self.numeric == "auto" or self.categorical == "auto"
-
-    def named(self) -> list[str]:
-        """The columns the config names for a role (not counting `auto`)."""
-        lists = [r for r in (self.numeric, self.categorical) if r != "auto"]
-        return [c for r in lists for c in r] + self.dates + self.words + self.vector_columns() + [c for c in (self.label, self.key_column) if c] \
-            + self.passthrough  # fmt: skip
-
-    @model_validator(mode="after")
-    def _roles_consistent(self):
-        if not self.auto() and not any((self.numeric, self.categorical, self.dates, self.words, self.vector_columns())):
-            raise ValueError("name at least one feature column in 'numeric', 'categorical', 'dates', 'words' or "
-                             "'vectors', or use auto")
-        lists = [r for r in (self.numeric, self.categorical) if r != "auto"]
-        roles = [c for r in lists for c in r] + self.dates + self.words + self.vector_columns() + ([self.label] if self.label else []) \
-            + self.passthrough  # fmt: skip
-        reserved = sorted({c for c in [*roles, *([self.key_column] if self.key_column else [])] if c.lower() in RESERVED})
-        if reserved:
-            raise ValueError(f"columns {reserved}: these names are dltool's own per-row columns; rename them in the data")
-        dupes = sorted({c for c in roles if roles.count(c) > 1})
-        if dupes:
-            raise ValueError(f"columns used twice: {', '.join(dupes)}")
-        return self
-
-
 FORMAT_PATTERNS = {"parquet": ["*.parquet"], "orc": ["*.orc"], "json": ["*.json", "*.jsonl", "*.ndjson"],
                    "csv": ["*.csv", "*.tsv", "*.txt", "*.csv.gz", "*.csv.bz2"], "delta": [], "table": []}  # fmt: skip
-
-
-class TableReaderConfig(ColumnRoles):
-    """Rows from any Spark source (Parquet, ORC, JSON lines, CSV, Delta, a catalog table); preprocessing fitted on train."""
-
-    reader: Literal["table"] = Field(description="Selects this reader.")
-    format: Literal["parquet", "orc", "json", "csv", "delta", "table"] = Field(
-        description="Spark's data source; `table`: `input` names a catalog table (database.table)."
-    )
-    input: str = Field(description="A file or directory of the format (local path or URI), or a table name.")
-    options: dict[str, str] = Field(default_factory=dict, description="Options passed to Spark's reader.")
-    vectors: list[str] = Field(
-        default_factory=list,
-        description="Array or ML vector columns (precomputed embeddings): their values become feature slots.",
-    )
-    na_values: list[str] = Field(default_factory=list, description="Text values read as missing (nulls always are).")
-
-    def vector_columns(self) -> list[str]:
-        return list(self.vectors)
 
 
 class ColumnTableReader(TableReader):
@@ -140,13 +47,13 @@ class ColumnTableReader(TableReader):
         """
         from pyspark.sql import functions as F
 
-        from dltool.spark.splits import column, with_split
+        from dltool.splits import column, with_split
 
         cfg = self.config
         extra = [c for c in (split_settings.column if split_settings.by == "column" else None, split_settings.group) if c]
         raw = self.read_raw(spark, paths, extra)
         raw = raw.withColumn("_file", F.input_file_name()).withColumn("_mid", F.monotonically_increasing_id())
-        raw, inputs = _with_row_numbers(spark, raw, relpaths)
+        raw, inputs = with_row_numbers(spark, raw, relpaths)
         self._sizes = _vector_sizes(raw, cfg.vector_columns())
         self._split_column = {"column": split_settings.column, "path": "_relpath"}.get(split_settings.by)
         self._group = split_settings.group
@@ -188,7 +95,7 @@ class ColumnTableReader(TableReader):
         aggregation."""
         from pyspark.sql import functions as F
 
-        from dltool.spark.splits import column
+        from dltool.splits import column
 
         cfg = self.config
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
@@ -292,7 +199,7 @@ class TableSourceReader(ColumnTableReader):
         from pyspark.ml.linalg import VectorUDT
         from pyspark.sql import types as T
 
-        from dltool.spark.splits import column
+        from dltool.splits import column
 
         cfg = self.config
         frame = self._frame(spark, paths)
@@ -333,7 +240,7 @@ class TableSourceReader(ColumnTableReader):
         return frame.select(*columns)
 
 
-def _with_row_numbers(spark, raw, relpaths: dict[str, str]):
+def with_row_numbers(spark, raw, relpaths: dict[str, str]):
     """Add `_row` (1-based data row within its file) and `_relpath`; also return the row count.
 
     monotonically_increasing_id is (partition << 33) + index within the partition, and
@@ -373,7 +280,7 @@ def _vector_sizes(raw, columns: list[str]) -> dict[str, int]:
     """Each vector column's size: the most common size among its rows (the others are quarantined)."""
     from pyspark.sql import functions as F
 
-    from dltool.spark.splits import column
+    from dltool.splits import column
 
     sizes = {}
     for c in columns:

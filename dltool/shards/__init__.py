@@ -1,6 +1,4 @@
-"""Tensor <-> Arrow encoding and the Parquet shard writer."""
+"""Tensor <-> Arrow encoding (codec.py), the Parquet shard writer (writer.py) and the feed into TensorFlow (feed.py).
 
-from dltool.shards.codec import TensorSpec, decode_tensors, encode_tensors
-from dltool.shards.writer import ShardWriter, shard_schema
-
-__all__ = ["ShardWriter", "TensorSpec", "decode_tensors", "encode_tensors", "shard_schema"]
+The package imports none of them: storage.manifest needs the codec without the writer, which needs storage.
+"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from dltool.config.models import SparkSettings
@@ -96,7 +97,7 @@ def _warm_worker(modules: tuple[str, ...], tensorflow: int, index: int) -> None:
             pass
     if index < tensorflow:
         try:
-            from dltool.evaluate.score import task_tensorflow
+            from dltool.tfenv import task_tensorflow
 
             task_tensorflow()  # quietly, with the task's thread settings, as scoring tasks start it
         except Exception:  # noqa: BLE001 - the scoring task imports it again and reports the real error
@@ -139,8 +140,11 @@ def _session(settings: SparkSettings, warm: tuple[str, ...] = (), warm_tensorflo
     conf.update({key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.conf.items()})
     with map_errors(f"starting Spark (master {settings.master})"):
         # The context first, then the SQL session on it: Python workers can start in between.
-        sc = SparkContext.getOrCreate(SparkConf().setMaster(settings.master).setAppName(settings.app_name)
-                                      .setAll(list(conf.items())))  # fmt: skip
+        spark_conf = SparkConf().setMaster(settings.master).setAppName(settings.app_name).setAll(list(conf.items()))
+        if SparkContext._active_spark_context is None:
+            sc = SparkContext(conf=spark_conf, gateway=_launch_jvm(spark_conf))
+        else:
+            sc = SparkContext.getOrCreate(spark_conf)
         if "PYSPARK_PYTHON" not in os.environ:
             # PySpark starts tasks' Python from PYSPARK_PYTHON (else `python3` on the PATH), never from
             # spark.pyspark.python: name it on this context rather than in this process's environment.
@@ -151,6 +155,37 @@ def _session(settings: SparkSettings, warm: tuple[str, ...] = (), warm_tensorflo
             _warm_up(sc, warm, warm_tensorflow)
         spark = SparkSession.builder.getOrCreate()
     return spark
+
+
+# Spark 4 starts every JVM with --add-modules=jdk.incubator.vector, and the JVM says so on stderr, one line of
+# noise per command that no setting turns off.
+JVM_NOISE = b"WARNING: Using incubator modules"
+
+
+def _launch_jvm(conf):
+    """Spark's driver JVM with its stderr passed on line by line, less the JVM's incubator-modules warning.
+
+    The pipe is read from before the JVM starts, so a JVM that fails at start-up still shows why.
+    """
+    from pyspark.java_gateway import launch_gateway
+
+    read_fd, write_fd = os.pipe()
+    threading.Thread(target=_pass_on_stderr, args=(read_fd,), daemon=True, name="dltool-jvm-stderr").start()
+    try:
+        return launch_gateway(conf, popen_kwargs={"stderr": write_fd})
+    finally:
+        os.close(write_fd)  # the JVM (and the Python workers it forks) hold the only write ends now
+
+
+def _pass_on_stderr(read_fd: int) -> None:
+    with os.fdopen(read_fd, "rb") as pipe:
+        for line in pipe:
+            if not line.startswith(JVM_NOISE):
+                try:
+                    sys.stderr.write(line.decode("utf-8", errors="replace"))
+                    sys.stderr.flush()
+                except (ValueError, OSError):  # stderr closed at interpreter exit: nobody is left to read it
+                    return
 
 
 def class_data_sharing() -> list[str]:

@@ -229,3 +229,14 @@ def list_files(root: Location, include: Iterable[str], exclude: Iterable[str] = 
             left_out += 1
     matched.sort(key=lambda f: f.relpath)
     return matched, left_out
+
+
+def local_scratch(prefix: str):
+    """A fresh local folder under TMPDIR (the task's own temp dir in a worker), for files on their way to a
+    location or from it (a checkpoint, a model); its user removes it."""
+    import uuid
+    from pathlib import Path
+
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    return path

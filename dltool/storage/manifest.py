@@ -22,6 +22,7 @@ MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 FORMAT = "dltool-dataset"
 FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")  # a dataset's splits, in this order everywhere
 
 
 @dataclass(frozen=True)

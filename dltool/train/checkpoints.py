@@ -19,7 +19,6 @@ killed mid-save never leaves a checkpoint that resume would pick up.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import uuid
@@ -173,13 +172,6 @@ def prune_checkpoints(run_dir: Location, keep: int | None, best_epoch: int | Non
 
 def write_history(run_dir: Location, history: list[dict]) -> None:
     run_dir.child(HISTORY_FILE).write_bytes("".join(json.dumps(row) + "\n" for row in history).encode())
-
-
-def local_scratch(prefix: str) -> Path:
-    """A fresh folder under TMPDIR (the task's own temp dir in a worker)."""
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"{prefix}-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
-    return path
 
 
 def clear_run(run_dir: Location) -> None:

@@ -509,7 +509,7 @@ def _mel_frontend(x, manifest: Manifest):
             "train.model.builtin: audio_cnn on waveforms needs the sample rate, which the dataset manifest "
             "lacks (ingest.sample_rate)"
         )
-    from dltool.readers.audio import AudioReaderConfig
+    from dltool.config.readers import AudioReaderConfig
 
     fields = AudioReaderConfig.model_fields
     mel = {k: ingest.get(k, fields[k].default) for k in ("n_fft", "hop_length", "n_mels", "fmin", "fmax")}

@@ -19,7 +19,7 @@ import dltool
 from dltool.config.loader import config_hash
 from dltool.config.models import ExperimentConfig, TrainSettings
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
-from dltool.spark.barrier import attempt_logs
+from dltool.train.barrier import attempt_logs
 from dltool.storage.fs import Location, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.storage.ownership import OutputLock, is_owned, mark, protected_paths
@@ -65,115 +65,148 @@ def run_training(
     `quiet` prints nothing (the tuner shows its own table); `check_model=False` skips building the model in a
     child process first (a tuner's trial: Spark is up, and the worker reports a bad model with the same error).
     """
-    from dltool.train.progress import TrainProgress
-
     started = time.monotonic()
-    train = config.train
-    if train is None:
+    if config.train is None:
         raise ConfigError("the config has no 'train' section: nothing to train")
     dataset = open_location(config.dataset.path)
     manifest = Manifest.read(dataset)
-    _check_task(train, manifest)
-    run_dir = open_location(train.run_dir)
+    _check_task(config.train, manifest)
+    run_dir = open_location(config.train.run_dir)
     ckpt.check_run_dir_is_ours(run_dir, protected_paths(config))
     with OutputLock(run_dir):  # a second command training into this run dir fails at once
-        digest = _train_hash(train, manifest)  # as configured: the sizing follows from it and the manifest
-        rows = manifest.rows("train")
-        train = sized(train, rows, train.workers or 1)
-        previous = ckpt.read_json(run_dir.child(ckpt.RUN_FILE))
-        if overwrite:
-            ckpt.clear_run(run_dir)
-            previous = None
-        newest = ckpt.newest_checkpoint(run_dir)
-        if previous and not overwrite:
-            if previous.get("train_hash") != digest and (newest or previous.get("status") == "completed"):
-                raise ConfigError(
-                    f"{run_dir.uri}: holds a run of a different model, optimizer or dataset; "
-                    "use --overwrite or another run dir (--run-dir)"
-                )
-            if previous.get("status") == "completed" and previous.get("epochs_done", 0) >= train.epochs or (
-                previous.get("status") == "completed" and previous.get("stopped_early") and not resume
-            ):
-                return {**previous, "status": "up_to_date", "message": f"{run_dir.uri}: already trained; --overwrite retrains"}
-            if newest and not resume:
-                raise ConfigError(
-                    f"{run_dir.uri}: has an unfinished run (checkpoint {newest.name}); "
-                    "pass --resume to continue it or --overwrite to start again"
-                )
+        digest = _train_hash(config.train, manifest)  # as configured: the sizing follows from it and the manifest
+        done = _earlier_run(run_dir, sized(config.train, manifest.rows("train"), config.train.workers or 1), digest,
+                            resume, overwrite)  # fmt: skip
+        if done is not None:
+            return done
+        run = _Run(config, manifest, dataset, run_dir, digest, started)
+        summary = run.train(resume, progress, quiet, check_model, on_epoch, sharing, fault)
+        ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
+        return summary
 
+
+def _earlier_run(run_dir: Location, train, digest: str, resume: bool, overwrite: bool) -> dict | None:
+    """What the run dir holds decides: the summary of a run that is already done (up to date), a ConfigError
+    for another model's run or an unfinished one without --resume, else None: train (from the start,
+    or from the newest checkpoint with --resume)."""
+    previous = ckpt.read_json(run_dir.child(ckpt.RUN_FILE))
+    if overwrite:
+        ckpt.clear_run(run_dir)
+        return None
+    newest = ckpt.newest_checkpoint(run_dir)
+    if not previous:
+        return None
+    if previous.get("train_hash") != digest and (newest or previous.get("status") == "completed"):
+        raise ConfigError(
+            f"{run_dir.uri}: holds a run of a different model, optimizer or dataset; "
+            "use --overwrite or another run dir (--run-dir)"
+        )
+    completed = previous.get("status") == "completed"
+    if completed and (previous.get("epochs_done", 0) >= train.epochs or (previous.get("stopped_early") and not resume)):
+        return {**previous, "status": "up_to_date", "message": f"{run_dir.uri}: already trained; --overwrite retrains"}
+    if newest and not resume:
+        raise ConfigError(
+            f"{run_dir.uri}: has an unfinished run (checkpoint {newest.name}); "
+            "pass --resume to continue it or --overwrite to start again"
+        )
+    return None
+
+
+class _Run:
+    """One training on Spark, from the model's settings to the summary (what `run_training` writes last)."""
+
+    def __init__(self, config: ExperimentConfig, manifest: Manifest, dataset: Location, run_dir: Location, digest: str,
+                 started: float):  # fmt: skip
         from dltool.spark.shipping import config_code
 
-        code = config_code(config)  # the factory's module: shipped to executors, on the model check's path
+        self.manifest, self.dataset, self.run_dir, self.digest, self.started = manifest, dataset, run_dir, digest, started
+        self.rows = manifest.rows("train")
+        self.code = config_code(config)  # the factory's module: shipped to executors, on the model check's path
         # Workers build the model from the train section alone: `builtin: auto` is decided here,
         # where every reader (a plugin too) is registered.
         config = _with_auto_model_resolved(config, manifest)
-        unsized = config.train
-        config = config.model_copy(update={"train": sized(unsized, rows, unsized.workers or 1)})
+        self.unsized = config.train
+        self.config = config.model_copy(update={"train": sized(self.unsized, self.rows, self.unsized.workers or 1)})
         if config.tracking.mlflow is not None:  # before Spark starts: an unreachable server costs nothing
             from dltool.tracking import check_reachable
 
             check_reachable(config.tracking.mlflow.tracking_uri)
-        # On a cluster the model is built once in a child process while Spark starts, so a bad model
-        # stops the run with exit 2 before any Spark job. A local run skips it: its TensorFlow start
-        # would take the CPU the local Spark start and workers need (measured: the first step 5 s later),
-        # and the workers report a bad model with the same error and exit code.
-        check_model = check_model and not _local_master(config)
-        checking = ModelCheck(config, manifest, code) if check_model else contextlib.nullcontext()
-        with TrainProgress(enabled=progress and not quiet, quiet=quiet) as view, checking as check:
-            spark = _spark(config, code)
-            from dltool.spark.barrier import check_slots, task_slots, wait_for_slots
 
-            slots = wait_for_slots(spark, train.workers)
-            workers = train.workers or slots
+    def train(self, resume: bool, progress: bool, quiet: bool, check_model: bool, on_epoch, sharing: int,
+              fault: dict | None) -> dict:  # fmt: skip
+        """Start Spark (and, on a cluster, build the model once in a child process meanwhile, so a bad model
+        stops the run with exit 2 before any Spark job; a local run skips it: its TensorFlow start would
+        take the CPU the local Spark start and workers need, measured: the first step 5 s later, and the
+        workers report a bad model with the same error), then run the attempts."""
+        from dltool.train.barrier import check_slots, task_slots, wait_for_slots
+        from dltool.train.progress import TrainProgress
+
+        check_model = check_model and not _local_master(self.config)
+        checking = ModelCheck(self.config, self.manifest, self.code) if check_model else contextlib.nullcontext()
+        with TrainProgress(enabled=progress and not quiet, quiet=quiet) as view, checking as check:
+            spark = training_session(self.config, self.code)
+            slots = wait_for_slots(spark, self.config.train.workers)
+            workers = self.config.train.workers or slots
             check_slots(spark, workers, slots)
-            train = sized(unsized, rows, workers)  # the batch rounded to split over the workers Spark gave
-            config = config.model_copy(update={"train": train})
-            plan = _plan(config, manifest, workers)
-            local = spark.sparkContext.master.startswith("local")
+            # the batch rounded to split over the workers Spark gave
+            self.config = self.config.model_copy(update={"train": sized(self.unsized, self.rows, workers)})
+            plan = _plan(self.config, self.manifest, workers)
             view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
-            model_info = check.result(wait=True, view=view) if check_model else None
-            run_dir.fs.create_dir(run_dir.path, recursive=True)
-            if not is_owned(run_dir):
-                mark(run_dir, "run")
-            ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), config.redacted())
-            status = {
-                "status": "running", "name": config.name, "dltool_version": dltool.__version__,
-                "train_hash": digest, "dataset": dataset.uri, "dataset_hash": manifest_hash(manifest),
-                "workers": workers, "epochs": train.epochs, "attempts": 0, "model": model_info,
-            }  # fmt: skip
-            tracker = _start_tracking(config, manifest, status, view)
+            status, tracker = self._started(workers, check.result(wait=True, view=view) if check_model else None, view)
             if on_epoch is not None:
                 view.handle = _observed(view.handle, on_epoch)
-            stop = run_dir.child(ckpt.STOP_FILE)
-            if stop.exists():
-                stop.delete()  # a request to stop an earlier run
-            ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
-            job = TrainJob(
-                train=config.train, manifest=manifest, dataset=dataset.uri, run_dir=run_dir.uri,
-                config_hash=digest, dataset_hash=status["dataset_hash"], steps_per_epoch=plan.steps_per_epoch,
-                global_batch=plan.global_batch, per_worker_batch=plan.per_worker_batch, class_weights=plan.class_weights,
-                train_units=plan.train_units, val_units=plan.val_units, global_batches=plan.global_batches,
-                job_group=f"dltool-train-{digest[:8]}",
-                # Local mode: the machine is ours, so fewer workers than cores share them all, and
-                # the factory's module is imported from where it lies.
-                threads=max(1, task_slots(spark) // (workers * sharing)) if local else None,
-            target_scale=_target_scale(dataset, manifest),
-                user_code=str(code) if local and code is not None else None, fault=fault, storage=storage_settings(),
-            )  # fmt: skip
+            local = spark.sparkContext.master.startswith("local")
+            # Local mode: the machine is ours, so fewer workers than cores share them all.
+            threads = max(1, task_slots(spark) // (workers * sharing)) if local else None
+            job = self._job(plan, status, threads, local, fault)
             try:
-                start = ckpt.newest_intact_checkpoint(run_dir, lambda line: view.print(f"[yellow]{line}[/]")) if resume else None
-                result = _attempts(spark, job, plan, run_dir, start, view, status)
+                start = ckpt.newest_intact_checkpoint(self.run_dir, lambda line: view.print(f"[yellow]{line}[/]")) \
+                    if resume else None  # fmt: skip
+                result = _attempts(spark, job, plan, self.run_dir, start, view, status)
             except BaseException:
                 if tracker is not None:
                     tracker.finish("FAILED")
                 raise
             if tracker is not None:
-                result["mlflow"] = _finish_tracking(tracker, config, manifest, run_dir)
-        summary = {**status, **result, "seconds": round(time.monotonic() - started, 1)}
+                result["mlflow"] = _finish_tracking(tracker, self.config, self.manifest, self.run_dir)
+        summary = {**status, **result, "seconds": round(time.monotonic() - self.started, 1)}
         if view.first_step_at is not None:
-            summary["time_to_first_step_s"] = round(view.first_step_at - started, 1)
-        ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
+            summary["time_to_first_step_s"] = round(view.first_step_at - self.started, 1)
         return summary
+
+    def _started(self, workers: int, model_info: dict | None, view):
+        """Mark the run dir as dltool's, write config.json, start the MLflow run (when asked for) and write a
+        run.json saying the run is on; the status and the MLflow tracker."""
+        run_dir, config = self.run_dir, self.config
+        run_dir.fs.create_dir(run_dir.path, recursive=True)
+        if not is_owned(run_dir):
+            mark(run_dir, "run")
+        ckpt.write_json(run_dir.child(ckpt.CONFIG_FILE), config.redacted())
+        status = {
+            "status": "running", "name": config.name, "dltool_version": dltool.__version__,
+            "train_hash": self.digest, "dataset": self.dataset.uri, "dataset_hash": manifest_hash(self.manifest),
+            "workers": workers, "epochs": config.train.epochs, "attempts": 0, "model": model_info,
+        }  # fmt: skip
+        tracker = _start_tracking(config, self.manifest, status, view)
+        stop = run_dir.child(ckpt.STOP_FILE)
+        if stop.exists():
+            stop.delete()  # a request to stop an earlier run
+        ckpt.write_json(run_dir.child(ckpt.RUN_FILE), status)
+        return status, tracker
+
+    def _job(self, plan: Plan, status: dict, threads: int | None, local: bool, fault: dict | None) -> TrainJob:
+        """What every worker task gets: plain values only."""
+        return TrainJob(
+            train=self.config.train, manifest=self.manifest, dataset=self.dataset.uri, run_dir=self.run_dir.uri,
+            config_hash=self.digest, dataset_hash=status["dataset_hash"], steps_per_epoch=plan.steps_per_epoch,
+            global_batch=plan.global_batch, per_worker_batch=plan.per_worker_batch, class_weights=plan.class_weights,
+            train_units=plan.train_units, val_units=plan.val_units, global_batches=plan.global_batches,
+            job_group=f"dltool-train-{self.digest[:8]}", threads=threads,
+            target_scale=_target_scale(self.dataset, self.manifest),
+            # Local mode: the factory's module is imported from where it lies.
+            user_code=str(self.code) if local and self.code is not None else None, fault=fault,
+            storage=storage_settings(),
+        )  # fmt: skip
 
 
 def _start_tracking(config: ExperimentConfig, manifest: Manifest, status: dict, view):
@@ -336,13 +369,14 @@ def _local_master(config: ExperimentConfig) -> bool:
     return config.spark.master.startswith("local")
 
 
-def _spark(config: ExperimentConfig, code: Path | None):
+def training_session(config: ExperimentConfig, code: Path | None):
+    """The Spark session a training runs in, with a barrier timeout (`run` and `tune` start it early and share it)."""
     from dltool.spark.session import spark_session
 
     # A hung worker must fail the barrier stage rather than block it forever.
     conf = {"spark.barrier.sync.timeout": str(config.train.timeout_s), **config.spark.conf}
     return spark_session(config.spark.model_copy(update={"conf": conf}), user_code=code,
-                         warm=("dltool.spark.barrier", "dltool.train.job"))  # fmt: skip
+                         warm=("dltool.train.barrier", "dltool.train.job"))  # fmt: skip
 
 
 class ModelCheck:
@@ -442,7 +476,7 @@ def _one_attempt(spark, job: TrainJob, workers: int, server, view, status: dict)
     """One barrier stage, with events shown as they arrive; returns (done event, failure or None).
 
     The chief's start event fills `status["model"]` when no model check described the model first."""
-    from dltool.spark.barrier import barrier_train
+    from dltool.train.barrier import barrier_train
 
     outcome: dict = {}
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
+from dltool.storage.fs import local_scratch
 from dltool.train import checkpoints as ckpt
 from dltool.train.events import EventClient
 from dltool.train.metrics import (
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = WorkerSpec.from_json(json.loads(Path(argv[0]).read_text()))
     events = EventClient(spec.job.events, spec.rank)
     try:
-        from dltool.evaluate.score import import_tensorflow_quietly
+        from dltool.tfenv import import_tensorflow_quietly
 
         import_tensorflow_quietly()  # the slow import overlaps the task's address exchange
 
@@ -180,7 +181,7 @@ def check_model(spec: dict) -> int:
     from dltool.train.model import build_model, build_optimizer, describe_model
 
     try:
-        from dltool.evaluate.score import import_tensorflow_quietly
+        from dltool.tfenv import import_tensorflow_quietly
 
         import_tensorflow_quietly()
         # The train section only: the ingest section may name a reader this process has not imported.
@@ -552,7 +553,7 @@ class Worker:
     # -- outputs (chief only) ---------------------------------------------------------------------
 
     def _save_checkpoint(self, model, optimizer, epoch: int, meta: dict) -> str:
-        scratch = ckpt.local_scratch("checkpoint")
+        scratch = local_scratch("checkpoint")
         arrays = {"model_count": np.array(len(model.variables)), "optimizer_count": np.array(len(optimizer.variables))}
         arrays.update({f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)})
         arrays.update({f"optimizer_{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
@@ -570,7 +571,7 @@ class Worker:
         if kept != last:
             checkpoint = self.run_dir.child(ckpt.CHECKPOINTS, ckpt.epoch_dir_name(kept))
             _load_state(checkpoint, {"model": model.variables})
-        scratch = ckpt.local_scratch("model")
+        scratch = local_scratch("model")
         model.save(scratch / ckpt.MODEL_FILE)
         model.export(str(scratch / "saved_model"), format="tf_saved_model", verbose=False)
         if self.manifest.vocabulary is not None:  # text: a model that takes raw strings too
@@ -590,7 +591,7 @@ class Worker:
 
         target = self.run_dir.child("tensorboard")
         if target.fs.type_name != "local":  # TensorFlow writes only local files: write here, upload after each epoch
-            self._tensorboard_copy = (ckpt.local_scratch("tensorboard"), target)
+            self._tensorboard_copy = (local_scratch("tensorboard"), target)
             root = str(self._tensorboard_copy[0])
         else:
             root = target.uri if "://" in target.uri else target.path
@@ -614,7 +615,7 @@ class Worker:
 
 def _load_state(location, groups: dict[str, list]) -> None:
     """Assign a checkpoint's saved values to each group of variables ("model", "optimizer")."""
-    scratch = ckpt.local_scratch("restore")
+    scratch = local_scratch("restore")
     try:
         (scratch / ckpt.STATE_FILE).write_bytes(location.child(ckpt.STATE_FILE).read_bytes())
         with np.load(scratch / ckpt.STATE_FILE, allow_pickle=False) as state:

@@ -497,9 +497,3 @@ def _row_words(column):
     rows = pc.list_parent_indices(tokens)
     keep = pc.not_equal(words, "")
     return pc.filter(rows, keep).to_numpy(zero_copy_only=False), pc.filter(words, keep)
-
-
-def moments(features: np.ndarray) -> np.ndarray:
-    """[count, sum, sum of squares] per column, as float64: add them up across batches."""
-    values = features.astype(np.float64)
-    return np.stack([np.full(values.shape[1], values.shape[0], np.float64), values.sum(0), (values * values).sum(0)])

@@ -224,7 +224,7 @@ def test_tasks_import_tensorflow_without_its_banner():
     import subprocess
     import sys
 
-    code = ("import sys; from dltool.evaluate.score import import_tensorflow_quietly as q; tf = q(); "
+    code = ("import sys; from dltool.tfenv import import_tensorflow_quietly as q; tf = q(); "
             "print(tf.__name__, tf.constant(2).numpy() + 1); print('after', file=sys.stderr)")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["tensorflow", "3"]

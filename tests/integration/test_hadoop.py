@@ -4,8 +4,9 @@ replication 2; YARN: 1 ResourceManager, 2 NodeManagers), Hadoop 3.5.0's own clas
 The chain runs as YARN applications with HDFS as the default filesystem; the executors get Python and
 its libraries from a virtualenv packed with venv-pack and put on HDFS once (`spark.yarn.dist.archives`),
 dltool itself from the zip the driver ships: nothing relies on the driver's virtualenv path on the nodes.
-Faults: a container killed mid-training, the application killed with YARN's own CLI mid-ingest, a
-DataNode stopped during an ingest.
+`dltool run` (ingest, train, eval and export in one application), predict, doctor and a tune whose study lives
+on HDFS run as YARN applications. Faults: a container killed mid-training, the application killed with YARN's
+own CLI mid-ingest, a DataNode stopped during an ingest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,11 @@ from tests.conftest import ROOT, hadoop_launcher
 from tests.integration.test_killed_ingest import _kill_tree, _wait_for
 
 pytestmark = [pytest.mark.hadoop, pytest.mark.slow]
+
+# At the peak: the packed virtualenv (2 GB) and Spark's jars (0.4 GB) twice in HDFS, unpacked once per
+# NodeManager, plus the cache they are packed into. A NodeManager whose disk fills is marked unhealthy
+# and YARN releases its containers ("Container released on a *lost* node"), so check before starting.
+DISK_NEEDED = 14 * 2**30
 
 class Hadoop:
     def __init__(self, launcher, folder: Path, info: dict):
@@ -67,6 +74,10 @@ def hadoop(tmp_path_factory):
     """The cluster, started once (only this module uses it); HADOOP_CONF_DIR points at it while its tests run."""
     launcher = hadoop_launcher()
     folder = tmp_path_factory.mktemp("hadoop")
+    free = shutil.disk_usage(folder).free
+    if free < DISK_NEEDED:
+        pytest.skip(f"the Hadoop tests need {DISK_NEEDED / 2**30:.0f} GB free under {folder.parent} (HDFS keeps two "
+                    f"copies of the packed virtualenv and each NodeManager unpacks one); {free / 2**30:.1f} GB free")
     started = time.monotonic()
     info = launcher.start(folder)
     cluster = Hadoop(launcher, folder, info)
@@ -79,7 +90,8 @@ def hadoop(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    launcher.stop(folder)
+    launcher.stop(folder, grace=5)  # its folder is thrown away: a short wait, then the kill
+    shutil.rmtree(folder, ignore_errors=True)  # ~10 GB of blocks and NodeManager caches: not kept for the next run
 
 
 @pytest.fixture(scope="module")
@@ -129,46 +141,64 @@ def dltool(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProces
 TIMINGS: dict[str, float] = {}
 
 
-def test_chain_on_yarn_reads_and_writes_hdfs(hadoop, yarn_conf, raw_images, tmp_path):
-    config = _config(tmp_path, yarn_conf, "yarn_digits")
-    done, ingested, TIMINGS["ingest"] = dltool("ingest", str(config))
+@pytest.fixture(scope="module")
+def yarn_chain(hadoop, yarn_conf, raw_images, tmp_path_factory):
+    """`dltool run` on YARN, once: ingest from hdfs://, train 2 workers, eval and export, one YARN application."""
+    config = _config(tmp_path_factory.mktemp("chain"), yarn_conf, "yarn_digits")
+    done, summary, TIMINGS["run"] = dltool("run", str(config), "--until", "export", "-f", "savedmodel")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert ingested["counts"]["rows"] == 60 and ingested["counts"]["quarantined"] == 0
+    return config, summary
+
+
+def test_chain_on_yarn_reads_and_writes_hdfs(hadoop, yarn_chain):
+    config, summary = yarn_chain
+    steps = summary["steps"]
+    assert steps["ingest"]["counts"]["rows"] == 60 and steps["ingest"]["counts"]["quarantined"] == 0
     assert re.search(r"application_\d+_\d+", hadoop.yarn("-list", "-appStates", "FINISHED"))  # it ran on YARN
     manifest = json.loads(hadoop.fs("-cat", "/datasets/yarn_digits/_manifest.json"))
     assert sum(split["rows"] for split in manifest["splits"].values()) == 60
-
-    done, trained, TIMINGS["train"] = dltool("train", str(config))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert trained["status"] == "completed" and trained["workers"] == 2
+    assert steps["train"]["status"] == "completed" and steps["train"]["workers"] == 2
     logs = hadoop.fs("-ls", "/runs/yarn_digits/logs/attempt-1")
     assert "worker-0.log" in logs and "worker-1.log" in logs  # two TensorFlow workers, in YARN containers
-
-    done, evaluated, TIMINGS["eval"] = dltool("eval", str(config))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert evaluated["checkpoints"][0]["metrics"]["examples"] == manifest["splits"]["test"]["rows"]
+    assert steps["eval"]["checkpoints"][0]["metrics"]["examples"] == manifest["splits"]["test"]["rows"]
+    assert hadoop.exists("/runs/yarn_digits/export/saved_model/saved_model.pb")
 
     done, predicted, TIMINGS["predict"] = dltool("predict", str(config), "--input", "hdfs:///data/images/1",
                                                  "--output", "hdfs:///predictions/yarn_digits")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert predicted["rows"] == 20 and hadoop.exists("/predictions/yarn_digits/_DLTOOL")
-
-    done, exported, TIMINGS["export"] = dltool("export", str(config), "-f", "savedmodel")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert hadoop.exists("/runs/yarn_digits/export/saved_model/saved_model.pb")
     done, doctor, _ = dltool("doctor", str(config))
     checks = {check["name"]: check for check in doctor["checks"]}
     assert done.returncode == 0 and doctor["status"] == "ok", doctor
     assert {"yarn queue", "yarn containers", "yarn python", "yarn spark jars", "executor tensorflow"} <= set(checks)
     assert "3072 MB" in checks["yarn containers"]["found"]  # 1g + the 2g overhead, against the scheduler's largest
-    print(f"\nHadoop start {hadoop.start_s:.0f} s, env + jars to HDFS {hadoop.setup_s:.0f} s; chain on YARN: "
+    print(f"\nHadoop start {hadoop.start_s:.0f} s, env + jars to HDFS {hadoop.setup_s:.0f} s; on YARN: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in TIMINGS.items()))
 
 
-def test_container_killed_mid_training_resumes_from_checkpoint(hadoop, yarn_conf, raw_images, tmp_path):
-    config = _config(tmp_path, yarn_conf, "yarn_killed", epochs=40)
-    done, _, _ = dltool("ingest", str(config))
+def test_tune_on_yarn_keeps_its_study_on_hdfs(hadoop, yarn_chain, tmp_path):
+    """Two trials at once, one TensorFlow worker each, in YARN containers; the study (Optuna's journal, tune.json,
+    best.yaml, the plots) and the trials' run dirs on HDFS; a rerun finds the study done."""
+    config, _ = yarn_chain
+    data = yaml.safe_load(config.read_text())
+    data["train"].update(run_dir="hdfs:///runs/yarn_tune", epochs=2, workers=1)
+    data["tune"] = {"trials": 2, "parallel": 2, "space": {"train.optimizer.learning_rate": {"choice": [0.003, 0.001]}}}
+    tuned = tmp_path / "tune.yaml"
+    tuned.write_text(yaml.safe_dump(data, sort_keys=False))
+    done, summary, TIMINGS["tune"] = dltool("tune", str(tuned))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert summary["counts"]["complete"] == 2 and summary["journal"] == "hdfs:///runs/yarn_tune/tune/study.journal"
+    names = hadoop.names("/runs/yarn_tune/tune")
+    assert {"study.journal", "tune.json", "best.yaml", "optimization_history.png", "trial-000", "trial-001"} <= set(names)
+    again, rerun, _ = dltool("tune", str(tuned))
+    assert again.returncode == 0 and rerun["status"] == "up_to_date"
+
+
+def test_container_killed_mid_training_resumes_from_checkpoint(hadoop, yarn_conf, yarn_chain, tmp_path):
+    config = _config(tmp_path, yarn_conf, "yarn_killed", epochs=12)
+    data = yaml.safe_load(config.read_text())
+    data["dataset"]["path"] = "hdfs:///datasets/yarn_digits"  # the chain's dataset: no ingest of its own
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     process = subprocess.Popen([sys.executable, "-m", "dltool", "train", str(config), "--json"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=dict(os.environ))  # fmt: skip
     try:
@@ -183,7 +213,7 @@ def test_container_killed_mid_training_resumes_from_checkpoint(hadoop, yarn_conf
             _kill_tree(process)
     assert process.returncode == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["status"] == "completed" and summary["epochs_done"] == 40
+    assert summary["status"] == "completed" and summary["epochs_done"] == 12
     assert summary["attempts"] >= 2  # the barrier stage failed with the container and was retried
     assert "resum" in err.lower()  # from its newest checkpoint, not from epoch 1
 

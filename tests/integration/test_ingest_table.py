@@ -9,7 +9,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from dltool.shards.codec import TensorSpec, decode_tensors
-from dltool.spark.results import IngestResult
+from dltool.ingest.results import IngestResult
 from tests.conftest import read_split
 
 
@@ -37,7 +37,7 @@ def people(spark, rows: int = 40):
 
 def ingest(config: dict) -> IngestResult:
     from dltool.config.models import ExperimentConfig
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
 
     return run_ingest(ExperimentConfig.model_validate(config), progress=False)
 
@@ -123,7 +123,7 @@ def test_fills_computed_on_the_driver_equal_sparks(spark, tmp_path, impute):
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    from dltool.spark.table_ingest import TYPED, _fills_here
+    from dltool.ingest.tables import TYPED, _fills_here
     from dltool.storage.fs import open_location
 
     rng = np.random.default_rng(3)

@@ -48,7 +48,7 @@ def test_a_plugin_reader_is_validated_and_documented_like_a_builtin(npy_plugin, 
 def test_a_plugin_reader_ingests_trains_and_predicts(npy_plugin, tmp_path):
     from dltool.config.models import ExperimentConfig
     from dltool.evaluate.predict import run_predict
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
     from dltool.train.run import run_training
 
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ def workdir(tmp_path_factory):
 def test_ingest_returns_the_typed_result_and_reuses_the_active_session(spark, workdir):
     from pyspark.sql import SparkSession
 
-    from dltool.spark.results import IngestResult
+    from dltool.ingest.results import IngestResult
 
     result = api.ingest_example(workdir)
     assert isinstance(result, IngestResult) and result.status == "written"

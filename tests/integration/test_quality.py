@@ -20,7 +20,7 @@ def real_digits(spark, tmp_path_factory):
     from sklearn.datasets import load_digits
 
     from dltool.config.models import ExperimentConfig
-    from dltool.spark.ingest import run_ingest
+    from dltool.ingest.run import run_ingest
 
     root = tmp_path_factory.mktemp("real-digits")
     data = load_digits()

@@ -58,7 +58,7 @@ def test_a_local_session_starts_warm_workers_shared_by_rdd_and_sql_jobs():
 def test_tensorflow_loads_without_kerass_optional_imports_which_still_import_afterwards():
     code = """
 import json, sys
-from dltool.evaluate.score import KERAS_EXTRAS, import_tensorflow_quietly
+from dltool.tfenv import KERAS_EXTRAS, import_tensorflow_quietly
 import_tensorflow_quietly()
 import keras
 held = [name for name in KERAS_EXTRAS if name in sys.modules]

@@ -52,7 +52,7 @@ def test_the_dltool_zip_runs_the_worker_entry_point_without_the_installed_packag
     assert "dltool/__init__.py" in names and "dltool/train/worker.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     # The zip goes first on sys.path, as Spark puts shipped files: it wins over the installed package.
-    probe = "import sys; sys.path.insert(0, sys.argv[1]); import dltool.train.worker, dltool.spark.barrier; print(dltool.__file__)"
+    probe = "import sys; sys.path.insert(0, sys.argv[1]); import dltool.train.worker, dltool.train.barrier; print(dltool.__file__)"
     result = subprocess.run([sys.executable, "-I", "-c", probe, str(archive)], capture_output=True, text=True,
                             cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -142,7 +142,7 @@ def test_a_file_copied_into_train_and_test_is_reported_refused_or_dropped(spark,
 
 @pytest.mark.parametrize("where", ["driver", "spark"])
 def test_identical_table_rows_across_splits_are_found_after_normalising(spark, tmp_path, write_config, monkeypatch, where):
-    import dltool.spark.table_ingest as table_ingest
+    from dltool.ingest import tables as table_ingest
 
     monkeypatch.setattr(table_ingest, "SMALL", 1_000_000 if where == "driver" else 0)  # who counts: driver or Spark
     rows = ["id,x,colour,fold,target"] + [f"r{i},{i},red,{'train' if i < 30 else 'test'},a" for i in range(40)]

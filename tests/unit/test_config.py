@@ -70,8 +70,8 @@ def test_unknown_field_and_missing_field():
 def test_unknown_reader_lists_known_ones():
     with pytest.raises(ConfigError) as info:
         parse_config(GOOD.replace("reader: image", "reader: video"), source="exp.yaml")
-    assert "exp.yaml:5: ingest.reader: unknown value 'video'" in str(info.value)
-    assert "'image'" in str(info.value) and "'csv'" in str(info.value)
+    assert "exp.yaml:5: ingest.reader: 'video' is not one of image, audio" in str(info.value)
+    assert "csv, text" in str(info.value)
 
 
 def test_python_tags_are_rejected():
@@ -123,3 +123,36 @@ def test_example_configs_validate(example):
 
     cfg = load_config(ROOT / "examples" / example)
     assert cfg.dataset.split.by in ("path", "column") or cfg.dataset.split.group
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("  size: [32, 32]", "  size: [32, 32]\n  chanels: 3", "exp.yaml:8: ingest.chanels: unknown field; did you mean 'channels'?"),
+        ("  size: [32, 32]", "  size: [32, 32]\n  resize: padd", "exp.yaml:8: ingest.resize: 'padd' is not one of stretch, pad, crop; did you mean 'pad'?"),
+        ("reader: image", "reader: imgae", "exp.yaml:5: ingest.reader: 'imgae' is not one of image, audio, table, csv, text; did you mean 'image'?"),
+        ("  size: [32, 32]", "  size: 32", "exp.yaml:7: ingest.size: expected a list [height, width], got 32"),
+    ],
+)
+def test_errors_say_what_was_meant(old, new, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace(old, new), source="exp.yaml")
+    assert expected in str(info.value)
+
+
+def test_a_factory_that_is_not_module_function_says_the_form():
+    bad = GOOD + "train:\n  run_dir: r\n  model: {factory: mod.build}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, source="exp.yaml")
+    assert "exp.yaml:10: train.model.factory: 'mod.build' is not of the form this field takes: 'module:function'" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "line", "what"), [
+    ("name: a\ningest: {reader: csv, input: x.csv\ntrain:\n  epochs: 3\n", 2, "the '{' opened here (column 9) is not closed; at line 3"),
+    ("name: a\ndataset: {path: [a, b\nx: 1\n", 2, "the '[' opened here (column 17) is not closed"),
+    ('name: "a\ningest: {reader: csv}\n', 1, "the quote opened here (column 7) is not closed"),
+])
+def test_an_unclosed_bracket_or_quote_is_named_where_it_opens(text, line, what):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="exp.yaml")
+    assert str(info.value).startswith(f"exp.yaml:{line}: invalid YAML: {what}"), str(info.value)

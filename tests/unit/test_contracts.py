@@ -11,7 +11,7 @@ from dltool.config.models import TrainSettings
 from dltool.errors import InputNotFoundError
 from dltool.evaluate.result import CheckpointScore, EvalResult, GateOutcome
 from dltool.shards.codec import TensorSpec
-from dltool.spark.results import IngestPlan, IngestResult
+from dltool.ingest.results import IngestPlan, IngestResult
 from dltool.storage.fs import open_location
 from dltool.storage.manifest import MANIFEST, SUCCESS, Counts, Label, Manifest, SplitEntry, Stats, manifest_hash
 from dltool.train.job import TrainJob, WorkerSpec

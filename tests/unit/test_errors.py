@@ -31,14 +31,14 @@ TASK_FAILED = """An error occurred while calling z:org.apache.spark.api.python.P
 : org.apache.spark.SparkException: Job aborted due to stage failure: Task 1 in stage 3.0 failed 1 times, \
 most recent failure: Lost task 1.0 in stage 3.0 (TID 7) (127.0.0.1 executor driver): \
 org.apache.spark.api.python.PythonException: Traceback (most recent call last):
-  File "/site-packages/dltool/spark/ingest.py", line 306, in _run_file_task
+  File "/site-packages/dltool/ingest/files.py", line 306, in _run_file_task
     examples = reader.decode(data, key)
 ImportError: libsndfile could not be loaded (broken install)
 
 The above exception was the direct cause of the following exception:
 
 Traceback (most recent call last):
-  File "/site-packages/dltool/spark/ingest.py", line 308, in _run_file_task
+  File "/site-packages/dltool/ingest/files.py", line 308, in _run_file_task
     raise EnvironmentProblem(
 dltool.errors.EnvironmentProblem: the audio reader cannot run on this executor (ImportError: libsndfile) while decoding a.wav
 

@@ -9,8 +9,8 @@ import pytest
 
 from dltool.errors import ConfigError, DltoolError, InputNotFoundError
 from dltool.evaluate.score import (
-    _apply_gates,
-    _check_gates,
+    apply_gates,
+    check_gates,
     _eval_monitor,
     parse_fail_under,
 )
@@ -119,11 +119,11 @@ def test_fail_under_parsing_names_and_direction():
         with pytest.raises(ConfigError, match="expected METRIC=NUMBER"):
             parse_fail_under([bad])
     with pytest.raises(ConfigError, match="use one of loss, accuracy, top_3_accuracy"):
-        _check_gates({"f1": 0.5}, "class", ["a", "b", "c"], [3])
+        check_gates({"f1": 0.5}, "class", ["a", "b", "c"], [3])
     with pytest.raises(ConfigError, match="use one of loss, mae, mse, rmse, r2"):
-        _check_gates({"accuracy": 0.5}, "regression", [], [])
+        check_gates({"accuracy": 0.5}, "regression", [], [])
     result = {"task": "regression", "loss": 2.0, "mae": 1.0, "mse": 2.0, "rmse": 2.0**0.5, "r2": None}
-    gates = _check_gates({"mae": 1.0, "r2": 0.1, "rmse": 1.0}, "regression", [], [])
-    outcome = {g.metric: (g.rule, g.passed) for g in _apply_gates(gates, result)}
+    gates = check_gates({"mae": 1.0, "r2": 0.1, "rmse": 1.0}, "regression", [], [])
+    outcome = {g.metric: (g.rule, g.passed) for g in apply_gates(gates, result)}
     assert outcome == {"mae": ("<=", True), "r2": (">=", False), "rmse": ("<=", False)}  # undefined r2 fails
     assert _eval_monitor("val_mae", result) == "mae" and _eval_monitor("val_accuracy", result) == "loss"

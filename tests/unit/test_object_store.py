@@ -119,7 +119,7 @@ def test_on_a_store_a_failed_rewrite_keeps_the_old_folder_and_a_commit_copies_th
 
 
 def test_a_local_read_error_fails_the_run_and_is_no_bad_record(tmp_path):
-    from dltool.spark.ingest import _read
+    from dltool.ingest.files import _read
 
     (tmp_path / "x.png").mkdir()  # a file the OS will not read (here: replaced by a folder after listing)
     with pytest.raises(StorageError, match=f"^{tmp_path / 'x.png'}: cannot read from the store: "):
@@ -128,7 +128,7 @@ def test_a_local_read_error_fails_the_run_and_is_no_bad_record(tmp_path):
 
 def test_a_vanished_object_is_a_bad_record_and_an_unreachable_store_is_an_error(s3):
     from dltool.errors import RecordError
-    from dltool.spark.ingest import _read
+    from dltool.ingest.files import _read
 
     with storage_scope(s3.storage):
         fs = open_location(s3.uri("unit")).fs

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from dltool.config.models import SplitSettings
-from dltool.spark.splits import Item, assign, report, split_of
+from dltool.splits import Item, assign, report, split_of
 
 
 def items_for(counts: dict[str, int]) -> list[Item]:
@@ -95,7 +95,7 @@ def test_config_checks_and_warnings():
 
 
 def test_duplicates_across_splits_are_counted_with_example_keys():
-    from dltool.spark.splits import find_duplicates
+    from dltool.splits import find_duplicates
 
     entries = [("d1", "train", "a.png"), ("d1", "test", "b.png"), ("d2", "train", "c.png"), ("d2", "train", "d.png"),
                ("d3", "val", "e.png"), ("d3", "test", "f.png"), ("d3", "train", "g.png"), ("d4", "test", "h.png")]  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 from dltool.config.models import SplitSettings
 from dltool.shards.codec import TensorSpec, decode_tensors, encode_tensors
 from dltool.shards.writer import ShardWriter, shard_schema
-from dltool.spark.splits import split_of, split_point
+from dltool.splits import split_of, split_point
 from dltool.storage.fs import open_location
 
 
@@ -85,7 +85,7 @@ def test_empty_writer_leaves_no_file(tmp_path):
 def test_moments_of_uint8_from_histograms_equal_float_sums():
     import numpy as np
 
-    from dltool.spark.ingest import Moments
+    from dltool.shards.sink import Moments
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (300, 5, 4, 3), dtype=np.uint8)

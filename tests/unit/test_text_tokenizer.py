@@ -136,7 +136,7 @@ def test_config_keeps_file_and_table_fields_apart():
 def test_a_task_sends_the_driver_at_most_its_most_frequent_tokens(monkeypatch, tmp_path):
     from collections import Counter
 
-    from dltool.readers import text
+    from dltool.ingest import text
 
     monkeypatch.setattr(text, "MIN_TOKENS_PER_TASK", 4)
     monkeypatch.setattr(text, "TOKENS_PER_TASK", 1)
@@ -151,7 +151,7 @@ def test_a_task_sends_the_driver_at_most_its_most_frequent_tokens(monkeypatch, t
 
 
 def test_auto_output_is_a_bag_of_words_for_short_documents_and_small_corpora():
-    from dltool.readers.text import auto_output
+    from dltool.ingest.text import auto_output
 
     assert auto_output(3000, {3: 400, 8: 500, 40: 100}) == "tf_idf"  # 3,000 sayings of median 8 words: 375
     assert auto_output(3000, {"8": 1000}) == "tf_idf"  # lengths as JSON sends them

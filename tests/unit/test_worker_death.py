@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from dltool.spark.barrier import death_reason
+from dltool.train.barrier import death_reason
 from dltool.train.worker import Watchdog, resource_usage
 
 THREAD_LIMIT = [

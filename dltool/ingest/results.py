@@ -1,37 +1,14 @@
-"""What an ingest hands on: the shards a writer produced, and the summary `run_ingest` returns."""
+"""What `run_ingest` returns: the summary of an ingest, or the plan of a dry run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from dltool.storage.manifest import Counts, Duplicates, Label, SplitEntry, Stats
+from dltool.storage.manifest import Counts
 
 if TYPE_CHECKING:
     from dltool.shards.codec import TensorSpec
-
-
-@dataclass(frozen=True)
-class WrittenShards:
-    """What the file writer (spark/ingest.py) or the table writer (spark/table_ingest.py) wrote into staging.
-
-    The manifest is built from it; `inputs == ok + quarantined` is checked there.
-    """
-
-    features: TensorSpec
-    label: Label
-    splits: dict[str, SplitEntry]
-    stats: Stats | None
-    inputs: int
-    ok: int
-    quarantined: int
-    augmented: int = 0
-    first_errors: tuple[dict, ...] = ()  # error-table rows of the first few quarantined inputs
-    feature_names: tuple[str, ...] | None = None  # one per slot, table readers only
-    preprocess: str | None = None  # the fitted preprocessing's file, table readers only
-    duplicates: Duplicates | None = None  # identical records in more than one split
-    columns: dict | None = None  # table readers: the columns used per role and those left out, with the reason
-    vocabulary: tuple[str, ...] | None = None  # text readers: the tokens of ids 2.. (0 padding, 1 out-of-vocabulary)
 
 
 @dataclass(frozen=True)

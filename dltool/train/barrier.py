@@ -104,7 +104,7 @@ def barrier_train(spark, job: TrainJob, workers: int, description: str = "dltool
     sc.setJobGroup(job.job_group, description, interruptOnCancel=True)
 
     def task(_partition):
-        from dltool.spark.barrier import run_worker_task
+        from dltool.train.barrier import run_worker_task
 
         yield run_worker_task(job)
 
@@ -112,6 +112,27 @@ def barrier_train(spark, job: TrainJob, workers: int, description: str = "dltool
         sc.parallelize(range(workers), workers).barrier().mapPartitions(task).collect()
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)
+
+
+def _child_env(job: TrainJob, scratch: str, gpus: list[str]) -> dict[str, str]:
+    """The worker child's environment: a copy of this task's (never changed), with its temp folder, dltool's
+    code on the path, its storage settings and its GPUs."""
+    env = dict(os.environ)
+    env.update(
+        TMPDIR=scratch,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        # Absolute: shipped code sits at relative paths (./dltool.zip) and the child runs elsewhere.
+        PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
+        PYTHONUNBUFFERED="1",
+        DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
+    )
+    # Local mode: the config's own code from where it lies, ahead of the copy shipped at the session's start.
+    env = with_code_path(env, Path(job.user_code) if job.user_code else None)
+    env.pop("TF_CONFIG", None)
+    env[STORAGE_ENV] = json.dumps(job.storage or {})
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    return env
 
 
 def run_worker_task(job: TrainJob) -> int:
@@ -139,21 +160,7 @@ def run_worker_task(job: TrainJob) -> int:
     spec_path = os.path.join(scratch, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec.to_json(), f)
-    env = dict(os.environ)  # the child's copy: this task's environment is never changed
-    env.update(
-        TMPDIR=scratch,
-        TF_CPP_MIN_LOG_LEVEL="2",
-        # Absolute: shipped code sits at relative paths (./dltool.zip) and the child runs elsewhere.
-        PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
-        PYTHONUNBUFFERED="1",
-        DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
-    )
-    # Local mode: the config's own code from where it lies, ahead of the copy shipped at the session's start.
-    env = with_code_path(env, Path(job.user_code) if job.user_code else None)
-    env.pop("TF_CONFIG", None)
-    env[STORAGE_ENV] = json.dumps(job.storage or {})
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    env = _child_env(job, scratch, gpus)
     lines: deque[str] = deque(maxlen=LOG_LINES)
     seen = 0
     child = subprocess.Popen(

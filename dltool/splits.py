@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING
 
 from dltool.config.models import KNOWN_SPLIT_NAMES, SplitSettings
 from dltool.errors import ConfigError
+from dltool.storage.manifest import SPLITS
 
 if TYPE_CHECKING:
     from dltool.storage.manifest import Duplicates
-
-SPLITS = ("train", "val", "test")
 
 
 def split_point(key: str, salt: str = "") -> float:

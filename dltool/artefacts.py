@@ -149,7 +149,7 @@ class _local_copy:
     def __enter__(self) -> str:
         import pyarrow.fs as pafs
 
-        from dltool.train.checkpoints import local_scratch
+        from dltool.storage.fs import local_scratch
 
         if isinstance(self.location.fs, pafs.LocalFileSystem):
             return self.location.path

@@ -11,53 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
 from contextlib import contextmanager
 
 from dltool.errors import ConfigError
+from dltool.spark.paths import hadoop_uri, require_s3a, spark_path
 from dltool.shards.codec import TensorSpec
-from dltool.shards.writer import ShardWriter, shard_schema
-from dltool.spark.results import WrittenShards
-from dltool.spark.splits import SPLITS
+from dltool.shards.sink import ERROR_FIELDS, FIRST_ERRORS, Moments, SplitShards, TaskResult, WrittenShards, on_write_complete, write_errors
+from dltool.shards.writer import shard_schema
 from dltool.storage.fs import open_location
-from dltool.storage.manifest import Label, SplitEntry
-
-
-def hadoop_uri(location) -> str:
-    """The URI Spark's Hadoop filesystems want for a Location (a plain local path becomes file://)."""
-    return spark_path(location.uri, location.path)
-
-
-def spark_path(source_uri: str, path: str) -> str:
-    """The Hadoop URI of a file that pyarrow listed under source_uri (pyarrow drops scheme and host)."""
-    from urllib.parse import urlsplit
-
-    if "://" not in source_uri:
-        return "file://" + path
-    parts = urlsplit(source_uri)
-    scheme = {"s3": "s3a"}.get(parts.scheme, parts.scheme)
-    if scheme in ("s3a", "gs", "gcs"):
-        return f"{scheme}://{path}"  # pyarrow paths there are bucket/key
-    return f"{scheme}://{parts.netloc}{path}"
-
-
-def require_s3a(spark, *locations) -> None:
-    """Stop before any job when Spark itself must read an s3:// location and lacks its s3a connector."""
-    on_s3 = [loc.uri for loc in locations if loc.fs.type_name == "s3"]
-    if not on_s3:
-        return
-    jvm = spark.sparkContext._jvm
-    try:
-        jvm.java.lang.Class.forName("org.apache.hadoop.fs.s3a.S3AFileSystem", False,
-                                    jvm.java.lang.Thread.currentThread().getContextClassLoader())  # fmt: skip
-        return
-    except Exception:  # noqa: BLE001 - py4j's Py4JJavaError wraps the ClassNotFoundException
-        version = jvm.org.apache.hadoop.util.VersionInfo.getVersion()
-    raise ConfigError(
-        f"{on_s3[0]}: table readers read and stage through Spark, and this Spark has no s3a connector: add "
-        f"--conf spark.jars.packages=org.apache.hadoop:hadoop-aws:{version} (its Hadoop version), or copy the table "
-        "to a local or HDFS path first (image and audio readers need no connector)"
-    )
+from dltool.storage.manifest import SPLITS, Label
 
 
 def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> WrittenShards:
@@ -88,7 +50,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         for row in typed:
             stats.merge(pickle.loads(row["stats"]))
             quarantined += row["errors"]
-            first_errors += json.loads(row["first_errors"])[: max(0, 5 - len(first_errors))]
+            first_errors += json.loads(row["first_errors"])[: max(0, FIRST_ERRORS - len(first_errors))]
         if fitted is None:
             pre = stats.preprocess(_fills(spark, cfg, stats, staging), cfg.categorical_encoding, classify, cfg.scale,
                                    rules.dates, cfg.max_words)  # fmt: skip
@@ -97,21 +59,23 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
         label_kind = None if not cfg.label else "class" if classify else "regression"
         parts = sorted(r["typed"] for r in typed if r["typed"])
-        duplicates, drop = _duplicates(spark, staging, config.dataset.on_duplicates, sum(stats.rows.values())) \
+        duplicates, drop = typed_duplicates(spark, staging, config.dataset.on_duplicates, sum(stats.rows.values())) \
             if parts else (None, set())  # fmt: skip
         task = _shard_task(staging.uri, pre, label_kind, list(cfg.passthrough), config.dataset, drop)
-        summaries = spark.sparkContext.parallelize(parts, max(1, len(parts))).flatMap(task).collect() if parts else []
+        results = spark.sparkContext.parallelize(parts, max(1, len(parts))).map(task).collect() if parts else []
     staging.child(TYPED).delete()
-    shards = _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates)
     columns = {"numeric": list(cfg.numeric), "categorical": list(cfg.categorical), "left_out": dict(reader.left_out)}
     columns.update({role: list(getattr(cfg, role)) for role in ("dates", "words") if getattr(cfg, role)})
-    return dataclasses.replace(shards, columns=columns)
+    label = Label(label_kind, tuple(pre.labels) if label_kind == "class" else None)
+    return on_write_complete(results, TensorSpec((pre.width,), "float32"), label, inputs, quarantined=quarantined,
+                             first_errors=first_errors, stats_axis=0, duplicates=duplicates,
+                             feature_names=tuple(pre.names), preprocess=PREPROCESS, columns=columns)  # fmt: skip
 
 
 SMALL = 200_000  # typed rows the driver checks for duplicates itself: below this a Spark job costs more
 
 
-def _duplicates(spark, staging, policy: str, rows: int):
+def typed_duplicates(spark, staging, policy: str, rows: int):
     """Identical typed rows in more than one split (from `_typed/`), and with `drop_from_eval` the
     contents that val and test rows must not share with train. Up to SMALL rows the driver reads
     the three columns it needs with pyarrow; above, Spark aggregates them."""
@@ -120,7 +84,7 @@ def _duplicates(spark, staging, policy: str, rows: int):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from dltool.spark.splits import find_duplicates
+    from dltool.splits import find_duplicates
     from dltool.storage.manifest import Duplicates
 
     typed = spark.read.parquet(hadoop_uri(staging.child(TYPED))).select("_content", "split", "key")
@@ -143,7 +107,7 @@ def _duplicates(spark, staging, policy: str, rows: int):
 
 
 PREPROCESS = "_preprocess.json"
-TYPED = "_typed"  # the typed rows between the passes; removed before the commit
+TYPED = "_typed"  # the typed rows (or token lists) between the passes; removed before the commit
 TYPE_OUTPUT = "typed string, stats binary, errors long, first_errors string"
 
 
@@ -211,8 +175,7 @@ def _fills(spark, cfg, stats, staging) -> dict[str, float]:
     """Each numeric column's imputed value over train: the mean from the totals, else median or mode by Spark."""
     from pyspark.sql import functions as F
 
-    from dltool.errors import ConfigError
-    from dltool.spark.splits import column
+    from dltool.splits import column
 
     if not stats.rows["train"]:
         raise ConfigError(f"{cfg.input}: no valid rows fall in the train split; nothing to fit preprocessing on")
@@ -264,7 +227,7 @@ def _fills_here(cfg, numbers: list[str], staging) -> dict[str, float]:
 def _duplicates_here(staging, policy: str):
     import pyarrow.dataset as pads
 
-    from dltool.spark.splits import find_duplicates
+    from dltool.splits import find_duplicates
 
     typed = staging.child(TYPED)
     table = pads.dataset(typed.path, filesystem=typed.fs, format="parquet").to_table(columns=["_content", "split", "key"])
@@ -276,90 +239,65 @@ def _duplicates_here(staging, policy: str):
     return found, {c for c, s in zip(contents, splits) if s != "train" and c in in_train}
 
 
-def _combine(summaries, pre, label_kind, inputs, quarantined, first_errors, duplicates) -> WrittenShards:
-    import numpy as np
-
-    from dltool.spark.ingest import _stats
-
-    splits = {s: {"rows": 0, "files": [], "per_class": Counter()} for s in SPLITS}
-    moments, dropped = np.zeros((3, pre.width)), 0
-    for row in summaries:
-        if row["shard"] is None:  # the task's own line: the moments of the train features it wrote
-            moments += row["moments"]
-            dropped += row["dropped"]
-            continue
-        entry = splits[row["split"]]
-        entry["rows"] += row["rows"]
-        entry["files"].append(row["shard"])
-        entry["per_class"].update(row["per_class"])
-    vocabulary = tuple(pre.labels) if label_kind == "class" else None
-    return WrittenShards(
-        features=TensorSpec((pre.width,), "float32"), label=Label(label_kind, vocabulary),
-        splits={name: _split_entry(entry, vocabulary) for name, entry in splits.items()},
-        stats=_stats(moments, 0) if moments[0, 0] else None, inputs=inputs,
-        ok=sum(entry["rows"] for entry in splits.values()) + dropped, quarantined=quarantined,
-        first_errors=tuple(first_errors), feature_names=tuple(pre.names), preprocess=PREPROCESS,
-        duplicates=None if duplicates is None else dataclasses.replace(duplicates, dropped=dropped),
-    )  # fmt: skip
-
-
-def _split_entry(entry: dict, vocabulary: tuple[str, ...] | None) -> SplitEntry:
-    """Rows per class name (label index order; "all" for regression or no label) and sorted files of one split."""
-    counts = entry["per_class"]
-    if vocabulary is not None:
-        per_class = {vocabulary[int(k)]: v for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))}
-    else:
-        per_class = {"all": sum(counts.values())} if counts else {}
-    return SplitEntry(entry["rows"], tuple(sorted(entry["files"])), per_class)
-
-
 def _shard_task(staging_uri, pre, label_kind, passthrough, dataset, drop: set[int]):
     """The third pass, one task per typed file: features, labels and keys into per-split shards (a new
-    file every `shard_mb`); a summary per shard, and one for the task with its train moments."""
+    file every `shard_mb`), with the moments of the train features it wrote."""
     spec = TensorSpec((pre.width,), "float32")
-    max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
 
-    def write(typed_uri):
-        import numpy as np
+    def encode(rows):
         import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
-        from dltool.shards.codec import encode_tensors
-        from dltool.transforms.table import moments
+        columns = {}
+        if label_kind == "class":
+            columns["label"] = pa.array(pre.label_index(rows.column("_label")), pa.int32())
+        elif label_kind == "regression":
+            columns["label"] = rows.column("_label").cast(pa.float32())
+        columns["key"] = rows.column("key")
+        columns.update({c: rows.column(c) for c in passthrough})
+        return pre.features(rows), columns
 
-        source = open_location(typed_uri)
-        part = int(source.path.rsplit("part-", 1)[1].split(".")[0])
-        schema = shard_schema(spec, label_kind, passthrough)
-        staging = open_location(staging_uri)
-        shards = {s: _SplitShards(staging, s, part, schema, spec, max_rows, dataset, label_kind == "class")
-                  for s in SPLITS}  # fmt: skip
-        total, dropped = np.zeros((3, spec.shape[0])), 0
-        with source.fs.open_input_file(source.path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=65536):
-                batch, gone = without_copies(batch, drop)
-                dropped += gone
-                for split in SPLITS:
-                    rows = batch.filter(pc.equal(batch.column("split"), split))
-                    if not rows.num_rows:
-                        continue
-                    features = pre.features(rows)
-                    if split == "train":
-                        total += moments(features)
-                    columns = {"features": encode_tensors(features, spec)}
-                    if label_kind == "class":
-                        columns["label"] = pa.array(pre.label_index(rows.column("_label")), pa.int32())
-                    elif label_kind == "regression":
-                        columns["label"] = rows.column("_label").cast(pa.float32())
-                    columns["key"] = rows.column("key")
-                    columns.update({c: rows.column(c) for c in passthrough})
-                    shards[split].write(pa.table(columns))
-        for split in SPLITS:
-            for name, n, per_class in shards[split].close():
-                yield {"split": split, "shard": name, "rows": n, "per_class": per_class}
-        yield {"shard": None, "moments": total, "dropped": dropped}
+    def write(typed_uri) -> TaskResult:
+        return write_typed(typed_uri, staging_uri, spec, label_kind, passthrough, dataset, drop, encode, moments=True)
 
     return write
+
+
+def write_typed(typed_uri: str, staging_uri: str, spec: TensorSpec, label_kind: str | None, passthrough: list[str],
+                dataset, drop: set[int], encode, moments: bool = False, batch_rows: int = 65536) -> TaskResult:  # fmt: skip
+    """The last pass of a table or text ingest, in the task of one typed file: each split's rows as shard rows,
+    a new file every `shard_mb`, leaving out the val and test rows whose content is in `drop`. `encode(rows)`
+    gives the rows' features and their other shard columns (label, key, passthrough, in the shard's order);
+    with `moments`, the result holds the train features' moments."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from dltool.shards.codec import encode_tensors
+
+    source = open_location(typed_uri)
+    part = source.path.rsplit("/", 1)[1].split(".")[0]
+    schema = shard_schema(spec, label_kind, passthrough)
+    staging = open_location(staging_uri)
+    max_rows = max(1, (dataset.shard_mb << 20) // spec.nbytes)
+    shards = {s: SplitShards(staging, s, part, schema, spec, dataset.row_group_mb, dataset.compression, max_rows)
+              for s in SPLITS}  # fmt: skip
+    stats, result = Moments(0) if moments else None, TaskResult()
+    with source.fs.open_input_file(source.path) as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+            batch, gone = without_copies(batch, drop)
+            result.dropped += gone
+            for split in SPLITS:
+                rows = batch.filter(pc.equal(batch.column("split"), split))
+                if not rows.num_rows:
+                    continue
+                features, columns = encode(rows)
+                if stats is not None and split == "train":
+                    stats.add_batch(features)
+                shards[split].write(pa.table({"features": encode_tensors(features, spec), **columns}))
+    result.shards = [shard for split in SPLITS for shard in shards[split].close()]
+    result.ok = sum(shard.rows for shard in result.shards) + result.dropped
+    result.moments = stats.result() if stats is not None else None
+    return result
 
 
 def without_copies(batch, drop: set[int]):
@@ -376,55 +314,13 @@ def without_copies(batch, drop: set[int]):
 
 
 def _write_errors(staging, part, tables, reader_name) -> tuple[int, list[dict]]:
-    """The task's quarantined rows as one error file; their number and the first five."""
+    """The task's quarantined rows as one error file; their number and the first few."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dltool.spark.ingest import ERROR_FIELDS
 
     if not tables:
         return 0, []
     rows = pa.concat_tables(tables)
     table = rows.append_column("reader", pa.array([reader_name] * rows.num_rows, pa.string()))
-    table = table.append_column("stage", pa.array(["parse"] * rows.num_rows, pa.string())).select(list(ERROR_FIELDS))
-    target = staging.child("_errors", f"part-{part:05d}.parquet")
-    target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, target.path, filesystem=target.fs, compression="zstd")
-    return table.num_rows, table.slice(0, 5).to_pylist()
-
-
-class _SplitShards:
-    """The shard files one task writes for one split: `<split>/part-<task>-<n>.parquet`, each up to `max_rows`."""
-
-    def __init__(self, staging, split, part, schema, spec, max_rows, dataset, classes: bool):
-        self.staging, self.split, self.part, self.schema, self.spec = staging, split, part, schema, spec
-        self.max_rows, self.dataset, self.classes = max_rows, dataset, classes
-        self.done: list[tuple[str, int, dict]] = []
-        self.writer, self.counts = None, Counter()
-
-    def write(self, table) -> None:
-        while table.num_rows:
-            if self.writer is None:
-                name = f"{self.split}/part-{self.part:05d}-{len(self.done):03d}.parquet"
-                self.writer = ShardWriter(self.staging.child(*name.split("/")), self.schema, self.spec,
-                                          self.dataset.row_group_mb, self.dataset.compression)  # fmt: skip
-                self.name = name
-            room = self.max_rows - self.writer.rows
-            head, table = table.slice(0, room), table.slice(room)
-            self.writer.write_table(head)
-            if self.classes:
-                self.counts.update(head.column("label").to_numpy().tolist())
-            else:
-                self.counts.update({"all": head.num_rows})
-            if self.writer.rows >= self.max_rows:
-                self._finish()
-
-    def _finish(self) -> None:
-        self.writer.close()
-        self.done.append((self.name, self.writer.rows, {str(k): v for k, v in self.counts.items()}))
-        self.writer, self.counts = None, Counter()
-
-    def close(self) -> list[tuple[str, int, dict]]:
-        if self.writer is not None:
-            self._finish()
-        return self.done
+    table = table.append_column("stage", pa.array(["parse"] * rows.num_rows, pa.string()))
+    write_errors(staging.child("_errors", f"part-{part:05d}.parquet"), table)
+    return table.num_rows, table.slice(0, FIRST_ERRORS).select(list(ERROR_FIELDS)).to_pylist()

@@ -1,0 +1,236 @@
+"""The file readers' ingest job: labels and splits from the paths on the driver, shards written in Spark tasks.
+
+The driver lists the files with pyarrow, assigns labels and splits from their paths and cuts each
+split into shard-sized tasks; each Spark task reads its files straight from storage, decodes them
+and writes one Parquet shard with pyarrow through the shard sink. Bytes never cross the JVM, and the
+driver holds only file names and the tasks' results (docs/benchmarks.md has the measurements).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from dltool.config.models import ExperimentConfig
+from dltool.errors import NOT_RECORD_ERRORS, EnvironmentProblem, RecordError, StorageError
+from dltool.readers.base import FileReader, reader_for
+from dltool.shards.codec import TensorSpec
+from dltool.shards.sink import FIRST_ERRORS, Moments, SplitShards, TaskResult, WrittenShards, error_row, on_write_complete, write_errors
+from dltool.shards.writer import shard_schema
+from dltool.splits import Item, assign, find_duplicates, split_point
+from dltool.storage.fs import InputFile, Location, open_location
+from dltool.storage.manifest import SPLITS, Label
+from dltool.storage.stores import OBJECT_STORES
+
+
+@dataclass
+class FileTask:
+    """One Spark task: the files of one shard, everything it needs as plain picklable values."""
+
+    reader_config: object
+    source_uri: str
+    staging_uri: str
+    split: str
+    part: int
+    files: list[tuple[str, str, int | None, int]]  # path, relpath (the key), label index, size
+    label_kind: str | None
+    row_group_mb: int
+    compression: str
+
+
+TASKS_PER_CORE = 4  # the cores stay busy to the end when tasks are small and alike (measured: docs/benchmarks.md)
+
+
+def plan_shards(records: int, record_bytes: int, shard_mb: int, parallelism: int, share: float) -> int:
+    """Shards (one task each) for one split holding `share` of the inputs: each under shard_mb, and
+    about TASKS_PER_CORE tasks of one size per core over all splits, so no core idles at the end."""
+    if records == 0:
+        return 0
+    by_size = math.ceil(records * record_bytes / (shard_mb << 20))
+    by_cores = max(1, round(TASKS_PER_CORE * parallelism * share))
+    return max(1, min(records, max(by_size, by_cores)))
+
+
+def assign_files(config: ExperimentConfig, reader: FileReader, files: list[InputFile], classes: list[str] | None = None):
+    """Labels and splits of the listed files, decided on the driver from their paths.
+
+    Also returns the files quarantined on the driver with their reason: unreadable links, files
+    without a label (when labelled), of a class not in `classes` (when given) and files that
+    `by: path` cannot place.
+    """
+    labelled = config.ingest.label.source != "none"
+    unplaced = []
+    labels = {}
+    for f in files:
+        label = reader.label_of(f.relpath)
+        if f.problem is not None:
+            unplaced.append((f, RecordError("read", f.problem)))
+        elif labelled and label is None:
+            unplaced.append((f, RecordError("label", _unlabelled_reason(config, f.relpath))))
+        elif classes is not None and label not in classes:
+            unplaced.append((f, RecordError("label", f"class {label!r} is not one of the {len(classes)} the model knows")))
+        else:
+            labels[f.relpath] = label
+    placed, missing = assign([Item(path, path, label) for path, label in labels.items()], config.dataset.split)
+    by_split: dict[str, list] = {s: [] for s in SPLITS}
+    for f in files:
+        if f.relpath in missing:
+            unplaced.append((f, RecordError("split", missing[f.relpath])))
+        elif f.relpath in placed:
+            by_split[placed[f.relpath]].append(f)
+    vocabulary = sorted({labels[f.relpath] for items in by_split.values() for f in items}) if labelled else None
+    vocabulary = list(classes) if labelled and classes is not None else vocabulary
+    index = {name: i for i, name in enumerate(vocabulary or [])}
+    assigned = {
+        split: [(f.path, f.relpath, index.get(labels[f.relpath]), f.size) for f in sorted(items, key=_hash_order)]
+        for split, items in by_split.items()
+    }
+    return assigned, vocabulary, unplaced
+
+
+def _hash_order(f: InputFile) -> float:
+    # Shards in hash order mix classes, so a shuffle buffer at training time sees them all.
+    return split_point(f.relpath)
+
+
+def ingest_files(spark, config, reader, source, files, staging, parallelism, progress, classes=None) -> WrittenShards:
+    spec = reader.tensor_spec()
+    assigned, vocabulary, unplaced = assign_files(config, reader, files, classes)
+    label_kind = "class" if vocabulary is not None else None
+    copies = reader.augment_copies()
+    tasks = []
+    for split, items in assigned.items():
+        per_record = spec.nbytes * (1 + (copies if split == "train" else 0))
+        n = plan_shards(len(items), per_record, config.dataset.shard_mb, parallelism, len(items) / len(files))
+        if config.ingest.files_per_task:
+            n = max(n, math.ceil(len(items) / config.ingest.files_per_task)) if items else 0
+        for part in range(n):
+            chunk = items[part::n]
+            tasks.append(FileTask(config.ingest, source.uri, staging.uri, split, part, chunk, label_kind,
+                                  config.dataset.row_group_mb, config.dataset.compression))  # fmt: skip
+    driver_errors = [error_row(f.relpath, f.path, reader.name, error) for f, error in unplaced]
+    if driver_errors:
+        write_errors(staging.child("_errors", "part-driver.parquet"), driver_errors)
+    results: list[TaskResult] = []
+    if tasks:
+        from dltool.spark.progress import spark_progress
+
+        tasks.sort(key=lambda t: -sum(size for *_, size in t.files))  # Spark starts tasks in order: the largest first
+        rdd = spark.sparkContext.parallelize(tasks, len(tasks))
+        with spark_progress(spark, f"ingest {config.name}: {len(files)} files", progress):
+            results = rdd.map(_run_file_task).collect()
+    duplicates = find_duplicates((digest, split, key) for r in results for digest, split, key in r.digests)
+    if duplicates is not None and config.dataset.on_duplicates == "drop_from_eval":
+        _drop_from_eval(staging, results, config.dataset, spec)
+    label = Label("class", tuple(vocabulary)) if vocabulary is not None else Label(None)
+    return on_write_complete(results, spec, label, len(files), quarantined=len(driver_errors), first_errors=driver_errors,
+                             stats_axis=reader.stats_axis(), duplicates=duplicates)  # fmt: skip
+
+
+def _drop_from_eval(staging: Location, results: list[TaskResult], settings, spec: TensorSpec) -> None:
+    """Remove from the val and test shards the files whose bytes a train file has (their examples and
+    windows alike), adjusting the results; each result counts the rows it lost as `dropped`. The few
+    affected shards are rewritten on the driver, one at a time, in row groups of `row_group_mb`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    in_train = {digest for r in results for digest, split, _ in r.digests if split == "train"}
+    for r in results:
+        drop = {key for digest, split, key in r.digests if split != "train" and digest in in_train}
+        if not drop or not r.shards:
+            continue
+        shard = r.shards[0]
+        location = staging.child(*shard.name.split("/"))
+        table = pq.read_table(location.path, filesystem=location.fs)
+        keys = table.column("key").to_pylist()
+        gone = [k in drop or k.rsplit("#", 1)[0] in drop for k in keys]  # a window's key is the file's key + "#n"
+        lost = Counter(str(label) for label, g in zip(table.column("label").to_pylist(), gone) if g) \
+            if "label" in table.column_names else Counter(all=sum(gone))  # fmt: skip
+        shard.per_class = {k: v - lost[k] for k, v in shard.per_class.items()}
+        kept = table.filter(pc.invert(pa.array(gone)))
+        shard.rows = kept.num_rows
+        r.digests = [(d, split, k) for d, split, k in r.digests if k not in drop]
+        r.dropped += sum(gone)
+        if kept.num_rows:
+            compression = None if settings.compression == "none" else settings.compression
+            rows = max(1, (settings.row_group_mb << 20) // spec.nbytes)
+            pq.write_table(kept, location.path, filesystem=location.fs, compression=compression, row_group_size=rows)
+        else:
+            location.delete()
+            r.shards = []
+
+
+def _unlabelled_reason(config, relpath: str) -> str:
+    label = config.ingest.label
+    if label.source == "regex":
+        return f"label regex {label.pattern!r} does not match {relpath!r}"
+    return f"{relpath!r} is not inside a class folder (label source parent_dir)"
+
+
+def _run_file_task(task: FileTask) -> TaskResult:
+    """Executor side: read, decode and write one shard; quarantine what fails."""
+    reader = reader_for(task.reader_config)
+    reader.setup()
+    spec = reader.tensor_spec()
+    staging = open_location(task.staging_uri)
+    source = open_location(task.source_uri)
+    result, errors = TaskResult(), []
+    max_bytes = int(task.reader_config.max_file_mb * (1 << 20))
+    copies = reader.augment_copies() if task.split == "train" else 0
+    shards = SplitShards(staging, task.split, f"part-{task.part:05d}", shard_schema(spec, task.label_kind), spec,
+                         task.row_group_mb, task.compression)  # fmt: skip
+    moments = Moments(reader.stats_axis())
+    for path, key, label, size in task.files:
+        try:
+            if size > max_bytes:
+                raise RecordError("read", f"file is {size / 2**20:.1f} MB, over max_file_mb {task.reader_config.max_file_mb:g}")
+            data = _read(source.fs, path, max_bytes)
+            examples = reader.decode(data, key)
+            result.digests.append((hashlib.blake2b(data, digest_size=16).hexdigest(), task.split, key))
+        except StorageError:  # an unreachable store fails the ingest: it is no record's fault
+            raise
+        except NOT_RECORD_ERRORS as e:
+            raise EnvironmentProblem(
+                f"the {reader.name} reader cannot run on this executor ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}) while decoding {key}; fix the environment and rerun"
+            ) from e
+        except Exception as e:  # any other failure of one record is that record's, never the task's
+            errors.append(error_row(key, path, reader.name, e))
+            continue
+        result.ok += 1
+        for suffix, example in examples:
+            shards.add(example, key + suffix, label)
+            if task.split == "train":
+                moments.add(example)
+            for copy in range(copies):
+                shards.add(reader.augment(example, key + suffix, copy), f"{key}{suffix}#aug{copy + 1}", label)
+                result.augmented += 1
+    result.shards = shards.close()
+    result.moments = moments.result()
+    result.quarantined = len(errors)
+    if errors:
+        write_errors(staging.child("_errors", f"part-{task.split}-{task.part:05d}.parquet"), errors)
+    result.errors = errors[:FIRST_ERRORS]
+    return result
+
+
+def _read(fs, path: str, max_bytes: int) -> bytes:
+    try:
+        with fs.open_input_file(path) as f:
+            data = f.read(min(f.size(), max_bytes + 1))  # never allocate max_bytes for a small file
+    except FileNotFoundError as e:
+        raise RecordError("read", "file disappeared after listing") from e
+    except OSError as e:
+        # Not the file's bytes but the environment (a stale mount, a permission change, the store): the run
+        # fails and a rerun reads the file again. A bad record would be marked done and never read again.
+        text = str(e).splitlines()[0] if str(e) else repr(e)
+        if "NO_SUCH_KEY" in text:
+            raise RecordError("read", "file disappeared after listing") from e
+        where = f"{fs.type_name}://{path}" if fs.type_name in OBJECT_STORES else path
+        raise StorageError(f"{where}: cannot read from the store: {text}") from e
+    if len(data) > max_bytes:
+        raise RecordError("read", f"file grew past max_file_mb after listing ({len(data)} bytes read)")
+    return data

@@ -1,0 +1,217 @@
+"""The ingest verb: list the inputs, check what is at the dataset location, run the reader's job, commit.
+
+The job is the reader's engine: file readers (image, audio) in ingest/files.py, table readers
+(csv, table) in ingest/tables.py, the text reader in ingest/text.py; each writes its shards
+into a staging folder through the shard sink (shards/sink.py) and returns `WrittenShards`, from which
+this module builds the manifest before the staged dataset is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from dltool.config.loader import config_hash
+from dltool.config.models import ExperimentConfig
+from dltool.errors import ConfigError, DataQualityError, DltoolError, InputNotFoundError, map_errors
+from dltool.readers.base import reader_for
+from dltool.shards.sink import WrittenShards
+from dltool.ingest.results import IngestPlan, IngestResult
+from dltool.splits import report
+from dltool.storage.commit import StagedFolder, unfinished
+from dltool.storage.fs import InputFile, Location, open_location
+from dltool.storage.ownership import OutputLock, check_replaceable, is_owned, protected_paths, stale_siblings
+from dltool.storage.manifest import FORMAT_VERSION, MANIFEST, SUCCESS, Manifest
+from dltool.storage.stores import with_storage
+
+
+@with_storage
+def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True,
+               preprocess: str | None = None, vocabulary: list[str] | None = None) -> IngestResult | IngestPlan:  # fmt: skip
+    """Ingest the config's inputs into its dataset location; returns the run summary (the plan for a dry run).
+
+    `preprocess`: for table readers, a fitted `_preprocess.json` to apply rather than fit (predict,
+    eval --input); `vocabulary`: for file readers, the classes to index labels by (eval --input; a
+    file of another class is quarantined), instead of the classes found.
+    """
+    if config.ingest is None:
+        raise ConfigError("the config has no 'ingest' section: nothing to ingest")
+    reader = reader_for(config.ingest)
+    dataset = open_location(config.dataset.path)
+    source = open_location(config.ingest.input)
+    files, left_out = reader.inputs()
+    if not files:
+        raise ConfigError(f"{source.uri}: no input files match include {reader.patterns()[0]}")
+    broken = next((f for f in files if f.problem is not None), None)
+    if not reader.labels_from_paths() and broken is not None:  # a table's rows are quarantined, not its files
+        raise InputNotFoundError(f"{broken.path}: cannot read: {broken.problem}")
+    fingerprint = _fingerprint(files)
+    digest = config_hash({"ingest": config.ingest.model_dump(mode="json", exclude={"input"}),
+                          "split": config.dataset.split.model_dump(mode="json"), "format": FORMAT_VERSION})  # fmt: skip
+    started = time.time()
+    if dry_run:
+        return _plan(config, reader, dataset, source, files, left_out, _existing(dataset, digest, fingerprint))
+    replacing = _check_existing(dataset, digest, fingerprint, overwrite, protected_paths(config))
+    if replacing == "up_to_date":
+        return IngestResult("up_to_date", dataset.uri, Manifest.read(dataset).counts,
+                            message=f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild")
+    with OutputLock(dataset):
+        try:
+            return _write_dataset(config, reader, dataset, source, files, left_out, digest, fingerprint, replacing,
+                                  started, progress, preprocess, vocabulary)  # fmt: skip
+        except DltoolError as e:
+            explained = reader.explain_failure(str(e)) if type(e) is DltoolError else None
+            if explained is None:
+                raise
+            raise DataQualityError(explained) from e
+
+
+def _write_dataset(config, reader, dataset, source, files, left_out, digest, fingerprint, replacing, started,
+                   progress, preprocess, vocabulary) -> IngestResult:  # fmt: skip
+    """The Spark jobs and the commit of an ingest, holding the dataset's lock."""
+    from dltool.spark.session import default_parallelism
+
+    spark = ingest_session(config)
+    for stale in stale_siblings(dataset, STALE_SIBLINGS):  # this command holds the lock: no other owns them
+        stale.delete()
+    with map_errors(f"ingest of {source.uri}"):
+        # Staged beside the dataset (copied in on object stores): _SUCCESS, written last, marks it complete.
+        with StagedFolder(dataset, kind="dataset") as staged:
+            staging = staged.location
+            if reader.kind == "file":
+                from dltool.ingest.files import ingest_files
+
+                shards = ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
+                                       vocabulary)  # fmt: skip
+            else:
+                engine = _table_engine(reader.engine)
+                shards = engine(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
+                                preprocess)  # fmt: skip
+            manifest = _manifest(config, reader, source, shards, digest, fingerprint, left_out)
+            manifest.write(staging)
+            # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
+            failed = manifest.status != "ok" and replacing == "dataset"
+            target = staged.commit(to=dataset.sibling(".failed") if failed else None)
+    summary = IngestResult(
+        "written" if manifest.status == "ok" else "failed_quality", dataset.uri, manifest.counts,
+        replaced=replacing, seconds=round(time.time() - started, 2),
+        splits={name: entry.rows for name, entry in manifest.splits.items()},
+        labels=manifest.label.vocabulary, errors=shards.first_errors, warnings=manifest.warnings,
+        left_out=(manifest.columns or {}).get("left_out", {}),
+    )  # fmt: skip
+    if manifest.status != "ok":
+        counts = manifest.counts
+        kept = " (the previous complete dataset is kept)" if target is not dataset else " (not marked complete)"
+        raise DataQualityError(
+            f"{counts.quarantined} of {counts.inputs} inputs quarantined "
+            f"({counts.bad_fraction:.1%} > max_bad_fraction {config.dataset.max_bad_fraction:g}); "
+            f"see {target.uri}/_errors{kept}",
+            summary,
+        )
+    dataset.child(SUCCESS).write_bytes(b"")
+    return summary
+
+
+def ingest_session(config: ExperimentConfig):
+    """The Spark session of an ingest; a new local one starts its Python workers importing the reader's modules."""
+    from dltool.spark.session import spark_session
+
+    reader = reader_for(config.ingest)
+    return spark_session(config.spark, warm=(*reader.task_modules, type(reader).__module__))
+
+
+def _fingerprint(files: list[InputFile]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relpath}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
+    """What is at the dataset location: None, "up_to_date", "dataset", "incomplete" or "foreign"."""
+    if not dataset.exists():
+        return None
+    if dataset.child(SUCCESS).exists():
+        manifest = Manifest.read(dataset)
+        same = manifest.config_hash == digest and manifest.input_fingerprint == fingerprint
+        return "up_to_date" if same else "dataset"
+    if not is_owned(dataset):
+        return "foreign" if not dataset.is_dir() or not _is_empty(dataset) else None
+    if dataset.child(MANIFEST).exists() or unfinished(dataset):
+        return "incomplete"  # dltool's ingest that died or failed its quality gate: always safe to replace
+    return None if _is_empty(dataset) else "incomplete"
+
+
+def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool,
+                    protected: list[str]) -> str | None:  # fmt: skip
+    """The existing state, or a ConfigError when replacing it needs --overwrite or is not dltool's to replace."""
+    state = _existing(dataset, digest, fingerprint)
+    if state == "up_to_date" and not overwrite:
+        return state  # nothing is replaced
+    check_replaceable(dataset, "dataset", protected)  # a folder dltool did not write: refused, --overwrite or not
+    if state == "up_to_date" and overwrite:
+        return "dataset"
+    if state == "dataset" and not overwrite:
+        raise ConfigError(
+            f"{dataset.uri} holds a dataset built from another config or other inputs; "
+            "pass --overwrite to rebuild it, or choose another --data"
+        )
+    return state
+
+
+# Names StagedFolder and a failed quality gate leave beside a dataset (see storage/commit.py).
+STALE_SIBLINGS = (r"\.staging-[0-9a-f]{8}", r"\.old-[0-9a-f]{8}", r"\.failed")
+
+
+def _is_empty(location: Location) -> bool:
+    import pyarrow.fs as pafs
+
+    return not location.fs.get_file_info(pafs.FileSelector(location.path))
+
+
+def _table_engine(name: str):
+    """The job that reads, checks, fits and writes a table reader's rows: `table` (rows by column role; csv and
+    table readers) or `text` (documents, tokenised; the text reader)."""
+    if name == "text":
+        from dltool.ingest.text import ingest_text
+
+        return ingest_text
+    from dltool.ingest.tables import ingest_table
+
+    return ingest_table
+
+
+def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint, left_out) -> Manifest:
+    """The manifest of the shards written, with the warnings about the splits and the copies across them."""
+    warnings = report({name: entry.per_class for name, entry in shards.splits.items()}, shards.label.vocabulary,
+                      config.dataset.split)  # fmt: skip
+    duplicates = shards.duplicates
+    if duplicates is not None:
+        if config.dataset.on_duplicates == "fail":
+            raise DataQualityError(f"{duplicates.message()}; dataset.on_duplicates is fail (use warn or drop_from_eval)")
+        dropped = f"; dropped {duplicates.dropped} val/test records that train holds" if duplicates.dropped else ""
+        warnings.append(duplicates.message() + dropped)
+    return shards.manifest(
+        name=config.name, reader=reader.name, source=source.uri, ingest=json.loads(config.ingest.model_dump_json()),
+        config_hash=digest, input_fingerprint=fingerprint, passthrough=getattr(config.ingest, "passthrough", []),
+        left_out_by_patterns=left_out, max_bad_fraction=config.dataset.max_bad_fraction, warnings=warnings,
+    )  # fmt: skip
+
+
+def _plan(config, reader, dataset, source, files, left_out, existing: str | None) -> IngestPlan:
+    """What an ingest would read and write, without starting Spark."""
+    if reader.kind == "file":
+        from dltool.ingest.files import assign_files
+
+        assigned, vocabulary, unplaced = assign_files(config, reader, files)
+        what = {"features": reader.tensor_spec(), "labels": None if vocabulary is None else tuple(vocabulary),
+                "unlabelled": len(unplaced), "splits": {s: len(items) for s, items in assigned.items()}}  # fmt: skip
+    else:
+        what = reader.planned()
+    return IngestPlan(
+        dataset=dataset.uri, source=source.uri, inputs=len(files), left_out_by_patterns=left_out,
+        sample_inputs=tuple(f.relpath for f in files[:10]), bytes=sum(f.size for f in files),
+        writes=tuple(f"{dataset.uri}/{d}" for d in ("train/", "val/", "test/", "_errors/", MANIFEST, SUCCESS)),
+        existing=existing, **what,
+    )  # fmt: skip
