@@ -162,7 +162,8 @@ class ShardFeed:
         # A share's order is seeded by its rank; the whole split's order is the same on every rank.
         self._order_key = 0 if workers > 1 else rank
         row_bytes = self.spec.nbytes + (self.label_type.byte_width if self.label_type else 0)
-        self.cached = self.rows * row_bytes <= cache_mb * 2**20
+        self.nbytes = self.rows * row_bytes  # the share, decoded
+        self.cached = self.nbytes <= cache_mb * 2**20
         if workers > 1 and not self.cached:
             raise ConfigError(
                 f"{self.location.uri}: global batches over {workers} workers need the split in memory "

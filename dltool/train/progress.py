@@ -8,10 +8,29 @@ from typing import Self
 from dltool.errors import ErrorRecord
 
 
+TIMING_KEYS = ("epoch", "seconds", "samples_per_s", "learning_rate", "input_wait")
+STARVED = 0.2  # a worker waiting for its batches this share of its step time: the feed is the bottleneck
+STARVED_MIN_S = 2.0  # ...in an epoch this long: in a shorter one the wait costs too little to change a setting for
+
+
+def starved_warning(share: float, worker: int, epoch: int, feed: dict) -> str:
+    """What to tell a user whose worker waited `share` of its step time for input, with the likely cause and the
+    setting to change; `feed` is the chief's start event's description of the train feed."""
+    head = (f"worker {worker} waited for its batches {share:.0%} of its step time in epoch {epoch}: the input, not "
+            "the model, sets the pace")  # fmt: skip
+    if not feed.get("cached", True):
+        return (f"{head}. Its share of the train split ({feed.get('mb', 0):,.0f} MB decoded) does not fit "
+                f"train.cache_mb ({feed.get('cache_mb')}), so every epoch reads and decodes the shards again: raise "
+                "train.cache_mb, or make the shards smaller (ingest size, dtype)")
+    return (f"{head}. The batches come from memory, so the model's steps are shorter than copying "
+            f"{feed.get('per_worker_batch')} rows a step: raise train.global_batch_size (fewer, larger steps), "
+            "or train a bigger model on this data")
+
+
 def format_logs(logs: dict, keys: tuple[str, ...] | None = None) -> str:
     shown = []
     for key, value in logs.items():
-        if key in ("epoch", "seconds", "samples_per_s", "learning_rate") or (keys and key not in keys):
+        if key in TIMING_KEYS or (keys and key not in keys):
             continue
         if isinstance(value, float):
             shown.append(f"{key} {value:.4f}")
@@ -29,6 +48,10 @@ class TrainProgress:
         self._progress = None
         self._bar = None
         self.first_step_at: float | None = None
+        self.feed: dict = {}
+        self._first_epoch = 1
+        self.input_waits: list[float] = []  # per epoch, the largest worker's share (the cache fill left out)
+        self.input_warning: str | None = None
 
     def __enter__(self) -> Self:
         if self.enabled:
@@ -59,6 +82,7 @@ class TrainProgress:
         if kind == "start" and event["epoch"] > event["epochs"]:
             self.print("all epochs are done; writing the final model")
         elif kind == "start":
+            self.feed, self._first_epoch = event.get("feed") or {}, event["epoch"]
             self.print(
                 f"training {event['epochs']} epochs from epoch {event['epoch']}: {event['steps']} steps of "
                 f"{event['global_batch']} examples per epoch"
@@ -77,10 +101,12 @@ class TrainProgress:
             logs = event["logs"]
             marks = " [green]best[/]" if event.get("best") else ""
             marks += "  [yellow]stopping early[/]" if event.get("stopped_early") else ""
+            wait = f"  input {logs['input_wait']:.0%}" if "input_wait" in logs else ""
             self.print(
                 f"epoch {event['epoch']}/{event['epochs']}  {format_logs(logs)}  "
-                f"{logs['samples_per_s']:.0f} samples/s  {logs['seconds']:.1f}s  → {event['checkpoint']}{marks}"
+                f"{logs['samples_per_s']:.0f} samples/s{wait}  {logs['seconds']:.1f}s  → {event['checkpoint']}{marks}"
             )
+            self._check_input(event)
             if self._progress is not None and self._bar is not None:
                 self._progress.reset(self._bar)
         elif kind == "validation":
@@ -91,3 +117,23 @@ class TrainProgress:
             self.print(f"[red]worker {event['rank']} failed:[/] " + "\n  ".join(head or ["(no message)"]))
             for line in event.get("traceback") or []:
                 self.print(f"  [dim]{line}[/]")
+
+    def _check_input(self, event: dict) -> None:
+        """Keep the epoch's input wait; warn once when a worker starves. A cached feed's first epoch reads and
+        decodes the whole split into memory: that wait is paid once and is left out."""
+        logs = event["logs"]
+        if "input_wait" not in logs or (self.feed.get("cached") and event["epoch"] == self._first_epoch):
+            return
+        self.input_waits.append(logs["input_wait"])
+        if logs["input_wait"] > STARVED and logs.get("seconds", 0) >= STARVED_MIN_S and self.input_warning is None:
+            worker = max(range(len(logs["input_wait_workers"])), key=logs["input_wait_workers"].__getitem__)
+            self.input_warning = starved_warning(logs["input_wait"], worker, event["epoch"], self.feed)
+            self.print(f"[yellow]warning:[/] {self.input_warning}")
+
+    def input_report(self) -> dict | None:
+        """For run.json: the mean and largest per-epoch input wait (the largest worker's share of step time) and
+        the warning, if one was given."""
+        if not self.input_waits:
+            return None
+        mean = sum(self.input_waits) / len(self.input_waits)
+        return {"mean": round(mean, 4), "max": max(self.input_waits), "warning": self.input_warning}

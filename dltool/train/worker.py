@@ -256,7 +256,10 @@ class Steps:
                 scaled = optimizer.scale_loss(loss) if mixed else loss
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return sums_fn(y, outputs, per_example)
+            # A read of an updated variable is ordered after its update (and so after the gradients' all-reduce):
+            # the sums are ready when the step is done, which the clock in `train` relies on.
+            with tf.control_dependencies([tf.identity(v) for v in model.trainable_variables[-1:]]):
+                return tf.identity(sums_fn(y, outputs, per_example))
 
         sums_shape = [len(sum_names(worker.metrics))]
 
@@ -264,20 +267,34 @@ class Steps:
         # then ran the functions as written); the explicit while_loop below needs none, locally too.
         @tf.function(autograph=False)
         def train(batches, steps):
-            """`steps` train steps on batches from the tf.data iterator, in one call; their metric sums.
+            """`steps` train steps on batches from the tf.data iterator, in one call; their metric sums and
+            the seconds this worker waited for its batches and spent in its steps.
 
             Several steps per call: each call of a function that holds collectives keeps a few KB
             inside TensorFlow (measured: about 7 KB a call with 2 workers, none with 1), so a
-            call per step grew every worker by 150 MB per 20,000 steps.
+            call per step grew every worker by 150 MB per 20,000 steps. The clock reads are
+            chained to the previous step's sums, so the next batch is asked for when that step is
+            done: the wait is what the feed's prefetch did not hide.
             """
 
-            def one_step(i, sums):
-                x, y = next(batches)
-                x, y = tf.ensure_shape(x, x_spec.shape), tf.ensure_shape(tf.cast(y, y_spec.dtype), y_spec.shape)
-                return i + 1, sums + strategy.experimental_local_results(strategy.run(step_fn, args=(x, y)))[0]
+            def one_step(i, sums, clock):
+                # Each clock read waits for the one before and gates what follows: the executor runs ready ops in
+                # any order, so a read that only depended on its event could run late.
+                with tf.control_dependencies([sums, clock]):
+                    asked = tf.timestamp()
+                with tf.control_dependencies([asked]):
+                    x, y = next(batches)
+                with tf.control_dependencies([x, y]):
+                    got = tf.timestamp()
+                with tf.control_dependencies([got]):
+                    x, y = tf.ensure_shape(x, x_spec.shape), tf.ensure_shape(tf.cast(y, y_spec.dtype), y_spec.shape)
+                sums = sums + strategy.experimental_local_results(strategy.run(step_fn, args=(x, y)))[0]
+                with tf.control_dependencies([sums]):
+                    done = tf.timestamp()
+                return i + 1, sums, clock + tf.stack([got - asked, done - got])
 
-            start = (tf.constant(0, tf.int32), tf.zeros(sums_shape, tf.float32))
-            return tf.while_loop(lambda i, _: i < steps, one_step, start)[1]
+            start = (tf.constant(0, tf.int32), tf.zeros(sums_shape, tf.float32), tf.zeros([2], tf.float64))
+            return tf.while_loop(lambda i, *_: i < steps, one_step, start)[1:]
 
         @tf.function(reduce_retracing=True, autograph=False)
         def evaluate(x, y):
@@ -412,7 +429,9 @@ class Worker:
             from dltool.train.model import describe_model
 
             self.events.send("start", epoch=state.start_epoch, epochs=self.train.epochs, steps=per_epoch,
-                             global_batch=self.job.global_batch, model=describe_model(model))  # fmt: skip
+                             global_batch=self.job.global_batch, model=describe_model(model),
+                             feed={"cached": train_feed.cached, "mb": round(train_feed.nbytes / 2**20, 1),
+                                   "cache_mb": self.train.cache_mb, "per_worker_batch": batch})  # fmt: skip
         stop = requested = False
         with self.watchdog:
             for epoch in range(state.start_epoch, self.train.epochs + 1):
@@ -470,12 +489,13 @@ class Worker:
         per_epoch, global_batch = self.job.steps_per_epoch, self.job.global_batch
         every = self.train.validation_every_steps
         started = last_report = time.perf_counter()
-        sums = tf.zeros(len(sum_names(self.metrics)))
+        sums, clock = tf.zeros(len(sum_names(self.metrics))), tf.zeros(2, tf.float64)
         step, done = 0, (epoch - 1) * per_epoch  # done: steps of the run so far (validation_every_steps counts them)
         while step < per_epoch:
             # Every worker cuts the epoch into the same calls: their collectives must pair up.
             n = min(self.train.steps_per_execution, per_epoch - step, every - done % every if every else per_epoch)
-            sums = sums + steps.train(batches, tf.constant(n, tf.int32))
+            call_sums, call_clock = steps.train(batches, tf.constant(n, tf.int32))
+            sums, clock = sums + call_sums, clock + call_clock
             step, done = step + n, done + n
             self.watchdog.beat()
             self._inject_fault(epoch)
@@ -492,8 +512,16 @@ class Worker:
                     self._scalars(writers["val"], logs, steps.iterations(), prefix="val_")
         seconds = time.perf_counter() - started
         timing = {"learning_rate": steps.learning_rate(), "seconds": round(seconds, 3),
-                  "samples_per_s": round(per_epoch * global_batch / seconds, 1)}  # fmt: skip
+                  "samples_per_s": round(per_epoch * global_batch / seconds, 1), **self._input_wait(steps, clock.numpy())}
         return {"epoch": epoch, **finish(self.metrics, steps.all_reduce(sums.numpy()))}, timing
+
+    def _input_wait(self, steps: Steps, clock: np.ndarray) -> dict:
+        """Each worker's share of its step time spent waiting for the next batch (the feed starving the model):
+        `input_wait`, the largest, and `input_wait_workers`, one per rank."""
+        shares = np.zeros(self.workers, np.float32)
+        shares[self.rank] = clock[0] / max(clock.sum(), 1e-9)
+        shares = steps.all_reduce(shares) if self.workers > 1 else shares
+        return {"input_wait": round(float(shares.max()), 4), "input_wait_workers": [round(float(v), 4) for v in shares]}
 
     def _validate(self, steps: Steps, val_feed) -> dict:
         """Exact val metrics summed over every worker's share (after syncing BatchNorm statistics)."""

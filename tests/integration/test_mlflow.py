@@ -81,6 +81,8 @@ def test_a_tracked_run_eval_export_and_the_registered_model(spark, churn_dataset
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
     assert logged == {h["epoch"]: pytest.approx(h["val_accuracy"]) for h in history}
+    waits = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "input_wait")}
+    assert waits == {h["epoch"]: pytest.approx(h["input_wait"]) for h in history}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"history.jsonl", "tensorboard"} <= artifacts
     assert client.get_model_version("churn", "1").run_id == run.info.run_id

@@ -56,6 +56,14 @@ def test_two_workers_train_in_sync_and_leave_a_complete_run_dir(spark, digits_da
     kept = min((r for r in rows if r["val_accuracy"] == top), key=lambda r: r["val_loss"])
     assert run_json["model_epoch"] == summary["model_epoch"] == kept["epoch"] == run_json["best"]["epoch"]
     assert run_json["kept"] == "best" and run_json["seed"] == 7 and run_json["final"] == kept
+    # Each epoch: every worker's share of step time spent waiting for its batches; the report leaves out the
+    # first epoch (it fills the in-memory cache).
+    for row in rows:
+        assert len(row["input_wait_workers"]) == 2 and all(0 <= w <= 1 for w in row["input_wait_workers"])
+        assert row["input_wait"] == max(row["input_wait_workers"])
+    waits = [r["input_wait"] for r in rows[1:]]
+    assert run_json["input_wait"]["mean"] == pytest.approx(sum(waits) / len(waits), abs=1e-4)
+    assert run_json["input_wait"]["max"] == max(waits)
 
     # The saved model takes raw stored tensors and agrees exactly with the workers' val accuracy.
     import keras
