@@ -40,6 +40,10 @@ class ImageReaderConfig(FileInput):
     pad_value: int = Field(0, ge=0, le=255, description="Fill value of the border in pad mode.")
     dtype: Literal["uint8", "float32"] = Field("uint8", description="Stored dtype; float32 scales to [0, 1].")
     max_pixels: int = Field(40_000_000, gt=0, description="Images whose header declares more pixels are quarantined.")
+    reduced_decode: bool = Field(
+        True, description="Decode a JPEG at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling, several times "
+        "faster) when that still leaves the resize at least the pixels it keeps; false decodes every pixel.",
+    )
     augment: Augment = Augment()
 
     @field_validator("size")

@@ -30,7 +30,8 @@ class ImageReader(FileReader):
         from dltool.transforms.image import decode_image, resize_image
 
         cfg = self.config
-        image = decode_image(data, cfg.channels, cfg.max_pixels)
+        target = tuple(cfg.size) if cfg.reduced_decode else None
+        image = decode_image(data, cfg.channels, cfg.max_pixels, target, cfg.resize)
         image = resize_image(image, tuple(cfg.size), cfg.resize, cfg.pad_value)
         return [("", self._stored(image))]
 

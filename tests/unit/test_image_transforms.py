@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from dltool.errors import RecordError
-from dltool.transforms.image import augment_image, decode_image, orientation_transform, resize_image
+from dltool.transforms.image import augment_image, decode_image, jpeg_reduction, orientation_transform, resize_image
 
 MAX_PIXELS = 40_000_000
 
@@ -549,3 +549,56 @@ def test_a_bomb_pillow_reads_is_ours_to_reject_and_pillows_limit_is_left_alone()
     assert Image.MAX_IMAGE_PIXELS == before is not None
     with pytest.raises(Image.DecompressionBombError):  # the user's own Pillow calls keep their limit
         Image.open(io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    "width, height, orientation, size, mode, factor",
+    [
+        (4000, 3000, 1, (100, 100), "stretch", 8),  # 500x375 is twice 100x100 and more
+        (640, 480, 1, (32, 32), "stretch", 4),  # 160x120; 1/8 (80x60) is not twice 32x32
+        (640, 480, 1, (120, 160), "stretch", 2),
+        (640, 480, 1, (121, 160), "stretch", 1),  # one row short at 1/2
+        (640, 480, 1, (64, 64), "pad", 4),  # fits 64x48 inside 64x64: 160x120 is twice that
+        (640, 480, 1, (64, 64), "crop", 2),  # covers 64x64 with 85x64: 160x120 is not twice that
+        (480, 640, 6, (60, 80), "stretch", 4),  # stored sideways: displayed 640 wide, 480 high
+        (480, 640, 6, (80, 60), "stretch", 2),
+    ],
+)
+def test_jpeg_reduction_keeps_at_least_the_pixels_the_resize_keeps(width, height, orientation, size, mode, factor):
+    assert jpeg_reduction(width, height, orientation, size, mode) == factor
+
+
+@pytest.mark.parametrize("channels, mode, orientation", [(3, "stretch", 1), (1, "crop", 1), (3, "pad", 6), (4, "stretch", 8)])
+def test_a_large_jpeg_decoded_at_reduced_size_resizes_to_nearly_the_full_decode(channels, mode, orientation):
+    # A smooth photo-like 600x400 image: gradients and a disc, as a JPEG (with an EXIF orientation when not 1).
+    yy, xx = np.mgrid[0:400, 0:600]
+    rgb = np.stack([xx * 255 // 599, yy * 255 // 399, ((xx - 300) ** 2 + (yy - 200) ** 2 < 120**2) * 200], -1)
+    data = jpeg_with_orientation(rgb.astype(np.uint8), orientation)
+    size = (40, 56)
+    reduced = resize_image(decode_image(data, channels, MAX_PIXELS, size, mode), size, mode)
+    full = resize_image(decode_image(data, channels, MAX_PIXELS), size, mode)
+    assert reduced.shape == full.shape == (*size, channels)
+    assert np.abs(reduced.astype(int) - full.astype(int)).mean() < 2.0  # out of 255
+    smaller = decode_image(data, channels, MAX_PIXELS, size, mode)
+    assert smaller.shape[0] * smaller.shape[1] <= 600 * 400 // 4  # it did decode at 1/2 or less
+
+
+def test_pngs_and_small_jpegs_decode_in_full_whatever_the_target():
+    rgb = random_rgb(64, 96)
+    png = encode(rgb[:, :, ::-1], ".png")
+    assert np.array_equal(decode_image(png, 3, MAX_PIXELS, (8, 8)), decode_image(png, 3, MAX_PIXELS))
+    jpeg = encode(rgb[:, :, ::-1], ".jpg")
+    assert decode_image(jpeg, 3, MAX_PIXELS, (24, 24)).shape == (64, 96, 3)  # 1/2 would leave 32 rows, not 48
+
+
+def test_the_image_reader_decodes_large_jpegs_small_unless_told_not_to():
+    from dltool.readers.image import ImageReader, ImageReaderConfig
+
+    rgb = np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    data = encode(cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_NEAREST), ".jpg")  # 8x8 blocks of colour
+    settings = {"reader": "image", "input": "photos", "size": [30, 40], "resize": "stretch"}
+    small = ImageReader(ImageReaderConfig(**settings)).decode(data, "a.jpg")[0][1]
+    full = ImageReader(ImageReaderConfig(**settings, reduced_decode=False)).decode(data, "a.jpg")[0][1]
+    expected = resize_image(decode_image(data, 3, MAX_PIXELS), (30, 40), "stretch")
+    assert np.array_equal(full, expected) and not np.array_equal(small, full)
+    assert small.shape == full.shape == (30, 40, 3) and np.abs(small.astype(int) - full).mean() < 4.0
