@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -36,8 +37,10 @@ _CONVERSIONS = {
 OPENCV_MAX_PIXELS = 1 << 28
 
 
+@functools.cache
 def _cv2() -> Any:
-    # Imported lazily so that `import dltool` does not pay for OpenCV.
+    # Imported lazily so that `import dltool` does not pay for OpenCV; once per process (a lookup in
+    # os.environ costs more than decoding a 1 KB scan's header).
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_PIXELS))
     import cv2
 
