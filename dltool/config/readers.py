@@ -42,7 +42,7 @@ class ImageReaderConfig(FileInput):
     max_pixels: int = Field(40_000_000, gt=0, description="Images whose header declares more pixels are quarantined.")
     reduced_decode: bool = Field(
         True, description="Decode a JPEG at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling, several times "
-        "faster) when that still leaves the resize at least the pixels it keeps; false decodes every pixel.",
+        "faster) when that still leaves the resize twice the pixels it keeps, each way; false decodes every pixel.",
     )
     augment: Augment = Augment()
 

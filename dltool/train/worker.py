@@ -512,7 +512,8 @@ class Worker:
                     self._scalars(writers["val"], logs, steps.iterations(), prefix="val_")
         seconds = time.perf_counter() - started
         timing = {"learning_rate": steps.learning_rate(), "seconds": round(seconds, 3),
-                  "samples_per_s": round(per_epoch * global_batch / seconds, 1), **self._input_wait(steps, clock.numpy())}
+                  "samples_per_s": round(per_epoch * global_batch / seconds, 1),
+                  **self._input_wait(steps, clock.numpy())}  # fmt: skip
         return {"epoch": epoch, **finish(self.metrics, steps.all_reduce(sums.numpy()))}, timing
 
     def _input_wait(self, steps: Steps, clock: np.ndarray) -> dict:

@@ -568,7 +568,9 @@ def test_jpeg_reduction_keeps_at_least_the_pixels_the_resize_keeps(width, height
     assert jpeg_reduction(width, height, orientation, size, mode) == factor
 
 
-@pytest.mark.parametrize("channels, mode, orientation", [(3, "stretch", 1), (1, "crop", 1), (3, "pad", 6), (4, "stretch", 8)])
+@pytest.mark.parametrize(
+    "channels, mode, orientation", [(3, "stretch", 1), (1, "crop", 1), (3, "pad", 6), (4, "stretch", 8)]
+)
 def test_a_large_jpeg_decoded_at_reduced_size_resizes_to_nearly_the_full_decode(channels, mode, orientation):
     # A smooth photo-like 600x400 image: gradients and a disc, as a JPEG (with an EXIF orientation when not 1).
     yy, xx = np.mgrid[0:400, 0:600]

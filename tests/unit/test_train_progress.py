@@ -52,5 +52,6 @@ def test_no_input_wait_no_report():
 
 
 def test_the_metrics_shown_leave_the_timing_out():
-    assert format_logs({"loss": 0.25, "input_wait": 0.5, "seconds": 2.0, "val_loss": 0.5}) == "loss 0.2500  val_loss 0.5000"
+    shown = format_logs({"loss": 0.25, "input_wait": 0.5, "seconds": 2.0, "val_loss": 0.5})
+    assert shown == "loss 0.2500  val_loss 0.5000"
     assert "raise train.cache_mb" in starved_warning(0.4, 0, 2, STREAMED)
