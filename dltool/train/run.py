@@ -172,8 +172,9 @@ class _Run:
         summary = {**status, **result, "seconds": round(time.monotonic() - self.started, 1)}
         if view.first_step_at is not None:
             summary["time_to_first_step_s"] = round(view.first_step_at - self.started, 1)
-        if view.input_report() is not None:
-            summary["input_wait"] = view.input_report()
+        report = view.input_report()
+        if report is not None:
+            summary["input_wait"] = report
         return summary
 
     def _started(self, workers: int, model_info: dict | None, view):
