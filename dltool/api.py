@@ -38,11 +38,14 @@ def ingest(config: Config, *, overwrite: bool = False, dry_run: bool = False, pr
 
 
 def train(config: Config, *, resume: bool = False, overwrite: bool = False, from_tune: bool = False,
-          progress: bool = False, quiet: bool = False, **overrides: Any) -> TrainResult:  # fmt: skip
+          progress: bool = False, quiet: bool = False, warm_start: str | None = None,
+          **overrides: Any) -> TrainResult:  # fmt: skip
     """Train the config's model on its dataset, one Spark barrier task per TensorFlow worker.
 
     `progress`: the live view on stderr; else one line per epoch there, or nothing when `quiet`.
     `from_tune`: with the best values of the run dir's study (`dltool tune`); overrides still win.
+    `warm_start`: a run dir (or checkpoint folder, .keras file) whose model this one starts from: the same
+    preprocessing, trained on another version of the dataset (`DATASET@N`).
     """
     from dltool.train.result import TrainResult
     from dltool.train.run import run_training
@@ -53,7 +56,8 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, from
         from dltool.tune import best_values
 
         cfg = as_config(cfg, {**best_values(cfg), **_dotted(overrides)})
-    summary = run_training(cfg, resume=resume, overwrite=overwrite, progress=progress, quiet=quiet)
+    summary = run_training(cfg, resume=resume, overwrite=overwrite, progress=progress, quiet=quiet,
+                           warm_start=warm_start)
     return TrainResult.from_summary(cfg.train.run_dir, summary)
 
 

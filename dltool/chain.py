@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from dltool.config.models import ExperimentConfig
 from dltool.errors import ConfigError, DltoolError, QualityGateError
-from dltool.storage.fs import Location, open_location
+from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.stores import with_storage
 
 __all__ = ["STEPS", "ChainError", "RunResult", "run_chain"]
@@ -170,7 +170,7 @@ def _stored_gates(config, stored: dict, fail_under: dict[str, float]) -> list[di
     from dltool.evaluate.score import apply_gates, check_gates, sums_spec
     from dltool.storage.manifest import Manifest
 
-    manifest = Manifest.read(open_location(config.dataset.path))
+    manifest = Manifest.read(open_dataset(config.dataset.path))
     kind = manifest.label.kind
     names = [str(n) for n in manifest.label.vocabulary or ()]
     spec = sums_spec(config.train, kind, names)

@@ -110,7 +110,8 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace what an
 FailUnderOpt = Annotated[
     Optional[list[str]],
     typer.Option("--fail-under", metavar="METRIC=VALUE", help="Exit 3 unless the metric is met (at least; at most "
-                 "for loss, mae, mse, rmse, ece), e.g. accuracy=0.9 (repeatable).", show_default=False),
+                 "for loss, mae, mse, rmse, ece), e.g. accuracy=0.9, or against the model the run was warm-started "
+                 "from: accuracy=parent-0.01 (repeatable).", show_default=False),
 ]
 MaxDropOpt = Annotated[
     Optional[list[str]],
@@ -280,12 +281,14 @@ def _report_ingest(summary: IngestResult | IngestPlan) -> None:
         _say(f"  left out by include/exclude: {summary.left_out_by_patterns}")
         _say("  would write: " + ", ".join(summary.writes))
         return
-    counts = summary.counts
-    _say(
-        f"[green]✓[/] wrote {counts.rows} rows to {summary.dataset} in {summary.seconds:.1f}s "
-        f"({', '.join(f'{k} {v}' for k, v in summary.splits.items())}); "
-        f"{counts.ok} of {counts.inputs} inputs ok, {counts.quarantined} quarantined"
-    )
+    counts, splits = summary.counts, ", ".join(f"{k} {v}" for k, v in summary.splits.items())
+    tally = f"{counts.ok} of {counts.inputs} inputs ok, {counts.quarantined} quarantined"
+    if summary.changes is not None:
+        said = ", ".join(f"{sum(summary.changes[what].values())} {what}" for what in ("added", "changed", "removed"))
+        _say(f"[green]✓[/] version {summary.version} of {summary.dataset} in {summary.seconds:.1f}s: files {said}; "
+             f"{counts.rows} rows ({splits}); {tally}")  # fmt: skip
+    else:
+        _say(f"[green]✓[/] wrote {counts.rows} rows to {summary.dataset} in {summary.seconds:.1f}s ({splits}); {tally}")
     for error in summary.errors:
         stage = f"[{error['stage']}]"
         _say(f"  quarantined {_text(error['key'])}: {_text(stage)} {_text(error['message'])}")
@@ -296,7 +299,8 @@ def _report_ingest(summary: IngestResult | IngestPlan) -> None:
 
 
 @app.command(epilog=_examples("dltool train experiment.yaml", "dltool train experiment.yaml --workers 2 --epochs 30",
-                              "dltool train experiment.yaml --resume   # from the newest checkpoint"))
+                              "dltool train experiment.yaml --resume   # from the newest checkpoint",
+                              "dltool train daily.yaml -d data/photos -r runs/day2 --warm-start runs/day1 --epochs 3"))
 def train(
     config: ConfigArg,
     data: DataOpt = None,
@@ -314,6 +318,11 @@ def train(
     from_tune: Annotated[
         bool, typer.Option("--from-tune", help="Train with the best trial's values of the run dir's study (dltool tune).")
     ] = False,
+    warm_start: Annotated[
+        Optional[str], typer.Option("--warm-start", metavar="PATH", show_default=False,
+                                    help="Start from this run dir's model (or a checkpoint folder or .keras file), "
+                                         "trained on another version of the dataset; run.json names it the parent.")
+    ] = None,
     master: MasterOpt = None,
     conf: ConfOpt = None,
     storage: StorageOpt = None,
@@ -333,7 +342,7 @@ def train(
             best = best_values(cfg)
             _say("values of the best trial: " + ", ".join(f"{_text(k)}={_text(v)}" for k, v in best.items()))
             cfg = _load(config, {**best, **overrides})  # the command line still wins
-        result = api.train(cfg, resume=resume, overwrite=overwrite, progress=not as_json)
+        result = api.train(cfg, resume=resume, overwrite=overwrite, progress=not as_json, warm_start=warm_start)
     if result.status == "up_to_date":
         _say(f"[green]✓[/] {result.message}")
     else:
@@ -656,15 +665,18 @@ def doctor(
     _finish(summary, as_json, 2 if failed else 0)
 
 
-@app.command(epilog=_examples("dltool inspect out/datasets/digits", "dltool inspect s3://datasets/photos --verify --json"))
+@app.command(epilog=_examples("dltool inspect out/datasets/digits", "dltool inspect out/datasets/digits --versions",
+                              "dltool inspect s3://datasets/photos --verify --json"))
 def inspect(
     dataset: Annotated[str, typer.Argument(metavar="DATASET", help="Dataset location (path or URI).", show_default=False)],
     storage: StorageOpt = None,
     verify: Annotated[bool, typer.Option("--verify", help="Read every shard and check its size and hash against "
                                          "the manifest (exit 1 naming a damaged one).")] = False,
+    versions: Annotated[bool, typer.Option("--versions", help="List the dataset's versions: what each ingest "
+                                           "added, changed and removed per split (read one as DATASET@N).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a dataset's manifest, counts per split and class, schema and a sample row."""
+    """Show a dataset's manifest, counts per split and class, schema and a sample row; DATASET@N: its version N."""
     with _exits(as_json):
         from dltool.config.models import StorageSettings
         from dltool.describe import describe_dataset
@@ -677,9 +689,9 @@ def inspect(
                                                                 for err in e.errors())) from e  # fmt: skip
         info = describe_dataset(dataset, settings.model_dump(), verify=verify)
     if not as_json:
-        from dltool.describe import print_description
+        from dltool.describe import print_description, print_versions
 
-        print_description(info)
+        print_versions(info) if versions else print_description(info)
     _finish(info, as_json)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dltool.storage.fs import open_location
+from dltool.storage.fs import open_dataset
 from dltool.storage.manifest import SUCCESS, Manifest
 from dltool.storage.stores import storage_scope
 
@@ -14,7 +14,7 @@ def describe_dataset(uri: str, storage: dict | None = None, verify: bool = False
     `storage`: object-store settings as in a config's `storage:` section. `verify` reads every shard
     and checks its size and hash against the manifest: a damaged one raises DltoolError naming it."""
     with storage_scope(storage):
-        verified = verify_shards(open_location(uri)) if verify else None  # first: a damaged shard cannot be described
+        verified = verify_shards(open_dataset(uri)) if verify else None  # first: a damaged shard cannot be described
         info = _describe(uri)
         return {**info, "verified": verified} if verify else info
 
@@ -53,7 +53,7 @@ def _describe(uri: str) -> dict:
 
     from dltool.shards.codec import decode_tensors
 
-    dataset = open_location(uri)
+    dataset = open_dataset(uri)
     manifest = Manifest.read(dataset, require_success=False)
     data = manifest.to_json()
     info = {
@@ -73,6 +73,8 @@ def _describe(uri: str) -> dict:
         "columns": data["columns"],
         "vocabulary": None if manifest.vocabulary is None else {"size": len(manifest.vocabulary),
                                                                 "most_frequent": list(manifest.vocabulary[:20])},
+        "version": manifest.version,
+        "versions": list(manifest.versions),
     }
     first = next((f for entry in manifest.splits.values() for f in entry.files), None)
     if first:
@@ -103,6 +105,23 @@ def _describe(uri: str) -> dict:
     return info
 
 
+def print_versions(info: dict) -> None:
+    """The dataset's versions, one line each: what each ingest added, changed and removed, per split."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def per_split(counts: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
+
+    table = Table("version", "created", "added", "changed", "removed", "rows", title=f"{info['dataset']}: versions")
+    for entry in info["versions"]:
+        current = " (current)" if entry["version"] == info["version"] else ""
+        table.add_row(f"{entry['version']}{current}", entry["created"], per_split(entry.get("added", {})),
+                      per_split(entry.get("changed", {})), per_split(entry.get("removed", {})),
+                      per_split(entry.get("rows", {})))  # fmt: skip
+    Console(stderr=True, highlight=False).print(table)
+
+
 def print_description(info: dict) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -111,7 +130,8 @@ def print_description(info: dict) -> None:
     console = Console(stderr=True, highlight=False)
     state = "[green]complete[/]" if info["complete"] else "[red]INCOMPLETE (no _SUCCESS)[/]"
     feats = info["features"]
-    console.print(f"[bold]{info['name']}[/] ({info['reader']} reader) at {info['dataset']}: {state}")
+    console.print(f"[bold]{info['name']}[/] ({info['reader']} reader) at {info['dataset']}: {state}, "
+                  f"version {info['version']}")
     console.print(f"features: shape {feats['shape']} {feats['dtype']} ({feats['encoding']}); label: {info['label'].get('kind')}")
     if info.get("verified"):
         verified = info["verified"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dltool.config.models import ExperimentConfig
 from dltool.errors import ConfigError, DltoolError, QualityGateError
-from dltool.storage.fs import Location, open_location
+from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.storage.ownership import check_replaceable, mark, protected_paths
 from dltool.storage.stores import with_storage
@@ -127,7 +127,7 @@ def _checked(config: ExperimentConfig, formats: list[str], checkpoint: str | Non
         raise ConfigError("the config has no 'train' section: export needs train.run_dir (or pass --run-dir)")
     if calibration < 1:
         raise ConfigError("--calibration must be at least 1")
-    dataset = open_location(config.dataset.path)
+    dataset = open_dataset(config.dataset.path)
     manifest = Manifest.read(dataset)
     if manifest.label.kind not in ("class", "regression"):
         raise ConfigError(f"{dataset.uri}: the dataset has no labels: export scores each format against the Keras model")

@@ -54,9 +54,19 @@ class Item:
     label: str | None
 
 
-def assign(items: list[Item], split: SplitSettings) -> tuple[dict[str, str], dict[str, str]]:
-    """Each item's split by key, and the keys that have none with the reason (`by: path` that does not match)."""
+def assign(items: list[Item], split: SplitSettings,
+           known: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:  # fmt: skip
+    """Each item's split by key, and the keys that have none with the reason (`by: path` that does not match).
+
+    `known`: the split of each record already in the dataset (key = path), kept for life: an item with a
+    known key keeps its split, an item of a known group joins its group's split, and only the others are
+    placed, among themselves, by the rules (so stratification holds within each batch of new records)."""
     group = _group_of(split)
+    if known:
+        of_group = {group(Item(key, key, None)): name for key, name in known.items()} if group else {}
+        kept = {item.key: known.get(item.key) or of_group.get(group(item) if group else None) for item in items}
+        placed, missing = assign([item for item in items if kept[item.key] is None], split)
+        return {**placed, **{key: name for key, name in kept.items() if name is not None}}, missing
     if split.by == "column":
         raise ConfigError("dataset.split.by: column names a table column; file readers split by hash or path")
     if split.by == "hash":

@@ -26,7 +26,7 @@ from dltool.config.loader import apply_settings, check_space
 from dltool.config.models import ExperimentConfig, TrainSettings
 from dltool.config.redaction import redact
 from dltool.errors import ConfigError, DltoolError
-from dltool.storage.fs import Location, open_location
+from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.ownership import check_replaceable, delete_owned, is_owned, mark
 from dltool.storage.stores import with_storage
 from dltool.train import checkpoints as ckpt
@@ -108,7 +108,7 @@ def run_tune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     done = _earlier_study(folder, config, metric, direction, resume, overwrite)
     if done is not None:
         return done
-    Manifest.read(open_location(config.dataset.path))  # the dataset must exist before Spark starts
+    Manifest.read(open_dataset(config.dataset.path))  # the dataset must exist before Spark starts
     if not folder.exists():
         folder.fs.create_dir(folder.path, recursive=True)
         mark(folder, "study")

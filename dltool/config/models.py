@@ -177,6 +177,10 @@ class DatasetSettings(Section):
         "warn", description="Identical records (same file bytes, same typed row) in more than one split: warn, "
         "fail the ingest (exit 3), or drop the val and test copies of what train holds.",
     )
+    new_classes: Literal["fail", "quarantine"] = Field(
+        "fail", description="An incremental ingest that finds files of a class the dataset does not have: fail "
+        "(rebuild with --overwrite to learn it), or quarantine those files and go on.",
+    )
 
     @model_validator(mode="after")
     def _row_group_fits_shard(self):

@@ -20,7 +20,7 @@ from dltool.evaluate.tasks import PredictJob
 from dltool.config.redaction import redact
 from dltool.storage.commit import StagedFolder, unfinished
 from dltool.storage.ownership import OutputLock, check_replaceable, protected_paths
-from dltool.storage.fs import Location, open_location
+from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.manifest import MANIFEST, SUCCESS, Manifest, manifest_hash
 from dltool.storage.stores import with_storage
 
@@ -72,7 +72,7 @@ class _Request:
         self.config, self.checkpoint, self.split, self.overwrite = config, checkpoint, split, overwrite
         self.progress, self.keep, self.started = progress, keep, time.monotonic()
         self.input_uri, self.source, self.output = input_uri, open_location(input_uri), open_location(output_uri)
-        self.trained_on = Manifest.read(open_location(config.dataset.path))
+        self.trained_on = Manifest.read(open_dataset(config.dataset.path))
 
     def run(self, model_uri: str | None) -> dict:
         target = self._target(model_uri)
@@ -265,7 +265,7 @@ def _training_preprocess(config: ExperimentConfig) -> str:
     """The URI of the training dataset's fitted table preprocessing."""
     from dltool.ingest.tables import PREPROCESS
 
-    dataset = open_location(config.dataset.path)
+    dataset = open_dataset(config.dataset.path)
     if not dataset.child(PREPROCESS).exists():
         older = dataset.child("_preprocess").exists()  # the Spark ML pipeline older versions saved
         older = " (written by an older dltool: rerun `dltool ingest --overwrite`)" if older else ""
@@ -332,7 +332,7 @@ def _predict_share(job: PredictJob, rank: int, units: list) -> int:
         outputs.append(predict(x))
         if y is not None:
             labels.append(y)
-    dataset = open_location(job.dataset)
+    dataset = open_dataset(job.dataset)
     carried = [job.label_column] if job.label_column else []
     parts = []
     for u in units:

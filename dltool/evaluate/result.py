@@ -57,6 +57,8 @@ class EvalResult:
     seconds: float
     quarantined: int = 0  # eval --input: raw inputs that could not be read (or have an unknown label), not scored
     mistakes: tuple[dict, ...] = ()  # classification: the most confidently wrong rows {key, true, predicted, probability}
+    dataset_version: int | None = None  # the version of the dataset scored (None: raw inputs)
+    parent: dict | None = None  # relative gates: the parent model and its scores on the same rows
 
     @property
     def passed(self) -> bool:
@@ -69,10 +71,11 @@ class EvalResult:
 
     def eval_json(self) -> dict:
         return {
-            "split": self.split, "dataset": self.dataset, "dataset_hash": self.dataset_hash, "run_dir": self.run_dir,
-            "checkpoints": [score.to_json() for score in self.checkpoints], "best": self.best,
+            "split": self.split, "dataset": self.dataset, "dataset_hash": self.dataset_hash,
+            "dataset_version": self.dataset_version, "run_dir": self.run_dir, "checkpoints": [score.to_json() for score in self.checkpoints], "best": self.best,
             "monitor": self.monitor, "fail_under": dict(self.fail_under),
             "gates": [gate.to_json() for gate in self.gates], "passed": self.passed, "mistakes": list(self.mistakes),
+            **({"parent": self.parent} if self.parent is not None else {}),
         }  # fmt: skip
 
     def to_json(self) -> dict:

@@ -20,7 +20,7 @@ from dltool.errors import ConfigError, DltoolError, ErrorRecord, QualityGateErro
 from dltool.evaluate.metrics import headline, higher_is_better
 from dltool.evaluate.result import CheckpointScore, EvalResult, GateOutcome
 from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, SumsSpec, scoring_tasks, tensorflow_tasks
-from dltool.storage.fs import Location, open_location
+from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.storage.stores import with_storage
 from dltool.tfenv import task_tensorflow, task_threads
@@ -69,7 +69,7 @@ def run_eval(
     train = config.train
     if train is None:
         raise ConfigError("the config has no 'train' section: eval needs train.run_dir (or pass --run-dir)")
-    dataset = open_location(config.dataset.path)
+    dataset = open_dataset(config.dataset.path)
     manifest = trained_on = Manifest.read(dataset)
     kind = manifest.label.kind
     if kind not in ("class", "regression"):
@@ -106,7 +106,7 @@ def _name_of(source: Location) -> str:
 def _scored_data(config, trained_on: Manifest, temp: Location | None) -> tuple[Location, Manifest]:
     """The dataset to score and its manifest: the training dataset, or `temp` (raw inputs ingested), which must
     have rows and the training data's features."""
-    dataset = temp if temp is not None else open_location(config.dataset.path)
+    dataset = temp if temp is not None else open_dataset(config.dataset.path)
     manifest = Manifest.read(dataset) if temp is not None else trained_on
     if temp is not None and not manifest.counts.rows:
         from dltool.errors import DataQualityError
@@ -137,7 +137,11 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     rows = split_rows(manifest, split)
     class_names = [str(name) for name in trained_on.label.vocabulary or ()]
     sums = sums_spec(train, kind, class_names)
-    gates = check_gates(fail_under or {}, kind, class_names, list(sums.top_k))
+    relative = {name: rule for name, rule in (fail_under or {}).items() if isinstance(rule, str)}
+    gates = check_gates({name: 0.0 if name in relative else rule for name, rule in (fail_under or {}).items()}, kind,
+                        class_names, list(sums.top_k))  # fmt: skip
+    parent = _parent_target(run_dir, relative) if relative else None
+    targets = [*targets, parent] if parent is not None else targets
     digest = _checked_targets(targets, trained_on)
 
     from dltool.spark.session import spark_session
@@ -149,6 +153,14 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
                    SCORE_BATCH, train.cache_mb if len(targets) > 1 else 0)  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
     results, mistakes = score_checkpoints(spark, job, scoring_tasks(spark, rows), progress=progress, description=title)
+    parent_scores = None
+    if parent is not None:  # scored in the same job, on the same rows: the reference of the relative gates
+        parent_scores = {"model": parent.model.uri, "metrics": headline(results[-1])}
+        targets, results, mistakes = targets[:-1], results[:-1], mistakes[:-1]
+        for name, rule in relative.items():
+            if name not in parent_scores["metrics"]:
+                raise ConfigError(f"--fail-under {name}={rule}: the parent model has no {name} on this split")
+            gates[name]["threshold"] = parent_scores["metrics"][name] + float(rule[len("parent"):])
 
     monitor = _eval_monitor(train.monitor, results[0])
     best = None
@@ -165,6 +177,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
         gates=tuple(apply_gates(gates, results[best or 0])), eval_dir=eval_dir.uri, seconds=0.0,
         quarantined=manifest.counts.quarantined if temp is not None else 0,
         mistakes=tuple({k: m[k] for k in ("key", "true", "predicted", "probability")} for m in worst),
+        dataset_version=None if temp is not None else manifest.version, parent=parent_scores,
     )  # fmt: skip
     _write_outputs(eval_dir, summary, class_names)
     if worst:
@@ -184,6 +197,18 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     return summary
 
 
+def _parent_target(run_dir: Location, relative: dict[str, str]):
+    """The model the run was warm-started from (run.json's parent), for `--fail-under NAME=parent-0.01`."""
+    from dltool.evaluate import targets as tg
+    from dltool.train import checkpoints as ckpt
+
+    parent = (ckpt.read_json(run_dir.child(ckpt.RUN_FILE)) or {}).get("parent")
+    if not parent:
+        name, rule = next(iter(relative.items()))
+        raise ConfigError(f"--fail-under {name}={rule}: {run_dir.uri} has no parent model (train it with --warm-start)")
+    return tg.resolve_targets(run_dir, parent["model"])[0]
+
+
 def _track(run_dir: Location, eval_name: str, figures: dict, eval_dir: Location) -> None:
     """Metrics (as EVAL_NAME_METRIC), eval.json and plots into the MLflow run the training recorded, if any."""
     from dltool.tracking import Tracker
@@ -195,9 +220,26 @@ def _track(run_dir: Location, eval_name: str, figures: dict, eval_dir: Location)
         tracker.log_files(eval_dir, f"eval/{eval_name}")
 
 
-def parse_fail_under(items: list[str] | None) -> dict[str, float]:
-    """`--fail-under NAME=VALUE` options as {name: threshold}; the names are checked by run_eval."""
-    return parse_metric_values("--fail-under", items, "accuracy=0.9")
+def parse_fail_under(items: list[str] | None) -> dict[str, float | str]:
+    """`--fail-under NAME=VALUE` options as {name: threshold}; the names are checked by run_eval. A value
+    `parent`, `parent-0.01` or `parent+0.05` (also written NAME>=parent-0.01) is relative to the score of the
+    run's parent (the model it was warm-started from) on the same split, kept as the text "parent-0.01"."""
+    plain, relative = [], {}
+    for item in items or ():
+        name, sep, value = item.replace(">=", "=", 1).replace("<=", "=", 1).partition("=")
+        value = value.replace(" ", "")
+        if sep and name.strip() and value.startswith("parent"):
+            offset = value[len("parent"):] or "+0"
+            try:
+                number = float(offset) if offset[0] in "+-" else math.nan
+            except ValueError:
+                number = math.nan
+            if not math.isfinite(number):
+                raise ConfigError(f"--fail-under {item!r}: expected METRIC=parent-NUMBER, e.g. accuracy=parent-0.01")
+            relative[name.strip()] = f"parent{number:+g}"
+        else:
+            plain.append(item.replace(">=", "=", 1).replace("<=", "=", 1))
+    return {**parse_metric_values("--fail-under", plain, "accuracy=0.9"), **relative}
 
 
 def parse_metric_values(option: str, items: list[str] | None, example: str, minimum: float = -math.inf) -> dict[str, float]:

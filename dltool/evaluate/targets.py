@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from dltool.errors import ConfigError, DltoolError, InputNotFoundError
 from dltool.storage.fs import Location, open_location
-from dltool.storage.manifest import Manifest
+from dltool.storage.manifest import Manifest, preprocessing_hash
 from dltool.train import checkpoints as ckpt
 
 __all__ = ["EvalTarget", "check_signature", "check_target", "model_target", "resolve_targets"]
@@ -144,7 +144,8 @@ def expected_signature(manifest: Manifest) -> tuple[list[int], str, int]:
 def check_target(target: EvalTarget, manifest: Manifest, dataset_hash: str) -> None:
     """Stop before Spark when a model cannot be read or does not fit the dataset (ConfigError, exit 2)."""
     recorded = target.meta.get("dataset_hash")
-    if recorded and recorded != dataset_hash:
+    same_meaning = target.meta.get("preprocessing_hash") == preprocessing_hash(manifest)  # another version of it
+    if recorded and recorded != dataset_hash and not same_meaning:
         raise ConfigError(
             f"{target.location.uri}: trained on another dataset (manifest hash {recorded}, this dataset "
             f"{dataset_hash}); pass --data with the dataset the run was trained on"

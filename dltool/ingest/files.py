@@ -21,7 +21,7 @@ from dltool.shards.sink import FIRST_ERRORS, Moments, SplitShards, TaskResult, W
 from dltool.shards.writer import shard_schema
 from dltool.splits import Item, assign, find_duplicates, split_point
 from dltool.storage.fs import InputFile, Location, open_location
-from dltool.storage.manifest import SPLITS, Label
+from dltool.storage.manifest import SPLITS, Label, version_file
 from dltool.storage.stores import OBJECT_STORES
 
 
@@ -38,6 +38,7 @@ class FileTask:
     label_kind: str | None
     row_group_mb: int
     compression: str
+    prefix: str = "part"  # shard names: <split>/<prefix>-NNNNN.parquet (a later version's: part-vNNNNN)
 
 
 TASKS_PER_CORE = 4  # the cores stay busy to the end when tasks are small and alike (measured: docs/benchmarks.md)
@@ -53,12 +54,13 @@ def plan_shards(records: int, record_bytes: int, shard_mb: int, parallelism: int
     return max(1, min(records, max(by_size, by_cores)))
 
 
-def assign_files(config: ExperimentConfig, reader: FileReader, files: list[InputFile], classes: list[str] | None = None):
+def assign_files(config: ExperimentConfig, reader: FileReader, files: list[InputFile], classes: list[str] | None = None,
+                 known: dict[str, str] | None = None):  # fmt: skip
     """Labels and splits of the listed files, decided on the driver from their paths.
 
     Also returns the files quarantined on the driver with their reason: unreadable links, files
     without a label (when labelled), of a class not in `classes` (when given) and files that
-    `by: path` cannot place.
+    `by: path` cannot place. `known`: the splits of the records a dataset already holds (splits.assign).
     """
     labelled = config.ingest.label.source != "none"
     unplaced = []
@@ -73,7 +75,7 @@ def assign_files(config: ExperimentConfig, reader: FileReader, files: list[Input
             unplaced.append((f, RecordError("label", f"class {label!r} is not one of the {len(classes)} the model knows")))
         else:
             labels[f.relpath] = label
-    placed, missing = assign([Item(path, path, label) for path, label in labels.items()], config.dataset.split)
+    placed, missing = assign([Item(path, path, label) for path, label in labels.items()], config.dataset.split, known)
     by_split: dict[str, list] = {s: [] for s in SPLITS}
     for f in files:
         if f.relpath in missing:
@@ -96,23 +98,41 @@ def _hash_order(f: InputFile) -> float:
 
 
 def ingest_files(spark, config, reader, source, files, staging, parallelism, progress, classes=None) -> WrittenShards:
-    spec = reader.tensor_spec()
+    """Every listed file decoded into the staged dataset's shards, with version 1's record index."""
     assigned, vocabulary, unplaced = assign_files(config, reader, files, classes)
+    results, driver_errors = write_file_shards(spark, config, reader, source, files, staging, parallelism, progress,
+                                               assigned, vocabulary, unplaced)  # fmt: skip
+    write_records(staging.child(*version_file(1, "records.parquet").split("/")), records_of(files, results))
+    duplicates = find_duplicates((digest, split, key) for r in results for digest, split, key in r.digests)
+    if duplicates is not None and config.dataset.on_duplicates == "drop_from_eval":
+        drop_from_eval(staging, results, config.dataset, reader.tensor_spec())
+    label = Label("class", tuple(vocabulary)) if vocabulary is not None else Label(None)
+    return on_write_complete(results, reader.tensor_spec(), label, len(files), quarantined=len(driver_errors),
+                             first_errors=driver_errors, stats_axis=reader.stats_axis(), duplicates=duplicates)  # fmt: skip
+
+
+def write_file_shards(spark, config, reader, source, files, target, parallelism, progress, assigned, vocabulary,
+                      unplaced, prefix: str = "part", min_files: int = 1) -> tuple[list[TaskResult], list[dict]]:  # fmt: skip
+    """Decode the assigned files in Spark tasks into `<split>/<prefix>-NNNNN.parquet` shards under `target`;
+    returns the tasks' results and the error rows of the files quarantined on the driver (`unplaced`).
+    `min_files`: the fewest files a task gets (a version's few new files: a few shards, not one per core)."""
+    spec = reader.tensor_spec()
     label_kind = "class" if vocabulary is not None else None
     copies = reader.augment_copies()
     tasks = []
     for split, items in assigned.items():
         per_record = spec.nbytes * (1 + (copies if split == "train" else 0))
-        n = plan_shards(len(items), per_record, config.dataset.shard_mb, parallelism, len(items) / len(files))
+        n = plan_shards(len(items), per_record, config.dataset.shard_mb, parallelism, len(items) / max(1, len(files)))
+        n = min(n, max(1, len(items) // min_files)) if items else 0
         if config.ingest.files_per_task:
             n = max(n, math.ceil(len(items) / config.ingest.files_per_task)) if items else 0
         for part in range(n):
             chunk = items[part::n]
-            tasks.append(FileTask(config.ingest, source.uri, staging.uri, split, part, chunk, label_kind,
-                                  config.dataset.row_group_mb, config.dataset.compression))  # fmt: skip
+            tasks.append(FileTask(config.ingest, source.uri, target.uri, split, part, chunk, label_kind,
+                                  config.dataset.row_group_mb, config.dataset.compression, prefix))  # fmt: skip
     driver_errors = [error_row(f.relpath, f.path, reader.name, error) for f, error in unplaced]
     if driver_errors:
-        write_errors(staging.child("_errors", "part-driver.parquet"), driver_errors)
+        write_errors(target.child("_errors", f"{prefix}-driver.parquet"), driver_errors)
     results: list[TaskResult] = []
     if tasks:
         from dltool.spark.progress import spark_progress
@@ -121,46 +141,88 @@ def ingest_files(spark, config, reader, source, files, staging, parallelism, pro
         rdd = spark.sparkContext.parallelize(tasks, len(tasks))
         with spark_progress(spark, f"ingest {config.name}: {len(files)} files", progress):
             results = rdd.map(_run_file_task).collect()
-    duplicates = find_duplicates((digest, split, key) for r in results for digest, split, key in r.digests)
-    if duplicates is not None and config.dataset.on_duplicates == "drop_from_eval":
-        _drop_from_eval(staging, results, config.dataset, spec)
-    label = Label("class", tuple(vocabulary)) if vocabulary is not None else Label(None)
-    return on_write_complete(results, spec, label, len(files), quarantined=len(driver_errors), first_errors=driver_errors,
-                             stats_axis=reader.stats_axis(), duplicates=duplicates)  # fmt: skip
+    return results, driver_errors
 
 
-def _drop_from_eval(staging: Location, results: list[TaskResult], settings, spec: TensorSpec) -> None:
-    """Remove from the val and test shards the files whose bytes a train file has (their examples and
-    windows alike), adjusting the results; each result counts the rows it lost as `dropped`. The few
-    affected shards are rewritten on the driver, one at a time, in row groups of `row_group_mb`."""
+RECORD_FIELDS = ("key", "size", "mtime_ns", "split", "digest")  # a version's record index (_versions/vN.records.parquet)
+
+
+def records_of(files: list[InputFile], results: list[TaskResult]) -> dict[str, tuple]:
+    """The record index of the listed files: key -> (size, mtime_ns, split, content digest); split and digest
+    are None for a file that was quarantined (it is not read again while it stays the same)."""
+    read = {key: (split, digest) for r in results for digest, split, key in r.digests}
+    return {f.relpath: (f.size, f.mtime_ns, *read.get(f.relpath, (None, None))) for f in files}
+
+
+def write_records(location: Location, records: dict[str, tuple]) -> None:
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    in_train = {digest for r in results for digest, split, _ in r.digests if split == "train"}
+    keys = sorted(records)
+    columns = [keys] + [[records[k][i] for k in keys] for i in range(4)]
+    types = [pa.string(), pa.int64(), pa.int64(), pa.string(), pa.string()]
+    table = pa.table([pa.array(c, t) for c, t in zip(columns, types)], names=list(RECORD_FIELDS))
+    location.fs.create_dir(location.path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, location.path, filesystem=location.fs)
+
+
+def read_records(location: Location) -> dict[str, tuple]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(location.path, filesystem=location.fs).to_pydict()
+    return {key: tuple(table[f][i] for f in RECORD_FIELDS[1:]) for i, key in enumerate(table["key"])}
+
+
+def drop_from_eval(staging: Location, results: list[TaskResult], settings, spec: TensorSpec,
+                    in_train: set[str] = frozenset()) -> None:  # fmt: skip
+    """Remove from the val and test shards the files whose bytes a train file has (their examples and
+    windows alike), adjusting the results; each result counts the rows it lost as `dropped`. The few
+    affected shards are rewritten on the driver, one at a time, in row groups of `row_group_mb`.
+    `in_train`: the digests of train files already in the dataset (a later version's)."""
+    in_train = set(in_train) | {digest for r in results for digest, split, _ in r.digests if split == "train"}
     for r in results:
         drop = {key for digest, split, key in r.digests if split != "train" and digest in in_train}
         if not drop or not r.shards:
             continue
         shard = r.shards[0]
         location = staging.child(*shard.name.split("/"))
-        table = pq.read_table(location.path, filesystem=location.fs)
-        keys = table.column("key").to_pylist()
-        gone = [k in drop or k.rsplit("#", 1)[0] in drop for k in keys]  # a window's key is the file's key + "#n"
-        lost = Counter(str(label) for label, g in zip(table.column("label").to_pylist(), gone) if g) \
-            if "label" in table.column_names else Counter(all=sum(gone))  # fmt: skip
+        kept, lost = filter_shard(location, location, drop, settings, spec)
         shard.per_class = {k: v - lost[k] for k, v in shard.per_class.items()}
-        kept = table.filter(pc.invert(pa.array(gone)))
-        shard.rows = kept.num_rows
+        shard.rows = kept
         r.digests = [(d, split, k) for d, split, k in r.digests if k not in drop]
-        r.dropped += sum(gone)
-        if kept.num_rows:
-            compression = None if settings.compression == "none" else settings.compression
-            rows = max(1, (settings.row_group_mb << 20) // spec.nbytes)
-            pq.write_table(kept, location.path, filesystem=location.fs, compression=compression, row_group_size=rows)
-        else:
-            location.delete()
+        r.dropped += sum(lost.values())
+        if not kept:
             r.shards = []
+
+
+def filter_shard(source: Location, target: Location, drop: set[str], settings, spec: TensorSpec) -> tuple[int, Counter]:
+    """Write `source`'s rows but those of the files in `drop` to `target` (nothing when none is left, and a
+    source that is the target is then deleted); returns the rows kept and the rows left out per label index
+    (as text; "all" without labels). A window's or augmented copy's key is its file's key + "#..."."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source.path, filesystem=source.fs)
+    gone = [of_files(k, drop) for k in table.column("key").to_pylist()]
+    labels = table.column("label").to_pylist() if "label" in table.column_names else None
+    lost = Counter(str(label) for label, g in zip(labels, gone) if g) if labels is not None and \
+        table.schema.field("label").type == pa.int32() else Counter(all=sum(gone))  # fmt: skip
+    kept = table.filter(pc.invert(pa.array(gone, pa.bool_())))
+    if kept.num_rows:
+        compression = None if settings.compression == "none" else settings.compression
+        rows = max(1, (settings.row_group_mb << 20) // spec.nbytes)
+        pq.write_table(kept, target.path, filesystem=target.fs, compression=compression, row_group_size=rows)
+    elif source.path == target.path:
+        source.delete()
+    return kept.num_rows, lost
+
+
+def of_files(key: str, files: set[str]) -> bool:
+    """Whether a row's key is one of `files` or a window or copy of one (`<file key>#3`, `#aug1`, `#3#aug1`)."""
+    while key not in files and "#" in key:
+        key = key.rsplit("#", 1)[0]
+    return key in files
 
 
 def _unlabelled_reason(config, relpath: str) -> str:
@@ -180,7 +242,7 @@ def _run_file_task(task: FileTask) -> TaskResult:
     result, errors = TaskResult(), []
     max_bytes = int(task.reader_config.max_file_mb * (1 << 20))
     copies = reader.augment_copies() if task.split == "train" else 0
-    shards = SplitShards(staging, task.split, f"part-{task.part:05d}", shard_schema(spec, task.label_kind), spec,
+    shards = SplitShards(staging, task.split, f"{task.prefix}-{task.part:05d}", shard_schema(spec, task.label_kind), spec,
                          task.row_group_mb, task.compression)  # fmt: skip
     moments = Moments(reader.stats_axis())
     for path, key, label, size in task.files:
@@ -212,7 +274,7 @@ def _run_file_task(task: FileTask) -> TaskResult:
     result.moments = moments.result()
     result.quarantined = len(errors)
     if errors:
-        write_errors(staging.child("_errors", f"part-{task.split}-{task.part:05d}.parquet"), errors)
+        write_errors(staging.child("_errors", f"{task.prefix}-{task.split}-{task.part:05d}.parquet"), errors)
     result.errors = errors[:FIRST_ERRORS]
     return result
 

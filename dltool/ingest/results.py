@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class IngestResult:
     """What `run_ingest` reports: the dataset written (or found up to date) and where every input went."""
 
-    status: str  # "written", "failed_quality" or "up_to_date"
+    status: str  # "written", "updated" (a new version added: ingest/grow.py), "failed_quality" or "up_to_date"
     dataset: str
     counts: Counts
     replaced: str | None = None  # what was at the location: None, "dataset", "incomplete" or "foreign"
@@ -26,6 +26,8 @@ class IngestResult:
     message: str | None = None  # why nothing was done (up_to_date)
     warnings: tuple[str, ...] = ()  # about the splits (the manifest keeps them too)
     left_out: dict[str, str] = field(default_factory=dict)  # table columns `auto` did not use, with the reason
+    version: int | None = None  # the dataset's version now
+    changes: dict | None = None  # "updated": files added, changed and removed per split, and quarantined
 
     def to_json(self) -> dict:
         if self.status == "up_to_date":
@@ -36,6 +38,8 @@ class IngestResult:
             "counts": self.counts.to_json(), "splits": dict(self.splits),
             "labels": None if self.labels is None else list(self.labels), "errors": list(self.errors),
             "warnings": list(self.warnings), "left_out": dict(self.left_out),
+            **({"version": self.version} if self.version is not None else {}),
+            **({"changes": self.changes} if self.changes is not None else {}),
         }  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 
 from dltool.config.loader import config_hash
 from dltool.config.models import ExperimentConfig
@@ -20,9 +21,9 @@ from dltool.shards.sink import WrittenShards
 from dltool.ingest.results import IngestPlan, IngestResult
 from dltool.splits import report
 from dltool.storage.commit import StagedFolder, unfinished
-from dltool.storage.fs import InputFile, Location, open_location
+from dltool.storage.fs import InputFile, Location, open_dataset, open_location
 from dltool.storage.ownership import OutputLock, check_replaceable, is_owned, protected_paths, stale_siblings
-from dltool.storage.manifest import FORMAT_VERSION, MANIFEST, SUCCESS, Manifest
+from dltool.storage.manifest import FORMAT_VERSION, MANIFEST, SUCCESS, VERSIONS, Manifest, by_split, version_file
 from dltool.storage.stores import with_storage
 
 
@@ -38,7 +39,7 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     if config.ingest is None:
         raise ConfigError("the config has no 'ingest' section: nothing to ingest")
     reader = reader_for(config.ingest)
-    dataset = open_location(config.dataset.path)
+    dataset = open_dataset(config.dataset.path)
     source = open_location(config.ingest.input)
     files, left_out = reader.inputs()
     if not files:
@@ -52,12 +53,14 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     started = time.time()
     if dry_run:
         return _plan(config, reader, dataset, source, files, left_out, _existing(dataset, digest, fingerprint))
-    replacing = _check_existing(dataset, digest, fingerprint, overwrite, protected_paths(config))
+    replacing = _check_existing(dataset, digest, fingerprint, overwrite, protected_paths(config), reader.kind)
     if replacing == "up_to_date":
         return IngestResult("up_to_date", dataset.uri, Manifest.read(dataset).counts,
                             message=f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild")
     with OutputLock(dataset):
         try:
+            if replacing == "grown":
+                return _grow_dataset(config, reader, dataset, source, files, left_out, fingerprint, started, progress)
             return _write_dataset(config, reader, dataset, source, files, left_out, digest, fingerprint, replacing,
                                   started, progress, preprocess, vocabulary)  # fmt: skip
         except DltoolError as e:
@@ -89,6 +92,7 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
                 shards = engine(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
                                 preprocess)  # fmt: skip
             manifest = _manifest(config, reader, source, shards, digest, fingerprint, left_out)
+            manifest = _first_version(manifest, staging if reader.kind == "file" else None)
             manifest.write(staging)
             # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
             failed = manifest.status != "ok" and replacing == "dataset"
@@ -98,7 +102,7 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
         replaced=replacing, seconds=round(time.time() - started, 2),
         splits={name: entry.rows for name, entry in manifest.splits.items()},
         labels=manifest.label.vocabulary, errors=shards.first_errors, warnings=manifest.warnings,
-        left_out=(manifest.columns or {}).get("left_out", {}),
+        left_out=(manifest.columns or {}).get("left_out", {}), version=manifest.version,
     )  # fmt: skip
     if manifest.status != "ok":
         counts = manifest.counts
@@ -111,6 +115,26 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
         )
     dataset.child(SUCCESS).write_bytes(b"")
     return summary
+
+
+def _grow_dataset(config, reader, dataset, source, files, left_out, fingerprint, started, progress) -> IngestResult:
+    """The next version of a file dataset: only new and changed files decoded (ingest/grow.py)."""
+    from dltool.ingest.grow import grow_files
+    from dltool.spark.session import default_parallelism
+
+    old = Manifest.read(dataset)
+    spark = ingest_session(config)
+    with map_errors(f"ingest of {source.uri}"):
+        grown = grow_files(spark, config, reader, source, dataset, old, files, default_parallelism(spark), progress,
+                           fingerprint, left_out)  # fmt: skip
+    manifest = grown.manifest
+    return IngestResult(
+        "updated", dataset.uri, manifest.counts, seconds=round(time.time() - started, 2),
+        splits={name: entry.rows for name, entry in manifest.splits.items()}, labels=manifest.label.vocabulary,
+        errors=grown.first_errors, warnings=manifest.warnings, version=manifest.version,
+        changes={"added": grown.added, "changed": grown.changed, "removed": grown.removed,
+                 "quarantined": grown.quarantined},
+    )  # fmt: skip
 
 
 def ingest_session(config: ExperimentConfig):
@@ -129,13 +153,15 @@ def _fingerprint(files: list[InputFile]) -> str:
 
 
 def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
-    """What is at the dataset location: None, "up_to_date", "dataset", "incomplete" or "foreign"."""
+    """What is at the dataset location: None, "up_to_date", "grown" (the same config, other inputs),
+    "dataset" (another config's), "incomplete" or "foreign"."""
     if not dataset.exists():
         return None
     if dataset.child(SUCCESS).exists():
         manifest = Manifest.read(dataset)
-        same = manifest.config_hash == digest and manifest.input_fingerprint == fingerprint
-        return "up_to_date" if same else "dataset"
+        if manifest.config_hash != digest:
+            return "dataset"
+        return "up_to_date" if manifest.input_fingerprint == fingerprint else "grown"
     if not is_owned(dataset):
         return "foreign" if not dataset.is_dir() or not _is_empty(dataset) else None
     if dataset.child(MANIFEST).exists() or unfinished(dataset):
@@ -143,19 +169,24 @@ def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
     return None if _is_empty(dataset) else "incomplete"
 
 
-def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool,
-                    protected: list[str]) -> str | None:  # fmt: skip
-    """The existing state, or a ConfigError when replacing it needs --overwrite or is not dltool's to replace."""
+def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool, protected: list[str],
+                    kind: str) -> str | None:  # fmt: skip
+    """The existing state, or a ConfigError when replacing it needs --overwrite or is not dltool's to replace.
+    "grown": a file reader's dataset adds a version with the new and changed files (ingest/grow.py)."""
+    if dataset.version is not None:
+        raise ConfigError(f"{dataset.uri}: names a version; ingest writes the dataset's next version: drop the @N")
     state = _existing(dataset, digest, fingerprint)
     if state == "up_to_date" and not overwrite:
         return state  # nothing is replaced
     check_replaceable(dataset, "dataset", protected)  # a folder dltool did not write: refused, --overwrite or not
-    if state == "up_to_date" and overwrite:
+    if state in ("up_to_date", "grown") and overwrite:
         return "dataset"
-    if state == "dataset" and not overwrite:
+    if state == "grown" and kind == "file":
+        return state
+    if state in ("dataset", "grown"):
+        other = "another config" if state == "dataset" else "other inputs (only image and audio datasets grow)"
         raise ConfigError(
-            f"{dataset.uri} holds a dataset built from another config or other inputs; "
-            "pass --overwrite to rebuild it, or choose another --data"
+            f"{dataset.uri} holds a dataset built from {other}; pass --overwrite to rebuild it, or choose another --data"
         )
     return state
 
@@ -199,6 +230,23 @@ def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint
     )  # fmt: skip
 
 
+def _first_version(manifest: Manifest, staged: Location | None) -> Manifest:
+    """The manifest as version 1, its record index (file readers: `staged` holds it) counted per split."""
+    import dataclasses
+
+    from dltool.ingest.files import read_records
+
+    records = version_file(1, "records.parquet") if staged is not None else None
+    if records is not None:
+        added = Counter(r[2] for r in read_records(staged.child(*records.split("/"))).values() if r[2] is not None)
+    else:
+        added = Counter({name: entry.rows for name, entry in manifest.splits.items() if entry.rows})
+    entry = {"version": 1, "created": manifest.created, "input_fingerprint": manifest.input_fingerprint,
+             "added": by_split(added), "changed": {}, "removed": {}, "quarantined": manifest.counts.quarantined,
+             "rows": {name: e.rows for name, e in manifest.splits.items()}, "records": records}  # fmt: skip
+    return dataclasses.replace(manifest, version=1, versions=(entry,))
+
+
 def _plan(config, reader, dataset, source, files, left_out, existing: str | None) -> IngestPlan:
     """What an ingest would read and write, without starting Spark."""
     if reader.kind == "file":
@@ -212,6 +260,6 @@ def _plan(config, reader, dataset, source, files, left_out, existing: str | None
     return IngestPlan(
         dataset=dataset.uri, source=source.uri, inputs=len(files), left_out_by_patterns=left_out,
         sample_inputs=tuple(f.relpath for f in files[:10]), bytes=sum(f.size for f in files),
-        writes=tuple(f"{dataset.uri}/{d}" for d in ("train/", "val/", "test/", "_errors/", MANIFEST, SUCCESS)),
+        writes=tuple(f"{dataset.uri}/{d}" for d in ("train/", "val/", "test/", "_errors/", f"{VERSIONS}/", MANIFEST, SUCCESS)),
         existing=existing, **what,
     )  # fmt: skip

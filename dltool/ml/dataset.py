@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from dltool.errors import ConfigError, DataQualityError, map_errors
 from dltool.shards.codec import TensorSpec
-from dltool.storage.fs import Location, open_location
+from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.ownership import check_replaceable
 from dltool.storage.manifest import SPLITS, SUCCESS, Label, Manifest
 from dltool.storage.stores import storage_scope
@@ -128,7 +128,7 @@ def read_dataset(path: str, split: str | None = "train", spark=None, vectors: bo
     """A dataset split (every split when None) as a DataFrame of features, label, key, split."""
     path = os.fspath(path)
     with storage_scope(storage):
-        dataset = open_location(path if "://" in path else os.path.abspath(path))
+        dataset = open_dataset(path)
         manifest = Manifest.read(dataset)
         names = list(manifest.splits) if split is None else [split]
         unknown = [s for s in names if s not in manifest.splits]

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from dltool.errors import ConfigError, DltoolError, InputNotFoundError
 from dltool.shards.codec import TensorSpec, decode_tensors
-from dltool.storage.fs import Location, open_location
+from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.manifest import Manifest
 
 __all__ = ["FeedUnit", "ShardFeed", "plan_shares", "restore_malloc_thresholds"]
@@ -75,7 +75,7 @@ def plan_shares(dataset_uri: str, manifest: Manifest, split: str, workers: int) 
     entry = splits[split]
     if not entry.rows:
         raise ConfigError(f"split '{split}' has 0 rows; nothing to feed (check dataset.split in the ingest config)")
-    dataset = open_location(dataset_uri)
+    dataset = open_dataset(dataset_uri)
     groups = [
         (file, index, rows)
         for file in entry.files
@@ -150,7 +150,7 @@ class ShardFeed:
         cache_mb: int = 1024,
         with_labels: bool = True,
     ):
-        self.location = open_location(dataset_uri)
+        self.location = open_dataset(dataset_uri)
         self.spec = manifest.features
         kind = manifest.label.kind
         if with_labels and kind is None:

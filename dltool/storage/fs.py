@@ -24,10 +24,12 @@ class Location:
     uri: str
     fs: object  # pyarrow.fs.FileSystem
     path: str
+    version: int | None = None  # a dataset's version N (`DATASET@N`, see open_dataset); None: the current one
 
     def child(self, *parts: str) -> "Location":
         path = posixpath.join(self.path, *parts)
-        uri = self.uri.rstrip("/") + "/" + "/".join(parts)
+        base = self.uri[: -len(f"@{self.version}")] if self.version is not None else self.uri
+        uri = base.rstrip("/") + "/" + "/".join(parts)
         return Location(uri, self.fs, path)
 
     def sibling(self, suffix: str) -> "Location":
@@ -116,6 +118,21 @@ def open_location(uri: str) -> Location:
     except ValueError as e:  # pyarrow.ArrowInvalid: an unknown scheme
         raise ConfigError(f"{uri}: unsupported storage URI ({e}); use a local path, file://, hdfs:// or s3://") from e
     return Location(uri, fs, path)
+
+
+VERSIONED = re.compile(r"^(.*[^/@])@([0-9]+)$")
+
+
+def open_dataset(uri: str) -> Location:
+    """A dataset's location; `DATASET@N` names its version N, which `Manifest.read` reads as it was."""
+    found = VERSIONED.match(uri)
+    if found is None:
+        return open_location(uri)
+    base = open_location(found.group(1))
+    version = int(found.group(2))
+    if version < 1:
+        raise ConfigError(f"{uri}: dataset versions count from 1")
+    return Location(f"{base.uri}@{version}", base.fs, base.path, version)
 
 
 @dataclass(frozen=True)

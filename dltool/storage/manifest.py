@@ -23,6 +23,17 @@ SUCCESS = "_SUCCESS"
 FORMAT = "dltool-dataset"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")  # a dataset's splits, in this order everywhere
+VERSIONS = "_versions"  # each version's manifest (vNNNNN.json) and, for file readers, its record index
+
+
+def by_split(counts) -> dict[str, int]:
+    """Counts per split name, in SPLITS order and without zeros (a version's files added, changed, removed)."""
+    return {name: counts[name] for name in SPLITS if counts.get(name)}
+
+
+def version_file(version: int, what: str = "json") -> str:
+    """A version's file, relative to the dataset: its manifest (json) or its record index (records.parquet)."""
+    return f"{VERSIONS}/v{version:05d}.{what}"
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,8 @@ class Manifest:
     columns: dict | None = None  # table readers: {"numeric", "categorical", "left_out": {column: reason}} as used
     vocabulary: tuple[str, ...] | None = None  # text readers: the token of each id from 2 (0 padding, 1 out-of-vocabulary)
     shards: dict[str, dict] | None = None  # each shard file: {"size", "blake2b"}, filled in by write()
+    version: int = 1  # this manifest's version of the dataset (each ingest that changes it adds one)
+    versions: tuple[dict, ...] = ()  # every version so far: number, time, inputs' fingerprint, records added...
 
     def to_json(self) -> dict:
         return {
@@ -173,6 +186,7 @@ class Manifest:
             "duplicates": None if self.duplicates is None else self.duplicates.to_json(), "columns": self.columns,
             "vocabulary": None if self.vocabulary is None else list(self.vocabulary),
             **({"shards": self.shards} if self.shards is not None else {}),
+            **({"version": self.version, "versions": list(self.versions)} if self.versions else {}),
         }  # fmt: skip
 
     @classmethod
@@ -197,7 +211,7 @@ class Manifest:
             duplicates=None if data.get("duplicates") is None else Duplicates.from_json(data["duplicates"]),
             columns=data.get("columns"),
             vocabulary=None if data.get("vocabulary") is None else tuple(data["vocabulary"]),
-            shards=data.get("shards"),
+            shards=data.get("shards"), version=int(data.get("version", 1)), versions=tuple(data.get("versions", ())),
         )  # fmt: skip
 
     def rows(self, split: str) -> int:
@@ -207,7 +221,25 @@ class Manifest:
 
     @classmethod
     def read(cls, dataset: Location, require_success: bool = True) -> Manifest:
-        """The manifest of a complete dataset; one clear error when it is missing, partial or not dltool's."""
+        """The manifest of a complete dataset (of its version N for `DATASET@N`); one clear error when it is
+        missing, partial or not dltool's."""
+        current = cls._read(dataset, require_success)
+        if dataset.version is None or dataset.version == current.version:
+            return current
+        known = [entry["version"] for entry in current.versions]
+        if dataset.version not in known:
+            have = f"versions {min(known)} to {max(known)}" if known else f"only version {current.version}"
+            raise InputNotFoundError(f"{dataset.uri}: no such version; the dataset has {have} "
+                                     "(`dltool inspect DATASET --versions`)")  # fmt: skip
+        try:
+            return cls.from_json(json.loads(dataset.child(*version_file(dataset.version).split("/")).read_bytes()))
+        except FileNotFoundError as e:
+            raise InputNotFoundError(f"{dataset.uri}: version {dataset.version} was removed by `dltool gc`") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputNotFoundError(f"{dataset.uri}: corrupt manifest of version {dataset.version}: {e}") from e
+
+    @classmethod
+    def _read(cls, dataset: Location, require_success: bool) -> Manifest:
         if not dataset.exists():
             raise InputNotFoundError(f"{dataset.uri}: dataset not found (run `dltool ingest` first)")
         if require_success and not dataset.child(SUCCESS).exists():
@@ -236,11 +268,15 @@ class Manifest:
             raise InputNotFoundError(f"{dataset.uri}/{MANIFEST}: corrupt manifest: {e}") from e
 
     def write(self, dataset: Location) -> None:
-        """Write `_manifest.json` into the (staged) dataset, with every shard's size and hash."""
+        """Write `_manifest.json` into the (staged) dataset, with every shard's size and hash, and the same
+        as this version's manifest (first: `_manifest.json` alone, written last, makes the version current)."""
         data = self.to_json()
         if self.shards is None:
             data["shards"] = shard_checksums(dataset, [f for entry in self.splits.values() for f in entry.files])
-        dataset.child(MANIFEST).write_bytes(json.dumps(data, indent=2, sort_keys=False).encode())
+        text = json.dumps(data, indent=2, sort_keys=False).encode()
+        dataset.fs.create_dir(dataset.child(VERSIONS).path, recursive=True)
+        dataset.child(*version_file(self.version).split("/")).write_bytes(text)
+        dataset.child(MANIFEST).write_bytes(text)
 
     def shard_problem(self, dataset: Location, file: str, size: int, digest: str | None = None) -> str | None:
         """What is wrong with a shard found with `size` (and `digest`, when read), or None; None too for a
@@ -274,3 +310,12 @@ def manifest_hash(manifest: Manifest) -> str:
 
     data = manifest.to_json()
     return config_hash({key: data[key] for key in ("features", "label", "splits", "stats", "config_hash")})
+
+
+def preprocessing_hash(manifest: Manifest) -> str:
+    """A digest of what a model's inputs and outputs mean (tensors, labels, train statistics, ingest config), the
+    same for every version of a dataset: a model trained on one version may score or continue on another."""
+    from dltool.config.loader import config_hash
+
+    data = manifest.to_json()
+    return config_hash({key: data[key] for key in ("features", "label", "stats", "config_hash")})

@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from dltool.config.redaction import redact
-from dltool.errors import ConfigError, DltoolError
+from dltool.errors import ConfigError, DltoolError, InputNotFoundError
 from dltool.storage.commit import StagedFolder
 from dltool.storage.fs import Location, file_digest, open_location
 from dltool.storage.ownership import check_replaceable, is_owned
@@ -196,3 +196,28 @@ def check_run_dir_is_ours(run_dir: Location, protected: list[str] = ()) -> None:
     if [entry.base_name for entry in entries] == [TUNE_DIR] and is_owned(run_dir.child(TUNE_DIR)):
         return
     check_replaceable(run_dir, "run dir", protected)
+
+
+def parent_model(uri: str) -> tuple[Location, dict]:
+    """The model a run warm-starts from (`--warm-start`), with what it recorded (run.json or checkpoint.json):
+    a run dir (its final model, else its newest checkpoint), a checkpoint folder or a .keras file."""
+    location = open_location(uri)
+    if not location.exists():
+        raise InputNotFoundError(f"{location.uri}: --warm-start: no run dir, checkpoint or .keras file there")
+    if location.is_dir() and location.child(RUN_FILE).exists():
+        run = read_json(location.child(RUN_FILE)) or {}
+        final = location.child("model", MODEL_FILE)
+        if run.get("status") == "completed" and final.exists():
+            return final, run
+        newest = newest_checkpoint(location)
+        if newest is None:
+            raise InputNotFoundError(f"{location.uri}: --warm-start: the run has no final model and no checkpoint")
+        location = newest.location
+    if location.is_dir():
+        meta = read_json(location.child(CHECKPOINT_FILE))
+        if meta is None or not location.child(MODEL_FILE).exists():
+            raise InputNotFoundError(f"{location.uri}: --warm-start: not a run dir or a complete checkpoint folder")
+        return location.child(MODEL_FILE), meta
+    if not location.path.endswith(".keras"):
+        raise ConfigError(f"{location.uri}: --warm-start takes a run dir, a checkpoint folder or a .keras file")
+    return location, {}

@@ -40,6 +40,7 @@ class TrainJob:
     attempt: int = 0
     events: dict | None = None  # host, port and token of the driver's event server
     resume_from: str | None = None  # URI of the checkpoint this attempt starts from
+    warm_start: str | None = None  # URI of the .keras model whose weights a run that resumes nothing starts from
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

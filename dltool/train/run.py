@@ -20,8 +20,8 @@ from dltool.config.loader import config_hash
 from dltool.config.models import ExperimentConfig, TrainSettings
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.train.barrier import attempt_logs
-from dltool.storage.fs import Location, open_location
-from dltool.storage.manifest import Manifest, manifest_hash
+from dltool.storage.fs import Location, open_dataset, open_location
+from dltool.storage.manifest import Manifest, manifest_hash, preprocessing_hash
 from dltool.storage.ownership import OutputLock, is_owned, mark, protected_paths
 from dltool.storage.stores import storage_settings, with_storage
 from dltool.train import checkpoints as ckpt
@@ -54,6 +54,7 @@ class Plan:
 def run_training(
     config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
     fault: dict | None = None, on_epoch=None, sharing: int = 1, quiet: bool = False, check_model: bool = True,
+    warm_start: str | None = None,
 ) -> dict:
     """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure).
 
@@ -64,22 +65,26 @@ def run_training(
     runs share the cluster at once (the tuner's parallel trials), so local workers take a share of the cores;
     `quiet` prints nothing (the tuner shows its own table); `check_model=False` skips building the model in a
     child process first (a tuner's trial: Spark is up, and the worker reports a bad model with the same error).
+    `warm_start`: a run dir, checkpoint folder or .keras file whose weights the model starts from (the same
+    preprocessing: another version of this dataset); run.json names it as the run's parent.
     """
     started = time.monotonic()
     if config.train is None:
         raise ConfigError("the config has no 'train' section: nothing to train")
-    dataset = open_location(config.dataset.path)
+    dataset = open_dataset(config.dataset.path)
     manifest = Manifest.read(dataset)
     _check_task(config.train, manifest)
     run_dir = open_location(config.train.run_dir)
     ckpt.check_run_dir_is_ours(run_dir, protected_paths(config))
+    parent = _parent(warm_start, manifest) if warm_start else None
     with OutputLock(run_dir):  # a second command training into this run dir fails at once
-        digest = _train_hash(config.train, manifest)  # as configured: the sizing follows from it and the manifest
+        # as configured: the sizing follows from it and the manifest
+        digest = _train_hash(config.train, manifest, parent["model"] if parent else None)
         done = _earlier_run(run_dir, sized(config.train, manifest.rows("train"), config.train.workers or 1), digest,
                             resume, overwrite)  # fmt: skip
         if done is not None:
             return done
-        run = _Run(config, manifest, dataset, run_dir, digest, started)
+        run = _Run(config, manifest, dataset, run_dir, digest, started, parent)
         summary = run.train(resume, progress, quiet, check_model, on_epoch, sharing, fault)
         ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
         return summary
@@ -116,10 +121,11 @@ class _Run:
     """One training on Spark, from the model's settings to the summary (what `run_training` writes last)."""
 
     def __init__(self, config: ExperimentConfig, manifest: Manifest, dataset: Location, run_dir: Location, digest: str,
-                 started: float):  # fmt: skip
+                 started: float, parent: dict | None = None):  # fmt: skip
         from dltool.spark.shipping import config_code
 
         self.manifest, self.dataset, self.run_dir, self.digest, self.started = manifest, dataset, run_dir, digest, started
+        self.parent = parent  # the model a warm start begins with (_parent)
         self.rows = manifest.rows("train")
         self.code = config_code(config)  # the factory's module: shipped to executors, on the model check's path
         # Workers build the model from the train section alone: `builtin: auto` is decided here,
@@ -152,6 +158,8 @@ class _Run:
             self.config = self.config.model_copy(update={"train": sized(self.unsized, self.rows, workers)})
             plan = _plan(self.config, self.manifest, workers)
             view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
+            if self.parent is not None and not resume:
+                view.print(f"warm start: the weights of {self.parent['model']} (epoch {self.parent['epoch']})")
             status, tracker = self._started(workers, check.result(wait=True, view=view) if check_model else None, view)
             if on_epoch is not None:
                 view.handle = _observed(view.handle, on_epoch)
@@ -188,7 +196,9 @@ class _Run:
         status = {
             "status": "running", "name": config.name, "dltool_version": dltool.__version__,
             "train_hash": self.digest, "dataset": self.dataset.uri, "dataset_hash": manifest_hash(self.manifest),
+            "dataset_version": self.manifest.version, "preprocessing_hash": preprocessing_hash(self.manifest),
             "workers": workers, "epochs": config.train.epochs, "attempts": 0, "model": model_info,
+            **({"parent": self.parent} if self.parent else {}),
         }  # fmt: skip
         tracker = _start_tracking(config, self.manifest, status, view)
         stop = run_dir.child(ckpt.STOP_FILE)
@@ -208,6 +218,7 @@ class _Run:
             target_scale=_target_scale(self.dataset, self.manifest),
             # Local mode: the factory's module is imported from where it lies.
             user_code=str(self.code) if local and self.code is not None else None, fault=fault,
+            warm_start=self.parent["model"] if self.parent else None,
             storage=storage_settings(),
         )  # fmt: skip
 
@@ -282,8 +293,24 @@ def _target_scale(dataset: Location, manifest: Manifest) -> list[float] | None:
     return [float(labels.mean()), std if std > 1e-12 else 1.0]
 
 
-def _train_hash(train: TrainSettings, manifest: Manifest) -> str:
-    return config_hash({"train": train.model_dump(mode="json", exclude=RESUMABLE_CHANGES), "data": manifest_hash(manifest)})
+def _train_hash(train: TrainSettings, manifest: Manifest, parent: str | None = None) -> str:
+    settings = {"train": train.model_dump(mode="json", exclude=RESUMABLE_CHANGES), "data": manifest_hash(manifest)}
+    return config_hash({**settings, "parent": parent} if parent else settings)
+
+
+def _parent(uri: str, manifest: Manifest) -> dict:
+    """What run.json says of the model a warm start begins with; a ConfigError when it was trained on data
+    of another meaning (other features, classes, train statistics or ingest settings)."""
+    model, recorded = ckpt.parent_model(uri)
+    want = recorded.get("preprocessing_hash")
+    if want is not None and want != preprocessing_hash(manifest):
+        raise ConfigError(
+            f"{model.uri}: --warm-start: that model was trained on data with other features, classes, train "
+            "statistics or ingest settings; it can only continue on another version of its own dataset"
+        )
+    return {"uri": uri, "model": model.uri, "dataset": recorded.get("dataset"),
+            "dataset_version": recorded.get("dataset_version"), "epoch": recorded.get("epoch", recorded.get("model_epoch")),
+            "logs": recorded.get("final") or recorded.get("logs")}  # fmt: skip
 
 
 def _check_task(train: TrainSettings, manifest: Manifest) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from dltool.errors import ConfigError, DltoolError, ErrorRecord
 from dltool.storage.fs import local_scratch
+from dltool.storage.manifest import preprocessing_hash
 from dltool.train import checkpoints as ckpt
 from dltool.train.events import EventClient
 from dltool.train.metrics import (
@@ -412,6 +413,21 @@ class Worker:
         _load_state(location, {"model": model.variables, "optimizer": optimizer.variables})
         return meta
 
+    def _warm_start(self, model) -> None:
+        """Start from the parent model's weights (`--warm-start`); the optimizer starts afresh."""
+        from dltool.storage.fs import open_location
+
+        location = open_location(self.job.warm_start)
+        scratch = local_scratch("warm-start")
+        try:
+            (scratch / ckpt.MODEL_FILE).write_bytes(location.read_bytes())
+            model.load_weights(str(scratch / ckpt.MODEL_FILE))
+        except ValueError as e:  # Keras: another architecture
+            raise ConfigError(f"{location.uri}: --warm-start: its weights do not fit this model "
+                              f"({str(e).splitlines()[0]}); the parent must have the same model settings") from e
+        finally:
+            _remove_tree(scratch)
+
     # -- the run --------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -419,6 +435,8 @@ class Worker:
         strategy = self._strategy()  # first: MultiWorkerMirroredStrategy must exist before other TF ops
         model, optimizer, steps = self._build(strategy)
         state = RunState.from_checkpoint(self._restore(model, optimizer) if self.job.resume_from else {})
+        if self.job.warm_start and not self.job.resume_from:
+            self._warm_start(model)
         train_feed, val_feed = self._feeds()
         batch, per_epoch = self.job.per_worker_batch, self.job.steps_per_epoch
         # A resumed run continues the data stream exactly where its checkpoint left it.
@@ -549,7 +567,8 @@ class Worker:
         if self.chief:
             meta = {"epoch": epoch, "logs": logs, "history": state.history, "best": state.best,
                     "stale_epochs": state.stale, "config_hash": self.job.config_hash,
-                    "dataset_hash": self.job.dataset_hash}  # fmt: skip
+                    "dataset_hash": self.job.dataset_hash,
+                    "preprocessing_hash": preprocessing_hash(self.job.manifest)}  # fmt: skip
             saved = self._save_checkpoint(model, optimizer, epoch, meta)
             self._scalars(writers["train"], logs, epoch)
             self._scalars(writers["val"], logs, epoch, prefix="val_")

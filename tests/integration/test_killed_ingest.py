@@ -106,3 +106,32 @@ def test_unreachable_storage_is_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dltool: error: hdfs://127.0.0.1:9/data/digits: cannot reach storage")
     assert "WebHDFS at http://127.0.0.1:9870" in lines[0]
+
+
+def test_killed_incremental_ingest_keeps_the_last_version_and_the_rerun_adds_the_next(spark, tmp_path):
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(ROOT / "sample_data" / "images", images)
+    out = tmp_path / "digits"
+    args = ["ingest", str(ROOT / "configs" / "images.yaml"), "--input", str(images), "--output", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    rows = Manifest.read(open_location(str(out))).counts.rows
+    for copy in range(3):  # 1,800 new files: version 2 is being written when it is killed
+        for source in sorted((ROOT / "sample_data" / "images").rglob("*.*")):
+            shutil.copy(source, images / source.parent.name / f"copy{copy}-{source.name}")
+    process = subprocess.Popen([sys.executable, "-m", "dltool.cli", *args, "--conf", "spark.ui.enabled=false"],
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        struck = _wait_for(lambda: any(out.glob("*/part-v00002-*.parquet")), 120, process)
+    finally:
+        _kill_tree(process)
+    if not struck:
+        pytest.fail("the ingest finished or failed before any shard of version 2 was written; nothing was killed midway")
+    manifest = Manifest.read(open_location(str(out)))  # the last version, whole
+    assert manifest.version == 1 and manifest.counts.rows == rows
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["version"] == 2 and sum(summary["changes"]["added"].values()) == 1800
+    assert Manifest.read(open_location(str(out))).counts.inputs == 2400

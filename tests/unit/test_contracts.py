@@ -157,8 +157,8 @@ def test_eval_result_writes_eval_json_without_where_and_how_long():
     result = EvalResult(split="test", dataset="/d", dataset_hash="h", run_dir="/r", checkpoints=scores, best=1,
                         monitor="loss", fail_under={"loss": 0.45},
                         gates=(GateOutcome("loss", "<=", 0.45, 0.4, True),), eval_dir="/r/eval/test", seconds=2.0)
-    assert list(result.eval_json()) == ["split", "dataset", "dataset_hash", "run_dir", "checkpoints", "best", "monitor",
-                                        "fail_under", "gates", "passed", "mistakes"]  # fmt: skip
+    assert list(result.eval_json()) == ["split", "dataset", "dataset_hash", "dataset_version", "run_dir", "checkpoints",
+                                        "best", "monitor", "fail_under", "gates", "passed", "mistakes"]  # fmt: skip
     assert result.to_json() == {**result.eval_json(), "eval_dir": "/r/eval/test", "seconds": 2.0, "quarantined": 0}
     assert result.eval_json()["checkpoints"][1] == {"checkpoint": "/r/c/epoch-002", "name": "epoch-002", "epoch": 2,
                                                     "metrics": {"loss": 0.4}}  # fmt: skip

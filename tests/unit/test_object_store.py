@@ -115,7 +115,7 @@ def test_on_a_store_a_failed_rewrite_keeps_the_old_folder_and_a_commit_copies_th
         target.child("_SUCCESS").write_bytes(b"")
         assert Manifest.read(target).name == "new" and target.child("train", "part-00000.parquet").read_bytes() == b"new"
         assert sorted(k.rsplit("/", 1)[1] for k in s3.objects("unit/commit/data")) == [
-            "_DLTOOL", "_SUCCESS", "_manifest.json", "part-00000.parquet"]
+            "_DLTOOL", "_SUCCESS", "_manifest.json", "part-00000.parquet", "v00001.json"]
 
 
 def test_a_local_read_error_fails_the_run_and_is_no_bad_record(tmp_path):

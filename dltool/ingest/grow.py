@@ -1,0 +1,182 @@
+"""A file dataset's next version: only the files added or changed since the last one are decoded.
+
+`run_ingest` comes here when a dataset of the same config is at the location and only the inputs
+changed (docs/guide.md "Growing datasets"). The last version's record index
+(`_versions/vNNNNN.records.parquet`: each file's key, size, mtime, split and content digest) says
+which listed files are new, changed (another size or mtime) or gone:
+
+- new and changed files are decoded by the same Spark job as a full ingest, into shards named for
+  the version (`<split>/part-vNNNNN-*.parquet`);
+- the old shards that held a changed or removed file are rewritten without it, under a new name
+  (`part-vNNNNN-rNNNNN`): a shard is never modified in place, so every earlier version stays
+  readable (`DATASET@N`) until `dltool gc` removes it;
+- every record keeps its split for life, and a new file of a known group joins its group
+  (splits.assign's `known`); new files are placed among themselves by the rules;
+- the class vocabulary and the train statistics of the dataset are kept, so old shards and models
+  stay valid; a file of a new class fails the ingest or is quarantined (`dataset.new_classes`).
+
+The new version's manifest, written last, makes it current: an ingest interrupted before leaves
+the last version as it was, and its rerun writes the same names again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+
+from dltool.errors import ConfigError, DataQualityError
+from dltool.ingest.files import (
+    assign_files, drop_from_eval, filter_shard, of_files, read_records, records_of, write_file_shards, write_records,
+)  # fmt: skip
+from dltool.shards.sink import on_write_complete
+from dltool.splits import find_duplicates, report
+from dltool.storage.manifest import SPLITS, Counts, Manifest, SplitEntry, by_split, shard_checksums, version_file
+
+
+MIN_FILES = 500  # files per task at least: a day's few new files make a few shards, not one per core
+
+@dataclass(frozen=True)
+class Growth:
+    """A new version, written: its manifest (already current) and what changed per split."""
+
+    manifest: Manifest
+    added: dict[str, int]  # files per split
+    changed: dict[str, int]
+    removed: dict[str, int]
+    quarantined: int  # new or changed files quarantined
+    first_errors: tuple[dict, ...]
+
+
+def grow_files(spark, config, reader, source, dataset, old: Manifest, files, parallelism: int, progress: bool,
+               fingerprint: str, left_out: int) -> Growth:  # fmt: skip
+    """Write the next version of a file dataset (the caller holds its lock); DataQualityError leaves it as it was."""
+    version = old.version + 1
+    prefix = f"part-v{version:05d}"
+    previous = last_records(dataset, old)
+    listed = {f.relpath: f for f in files}
+    removed = [key for key in previous if key not in listed]
+    changed = [f for f in files if f.relpath in previous and tuple(previous[f.relpath][:2]) != (f.size, f.mtime_ns)]
+    todo = [f for f in files if f.relpath not in previous] + changed
+    vocabulary = old.label.vocabulary
+    if vocabulary is not None and config.dataset.new_classes == "fail":
+        _refuse_new_classes(reader, todo, vocabulary)
+    known = {key: record[2] for key, record in previous.items() if record[2] is not None}
+    classes = list(vocabulary) if vocabulary is not None else None
+    assigned, _, unplaced = assign_files(config, reader, todo, classes, known)
+    results, driver_errors = write_file_shards(spark, config, reader, source, todo, dataset, parallelism, progress,
+                                               assigned, vocabulary, unplaced, prefix, MIN_FILES)  # fmt: skip
+    fresh = records_of(todo, results)
+    gone = set(removed) | {f.relpath for f in changed}  # their rows leave the old shards
+    records = {**{k: r for k, r in previous.items() if k not in gone}, **fresh}
+    duplicates = find_duplicates((r[3], r[2], key) for key, r in records.items() if r[2] is not None)
+    if duplicates is not None and config.dataset.on_duplicates == "fail":
+        raise DataQualityError(f"{duplicates.message()}; dataset.on_duplicates is fail (use warn or drop_from_eval)")
+    if duplicates is not None and config.dataset.on_duplicates == "drop_from_eval":
+        in_train = {r[3] for k, r in previous.items() if k not in gone and r[2] == "train"}
+        drop_from_eval(dataset, results, config.dataset, old.features, in_train)
+    written = on_write_complete(results, old.features, old.label, len(todo), quarantined=len(driver_errors),
+                                first_errors=driver_errors, stats_axis=reader.stats_axis())  # fmt: skip
+    kept = _without(dataset, old, {k for k in gone if previous[k][2] is not None}, config.dataset, prefix)
+    splits = {s: _merged(old.splits.get(s), kept[s], written.splits[s], vocabulary) for s in SPLITS}
+    quarantined = sum(1 for r in records.values() if r[2] is None)
+    counts = Counts(inputs=len(files), ok=len(files) - quarantined, quarantined=quarantined,
+                    augmented=old.counts.augmented - sum(k.lost_augmented for k in kept.values()) + written.augmented,
+                    rows=sum(e.rows for e in splits.values()), left_out_by_patterns=left_out)  # fmt: skip
+    if counts.bad_fraction > config.dataset.max_bad_fraction:
+        raise DataQualityError(
+            f"{counts.quarantined} of {counts.inputs} inputs quarantined ({counts.bad_fraction:.1%} > max_bad_fraction "
+            f"{config.dataset.max_bad_fraction:g}); see {dataset.uri}/_errors (version {old.version} is kept)"
+        )
+    again = {f.relpath for f in changed}
+    added = Counter(fresh[f.relpath][2] for f in todo if f.relpath not in again and fresh[f.relpath][2] is not None)
+    moved = Counter(fresh[f.relpath][2] for f in changed if fresh[f.relpath][2] is not None)
+    lost = Counter(previous[k][2] for k in removed if previous[k][2] is not None)
+    entry = {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "input_fingerprint": fingerprint, "added": by_split(added), "changed": by_split(moved), "removed": by_split(lost),
+             "quarantined": sum(1 for r in fresh.values() if r[2] is None),
+             "rows": {s: e.rows for s, e in splits.items()}, "records": version_file(version, "records.parquet")}  # fmt: skip
+    warnings = report({s: e.per_class for s, e in splits.items()}, vocabulary, config.dataset.split)
+    if duplicates is not None:
+        warnings.append(duplicates.message())
+    files_now = {f for e in splits.values() for f in e.files}
+    checksums = {f: c for f, c in (old.shards or {}).items() if f in files_now}
+    manifest = replace(
+        old, created=entry["created"], splits=splits, counts=counts, input_fingerprint=fingerprint, version=version,
+        versions=(*old.versions, entry), warnings=tuple(warnings), duplicates=duplicates,
+        shards={**checksums, **shard_checksums(dataset, sorted(files_now - set(checksums)))},
+    )  # fmt: skip
+    write_records(dataset.child(*entry["records"].split("/")), records)
+    manifest.write(dataset)  # _manifest.json last: from here the new version is the current one
+    return Growth(manifest, entry["added"], entry["changed"], entry["removed"], entry["quarantined"], written.first_errors)
+
+
+def last_records(dataset, manifest: Manifest) -> dict[str, tuple]:
+    """The record index of the dataset's current version; a ConfigError for a dataset that has none."""
+    entry = next((v for v in manifest.versions if v["version"] == manifest.version), None)
+    if entry is None or not entry.get("records"):
+        raise ConfigError(
+            f"{dataset.uri}: holds a dataset written before dltool kept a record index, so it cannot add only the "
+            "new files; rebuild it once with --overwrite"
+        )
+    return read_records(dataset.child(*entry["records"].split("/")))
+
+
+def _refuse_new_classes(reader, files, vocabulary) -> None:
+    found = Counter(label for f in files if (label := reader.label_of(f.relpath)) is not None and label not in vocabulary)
+    if found:
+        names = ", ".join(f"{name!r} ({n} files)" for name, n in sorted(found.items())[:5])
+        raise ConfigError(
+            f"new class {names} is not one of the dataset's {len(vocabulary)} classes: its models cannot learn it; "
+            "rebuild with --overwrite, or set dataset.new_classes: quarantine to leave such files out"
+        )
+
+
+@dataclass
+class _Kept:
+    """One split's old shards once the removed and changed files are out of them."""
+
+    files: list[str]  # the old shards still used, and those rewritten
+    rows: int  # rows taken out
+    per_class: Counter  # rows taken out per label index (as text), or "all"
+    lost_augmented: int = 0
+
+
+def _without(dataset, old: Manifest, drop: set[str], settings, prefix: str) -> dict[str, _Kept]:
+    """Per split, the old shards with the rows of `drop`'s files taken out: a shard that holds none is kept
+    as it is, one that does is rewritten under a new name (the old one stays for the earlier versions)."""
+    import pyarrow.parquet as pq
+
+    kept = {s: _Kept([], 0, Counter()) for s in SPLITS}
+    rewritten = 0
+    for split, entry in old.splits.items():
+        for file in entry.files:
+            location = dataset.child(*file.split("/"))
+            keys = pq.read_table(location.path, columns=["key"], filesystem=location.fs).column("key").to_pylist()
+            gone = [k for k in keys if of_files(k, drop)] if drop else []
+            if not gone:
+                kept[split].files.append(file)
+                continue
+            name = f"{split}/{prefix}-r{rewritten:05d}.parquet"
+            rewritten += 1
+            rows, lost = filter_shard(location, dataset.child(*name.split("/")), drop, settings, old.features)
+            if rows:
+                kept[split].files.append(name)
+            kept[split].rows += len(gone)
+            kept[split].per_class.update(lost)
+            kept[split].lost_augmented += sum(1 for k in gone if "#aug" in k)
+    return kept
+
+
+def _merged(old: SplitEntry | None, kept: _Kept, new: SplitEntry, vocabulary) -> SplitEntry:
+    """A split of the new version: the old shards kept or rewritten, and the new ones."""
+    per_class = Counter(old.per_class if old is not None else {})
+    if vocabulary is not None:
+        per_class.subtract({vocabulary[int(k)]: n for k, n in kept.per_class.items()})
+    per_class.update(new.per_class)
+    rows = (old.rows if old is not None else 0) - kept.rows + new.rows
+    if vocabulary is not None:
+        ordered = {c: per_class[c] for c in vocabulary if per_class[c] > 0}
+    else:
+        ordered = {"all": rows} if rows else {}
+    return SplitEntry(rows, tuple(sorted(kept.files + list(new.files))), ordered)

@@ -1,0 +1,155 @@
+"""A file dataset that grows: each ingest of new, changed or removed files adds a version; old ones stay readable."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from dltool.cli import app
+from dltool.storage.fs import open_dataset
+from dltool.storage.manifest import Manifest
+from tests.conftest import ROOT
+from tests.conftest import run_ingest_cli as ingest
+
+
+def _config(write_config, tmp_path, **dataset) -> str:
+    return str(write_config({
+        "name": "grow", "spark": {"master": "local[2]", "conf": {"spark.ui.enabled": False}},
+        "dataset": {"path": str(tmp_path / "ds"), "split": {"train": 0.7, "val": 0.15, "test": 0.15, "stratify": True},
+                    **dataset},
+        "ingest": {"reader": "image", "input": str(tmp_path / "imgs"), "label": {"source": "parent_dir"},
+                   "size": [16, 16], "channels": 3, "augment": {"copies": 1, "rotate": 10}},
+    }))  # fmt: skip
+
+
+def _version(dataset) -> dict[str, tuple[str, bytes]]:
+    """key -> (split, feature bytes) of every row of a version, read from the shards its manifest names."""
+    location = open_dataset(str(dataset))
+    manifest = Manifest.read(location)
+    rows = {}
+    for split, entry in manifest.splits.items():
+        for file in entry.files:
+            table = pq.read_table(location.child(file).path, columns=["key", "features"])
+            rows.update((k, (split, f)) for k, f in zip(table.column("key").to_pylist(), table.column("features").to_pylist()))
+    assert len(rows) == manifest.counts.rows
+    return rows
+
+
+def _new_image(path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+
+
+def test_a_dataset_grows_in_three_steps_and_every_version_stays_as_it_was(spark, tmp_path, write_config):
+    shutil.copytree(ROOT / "sample_data" / "images", tmp_path / "imgs")
+    config = _config(write_config, tmp_path)
+    result, first = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert first["status"] == "written" and first["version"] == 1
+    v1 = _version(tmp_path / "ds")
+
+    # 1. New files, in every class: decoded alone, into shards of version 2.
+    for i in range(40):
+        _new_image(tmp_path / "imgs" / str(i % 10) / f"new-{i:03d}.png", seed=i)
+    result, grown = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert grown["status"] == "updated" and grown["version"] == 2
+    assert sum(grown["changes"]["added"].values()) == 40 and not grown["changes"]["changed"] and not grown["changes"]["removed"]
+    assert grown["counts"]["inputs"] == grown["counts"]["ok"] == 640
+    v2 = _version(tmp_path / "ds")
+    assert {k: v for k, v in v2.items() if k in v1} == v1  # every old row as it was, split included
+    assert sum(1 for k in v2 if k.startswith(tuple(f"{c}/new-" for c in "0123456789")) and "#" not in k) == 40
+    new_files = {f for e in Manifest.read(open_dataset(str(tmp_path / "ds"))).splits.values() for f in e.files} - \
+        {f for e in Manifest.read(open_dataset(f"{tmp_path / 'ds'}@1")).splits.values() for f in e.files}  # fmt: skip
+    assert new_files and all("/part-v00002-" in f for f in new_files)
+
+    # 2. A changed file: decoded again, its rows replaced, its split kept.
+    changed = next(k for k, (split, _) in v1.items() if "#" not in k and split == "train" and k.endswith(".png"))
+    _new_image(tmp_path / "imgs" / changed, seed=99)
+    os.utime(tmp_path / "imgs" / changed, ns=(1, 10**18))
+    result, step = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 3 and step["changes"]["changed"] == {"train": 1} and not step["changes"]["added"]
+    v3 = _version(tmp_path / "ds")
+    assert v3[changed][0] == "train" and v3[changed][1] != v1[changed][1]
+    assert {k: v for k, v in v3.items() if not k.startswith(changed)} == {k: v for k, v in v2.items() if not k.startswith(changed)}
+
+    # 3. Removed files: their rows (augmented copies too) leave; the rest stays.
+    removed = sorted(k for k in v1 if "#" not in k and k != changed)[:5]
+    for key in removed:
+        (tmp_path / "imgs" / key).unlink()
+    result, step = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 4 and sum(step["changes"]["removed"].values()) == 5
+    assert step["counts"]["inputs"] == step["counts"]["ok"] == 635
+    v4 = _version(tmp_path / "ds")
+    assert not [k for k in v4 if k.split("#")[0] in removed]
+    assert {k: v for k, v in v4.items()} == {k: v for k, v in v3.items() if k.split("#")[0] not in removed}
+    manifest = Manifest.read(open_dataset(str(tmp_path / "ds")))
+    for split, entry in manifest.splits.items():  # the counts per split and class add up to the rows
+        assert sum(entry.per_class.values()) == entry.rows == sum(1 for s, _ in v4.values() if s == split)
+    assert manifest.counts.augmented == sum(1 for k in v4 if "#aug" in k)
+
+    # Every version reads as it was: @1 has exactly the first ingest's keys and tensors.
+    assert _version(f"{tmp_path / 'ds'}@1") == v1 and _version(f"{tmp_path / 'ds'}@2") == v2
+    from dltool.api import load_dataset
+
+    assert load_dataset(f"{tmp_path / 'ds'}@1", split=None, spark=spark).count() == len(v1)
+    inspected = CliRunner().invoke(app, ["inspect", str(tmp_path / "ds"), "--json"])
+    versions = json.loads(inspected.stdout)["versions"]
+    assert [v["version"] for v in versions] == [1, 2, 3, 4] and json.loads(inspected.stdout)["version"] == 4
+    assert [sum(v["added"].values()) for v in versions] == [600, 40, 0, 0]
+    missing = CliRunner().invoke(app, ["inspect", f"{tmp_path / 'ds'}@7"])
+    assert missing.exit_code != 0 and "versions 1 to 4" in missing.output
+
+    # Nothing changed: nothing to do. A new class: refused (the models cannot learn it), or quarantined.
+    result, same = ingest(config)
+    assert same["status"] == "up_to_date"
+    _new_image(tmp_path / "imgs" / "extra" / "x.png", seed=7)
+    result, _ = ingest(config)
+    assert result.exit_code == 2 and "new class 'extra'" in result.output
+    result, step = ingest(_config(write_config, tmp_path, new_classes="quarantine"))
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 5 and step["changes"]["quarantined"] == 1 and step["counts"]["quarantined"] == 1
+    assert step["labels"] == [str(d) for d in range(10)]
+
+
+def test_a_failed_growth_keeps_the_last_version_and_the_rerun_completes(spark, tmp_path, write_config):
+    shutil.copytree(ROOT / "sample_data" / "images", tmp_path / "imgs")
+    config = _config(write_config, tmp_path, max_bad_fraction=0.01)
+    assert ingest(config)[0].exit_code == 0
+    before = _version(tmp_path / "ds")
+    for i in range(20):
+        _new_image(tmp_path / "imgs" / str(i % 10) / f"new-{i}.png", seed=i)
+    for i in range(10):  # more broken files than max_bad_fraction allows: the new version is not made
+        (tmp_path / "imgs" / str(i) / f"broken-{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    result, _ = ingest(config)
+    assert result.exit_code == 3, result.output
+    assert Manifest.read(open_dataset(str(tmp_path / "ds"))).version == 1 and _version(tmp_path / "ds") == before
+    for i in range(10):
+        (tmp_path / "imgs" / str(i) / f"broken-{i}.png").unlink()
+    result, step = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 2 and sum(step["changes"]["added"].values()) == 20
+    augmented = step["changes"]["added"].get("train", 0)  # a train file has an augmented copy
+    assert len(_version(tmp_path / "ds")) == len(before) + 20 + augmented
+
+
+def test_a_table_that_changed_needs_overwrite(spark, tmp_path, write_config):
+    table = tmp_path / "t.csv"
+    table.write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    config = write_config({"name": "t", "spark": {"master": "local[2]", "conf": {"spark.ui.enabled": False}},
+                           "dataset": {"path": str(tmp_path / "ds")},
+                           "ingest": {"reader": "csv", "input": str(table), "label": "y", "numeric": ["x"]}})  # fmt: skip
+    assert ingest(config)[0].exit_code == 0
+    with table.open("a") as f:
+        f.write("41,1\n")
+    result, _ = ingest(config)
+    assert result.exit_code == 2 and "only image and audio datasets grow" in result.output
