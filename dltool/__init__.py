@@ -17,7 +17,7 @@ import types
 
 __version__ = "0.1.0"
 
-__all__ = ["evaluate", "export", "ingest", "load_dataset", "predict", "run", "train", "tune", "validate"]
+__all__ = ["evaluate", "export", "gc", "ingest", "load_dataset", "predict", "run", "train", "tune", "validate"]
 
 
 class _Package(types.ModuleType):

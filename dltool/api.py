@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from dltool.config.models import ExperimentConfig
     from dltool.evaluate.result import EvalResult, PredictResult
+    from dltool.ingest.gc import GcResult
     from dltool.ingest.results import IngestPlan, IngestResult
     from dltool.chain import RunResult
     from dltool.export import ExportResult
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     Config = Union[str, os.PathLike, dict, ExperimentConfig]
 
-__all__ = ["evaluate", "export", "ingest", "load_dataset", "predict", "run", "train", "tune", "validate"]
+__all__ = ["evaluate", "export", "gc", "ingest", "load_dataset", "predict", "run", "train", "tune", "validate"]
 
 
 def ingest(config: Config, *, overwrite: bool = False, dry_run: bool = False, progress: bool = False,
@@ -122,6 +123,14 @@ def run(config: Config, *, until: str = "eval", fail_under: dict[str, float] | N
     summary = run_chain(_config(config, overrides), until=until, fail_under=_gates(fail_under), formats=list(formats),
                         max_drop=drops, overwrite=overwrite, progress=progress)  # fmt: skip
     return RunResult.from_json(summary)
+
+
+def gc(dataset: str, *, keep: int = 1, dry_run: bool = False) -> GcResult:
+    """Remove the shards and version files of a grown dataset that none of its newest `keep` versions uses
+    (`DATASET@N` of a removed version no longer reads); `dry_run`: say what would go, remove nothing."""
+    from dltool.ingest.gc import collect
+
+    return collect(os.fspath(dataset), keep=keep, dry_run=dry_run)
 
 
 def load_dataset(path: str, split: str | None = "train", *, spark: SparkSession | None = None, vectors: bool = False,

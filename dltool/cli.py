@@ -237,6 +237,18 @@ def _storage_pairs(items: list[str] | None) -> dict[str, str]:
     return _pairs("--storage-option", items, "endpoint_url=http://host:9000")
 
 
+def _storage_settings(items: list[str] | None) -> dict:
+    """`--storage-option`s of a command that takes a dataset, not a config: checked as a `storage:` section."""
+    from dltool.config.models import StorageSettings
+    from dltool.errors import ConfigError
+
+    try:
+        return StorageSettings(**_storage_pairs(items)).model_dump()
+    except ValueError as e:  # pydantic's ValidationError
+        raise ConfigError("--storage-option: " + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'storage'}: {err['msg']}"
+                                                            for err in e.errors())) from e  # fmt: skip
+
+
 def _load(config: Path, overrides: dict, check_tune: bool = False):
     from dltool.config.loader import load_config
 
@@ -678,21 +690,36 @@ def inspect(
 ) -> None:
     """Show a dataset's manifest, counts per split and class, schema and a sample row; DATASET@N: its version N."""
     with _exits(as_json):
-        from dltool.config.models import StorageSettings
         from dltool.describe import describe_dataset
-        from dltool.errors import ConfigError
 
-        try:
-            settings = StorageSettings(**_storage_pairs(storage))
-        except ValueError as e:  # pydantic's ValidationError
-            raise ConfigError("--storage-option: " + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'storage'}: {err['msg']}"
-                                                                for err in e.errors())) from e  # fmt: skip
-        info = describe_dataset(dataset, settings.model_dump(), verify=verify)
+        info = describe_dataset(dataset, _storage_settings(storage), verify=verify)
     if not as_json:
         from dltool.describe import print_description, print_versions
 
         print_versions(info) if versions else print_description(info)
     _finish(info, as_json)
+
+
+@app.command(epilog=_examples("dltool gc out/datasets/digits --keep 3", "dltool gc s3://datasets/photos --dry-run"))
+def gc(
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="Dataset location (path or URI).", show_default=False)],
+    keep: Annotated[int, typer.Option("--keep", min=1, metavar="N", help="The newest versions to keep readable.")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the shards and version files of a grown dataset that none of its newest versions uses."""
+    with _exits(as_json):
+        from dltool import api
+        from dltool.storage.stores import storage_scope
+
+        with storage_scope(_storage_settings(storage)):
+            result = api.gc(dataset, keep=keep, dry_run=dry_run)
+    verb = "would remove" if result.dry_run else "removed"
+    versions = ", ".join(map(str, result.removed_versions)) or "none"
+    _say(f"[green]✓[/] {verb} {result.files} files ({result.bytes / 2**20:.1f} MB) of {_text(result.dataset)}: "
+         f"versions {versions}; readable: {', '.join(map(str, result.kept))}")  # fmt: skip
+    _finish(result.to_json(), as_json)
 
 
 @app.command(epilog=_examples("dltool schema > dltool.schema.json"))

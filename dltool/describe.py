@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dltool.storage.fs import open_dataset
-from dltool.storage.manifest import SUCCESS, Manifest
+from dltool.storage.manifest import SUCCESS, Manifest, version_file
 from dltool.storage.stores import storage_scope
 
 
@@ -74,8 +74,9 @@ def _describe(uri: str) -> dict:
         "vocabulary": None if manifest.vocabulary is None else {"size": len(manifest.vocabulary),
                                                                 "most_frequent": list(manifest.vocabulary[:20])},
         "version": manifest.version,
-        "versions": list(manifest.versions),
-    }
+        "versions": [{**entry, "readable": entry["version"] == manifest.version or
+                      dataset.child(*version_file(entry["version"]).split("/")).exists()} for entry in manifest.versions],
+    }  # fmt: skip
     first = next((f for entry in manifest.splits.values() for f in entry.files), None)
     if first:
         shard = dataset.child(*first.split("/"))
@@ -115,7 +116,7 @@ def print_versions(info: dict) -> None:
 
     table = Table("version", "created", "added", "changed", "removed", "rows", title=f"{info['dataset']}: versions")
     for entry in info["versions"]:
-        current = " (current)" if entry["version"] == info["version"] else ""
+        current = " (current)" if entry["version"] == info["version"] else "" if entry["readable"] else " (gc'd)"
         table.add_row(f"{entry['version']}{current}", entry["created"], per_split(entry.get("added", {})),
                       per_split(entry.get("changed", {})), per_split(entry.get("removed", {})),
                       per_split(entry.get("rows", {})))  # fmt: skip

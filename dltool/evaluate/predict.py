@@ -71,7 +71,9 @@ class _Request:
     def __init__(self, config, input_uri, output_uri, checkpoint, split, overwrite, progress, keep: list[str]):
         self.config, self.checkpoint, self.split, self.overwrite = config, checkpoint, split, overwrite
         self.progress, self.keep, self.started = progress, keep, time.monotonic()
-        self.input_uri, self.source, self.output = input_uri, open_location(input_uri), open_location(output_uri)
+        self.input_uri, self.source, self.output = input_uri, open_dataset(input_uri), open_location(output_uri)
+        if self.source.version is not None and not self.source.child(MANIFEST).exists():
+            self.source = open_location(input_uri)  # raw inputs whose name ends in @N, not a dataset's version
         self.trained_on = Manifest.read(open_dataset(config.dataset.path))
 
     def run(self, model_uri: str | None) -> dict:
@@ -80,7 +82,7 @@ class _Request:
         raw = not self.source.child(MANIFEST).exists()
         dataset_uri, label_column = self._ingested() if raw else (self.source.uri, None)
         try:
-            dataset = open_location(dataset_uri)
+            dataset = open_dataset(dataset_uri) if not raw else open_location(dataset_uri)
             manifest = Manifest.read(dataset)
             split = self._checked(dataset, manifest, raw)
             return self._predicted(dataset, manifest, split, target, raw, label_column)
@@ -158,7 +160,8 @@ class _Request:
                 staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
             summary = {
                 "status": "completed", "output": output.uri, "input": self.source.uri, "raw_input": raw,
-                "split": None if raw else split, "model": target.model.uri, "rows": rows,
+                "split": None if raw else split, "dataset_version": None if raw else manifest.version,
+                "model": target.model.uri, "rows": rows,
                 "quarantined": manifest.counts.quarantined if raw else 0,
                 "seconds": round(time.monotonic() - self.started, 1),
             }  # fmt: skip

@@ -95,10 +95,11 @@ class PredictResult:
     rows: int
     quarantined: int
     seconds: float
+    dataset_version: int | None = None  # the version of the dataset predicted (None: raw inputs)
 
     @classmethod
     def from_json(cls, data: dict) -> PredictResult:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
     def to_json(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

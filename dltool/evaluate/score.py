@@ -229,7 +229,7 @@ def parse_fail_under(items: list[str] | None) -> dict[str, float | str]:
         name, sep, value = item.replace(">=", "=", 1).replace("<=", "=", 1).partition("=")
         value = value.replace(" ", "")
         if sep and name.strip() and value.startswith("parent"):
-            offset = value[len("parent"):] or "+0"
+            offset = (value[len("parent"):] or "+0").replace("--", "+").replace("+-", "-")  # parent-$X with X < 0
             try:
                 number = float(offset) if offset[0] in "+-" else math.nan
             except ValueError:
@@ -299,6 +299,9 @@ def check_gates(fail_under: dict[str, float], kind: str, class_names: list[str],
         if name not in valid:
             task = "classification" if kind == "class" else "regression"
             raise ConfigError(f"--fail-under {name}: unknown metric for this {task} model; use one of {', '.join(valid)}")
+        if isinstance(threshold, str):  # a relative gate, resolved by run_eval only
+            raise ConfigError(f"--fail-under {name}={threshold}: a gate against the parent model is for `dltool eval` "
+                              "of a warm-started run")  # fmt: skip
         gates[name] = {"threshold": float(threshold), "at_least": higher_is_better(name)}
     return gates
 

@@ -9,6 +9,8 @@ import shutil
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
+import yaml
 from typer.testing import CliRunner
 
 from dltool.cli import app
@@ -120,6 +122,21 @@ def test_a_dataset_grows_in_three_steps_and_every_version_stays_as_it_was(spark,
     assert step["version"] == 5 and step["changes"]["quarantined"] == 1 and step["counts"]["quarantined"] == 1
     assert step["labels"] == [str(d) for d in range(10)]
 
+    # gc keeps the newest versions readable and removes what only older ones used.
+    collected = CliRunner().invoke(app, ["gc", str(tmp_path / "ds"), "--keep", "2", "--json"])
+    assert collected.exit_code == 0, collected.output
+    gone = json.loads(collected.stdout)
+    assert gone["kept"] == [4, 5] and gone["removed_versions"] == [1, 2, 3] and gone["files"] > 0
+    assert _version(f"{tmp_path / 'ds'}@4") == v4
+    assert CliRunner().invoke(app, ["inspect", str(tmp_path / "ds"), "--verify"]).exit_code == 0
+    old = CliRunner().invoke(app, ["inspect", f"{tmp_path / 'ds'}@2"])
+    assert old.exit_code != 0 and "removed by `dltool gc`" in old.output
+    versions = json.loads(CliRunner().invoke(app, ["inspect", str(tmp_path / "ds"), "--json"]).stdout)["versions"]
+    assert [v["readable"] for v in versions] == [False, False, False, True, True]
+    (tmp_path / "theirs").mkdir()
+    refused = CliRunner().invoke(app, ["gc", str(tmp_path / "theirs")])
+    assert refused.exit_code == 2 and "not a folder dltool wrote" in refused.output
+
 
 def test_a_failed_growth_keeps_the_last_version_and_the_rerun_completes(spark, tmp_path, write_config):
     shutil.copytree(ROOT / "sample_data" / "images", tmp_path / "imgs")
@@ -153,3 +170,57 @@ def test_a_table_that_changed_needs_overwrite(spark, tmp_path, write_config):
         f.write("41,1\n")
     result, _ = ingest(config)
     assert result.exit_code == 2 and "only image and audio datasets grow" in result.output
+
+
+def _losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def _cli(*args) -> tuple[int, dict | None, str]:
+    result = CliRunner().invoke(app, [*map(str, args), "--json"])
+    return result.exit_code, (json.loads(result.stdout) if result.stdout.strip() else None), result.output
+
+
+def test_training_continues_from_the_parent_on_the_next_version_and_is_gated_against_it(spark, tmp_path, write_config):
+    shutil.copytree(ROOT / "sample_data" / "images", tmp_path / "imgs")
+    config = _config(write_config, tmp_path)
+    data = yaml.safe_load(open(config))
+    data["train"] = {"run_dir": str(tmp_path / "day1"), "epochs": 5, "global_batch_size": 32, "seed": 3, "workers": 1, "model": {"builtin": "small_cnn"},
+                     "optimizer": {"name": "adam", "learning_rate": 0.003}}  # fmt: skip
+    config = write_config(data)
+    result, _ = ingest(config)
+    assert result.exit_code == 0, result.output
+    code, parent, output = _cli("train", config, "--run-dir", tmp_path / "day1")
+    assert code == 0, output
+    for i in range(30):
+        _new_image(tmp_path / "imgs" / str(i % 10) / f"new-{i}.png", seed=100 + i)
+    assert ingest(config)[1]["version"] == 2
+
+    # Two workers start from day one's weights: the first epoch's loss is where the parent ended, not where
+    # it began; run.json names the parent and the version each was trained on.
+    code, child, output = _cli("train", config, "--run-dir", tmp_path / "day2", "--warm-start", tmp_path / "day1",
+                               "--epochs", 2, "--workers", 2)  # fmt: skip
+    assert code == 0, output
+    first, last = _losses(tmp_path / "day1")[0], parent["final"]["loss"]
+    assert first - last > 0.3  # the parent learned
+    assert abs(_losses(tmp_path / "day2")[0] - last) < 0.25 * (first - last)
+    assert child["parent"]["model"] == str(tmp_path / "day1" / "model" / "model.keras")
+    assert child["parent"]["dataset_version"] == parent["dataset_version"] == 1 and child["dataset_version"] == 2
+    assert child["parent"]["logs"]["loss"] == last
+
+    # Eval gates against the parent, scored in the same job on the same version-2 test rows.
+    code, scored, output = _cli("eval", config, "--run-dir", tmp_path / "day2", "--fail-under", "accuracy>=parent-0.5")
+    assert code == 0, output
+    assert scored["dataset_version"] == 2 and scored["parent"]["model"] == child["parent"]["model"]
+    gate = scored["gates"][0]
+    assert gate["threshold"] == pytest.approx(scored["parent"]["metrics"]["accuracy"] - 0.5) and gate["passed"]
+    code, _, output = _cli("eval", config, "--run-dir", tmp_path / "day1", "--fail-under", "accuracy=parent")
+    assert code == 2 and "has no parent model" in output
+
+    # A parent trained on data of another meaning (here: 8x8 images) is refused before anything runs.
+    data["dataset"]["path"], data["ingest"]["size"] = str(tmp_path / "small"), [8, 8]
+    other = write_config(data, "other.yaml")
+    assert ingest(other)[0].exit_code == 0
+    code, _, output = _cli("train", other, "--run-dir", tmp_path / "other", "--warm-start", tmp_path / "day1")
+    assert code == 2 and "other features, classes, train statistics or ingest settings" in output
+    assert not (tmp_path / "other" / "run.json").exists()
