@@ -54,10 +54,7 @@ def grow_files(spark, config, reader, source, dataset, old: Manifest, files, par
     version = old.version + 1
     prefix = f"part-v{version:05d}"
     previous = last_records(dataset, old)
-    listed = {f.relpath: f for f in files}
-    removed = [key for key in previous if key not in listed]
-    changed = [f for f in files if f.relpath in previous and tuple(previous[f.relpath][:2]) != (f.size, f.mtime_ns)]
-    todo = [f for f in files if f.relpath not in previous] + changed
+    todo, changed, removed = _diff(previous, files)
     vocabulary = old.label.vocabulary
     if vocabulary is not None and config.dataset.new_classes == "fail":
         _refuse_new_classes(reader, todo, vocabulary)
@@ -69,12 +66,7 @@ def grow_files(spark, config, reader, source, dataset, old: Manifest, files, par
     fresh = records_of(todo, results)
     gone = set(removed) | {f.relpath for f in changed}  # their rows leave the old shards
     records = {**{k: r for k, r in previous.items() if k not in gone}, **fresh}
-    duplicates = find_duplicates((r[3], r[2], key) for key, r in records.items() if r[2] is not None)
-    if duplicates is not None and config.dataset.on_duplicates == "fail":
-        raise DataQualityError(f"{duplicates.message()}; dataset.on_duplicates is fail (use warn or drop_from_eval)")
-    if duplicates is not None and config.dataset.on_duplicates == "drop_from_eval":
-        in_train = {r[3] for k, r in previous.items() if k not in gone and r[2] == "train"}
-        drop_from_eval(dataset, results, config.dataset, old.features, in_train)
+    duplicates = _duplicates(config.dataset, dataset, old, records, results, gone, previous)
     written = on_write_complete(results, old.features, old.label, len(todo), quarantined=len(driver_errors),
                                 first_errors=driver_errors, stats_axis=reader.stats_axis())  # fmt: skip
     kept = _without(dataset, old, {k for k in gone if previous[k][2] is not None}, config.dataset, prefix)
@@ -88,14 +80,7 @@ def grow_files(spark, config, reader, source, dataset, old: Manifest, files, par
             f"{counts.quarantined} of {counts.inputs} inputs quarantined ({counts.bad_fraction:.1%} > max_bad_fraction "
             f"{config.dataset.max_bad_fraction:g}); see {dataset.uri}/_errors (version {old.version} is kept)"
         )
-    again = {f.relpath for f in changed}
-    added = Counter(fresh[f.relpath][2] for f in todo if f.relpath not in again and fresh[f.relpath][2] is not None)
-    moved = Counter(fresh[f.relpath][2] for f in changed if fresh[f.relpath][2] is not None)
-    lost = Counter(previous[k][2] for k in removed if previous[k][2] is not None)
-    entry = {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "input_fingerprint": fingerprint, "added": by_split(added), "changed": by_split(moved), "removed": by_split(lost),
-             "quarantined": sum(1 for r in fresh.values() if r[2] is None),
-             "rows": {s: e.rows for s, e in splits.items()}, "records": version_file(version, "records.parquet")}  # fmt: skip
+    entry = _entry(version, fingerprint, previous, fresh, changed, removed, splits)
     warnings = report({s: e.per_class for s, e in splits.items()}, vocabulary, config.dataset.split)
     if duplicates is not None:
         warnings.append(duplicates.message())
@@ -109,6 +94,38 @@ def grow_files(spark, config, reader, source, dataset, old: Manifest, files, par
     write_records(dataset.child(*entry["records"].split("/")), records)
     manifest.write(dataset)  # _manifest.json last: from here the new version is the current one
     return Growth(manifest, entry["added"], entry["changed"], entry["removed"], entry["quarantined"], written.first_errors)
+
+
+def _diff(previous: dict[str, tuple], files) -> tuple[list, list, list[str]]:
+    """The listed files to decode (new, then changed: another size or mtime), the changed ones, the removed keys."""
+    listed = {f.relpath for f in files}
+    changed = [f for f in files if f.relpath in previous and tuple(previous[f.relpath][:2]) != (f.size, f.mtime_ns)]
+    todo = [f for f in files if f.relpath not in previous] + changed
+    return todo, changed, [key for key in previous if key not in listed]
+
+
+def _entry(version: int, fingerprint: str, previous, fresh, changed, removed, splits) -> dict:
+    """The new version's entry in `versions`: files added, changed and removed per split, rows per split."""
+    again = {f.relpath for f in changed}
+    added = Counter(r[2] for key, r in fresh.items() if key not in again and r[2] is not None)
+    moved = Counter(fresh[key][2] for key in again if fresh[key][2] is not None)
+    lost = Counter(previous[key][2] for key in removed if previous[key][2] is not None)
+    return {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "input_fingerprint": fingerprint, "added": by_split(added), "changed": by_split(moved),
+            "removed": by_split(lost), "quarantined": sum(1 for r in fresh.values() if r[2] is None),
+            "rows": {s: e.rows for s, e in splits.items()}, "records": version_file(version, "records.parquet")}  # fmt: skip
+
+
+def _duplicates(settings, dataset, old: Manifest, records, results, gone: set[str], previous):
+    """Identical files across splits, old and new ones together, handled as `dataset.on_duplicates` says; a
+    val or test copy dropped (drop_from_eval) is one of the new version's, never an old record."""
+    duplicates = find_duplicates((r[3], r[2], key) for key, r in records.items() if r[2] is not None)
+    if duplicates is not None and settings.on_duplicates == "fail":
+        raise DataQualityError(f"{duplicates.message()}; dataset.on_duplicates is fail (use warn or drop_from_eval)")
+    if duplicates is not None and settings.on_duplicates == "drop_from_eval":
+        in_train = {r[3] for k, r in previous.items() if k not in gone and r[2] == "train"}
+        drop_from_eval(dataset, results, settings, old.features, in_train)
+    return duplicates
 
 
 def last_records(dataset, manifest: Manifest) -> dict[str, tuple]:

@@ -200,7 +200,12 @@ def test_a_checkpoint_of_another_dataset_or_model_exits_2(trained, churn_dataset
     shutil.copytree(run, copy)
     meta_path = copy / "checkpoints" / "epoch-001" / "checkpoint.json"
     meta = json.loads(meta_path.read_text())
+    # Another version of the same dataset (same features, classes, statistics): scored.
     meta_path.write_text(json.dumps({**meta, "dataset_hash": "0000000000000000"}))
+    result, summary = cli("eval", config, "--run-dir", copy, "--checkpoint", "epoch-001")
+    assert result.exit_code == 0, result.output
+    # Another dataset: refused.
+    meta_path.write_text(json.dumps({**meta, "dataset_hash": "0000000000000000", "preprocessing_hash": "1" * 16}))
     result, summary = cli("eval", config, "--run-dir", copy, "--checkpoint", "epoch-001")
     assert result.exit_code == 2 and "trained on another dataset" in summary["message"]
 
