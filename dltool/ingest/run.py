@@ -179,8 +179,8 @@ def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite:
     if state == "up_to_date" and not overwrite:
         return state  # nothing is replaced
     check_replaceable(dataset, "dataset", protected)  # a folder dltool did not write: refused, --overwrite or not
-    if state in ("up_to_date", "grown") and overwrite:
-        return "dataset"
+    if overwrite:
+        return "dataset" if state in ("up_to_date", "grown") else state
     if state == "grown" and kind == "file":
         return state
     if state in ("dataset", "grown"):

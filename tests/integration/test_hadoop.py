@@ -202,8 +202,10 @@ def test_container_killed_mid_training_resumes_from_checkpoint(hadoop, yarn_conf
     process = subprocess.Popen([sys.executable, "-m", "dltool", "train", str(config), "--json"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=dict(os.environ))  # fmt: skip
     try:
-        assert _wait_for(lambda: hadoop.exists("/runs/yarn_killed/checkpoints/epoch-003"), 300, process), \
-            "no checkpoint appeared"
+        if not _wait_for(lambda: hadoop.exists("/runs/yarn_killed/checkpoints/epoch-003"), 300, process):
+            ended = process.poll() is not None
+            pytest.fail(f"no checkpoint appeared; the training {'exited ' + str(process.returncode) if ended else 'ran on'}"
+                        + (": " + process.communicate()[1][-3000:] if ended else ""))
         executors = process_pids(b"CoarseGrainedExecutorBackend")
         assert executors, "no executor container found"
         os.kill(executors[0], signal.SIGKILL)  # one NodeManager's container, running a TensorFlow worker
