@@ -144,7 +144,9 @@ def write_file_shards(spark, config, reader, source, files, target, parallelism,
     return results, driver_errors
 
 
-RECORD_FIELDS = ("key", "size", "mtime_ns", "split", "digest")  # a version's record index (_versions/vN.records.parquet)
+# A version's record index (_versions/vN.records.parquet), one row per input file: a file reader's holds its
+# split and content digest (None: quarantined); a table's, the rows of the file quarantined.
+RECORD_FIELDS = ("key", "size", "mtime_ns", "split", "digest", "quarantined")
 
 
 def records_of(files: list[InputFile], results: list[TaskResult]) -> dict[str, tuple]:
@@ -155,22 +157,26 @@ def records_of(files: list[InputFile], results: list[TaskResult]) -> dict[str, t
 
 
 def write_records(location: Location, records: dict[str, tuple]) -> None:
+    """Write a record index: key -> the other RECORD_FIELDS in order (the last ones may be left out: None)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     keys = sorted(records)
-    columns = [keys] + [[records[k][i] for k in keys] for i in range(4)]
-    types = [pa.string(), pa.int64(), pa.int64(), pa.string(), pa.string()]
+    width = len(RECORD_FIELDS) - 1
+    columns = [keys] + [[(records[k] + (None,) * width)[i] for k in keys] for i in range(width)]
+    types = [pa.string(), pa.int64(), pa.int64(), pa.string(), pa.string(), pa.int64()]
     table = pa.table([pa.array(c, t) for c, t in zip(columns, types)], names=list(RECORD_FIELDS))
     location.fs.create_dir(location.path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, location.path, filesystem=location.fs)
 
 
 def read_records(location: Location) -> dict[str, tuple]:
+    """A record index: key -> (size, mtime_ns, split, digest, quarantined); a field an older index lacks is None."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(location.path, filesystem=location.fs).to_pydict()
-    return {key: tuple(table[f][i] for f in RECORD_FIELDS[1:]) for i, key in enumerate(table["key"])}
+    columns = [table.get(f, [None] * len(table["key"])) for f in RECORD_FIELDS[1:]]
+    return {key: tuple(c[i] for c in columns) for i, key in enumerate(table["key"])}
 
 
 def drop_from_eval(staging: Location, results: list[TaskResult], settings, spec: TensorSpec,
@@ -195,16 +201,18 @@ def drop_from_eval(staging: Location, results: list[TaskResult], settings, spec:
             r.shards = []
 
 
-def filter_shard(source: Location, target: Location, drop: set[str], settings, spec: TensorSpec) -> tuple[int, Counter]:
+def filter_shard(source: Location, target: Location, drop: set[str], settings, spec: TensorSpec,
+                 of=None) -> tuple[int, Counter]:  # fmt: skip
     """Write `source`'s rows but those of the files in `drop` to `target` (nothing when none is left, and a
     source that is the target is then deleted); returns the rows kept and the rows left out per label index
-    (as text; "all" without labels). A window's or augmented copy's key is its file's key + "#..."."""
+    (as text; "all" without labels). `of(key, drop)` says whether a row is one of theirs (`of_files`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(source.path, filesystem=source.fs)
-    gone = [of_files(k, drop) for k in table.column("key").to_pylist()]
+    of = of or of_files
+    gone = [of(k, drop) for k in table.column("key").to_pylist()]
     labels = table.column("label").to_pylist() if "label" in table.column_names else None
     lost = Counter(str(label) for label, g in zip(labels, gone) if g) if labels is not None and \
         table.schema.field("label").type == pa.int32() else Counter(all=sum(gone))  # fmt: skip
@@ -219,7 +227,7 @@ def filter_shard(source: Location, target: Location, drop: set[str], settings, s
 
 
 def of_files(key: str, files: set[str]) -> bool:
-    """Whether a row's key is one of `files` or a window or copy of one (`<file key>#3`, `#aug1`, `#3#aug1`)."""
+    """Whether a record's key is one of `files` or a window or copy of one (`<file key>#3`, `#aug1`, `#3#aug1`)."""
     while key not in files and "#" in key:
         key = key.rsplit("#", 1)[0]
     return key in files

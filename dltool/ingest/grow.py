@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from dltool.errors import ConfigError, DataQualityError
 from dltool.ingest.files import (
@@ -84,16 +84,136 @@ def grow_files(spark, config, reader, source, dataset, old: Manifest, files, par
     warnings = report({s: e.per_class for s, e in splits.items()}, vocabulary, config.dataset.split)
     if duplicates is not None:
         warnings.append(duplicates.message())
+    manifest = _next(dataset, old, version, entry, splits, counts, fingerprint, warnings, duplicates)
+    write_records(dataset.child(*entry["records"].split("/")), records)
+    manifest.write(dataset)  # _manifest.json last: from here the new version is the current one
+    return Growth(manifest, entry["added"], entry["changed"], entry["removed"], entry["quarantined"], written.first_errors)
+
+
+def grow_table(spark, config, reader, source, dataset, old: Manifest, files, parallelism: int, progress: bool,
+               fingerprint: str, left_out: int) -> Growth:  # fmt: skip
+    """Write the next version of a table dataset (the caller holds its lock): the rows of its new and changed
+    input files, checked and encoded by the dataset's own fitted preprocessing (an unseen category is
+    `<other>`), and the old shards without the rows of its changed and removed files (a row's key is
+    `<file>:<row>`). Rows keep their split: a hash, path or column split gives a row the split it had, and
+    a stratified one is given the old rows' splits (`known`)."""
+    from dltool.ingest.tables import PREPROCESS, TYPED, ingest_table
+
+    version = old.version + 1
+    prefix = f"part-v{version:05d}"
+    previous = last_records(dataset, old)
+    todo, changed, removed = _diff(previous, files)
+    gone = set(removed) | {f.relpath for f in changed}
+    if gone and config.ingest.key_column:
+        raise ConfigError(
+            f"{len(gone)} input file(s) of {dataset.uri} changed or went away ({sorted(gone)[0]!r}...) and its rows "
+            "are keyed by ingest.key_column, so dltool cannot tell which rows they held: add rows as new files, or "
+            "rebuild with --overwrite"
+        )
+    dataset.child(TYPED).delete()  # what an interrupted run of this version left
+    for name in written_errors(dataset, prefix):
+        dataset.child("_errors", name).delete()
+    kept = _without(dataset, old, gone, config.dataset, prefix, of=of_table_file)
+    known = {key: split for split, k in kept.items() for key in k.taken} if config.dataset.split.stratify else None
+    written = None
+    if todo:
+        written = ingest_table(spark, config, reader, source, todo, dataset, parallelism, progress,
+                               dataset.child(PREPROCESS).uri, prefix, known)  # fmt: skip
+    errors = read_errors(dataset, written_errors(dataset, prefix))
+    if config.ingest.label and config.dataset.new_classes == "fail":
+        _refuse_new_labels(errors)
+    fresh = table_records(todo, errors, source)
+    records = {**{k: r for k, r in previous.items() if k not in gone}, **fresh}
+    new = written.splits if written is not None else {s: SplitEntry(0, (), {}) for s in SPLITS}
+    vocabulary = old.label.vocabulary
+    splits = {s: _merged(old.splits.get(s), kept[s], new[s], vocabulary) for s in SPLITS}
+    quarantined = sum(r[4] or 0 for r in records.values())
+    rows = sum(e.rows for e in splits.values())
+    counts = Counts(inputs=rows + quarantined, ok=rows, quarantined=quarantined, augmented=0, rows=rows,
+                    left_out_by_patterns=left_out)  # fmt: skip
+    if counts.bad_fraction > config.dataset.max_bad_fraction:
+        raise DataQualityError(
+            f"{counts.quarantined} of {counts.inputs} rows quarantined ({counts.bad_fraction:.1%} > max_bad_fraction "
+            f"{config.dataset.max_bad_fraction:g}); see {dataset.uri}/_errors (version {old.version} is kept)"
+        )
+    entry = {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "input_fingerprint": fingerprint, "added": {s: e.rows for s, e in new.items() if e.rows}, "changed": {},
+             "removed": {s: k.rows for s, k in kept.items() if k.rows}, "quarantined": sum(r[4] for r in fresh.values()),
+             "files": {"added": len(todo) - len(changed), "changed": len(changed), "removed": len(removed)},
+             "rows": {s: e.rows for s, e in splits.items()}, "records": version_file(version, "records.parquet")}  # fmt: skip
+    warnings = report({s: e.per_class for s, e in splits.items()}, vocabulary, config.dataset.split)
+    manifest = _next(dataset, old, version, entry, splits, counts, fingerprint, warnings, old.duplicates)
+    write_records(dataset.child(*entry["records"].split("/")), records)
+    manifest.write(dataset)  # _manifest.json last: from here the new version is the current one
+    return Growth(manifest, entry["added"], entry["changed"], entry["removed"], entry["quarantined"],
+                  written.first_errors if written is not None else ())  # fmt: skip
+
+
+def of_table_file(key: str, files: set[str]) -> bool:
+    """Whether a table row's key (`<file>:<row>`) is one of `files`'s rows."""
+    return key.rsplit(":", 1)[0] in files
+
+
+def table_records(files, errors, source) -> dict[str, tuple]:
+    """A table's record index: each input file -> (size, mtime_ns, None, None, rows quarantined), those counted
+    from the `errors` rows (their `path` is `<file URI>:<row>`)."""
+    from dltool.readers.table import _relpath
+    from dltool.spark.paths import spark_path
+
+    relpaths = {spark_path(source.uri, f.path): f.relpath for f in files}
+    bad = Counter(_relpath(path.rsplit(":", 1)[0], relpaths) for path in errors.column("path").to_pylist()) \
+        if errors is not None else Counter()  # fmt: skip
+    return {f.relpath: (f.size, f.mtime_ns, None, None, bad[f.relpath]) for f in files}
+
+
+def index_table(staging, files, source) -> None:
+    """Write the record index of a table's first version (in `staging`, before its commit)."""
+    records = table_records(files, read_errors(staging, written_errors(staging, "part")), source)
+    write_records(staging.child(*version_file(1, "records.parquet").split("/")), records)
+
+
+def read_errors(dataset, names: list[str]):
+    """The error rows of `dataset`'s `_errors/` files `names` as one table (path, error_class, message); None if none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(loc.path, columns=["path", "error_class", "message"], filesystem=loc.fs)
+              for loc in (dataset.child("_errors", name) for name in names)]  # fmt: skip
+    return pa.concat_tables(tables) if tables else None
+
+
+def written_errors(dataset, prefix: str) -> list[str]:
+    """The names of the error files in `dataset`'s `_errors/` whose names start with `prefix`-."""
+    import pyarrow.fs as pafs
+
+    folder = dataset.child("_errors")
+    found = folder.fs.get_file_info(pafs.FileSelector(folder.path, allow_not_found=True))
+    return sorted(i.base_name for i in found if i.base_name.startswith(prefix + "-") and i.base_name.endswith(".parquet"))
+
+
+def _refuse_new_labels(errors) -> None:
+    if errors is None:
+        return
+    import pyarrow.compute as pc
+
+    unknown = errors.filter(pc.equal(errors.column("error_class"), "UnknownLabel"))
+    if unknown.num_rows:
+        raise ConfigError(
+            f"{unknown.num_rows} new row(s) of a class the dataset does not have ({unknown.column('message')[0].as_py()}): "
+            "its models cannot learn it; rebuild with --overwrite, or set dataset.new_classes: quarantine to leave "
+            "such rows out"
+        )
+
+
+def _next(dataset, old: Manifest, version: int, entry: dict, splits, counts, fingerprint, warnings, duplicates) -> Manifest:
+    """The manifest of version `version`: `old`'s, with these splits and counts, and the checksums of its shards."""
     files_now = {f for e in splits.values() for f in e.files}
     checksums = {f: c for f, c in (old.shards or {}).items() if f in files_now}
-    manifest = replace(
+    return replace(
         old, created=entry["created"], splits=splits, counts=counts, input_fingerprint=fingerprint, version=version,
         versions=(*old.versions, entry), warnings=tuple(warnings), duplicates=duplicates,
         shards={**checksums, **shard_checksums(dataset, sorted(files_now - set(checksums)))},
     )  # fmt: skip
-    write_records(dataset.child(*entry["records"].split("/")), records)
-    manifest.write(dataset)  # _manifest.json last: from here the new version is the current one
-    return Growth(manifest, entry["added"], entry["changed"], entry["removed"], entry["quarantined"], written.first_errors)
 
 
 def _diff(previous: dict[str, tuple], files) -> tuple[list, list, list[str]]:
@@ -157,11 +277,13 @@ class _Kept:
     rows: int  # rows taken out
     per_class: Counter  # rows taken out per label index (as text), or "all"
     lost_augmented: int = 0
+    taken: list[str] = field(default_factory=list)  # the keys of the rows taken out
 
 
-def _without(dataset, old: Manifest, drop: set[str], settings, prefix: str) -> dict[str, _Kept]:
-    """Per split, the old shards with the rows of `drop`'s files taken out: a shard that holds none is kept
-    as it is, one that does is rewritten under a new name (the old one stays for the earlier versions)."""
+def _without(dataset, old: Manifest, drop: set[str], settings, prefix: str, of=of_files) -> dict[str, _Kept]:
+    """Per split, the old shards with the rows of `drop`'s files taken out (`of(key, drop)`: a row of theirs):
+    a shard that holds none is kept as it is, one that does is rewritten under a new name (the old one stays
+    for the earlier versions)."""
     import pyarrow.parquet as pq
 
     kept = {s: _Kept([], 0, Counter()) for s in SPLITS}
@@ -170,18 +292,19 @@ def _without(dataset, old: Manifest, drop: set[str], settings, prefix: str) -> d
         for file in entry.files:
             location = dataset.child(*file.split("/"))
             keys = pq.read_table(location.path, columns=["key"], filesystem=location.fs).column("key").to_pylist()
-            gone = [k for k in keys if of_files(k, drop)] if drop else []
+            gone = [k for k in keys if of(k, drop)] if drop else []
             if not gone:
                 kept[split].files.append(file)
                 continue
             name = f"{split}/{prefix}-r{rewritten:05d}.parquet"
             rewritten += 1
-            rows, lost = filter_shard(location, dataset.child(*name.split("/")), drop, settings, old.features)
+            rows, lost = filter_shard(location, dataset.child(*name.split("/")), drop, settings, old.features, of)
             if rows:
                 kept[split].files.append(name)
             kept[split].rows += len(gone)
             kept[split].per_class.update(lost)
             kept[split].lost_augmented += sum(1 for k in gone if "#aug" in k)
+            kept[split].taken += gone
     return kept
 
 

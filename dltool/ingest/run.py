@@ -53,7 +53,7 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     started = time.time()
     if dry_run:
         return _plan(config, reader, dataset, source, files, left_out, _existing(dataset, digest, fingerprint))
-    replacing = _check_existing(dataset, digest, fingerprint, overwrite, protected_paths(config), reader.kind)
+    replacing = _check_existing(dataset, digest, fingerprint, overwrite, protected_paths(config), reader.grows())
     if replacing == "up_to_date":
         return IngestResult("up_to_date", dataset.uri, Manifest.read(dataset).counts,
                             message=f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild")
@@ -92,7 +92,11 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
                 shards = engine(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
                                 preprocess)  # fmt: skip
             manifest = _manifest(config, reader, source, shards, digest, fingerprint, left_out)
-            manifest = _first_version(manifest, staging if reader.kind == "file" else None)
+            if reader.grows() and reader.kind != "file":  # a file reader's job wrote its record index
+                from dltool.ingest.grow import index_table
+
+                index_table(staging, files, source)
+            manifest = _first_version(manifest, staging if reader.grows() else None, reader.kind == "file")
             manifest.write(staging)
             # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
             failed = manifest.status != "ok" and replacing == "dataset"
@@ -118,15 +122,16 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
 
 
 def _grow_dataset(config, reader, dataset, source, files, left_out, fingerprint, started, progress) -> IngestResult:
-    """The next version of a file dataset: only new and changed files decoded (ingest/grow.py)."""
-    from dltool.ingest.grow import grow_files
+    """The next version of a file or table dataset: only new and changed inputs read (ingest/grow.py)."""
+    from dltool.ingest.grow import grow_files, grow_table
     from dltool.spark.session import default_parallelism
 
     old = Manifest.read(dataset)
     spark = ingest_session(config)
+    grow = grow_files if reader.kind == "file" else grow_table
     with map_errors(f"ingest of {source.uri}"):
-        grown = grow_files(spark, config, reader, source, dataset, old, files, default_parallelism(spark), progress,
-                           fingerprint, left_out)  # fmt: skip
+        grown = grow(spark, config, reader, source, dataset, old, files, default_parallelism(spark), progress,
+                     fingerprint, left_out)  # fmt: skip
     manifest = grown.manifest
     return IngestResult(
         "updated", dataset.uri, manifest.counts, seconds=round(time.time() - started, 2),
@@ -170,9 +175,9 @@ def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
 
 
 def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool, protected: list[str],
-                    kind: str) -> str | None:  # fmt: skip
+                    grows: bool) -> str | None:  # fmt: skip
     """The existing state, or a ConfigError when replacing it needs --overwrite or is not dltool's to replace.
-    "grown": a file reader's dataset adds a version with the new and changed files (ingest/grow.py)."""
+    "grown": the dataset (of a reader that `grows`) adds a version with the new and changed inputs (ingest/grow.py)."""
     if dataset.version is not None:
         raise ConfigError(f"{dataset.uri}: names a version; ingest writes the dataset's next version: drop the @N")
     state = _existing(dataset, digest, fingerprint)
@@ -181,10 +186,10 @@ def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite:
     check_replaceable(dataset, "dataset", protected)  # a folder dltool did not write: refused, --overwrite or not
     if overwrite:
         return "dataset" if state in ("up_to_date", "grown") else state
-    if state == "grown" and kind == "file":
+    if state == "grown" and grows:
         return state
     if state in ("dataset", "grown"):
-        other = "another config" if state == "dataset" else "other inputs (only image and audio datasets grow)"
+        other = "another config" if state == "dataset" else "other inputs (text datasets and catalog or Delta tables do not grow)"
         raise ConfigError(
             f"{dataset.uri} holds a dataset built from {other}; pass --overwrite to rebuild it, or choose another --data"
         )
@@ -230,14 +235,15 @@ def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint
     )  # fmt: skip
 
 
-def _first_version(manifest: Manifest, staged: Location | None) -> Manifest:
-    """The manifest as version 1, its record index (file readers: `staged` holds it) counted per split."""
+def _first_version(manifest: Manifest, staged: Location | None, of_files: bool) -> Manifest:
+    """The manifest as version 1, with its record index when `staged` holds one; `of_files`: the index's files
+    are counted per split (a table's counts are rows)."""
     import dataclasses
 
     from dltool.ingest.files import read_records
 
     records = version_file(1, "records.parquet") if staged is not None else None
-    if records is not None:
+    if records is not None and of_files:
         added = Counter(r[2] for r in read_records(staged.child(*records.split("/"))).values() if r[2] is not None)
     else:
         added = Counter({name: entry.rows for name, entry in manifest.splits.items() if entry.rows})

@@ -22,8 +22,13 @@ from dltool.storage.fs import open_location
 from dltool.storage.manifest import SPLITS, Label
 
 
-def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> WrittenShards:
-    """Check, type, fit and write the table; `preprocess` (a saved `_preprocess.json` URI) is applied instead of fitting."""
+def ingest_table(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None, prefix="part",
+                 known: dict[str, str] | None = None) -> WrittenShards:  # fmt: skip
+    """Check, type, fit and write the table; `preprocess` (a saved `_preprocess.json` URI) is applied instead of fitting.
+
+    A dataset's later version (ingest/grow.py) writes into the dataset itself: its shard and error files
+    are named `<prefix>-*`, the dataset's `_preprocess.json` is applied and kept, and `known` gives the
+    splits of the rows it already held (reader.rows)."""
     import pickle
 
     from dltool.spark.progress import spark_progress
@@ -36,7 +41,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     relpaths = dict(zip(paths, (f.relpath for f in files), strict=True))
     with spark_progress(spark, f"ingest {config.name}: {len(files)} table file(s)", progress), \
             _scoped_conf(spark, reader.spark_conf):  # fmt: skip
-        rows, inputs = reader.rows(spark, paths, relpaths, config.dataset.split)
+        rows, inputs = reader.rows(spark, paths, relpaths, config.dataset.split, known)
         fitted = None if preprocess is None else Preprocess.from_json(json.loads(open_location(preprocess).read_bytes()))
         reader = reader.resolved(rows, fitted)
         cfg = reader.config
@@ -45,7 +50,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         # task gets positional names and puts the source's back on each batch.
         names = rows.columns
         plain = rows.toDF(*[f"_c{i}" for i in range(len(names))])
-        typed = plain.mapInArrow(_type_task(staging.uri, rules, reader.name, classify, names), TYPE_OUTPUT).collect()
+        typed = plain.mapInArrow(_type_task(staging.uri, rules, reader.name, classify, names, prefix), TYPE_OUTPUT).collect()
         stats, quarantined, first_errors = FitStats(rules.numbers, rules.categorical, rules.vectors, rules.words), 0, []
         for row in typed:
             stats.merge(pickle.loads(row["stats"]))
@@ -56,7 +61,8 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
                                    rules.dates, cfg.max_words)  # fmt: skip
         else:
             pre = fitted
-        staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
+        if prefix == "part":  # a later version applies the dataset's own, which stays as it is
+            staging.child(PREPROCESS).write_bytes(json.dumps(pre.to_json(), indent=1).encode())
         label_kind = None if not cfg.label else "class" if classify else "regression"
         parts = sorted(r["typed"] for r in typed if r["typed"])
         duplicates, drop = typed_duplicates(spark, staging, config.dataset.on_duplicates, sum(stats.rows.values())) \
@@ -127,9 +133,9 @@ def _scoped_conf(spark, conf: dict[str, str]):
                 spark.conf.set(k, v)
 
 
-def _type_task(staging_uri, rules, reader_name, classify, names: list[str]):
+def _type_task(staging_uri, rules, reader_name, classify, names: list[str], prefix: str):
     """The mapInArrow function of the second pass: check and type the task's rows; quarantined ones
-    to `_errors/part-NNNNN.parquet`, typed ones to `_typed/part-NNNNN.parquet`; one summary row."""
+    to `_errors/<prefix>-NNNNN.parquet`, typed ones to `_typed/<prefix>-NNNNN.parquet`; one summary row."""
 
     content = [*rules.numbers, *rules.categorical, *rules.words, *rules.vectors, *(["_label"] if rules.label else [])]
 
@@ -144,7 +150,7 @@ def _type_task(staging_uri, rules, reader_name, classify, names: list[str]):
 
         part = TaskContext.get().partitionId()
         staging = open_location(staging_uri)
-        target = staging.child(TYPED, f"part-{part:05d}.parquet")
+        target = staging.child(TYPED, f"{prefix}-{part:05d}.parquet")
         stats = FitStats(rules.numbers, rules.categorical, rules.vectors, rules.words)
         errors, writer = [], None
         try:
@@ -163,7 +169,7 @@ def _type_task(staging_uri, rules, reader_name, classify, names: list[str]):
         finally:
             if writer is not None:
                 writer.close()
-        quarantined, first = _write_errors(staging, part, errors, reader_name)
+        quarantined, first = _write_errors(staging, f"{prefix}-{part:05d}", errors, reader_name)
         yield pa.RecordBatch.from_pydict({"typed": [target.uri if writer is not None else None],
                                           "stats": [pickle.dumps(stats)], "errors": [quarantined],
                                           "first_errors": [json.dumps(first)]})  # fmt: skip
@@ -313,7 +319,7 @@ def without_copies(batch, drop: set[int]):
     return batch.filter(pc.invert(gone)), pc.sum(gone).as_py() or 0
 
 
-def _write_errors(staging, part, tables, reader_name) -> tuple[int, list[dict]]:
+def _write_errors(staging, name: str, tables, reader_name) -> tuple[int, list[dict]]:
     """The task's quarantined rows as one error file; their number and the first few."""
     import pyarrow as pa
 
@@ -322,5 +328,5 @@ def _write_errors(staging, part, tables, reader_name) -> tuple[int, list[dict]]:
     rows = pa.concat_tables(tables)
     table = rows.append_column("reader", pa.array([reader_name] * rows.num_rows, pa.string()))
     table = table.append_column("stage", pa.array(["parse"] * rows.num_rows, pa.string()))
-    write_errors(staging.child("_errors", f"part-{part:05d}.parquet"), table)
+    write_errors(staging.child("_errors", f"{name}.parquet"), table)
     return table.num_rows, table.slice(0, FIRST_ERRORS).select(list(ERROR_FIELDS)).to_pylist()

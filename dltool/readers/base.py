@@ -99,6 +99,11 @@ class Reader(ABC):
         """The column holding the label, for readers that read one."""
         return None
 
+    def grows(self) -> bool:
+        """Whether an ingest of new inputs adds a version to its dataset (ingest/grow.py) rather than needing
+        --overwrite: file readers and the table readers of files do; the text reader, a catalog or Delta table not."""
+        return self.kind == "file"
+
     def patterns(self) -> tuple[list[str], list[str]]:
         """The (include, exclude) globs of the files to read when `input` is a directory."""
         return list(self.config.include), list(self.config.exclude)

@@ -38,9 +38,13 @@ class ColumnTableReader(TableReader):
         self._available: list[str] = []  # the source's columns, as read_raw found them
         self.classes: tuple[str, ...] | None = None  # the fitted classes, when the preprocessing is given
 
-    def rows(self, spark, paths: list[str], relpaths: dict[str, str], split_settings):
+    def grows(self) -> bool:
+        return getattr(self.config, "format", "csv") not in ("table", "delta")  # those have no files to compare
+
+    def rows(self, spark, paths: list[str], relpaths: dict[str, str], split_settings, known: dict[str, str] | None = None):
         """The raw rows (used columns as text, vectors as arrays, the corrupt column) with `_file`, `_row` (1-based
         row within its file), `key` (key_column, else relpath:row) and `split`; and the number of rows.
+        `known`: key -> split of rows the dataset already held (a later version's), kept whatever the rules say.
 
         Lazy apart from counting rows per file piece: each later pass reads the source again,
         which costs less than caching parsed text (docs/benchmarks.md, "Tables").
@@ -62,6 +66,10 @@ class ColumnTableReader(TableReader):
         raw = raw.withColumn("key", key.cast("string"))
         label = column(cfg.label) if cfg.label and cfg.task == "classification" else None
         raw = with_split(raw, F.col("key"), label, split_settings)
+        if known:
+            held = spark.createDataFrame(list(known.items()), "key string, _known string")
+            raw = raw.join(F.broadcast(held), "key", "left")
+            raw = raw.withColumn("split", F.coalesce("_known", "split")).drop("_known")
         unused = ["_mid"] + ([] if split_settings.by == "path" else ["_relpath"])
         return raw.drop(*unused), inputs
 

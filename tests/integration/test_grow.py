@@ -159,17 +159,75 @@ def test_a_failed_growth_keeps_the_last_version_and_the_rerun_completes(spark, t
     assert len(_version(tmp_path / "ds")) == len(before) + 20 + augmented
 
 
-def test_a_table_that_changed_needs_overwrite(spark, tmp_path, write_config):
-    table = tmp_path / "t.csv"
-    table.write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
-    config = write_config({"name": "t", "spark": {"master": "local[2]", "conf": {"spark.ui.enabled": False}},
-                           "dataset": {"path": str(tmp_path / "ds")},
-                           "ingest": {"reader": "csv", "input": str(table), "label": "y", "numeric": ["x"]}})  # fmt: skip
-    assert ingest(config)[0].exit_code == 0
-    with table.open("a") as f:
-        f.write("41,1\n")
+def _rows(n: int, start: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    return "".join(f"{start + i},{rng.normal():.4f},{'abc'[i % 3]},{'yes' if i % 2 else 'no'}\n" for i in range(n))
+
+
+def test_a_table_grows_by_files_and_keeps_its_rows_splits_and_preprocessing(spark, tmp_path, write_config):
+    folder = tmp_path / "tab"
+    folder.mkdir()
+    (folder / "a.csv").write_text("id,x,c,y\n" + _rows(60, 0, 1) + "999,oops,a,no\n")  # one row quarantined
+    (folder / "b.csv").write_text("id,x,c,y\n" + _rows(60, 100, 2))
+    table = {"name": "t", "spark": {"master": "local[2]", "conf": {"spark.ui.enabled": False}},
+             "dataset": {"path": str(tmp_path / "ds"), "split": {"stratify": True}, "max_bad_fraction": 0.05},
+             "ingest": {"reader": "csv", "input": str(folder), "label": "y", "numeric": ["x"], "categorical": ["c"]}}
+    config = write_config(table)
+    result, first = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert first["version"] == 1 and first["counts"]["rows"] == 120 and first["counts"]["quarantined"] == 1
+    v1 = _version(tmp_path / "ds")
+    preprocess = (tmp_path / "ds" / "_preprocess.json").read_bytes()
+
+    # 1. A new file: only its rows are read, encoded by the fitted preprocessing (an unseen category is <other>).
+    (folder / "c.csv").write_text("id,x,c,y\n" + _rows(30, 200, 3).replace(",b,", ",zz,"))
+    result, step = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert step["status"] == "updated" and step["version"] == 2 and sum(step["changes"]["added"].values()) == 30
+    v2 = _version(tmp_path / "ds")
+    assert {k: v for k, v in v2.items() if k in v1} == v1 and len(v2) == 150
+    assert (tmp_path / "ds" / "_preprocess.json").read_bytes() == preprocess
+    manifest = Manifest.read(open_dataset(str(tmp_path / "ds")))
+    assert manifest.versions[-1]["files"] == {"added": 1, "changed": 0, "removed": 0}
+
+    # 2. Rows appended to a file: the file is read again; its old rows keep their keys, splits and values.
+    with (folder / "b.csv").open("a") as f:
+        f.write(_rows(6, 300, 4))
+    result, step = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 3 and sum(step["changes"]["added"].values()) == 66
+    assert sum(step["changes"]["removed"].values()) == 60
+    v3 = _version(tmp_path / "ds")
+    assert {k: v for k, v in v3.items() if k in v2} == v2 and len(v3) == 156
+
+    # 3. A removed file: its rows leave, and so does its quarantined row from the counts.
+    (folder / "a.csv").unlink()
+    result, step = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 4 and sum(step["changes"]["removed"].values()) == 60
+    assert step["counts"]["quarantined"] == 0 and step["counts"]["rows"] == 96
+    v4 = _version(tmp_path / "ds")
+    assert v4 == {k: v for k, v in v3.items() if not k.startswith("a.csv:")}
+    manifest = Manifest.read(open_dataset(str(tmp_path / "ds")))
+    for split, entry in manifest.splits.items():
+        assert sum(entry.per_class.values()) == entry.rows == sum(1 for s, _ in v4.values() if s == split)
+    assert _version(f"{tmp_path / 'ds'}@1") == v1
+
+    # A new class is refused, or quarantined; a text dataset does not grow.
+    (folder / "d.csv").write_text("id,x,c,y\n1000,0.5,a,maybe\n" + _rows(4, 1001, 5))
     result, _ = ingest(config)
-    assert result.exit_code == 2 and "only image and audio datasets grow" in result.output
+    assert result.exit_code == 2 and "1 new row(s) of a class" in result.output and "'maybe'" in result.output
+    table["dataset"]["new_classes"] = "quarantine"
+    result, step = ingest(write_config(table))
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 5 and step["changes"]["quarantined"] == 1 and step["counts"]["rows"] == 100
+    shutil.copytree(ROOT / "sample_data" / "text", tmp_path / "text")
+    text = write_config({"name": "x", "spark": table["spark"], "dataset": {"path": str(tmp_path / "tx")},
+                         "ingest": {"reader": "text", "input": str(tmp_path / "text"), "label": {"source": "parent_dir"}}})
+    assert ingest(text)[0].exit_code == 0
+    (tmp_path / "text" / "positive" / "new.txt").write_text("a fine new day")
+    result, _ = ingest(text)
+    assert result.exit_code == 2 and "text datasets" in result.output
 
 
 def _losses(run_dir) -> list[float]:
