@@ -30,12 +30,16 @@ if TYPE_CHECKING:
 __all__ = ["evaluate", "export", "gc", "ingest", "load_dataset", "predict", "run", "train", "tune", "validate"]
 
 
-def ingest(config: Config, *, overwrite: bool = False, dry_run: bool = False, progress: bool = False,
-           **overrides: Any) -> IngestResult | IngestPlan:  # fmt: skip
-    """Read the config's raw inputs and write its dataset (Parquet shards and a manifest); up to date: nothing done."""
+def ingest(config: Config, *, overwrite: bool = False, refit: bool = False, dry_run: bool = False,
+           progress: bool = False, **overrides: Any) -> IngestResult | IngestPlan:  # fmt: skip
+    """Read the config's raw inputs and write its dataset (Parquet shards and a manifest); up to date: nothing done.
+
+    An existing dataset whose inputs changed gets a new version with the new and changed inputs;
+    `overwrite` rebuilds it from scratch; `refit` rebuilds it as its next version, fitting the classes
+    and statistics again while every record keeps its split (docs/guide.md "Growing datasets")."""
     from dltool.ingest.run import run_ingest
 
-    return run_ingest(_config(config, overrides), overwrite=overwrite, dry_run=dry_run, progress=progress)
+    return run_ingest(_config(config, overrides), overwrite=overwrite, refit=refit, dry_run=dry_run, progress=progress)
 
 
 def train(config: Config, *, resume: bool = False, overwrite: bool = False, from_tune: bool = False,

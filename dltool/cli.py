@@ -263,6 +263,8 @@ def ingest(
     data: DataOpt = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", hidden=True, help="Old name of --data.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild the dataset even if it is up to date.")] = False,
+    refit: Annotated[bool, typer.Option("--refit", help="Rebuild the dataset as its next version: classes, statistics "
+                                        "and categories fitted again, every record kept in its split.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be read and written; start nothing.")] = False,
     master: MasterOpt = None,
     conf: ConfOpt = None,
@@ -274,7 +276,7 @@ def ingest(
         from dltool import api
 
         cfg = _load(config, _overrides(master, conf, storage, dataset__path=data or output, ingest__input=input))
-        summary = api.ingest(cfg, overwrite=overwrite, dry_run=dry_run, progress=not as_json)
+        summary = api.ingest(cfg, overwrite=overwrite, refit=refit, dry_run=dry_run, progress=not as_json)
     _report_ingest(summary)
     _finish(summary.to_json(), as_json)
 
@@ -296,7 +298,9 @@ def _report_ingest(summary: IngestResult | IngestPlan) -> None:
     counts, splits = summary.counts, ", ".join(f"{k} {v}" for k, v in summary.splits.items())
     tally = f"{counts.ok} of {counts.inputs} inputs ok, {counts.quarantined} quarantined"
     if summary.changes is not None:
-        said = ", ".join(f"{sum(summary.changes[what].values())} {what}" for what in ("added", "changed", "removed"))
+        changes = summary.changes
+        counted = changes.get("files") or {what: sum(changes[what].values()) for what in ("added", "changed", "removed")}
+        said = ", ".join(f"{counted[what]} {what}" for what in ("added", "changed", "removed"))
         _say(f"[green]✓[/] version {summary.version} of {summary.dataset} in {summary.seconds:.1f}s: files {said}; "
              f"{counts.rows} rows ({splits}); {tally}")  # fmt: skip
     else:

@@ -116,7 +116,7 @@ def print_versions(info: dict) -> None:
 
     table = Table("version", "created", "added", "changed", "removed", "rows", title=f"{info['dataset']}: versions")
     for entry in info["versions"]:
-        current = " (current)" if entry["version"] == info["version"] else "" if entry["readable"] else " (gc'd)"
+        current = " (current)" if entry["version"] == info["version"] else "" if entry["readable"] else " (removed)"
         table.add_row(f"{entry['version']}{current}", entry["created"], per_split(entry.get("added", {})),
                       per_split(entry.get("changed", {})), per_split(entry.get("removed", {})),
                       per_split(entry.get("rows", {})))  # fmt: skip

@@ -178,8 +178,8 @@ class DatasetSettings(Section):
         "fail the ingest (exit 3), or drop the val and test copies of what train holds.",
     )
     new_classes: Literal["fail", "quarantine"] = Field(
-        "fail", description="An incremental ingest that finds files of a class the dataset does not have: fail "
-        "(rebuild with --overwrite to learn it), or quarantine those files and go on.",
+        "fail", description="An incremental ingest that finds files (or rows) of a class the dataset does not have: "
+        "fail (learn it with `ingest --refit`), or quarantine them and go on.",
     )
 
     @model_validator(mode="after")

@@ -97,12 +97,14 @@ def _hash_order(f: InputFile) -> float:
     return split_point(f.relpath)
 
 
-def ingest_files(spark, config, reader, source, files, staging, parallelism, progress, classes=None) -> WrittenShards:
-    """Every listed file decoded into the staged dataset's shards, with version 1's record index."""
-    assigned, vocabulary, unplaced = assign_files(config, reader, files, classes)
+def ingest_files(spark, config, reader, source, files, staging, parallelism, progress, classes=None, known=None,
+                 version: int = 1) -> WrittenShards:  # fmt: skip
+    """Every listed file decoded into the staged dataset's shards, with the record index of its `version`.
+    `known`: the splits of the files the dataset held (a refit keeps them; splits.assign)."""
+    assigned, vocabulary, unplaced = assign_files(config, reader, files, classes, known)
     results, driver_errors = write_file_shards(spark, config, reader, source, files, staging, parallelism, progress,
                                                assigned, vocabulary, unplaced)  # fmt: skip
-    write_records(staging.child(*version_file(1, "records.parquet").split("/")), records_of(files, results))
+    write_records(staging.child(*version_file(version, "records.parquet").split("/")), records_of(files, results))
     duplicates = find_duplicates((digest, split, key) for r in results for digest, split, key in r.digests)
     if duplicates is not None and config.dataset.on_duplicates == "drop_from_eval":
         drop_from_eval(staging, results, config.dataset, reader.tensor_spec())

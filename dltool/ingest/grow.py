@@ -1,4 +1,4 @@
-"""A file dataset's next version: only the files added or changed since the last one are decoded.
+"""A dataset's next version: only the files added or changed since the last one are read.
 
 `run_ingest` comes here when a dataset of the same config is at the location and only the inputs
 changed (docs/guide.md "Growing datasets"). The last version's record index
@@ -13,7 +13,12 @@ which listed files are new, changed (another size or mtime) or gone:
 - every record keeps its split for life, and a new file of a known group joins its group
   (splits.assign's `known`); new files are placed among themselves by the rules;
 - the class vocabulary and the train statistics of the dataset are kept, so old shards and models
-  stay valid; a file of a new class fails the ingest or is quarantined (`dataset.new_classes`).
+  stay valid; a file of a new class fails the ingest or is quarantined (`dataset.new_classes`);
+- table datasets grow the same way by input file (`grow_table`): the rows of new and changed files
+  are read with the dataset's fitted preprocessing, those of changed and removed ones taken out.
+
+`--refit` is not done here: it rebuilds the whole dataset as its next version (ingest/run.py), with
+every record's split from `known_splits`.
 
 The new version's manifest, written last, makes it current: an ingest interrupted before leaves
 the last version as it was, and its rerun writes the same names again.
@@ -108,7 +113,7 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
         raise ConfigError(
             f"{len(gone)} input file(s) of {dataset.uri} changed or went away ({sorted(gone)[0]!r}...) and its rows "
             "are keyed by ingest.key_column, so dltool cannot tell which rows they held: add rows as new files, or "
-            "rebuild with --overwrite"
+            "rebuild with --refit"
         )
     dataset.child(TYPED).delete()  # what an interrupted run of this version left
     for name in written_errors(dataset, prefix):
@@ -166,10 +171,53 @@ def table_records(files, errors, source) -> dict[str, tuple]:
     return {f.relpath: (f.size, f.mtime_ns, None, None, bad[f.relpath]) for f in files}
 
 
-def index_table(staging, files, source) -> None:
-    """Write the record index of a table's first version (in `staging`, before its commit)."""
+def index_table(staging, files, source, version: int) -> None:
+    """Write the record index of a table dataset written whole (in `staging`, before its commit)."""
     records = table_records(files, read_errors(staging, written_errors(staging, "part")), source)
-    write_records(staging.child(*version_file(1, "records.parquet").split("/")), records)
+    write_records(staging.child(*version_file(version, "records.parquet").split("/")), records)
+
+
+def known_splits(dataset, old: Manifest, reader, split) -> dict[str, str] | None:
+    """The split of every record `dataset` holds, for a refit to keep: a file dataset's from its record
+    index; a table's from its shards' keys, needed only when stratified (any other split of a row is
+    decided by its key, path or split column alone, the same again)."""
+    import pyarrow.parquet as pq
+
+    if reader.kind == "file":
+        return {key: r[2] for key, r in last_records(dataset, old).items() if r[2] is not None}
+    if not split.stratify:
+        return None
+    known = {}
+    for name, entry in old.splits.items():
+        for file in entry.files:
+            location = dataset.child(*file.split("/"))
+            keys = pq.read_table(location.path, columns=["key"], filesystem=location.fs).column("key").to_pylist()
+            known.update(dict.fromkeys(keys, name))
+    return known
+
+
+def refit_entry(version: int, fingerprint: str, previous: dict[str, tuple], records: dict[str, tuple], splits,
+                of_files: bool) -> dict:  # fmt: skip
+    """The `versions` entry of a refit (every shard rewritten): the inputs added, changed and removed since
+    the last version (files per split for a file dataset; a table's, in files)."""
+    listed = [_Listed(key, r[0], r[1]) for key, r in records.items()]
+    todo, changed, removed = _diff(previous, listed)
+    if of_files:  # a file quarantined before and placed now (a new class learnt) is added too
+        placed = [f for f in listed if f not in todo and previous[f.relpath][2] is None and records[f.relpath][2]]
+        fresh = {f.relpath: records[f.relpath] for f in todo + placed}
+        return {**_entry(version, fingerprint, previous, fresh, changed, removed, splits), "refit": True}
+    files = {"added": len(todo) - len(changed), "changed": len(changed), "removed": len(removed)}
+    return {**_entry(version, fingerprint, {}, {}, [], [], splits), "refit": True, "files": files,
+            "quarantined": sum(r[4] or 0 for r in records.values())}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """A record index's file, as the listing would give it (_diff)."""
+
+    relpath: str
+    size: int
+    mtime_ns: int
 
 
 def read_errors(dataset, names: list[str]):
@@ -200,7 +248,7 @@ def _refuse_new_labels(errors) -> None:
     if unknown.num_rows:
         raise ConfigError(
             f"{unknown.num_rows} new row(s) of a class the dataset does not have ({unknown.column('message')[0].as_py()}): "
-            "its models cannot learn it; rebuild with --overwrite, or set dataset.new_classes: quarantine to leave "
+            "its models cannot learn it; learn it with --refit (every row keeps its split), or set dataset.new_classes: quarantine to leave "
             "such rows out"
         )
 
@@ -265,7 +313,8 @@ def _refuse_new_classes(reader, files, vocabulary) -> None:
         names = ", ".join(f"{name!r} ({n} files)" for name, n in sorted(found.items())[:5])
         raise ConfigError(
             f"new class {names} is not one of the dataset's {len(vocabulary)} classes: its models cannot learn it; "
-            "rebuild with --overwrite, or set dataset.new_classes: quarantine to leave such files out"
+            "learn it with --refit (every file keeps its split), or set dataset.new_classes: quarantine to leave such "
+            "files out"
         )
 
 

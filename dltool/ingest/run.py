@@ -29,8 +29,13 @@ from dltool.storage.stores import with_storage
 
 @with_storage
 def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True,
-               preprocess: str | None = None, vocabulary: list[str] | None = None) -> IngestResult | IngestPlan:  # fmt: skip
+               preprocess: str | None = None, vocabulary: list[str] | None = None,
+               refit: bool = False) -> IngestResult | IngestPlan:  # fmt: skip
     """Ingest the config's inputs into its dataset location; returns the run summary (the plan for a dry run).
+
+    An existing dataset of the same config grows by a version (ingest/grow.py); `overwrite` rebuilds it
+    as version 1; `refit` rebuilds it as its next version, fitting the classes, statistics and categories
+    again on the data as it is now while every record keeps its split.
 
     `preprocess`: for table readers, a fitted `_preprocess.json` to apply rather than fit (predict,
     eval --input); `vocabulary`: for file readers, the classes to index labels by (eval --input; a
@@ -53,7 +58,9 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
     started = time.time()
     if dry_run:
         return _plan(config, reader, dataset, source, files, left_out, _existing(dataset, digest, fingerprint))
-    replacing = _check_existing(dataset, digest, fingerprint, overwrite, protected_paths(config), reader.grows())
+    if refit and overwrite:
+        raise ConfigError("--refit and --overwrite: choose one (--refit keeps every record's split and the versions)")
+    replacing = _check_existing(dataset, digest, fingerprint, overwrite, protected_paths(config), reader.grows(), refit)
     if replacing == "up_to_date":
         return IngestResult("up_to_date", dataset.uri, Manifest.read(dataset).counts,
                             message=f"{dataset.uri} is up to date (same config and inputs); use --overwrite to rebuild")
@@ -61,8 +68,10 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
         try:
             if replacing == "grown":
                 return _grow_dataset(config, reader, dataset, source, files, left_out, fingerprint, started, progress)
-            return _write_dataset(config, reader, dataset, source, files, left_out, digest, fingerprint, replacing,
-                                  started, progress, preprocess, vocabulary)  # fmt: skip
+            previous = Manifest.read(dataset) if replacing == "refit" else None
+            return _write_dataset(config, reader, dataset, source, files, left_out, digest, fingerprint,
+                                  "dataset" if previous else replacing, started, progress, preprocess, vocabulary,
+                                  previous)  # fmt: skip
         except DltoolError as e:
             explained = reader.explain_failure(str(e)) if type(e) is DltoolError else None
             if explained is None:
@@ -71,10 +80,14 @@ def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool 
 
 
 def _write_dataset(config, reader, dataset, source, files, left_out, digest, fingerprint, replacing, started,
-                   progress, preprocess, vocabulary) -> IngestResult:  # fmt: skip
-    """The Spark jobs and the commit of an ingest, holding the dataset's lock."""
+                   progress, preprocess, vocabulary, previous: Manifest | None = None) -> IngestResult:  # fmt: skip
+    """The Spark jobs and the commit of an ingest, holding the dataset's lock. `previous`: the manifest of the
+    dataset a refit replaces (its records keep their splits, and its versions go on)."""
+    from dltool.ingest.grow import known_splits
     from dltool.spark.session import default_parallelism
 
+    known = known_splits(dataset, previous, reader, config.dataset.split) if previous is not None else None
+    version = previous.version + 1 if previous is not None else 1
     spark = ingest_session(config)
     for stale in stale_siblings(dataset, STALE_SIBLINGS):  # this command holds the lock: no other owns them
         stale.delete()
@@ -86,17 +99,19 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
                 from dltool.ingest.files import ingest_files
 
                 shards = ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
-                                       vocabulary)  # fmt: skip
+                                      vocabulary, known, version)  # fmt: skip
             else:
                 engine = _table_engine(reader.engine)
+                extra = {"known": known} if known else {}  # (a text dataset is never refit)
                 shards = engine(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
-                                preprocess)  # fmt: skip
+                                preprocess, **extra)  # fmt: skip
             manifest = _manifest(config, reader, source, shards, digest, fingerprint, left_out)
             if reader.grows() and reader.kind != "file":  # a file reader's job wrote its record index
                 from dltool.ingest.grow import index_table
 
-                index_table(staging, files, source)
-            manifest = _first_version(manifest, staging if reader.grows() else None, reader.kind == "file")
+                index_table(staging, files, source, version)
+            manifest = _versioned(manifest, staging if reader.grows() else None, reader.kind == "file", dataset,
+                                  previous)  # fmt: skip
             manifest.write(staging)
             # A run that fails its quality gate never displaces a complete dataset: it lands beside it.
             failed = manifest.status != "ok" and replacing == "dataset"
@@ -175,15 +190,22 @@ def _existing(dataset: Location, digest: str, fingerprint: str) -> str | None:
 
 
 def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite: bool, protected: list[str],
-                    grows: bool) -> str | None:  # fmt: skip
+                    grows: bool, refit: bool = False) -> str | None:  # fmt: skip
     """The existing state, or a ConfigError when replacing it needs --overwrite or is not dltool's to replace.
-    "grown": the dataset (of a reader that `grows`) adds a version with the new and changed inputs (ingest/grow.py)."""
+    "grown": the dataset (of a reader that `grows`) adds a version with the new and changed inputs (ingest/grow.py);
+    "refit": it is rebuilt as its next version."""
     if dataset.version is not None:
         raise ConfigError(f"{dataset.uri}: names a version; ingest writes the dataset's next version: drop the @N")
     state = _existing(dataset, digest, fingerprint)
-    if state == "up_to_date" and not overwrite:
+    if state == "up_to_date" and not overwrite and not refit:
         return state  # nothing is replaced
     check_replaceable(dataset, "dataset", protected)  # a folder dltool did not write: refused, --overwrite or not
+    if refit and state in ("up_to_date", "grown", "dataset"):
+        if not grows or state == "dataset":
+            what = "another config" if state == "dataset" else "a reader whose datasets do not grow"
+            raise ConfigError(f"{dataset.uri}: --refit keeps the splits of a dataset of the same config, and this one "
+                              f"is of {what}: rebuild it with --overwrite")  # fmt: skip
+        return "refit"
     if overwrite:
         return "dataset" if state in ("up_to_date", "grown") else state
     if state == "grown" and grows:
@@ -235,14 +257,23 @@ def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint
     )  # fmt: skip
 
 
-def _first_version(manifest: Manifest, staged: Location | None, of_files: bool) -> Manifest:
-    """The manifest as version 1, with its record index when `staged` holds one; `of_files`: the index's files
-    are counted per split (a table's counts are rows)."""
+def _versioned(manifest: Manifest, staged: Location | None, of_files: bool, dataset: Location,
+               previous: Manifest | None) -> Manifest:  # fmt: skip
+    """The manifest as version 1, or as the version after `previous`'s (a refit), with the record index
+    `staged` holds (none: the reader's datasets do not grow); `of_files`: the index's files are counted
+    per split (a table's counts are rows)."""
     import dataclasses
 
     from dltool.ingest.files import read_records
+    from dltool.ingest.grow import last_records, refit_entry
 
-    records = version_file(1, "records.parquet") if staged is not None else None
+    version = previous.version + 1 if previous is not None else 1
+    records = version_file(version, "records.parquet") if staged is not None else None
+    if previous is not None:
+        index = read_records(staged.child(*records.split("/")))
+        entry = refit_entry(version, manifest.input_fingerprint, last_records(dataset, previous), index,
+                            manifest.splits, of_files)  # fmt: skip
+        return dataclasses.replace(manifest, version=version, versions=(*previous.versions, entry))
     if records is not None and of_files:
         added = Counter(r[2] for r in read_records(staged.child(*records.split("/"))).values() if r[2] is not None)
     else:

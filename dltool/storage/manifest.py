@@ -234,7 +234,7 @@ class Manifest:
         try:
             return cls.from_json(json.loads(dataset.child(*version_file(dataset.version).split("/")).read_bytes()))
         except FileNotFoundError as e:
-            raise InputNotFoundError(f"{dataset.uri}: version {dataset.version} was removed by `dltool gc`") from e
+            raise InputNotFoundError(f"{dataset.uri}: version {dataset.version} was removed (by `dltool gc`, or a rebuild: --refit)") from e
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputNotFoundError(f"{dataset.uri}: corrupt manifest of version {dataset.version}: {e}") from e
 

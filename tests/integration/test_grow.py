@@ -130,12 +130,23 @@ def test_a_dataset_grows_in_three_steps_and_every_version_stays_as_it_was(spark,
     assert _version(f"{tmp_path / 'ds'}@4") == v4
     assert CliRunner().invoke(app, ["inspect", str(tmp_path / "ds"), "--verify"]).exit_code == 0
     old = CliRunner().invoke(app, ["inspect", f"{tmp_path / 'ds'}@2"])
-    assert old.exit_code != 0 and "removed by `dltool gc`" in old.output
+    assert old.exit_code != 0 and "was removed (by `dltool gc`" in old.output
     versions = json.loads(CliRunner().invoke(app, ["inspect", str(tmp_path / "ds"), "--json"]).stdout)["versions"]
     assert [v["readable"] for v in versions] == [False, False, False, True, True]
     (tmp_path / "theirs").mkdir()
     refused = CliRunner().invoke(app, ["gc", str(tmp_path / "theirs")])
     assert refused.exit_code == 2 and "not a folder dltool wrote" in refused.output
+
+    # --refit learns the new class: every shard rewritten as version 6, every record in the split it had.
+    v5 = _version(tmp_path / "ds")
+    result, step = ingest(config, "--refit")
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 6 and step["labels"] == [*map(str, range(10)), "extra"]
+    v6 = _version(tmp_path / "ds")
+    assert {k: s for k, (s, _) in v6.items() if k in v5} == {k: s for k, (s, _) in v5.items()}
+    assert sum(1 for k in v6 if k.startswith("extra/")) >= 1
+    entry = Manifest.read(open_dataset(str(tmp_path / "ds"))).versions[-1]
+    assert entry["refit"] is True and sum(entry["added"].values()) == 1
 
 
 def test_a_failed_growth_keeps_the_last_version_and_the_rerun_completes(spark, tmp_path, write_config):
@@ -221,6 +232,18 @@ def test_a_table_grows_by_files_and_keeps_its_rows_splits_and_preprocessing(spar
     result, step = ingest(write_config(table))
     assert result.exit_code == 0, result.output
     assert step["version"] == 5 and step["changes"]["quarantined"] == 1 and step["counts"]["rows"] == 100
+    v5 = _version(tmp_path / "ds")
+
+    # --refit: the preprocessing fitted again (the new class and category learnt), every row in its split.
+    result, step = ingest(config, "--refit")
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 6 and step["labels"] == ["maybe", "no", "yes"] and step["counts"]["rows"] == 101
+    v6 = _version(tmp_path / "ds")
+    assert {k: s for k, (s, _) in v6.items() if k in v5} == {k: s for k, (s, _) in v5.items()}
+    assert (tmp_path / "ds" / "_preprocess.json").read_bytes() != preprocess
+    assert ingest(config, "--refit", "--overwrite")[0].exit_code == 2
+    old = CliRunner().invoke(app, ["inspect", f"{tmp_path / 'ds'}@5"])
+    assert old.exit_code != 0 and "--refit" in old.output
     shutil.copytree(ROOT / "sample_data" / "text", tmp_path / "text")
     text = write_config({"name": "x", "spark": table["spark"], "dataset": {"path": str(tmp_path / "tx")},
                          "ingest": {"reader": "text", "input": str(tmp_path / "text"), "label": {"source": "parent_dir"}}})
