@@ -109,6 +109,12 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
     previous = last_records(dataset, old)
     todo, changed, removed = _diff(previous, files)
     gone = set(removed) | {f.relpath for f in changed}
+    split = config.dataset.split
+    if split.stratify and split.group and todo:
+        raise ConfigError(
+            f"{dataset.uri}: a stratified group split of a table ranks whole groups, so dltool cannot tell which "
+            "split the new rows of an old group belong in: take them in with --refit (every row keeps its split)"
+        )
     if gone and config.ingest.key_column:
         raise ConfigError(
             f"{len(gone)} input file(s) of {dataset.uri} changed or went away ({sorted(gone)[0]!r}...) and its rows "
@@ -119,7 +125,7 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
     for name in written_errors(dataset, prefix):
         dataset.child("_errors", name).delete()
     kept = _without(dataset, old, gone, config.dataset, prefix, of=of_table_file)
-    known = {key: split for split, k in kept.items() for key in k.taken} if config.dataset.split.stratify else None
+    known = {key: name for name, k in kept.items() for key in k.taken} if split.stratify else None
     written = None
     if todo:
         written = ingest_table(spark, config, reader, source, todo, dataset, parallelism, progress,
@@ -143,7 +149,8 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
         )
     entry = {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "input_fingerprint": fingerprint, "added": {s: e.rows for s, e in new.items() if e.rows}, "changed": {},
-             "removed": {s: k.rows for s, k in kept.items() if k.rows}, "quarantined": sum(r[4] for r in fresh.values()),
+             "removed": {s: k.rows for s, k in kept.items() if k.rows},
+             "quarantined": sum(r[4] for r in fresh.values()),
              "files": {"added": len(todo) - len(changed), "changed": len(changed), "removed": len(removed)},
              "rows": {s: e.rows for s, e in splits.items()}, "records": version_file(version, "records.parquet")}  # fmt: skip
     warnings = report({s: e.per_class for s, e in splits.items()}, vocabulary, config.dataset.split)
@@ -203,7 +210,8 @@ def refit_entry(version: int, fingerprint: str, previous: dict[str, tuple], reco
     listed = [_Listed(key, r[0], r[1]) for key, r in records.items()]
     todo, changed, removed = _diff(previous, listed)
     if of_files:  # a file quarantined before and placed now (a new class learnt) is added too
-        placed = [f for f in listed if f not in todo and previous[f.relpath][2] is None and records[f.relpath][2]]
+        again = {f.relpath for f in todo}
+        placed = [f for f in listed if f.relpath not in again and previous[f.relpath][2] is None and records[f.relpath][2]]
         fresh = {f.relpath: records[f.relpath] for f in todo + placed}
         return {**_entry(version, fingerprint, previous, fresh, changed, removed, splits), "refit": True}
     files = {"added": len(todo) - len(changed), "changed": len(changed), "removed": len(removed)}
@@ -247,13 +255,14 @@ def _refuse_new_labels(errors) -> None:
     unknown = errors.filter(pc.equal(errors.column("error_class"), "UnknownLabel"))
     if unknown.num_rows:
         raise ConfigError(
-            f"{unknown.num_rows} new row(s) of a class the dataset does not have ({unknown.column('message')[0].as_py()}): "
-            "its models cannot learn it; learn it with --refit (every row keeps its split), or set dataset.new_classes: quarantine to leave "
-            "such rows out"
+            f"{unknown.num_rows} new row(s) of a class the dataset does not have "
+            f"({unknown.column('message')[0].as_py()}): its models cannot learn it; learn it with --refit (every row "
+            "keeps its split), or set dataset.new_classes: quarantine to leave such rows out"
         )
 
 
-def _next(dataset, old: Manifest, version: int, entry: dict, splits, counts, fingerprint, warnings, duplicates) -> Manifest:
+def _next(dataset, old: Manifest, version: int, entry: dict, splits, counts, fingerprint, warnings,
+          duplicates) -> Manifest:  # fmt: skip
     """The manifest of version `version`: `old`'s, with these splits and counts, and the checksums of its shards."""
     files_now = {f for e in splits.values() for f in e.files}
     checksums = {f: c for f, c in (old.shards or {}).items() if f in files_now}
@@ -340,8 +349,9 @@ def _without(dataset, old: Manifest, drop: set[str], settings, prefix: str, of=o
     for split, entry in old.splits.items():
         for file in entry.files:
             location = dataset.child(*file.split("/"))
-            keys = pq.read_table(location.path, columns=["key"], filesystem=location.fs).column("key").to_pylist()
-            gone = [k for k in keys if of(k, drop)] if drop else []
+            keys = pq.read_table(location.path, columns=["key"], filesystem=location.fs).column("key").to_pylist() \
+                if drop else []  # fmt: skip
+            gone = [k for k in keys if of(k, drop)]
             if not gone:
                 kept[split].files.append(file)
                 continue

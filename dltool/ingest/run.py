@@ -211,7 +211,8 @@ def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite:
     if state == "grown" and grows:
         return state
     if state in ("dataset", "grown"):
-        other = "another config" if state == "dataset" else "other inputs (text datasets and catalog or Delta tables do not grow)"
+        other = "another config" if state == "dataset" else \
+            "other inputs (text datasets and catalog or Delta tables do not grow)"  # fmt: skip
         raise ConfigError(
             f"{dataset.uri} holds a dataset built from {other}; pass --overwrite to rebuild it, or choose another --data"
         )

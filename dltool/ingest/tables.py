@@ -50,7 +50,8 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         # task gets positional names and puts the source's back on each batch.
         names = rows.columns
         plain = rows.toDF(*[f"_c{i}" for i in range(len(names))])
-        typed = plain.mapInArrow(_type_task(staging.uri, rules, reader.name, classify, names, prefix), TYPE_OUTPUT).collect()
+        type_rows = _type_task(staging.uri, rules, reader.name, classify, names, prefix)
+        typed = plain.mapInArrow(type_rows, TYPE_OUTPUT).collect()
         stats, quarantined, first_errors = FitStats(rules.numbers, rules.categorical, rules.vectors, rules.words), 0, []
         for row in typed:
             stats.merge(pickle.loads(row["stats"]))

@@ -67,8 +67,13 @@ class ColumnTableReader(TableReader):
         label = column(cfg.label) if cfg.label and cfg.task == "classification" else None
         raw = with_split(raw, F.col("key"), label, split_settings)
         if known:
+            from pyspark.sql import Window
+
             held = spark.createDataFrame(list(known.items()), "key string, _known string")
             raw = raw.join(F.broadcast(held), "key", "left")
+            if split_settings.group:  # a group stays whole, in the split its old rows had
+                unit = F.coalesce(column(split_settings.group).cast("string"), F.col("key"))
+                raw = raw.withColumn("_known", F.coalesce("_known", F.max("_known").over(Window.partitionBy(unit))))
             raw = raw.withColumn("split", F.coalesce("_known", "split")).drop("_known")
         unused = ["_mid"] + ([] if split_settings.by == "path" else ["_relpath"])
         return raw.drop(*unused), inputs

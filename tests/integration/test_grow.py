@@ -253,6 +253,38 @@ def test_a_table_grows_by_files_and_keeps_its_rows_splits_and_preprocessing(spar
     assert result.exit_code == 2 and "text datasets" in result.output
 
 
+def test_a_stratified_group_split_takes_new_rows_of_old_groups_in_with_refit(spark, tmp_path, write_config):
+    folder = tmp_path / "tab"
+    folder.mkdir()
+    rows = lambda start, n: "".join(f"{i},{i % 7},g{i % 12},{'ab'[i % 2]}\n" for i in range(start, start + n))  # noqa: E731
+    (folder / "a.csv").write_text("id,x,g,y\n" + rows(0, 120))
+    config = write_config({
+        "name": "t", "spark": {"master": "local[2]", "conf": {"spark.ui.enabled": False}},
+        "dataset": {"path": str(tmp_path / "ds"), "split": {"stratify": True, "group": "g", "train": 0.5, "val": 0.25,
+                                                            "test": 0.25}},
+        "ingest": {"reader": "csv", "input": str(folder), "label": "y", "numeric": ["x"]},
+    })  # fmt: skip
+    assert ingest(config)[0].exit_code == 0
+    v1 = _version(tmp_path / "ds")
+    group_split = {}
+    for key, (split, _) in v1.items():  # a.csv:<row>, row r holds id r - 1, of group g{(r - 1) % 12}
+        group_split.setdefault(f"g{(int(key.split(':')[1]) - 1) % 12}", set()).add(split)
+    assert all(len(s) == 1 for s in group_split.values())
+    # New rows of the old groups g0 and g1, most of them of the other class: ranked afresh, each group
+    # would be cut among the other class's groups; it keeps the split its old rows had.
+    flipped = "".join(f"{i},{i % 7},g{i % 2},{'ba'[i % 2]}\n" for i in range(120, 156))
+    (folder / "b.csv").write_text("id,x,g,y\n" + flipped)
+    result, _ = ingest(config)
+    assert result.exit_code == 2 and "--refit" in result.output
+    result, step = ingest(config, "--refit")
+    assert result.exit_code == 0, result.output
+    v2 = _version(tmp_path / "ds")
+    assert {k: s for k, (s, _) in v2.items() if k in v1} == {k: s for k, (s, _) in v1.items()}
+    for key, (split, _) in v2.items():
+        if key.startswith("b.csv:"):
+            assert {split} == group_split[f"g{(119 + int(key.split(':')[1])) % 2}"]
+
+
 def _losses(run_dir) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
 
