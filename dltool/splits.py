@@ -222,6 +222,22 @@ def with_split(frame, key, label, split: SplitSettings):
     return frame.drop("_unit")
 
 
+def keep_known(spark, frame, known: dict[str, str] | None, split: SplitSettings):
+    """`frame` (with `key` and `split`) with each row of `known`'s keys in the split it had (a dataset's later
+    version, a refit); a group with a known row stays whole, in that row's split."""
+    if not known:
+        return frame
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    held = spark.createDataFrame(list(known.items()), "key string, _known string")
+    frame = frame.join(F.broadcast(held), "key", "left")
+    if split.group:
+        unit = F.coalesce(column(split.group).cast("string"), F.col("key"))
+        frame = frame.withColumn("_known", F.coalesce("_known", F.max("_known").over(Window.partitionBy(unit))))
+    return frame.withColumn("split", F.coalesce("_known", "split")).drop("_known")
+
+
 def _ranked(frame, label, fractions, salt):
     """(_unit, split) with each class's units cut by their hash order at the fractions (as `cut`)."""
     from pyspark.sql import Window

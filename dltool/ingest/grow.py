@@ -14,8 +14,9 @@ which listed files are new, changed (another size or mtime) or gone:
   (splits.assign's `known`); new files are placed among themselves by the rules;
 - the class vocabulary and the train statistics of the dataset are kept, so old shards and models
   stay valid; a file of a new class fails the ingest or is quarantined (`dataset.new_classes`);
-- table datasets grow the same way by input file (`grow_table`): the rows of new and changed files
-  are read with the dataset's fitted preprocessing, those of changed and removed ones taken out.
+- table and text datasets grow the same way by input file (`grow_table`): the records of new and
+  changed files are read with the dataset's fitted preprocessing, those of changed and removed
+  ones taken out.
 
 `--refit` is not done here: it rebuilds the whole dataset as its next version (ingest/run.py), with
 every record's split from `known_splits`.
@@ -96,13 +97,14 @@ def grow_files(spark, config, reader, source, dataset, old: Manifest, files, par
 
 
 def grow_table(spark, config, reader, source, dataset, old: Manifest, files, parallelism: int, progress: bool,
-               fingerprint: str, left_out: int) -> Growth:  # fmt: skip
-    """Write the next version of a table dataset (the caller holds its lock): the rows of its new and changed
-    input files, checked and encoded by the dataset's own fitted preprocessing (an unseen category is
-    `<other>`), and the old shards without the rows of its changed and removed files (a row's key is
-    `<file>:<row>`). Rows keep their split: a hash, path or column split gives a row the split it had, and
-    a stratified one is given the old rows' splits (`known`)."""
-    from dltool.ingest.tables import PREPROCESS, TYPED, ingest_table
+               fingerprint: str, left_out: int, engine) -> Growth:  # fmt: skip
+    """Write the next version of a table or text dataset (the caller holds its lock): the records of its new
+    and changed input files, checked and encoded by the dataset's own fitted preprocessing (an unseen
+    category is `<other>`, an unseen word out of vocabulary), and the old shards without the records of its
+    changed and removed files (a record's key is `<file>:<row>`, or a text file's path). Records keep their
+    split: a hash, path or column split gives a record the split it had, and a stratified one is given the
+    old records' splits (`known`). `engine`: the reader's job (ingest/tables.py or ingest/text.py)."""
+    from dltool.ingest.tables import PREPROCESS, TYPED
 
     version = old.version + 1
     prefix = f"part-v{version:05d}"
@@ -115,7 +117,7 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
             f"{dataset.uri}: a stratified group split of a table ranks whole groups, so dltool cannot tell which "
             "split the new rows of an old group belong in: take them in with --refit (every row keeps its split)"
         )
-    if gone and config.ingest.key_column:
+    if gone and getattr(config.ingest, "key_column", None):
         raise ConfigError(
             f"{len(gone)} input file(s) of {dataset.uri} changed or went away ({sorted(gone)[0]!r}...) and its rows "
             "are keyed by ingest.key_column, so dltool cannot tell which rows they held: add rows as new files, or "
@@ -124,21 +126,24 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
     dataset.child(TYPED).delete()  # what an interrupted run of this version left
     for name in written_errors(dataset, prefix):
         dataset.child("_errors", name).delete()
-    kept = _without(dataset, old, gone, config.dataset, prefix, of=of_table_file)
+    file_of = record_file(reader)
+    kept = _without(dataset, old, gone, config.dataset, prefix, of=lambda key, drop: file_of(key) in drop)
     known = {key: name for name, k in kept.items() for key in k.taken} if split.stratify else None
     written = None
     if todo:
-        written = ingest_table(spark, config, reader, source, todo, dataset, parallelism, progress,
-                               dataset.child(PREPROCESS).uri, prefix, known)  # fmt: skip
+        written = engine(spark, config, reader, source, todo, dataset, parallelism, progress,
+                         dataset.child(PREPROCESS).uri, prefix, known)  # fmt: skip
     errors = read_errors(dataset, written_errors(dataset, prefix))
-    if config.ingest.label and config.dataset.new_classes == "fail":
+    if old.label.vocabulary is not None and config.dataset.new_classes == "fail":
         _refuse_new_labels(errors)
-    fresh = table_records(todo, errors, source)
+    fresh = table_records(todo, errors, file_of)
     records = {**{k: r for k, r in previous.items() if k not in gone}, **fresh}
     new = written.splits if written is not None else {s: SplitEntry(0, (), {}) for s in SPLITS}
     vocabulary = old.label.vocabulary
     splits = {s: _merged(old.splits.get(s), kept[s], new[s], vocabulary) for s in SPLITS}
-    quarantined = sum(r[4] or 0 for r in records.values())
+    # Quarantined records of a file whose key does not name it (key_column) count in the totals alone.
+    quarantined = old.counts.quarantined - sum(previous[k][4] or 0 for k in gone) + \
+        (written.quarantined if written is not None else 0)  # fmt: skip
     rows = sum(e.rows for e in splits.values())
     counts = Counts(inputs=rows + quarantined, ok=rows, quarantined=quarantined, augmented=0, rows=rows,
                     left_out_by_patterns=left_out)  # fmt: skip
@@ -161,26 +166,25 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
                   written.first_errors if written is not None else ())  # fmt: skip
 
 
-def of_table_file(key: str, files: set[str]) -> bool:
-    """Whether a table row's key (`<file>:<row>`) is one of `files`'s rows."""
-    return key.rsplit(":", 1)[0] in files
+def record_file(reader):
+    """The input file (its relpath) of a table or text record's key: `<file>:<row>`; a text file's document
+    is keyed by the file itself. (A key from `key_column` names no file.)"""
+    if getattr(reader.config, "format", None) == "files":
+        return lambda key: key
+    return lambda key: key.rsplit(":", 1)[0]
 
 
-def table_records(files, errors, source) -> dict[str, tuple]:
-    """A table's record index: each input file -> (size, mtime_ns, None, None, rows quarantined), those counted
-    from the `errors` rows (their `path` is `<file URI>:<row>`)."""
-    from dltool.readers.table import _relpath
-    from dltool.spark.paths import spark_path
-
-    relpaths = {spark_path(source.uri, f.path): f.relpath for f in files}
-    bad = Counter(_relpath(path.rsplit(":", 1)[0], relpaths) for path in errors.column("path").to_pylist()) \
-        if errors is not None else Counter()  # fmt: skip
+def table_records(files, errors, file_of) -> dict[str, tuple]:
+    """A table or text dataset's record index: each input file -> (size, mtime_ns, None, None, records
+    quarantined), those counted from the keys of the `errors` rows."""
+    keys = errors.column("key").to_pylist() if errors is not None else []
+    bad = Counter(file_of(key) for key in keys if key is not None)
     return {f.relpath: (f.size, f.mtime_ns, None, None, bad[f.relpath]) for f in files}
 
 
-def index_table(staging, files, source, version: int) -> None:
-    """Write the record index of a table dataset written whole (in `staging`, before its commit)."""
-    records = table_records(files, read_errors(staging, written_errors(staging, "part")), source)
+def index_table(staging, reader, files, version: int) -> None:
+    """Write the record index of a table or text dataset written whole (in `staging`, before its commit)."""
+    records = table_records(files, read_errors(staging, written_errors(staging, "part")), record_file(reader))
     write_records(staging.child(*version_file(version, "records.parquet").split("/")), records)
 
 
@@ -229,11 +233,11 @@ class _Listed:
 
 
 def read_errors(dataset, names: list[str]):
-    """The error rows of `dataset`'s `_errors/` files `names` as one table (path, error_class, message); None if none."""
+    """The error rows of `dataset`'s `_errors/` files `names` as one table (key, message); None if none."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(loc.path, columns=["path", "error_class", "message"], filesystem=loc.fs)
+    tables = [pq.read_table(loc.path, columns=["key", "message"], filesystem=loc.fs)
               for loc in (dataset.child("_errors", name) for name in names)]  # fmt: skip
     return pa.concat_tables(tables) if tables else None
 
@@ -252,7 +256,8 @@ def _refuse_new_labels(errors) -> None:
         return
     import pyarrow.compute as pc
 
-    unknown = errors.filter(pc.equal(errors.column("error_class"), "UnknownLabel"))
+    # Every reader says of a record of an unknown class: "... is not one of the N the model knows".
+    unknown = errors.filter(pc.fill_null(pc.ends_with(errors.column("message"), "the model knows"), False))
     if unknown.num_rows:
         raise ConfigError(
             f"{unknown.num_rows} new row(s) of a class the dataset does not have "

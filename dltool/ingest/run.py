@@ -8,6 +8,7 @@ this module builds the manifest before the staged dataset is committed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -102,14 +103,13 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
                                       vocabulary, known, version)  # fmt: skip
             else:
                 engine = _table_engine(reader.engine)
-                extra = {"known": known} if known else {}  # (a text dataset is never refit)
                 shards = engine(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
-                                preprocess, **extra)  # fmt: skip
+                                preprocess, known=known)  # fmt: skip
             manifest = _manifest(config, reader, source, shards, digest, fingerprint, left_out)
             if reader.grows() and reader.kind != "file":  # a file reader's job wrote its record index
                 from dltool.ingest.grow import index_table
 
-                index_table(staging, files, source, version)
+                index_table(staging, reader, files, version)
             manifest = _versioned(manifest, staging if reader.grows() else None, reader.kind == "file", dataset,
                                   previous)  # fmt: skip
             manifest.write(staging)
@@ -137,13 +137,13 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
 
 
 def _grow_dataset(config, reader, dataset, source, files, left_out, fingerprint, started, progress) -> IngestResult:
-    """The next version of a file or table dataset: only new and changed inputs read (ingest/grow.py)."""
+    """The next version of a dataset: only its new and changed input files read (ingest/grow.py)."""
     from dltool.ingest.grow import grow_files, grow_table
     from dltool.spark.session import default_parallelism
 
     old = Manifest.read(dataset)
     spark = ingest_session(config)
-    grow = grow_files if reader.kind == "file" else grow_table
+    grow = grow_files if reader.kind == "file" else functools.partial(grow_table, engine=_table_engine(reader.engine))
     with map_errors(f"ingest of {source.uri}"):
         grown = grow(spark, config, reader, source, dataset, old, files, default_parallelism(spark), progress,
                      fingerprint, left_out)  # fmt: skip
@@ -212,7 +212,7 @@ def _check_existing(dataset: Location, digest: str, fingerprint: str, overwrite:
         return state
     if state in ("dataset", "grown"):
         other = "another config" if state == "dataset" else \
-            "other inputs (text datasets and catalog or Delta tables do not grow)"  # fmt: skip
+            "other inputs (catalog and Delta tables do not grow)"  # fmt: skip
         raise ConfigError(
             f"{dataset.uri} holds a dataset built from {other}; pass --overwrite to rebuild it, or choose another --data"
         )

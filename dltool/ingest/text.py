@@ -31,8 +31,13 @@ from dltool.storage.manifest import Label
 
 
 
-def ingest_text(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None) -> WrittenShards:
-    """Read, tokenise, fit (unless `preprocess` names a fitted `_preprocess.json`) and write the shards."""
+def ingest_text(spark, config, reader, source, files, staging, parallelism, progress, preprocess=None, prefix="part",
+                known: dict[str, str] | None = None) -> WrittenShards:  # fmt: skip
+    """Read, tokenise, fit (unless `preprocess` names a fitted `_preprocess.json`) and write the shards.
+
+    A dataset's later version (ingest/grow.py) writes into the dataset itself: its shard and error files
+    are named `<prefix>-*`, its fitted preprocessing and vocabulary stay as they are, and `known` gives
+    the splits of the documents it already held."""
     from dltool.spark.progress import spark_progress
     from dltool.ingest.tables import PREPROCESS, typed_duplicates
     from dltool.storage.fs import open_location
@@ -47,10 +52,11 @@ def ingest_text(spark, config, reader, source, files, staging, parallelism, prog
         ngrams = fitted["tokenizer"]["ngrams"] if fitted is not None else tokenizer_for(cfg, output).ngrams
         tfidf = output == "tf_idf" and fitted is None
         if cfg.format in TABLE_FORMATS:
-            summaries, labelled = _read_table(reader, spark, config, source, files, staging, classes, tfidf, ngrams)
+            summaries, labelled = _read_table(reader, spark, config, source, files, staging, classes, tfidf, ngrams,
+                                              prefix, known)  # fmt: skip
         else:
             summaries, labelled = _read_files(reader, spark, config, source, files, staging, parallelism,
-                                                   classes, tfidf, ngrams)  # fmt: skip
+                                              classes, tfidf, ngrams, prefix, known)  # fmt: skip
         return summaries, labelled, _merge(summaries)
 
     with spark_progress(spark, f"ingest {config.name}: text, {len(files)} file(s)", progress):
@@ -67,10 +73,11 @@ def ingest_text(spark, config, reader, source, files, staging, parallelism, prog
             summaries, labelled, totals = pass_one(output)
         if fitted is None:
             fitted = _fit(reader, totals, labelled, output)
-        staging.child(PREPROCESS).write_bytes(json.dumps(fitted).encode())
-        staging.child(VOCABULARY_FILE).write_bytes(
-            "\n".join(["", "[UNK]", *fitted["vocabulary"]]).encode() + b"\n"
-        )  # fmt: skip
+        if prefix == "part":  # a later version applies the dataset's own, which stay as they are
+            staging.child(PREPROCESS).write_bytes(json.dumps(fitted).encode())
+            staging.child(VOCABULARY_FILE).write_bytes(
+                "\n".join(["", "[UNK]", *fitted["vocabulary"]]).encode() + b"\n"
+            )  # fmt: skip
         typed = sorted(s["typed"] for s in summaries if s["typed"])
         documents = totals["inputs"] - totals["quarantined"]
         duplicates, drop = typed_duplicates(spark, staging, config.dataset.on_duplicates, documents) \
@@ -102,7 +109,7 @@ def _fit(reader, totals: dict, labelled: bool, output: str) -> dict:
         fitted["idf"] = [oov, *idf]  # one weight per slot of Vocabulary.counts
     return fitted
 
-def _read_files(reader, spark, config, source, files, staging, parallelism, classes, tfidf, ngrams):
+def _read_files(reader, spark, config, source, files, staging, parallelism, classes, tfidf, ngrams, prefix, known):
     """Pass one over files: labels and splits from the paths on the driver, reading and tokenising in tasks."""
     from dltool.shards.sink import error_row, write_errors
     from dltool.ingest.files import assign_files
@@ -115,29 +122,29 @@ def _read_files(reader, spark, config, source, files, staging, parallelism, clas
                           "need format files or a table format")  # fmt: skip
     if cfg.label.source == "none":
         classes = None
-    assigned, vocabulary, unplaced = assign_files(config, reader, files, classes)
+    assigned, vocabulary, unplaced = assign_files(config, reader, files, classes, None if per_line else known)
     labelled = vocabulary is not None
     driver_errors = [error_row(f.relpath, f.path, reader.name, e) for f, e in unplaced]
     if driver_errors:
-        write_errors(staging.child("_errors", "part-driver.parquet"), driver_errors)
+        write_errors(staging.child("_errors", f"{prefix}-driver.parquet"), driver_errors)
     items = [(path, relpath, None if label is None else vocabulary[label], name, size)
              for name, chunk in assigned.items() for path, relpath, label, size in chunk]  # fmt: skip
     summaries = []
     if items:
         tasks = min(len(items), max(1, 2 * parallelism))
-        job = _FileJob(cfg, source.uri, staging.uri, split if per_line else None, classes, tfidf, ngrams)
+        job = _FileJob(cfg, source.uri, staging.uri, split if per_line else None, classes, tfidf, ngrams, prefix)
         summaries = spark.sparkContext.parallelize(items, tasks).mapPartitionsWithIndex(job.run).collect()
     summaries.append({"typed": None, "quarantined": len(unplaced), "inputs": len(unplaced),
                       "first_errors": driver_errors[:FIRST_ERRORS]})  # fmt: skip
     return summaries, labelled
 
 
-def _read_table(reader, spark, config, source, files, staging, classes, tfidf, ngrams):
+def _read_table(reader, spark, config, source, files, staging, classes, tfidf, ngrams, prefix, known):
     """Pass one over a table: Spark reads, numbers and splits the rows; the tasks tokenise them."""
     from pyspark.sql import functions as F
 
     from dltool.readers.table import with_row_numbers
-    from dltool.splits import column, with_split
+    from dltool.splits import column, keep_known, with_split
     from dltool.spark.paths import require_s3a, spark_path
 
     cfg = reader.config
@@ -162,14 +169,14 @@ def _read_table(reader, spark, config, source, files, staging, classes, tfidf, n
         where = F.concat_ws(":", "_relpath", F.col("_row").cast("string"))
         key = F.coalesce(column(cfg.key_column).cast("string"), where) if cfg.key_column else where
     label = column(cfg.label_column).cast("string") if cfg.label_column else None
-    raw = with_split(raw.withColumn("key", key), F.col("key"), label, split)
+    raw = keep_known(spark, with_split(raw.withColumn("key", key), F.col("key"), label, split), known, split)
     rows = raw.select(
         F.col("key"), column(cfg.text_column).cast("string").alias("_text"),
         (label if label is not None else F.lit(None).cast("string")).alias("_label"), F.col("split"),
         where.alias("_where"),
         *[column(c).cast("string").alias(f"_p{i}") for i, c in enumerate(cfg.passthrough)],
     )  # fmt: skip
-    job = _TableJob(cfg, staging.uri, classes, tfidf, bool(cfg.label_column), ngrams)
+    job = _TableJob(cfg, staging.uri, classes, tfidf, bool(cfg.label_column), ngrams, prefix)
     summaries = [json.loads(r["summary"]) for r in rows.mapInArrow(job.run, "summary string").collect()]
     return summaries, bool(cfg.label_column)  # counts as JSON objects: _merge adds them up as they are
 
@@ -178,14 +185,14 @@ def _read_table(reader, spark, config, source, files, staging, classes, tfidf, n
 
 
 class _TypedDocs:
-    """One task's checked, tokenised documents: `_typed/part-N.parquet`, its quarantined ones in `_errors/`,
+    """One task's checked, tokenised documents: `_typed/<name>.parquet`, its quarantined ones in `_errors/`,
     and the train split's token counts. Documents arrive in batches (a table's) or one at a time (files),
     and are checked and tokenised a batch at a time with Arrow kernels."""
 
     COLUMNS = ("key", "_text", "_label", "split", "_where")  # then _p0.. (passthrough)
 
-    def __init__(self, cfg, staging_uri: str, part: int, classes, tfidf: bool, labelled: bool, ngrams: int):
-        self.cfg, self.staging_uri, self.part, self.classes, self.tfidf = cfg, staging_uri, part, classes, tfidf
+    def __init__(self, cfg, staging_uri: str, name: str, classes, tfidf: bool, labelled: bool, ngrams: int):
+        self.cfg, self.staging_uri, self.name, self.classes, self.tfidf = cfg, staging_uri, name, classes, tfidf
         self.labelled = labelled
         self.tokenizer = dataclasses.replace(tokenizer_for(cfg), ngrams=ngrams)
         self.tokens, self.documents_with, self.labels = Counter(), Counter(), Counter()
@@ -268,7 +275,7 @@ class _TypedDocs:
         from dltool.storage.fs import open_location
 
         if self.writer is None:
-            self.target = open_location(self.staging_uri).child(TYPED, f"part-{self.part:05d}.parquet")
+            self.target = open_location(self.staging_uri).child(TYPED, f"{self.name}.parquet")
             self.target.fs.create_dir(self.target.path.rsplit("/", 1)[0], recursive=True)
             self.writer = pq.ParquetWriter(self.target.path, table.schema, filesystem=self.target.fs, compression="lz4")
         self.writer.write_table(table)
@@ -281,7 +288,7 @@ class _TypedDocs:
         if self.writer is not None:
             self.writer.close()
         if self.errors:
-            write_errors(open_location(self.staging_uri).child("_errors", f"part-{self.part:05d}.parquet"), self.errors)
+            write_errors(open_location(self.staging_uri).child("_errors", f"{self.name}.parquet"), self.errors)
         tokens, documents_with = self._top_tokens()
         return {"typed": self.target.uri if self.writer is not None else None, "inputs": self.inputs,
                 "quarantined": len(self.errors), "first_errors": self.errors[:FIRST_ERRORS], "tokens": tokens,
@@ -325,10 +332,10 @@ class _FileJob:
     """Pass one for files: each task reads its files from storage as the reader's `read` says (a document a
     file, or a line), and tokenises and counts them."""
 
-    def __init__(self, cfg, source_uri, staging_uri, line_split, classes, tfidf, ngrams):
+    def __init__(self, cfg, source_uri, staging_uri, line_split, classes, tfidf, ngrams, prefix):
         self.cfg, self.source_uri, self.staging_uri = cfg, source_uri, staging_uri
         self.line_split, self.classes, self.tfidf = line_split, classes, tfidf  # line_split: SplitSettings, lines only
-        self.ngrams = ngrams
+        self.ngrams, self.prefix = ngrams, prefix
 
     def run(self, part: int, items):
         from dltool.readers.base import reader_for
@@ -339,7 +346,8 @@ class _FileJob:
         reader = reader_for(cfg)
         source = open_location(self.source_uri)
         by_hash = self.line_split is not None and self.line_split.by == "hash"  # each line its own split
-        docs = _TypedDocs(cfg, self.staging_uri, part, self.classes, self.tfidf, cfg.label.source != "none", self.ngrams)
+        docs = _TypedDocs(cfg, self.staging_uri, f"{self.prefix}-{part:05d}", self.classes, self.tfidf,
+                          cfg.label.source != "none", self.ngrams)  # fmt: skip
         for path, relpath, label, split, size in items:
             with source.fs.open_input_stream(path) as f:
                 for key, where, text in reader.read(f, relpath, path, size):
@@ -353,16 +361,16 @@ class _FileJob:
 class _TableJob:
     """Pass one for a table: the mapInArrow function that tokenises the rows Spark read and split."""
 
-    def __init__(self, cfg, staging_uri, classes, tfidf, labelled, ngrams):
+    def __init__(self, cfg, staging_uri, classes, tfidf, labelled, ngrams, prefix):
         self.cfg, self.staging_uri, self.classes, self.tfidf, self.labelled = cfg, staging_uri, classes, tfidf, labelled
-        self.ngrams = ngrams
+        self.ngrams, self.prefix = ngrams, prefix
 
     def run(self, batches):
         import pyarrow as pa
         from pyspark import TaskContext
 
-        docs = _TypedDocs(self.cfg, self.staging_uri, TaskContext.get().partitionId(), self.classes, self.tfidf,
-                          self.labelled, self.ngrams)  # fmt: skip
+        docs = _TypedDocs(self.cfg, self.staging_uri, f"{self.prefix}-{TaskContext.get().partitionId():05d}",
+                          self.classes, self.tfidf, self.labelled, self.ngrams)  # fmt: skip
         for batch in batches:
             docs.add_batch(batch)
         summary = docs.close()

@@ -51,7 +51,7 @@ class ColumnTableReader(TableReader):
         """
         from pyspark.sql import functions as F
 
-        from dltool.splits import column, with_split
+        from dltool.splits import column, keep_known, with_split
 
         cfg = self.config
         extra = [c for c in (split_settings.column if split_settings.by == "column" else None, split_settings.group) if c]
@@ -65,16 +65,7 @@ class ColumnTableReader(TableReader):
         key = F.coalesce(column(cfg.key_column), row_key) if cfg.key_column else row_key
         raw = raw.withColumn("key", key.cast("string"))
         label = column(cfg.label) if cfg.label and cfg.task == "classification" else None
-        raw = with_split(raw, F.col("key"), label, split_settings)
-        if known:
-            from pyspark.sql import Window
-
-            held = spark.createDataFrame(list(known.items()), "key string, _known string")
-            raw = raw.join(F.broadcast(held), "key", "left")
-            if split_settings.group:  # a group stays whole, in the split its old rows had
-                unit = F.coalesce(column(split_settings.group).cast("string"), F.col("key"))
-                raw = raw.withColumn("_known", F.coalesce("_known", F.max("_known").over(Window.partitionBy(unit))))
-            raw = raw.withColumn("split", F.coalesce("_known", "split")).drop("_known")
+        raw = keep_known(spark, with_split(raw, F.col("key"), label, split_settings), known, split_settings)
         unused = ["_mid"] + ([] if split_settings.by == "path" else ["_relpath"])
         return raw.drop(*unused), inputs
 

@@ -55,6 +55,9 @@ class TextReader(TableReader):
     def labels_from_paths(self) -> bool:
         return self.config.format not in TABLE_FORMATS
 
+    def grows(self) -> bool:
+        return self.config.format != "table"  # a catalog table has no files to compare
+
     def label_column(self) -> str | None:
         return self.config.label_column if self.config.format in TABLE_FORMATS else None
 

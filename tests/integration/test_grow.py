@@ -224,7 +224,7 @@ def test_a_table_grows_by_files_and_keeps_its_rows_splits_and_preprocessing(spar
         assert sum(entry.per_class.values()) == entry.rows == sum(1 for s, _ in v4.values() if s == split)
     assert _version(f"{tmp_path / 'ds'}@1") == v1
 
-    # A new class is refused, or quarantined; a text dataset does not grow.
+    # A new class is refused, or quarantined.
     (folder / "d.csv").write_text("id,x,c,y\n1000,0.5,a,maybe\n" + _rows(4, 1001, 5))
     result, _ = ingest(config)
     assert result.exit_code == 2 and "1 new row(s) of a class" in result.output and "'maybe'" in result.output
@@ -244,13 +244,41 @@ def test_a_table_grows_by_files_and_keeps_its_rows_splits_and_preprocessing(spar
     assert ingest(config, "--refit", "--overwrite")[0].exit_code == 2
     old = CliRunner().invoke(app, ["inspect", f"{tmp_path / 'ds'}@5"])
     assert old.exit_code != 0 and "--refit" in old.output
-    shutil.copytree(ROOT / "sample_data" / "text", tmp_path / "text")
-    text = write_config({"name": "x", "spark": table["spark"], "dataset": {"path": str(tmp_path / "tx")},
-                         "ingest": {"reader": "text", "input": str(tmp_path / "text"), "label": {"source": "parent_dir"}}})
-    assert ingest(text)[0].exit_code == 0
-    (tmp_path / "text" / "positive" / "new.txt").write_text("a fine new day")
-    result, _ = ingest(text)
-    assert result.exit_code == 2 and "text datasets" in result.output
+
+
+def test_a_text_dataset_grows_by_files_and_keeps_its_vocabulary(spark, tmp_path, write_config):
+    folder = tmp_path / "text"
+    shutil.copytree(ROOT / "sample_data" / "text", folder)
+    config = write_config({"name": "x", "spark": {"master": "local[2]", "conf": {"spark.ui.enabled": False}},
+                           "dataset": {"path": str(tmp_path / "ds")},
+                           "ingest": {"reader": "text", "input": str(folder), "label": {"source": "parent_dir"}}})  # fmt: skip
+    assert ingest(config)[0].exit_code == 0
+    v1 = _version(tmp_path / "ds")
+    vocabulary = (tmp_path / "ds" / "vocabulary.txt").read_bytes()
+    (folder / "positive" / "new-1.txt").write_text("A wonderful zyzzyva of a phone.")  # a word never seen: out of vocabulary
+    (folder / "negative" / "new-2.txt").write_text("It broke again.")
+    changed, removed = sorted(k for k in v1 if k.startswith("positive/"))[:2]
+    (folder / changed).write_text("The screen was not really great.")
+    os.utime(folder / changed, ns=(1, 10**18))
+    (folder / removed).unlink()
+    result, step = ingest(config)
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 2 and sum(step["changes"]["added"].values()) == 3  # the new ones and the changed one
+    assert Manifest.read(open_dataset(str(tmp_path / "ds"))).versions[-1]["files"] == {"added": 2, "changed": 1,
+                                                                                        "removed": 1}  # fmt: skip
+    v2 = _version(tmp_path / "ds")
+    assert {k: v for k, v in v2.items() if k in v1 and k != changed} == \
+        {k: v for k, v in v1.items() if k not in (changed, removed)}  # fmt: skip
+    assert v2[changed][0] == v1[changed][0] and v2[changed][1] != v1[changed][1]
+    assert "positive/new-1.txt" in v2 and (tmp_path / "ds" / "vocabulary.txt").read_bytes() == vocabulary
+    (folder / "neutral").mkdir()
+    (folder / "neutral" / "x.txt").write_text("It is a phone.")
+    result, _ = ingest(config)
+    assert result.exit_code == 2 and "'neutral' is not one of the 2" in result.output
+    result, step = ingest(config, "--refit")  # the vocabulary and classes fitted again; the splits as they were
+    assert result.exit_code == 0, result.output
+    assert step["version"] == 3 and step["labels"] == ["negative", "neutral", "positive"]
+    assert {k: s for k, (s, _) in _version(tmp_path / "ds").items() if k in v2} == {k: s for k, (s, _) in v2.items()}
 
 
 def test_a_stratified_group_split_takes_new_rows_of_old_groups_in_with_refit(spark, tmp_path, write_config):
