@@ -159,6 +159,7 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
              "files": {"added": len(todo) - len(changed), "changed": len(changed), "removed": len(removed)},
              "rows": {s: e.rows for s, e in splits.items()}, "records": version_file(version, "records.parquet")}  # fmt: skip
     warnings = report({s: e.per_class for s, e in splits.items()}, vocabulary, config.dataset.split)
+    warnings += written.warnings if written is not None else ()
     manifest = _next(dataset, old, version, entry, splits, counts, fingerprint, warnings, old.duplicates)
     write_records(dataset.child(*entry["records"].split("/")), records)
     manifest.write(dataset)  # _manifest.json last: from here the new version is the current one

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from contextlib import contextmanager
 
 from dltool.errors import ConfigError
@@ -74,9 +75,26 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     columns = {"numeric": list(cfg.numeric), "categorical": list(cfg.categorical), "left_out": dict(reader.left_out)}
     columns.update({role: list(getattr(cfg, role)) for role in ("dates", "words") if getattr(cfg, role)})
     label = Label(label_kind, tuple(pre.labels) if label_kind == "class" else None)
-    return on_write_complete(results, TensorSpec((pre.width,), "float32"), label, inputs, quarantined=quarantined,
-                             first_errors=first_errors, stats_axis=0, duplicates=duplicates,
-                             feature_names=tuple(pre.names), preprocess=PREPROCESS, columns=columns)  # fmt: skip
+    written = on_write_complete(results, TensorSpec((pre.width,), "float32"), label, inputs, quarantined=quarantined,
+                                first_errors=first_errors, stats_axis=0, duplicates=duplicates,
+                                feature_names=tuple(pre.names), preprocess=PREPROCESS, columns=columns)  # fmt: skip
+    if fitted is not None and prefix != "part":  # a later version of the dataset: say what its vocabulary lacks
+        written = dataclasses.replace(written, warnings=tuple(unseen_categories(stats, pre)))
+    return written
+
+
+def unseen_categories(stats, pre) -> list[str]:
+    """A warning per categorical column whose new train rows hold values outside the fitted vocabulary
+    (encoded as `<other>` like a missing value), with the most frequent ones."""
+    said = []
+    for column, counts in stats.categories.items():
+        known = set(pre.categorical.get(column, ()))
+        new = Counter({value: n for value, n in counts.items() if value is not None and value not in known})
+        if new:
+            shown = ", ".join(f"{value!r} ({n} rows)" for value, n in new.most_common(3))
+            said.append(f"column {column}: {len(new)} value(s) the dataset's categories lack, encoded as <other>: "
+                        f"{shown}; `dltool ingest --refit` learns them")  # fmt: skip
+    return said
 
 
 SMALL = 200_000  # typed rows the driver checks for duplicates itself: below this a Spark job costs more

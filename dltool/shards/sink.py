@@ -89,6 +89,7 @@ class WrittenShards:
     duplicates: Duplicates | None = None  # identical records in more than one split
     columns: dict | None = None  # table readers: the columns used per role and those left out, with the reason
     vocabulary: tuple[str, ...] | None = None  # text readers: the tokens of ids 2.. (0 padding, 1 out-of-vocabulary)
+    warnings: tuple[str, ...] = ()  # about the records written (a later version's categories the dataset lacks)
 
     def manifest(self, *, name: str, reader: str, source: str, ingest: dict, config_hash: str, input_fingerprint: str,
                  passthrough: Iterable[str] = (), left_out_by_patterns: int = 0, max_bad_fraction: float = 0.0,

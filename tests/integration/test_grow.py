@@ -195,6 +195,7 @@ def test_a_table_grows_by_files_and_keeps_its_rows_splits_and_preprocessing(spar
     result, step = ingest(config)
     assert result.exit_code == 0, result.output
     assert step["status"] == "updated" and step["version"] == 2 and sum(step["changes"]["added"].values()) == 30
+    assert [w for w in step["warnings"] if w.startswith("column c: 1 value(s)") and "'zz'" in w and "--refit" in w]
     v2 = _version(tmp_path / "ds")
     assert {k: v for k, v in v2.items() if k in v1} == v1 and len(v2) == 150
     assert (tmp_path / "ds" / "_preprocess.json").read_bytes() == preprocess
