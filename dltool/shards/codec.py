@@ -65,8 +65,8 @@ def encode_tensors(batch: np.ndarray, spec: TensorSpec) -> pa.Array:
 
 def decode_tensors(column: pa.Array | pa.ChunkedArray, spec: TensorSpec, field: str = "features") -> np.ndarray:
     """The [n, *shape] numpy array held by an encoded column; raises ValueError naming the field."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+    if isinstance(column, pa.ChunkedArray):  # one chunk (a row group's) is used as it is: combining copies it
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     n = len(column)
     if column.null_count:
         raise ValueError(f"{field}: {column.null_count} null tensors")

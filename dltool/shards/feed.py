@@ -288,21 +288,32 @@ class ShardFeed:
         for rows in self._read_ahead(reads):
             pieces.append(rows)
             held += len(rows[0])
-            if held < window:
-                continue
-            joined, full = _concat(pieces), held - held % window
-            for lo in range(0, full, window):
-                yield _slice(self._shuffled(_slice(joined, lo, lo + window), p, w, shuffle), drop, window)
+            while held >= window:
+                yield _slice(self._window(pieces, window, p, w, shuffle), drop, window)
                 w, drop = w + 1, 0
-            pieces, held = [_slice(joined, full, held)], held - full
+                pieces, held = _after(pieces, window), held - window
         if held:
-            yield _slice(self._shuffled(_concat(pieces), p, w, shuffle), drop, held)
+            yield _slice(self._window(pieces, held, p, w, shuffle), drop, held)
 
-    def _shuffled(self, rows: Batch, p: int, w: int, shuffle: bool) -> Batch:
+    def _window(self, pieces: list[Batch], n: int, p: int, w: int, shuffle: bool) -> Batch:
+        """The first `n` rows of `pieces` as window w of pass p, shuffled: each row is copied once, straight
+        to its shuffled place (row i of the window is row perm[i] of the pieces joined)."""
+        if len(pieces[0][0]) >= n:  # one piece: a gather
+            rows = _slice(pieces[0], 0, n)
+            return rows if not shuffle else tuple(None if a is None else a[self._window_perm(p, w, n)] for a in rows)
         if not shuffle:
-            return rows
-        perm = self._window_perm(p, w, len(rows[0]))
-        return tuple(None if a is None else a[perm] for a in rows)
+            return _concat(_before(pieces, n))
+        place = np.empty(n, np.intp)
+        place[self._window_perm(p, w, n)] = np.arange(n)  # where each row of the joined pieces goes
+        out = tuple(None if a is None else np.empty((n, *a.shape[1:]), a.dtype) for a in pieces[0])
+        lo = 0
+        for piece in _before(pieces, n):
+            take = len(piece[0])
+            for target, source in zip(out, piece):
+                if target is not None:
+                    target[place[lo : lo + take]] = source
+            lo += take
+        return out
 
     # ------------------------------------------------------------------ reading
 
@@ -416,6 +427,28 @@ def restore_malloc_thresholds() -> None:
 
 def _slice(rows: Batch, lo: int, hi: int) -> Batch:
     return tuple(None if a is None else a[lo:hi] for a in rows)
+
+
+def _before(pieces: list[Batch], n: int) -> list[Batch]:
+    """The first n rows of pieces, as views of them."""
+    out, held = [], 0
+    for piece in pieces:
+        if held >= n:
+            break
+        out.append(_slice(piece, 0, n - held))
+        held += len(out[-1][0])
+    return out
+
+
+def _after(pieces: list[Batch], n: int) -> list[Batch]:
+    """pieces without their first n rows, as views of them."""
+    out, held = [], 0
+    for piece in pieces:
+        rows = len(piece[0])
+        if held + rows > n:
+            out.append(_slice(piece, max(0, n - held), rows))
+        held += rows
+    return out
 
 
 def _concat(pieces: list[Batch]) -> Batch:
