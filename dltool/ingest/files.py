@@ -147,7 +147,7 @@ def write_file_shards(spark, config, reader, source, files, target, parallelism,
 
 
 # A version's record index (_versions/vN.records.parquet), one row per input file: a file reader's holds its
-# split and content digest (None: quarantined); a table's, the rows of the file quarantined.
+# split and content digest (None: quarantined); a table's or text's, the file's records quarantined.
 RECORD_FIELDS = ("key", "size", "mtime_ns", "split", "digest", "quarantined")
 
 

@@ -101,7 +101,7 @@ class Reader(ABC):
 
     def grows(self) -> bool:
         """Whether an ingest of new inputs adds a version to its dataset (ingest/grow.py) rather than needing
-        --overwrite: file readers and the table readers of files do; the text reader, a catalog or Delta table not."""
+        --overwrite: every reader of files does; one of a catalog or Delta table (no files to compare) not."""
         return self.kind == "file"
 
     def patterns(self) -> tuple[list[str], list[str]]:
