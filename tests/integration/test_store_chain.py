@@ -241,3 +241,15 @@ def test_csv_and_table_readers_read_s3_through_spark_s3a(s3, tmp_path):
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["counts"]["rows"] == summary["counts"]["inputs"] > 0, summary
         assert any(k.endswith("_manifest.json") for k in s3.objects(f"datasets/{name}"))
+
+    # The table grows on the store: a new part file is read alone, into version 2 of the same dataset.
+    with s3.fs().open_output_stream(f"{BUCKET}/raw/s3a/customers.parquet/part-1.parquet") as f:
+        pq.write_table(pacsv.read_csv(customers).slice(0, 40), f)
+    done = subprocess.run([sys.executable, "-m", "dltool.cli", "ingest", str(config), "--json", "--conf",
+                           f"spark.jars={jars}", "--conf", "spark.ui.enabled=false"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **s3.env})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    grown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert grown["status"] == "updated" and grown["version"] == 2, grown
+    assert sum(grown["changes"]["added"].values()) == 40 and grown["counts"]["rows"] == summary["counts"]["rows"] + 40
+    assert not [k for k in s3.objects("datasets/s3a_table") if "/_typed/" in k]
