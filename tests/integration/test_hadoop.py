@@ -230,7 +230,10 @@ def test_yarn_kill_mid_ingest_leaves_no_dataset_and_rerun_completes(hadoop, yarn
             found = re.findall(r"(application_\d+_\d+)\s+dltool", listed)
             return found[0] if found else None
 
-        assert _wait_for(running_app, 300, process), "the ingest never ran on YARN"
+        if not _wait_for(running_app, 300, process):
+            ended = process.poll() is not None
+            pytest.fail(f"the ingest never ran on YARN; it {'exited ' + str(process.returncode) if ended else 'ran on'}"
+                        + (": " + process.communicate()[1][-3000:] if ended else ""))
         hadoop.yarn("-kill", running_app())
         out, err = process.communicate(timeout=300)
     finally:
