@@ -54,6 +54,9 @@ APPLICATION_OWN_ARGS = {"include_top", "weights", "input_tensor", "input_shape",
 # Keras's MelSpectrogram clips at (max over the whole batch) - top_db, which would make one
 # example's features depend on its batch mates; 1000 dB never clips (its floor is -100 dB).
 NO_TOP_DB = 1000.0
+# tabular: members of the ensemble when its args leave them out, up to ENSEMBLE_ROWS train rows (beyond, one MLP:
+# every member is a pass through it, and on large tables a single MLP's variance is small).
+ENSEMBLE, ENSEMBLE_ROWS = 16, 50_000
 
 
 class _BuiltinArgs(BaseModel):
@@ -90,6 +93,10 @@ class TabularArgs(_BuiltinArgs):
     dropout: float = Field(0.1, ge=0, lt=1)
     linear: bool = True  # the head also sees the standardised features: a linear model is one step away
     l2: float = Field(0.0, ge=0)  # L2 penalty on the dense layers' kernels
+    # Members sharing the MLP's weights, each with its own random +-1 scaling of the MLP's input and its own head
+    # (TabM-mini, Gorishniy et al. 2024); the prediction is their mean. None: ENSEMBLE members up to
+    # ENSEMBLE_ROWS train rows (each costs a pass through the MLP), one beyond. 1: one MLP.
+    ensemble: int | None = Field(None, ge=1)
 
 
 class TextMlpArgs(_BuiltinArgs):
@@ -135,13 +142,15 @@ def build_model(train: TrainSettings, manifest: Manifest, target_scale: list[flo
         y = _factory_body(spec, x, shape, outputs, manifest)
         return keras.Model(inputs, y, name="factory")
     if spec.kind == "builtin":
-        x = _builtin_body(name, spec.args, x, manifest)
+        x = _builtin_body(name, spec.args, x, manifest, train.seed)
     elif spec.kind == "layers":
         name = "layers"
         x = _layers_body(spec.layers, x, shape)
     else:
         name = spec.application.name.lower()
         x = _application_body(spec, x, shape)
+    if name == "tabular" and len(x.shape) == 3:  # an ensemble's members [members, features]
+        return keras.Model(inputs, _members_head(x, outputs, manifest, target_scale), name=name)
     if len(x.shape) != 2:
         raise ConfigError(
             f"train.model.{spec.kind}: the body gives {_dims(x.shape)} per example, not one vector; "
@@ -364,13 +373,13 @@ def _builtin_args(model: type[_BuiltinArgs], args: dict, builtin: str) -> Any:
         raise ConfigError(f"train.model.args.{field}: {message}") from e
 
 
-def _builtin_body(name: str, args: dict, x, manifest: Manifest):
+def _builtin_body(name: str, args: dict, x, manifest: Manifest, seed: int = 0):
     import keras
 
     if name == "text_cnn":
         return _text_cnn(_builtin_args(TextCnnArgs, args, name), x, manifest)
     if name == "tabular":
-        return _tabular(_builtin_args(TabularArgs, args, name), x, manifest)
+        return _tabular(_builtin_args(TabularArgs, args, name), x, manifest, seed)
     if name == "text_mlp" and manifest.vocabulary is not None and len(x.shape) == 2 and x.dtype == "float32":
         return _text_mlp(_builtin_args(TextMlpArgs, args, name), x)
     if name in ("mlp", "text_mlp"):
@@ -454,18 +463,27 @@ def _text_mlp(options: TextMlpArgs, x):
     return _relu_layers(x, options.units, options.dropout)
 
 
-def _tabular(options: TabularArgs, x, manifest: Manifest):
-    """An MLP over per-column numeric embeddings, with a linear path to the head (for tables and feature vectors).
+def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
+    """An MLP over per-column numeric embeddings, with a linear path to the head (for tables and feature vectors);
+    an ensemble of such MLPs sharing their weights (TabM-mini) up to ENSEMBLE_ROWS train rows.
 
     The numeric slots lead a table's features (numbers, then date parts; then one-hot and word
     slots, which pass through as they are). Each numeric value gets its own `frequencies` ReLU
     units (EinsumDense: a slope and a breakpoint per unit and column), so the network can cut a
     column at learnt thresholds as trees do (embeddings for numerical features, Gorishniy et al.
-    2022), mixed down to `embedding` values per column. Standard Keras layers only: the saved
-    model loads without dltool.
+    2022), mixed down to `embedding` values per column. The breakpoints start spread over the
+    standardised values (at normal quantiles, each unit facing up or down at random), not all at 0.
+
+    With `ensemble` members, the embedded features are repeated per member and scaled by the
+    member's own random +-1 vector before the shared MLP; each member has its own head and the
+    model predicts their mean (`_members_head`). On small tables this lowers the variance a single
+    MLP has (measured: docs/benchmarks.md). Standard Keras layers only: the saved model loads
+    without dltool.
     """
     import keras
+    import numpy as np
 
+    rng = np.random.default_rng(seed)
     if len(x.shape) > 2:
         x = keras.layers.Flatten(name="flatten")(x)
     width = x.shape[1]
@@ -481,16 +499,59 @@ def _tabular(options: TabularArgs, x, manifest: Manifest):
             features = [keras.layers.Flatten(name="other")(rest)]
         else:
             features = []
-        e = keras.layers.EinsumDense("bn,nk->bnk", output_shape=(leading, options.frequencies), bias_axes="nk",
-                                     name="numeric_embedding")(numbers)  # fmt: skip
-        e = keras.layers.ReLU(name="numeric_embedding_relu")(e)
+        embedding = keras.layers.EinsumDense("bn,nk->bnk", output_shape=(leading, options.frequencies),
+                                             bias_axes="nk", name="numeric_embedding")  # fmt: skip
+        e = keras.layers.ReLU(name="numeric_embedding_relu")(embedding(numbers))
+        _spread_breakpoints(embedding, rng)
         if options.embedding:
             e = keras.layers.EinsumDense("bnk,nkd->bnd", output_shape=(leading, options.embedding), bias_axes="nd",
                                          name="numeric_embedding_mix")(e)  # fmt: skip
         features.insert(0, keras.layers.Flatten(name="numeric_embedded")(e))
     h = features[0] if len(features) == 1 else keras.layers.Concatenate(name="embedded")(features)
+    members = options.ensemble or (ENSEMBLE if manifest.rows("train") <= ENSEMBLE_ROWS else 1)
+    if members > 1:
+        h = keras.layers.RepeatVector(members, name="members")(h)
+        scale = keras.layers.EinsumDense("bmd,md->bmd", output_shape=(members, h.shape[-1]),
+                                         kernel_initializer="ones", name="member_scale")  # fmt: skip
+        h = scale(h)
+        scale.kernel.assign(rng.choice([-1.0, 1.0], size=tuple(scale.kernel.shape)).astype("float32"))
+        if options.linear:
+            x = keras.layers.RepeatVector(members, name="members_linear")(x)
     h = _relu_layers(h, options.units, options.dropout, options.l2)
     return keras.layers.Concatenate(name="with_linear")([h, x]) if options.linear else h
+
+
+def _spread_breakpoints(embedding, rng) -> None:
+    """Each numeric embedding unit relu(w * (x - t)): t at the standard normal's quantiles, w = +-1 at random.
+
+    Keras's defaults (a zero bias) put every unit's breakpoint at 0, the column's mean, from where
+    they move slowly; spread over the standardised range, the units can cut eras of a date or bands
+    of a measurement from the first step.
+    """
+    from statistics import NormalDist
+
+    columns, units = embedding.kernel.shape
+    quantiles = [NormalDist().inv_cdf((i + 0.5) / units) for i in range(units)]
+    slope = rng.choice([-1.0, 1.0], size=(columns, units))
+    embedding.kernel.assign(slope.astype("float32"))
+    embedding.bias.assign((-slope * quantiles).astype("float32"))
+
+
+def _members_head(x, outputs: int, manifest: Manifest, target_scale: list[float] | None):
+    """Each member's own head on [members, features] -> the mean of the members' outputs (classes: of their logits,
+    then softmax; a regression's members each rescaled to the labels first)."""
+    import keras
+
+    members = x.shape[1]
+    y = keras.layers.EinsumDense("bmh,mho->bmo", output_shape=(members, outputs), bias_axes="mo", dtype="float32",
+                                 name="member_heads")(x)  # fmt: skip
+    if manifest.label.kind != "class":
+        if target_scale is not None and manifest.label.kind == "regression":
+            mean, std = target_scale
+            y = keras.layers.Rescaling(scale=std, offset=mean, dtype="float32", name="target_scale")(y)
+        return keras.layers.GlobalAveragePooling1D(dtype="float32", name="output")(y)
+    y = keras.layers.GlobalAveragePooling1D(dtype="float32", name="member_mean")(y)
+    return keras.layers.Activation("softmax", dtype="float32", name="output")(y)
 
 
 def _mel_frontend(x, manifest: Manifest):

@@ -108,11 +108,22 @@ def test_tabular_embeds_each_numeric_column_and_passes_other_slots_and_a_linear_
     m = manifest("csv", (9,), "float32", feature_names=names, columns=columns)
     model = build_model(train({"builtin": "tabular", "args": {"frequencies": 4, "embedding": 3, "units": [7]}}), m)
     assert model.name == "tabular"
-    assert model.get_layer("numeric_embedding").kernel.shape == (6, 4)  # the number and the 5 date parts, 4 units each
+    embedding = model.get_layer("numeric_embedding")
+    assert embedding.kernel.shape == (6, 4)  # the number and the 5 date parts, 4 units each
+    # each unit relu(+-(x - t)): breakpoints t spread over the standardised range, not all at 0
+    breakpoints = -embedding.bias.numpy() / embedding.kernel.numpy()
+    np.testing.assert_allclose(breakpoints[0], [-1.150, -0.319, 0.319, 1.150], atol=1e-3)
+    assert set(np.abs(embedding.kernel.numpy()).ravel()) == {1.0}
     assert model.get_layer("numeric_embedded").output.shape == (None, 6 * 3)
     assert model.get_layer("other").output.shape == (None, 3)  # one-hot and word slots as they are
-    assert model.get_layer("with_linear").output.shape == (None, 7 + 9)  # the hidden layer and the features
+    # a small table: 16 members share the MLP, each with its own +-1 input scale and head; the output is their mean
+    scale = model.get_layer("member_scale").kernel.numpy()
+    assert scale.shape == (16, 6 * 3 + 3) and set(np.abs(scale).ravel()) == {1.0} and len({tuple(r) for r in scale}) == 16
+    assert model.get_layer("with_linear").output.shape == (None, 16, 7 + 9)  # the hidden layer and the features
+    assert model.get_layer("member_heads").output.shape == (None, 16, 3)
+    assert model.output.shape == (None, 3)
     x = sample(m)
+    np.testing.assert_allclose(model(x).numpy().sum(axis=1), 1.0, rtol=1e-5)
     before = model(x).numpy()
     model.save(tmp_path / "m.keras")  # standard Keras layers only: loads with no dltool code
     code = (f"import keras, numpy as np; m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}); "
@@ -122,6 +133,9 @@ def test_tabular_embeds_each_numeric_column_and_passes_other_slots_and_a_linear_
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), before, rtol=1e-5)
     vectors = build_model(train({"builtin": "tabular"}), manifest("csv", (5,), "float32"))  # no names: all numeric
     assert vectors.get_layer("numeric_embedding").kernel.shape == (5, 32)
+    single = build_model(train({"builtin": "tabular", "args": {"ensemble": 1, "units": [7]}}), m)
+    assert single.get_layer("with_linear").output.shape == (None, 7 + 9)
+    assert not any(layer.name.startswith("member") for layer in single.layers)
 
 
 def test_mixed_precision_keeps_preprocessing_and_head_float32():
