@@ -2,10 +2,11 @@
 
 Both score the same test split with the same trained model: (a) `model.predict` on the split
 held in memory as numpy (the ceiling; TensorFlow's default threads use both cores), (b)
-`run_eval`, which scores the split's shards in Spark tasks and reduces exact metric sums.
-(b) runs in a fresh process, as `dltool eval` would: its Spark session starts as eval starts it
-(Python workers importing TensorFlow meanwhile) and is timed on its own; then (b) runs twice
-(cold: the first scoring job; warm: a rerun).
+`run_eval`, which scores the split's shards in Spark tasks with the ONNX copy train wrote beside
+the model and reduces exact metric sums, (c) the same with the copy taken away (TensorFlow
+scores, as before the copy existed). (b) and (c) each run in a fresh process, as `dltool eval`
+would: the Spark session starts as eval starts it and is timed on its own; then each runs
+twice (cold: the first scoring job; warm: a rerun).
 
     .venv/bin/python bench/eval.py --images 20000
 """
@@ -78,35 +79,51 @@ def main() -> None:
     spark.stop()
     # Cold as a user's `dltool eval` is: a fresh process whose session starts as eval starts it (its
     # Python workers importing TensorFlow meanwhile), timed from the session being up; then a rerun.
-    settings = work / f"eval-config-{args.images}.json"
-    settings.write_text(config.model_dump_json())
-    done = subprocess.run([sys.executable, "-c", FRESH, str(settings), str(rows)], capture_output=True, text=True,
-                          check=True)  # fmt: skip
-    times = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"fresh process: spark session {times['session']:.1f}s (not counted below)")
-    for label in ("cold", "warm"):
-        seconds = times[label]
-        print(f"(b) dltool eval, {label}: {rows / seconds:8.0f} examples/s  ({seconds:.1f}s)  ratio b/a = "
-              f"{rows / seconds / ceiling:.2f}")  # fmt: skip
+    # (c): the same in a fresh process, with the ONNX copy taken away (TensorFlow scores, as before it existed).
+    import shutil
+
+    tf_run = work / f"eval-run-{args.images}-tensorflow"
+    shutil.rmtree(tf_run, ignore_errors=True)
+    shutil.copytree(run_dir, tf_run)
+    (tf_run / "model" / "scoring.json").unlink()
+    for name, variant in (("b", config), ("c", config.model_copy(update={"train": config.train.model_copy(
+            update={"run_dir": str(tf_run)})}))):  # fmt: skip
+        settings = work / f"eval-config-{args.images}-{name}.json"
+        settings.write_text(variant.model_dump_json())
+        done = subprocess.run([sys.executable, "-c", FRESH, str(settings), str(rows)], capture_output=True, text=True,
+                              check=True)  # fmt: skip
+        times = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"fresh process: spark session {times['session']:.1f}s (not counted below)")
+        for label in ("cold", "warm"):
+            seconds = times[label]
+            print(f"({name}) dltool eval by {times['runtime']}, {label}: {rows / seconds:8.0f} examples/s  "
+                  f"({seconds:.1f}s)  ratio {name}/a = {rows / seconds / ceiling:.2f}  accuracy {times['accuracy']:.4f}")
+    shutil.rmtree(tf_run, ignore_errors=True)
 
 
 FRESH = """
 import json, sys, time
 from pathlib import Path
+from dltool.artefacts import scorer_for
 from dltool.config.models import ExperimentConfig
 from dltool.evaluate.score import run_eval
+from dltool.storage.fs import open_location
 from dltool.evaluate.tasks import SCORING_MODULES, tensorflow_tasks
 from dltool.spark.session import spark_session
 config = ExperimentConfig.model_validate_json(Path(sys.argv[1]).read_text())
 times = {}
 t = time.perf_counter()
 rows = 15930 if len(sys.argv) < 3 else int(sys.argv[2])
-spark_session(config.spark, warm=SCORING_MODULES, warm_tensorflow=tensorflow_tasks(rows))  # as run_eval starts it
+scorer = scorer_for(open_location(config.train.run_dir).child("model", "model.keras"))
+tensorflow = tensorflow_tasks(rows) if scorer.runtime == "tensorflow" else 0
+spark_session(config.spark, warm=SCORING_MODULES, warm_tensorflow=tensorflow)  # as run_eval starts it
 times["session"] = time.perf_counter() - t
 for label in ("cold", "warm"):
     t = time.perf_counter()
-    run_eval(config, split="test", progress=False)
+    result = run_eval(config, split="test", progress=False)
     times[label] = time.perf_counter() - t
+times["runtime"] = result.scored.runtime
+times["accuracy"] = result.scored.metrics["accuracy"]
 print(json.dumps(times))
 """
 

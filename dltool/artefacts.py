@@ -2,12 +2,16 @@
 
 Eval and export score them all with the same Spark job: each task loads the artefact once
 (`load_predictor`) and feeds its share of the split through `Predictor.predict`, numpy in,
-numpy out. TFLite runs in TensorFlow's own interpreter, ONNX in onnxruntime (the optional
-`dltool[export]` dependencies).
+numpy out. TFLite runs in TensorFlow's own interpreter, ONNX in onnxruntime.
+
+The final model of a run also gets an ONNX copy, checked against Keras when train writes it
+(`write_scoring_copy`); eval and predict score that copy (`scorer_for`), so their tasks do
+not start TensorFlow.
 """
 
 from __future__ import annotations
 
+import math
 import posixpath
 import shutil
 import warnings
@@ -17,7 +21,8 @@ from typing import Callable
 from dltool.errors import ConfigError, DltoolError
 from dltool.storage.fs import Location, open_location
 
-__all__ = ["KINDS", "Predictor", "artefact_kind", "graph_predict", "load_model", "load_predictor"]
+__all__ = ["KINDS", "Predictor", "Scorer", "artefact_kind", "graph_predict", "load_model", "load_predictor", "scorer_for",
+           "to_onnx", "write_scoring_copy"]
 
 KINDS = ("keras", "savedmodel", "tflite", "onnx")
 
@@ -123,7 +128,7 @@ def _onnx(tf, path: str, threads: int) -> Predictor:
     try:
         import onnxruntime as ort
     except ImportError as e:
-        raise DltoolError("scoring an .onnx model needs onnxruntime: pip install 'dltool[export]'") from e
+        raise DltoolError("scoring an .onnx model needs onnxruntime: pip install tf2onnx onnxruntime") from e
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = threads
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -198,3 +203,115 @@ def load_model(keras, uri: str, modules: list[str] = ()):
 def _first_line(error: BaseException, limit: int = 300) -> str:
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------ scoring copy
+
+SCORING_FILE = "scoring.json"  # beside the final model.keras: whether model.onnx scores it, and how it was checked
+ONNX_COPY = "model.onnx"
+ONNX_TOLERANCE = 1e-5  # largest difference to Keras allowed, per unit of the largest output (probabilities: absolute)
+CHECK_ROWS = 64
+
+
+def to_onnx(tf, model, shape, dtype: str, path: str) -> None:
+    """Convert a Keras model to ONNX with tf2onnx (opset 17), input named `features`; one line when it cannot."""
+    try:
+        import tf2onnx
+    except ImportError as e:
+        raise DltoolError("ONNX conversion needs tf2onnx and onnxruntime: pip install tf2onnx onnxruntime") from e
+    spec = (tf.TensorSpec([None, *shape], dtype, name="features"),)
+    try:
+        tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(path))
+    except Exception as e:  # noqa: BLE001 - tf2onnx raises many types, naming the op it cannot map
+        raise DltoolError(f"onnx: the model cannot be converted: {converter_message(e)}") from e
+
+
+def converter_message(error: Exception) -> str:
+    """The line of a converter's error that names the op or layer (they print pages of MLIR)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "op" in line.lower() or "layer" in line.lower() or "not supported" in line.lower()]
+    text = (named or lines or [type(error).__name__])[0]
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def write_scoring_copy(tf, folder, sample, modules: list[str] = ()) -> dict:
+    """Beside folder/model.keras (a local folder): model.onnx when the model converts and onnxruntime gives its
+    outputs on `sample` (real rows) within ONNX_TOLERANCE; and scoring.json, which says so or why not.
+
+    Eval and predict score with the copy (no TensorFlow start in their tasks) while scoring.json
+    names the .keras file's digest; a model that does not convert is scored by TensorFlow, and
+    eval says why. Never raises: a copy that cannot be made costs the run nothing.
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    folder = Path(folder)
+    keras_file, copy = folder / "model.keras", folder / ONNX_COPY
+    record = {"keras_sha256": hashlib.sha256(keras_file.read_bytes()).hexdigest()}
+    try:
+        import keras
+
+        model = load_model(keras, str(keras_file), modules)
+        to_onnx(tf, model, sample.shape[1:], sample.dtype.name, str(copy))
+        expected = np.asarray(model(sample, training=False), dtype=np.float64)
+        got = np.asarray(_onnx(tf, str(copy), 1).predict(sample), dtype=np.float64)
+        difference = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else math.inf
+        allowed = ONNX_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+        if not difference <= allowed:
+            raise DltoolError(f"its outputs differ from Keras by {difference:.2g} on {len(sample)} rows "
+                              f"(allowed {allowed:.2g})")  # fmt: skip
+        record.update(runtime="onnxruntime", file=ONNX_COPY, rows_checked=len(sample), max_difference=difference)
+    except Exception as e:  # noqa: BLE001 - any failure means TensorFlow scores this model, for the reason recorded
+        copy.unlink(missing_ok=True)
+        record.update(runtime="tensorflow", reason=f"no ONNX copy: {_first_line(e)}")
+    (folder / SCORING_FILE).write_text(json.dumps(record, indent=2))
+    return record
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """What scores a model in eval and predict tasks: its ONNX copy (no TensorFlow start) or the model itself."""
+
+    uri: str  # the file the tasks load
+    runtime: str  # "onnxruntime" or "tensorflow"
+    note: str  # how the copy was checked, or why TensorFlow scores it
+
+
+def scorer_for(model: Location, gpus: bool = False) -> Scorer:
+    """The ONNX copy train wrote beside a .keras model when it is there and of this very file, else the model."""
+    import hashlib
+    import json
+
+    kind = artefact_kind(model)
+    if kind != "keras":
+        return Scorer(model.uri, "onnxruntime" if kind == "onnx" else "tensorflow", f"a {kind} model, scored as it is")
+    if gpus:
+        return Scorer(model.uri, "tensorflow", "the tasks have GPUs: TensorFlow scores on them")
+    try:
+        record = json.loads(_beside(model, SCORING_FILE).read_bytes())
+    except (OSError, ValueError):  # none (a checkpoint's model, an older run), or not readable
+        record = None
+    if record is None:
+        return Scorer(model.uri, "tensorflow", "no ONNX copy beside it (dltool train writes one beside the final model)")
+    if record.get("runtime") != "onnxruntime":
+        return Scorer(model.uri, "tensorflow", str(record.get("reason") or "no ONNX copy"))
+    if hashlib.sha256(model.read_bytes()).hexdigest() != record.get("keras_sha256"):
+        return Scorer(model.uri, "tensorflow", f"{posixpath.basename(model.path)} changed after its ONNX copy was made")
+    copy = _beside(model, str(record.get("file")))
+    if not copy.exists():
+        return Scorer(model.uri, "tensorflow", f"its ONNX copy {copy.uri} is gone")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return Scorer(model.uri, "tensorflow", "onnxruntime is not installed (pip install tf2onnx onnxruntime)")
+    return Scorer(copy.uri, "onnxruntime", f"{record['file']}, within {record['max_difference']:.1g} of Keras on "
+                                           f"{record['rows_checked']} rows")  # fmt: skip
+
+
+def _beside(location: Location, name: str) -> Location:
+    """The file `name` in the folder holding `location`."""
+    folder = posixpath.dirname(location.path.rstrip("/"))
+    return Location(location.uri.rstrip("/").rsplit("/", 1)[0] + "/" + name, location.fs, posixpath.join(folder, name))

@@ -421,7 +421,7 @@ def export(
     formats: Annotated[
         list[Format],
         typer.Option("--format", "-f", metavar="FORMAT", show_default=False,
-                     help="savedmodel, tflite, tflite-fp16, tflite-int8 or onnx (the [export] extra); repeatable."),
+                     help="savedmodel, tflite, tflite-fp16, tflite-int8 or onnx; repeatable."),
     ],
     output: Annotated[str | None, typer.Option("--output", "-o", metavar="PATH", show_default=False,
                                                help="Folder for the files (default: RUN_DIR/export).")] = None,
@@ -593,6 +593,8 @@ def _report_eval(summary: EvalResult) -> None:
     print_table([{**e.metrics, "checkpoint": e.name, "split": summary.split} for e in entries], summary.best)
     if summary.best is not None:
         _say(f"best by {summary.monitor}: {summary.scored.name}")
+    for runtime, note in dict.fromkeys((e.runtime, e.runtime_note) for e in entries):
+        _say(f"scored with {'onnxruntime' if runtime == 'onnxruntime' else 'TensorFlow'}: {note}")
     for gate in summary.gates:
         mark = "[green]✓[/]" if gate.passed else "[red]✗[/]"
         value = "undefined" if gate.value is None else f"{gate.value:.4f}"

@@ -7,7 +7,7 @@ format its file, size, metric, drop against Keras, single-example latency and ba
 throughput. `--max-drop accuracy=0.01` exits 3 when a format loses more than that.
 
 Converters: TensorFlow's own TFLiteConverter (float32, float16 weights, full-integer int8
-calibrated on train rows) and tf2onnx for ONNX (the optional `dltool[export]` group).
+calibrated on train rows) and tf2onnx for ONNX.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltool.artefacts import converter_message, to_onnx
 from dltool.config.models import ExperimentConfig
 from dltool.errors import ConfigError, DltoolError, QualityGateError
 from dltool.storage.fs import Location, open_dataset, open_location
@@ -233,7 +234,7 @@ def _convert_all(config, model_uri: str, dataset: Location, manifest: Manifest, 
         if fmt == "savedmodel":
             pass
         elif fmt == "onnx":
-            _onnx(tf, model, manifest, path)
+            to_onnx(tf, model, manifest.features.shape, manifest.features.dtype, str(path))
         else:
             sample = _calibration_rows(dataset, manifest, calibration) if fmt == "tflite-int8" else None
             path.write_bytes(_tflite(tf, saved, fmt, sample))
@@ -269,27 +270,7 @@ def _tflite(tf, saved: Path, fmt: str, sample) -> bytes:
     try:
         return converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter's ConverterError names the op it cannot convert
-        raise DltoolError(f"{fmt}: the model cannot be converted: {_converter_message(e)}") from e
-
-
-def _onnx(tf, model, manifest: Manifest, path: Path) -> None:
-    try:
-        import tf2onnx
-    except ImportError as e:
-        raise DltoolError("onnx export needs tf2onnx and onnxruntime: pip install 'dltool[export]'") from e
-    spec = (tf.TensorSpec([None, *manifest.features.shape], manifest.features.dtype, name="features"),)
-    try:
-        tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(path))
-    except Exception as e:  # noqa: BLE001 - tf2onnx raises many types, naming the op it cannot map
-        raise DltoolError(f"onnx: the model cannot be converted: {_converter_message(e)}") from e
-
-
-def _converter_message(error: Exception) -> str:
-    """The line of a converter's error that names the op or layer (they print pages of MLIR)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    named = [line for line in lines if "op" in line.lower() or "layer" in line.lower() or "not supported" in line.lower()]
-    text = (named or lines or [type(error).__name__])[0]
-    return text if len(text) <= 300 else text[:299] + "…"
+        raise DltoolError(f"{fmt}: the model cannot be converted: {converter_message(e)}") from e
 
 
 def _calibration_rows(dataset: Location, manifest: Manifest, count: int):

@@ -14,9 +14,10 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from dltool.artefacts import Scorer, scorer_for
 from dltool.config.models import ExperimentConfig, SplitSettings
 from dltool.errors import ConfigError, DataQualityError, ErrorRecord, InputNotFoundError, map_errors
-from dltool.evaluate.tasks import PredictJob
+from dltool.evaluate.tasks import PredictJob, task_gpus
 from dltool.config.redaction import redact
 from dltool.storage.commit import StagedFolder, unfinished
 from dltool.storage.ownership import OutputLock, check_replaceable, protected_paths
@@ -154,14 +155,15 @@ class _Request:
         with OutputLock(output), StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}"),
                                               kind="predictions") as staged:  # fmt: skip
             staging = staged.location
-            rows = _predict_on_spark(self.config, dataset, manifest, self.trained_on, split, target.model.uri, staging,
+            scorer = scorer_for(target.model, task_gpus(self.config.spark))
+            rows = _predict_on_spark(self.config, dataset, manifest, self.trained_on, split, scorer, staging,
                                      self.progress, self.keep, label_column)  # fmt: skip
             if raw and dataset.child("_errors").exists():
                 staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
             summary = {
                 "status": "completed", "output": output.uri, "input": self.source.uri, "raw_input": raw,
                 "split": None if raw else split, "dataset_version": None if raw else manifest.version,
-                "model": target.model.uri, "rows": rows,
+                "model": target.model.uri, "rows": rows, "runtime": scorer.runtime, "runtime_note": scorer.note,
                 "quarantined": manifest.counts.quarantined if raw else 0,
                 "seconds": round(time.monotonic() - self.started, 1),
             }  # fmt: skip
@@ -276,7 +278,7 @@ def _training_preprocess(config: ExperimentConfig) -> str:
     return dataset.child(PREPROCESS).uri
 
 
-def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, model_uri: str,
+def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, scorer: Scorer,
                       output: Location, progress: bool, keep: list[str], label_column: str | None) -> int:  # fmt: skip
     from dltool.evaluate.tasks import SCORING_MODULES, scoring_tasks, tensorflow_tasks
     from dltool.shards.feed import plan_shares
@@ -285,12 +287,13 @@ def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on:
     from dltool.spark.shipping import config_code, factory_modules
 
     rows = manifest.splits[split].rows if split in manifest.splits else 0  # plan_shares says why 0
+    tensorflow = scorer.runtime == "tensorflow"
     spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
-                          warm_tensorflow=tensorflow_tasks(rows))  # fmt: skip
-    tasks = scoring_tasks(spark, rows)
+                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0)  # fmt: skip
+    tasks = scoring_tasks(spark, rows, tensorflow)
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
-    job = PredictJob(dataset.uri, manifest, model_uri, output.uri, tuple(factory_modules(config)),
+    job = PredictJob(dataset.uri, manifest, scorer.uri, output.uri, tuple(factory_modules(config)),
                      trained_on.label.vocabulary, trained_on.label.kind, tuple(keep), label_column)  # fmt: skip
     with map_errors("predict"), spark_progress(spark, "predict", enabled=progress):
         records = (
@@ -320,11 +323,12 @@ def _predict_share(job: PredictJob, rank: int, units: list) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dltool.artefacts import load_predictor
+    from dltool.artefacts import artefact_kind, load_predictor
     from dltool.tfenv import task_tensorflow, task_threads
     from dltool.shards.feed import FeedUnit, ShardFeed
 
-    tf = task_tensorflow()  # before keras, which imports TensorFlow loudly
+    # before keras, which imports TensorFlow loudly; an ONNX copy needs no TensorFlow at all
+    tf = None if artefact_kind(open_location(job.model)) == "onnx" else task_tensorflow()
     manifest = job.manifest
     labelled = manifest.label.kind is not None
     units = [FeedUnit(*u) for u in units]

@@ -15,9 +15,12 @@ class CheckpointScore:
     name: str
     epoch: int | None
     metrics: dict  # metrics.compute(): loss, accuracy, per class, confusion matrix... or the regression figures
+    runtime: str = "tensorflow"  # what scored it: "onnxruntime" (the ONNX copy train made) or "tensorflow"
+    runtime_note: str = ""  # how the ONNX copy was checked, or why TensorFlow scored it
 
     def to_json(self) -> dict:
-        return {"checkpoint": self.checkpoint, "name": self.name, "epoch": self.epoch, "metrics": self.metrics}
+        return {"checkpoint": self.checkpoint, "name": self.name, "epoch": self.epoch, "metrics": self.metrics,
+                "runtime": self.runtime, "runtime_note": self.runtime_note}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class PredictResult:
     quarantined: int
     seconds: float
     dataset_version: int | None = None  # the version of the dataset predicted (None: raw inputs)
+    runtime: str = "tensorflow"  # what scored the rows: "onnxruntime" (the model's ONNX copy) or "tensorflow"
+    runtime_note: str = ""  # how the ONNX copy was checked, or why TensorFlow scored them
 
     @classmethod
     def from_json(cls, data: dict) -> PredictResult:

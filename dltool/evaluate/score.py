@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from dltool.errors import ConfigError, DltoolError, ErrorRecord, QualityGateError, map_errors
 from dltool.evaluate.metrics import headline, higher_is_better
 from dltool.evaluate.result import CheckpointScore, EvalResult, GateOutcome
-from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, SumsSpec, scoring_tasks, tensorflow_tasks
+from dltool.artefacts import scorer_for
+from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, SumsSpec, scoring_tasks, task_gpus, tensorflow_tasks
 from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.storage.stores import with_storage
@@ -147,16 +148,22 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     from dltool.spark.session import spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
+    scorers = [scorer_for(t.model, task_gpus(config.spark)) for t in targets]
+    tensorflow = any(scorer.runtime == "tensorflow" for scorer in scorers)
     spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
-                          warm_tensorflow=tensorflow_tasks(rows))  # fmt: skip
-    job = ScoreJob(dataset.uri, manifest, split, sums, tuple(factory_modules(config)), tuple(t.model.uri for t in targets),
+                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0)  # fmt: skip
+    job = ScoreJob(dataset.uri, manifest, split, sums, tuple(factory_modules(config)), tuple(s.uri for s in scorers),
                    SCORE_BATCH, train.cache_mb if len(targets) > 1 else 0)  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
-    results, mistakes = score_checkpoints(spark, job, scoring_tasks(spark, rows), progress=progress, description=title)
+    from dltool.evaluate.report import start_loading_plots
+
+    start_loading_plots()
+    results, mistakes = score_checkpoints(spark, job, scoring_tasks(spark, rows, tensorflow), progress=progress,
+                                          description=title)  # fmt: skip
     parent_scores = None
     if parent is not None:  # scored in the same job, on the same rows: the reference of the relative gates
         parent_scores = {"model": parent.model.uri, "metrics": headline(results[-1])}
-        targets, results, mistakes = targets[:-1], results[:-1], mistakes[:-1]
+        targets, scorers, results, mistakes = targets[:-1], scorers[:-1], results[:-1], mistakes[:-1]
         for name, rule in relative.items():
             if name not in parent_scores["metrics"]:
                 raise ConfigError(f"--fail-under {name}={rule}: the parent model has no {name} on this split")
@@ -172,7 +179,8 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     worst = _mistake_rows(dataset, manifest, mistakes[best or 0], class_names) if kind == "class" else []
     summary = EvalResult(
         split=split, dataset=manifest.source if temp is not None else dataset.uri, dataset_hash=digest, run_dir=run_dir.uri,
-        checkpoints=tuple(CheckpointScore(t.location.uri, t.label, t.epoch, result) for t, result in zip(targets, results)),
+        checkpoints=tuple(CheckpointScore(t.location.uri, t.label, t.epoch, result, scorer.runtime, scorer.note)
+                          for t, scorer, result in zip(targets, scorers, results)),
         best=best, monitor=monitor, fail_under={name: gate["threshold"] for name, gate in gates.items()},
         gates=tuple(apply_gates(gates, results[best or 0])), eval_dir=eval_dir.uri, seconds=0.0,
         quarantined=manifest.counts.quarantined if temp is not None else 0,
@@ -386,11 +394,11 @@ def _score_share(job: ScoreJob, rank: int, units: list) -> Iterator[dict]:
     from dltool.evaluate.targets import check_signature
     from dltool.shards.feed import FeedUnit, ShardFeed
 
-    tf = task_tensorflow()
-    import keras
+    from dltool.artefacts import artefact_kind, load_predictor
 
-    from dltool.artefacts import load_predictor
-
+    # ONNX copies only: no TensorFlow start in this task (the point of them)
+    onnx = all(artefact_kind(open_location(uri)) == "onnx" for uri in job.models)
+    tf = None if onnx else task_tensorflow()
     spec = job.sums
     units = [FeedUnit(*u) for u in units]
     feed = ShardFeed(job.dataset, job.manifest, units, cache_mb=job.cache_mb)
@@ -405,15 +413,19 @@ def _score_share(job: ScoreJob, rank: int, units: list) -> Iterator[dict]:
             outputs = predict(x)
             sums.update(y, outputs)
             if classify:
-                mistakes = _worst(mistakes + _wrong(y, outputs, seen, units))
+                mistakes = _worst(mistakes + _wrong(x, y, outputs, seen, units))
             seen += len(outputs)
         yield {"model": index, "rank": rank, "sums": sums.to_json(), "mistakes": mistakes}
         del predict, model
-        keras.backend.clear_session()
+        if tf is not None:
+            import keras
+
+            keras.backend.clear_session()
 
 
-def _wrong(y, probabilities, first: int, units) -> list[dict]:
-    """The wrong predictions of a batch whose first row is row `first` of the share, each with where it is stored."""
+def _wrong(x, y, probabilities, first: int, units) -> list[dict]:
+    """The wrong predictions of a batch whose first row is row `first` of the share, each with where it is stored
+    and its features (mistakes.png shows them; reading them back from the shards costs a row group each)."""
     import numpy as np
 
     y = np.asarray(y).reshape(-1)
@@ -430,7 +442,8 @@ def _wrong(y, probabilities, first: int, units) -> list[dict]:
         at = int(np.searchsorted(ends, position, side="right"))
         unit, offset = units[at], position - (int(ends[at]) - units[at].rows)
         found.append({"probability": float(probabilities[i, predicted[i]]), "true": int(y[i]), "predicted": int(predicted[i]),
-                      "file": unit.file, "row_group": unit.row_group, "row": unit.start + offset})  # fmt: skip
+                      "file": unit.file, "row_group": unit.row_group, "row": unit.start + offset,
+                      "features": np.array(x[i])})  # fmt: skip
     return found
 
 
@@ -438,20 +451,18 @@ def _wrong(y, probabilities, first: int, units) -> list[dict]:
 
 
 def _mistake_rows(dataset: Location, manifest: Manifest, mistakes: list[dict], class_names: list[str]) -> list[dict]:
-    """The most confidently wrong rows with their key, class names and features, read back from the shards."""
+    """The most confidently wrong rows with their class names and features, and their keys read from the shards
+    (one small column per row group)."""
     import pyarrow.parquet as pq
 
-    from dltool.shards.codec import decode_tensors
-
-    rows = []
-    for m in mistakes:
-        shard = dataset.child(*m["file"].split("/"))
+    keys = {}
+    for place in dict.fromkeys((m["file"], m["row_group"]) for m in mistakes):
+        shard = dataset.child(*place[0].split("/"))
         with shard.fs.open_input_file(shard.path) as f:
-            row = pq.ParquetFile(f).read_row_group(m["row_group"], columns=["features", "key"]).slice(m["row"], 1)
-        rows.append({"key": row.column("key")[0].as_py(), "true": class_names[m["true"]],
-                     "predicted": class_names[m["predicted"]], "probability": round(m["probability"], 6),
-                     "features": decode_tensors(row.column("features"), manifest.features)[0]})  # fmt: skip
-    return rows
+            keys[place] = pq.ParquetFile(f).read_row_group(place[1], columns=["key"]).column("key")
+    return [{"key": keys[m["file"], m["row_group"]][m["row"]].as_py(), "true": class_names[m["true"]],
+             "predicted": class_names[m["predicted"]], "probability": round(m["probability"], 6),
+             "features": m["features"]} for m in mistakes]  # fmt: skip
 
 
 def _write_outputs(eval_dir: Location, summary: EvalResult, class_names: list[str]) -> None:

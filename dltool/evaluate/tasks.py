@@ -9,24 +9,36 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dltool.storage.manifest import Manifest
 
-SCORING_MODULES = ("dltool.evaluate.score", "dltool.shards.feed", "dltool.tfenv")  # what scoring tasks import, besides TensorFlow
+# What scoring tasks import, besides TensorFlow (onnxruntime: for ONNX copies; a worker without it skips it;
+# pandas: pyarrow imports it on its first to_numpy(), 0.5 s of a cold task)
+SCORING_MODULES = ("dltool.evaluate.score", "dltool.evaluate.metrics", "dltool.evaluate.targets", "dltool.shards.feed",
+                   "dltool.artefacts", "dltool.tfenv", "onnxruntime", "pandas")
 ROWS_PER_SCORING_TASK = 10_000  # below this a second task costs more than it saves: each one starts TensorFlow
+ROWS_PER_ONNX_TASK = 2_000  # the same for tasks scoring ONNX copies, which start no TensorFlow
 
 
-def scoring_tasks(spark, rows: int) -> int:
-    """Tasks for scoring `rows` rows: one per core, but never fewer than ROWS_PER_SCORING_TASK rows each.
+def scoring_tasks(spark, rows: int, tensorflow: bool = True) -> int:
+    """Tasks for scoring `rows` rows: one per core, but never fewer than ROWS_PER_SCORING_TASK rows each when
+    the tasks start TensorFlow (ROWS_PER_ONNX_TASK when they score ONNX copies).
 
-    Every scoring task imports TensorFlow and loads the model (4-6 s here); two of them starting
-    at once on two cores take longer than one, so a small split is scored by one task.
+    Every TensorFlow scoring task imports TensorFlow and loads the model (4-6 s here); two of them
+    starting at once on two cores take longer than one, so a small split is scored by one task.
+    onnxruntime loads in a tenth of a second.
     """
     from dltool.spark.session import default_parallelism
 
-    return min(default_parallelism(spark), tensorflow_tasks(rows))
+    per_task = ROWS_PER_SCORING_TASK if tensorflow else ROWS_PER_ONNX_TASK
+    return min(default_parallelism(spark), max(1, math.ceil(rows / per_task)))
 
 
 def tensorflow_tasks(rows: int) -> int:
     """scoring_tasks before the session exists: how many of its workers should start TensorFlow."""
     return max(1, math.ceil(rows / ROWS_PER_SCORING_TASK))
+
+
+def task_gpus(settings) -> bool:
+    """Whether the config gives Spark tasks GPUs (spark.task.resource.gpu.amount): TensorFlow then scores on them."""
+    return bool(settings.conf.get("spark.task.resource.gpu.amount"))
 
 
 @dataclass(frozen=True)

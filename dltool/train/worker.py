@@ -461,7 +461,7 @@ class Worker:
                 requested = not stop and epoch < self.train.epochs and self._stop_requested(steps)
                 if stop or requested:
                     break
-        self._finish(model, state, stop, requested)  # no collective left to wait for: saving may take its time
+        self._finish(model, state, stop, requested, val_feed or train_feed)  # no collective left: saving may take time
 
     def _stalled(self, idle_s: float) -> None:
         """The watchdog's verdict: fail this worker now (the barrier task relays it; the run retries)."""
@@ -578,14 +578,14 @@ class Worker:
                              checkpoint=saved, stopped_early=stop)  # fmt: skip
         return stop
 
-    def _finish(self, model, state: RunState, stop: bool, requested: bool = False) -> None:
+    def _finish(self, model, state: RunState, stop: bool, requested: bool, feed) -> None:
         """Keep the model `train.final` names (chief) and report this replica's weight digest."""
         # Every replica reports a digest of its weights: the driver checks they are still in sync.
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(v.numpy()).tobytes() for v in model.weights))
         last = state.history[-1]["epoch"] if state.history else 0
         kept = state.best["epoch"] if self.train.final == "best" and state.best else last
         if self.chief:
-            self._save_final(model, kept, last)
+            self._save_final(model, kept, last, feed)
         self.events.send("done", epochs_done=len(state.history), best=state.best, stopped_early=stop,
                          stopped_on_request=requested, model_epoch=kept, weights_sha256=digest.hexdigest())  # fmt: skip
 
@@ -614,14 +614,16 @@ class Worker:
         ckpt.prune_checkpoints(self.run_dir, self.train.keep_checkpoints, best)
         return checkpoint.name
 
-    def _save_final(self, model, kept: int, last: int) -> None:
-        """Write run_dir/model: the model of epoch `kept` (loaded from its checkpoint unless it is the last)."""
+    def _save_final(self, model, kept: int, last: int, feed) -> None:
+        """Write run_dir/model: the model of epoch `kept` (loaded from its checkpoint unless it is the last), and
+        its ONNX copy for scoring, checked on rows of `feed` (`write_scoring_copy`)."""
         if kept != last:
             checkpoint = self.run_dir.child(ckpt.CHECKPOINTS, ckpt.epoch_dir_name(kept))
             _load_state(checkpoint, {"model": model.variables})
         scratch = local_scratch("model")
         model.save(scratch / ckpt.MODEL_FILE)
         model.export(str(scratch / "saved_model"), format="tf_saved_model", verbose=False)
+        self._scoring_copy(scratch, feed)
         if self.manifest.vocabulary is not None:  # text: a model that takes raw strings too
             from dltool.storage.fs import open_location
             from dltool.train.text_layers import save_raw_text_model
@@ -633,6 +635,19 @@ class Worker:
             target.delete()
         ckpt.upload_tree(scratch, target)
         _remove_tree(scratch)
+
+    def _scoring_copy(self, folder: Path, feed) -> None:
+        import contextlib
+
+        import tensorflow as tf
+
+        from dltool.artefacts import CHECK_ROWS, write_scoring_copy
+
+        with contextlib.closing(feed.one_pass(CHECK_ROWS)) as batches:
+            sample = next(batches, (None, None))[0]
+        if sample is not None:
+            record = write_scoring_copy(tf, folder, sample)  # a factory's custom layers: registered when built
+            print(f"scoring copy: {record.get('reason') or record['file']}", flush=True)
 
     def _tensorboard(self) -> dict:
         import tensorflow as tf

@@ -28,6 +28,15 @@ def cli(command: str, *args):
     return result, (json.loads(result.stdout) if result.stdout.strip() else None)
 
 
+def rounded(value, places: int = 5):
+    """Metrics with every float rounded: figures from two runtimes, equal to float32 rounding."""
+    if isinstance(value, dict):
+        return {k: rounded(v, places) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, places) for v in value]
+    return round(value, places) if isinstance(value, float) else value
+
+
 @pytest.fixture(scope="module")
 def trained(spark, churn_dataset, tmp_path_factory):
     """A 2-epoch churn run (checkpoints epoch-001 and epoch-002, final model) and its config file."""
@@ -64,6 +73,12 @@ def test_default_eval_scores_the_final_model_and_agrees_with_sklearn(trained, ch
     }
     [entry] = summary["checkpoints"]
     assert entry["checkpoint"] == str(run / "model" / "model.keras") and entry["epoch"] == 2
+    # Scored by the ONNX copy train wrote and checked beside the model, not by TensorFlow.
+    copy = json.loads((run / "model" / "scoring.json").read_text())
+    assert copy["runtime"] == "onnxruntime" and copy["rows_checked"] > 0 and copy["max_difference"] <= 1e-5
+    assert (run / "model" / "model.onnx").stat().st_size > 0
+    assert entry["runtime"] == "onnxruntime" and "model.onnx" in entry["runtime_note"]
+    assert "scored with onnxruntime" in result.stderr
     got = entry["metrics"]
     assert "accuracy" in result.stderr and "per class" in result.stderr  # the table
 
@@ -118,8 +133,11 @@ def test_checkpoint_all_scores_every_checkpoint_and_marks_the_best(trained, defa
     losses = [e["metrics"]["loss"] for e in entries]
     assert summary["monitor"] == "loss" and summary["best"] == int(np.argmin(losses))
     assert "★ best" in result.stderr
-    # The final model holds the weights of the last epoch: the same figures, bit for bit.
-    assert entries[-1]["metrics"] == default_eval[1]["checkpoints"][0]["metrics"]
+    # The final model holds the weights of the last epoch: the same figures. Its ONNX copy scored it, TensorFlow
+    # the checkpoint: the counts agree exactly, the losses and confidences to float32 rounding.
+    assert [e["runtime"] for e in entries] == ["tensorflow", "tensorflow"]
+    assert "no ONNX copy beside it" in entries[-1]["runtime_note"]
+    assert rounded(entries[-1]["metrics"]) == rounded(default_eval[1]["checkpoints"][0]["metrics"])
     for name in ("confusion_matrix.png", "metrics_over_epochs.png"):
         assert (run / "eval" / "test" / name).read_bytes()[:8] == PNG_SIGNATURE
 
@@ -166,6 +184,19 @@ def test_missing_run_dir_exits_2(trained, tmp_path):
     result, summary = cli("eval", config, "--run-dir", tmp_path / "nowhere")
     assert result.exit_code == 2
     assert "run dir not found" in summary["message"]
+
+
+def test_a_final_model_changed_after_its_onnx_copy_is_scored_by_tensorflow(trained, tmp_path):
+    config, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.copy(copy / "checkpoints" / "epoch-001" / "model.keras", copy / "model" / "model.keras")
+    result, summary = cli("eval", config, "--run-dir", copy)
+    assert result.exit_code == 0, result.output
+    [entry] = summary["checkpoints"]
+    assert entry["runtime"] == "tensorflow" and "model.keras changed after its ONNX copy" in entry["runtime_note"]
+    result, first = cli("eval", config, "--run-dir", copy, "--checkpoint", "epoch-001")
+    assert entry["metrics"] == first["checkpoints"][0]["metrics"]  # the model that is there now, by TensorFlow
 
 
 def test_damaged_model_files_exit_1_with_one_line(trained, tmp_path):

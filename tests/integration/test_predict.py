@@ -58,6 +58,17 @@ def test_predict_a_dataset_split_writes_one_row_per_example(trained, digits_data
     assert probs.shape == (table.num_rows, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert table.column("predicted").to_pylist() == probs.argmax(axis=1).tolist()
+    # Scored by the model's ONNX copy, with Keras's outputs to float32 rounding.
+    import keras
+
+    from dltool.shards.codec import TensorSpec, decode_tensors
+
+    assert summary["runtime"] == "onnxruntime" and "model.onnx" in summary["runtime_note"]
+    order = {key: i for i, key in enumerate(shards.column("key").to_pylist())}
+    x = decode_tensors(shards.column("features"), TensorSpec.from_json(manifest["features"]))
+    x = x[[order[key] for key in table.column("key").to_pylist()]]
+    expected = keras.models.load_model(folder / "run" / "model" / "model.keras", compile=False).predict(x, verbose=0)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
     names = [manifest["label"]["vocabulary"][i] for i in table.column("label").to_pylist()]
     assert table.column("label_name").to_pylist() == names
     # A rerun over its own output replaces it; a folder dltool did not write is refused, --overwrite or not.

@@ -161,7 +161,8 @@ def test_eval_result_writes_eval_json_without_where_and_how_long():
                                         "best", "monitor", "fail_under", "gates", "passed", "mistakes"]  # fmt: skip
     assert result.to_json() == {**result.eval_json(), "eval_dir": "/r/eval/test", "seconds": 2.0, "quarantined": 0}
     assert result.eval_json()["checkpoints"][1] == {"checkpoint": "/r/c/epoch-002", "name": "epoch-002", "epoch": 2,
-                                                    "metrics": {"loss": 0.4}}  # fmt: skip
+                                                    "metrics": {"loss": 0.4}, "runtime": "tensorflow",
+                                                    "runtime_note": ""}  # fmt: skip
     assert result.eval_json()["gates"] == [{"metric": "loss", "rule": "<=", "threshold": 0.45, "value": 0.4,
                                             "passed": True}]  # fmt: skip
     assert result.passed and result.scored.name == "epoch-002"
