@@ -263,7 +263,8 @@ def write_scoring_copy(tf, folder, sample, modules: list[str] = ()) -> dict:
         if not difference <= allowed:
             raise DltoolError(f"its outputs differ from Keras by {difference:.2g} on {len(sample)} rows "
                               f"(allowed {allowed:.2g})")  # fmt: skip
-        record.update(runtime="onnxruntime", file=ONNX_COPY, rows_checked=len(sample), max_difference=difference)
+        record.update(runtime="onnxruntime", file=ONNX_COPY, bytes=copy.stat().st_size, rows_checked=len(sample),
+                      max_difference=difference)  # fmt: skip
     except Exception as e:  # noqa: BLE001 - any failure means TensorFlow scores this model, for the reason recorded
         copy.unlink(missing_ok=True)
         record.update(runtime="tensorflow", reason=f"no ONNX copy: {_first_line(e)}")
@@ -301,8 +302,10 @@ def scorer_for(model: Location, gpus: bool = False) -> Scorer:
     if hashlib.sha256(model.read_bytes()).hexdigest() != record.get("keras_sha256"):
         return Scorer(model.uri, "tensorflow", f"{posixpath.basename(model.path)} changed after its ONNX copy was made")
     copy = _beside(model, str(record.get("file")))
-    if not copy.exists():
-        return Scorer(model.uri, "tensorflow", f"its ONNX copy {copy.uri} is gone")
+    info = copy.info()
+    if info.size != record.get("bytes"):  # gone, or not the file that was checked
+        state = "is gone" if not copy.exists() else f"has {info.size} bytes, not the {record.get('bytes')} checked"
+        return Scorer(model.uri, "tensorflow", f"its ONNX copy {copy.uri} {state}")
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

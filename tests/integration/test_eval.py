@@ -198,6 +198,16 @@ def test_a_final_model_changed_after_its_onnx_copy_is_scored_by_tensorflow(train
     result, first = cli("eval", config, "--run-dir", copy, "--checkpoint", "epoch-001")
     assert entry["metrics"] == first["checkpoints"][0]["metrics"]  # the model that is there now, by TensorFlow
 
+    # A damaged copy beside an unchanged model: TensorFlow scores it, and the note says why.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run, damaged)
+    onnx = damaged / "model" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:100])
+    result, summary = cli("eval", config, "--run-dir", damaged)
+    assert result.exit_code == 0, result.output
+    [entry] = summary["checkpoints"]
+    assert entry["runtime"] == "tensorflow" and "has 100 bytes, not the" in entry["runtime_note"]
+
 
 def test_damaged_model_files_exit_1_with_one_line(trained, tmp_path):
     config, run = trained
