@@ -21,8 +21,8 @@ from typing import Callable
 from dltool.errors import ConfigError, DltoolError
 from dltool.storage.fs import Location, open_location
 
-__all__ = ["KINDS", "Predictor", "Scorer", "artefact_kind", "graph_predict", "load_model", "load_predictor", "scorer_for",
-           "to_onnx", "write_scoring_copy"]
+__all__ = ["KINDS", "Predictor", "SCORING_COPY", "Scorer", "artefact_kind", "beside", "graph_predict", "load_model",
+           "load_predictor", "scorer_for", "to_onnx", "write_scoring_copy"]
 
 KINDS = ("keras", "savedmodel", "tflite", "onnx")
 
@@ -211,6 +211,7 @@ SCORING_FILE = "scoring.json"  # beside the final model.keras: whether model.onn
 ONNX_COPY = "model.onnx"
 ONNX_TOLERANCE = 1e-5  # largest difference to Keras allowed, per unit of the largest output (probabilities: absolute)
 CHECK_ROWS = 64
+SCORING_COPY = (SCORING_FILE, ONNX_COPY)  # the files that travel with a .keras model when it is copied (Spark ML save)
 
 
 def to_onnx(tf, model, shape, dtype: str, path: str) -> None:
@@ -292,7 +293,7 @@ def scorer_for(model: Location, gpus: bool = False) -> Scorer:
     if gpus:
         return Scorer(model.uri, "tensorflow", "the tasks have GPUs: TensorFlow scores on them")
     try:
-        record = json.loads(_beside(model, SCORING_FILE).read_bytes())
+        record = json.loads(beside(model, SCORING_FILE).read_bytes())
     except (OSError, ValueError):  # none (a checkpoint's model, an older run), or not readable
         record = None
     if record is None:
@@ -301,7 +302,7 @@ def scorer_for(model: Location, gpus: bool = False) -> Scorer:
         return Scorer(model.uri, "tensorflow", str(record.get("reason") or "no ONNX copy"))
     if hashlib.sha256(model.read_bytes()).hexdigest() != record.get("keras_sha256"):
         return Scorer(model.uri, "tensorflow", f"{posixpath.basename(model.path)} changed after its ONNX copy was made")
-    copy = _beside(model, str(record.get("file")))
+    copy = beside(model, str(record.get("file")))
     info = copy.info()
     if info.size != record.get("bytes"):  # gone, or not the file that was checked
         state = "is gone" if not copy.exists() else f"has {info.size} bytes, not the {record.get('bytes')} checked"
@@ -314,7 +315,7 @@ def scorer_for(model: Location, gpus: bool = False) -> Scorer:
                                            f"{record['rows_checked']} rows")  # fmt: skip
 
 
-def _beside(location: Location, name: str) -> Location:
+def beside(location: Location, name: str) -> Location:
     """The file `name` in the folder holding `location`."""
     folder = posixpath.dirname(location.path.rstrip("/"))
     return Location(location.uri.rstrip("/").rsplit("/", 1)[0] + "/" + name, location.fs, posixpath.join(folder, name))

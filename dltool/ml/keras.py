@@ -3,7 +3,10 @@
 `fit(df)` checks the columns (before any Spark job), writes the DataFrame as a dltool dataset
 (`write_dataset`), trains it with dltool's barrier launcher into a run directory (checkpoints,
 history, TensorBoard, best model kept) and returns a Model. `transform(df)` scores with an Arrow
-UDF that loads the model once per Python worker. Both save and load as Spark ML stages (params as JSON, the `.keras` file beside them), inside a Pipeline too.
+UDF that loads the model once per Python worker: its checked ONNX copy in onnxruntime when it has
+one (no TensorFlow start; `dltool.artefacts.scorer_for`), else the `.keras` file in TensorFlow.
+Both save and load as Spark ML stages (params as JSON, the `.keras` file and its ONNX copy beside
+them), inside a Pipeline too.
 """
 
 from __future__ import annotations
@@ -279,7 +282,13 @@ class _KerasModel(Model, _TrainParams, MLReadable, MLWritable):
                               f"takes {shape}")  # fmt: skip
         spec = TensorSpec(tuple(shape), "uint8" if feature.kind == "binary" else "float32")
         kind = "double" if self.regression else "struct<prediction double, probability array<float>, raw array<float>>"
-        scorer = _scorer(self.getOrDefault(self.modelPath), self.getOrDefault(self.modules), spec, self.regression,
+        from dltool.artefacts import scorer_for
+        from dltool.storage.fs import open_location
+
+        # The model's checked ONNX copy when it has one: the tasks then start no TensorFlow (as in eval).
+        gpus = bool(dataset.sparkSession.conf.get("spark.task.resource.gpu.amount", None))
+        chosen = scorer_for(open_location(self.getOrDefault(self.modelPath)), gpus)
+        scorer = _scorer(chosen.uri, self.getOrDefault(self.modules), spec, self.regression,
                          self.getOrDefault(self.predictBatchSize), uuid.uuid4().hex)  # fmt: skip
         score = F.arrow_udf(scorer, kind)
         scored = f"_dltool_{self.uid}"
@@ -327,11 +336,13 @@ def _scorer(model_uri: str, modules: list[str], spec, regression: bool, batch_si
 
         predictor = _LOADED.get(token)
         if predictor is None:
-            from dltool.artefacts import load_predictor
+            from dltool.artefacts import artefact_kind, load_predictor
+            from dltool.storage.fs import open_location
             from dltool.tfenv import task_tensorflow, task_threads
 
             _LOADED.clear()
-            predictor = _LOADED[token] = load_predictor(task_tensorflow(), model_uri, modules, task_threads())
+            tf = None if artefact_kind(open_location(model_uri)) == "onnx" else task_tensorflow()
+            predictor = _LOADED[token] = load_predictor(tf, model_uri, modules, task_threads())
         dtype = np.dtype(predictor.dtype)
         for batch in batches:
             x = decode_tensors(batch, spec).astype(dtype, copy=False)
@@ -375,7 +386,7 @@ _accessors(KerasClassificationModel, ("probabilityCol", "rawPredictionCol"))
 
 
 class _ModelWriter(MLWriter):
-    """Params as Spark ML's JSON metadata; the .keras file copied beside it (no pickles)."""
+    """Params as Spark ML's JSON metadata; the .keras file (and its ONNX copy) copied beside it (no pickles)."""
 
     def __init__(self, instance: _KerasModel):
         super().__init__()
@@ -387,8 +398,14 @@ class _ModelWriter(MLWriter):
         instance = self.instance
         params = {p.name: v for p, v in instance._paramMap.items() if p.name != "modelPath"}
         DefaultParamsWriter.saveMetadata(instance, path, self.sparkSession, paramMap=params)
+        from dltool.artefacts import SCORING_COPY, beside
+
         source = open_location(instance.getOrDefault(instance.modelPath))
         _location(path).child(MODEL_FILE).write_bytes(source.read_bytes())
+        for name in SCORING_COPY:  # its checked ONNX copy, which transform scores with
+            extra = beside(source, name)
+            if extra.exists():
+                _location(path).child(name).write_bytes(extra.read_bytes())
 
 
 class _ModelReader(MLReader):

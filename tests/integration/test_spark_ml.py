@@ -35,6 +35,13 @@ def test_a_pipeline_fits_scores_saves_and_loads_with_identical_predictions(spark
     before, after = _probabilities(scored, "customer_id"), _probabilities(out["loaded"].transform(out["test"]), "customer_id")
     assert before.keys() == after.keys() and len(before) == out["test"].count()
     assert all(np.array_equal(before[k], after[k]) for k in before)
+    # The saved stage carries the model's checked ONNX copy, which its transform scores with.
+    from dltool.artefacts import scorer_for
+    from dltool.storage.fs import open_location
+
+    loaded = out["loaded"].stages[-1]
+    chosen = scorer_for(open_location(loaded.getModelPath()))
+    assert chosen.runtime == "onnxruntime" and chosen.uri.startswith(loaded.getModelPath().rsplit("/", 1)[0])
     named = {row.predicted_churn for row in out["named"].collect()}
     assert named <= {"yes", "no"} and named
     assert fitted.history() and fitted.history()[-1]["epoch"] == fitted.trainingSummary.epochs_done
