@@ -643,11 +643,12 @@ class Worker:
 
         from dltool.artefacts import CHECK_ROWS, write_scoring_copy
 
+        started = time.monotonic()
         with contextlib.closing(feed.one_pass(CHECK_ROWS)) as batches:
             sample = next(batches, (None, None))[0]
         if sample is not None:
             record = write_scoring_copy(tf, folder, sample)  # a factory's custom layers: registered when built
-            print(f"scoring copy: {record.get('reason') or record['file']}", flush=True)
+            print(f"scoring copy: {record.get('reason') or record['file']} ({time.monotonic() - started:.1f} s)", flush=True)
 
     def _tensorboard(self) -> dict:
         import tensorflow as tf
