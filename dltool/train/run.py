@@ -80,8 +80,8 @@ def run_training(
     with OutputLock(run_dir):  # a second command training into this run dir fails at once
         # as configured: the sizing follows from it and the manifest
         digest = _train_hash(config.train, manifest, parent["model"] if parent else None)
-        done = _earlier_run(run_dir, sized(config.train, manifest.rows("train"), config.train.workers or 1), digest,
-                            resume, overwrite)  # fmt: skip
+        done = _earlier_run(run_dir, sized(config.train, manifest.rows("train"), config.train.workers or 1,
+                                           manifest.rows("val")), digest, resume, overwrite)  # fmt: skip
         if done is not None:
             return done
         run = _Run(config, manifest, dataset, run_dir, digest, started, parent)
@@ -132,7 +132,9 @@ class _Run:
         # where every reader (a plugin too) is registered.
         config = _with_auto_model_resolved(config, manifest)
         self.unsized = config.train
-        self.config = config.model_copy(update={"train": sized(self.unsized, self.rows, self.unsized.workers or 1)})
+        self.val_rows = manifest.rows("val")
+        self.config = config.model_copy(update={"train": sized(self.unsized, self.rows, self.unsized.workers or 1,
+                                                               self.val_rows)})  # fmt: skip
         if config.tracking.mlflow is not None:  # before Spark starts: an unreachable server costs nothing
             from dltool.tracking import check_reachable
 
@@ -155,7 +157,7 @@ class _Run:
             workers = self.config.train.workers or slots
             check_slots(spark, workers, slots)
             # the batch rounded to split over the workers Spark gave
-            self.config = self.config.model_copy(update={"train": sized(self.unsized, self.rows, workers)})
+            self.config = self.config.model_copy(update={"train": sized(self.unsized, self.rows, workers, self.val_rows)})
             plan = _plan(self.config, self.manifest, workers)
             view.print(f"{workers} worker(s), {plan.train_rows} train rows, {plan.val_rows} val rows")
             if self.parent is not None and not resume:

@@ -5,6 +5,12 @@ stops a 400-row table while its validation loss still falls. So when the config 
 out, the batch is about 1/32 of the train rows (8 to 64), the epochs give at least MIN_STEPS
 optimizer steps (10 to MAX_EPOCHS), and early stopping on `train.monitor` ends the run once it
 stops improving; `final: best` (the default) keeps the best epoch. What a user sets is kept.
+
+A validation split of fewer than MIN_VAL_ROWS rows (a 10% split of a 150-row table holds 2 to
+15) cannot pick an epoch: its loss can rise from the first epoch while the model learns (iris,
+measured: seeds 1 and 2 stopped at epochs 12 and 11, keeping epochs 2 and 1, test accuracy
+0.784 and 0.804, where training through gave 0.941 for all three seeds). Such a run trains its
+sized epochs without early stopping and keeps the last one, unless the config says otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ MIN_STEPS = 1000  # optimizer steps a run gets at least when its epochs are left
 MIN_EPOCHS, MAX_EPOCHS = 10, 300
 MIN_BATCH, MAX_BATCH = 8, 64
 MIN_PATIENCE = 10
+MIN_VAL_ROWS = 30  # fewer validation rows than this do not choose the epoch to keep
 
 
 def sized_batch(train_rows: int) -> int:
@@ -24,11 +31,13 @@ def sized_batch(train_rows: int) -> int:
     return min(MAX_BATCH, max(MIN_BATCH, 2 ** round(math.log2(max(1, train_rows // 32)))))
 
 
-def sized(train: TrainSettings, train_rows: int, workers: int = 1) -> TrainSettings:
+def sized(train: TrainSettings, train_rows: int, workers: int = 1, val_rows: int | None = None) -> TrainSettings:
     """`train` with the batch, the epochs and early stopping sized to `train_rows` where the config left them out.
 
     Early stopping is added only with sized epochs: a user who names the epochs gets them all.
-    The batch is rounded up to split evenly over `workers`.
+    With sized epochs and 1 to MIN_VAL_ROWS - 1 `val_rows`, there is no early stopping and the
+    last epoch is kept (`final: last`) unless the config sets `final`. The batch is rounded up to
+    split evenly over `workers`.
     """
     update: dict = {}
     batch = train.global_batch_size or (train.per_worker_batch_size or 0) * workers
@@ -39,6 +48,9 @@ def sized(train: TrainSettings, train_rows: int, workers: int = 1) -> TrainSetti
         steps = train.steps_per_epoch or max(1, train_rows // batch)
         epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps)))
         update["epochs"] = epochs
-        if train.early_stopping is None:
+        few = val_rows is not None and 0 < val_rows < MIN_VAL_ROWS
+        if train.early_stopping is None and not few:
             update["early_stopping"] = EarlyStoppingSettings(patience=max(MIN_PATIENCE, epochs // 10))
+        if few and "final" not in train.model_fields_set:
+            update["final"] = "last"
     return train.model_copy(update=update) if update else train

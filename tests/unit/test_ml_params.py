@@ -78,3 +78,11 @@ def test_settings_left_unset_are_sized_to_the_train_rows():
     mine = TrainSettings(run_dir="r", epochs=3, global_batch_size=16)
     assert sized(mine, 135) == mine  # what the user set is kept, and no early stopping added
     assert sized(TrainSettings(run_dir="r", per_worker_batch_size=4), 135, workers=2).epochs == 63  # 1000 / 16 steps
+    # A validation split too small to pick an epoch: all sized epochs, the last one kept, unless the config says.
+    few = sized(TrainSettings(run_dir="r"), 135, val_rows=12)
+    assert few.early_stopping is None and few.final == "last" and few.epochs == small.epochs
+    enough = sized(TrainSettings(run_dir="r"), 135, val_rows=30)
+    assert enough.early_stopping == small.early_stopping and enough.final == "best"
+    assert sized(TrainSettings(run_dir="r", final="best"), 135, val_rows=12).final == "best"
+    assert sized(TrainSettings(run_dir="r"), 135, val_rows=0).early_stopping == small.early_stopping  # no val split
+    assert sized(mine, 135, val_rows=12) == mine
