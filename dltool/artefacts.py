@@ -296,23 +296,24 @@ def scorer_for(model: Location, gpus: bool = False) -> Scorer:
         record = json.loads(beside(model, SCORING_FILE).read_bytes())
     except (OSError, ValueError):  # none (a checkpoint's model, an older run), or not readable
         record = None
-    if record is None:
+    if not isinstance(record, dict):
         return Scorer(model.uri, "tensorflow", "no ONNX copy beside it (dltool train writes one beside the final model)")
     if record.get("runtime") != "onnxruntime":
         return Scorer(model.uri, "tensorflow", str(record.get("reason") or "no ONNX copy"))
     if hashlib.sha256(model.read_bytes()).hexdigest() != record.get("keras_sha256"):
         return Scorer(model.uri, "tensorflow", f"{posixpath.basename(model.path)} changed after its ONNX copy was made")
-    copy = beside(model, str(record.get("file")))
-    info = copy.info()
-    if info.size != record.get("bytes"):  # gone, or not the file that was checked
-        state = "is gone" if not copy.exists() else f"has {info.size} bytes, not the {record.get('bytes')} checked"
-        return Scorer(model.uri, "tensorflow", f"its ONNX copy {copy.uri} {state}")
+    copy = beside(model, ONNX_COPY)  # the name train writes, whatever scoring.json says
+    size = copy.info().size
+    if size is None or size != record.get("bytes"):  # gone, or not the file that was checked
+        state = "is gone" if size is None else f"has {size} bytes, not the {record.get('bytes')} checked"
+        return Scorer(model.uri, "tensorflow", f"its ONNX copy {ONNX_COPY} {state}")
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return Scorer(model.uri, "tensorflow", "onnxruntime is not installed (pip install tf2onnx onnxruntime)")
-    return Scorer(copy.uri, "onnxruntime", f"{record['file']}, within {record['max_difference']:.1g} of Keras on "
-                                           f"{record['rows_checked']} rows")  # fmt: skip
+    checked = record.get("max_difference"), record.get("rows_checked")
+    how = f"within {checked[0]:.1g} of Keras on {checked[1]} rows" if isinstance(checked[0], float) else "checked"
+    return Scorer(copy.uri, "onnxruntime", f"{ONNX_COPY}, {how}")
 
 
 def beside(location: Location, name: str) -> Location:
