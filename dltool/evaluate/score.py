@@ -176,7 +176,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
 
         best = best_checkpoint(results, monitor)
     eval_dir = run_dir.child("eval", eval_name)
-    worst = _mistake_rows(dataset, manifest, mistakes[best or 0], class_names) if kind == "class" else []
+    worst = _mistake_rows(dataset, mistakes[best or 0], class_names) if kind == "class" else []
     summary = EvalResult(
         split=split, dataset=manifest.source if temp is not None else dataset.uri, dataset_hash=digest, run_dir=run_dir.uri,
         checkpoints=tuple(CheckpointScore(t.location.uri, t.label, t.epoch, result, scorer.runtime, scorer.note)
@@ -450,7 +450,7 @@ def _wrong(x, y, probabilities, first: int, units) -> list[dict]:
 # -------------------------------------------------------------------------------------------- outputs
 
 
-def _mistake_rows(dataset: Location, manifest: Manifest, mistakes: list[dict], class_names: list[str]) -> list[dict]:
+def _mistake_rows(dataset: Location, mistakes: list[dict], class_names: list[str]) -> list[dict]:
     """The most confidently wrong rows with their class names and features, and their keys read from the shards
     (one small column per row group)."""
     import pyarrow.parquet as pq

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from dltool.storage.manifest import Manifest
 
 # What scoring tasks import, besides TensorFlow (onnxruntime: for ONNX copies; a worker without it skips it;
-# pandas: pyarrow imports it on its first to_numpy(), 0.5 s of a cold task)
+# pandas: pyarrow imports it on its first pa.array(), 0.5 s of a cold task)
 SCORING_MODULES = ("dltool.evaluate.score", "dltool.evaluate.metrics", "dltool.evaluate.targets", "dltool.shards.feed",
                    "dltool.artefacts", "dltool.tfenv", "onnxruntime", "pandas")
 ROWS_PER_SCORING_TASK = 10_000  # below this a second task costs more than it saves: each one starts TensorFlow
