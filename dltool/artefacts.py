@@ -22,7 +22,7 @@ from dltool.errors import ConfigError, DltoolError
 from dltool.storage.fs import Location, open_location
 
 __all__ = ["KINDS", "Predictor", "SCORING_COPY", "Scorer", "artefact_kind", "beside", "graph_predict", "load_model",
-           "load_predictor", "scorer_for", "to_onnx", "write_scoring_copy"]
+           "load_predictor", "scorer_for", "task_tensorflow_for", "to_onnx", "write_scoring_copy"]
 
 KINDS = ("keras", "savedmodel", "tflite", "onnx")
 
@@ -49,6 +49,16 @@ def artefact_kind(location: Location) -> str:
         f"{location.uri}: not a model dltool can score: expected a .keras, .tflite or .onnx file, or a SavedModel "
         "folder (holding saved_model.pb)"
     )
+
+
+def task_tensorflow_for(uris) -> object | None:
+    """TensorFlow, started as Spark tasks start it, for a task that loads these artefacts; None when every one is
+    an ONNX file (onnxruntime needs no TensorFlow: the point of the final model's ONNX copy)."""
+    if all(artefact_kind(open_location(uri)) == "onnx" for uri in uris):
+        return None
+    from dltool.tfenv import task_tensorflow
+
+    return task_tensorflow()
 
 
 def load_predictor(tf, uri: str, modules: list[str] = (), threads: int = 1) -> Predictor:

@@ -323,12 +323,11 @@ def _predict_share(job: PredictJob, rank: int, units: list) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dltool.artefacts import artefact_kind, load_predictor
-    from dltool.tfenv import task_tensorflow, task_threads
+    from dltool.artefacts import load_predictor, task_tensorflow_for
+    from dltool.tfenv import task_threads
     from dltool.shards.feed import FeedUnit, ShardFeed
 
-    # before keras, which imports TensorFlow loudly; an ONNX copy needs no TensorFlow at all
-    tf = None if artefact_kind(open_location(job.model)) == "onnx" else task_tensorflow()
+    tf = task_tensorflow_for([job.model])  # before keras, which imports TensorFlow loudly
     manifest = job.manifest
     labelled = manifest.label.kind is not None
     units = [FeedUnit(*u) for u in units]

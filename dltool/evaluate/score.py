@@ -24,7 +24,7 @@ from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, SumsSpec, scoring_t
 from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.storage.stores import with_storage
-from dltool.tfenv import task_tensorflow, task_threads
+from dltool.tfenv import task_threads
 
 if TYPE_CHECKING:
     from dltool.config.models import ExperimentConfig
@@ -394,11 +394,9 @@ def _score_share(job: ScoreJob, rank: int, units: list) -> Iterator[dict]:
     from dltool.evaluate.targets import check_signature
     from dltool.shards.feed import FeedUnit, ShardFeed
 
-    from dltool.artefacts import artefact_kind, load_predictor
+    from dltool.artefacts import load_predictor, task_tensorflow_for
 
-    # ONNX copies only: no TensorFlow start in this task (the point of them)
-    onnx = all(artefact_kind(open_location(uri)) == "onnx" for uri in job.models)
-    tf = None if onnx else task_tensorflow()
+    tf = task_tensorflow_for(job.models)
     spec = job.sums
     units = [FeedUnit(*u) for u in units]
     feed = ShardFeed(job.dataset, job.manifest, units, cache_mb=job.cache_mb)

@@ -336,13 +336,12 @@ def _scorer(model_uri: str, modules: list[str], spec, regression: bool, batch_si
 
         predictor = _LOADED.get(token)
         if predictor is None:
-            from dltool.artefacts import artefact_kind, load_predictor
-            from dltool.storage.fs import open_location
-            from dltool.tfenv import task_tensorflow, task_threads
+            from dltool.artefacts import load_predictor, task_tensorflow_for
+            from dltool.tfenv import task_threads
 
             _LOADED.clear()
-            tf = None if artefact_kind(open_location(model_uri)) == "onnx" else task_tensorflow()
-            predictor = _LOADED[token] = load_predictor(tf, model_uri, modules, task_threads())
+            predictor = _LOADED[token] = load_predictor(task_tensorflow_for([model_uri]), model_uri, modules,
+                                                        task_threads())  # fmt: skip
         dtype = np.dtype(predictor.dtype)
         for batch in batches:
             x = decode_tensors(batch, spec).astype(dtype, copy=False)
