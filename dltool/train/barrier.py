@@ -1,4 +1,8 @@
-"""Run TensorFlow workers as one Spark barrier stage: one task per worker, each a fresh child process."""
+"""Run TensorFlow workers as one Spark barrier stage: one task per worker, each in a child process.
+
+A one-worker CPU run that asks for it (`TrainJob.reuse_worker`: the tuner's trials) leaves its child to the next such
+run of the same Spark Python worker, with TensorFlow loaded (`_KEPT`); every other child serves one run.
+"""
 
 from __future__ import annotations
 
@@ -124,7 +128,7 @@ def _child_env(job: TrainJob, scratch: str, gpus: list[str]) -> dict[str, str]:
         # Absolute: shipped code sits at relative paths (./dltool.zip) and the child runs elsewhere.
         PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
         PYTHONUNBUFFERED="1",
-        DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this task (see worker.die_with_parent)
+        DLTOOL_PARENT_PID=str(os.getpid()),  # the child ties its life to this process (see worker.die_with_parent)
     )
     # Local mode: the config's own code from where it lies, ahead of the copy shipped at the session's start.
     env = with_code_path(env, Path(job.user_code) if job.user_code else None)
@@ -135,12 +139,74 @@ def _child_env(job: TrainJob, scratch: str, gpus: list[str]) -> dict[str, str]:
     return env
 
 
-def run_worker_task(job: TrainJob) -> int:
-    """Inside a barrier task: start the worker child, agree on addresses meanwhile, relay its failure.
+MAX_RUNS = 50  # runs one kept worker process may serve before a fresh one takes over
 
-    The child starts importing TensorFlow at once; the cluster spec (TF_CONFIG) follows on
-    its stdin when every task has published its address, so the two waits overlap. A child
-    that fails leaves its ErrorRecord in a file; one killed or crashed leaves none.
+
+class WorkerProcess:
+    """`python -m dltool.train.worker --serve` (see worker.serve): it starts importing TensorFlow at once."""
+
+    def __init__(self, env: dict[str, str], key: str):
+        self.key, self.runs = key, 0
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "dltool.train.worker", "--serve"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+            env=env, cwd=env["TMPDIR"], text=True, errors="replace",
+        )  # fmt: skip
+
+    def run(self, request: dict, lines: deque, keep: bool) -> tuple[int, int]:
+        """Send one run and relay its output into `lines`; (exit code, lines seen). Without `keep` the process
+        ends after the run (stdin closed); a run that fails ends it too."""
+        from dltool.train.job import RUN_DONE
+
+        self.runs += 1
+        try:
+            self.child.stdin.write(json.dumps(request) + "\n")
+            self.child.stdin.flush()
+            if not keep:
+                self.child.stdin.close()
+        except BrokenPipeError:  # the child died early: its output below says why
+            pass
+        seen = 0
+        for line in self.child.stdout:
+            if line.startswith(RUN_DONE):
+                code = int(line[len(RUN_DONE):])
+                return (code if keep and code == 0 else self.child.wait()), seen
+            lines.append(line.rstrip())
+            seen += 1
+        return self.child.wait(), seen  # killed or crashed: no end-of-run line
+
+    def reusable(self, key: str) -> bool:
+        return self.key == key and self.runs < MAX_RUNS and self.child.poll() is None
+
+    def stop(self) -> None:
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+
+
+_KEPT: list[WorkerProcess] = []  # this Spark Python worker's idle kept child: none or one
+
+
+def _worker_process(env: dict[str, str], keep: bool, threads: int, user_code: str | None) -> WorkerProcess:
+    """The kept child when it runs with this environment (it loaded code from it), else a new child."""
+    fixed = {k: v for k, v in env.items() if k not in ("TMPDIR", "DLTOOL_PARENT_PID")}
+    stamp = os.stat(user_code).st_mtime_ns if user_code and os.path.exists(user_code) else None
+    key = json.dumps([fixed, threads, user_code, stamp], sort_keys=True)  # TensorFlow's threads are set once
+    kept = _KEPT.pop() if _KEPT else None
+    if kept is not None and keep and kept.reusable(key):
+        return kept
+    if kept is not None:
+        kept.stop()
+    return WorkerProcess(env, key)
+
+
+def run_worker_task(job: TrainJob) -> int:
+    """Inside a barrier task: start the worker child (or take the kept one), agree on addresses meanwhile, relay
+    its failure.
+
+    The child imports TensorFlow while the tasks publish their addresses; the run, with the cluster spec
+    (TF_CONFIG), follows on its stdin. A child that fails leaves its ErrorRecord in a file; one killed or
+    crashed leaves none.
     """
     import shutil
     import tempfile
@@ -160,31 +226,22 @@ def run_worker_task(job: TrainJob) -> int:
     spec_path = os.path.join(scratch, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec.to_json(), f)
-    env = _child_env(job, scratch, gpus)
+    # A kept child holds TensorFlow's memory: on a GPU another run's process would need it.
+    keep = job.reuse_worker and len(infos) == 1 and not gpus
+    process = _worker_process(_child_env(job, scratch, gpus), keep, spec.threads, job.user_code)
     lines: deque[str] = deque(maxlen=LOG_LINES)
-    seen = 0
-    child = subprocess.Popen(
-        [sys.executable, "-m", "dltool.train.worker", spec_path],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
-        env=env, cwd=scratch, text=True, errors="replace",
-    )  # fmt: skip
+    code, seen = None, 0
     try:
         addresses = ctx.allGather(f"{host}:{_free_port(host)}")
         cluster = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}}
-        try:
-            child.stdin.write((json.dumps(cluster) if len(addresses) > 1 else "") + "\n")
-            child.stdin.close()
-        except BrokenPipeError:  # the child died early: its output below says why
-            pass
-        for line in child.stdout:
-            lines.append(line.rstrip())
-            seen += 1
-        code = child.wait()
+        request = {"spec": spec_path, "scratch": scratch, "cluster": json.dumps(cluster) if len(addresses) > 1 else ""}
+        code, seen = process.run(request, lines, keep)
         failure = _worker_error(error_path) if code != 0 else None
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        if keep and code == 0 and process.child.poll() is None:
+            _KEPT.append(process)
+        else:
+            process.stop()
         shutil.rmtree(scratch, ignore_errors=True)
         _save_log(job, rank, lines, seen)
     if failure is not None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from dltool.config.models import TrainSettings
 from dltool.storage.manifest import Manifest
 
+RUN_DONE = "\x1edltool-run-done "  # the worker child's last line of a run on stdout; the run's exit code follows
+
 # One unit of a worker's share: [shard file, row group, first row, end row] (see shards.feed.FeedUnit).
 Units = list[list]
 
@@ -41,6 +43,7 @@ class TrainJob:
     events: dict | None = None  # host, port and token of the driver's event server
     resume_from: str | None = None  # URI of the checkpoint this attempt starts from
     warm_start: str | None = None  # URI of the .keras model whose weights a run that resumes nothing starts from
+    reuse_worker: bool = False  # one CPU worker: run in a worker process kept from an earlier run (tune's trials)
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -54,7 +54,7 @@ class Plan:
 def run_training(
     config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
     fault: dict | None = None, on_epoch=None, sharing: int = 1, quiet: bool = False, check_model: bool = True,
-    warm_start: str | None = None,
+    warm_start: str | None = None, reuse_workers: bool = False,
 ) -> dict:
     """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure).
 
@@ -67,6 +67,8 @@ def run_training(
     child process first (a tuner's trial: Spark is up, and the worker reports a bad model with the same error).
     `warm_start`: a run dir, checkpoint folder or .keras file whose weights the model starts from (the same
     preprocessing: another version of this dataset); run.json names it as the run's parent.
+    `reuse_workers`: a run of one CPU worker takes the worker process an earlier such run left in its Spark Python
+    worker, TensorFlow loaded, and leaves its own for the next (the tuner's trials; see train.barrier).
     """
     started = time.monotonic()
     if config.train is None:
@@ -85,7 +87,7 @@ def run_training(
         if done is not None:
             return done
         run = _Run(config, manifest, dataset, run_dir, digest, started, parent)
-        summary = run.train(resume, progress, quiet, check_model, on_epoch, sharing, fault)
+        summary = run.train(resume, progress, quiet, check_model, on_epoch, sharing, fault, reuse_workers)
         ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
         return summary
 
@@ -141,7 +143,7 @@ class _Run:
             check_reachable(config.tracking.mlflow.tracking_uri)
 
     def train(self, resume: bool, progress: bool, quiet: bool, check_model: bool, on_epoch, sharing: int,
-              fault: dict | None) -> dict:  # fmt: skip
+              fault: dict | None, reuse_workers: bool = False) -> dict:  # fmt: skip
         """Start Spark (and, on a cluster, build the model once in a child process meanwhile, so a bad model
         stops the run with exit 2 before any Spark job; a local run skips it: its TensorFlow start would
         take the CPU the local Spark start and workers need, measured: the first step 5 s later, and the
@@ -168,7 +170,7 @@ class _Run:
             local = spark.sparkContext.master.startswith("local")
             # Local mode: the machine is ours, so fewer workers than cores share them all.
             threads = max(1, task_slots(spark) // (workers * sharing)) if local else None
-            job = self._job(plan, status, threads, local, fault)
+            job = replace(self._job(plan, status, threads, local, fault), reuse_worker=reuse_workers)
             try:
                 start = ckpt.newest_intact_checkpoint(self.run_dir, lambda line: view.print(f"[yellow]{line}[/]")) \
                     if resume else None  # fmt: skip

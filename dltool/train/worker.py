@@ -1,9 +1,13 @@
-"""One TensorFlow training worker: `python -m dltool.train.worker SPEC.json`, started by its barrier task.
+"""One TensorFlow training worker: `python -m dltool.train.worker --serve`, started by its barrier task.
 
-Each barrier task runs the worker as a fresh child process, so TensorFlow's
-state never outlives a training run inside a reused Spark Python worker, and
-the child dies with its task (PR_SET_PDEATHSIG). The task sets TF_CONFIG,
-CUDA_VISIBLE_DEVICES and TMPDIR in the child's environment only.
+Each barrier task runs the worker in a child process, so TensorFlow's state
+never lives inside a Spark Python worker, and the child dies with the Python
+worker that started it (PR_SET_PDEATHSIG). The child imports TensorFlow at once,
+then runs the runs its task sends on stdin, one JSON line each (`serve`). A run
+of one CPU worker that asks for it (the tuner's trials, `TrainJob.reuse_worker`)
+leaves the child waiting for the next run of the same Python worker, TensorFlow
+loaded; every other child gets one run. The task sets CUDA_VISIBLE_DEVICES in
+the child's environment only, TF_CONFIG and TMPDIR per run.
 
 Keras 3's `Model.fit` fails under MultiWorkerMirroredStrategy, so the step is
 our own: `strategy.run` of a GradientTape step whose optimizer update is
@@ -68,28 +72,76 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+IDLE_S = 120.0  # a kept worker process with no next run for this long exits
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     die_with_parent()
     if argv[0] == "--check":
         return check_model(json.loads(Path(argv[1]).read_text()))
-    from dltool.train.job import WorkerSpec  # after die_with_parent: validating the train section takes a moment
+    return serve()
 
-    spec = WorkerSpec.from_json(json.loads(Path(argv[0]).read_text()))
+
+def serve() -> int:
+    """Run each run the barrier task sends, a JSON line {"spec", "scratch", "cluster"} on stdin, until stdin closes
+    or IDLE_S pass with none; each run's output ends with RUN_DONE and its exit code. A failed run ends the process.
+    """
+    import select
+
+    from dltool.tfenv import import_tensorflow_quietly
+    from dltool.train.job import RUN_DONE
+
+    import_tensorflow_quietly()  # the slow import overlaps the task's address exchange, once per process
+    runs = 0
+    while True:
+        if runs and not select.select([sys.stdin], [], [], IDLE_S)[0]:
+            return 0
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0
+        runs += 1
+        code = run_once(json.loads(line), runs)
+        _reset_keras()
+        print(f"{RUN_DONE}{code}", flush=True)
+        if code != 0:
+            return code  # a process whose run failed is not trusted with another
+
+
+def run_once(request: dict, runs: int) -> int:
+    """One training run in this process: TMPDIR, the working folder and TF_CONFIG are the run's."""
+    import tempfile
+
+    from dltool.train.job import WorkerSpec
+
+    scratch = request["scratch"]
+    os.environ["TMPDIR"], tempfile.tempdir = scratch, None
+    os.chdir(scratch)
+    os.environ.pop("TF_CONFIG", None)
+    if request.get("cluster"):  # from the barrier task; none for one worker
+        os.environ["TF_CONFIG"] = request["cluster"]
+    spec = WorkerSpec.from_json(json.loads(Path(request["spec"]).read_text()))
     events = EventClient(spec.job.events, spec.rank)
+    loaded = ", TensorFlow already loaded" if runs > 1 else ""
+    print(f"dltool worker: run {runs} of process {os.getpid()} (Spark Python worker {os.getppid()}){loaded}", flush=True)
     try:
-        from dltool.tfenv import import_tensorflow_quietly
-
-        import_tensorflow_quietly()  # the slow import overlaps the task's address exchange
-
-        cluster = sys.stdin.readline().strip()  # TF_CONFIG from the barrier task; empty for one worker
-        if cluster:
-            os.environ["TF_CONFIG"] = cluster
         Worker(spec, events).run()
     except BaseException as e:  # noqa: BLE001 - report every failure to the driver, then exit non-zero
         return report_failure(spec, events, e, traceback.format_exc().rstrip().splitlines())
+    finally:
+        os.chdir(os.path.dirname(scratch))  # the task removes its scratch folder when the run is done
     events.close()
     return 0
+
+
+def _reset_keras() -> None:
+    """Forget the last run's models and layer names; the next run builds its own from its seed."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def report_failure(spec: WorkerSpec, events: EventClient, error: BaseException, lines: list[str]) -> int:

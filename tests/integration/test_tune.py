@@ -135,3 +135,38 @@ def test_an_invalid_space_key_exits_2_with_its_line(tmp_path):
     assert summary["message"] == (
         f"{config}:{line}: tune.space.train.optimiser.learning_rate: 0.001 does not fit train.optimiser: no such setting"
     )
+
+
+def test_a_trial_in_a_kept_worker_process_trains_as_in_a_fresh_one(spark, churn_dataset, tmp_path):
+    """A trial takes the worker process, TensorFlow loaded, that an earlier trial left in its Spark Python worker,
+    and trains there exactly as `dltool train` does in a fresh one."""
+    rates = [0.005, 0.002, 0.003, 0.004]
+    config = write_tune_config(tmp_path, churn_dataset, epochs=2, tune={
+        "trials": 4, "parallel": 1, "sampler": "random", "space": {LR: {"loguniform": [1.0e-3, 1.0e-2]}},
+        "enqueue": [{LR: rate} for rate in rates]})  # fmt: skip
+    result, summary = cli("tune", config)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "run" / "tune"
+
+    def trained(run_dir) -> list:
+        rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+        return [(row["loss"], row["val_loss"], row["val_accuracy"]) for row in rows]
+
+    processes = {}  # trial number: (run in its process, process id)
+    for number in range(4):
+        log = (folder / f"trial-{number:03d}" / "logs" / "attempt-1" / "worker-0.log").read_text()
+        words = next(line for line in log.splitlines() if line.startswith("dltool worker: run ")).split()
+        processes[number] = (int(words[3]), words[6])
+    # local[2] has at most two Spark Python workers: four trials one after another reuse a process.
+    kept = [n for n, (run, _) in processes.items() if run > 1]
+    assert kept and all(processes[n][1] in {pid for m, (run, pid) in processes.items() if m < n} for n in kept)
+    assert all(trial["state"] == "complete" for trial in summary["trials"])
+
+    number = kept[0]
+    data = yaml.safe_load(open(config))
+    data["train"]["optimizer"]["learning_rate"] = rates[number]
+    data["train"]["run_dir"] = str(tmp_path / "fresh")
+    (tmp_path / "fresh.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    result, fresh = cli("train", tmp_path / "fresh.yaml", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert trained(tmp_path / "fresh") == trained(folder / f"trial-{number:03d}")
