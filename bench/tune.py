@@ -11,6 +11,7 @@ The data is the bundled digit images (configs/images.yaml), ingested once.
 
     .venv/bin/python bench/tune.py              # 8 trials of 8 epochs
     .venv/bin/python bench/tune.py --epochs 3   # quick
+    .venv/bin/python bench/tune.py --ways a,c,c1  # without (b), the longest
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "_data" / "tune")
+    parser.add_argument("--ways", default="a,b,c,c1", help="which ways to run, comma-separated (b takes longest)")
     parser.add_argument("--plain", help=argparse.SUPPRESS)  # internal: run plain_optuna in this process
     args = parser.parse_args()
     if args.plain:
@@ -127,31 +129,49 @@ def main() -> None:
     dltool("ingest", study_config)  # once, untimed: every way trains on the same shards
     print(f"{args.trials} trials, {args.epochs} epochs each, the sample digits, local[2] (2 cores)")
 
+    ways = set(args.ways.split(","))
     summary, seconds_a = dltool("tune", study_config, "--overwrite")
     trials = [t["params"] for t in summary["trials"]]
     values_a = [t["value"] for t in summary["trials"]]
     rate = lambda seconds: args.trials / seconds * 3600
     print(f"(a) dltool tune, parallel 2:        {seconds_a:7.1f} s  {rate(seconds_a):6.1f} trials/h  "
-          f"best val_accuracy {max(values_a):.4f}")  # fmt: skip
+          f"best val_accuracy {max(values_a):.4f}; trials in a kept worker process: {kept_processes(work)}")  # fmt: skip
+    if ways == {"a"}:
+        return
+    seconds_b = seconds_c = seconds_c1 = float("nan")
+    if "b" in ways:
+        seconds_b = sequential(work, trials, args.epochs, rate)
+    if "c" in ways:
+        seconds_c, values_c = plain(study_config, trials, args.epochs, 0)
+        print(f"(c) plain Optuna + Keras fit:       {seconds_c:7.1f} s  {rate(seconds_c):6.1f} trials/h  "
+              f"best val_accuracy {max(values_c):.4f}")  # fmt: skip
+    if "c1" in ways:
+        seconds_c1, values_c1 = plain(study_config, trials, args.epochs, 1)
+        print(f"(c1) the same, TensorFlow on 1 thread: {seconds_c1:5.1f} s  {rate(seconds_c1):6.1f} trials/h  "
+              f"(x2 = {2 * rate(seconds_c1):.1f} trials/h, the 2-core ceiling of two such loops)")  # fmt: skip
+    print(f"ratio a/b = {seconds_b / seconds_a:.2f}   a/c = {seconds_c / seconds_a:.2f}   "
+          f"a/(2*c1) = {seconds_c1 / (2 * seconds_a):.2f}   a/(2c) = {seconds_c / (2 * seconds_a):.2f}")
 
+
+def kept_processes(work: Path) -> str:
+    """How many trials ran in a worker process an earlier trial left (their log says so)."""
+    logs = sorted((work / "study" / "tune").glob("trial-*/logs/attempt-1/worker-0.log"))
+    kept = sum("TensorFlow already loaded" in log.read_text() for log in logs)
+    return f"{kept} of {len(logs)}"
+
+
+def sequential(work: Path, trials: list[dict], epochs: int, rate) -> float:
+    """(b): each trial as its own `dltool train` command."""
     started = time.perf_counter()
     values_b = []
     for number, values in enumerate(trials):
-        config = write_config(work, f"sequential-{number}", args.epochs, args.trials, values)
+        config = write_config(work, f"sequential-{number}", epochs, len(trials), values)
         result, _ = dltool("train", config, "--overwrite")
         values_b.append(result["best"]["value"])
     seconds_b = time.perf_counter() - started
-    print(f"(b) {args.trials} x dltool train, in sequence: {seconds_b:7.1f} s  {rate(seconds_b):6.1f} trials/h  "
+    print(f"(b) {len(trials)} x dltool train, in sequence: {seconds_b:7.1f} s  {rate(seconds_b):6.1f} trials/h  "
           f"best val_accuracy {max(values_b):.4f}")  # fmt: skip
-
-    seconds_c, values_c = plain(study_config, trials, args.epochs, 0)
-    print(f"(c) plain Optuna + Keras fit:       {seconds_c:7.1f} s  {rate(seconds_c):6.1f} trials/h  "
-          f"best val_accuracy {max(values_c):.4f}")  # fmt: skip
-    seconds_c1, values_c1 = plain(study_config, trials, args.epochs, 1)
-    print(f"(c1) the same, TensorFlow on 1 thread: {seconds_c1:5.1f} s  {rate(seconds_c1):6.1f} trials/h  "
-          f"(x2 = {2 * rate(seconds_c1):.1f} trials/h, the 2-core ceiling of two such loops)")  # fmt: skip
-    print(f"ratio a/b = {seconds_b / seconds_a:.2f}   a/c = {seconds_c / seconds_a:.2f}   "
-          f"a/(2*c1) = {seconds_c1 / (2 * seconds_a):.2f}   a/(2c) = {seconds_c / (2 * seconds_a):.2f}")
+    return seconds_b
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def _child_env(job: TrainJob, scratch: str, gpus: list[str]) -> dict[str, str]:
     return env
 
 
-MAX_RUNS = 50  # runs one kept worker process may serve before a fresh one takes over
+MAX_RUNS = 20  # runs one kept worker process serves (it grows by about 10 MB a run), then a fresh one takes over
 
 
 class WorkerProcess:

@@ -513,6 +513,8 @@ class Worker:
                 requested = not stop and epoch < self.train.epochs and self._stop_requested(steps)
                 if stop or requested:
                     break
+        for writer in (writers or {}).values():
+            writer.close()  # a kept worker process goes on to the next run: nothing of this one stays open
         self._finish(model, state, stop, requested, val_feed or train_feed)  # no collective left: saving may take time
 
     def _stalled(self, idle_s: float) -> None:
