@@ -11,15 +11,22 @@ On the same split:
 - regression: `KerasRegressor()` against `LinearRegression()`, test R².
 
     .venv/bin/python bench/spark_ml_quality.py
+    .venv/bin/python bench/spark_ml_quality.py --splits 7,1,2,3,4 --sets iris,wine   # re-splits, with the mean
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--splits", default="7", help="randomSplit seeds, comma-separated (7: the table's split)")
+    parser.add_argument("--sets", default="iris,wine,breast cancer,diabetes")
+    args = parser.parse_args()
+    splits = [int(seed) for seed in args.splits.split(",")]
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator, RegressionEvaluator
     from pyspark.ml.feature import VectorAssembler
@@ -34,7 +41,8 @@ def main() -> None:
     sets = {"iris": (datasets.load_iris, "classification"), "wine": (datasets.load_wine, "classification"),
             "breast cancer": (datasets.load_breast_cancer, "classification"),
             "diabetes": (datasets.load_diabetes, "regression")}  # fmt: skip
-    rows = []
+    sets = {name: sets[name] for name in args.sets.split(",")}
+    rows, differences = [], {}
     with tempfile.TemporaryDirectory(prefix="dltool-sparkml-") as work:
         for name, (load, task) in sets.items():
             bunch = load(as_frame=True)
@@ -46,26 +54,32 @@ def main() -> None:
             df = df.withColumnRenamed(target, "label")
             if task == "classification":
                 df = df.withColumn("label", df["label"].cast("double"))
-            train, test = df.randomSplit([0.7, 0.3], seed=7)
-            train, test = train.cache(), test.cache()
-            if task == "classification":
-                evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
-                classic, dl = LogisticRegression(), KerasClassifier(workDir=f"{work}/fits")
-                metric, baseline_name = "accuracy", "LogisticRegression()"
-            else:
-                evaluator = RegressionEvaluator(metricName="r2")
-                classic, dl = LinearRegression(), KerasRegressor(workDir=f"{work}/fits")
-                metric, baseline_name = "R²", "LinearRegression()"
-            baseline = evaluator.evaluate(classic.fit(train).transform(test))
-            started = time.perf_counter()
-            ours = evaluator.evaluate(dl.fit(train).transform(test))
-            seconds = time.perf_counter() - started
-            rows.append(f"| {name} | {train.count()} / {test.count()} | {metric} | {ours:.3f} | {baseline_name} "
-                        f"{baseline:.3f} | {ours - baseline:+.3f} | {seconds:.0f} s |")
-            print(rows[-1], flush=True)
+            for seed in splits:
+                train, test = df.randomSplit([0.7, 0.3], seed=seed)
+                train, test = train.cache(), test.cache()
+                if task == "classification":
+                    evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
+                    classic, dl = LogisticRegression(), KerasClassifier(workDir=f"{work}/fits")
+                    metric, baseline_name = "accuracy", "LogisticRegression()"
+                else:
+                    evaluator = RegressionEvaluator(metricName="r2")
+                    classic, dl = LinearRegression(), KerasRegressor(workDir=f"{work}/fits")
+                    metric, baseline_name = "R²", "LinearRegression()"
+                baseline = evaluator.evaluate(classic.fit(train).transform(test))
+                started = time.perf_counter()
+                ours = evaluator.evaluate(dl.fit(train).transform(test))
+                seconds = time.perf_counter() - started
+                where = f" (split {seed})" if len(splits) > 1 else ""
+                rows.append(f"| {name}{where} | {train.count()} / {test.count()} | {metric} | {ours:.3f} | "
+                            f"{baseline_name} {baseline:.3f} | {ours - baseline:+.3f} | {seconds:.0f} s |")
+                differences.setdefault(name, []).append(ours - baseline)
+                print(rows[-1], flush=True)
     print("| data | train / test rows | metric | dltool, no params | Spark ML, no params | difference | dltool fit + score |")
     print("| --- | ---: | --- | ---: | --- | ---: | ---: |")
     print("\n".join(rows))
+    if len(splits) > 1:
+        for name, values in differences.items():
+            print(f"{name}: mean difference over {len(values)} splits {sum(values) / len(values):+.3f}")
 
 
 if __name__ == "__main__":
