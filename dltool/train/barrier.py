@@ -232,9 +232,11 @@ def run_worker_task(job: TrainJob) -> int:
     lines: deque[str] = deque(maxlen=LOG_LINES)
     code, seen = None, 0
     try:
-        addresses = ctx.allGather(f"{host}:{_free_port(host)}")
-        cluster = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}}
-        request = {"spec": spec_path, "scratch": scratch, "cluster": json.dumps(cluster) if len(addresses) > 1 else ""}
+        cluster = ""  # one worker has no peers; its barrier round trip took 1 s in one of two Python workers
+        if len(infos) > 1:
+            addresses = ctx.allGather(f"{host}:{_free_port(host)}")
+            cluster = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}})
+        request = {"spec": spec_path, "scratch": scratch, "cluster": cluster}
         code, seen = process.run(request, lines, keep)
         failure = _worker_error(error_path) if code != 0 else None
     finally:
