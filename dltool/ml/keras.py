@@ -137,8 +137,10 @@ class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultPar
         manifest = write_dataset(dataset, f"{folder}/dataset", feature.name, label.name, self.task, self.getFeaturesShape(),
                                  split=(1 - held_out, held_out, 0.0), name=self.uid)  # fmt: skip
         try:
+            # Fits come in series (CrossValidator, a refit pipeline): each takes the worker process, TensorFlow
+            # loaded, that the one before left (one CPU worker; see train.barrier).
             summary = run_training(config, progress=self.getOrDefault(self.verbose), quiet=not self.getOrDefault(self.verbose),
-                                   check_model=False)  # fmt: skip
+                                   check_model=False, reuse_workers=True)  # fmt: skip
         finally:
             if not self.getOrDefault(self.keepDataset):
                 from dltool.storage.fs import open_location

@@ -1,6 +1,6 @@
 """Run TensorFlow workers as one Spark barrier stage: one task per worker, each in a child process.
 
-A one-worker CPU run that asks for it (`TrainJob.reuse_worker`: the tuner's trials) leaves its child to the next such
+A one-worker CPU run that asks for it (`TrainJob.reuse_worker`: the tuner's trials, Spark ML fits) leaves its child to the next such
 run of the same Spark Python worker, with TensorFlow loaded (`_KEPT`); every other child serves one run.
 """
 

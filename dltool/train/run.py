@@ -68,7 +68,7 @@ def run_training(
     `warm_start`: a run dir, checkpoint folder or .keras file whose weights the model starts from (the same
     preprocessing: another version of this dataset); run.json names it as the run's parent.
     `reuse_workers`: a run of one CPU worker takes the worker process an earlier such run left in its Spark Python
-    worker, TensorFlow loaded, and leaves its own for the next (the tuner's trials; see train.barrier).
+    worker, TensorFlow loaded, and leaves its own for the next (the tuner's trials, Spark ML fits; see train.barrier).
     """
     started = time.monotonic()
     if config.train is None:

@@ -4,7 +4,7 @@ Each barrier task runs the worker in a child process, so TensorFlow's state
 never lives inside a Spark Python worker, and the child dies with the Python
 worker that started it (PR_SET_PDEATHSIG). The child imports TensorFlow at once,
 then runs the runs its task sends on stdin, one JSON line each (`serve`). A run
-of one CPU worker that asks for it (the tuner's trials, `TrainJob.reuse_worker`)
+of one CPU worker that asks for it (the tuner's trials and Spark ML fits, `TrainJob.reuse_worker`)
 leaves the child waiting for the next run of the same Python worker, TensorFlow
 loaded; every other child gets one run. The task sets CUDA_VISIBLE_DEVICES in
 the child's environment only, TF_CONFIG and TMPDIR per run.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -63,6 +65,9 @@ def test_cross_validation_picks_the_learning_rate_with_the_best_mean_metric(spar
     best = out["best"]
     assert isinstance(best, KerasClassificationModel)
     assert best.getLearningRate() == out["grid"][int(np.argmax(metrics))][out["classifier"].learningRate]
+    # Five fits on two Python workers: later ones ran in a worker process an earlier fit left, TensorFlow loaded.
+    logs = [log.read_text() for log in Path(workdir, "fits").rglob("worker-0.log")]
+    assert len(logs) >= 5 and any("TensorFlow already loaded" in log for log in logs)
 
 
 @pytest.fixture(scope="module")
