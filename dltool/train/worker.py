@@ -3,11 +3,11 @@
 Each barrier task runs the worker in a child process, so TensorFlow's state
 never lives inside a Spark Python worker, and the child dies with the Python
 worker that started it (PR_SET_PDEATHSIG). The child imports TensorFlow at once,
-then runs the runs its task sends on stdin, one JSON line each (`serve`). A run
-of one CPU worker that asks for it (the tuner's trials and Spark ML fits, `TrainJob.reuse_worker`)
-leaves the child waiting for the next run of the same Python worker, TensorFlow
-loaded; every other child gets one run. The task sets CUDA_VISIBLE_DEVICES in
-the child's environment only, TF_CONFIG and TMPDIR per run.
+then trains each run its task sends on stdin, one JSON line each (`serve`). A
+one-worker CPU run that asks for it (`TrainJob.reuse_worker`: the tuner's trials
+and Spark ML fits) leaves the child waiting for the next run of the same Python
+worker, TensorFlow loaded; every other child serves one run. The task sets
+CUDA_VISIBLE_DEVICES in the child's environment only, TF_CONFIG and TMPDIR per run.
 
 Keras 3's `Model.fit` fails under MultiWorkerMirroredStrategy, so the step is
 our own: `strategy.run` of a GradientTape step whose optimizer update is
