@@ -173,7 +173,7 @@ class WorkerProcess:
                 return (code if keep and code == 0 else self.child.wait()), seen
             lines.append(line.rstrip())
             seen += 1
-        return self.child.wait(), seen  # killed or crashed: no end-of-run line
+        return self.child.wait() or 1, seen  # killed, crashed or gone (os._exit(0) in a factory): never a success
 
     def reusable(self, key: str) -> bool:
         return self.key == key and self.runs < MAX_RUNS and self.child.poll() is None

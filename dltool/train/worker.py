@@ -72,9 +72,6 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-IDLE_S = 120.0  # a kept worker process with no next run for this long exits
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     die_with_parent()
@@ -84,19 +81,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve() -> int:
-    """Run each run the barrier task sends, a JSON line {"spec", "scratch", "cluster"} on stdin, until stdin closes
-    or IDLE_S pass with none; each run's output ends with RUN_DONE and its exit code. A failed run ends the process.
-    """
-    import select
+    """Run each run the barrier task sends, a JSON line {"spec", "scratch", "cluster"} on stdin, until stdin closes;
+    each run's output ends with RUN_DONE and its exit code. A failed run ends the process.
 
+    A kept process waits here between runs as long as the Spark Python worker that started it lives (Spark stops
+    an idle one after a minute): that worker holds the other end of stdin, and its death ends this process.
+    """
     from dltool.tfenv import import_tensorflow_quietly
     from dltool.train.job import RUN_DONE
 
     import_tensorflow_quietly()  # the slow import overlaps the task's address exchange, once per process
     runs = 0
     while True:
-        if runs and not select.select([sys.stdin], [], [], IDLE_S)[0]:
-            return 0
         line = sys.stdin.readline()
         if not line.strip():
             return 0
