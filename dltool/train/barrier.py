@@ -1,7 +1,8 @@
 """Run TensorFlow workers as one Spark barrier stage: one task per worker, each in a child process.
 
-A one-worker CPU run that asks for it (`TrainJob.reuse_worker`: the tuner's trials, Spark ML fits) leaves its child to the next such
-run of the same Spark Python worker, with TensorFlow loaded (`_KEPT`); every other child serves one run.
+A one-worker CPU run that asks for it (`TrainJob.reuse_worker`: the tuner's trials, Spark ML fits) leaves its
+child to the next such run of the same Spark Python worker, with TensorFlow loaded (`_KEPT`); every other child
+serves one run.
 """
 
 from __future__ import annotations
@@ -166,14 +167,18 @@ class WorkerProcess:
                 self.child.stdin.close()
         except BrokenPipeError:  # the child died early: its output below says why
             pass
-        seen = 0
+        seen, code = 0, None
         for line in self.child.stdout:
             if line.startswith(RUN_DONE):
                 code = int(line[len(RUN_DONE):])
-                return (code if keep and code == 0 else self.child.wait()), seen
+                if keep and code == 0:
+                    return code, seen
+                continue  # the process ends now: what it prints until then is still its log
             lines.append(line.rstrip())
             seen += 1
-        return self.child.wait() or 1, seen  # killed, crashed or gone (os._exit(0) in a factory): never a success
+        exit_code = self.child.wait()
+        # No end line: killed, crashed or gone (os._exit(0) in a factory), never a success.
+        return (exit_code or 1) if code is None else code, seen
 
     def reusable(self, key: str) -> bool:
         return self.key == key and self.runs < MAX_RUNS and self.child.poll() is None

@@ -43,7 +43,7 @@ class TrainJob:
     events: dict | None = None  # host, port and token of the driver's event server
     resume_from: str | None = None  # URI of the checkpoint this attempt starts from
     warm_start: str | None = None  # URI of the .keras model whose weights a run that resumes nothing starts from
-    reuse_worker: bool = False  # one CPU worker: run in a worker process kept from an earlier run (tune's trials, Spark ML fits)
+    reuse_worker: bool = False  # one CPU worker: run in a process an earlier run kept (tune's trials, Spark ML fits)
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

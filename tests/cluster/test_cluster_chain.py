@@ -73,9 +73,15 @@ def test_a_four_trial_study_runs_two_trials_at_once_on_the_cluster(churn_on_clus
 
 
 def _worker_pid(rank: int) -> int | None:
-    """The PID of a running `dltool.train.worker` child of the given rank (its spec lives in dltool-worker-RANK-*)."""
-    pids = process_pids(b"dltool.train.worker", f"dltool-worker-{rank}-".encode())
-    return pids[0] if pids else None
+    """The PID of a running `dltool.train.worker` child of the given rank: it works in its run's scratch folder,
+    dltool-worker-RANK-*."""
+    for pid in process_pids(b"dltool.train.worker", b"--serve"):
+        try:
+            if f"/dltool-worker-{rank}-" in os.readlink(f"/proc/{pid}/cwd"):
+                return pid
+        except OSError:  # ended meanwhile
+            continue
+    return None
 
 
 def _kill_in_epoch_2(train: subprocess.Popen, run_dir: Path, victim) -> float:
