@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dltool.config.readers import id_like
 from dltool.errors import ConfigError, InputNotFoundError
 
 MAX_ENTRIES = 100_000  # paths listed from a folder
@@ -225,7 +226,7 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
     split_values = sorted({str(row.get(split_column)) for row in rows if row.get(split_column) not in (None, "")}) \
         if split_column else []  # fmt: skip
     known = [v for v in split_values if v.lower() in SPLIT_NAMES or v.lower() in TEST_LIKE]
-    key = next((c for c in columns if _id_like(c) and len({row.get(c) for row in rows}) == len(rows) and c != label), None)
+    key = next((c for c in columns if id_like(c) and len({row.get(c) for row in rows}) == len(rows) and c != label), None)
     lines = [f"# Written by `dltool init {path}`: every guess is explained beside it. Change what is wrong.",
              f"name: {name}", "dataset:", f"  path: out/datasets/{name}", "  split:"]  # fmt: skip
     if split_column and split_values and len(known) == len(split_values):
@@ -310,7 +311,7 @@ def _label_column(columns: list[str], rows: list[dict]) -> str:
         values = [row.get(column) for row in rows]
         distinct = {str(v) for v in values}
         gaps = sum(v in (None, "") for v in values) > 0.05 * max(len(values), 1)  # a label is rarely left empty
-        if not gaps and not _id_like(column) and column.lower() not in SPLIT_COLUMNS \
+        if not gaps and not id_like(column) and column.lower() not in SPLIT_COLUMNS \
                 and (len(distinct) <= 50 or _all_numbers(distinct)):  # fmt: skip
             return column
     return columns[-1]
@@ -345,11 +346,6 @@ def _task_of(values: list) -> tuple[str, str]:
     if distinct > 20:
         return "regression", f"{distinct} distinct numbers"
     return "classification", f"{distinct} distinct values"
-
-
-def _id_like(column: str) -> bool:
-    lowered = column.lower()
-    return lowered in ("id", "key", "uuid") or lowered.endswith(("_id", "-id", " id", "_key", "_uuid")) or column.endswith(("ID", "Id"))
 
 
 def _yaml_name(column: str) -> str:

@@ -97,12 +97,19 @@ CORRUPT = "_corrupt_record"  # the column holding a row the source could not par
 RESERVED = {"key", "split", "_file", "_row", "_relpath", "_label", "_content", "_unit", "_mid", CORRUPT}
 
 
+def id_like(column: str) -> bool:
+    """Whether a column's name says it holds ids: `id`, `customer_id`, `userId`, `Serial No`, `account number`..."""
+    lowered = column.lower()
+    return lowered in ("id", "key", "uuid", "guid", "index", "idx") or column.endswith(("ID", "Id")) or lowered.endswith(
+        tuple(f"{sep}{word}" for sep in "_- " for word in ("id", "key", "uuid", "guid", "idx", "no", "nr", "number")))
+
+
 class ColumnRoles(Section):
     """What each column of a table is for; shared by the `table` and `csv` readers."""
 
     numeric: Union[list[str], Literal["auto"]] = Field(
         default_factory=list, description="Numeric feature columns (true/false become 1/0), or auto: every column "
-        "whose train values are all numbers (or booleans), except ids (distinct integers).",
+        "whose train values are all numbers (or booleans), except ids (distinct integers named like an id or numbering the rows).",
     )
     categorical: Union[list[str], Literal["auto"]] = Field(
         default_factory=list, description="Categorical feature columns, or auto: every text column with at most "

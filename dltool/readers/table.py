@@ -13,7 +13,7 @@ import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING
 
-from dltool.config.readers import CORRUPT, RESERVED, ColumnRoles, TableReaderConfig  # noqa: F401  (re-exported)
+from dltool.config.readers import CORRUPT, RESERVED, ColumnRoles, TableReaderConfig, id_like  # noqa: F401  (re-exported)
 from dltool.errors import ConfigError, map_errors
 from dltool.readers.base import TableReader, register
 
@@ -116,6 +116,7 @@ class ColumnTableReader(TableReader):
                 F.count(F.when(present & (number == F.floor(number)), 1)).alias(f"integer{i}"),
                 F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
+                F.max(F.when(present, number)).alias(f"max{i}"), F.min(F.when(present, number)).alias(f"min{i}"),
             ]  # fmt: skip
         row = rows.where(F.col("split") == "train").agg(*aggregates).first() if candidates else None
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
@@ -124,8 +125,12 @@ class ColumnTableReader(TableReader):
             if not present:
                 left_out[c] = "no values in the train split"
             elif row[f"number{i}"] == present:
-                if row[f"integer{i}"] == present and present >= 20 and distinct >= 0.95 * present:
-                    left_out[c] = f"an id: {distinct} distinct integers in {present} rows"
+                unique = row[f"integer{i}"] == present and present >= 20 and distinct >= 0.95 * present
+                # Weights, prices and counts can be nearly unique too: an id is named like one or numbers the rows.
+                consecutive = unique and row[f"max{i}"] - row[f"min{i}"] < 3 * present
+                if unique and (id_like(c) or consecutive):
+                    why = "named like one" if id_like(c) else f"from {row[f'min{i}']:.0f} to {row[f'max{i}']:.0f}"
+                    left_out[c] = f"an id: {distinct} distinct integers in {present} rows, {why}"
                 else:
                     numeric.append(c)
             elif row[f"time{i}"] == present:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -13,12 +14,12 @@ from tests.conftest import run_ingest_cli as ingest
 
 def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is_out(spark, tmp_path, write_config):
     rng = np.random.default_rng(0)
-    lines = ['row id,income (k),plan.name,is member,signed up,note,score,target']
+    lines = ['row id,income (k),plan.name,is member,signed up,note,score,weight lb,account no,line,target']
     for i in range(120):
         note = f'"free text {rng.integers(1_000_000)}, with a comma"'
         member = "true" if i % 3 else "False"
         lines.append(f"{1000 + i},{rng.normal(50, 10):.2f},{['basic', 'pro', 'team'][i % 3]},{member},"
-                     f"2024-01-{1 + i % 28:02d}T10:00:00,{note},{i % 7},{'yn'[i % 2]}")  # fmt: skip
+                     f"2024-01-{1 + i % 28:02d}T10:00:00,{note},{i % 7},{1500 + 29 * i},{rng.integers(10**9)},{i + 1},{'yn'[i % 2]}")  # fmt: skip
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
     config = {
         "name": "auto", "dataset": {"path": str(tmp_path / "out")},
@@ -29,13 +30,17 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     columns = manifest["columns"]
-    assert columns["numeric"] == ["income (k)", "is member"] and columns["categorical"] == ["plan.name"]
+    # A nearly unique measurement stays a number; ids are named like one or number the rows.
+    assert columns["numeric"] == ["income (k)", "is member", "weight lb"] and columns["categorical"] == ["plan.name"]
     assert columns["dates"] == ["signed up"] and columns["words"] == ["note"]
-    assert set(columns["left_out"]) == {"row id"} and columns["left_out"]["row id"].startswith("an id:")
+    left_out = columns["left_out"]
+    assert set(left_out) == {"row id", "account no", "line"} and all(r.startswith("an id:") for r in left_out.values())
+    assert left_out["row id"].endswith("named like one") and left_out["account no"].endswith("named like one")
+    assert re.fullmatch(r"an id: \d+ distinct integers in \d+ rows, from \d+ to \d+", left_out["line"])
     assert summary["left_out"] == columns["left_out"]
     date_parts = [f"signed up:{p}" for p in ("days", "month", "day", "weekday", "hour")]
     # The note's words in 2+ train rows; its random numbers are in one row each.
-    assert manifest["features"]["names"] == ["income (k)", "is member", *date_parts, "plan.name=basic",
+    assert manifest["features"]["names"] == ["income (k)", "is member", "weight lb", *date_parts, "plan.name=basic",
                                              "plan.name=pro", "plan.name=team", "plan.name=<other>", "note~a",
                                              "note~comma", "note~free", "note~text", "note~with"]  # fmt: skip
     spec = TensorSpec.from_json(manifest["features"])
@@ -45,8 +50,8 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
     # Row r (1-based) signed up on 2024-01-(1 + (r - 1) % 28) at 10:00; 2024-01-01 is a Monday, day 19723 since 1970.
     offset = np.array([(int(k.rsplit(":", 1)[1]) - 1) % 28 for k in train.column("key").to_pylist()])
     expected = np.stack([19723 + offset + 10 / 24, np.ones_like(offset), 1 + offset, offset % 7, np.full_like(offset, 10)], 1)
-    np.testing.assert_allclose(features[:, 2:7], expected, rtol=1e-6)
+    np.testing.assert_allclose(features[:, 3:8], expected, rtol=1e-6)
     assert (features[:, -5:] == 1).all()  # every note has each of the five words
     pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
-    assert list(pre["numeric"]) == ["income (k)", "is member", *date_parts] and pre["dates"] == ["signed up"]
+    assert list(pre["numeric"]) == ["income (k)", "is member", "weight lb", *date_parts] and pre["dates"] == ["signed up"]
     assert pre["words"] == {"note": ["a", "comma", "free", "text", "with"]}
