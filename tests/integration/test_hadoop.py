@@ -232,8 +232,10 @@ def test_yarn_kill_mid_ingest_leaves_no_dataset_and_rerun_completes(hadoop, yarn
 
         if not _wait_for(running_app, 300, process):
             ended = process.poll() is not None
+            err = process.communicate()[1] if ended else ""
+            causes = [line for line in err.splitlines() if re.search(r"(Exception|Error)\b", line) and "\tat " not in line]
             pytest.fail(f"the ingest never ran on YARN; it {'exited ' + str(process.returncode) if ended else 'ran on'}"
-                        + (": " + process.communicate()[1][-3000:] if ended else ""))
+                        + (": " + "\n".join(causes[:8]) + "\n...\n" + err[-1500:] if ended else ""))
         hadoop.yarn("-kill", running_app())
         out, err = process.communicate(timeout=300)
     finally:
