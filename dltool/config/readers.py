@@ -7,6 +7,7 @@ implementation. A reader registered outside dltool (`dltool.readers.register`) a
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
@@ -116,8 +117,15 @@ class ColumnRoles(Section):
         "`max_categories` distinct train values.",
     )
     dates: list[str] = Field(
-        default_factory=list, description="Date or timestamp columns (ISO 8601; Spark date and timestamp types): each "
-        "becomes days since 1970, month, day, weekday and hour features. auto roles add every such column.",
+        default_factory=list, description="Date or timestamp columns (ISO 8601, Spark date and timestamp types, or "
+        "the format `date_formats` gives): each becomes days since 1970, month, day, weekday and hour features. auto "
+        "roles add every such column, and the common other forms (12/31/2020, 31.12.2020, 2020/12/31, Dec 31, 2020, "
+        "31-Dec-20; day or month first as the train values show, else month first with slashes).",
+    )
+    date_formats: dict[str, str] = Field(
+        default_factory=dict, description="The strptime format of a `dates` column that is not ISO 8601, e.g. "
+        "{sold: '%d/%m/%Y'}; a time of day may follow (13:45, 13:45:30). With %b (month names) commas and periods "
+        "are ignored and dashes read as spaces.",
     )
     words: list[str] = Field(
         default_factory=list, description="Free-text columns (names, titles, notes): each word in at least 2 train rows "
@@ -168,6 +176,11 @@ class ColumnRoles(Section):
         dupes = sorted({c for c in roles if roles.count(c) > 1})
         if dupes:
             raise ValueError(f"columns used twice: {', '.join(dupes)}")
+        for c, form in self.date_formats.items():
+            if c not in self.dates:
+                raise ValueError(f"date_formats: column {c} is not listed in `dates`")
+            if not re.search(r"%[Yy]", form) or not re.search(r"%[mbB]", form):
+                raise ValueError(f"date_formats: {c}: {form!r} names no year and month (strptime, e.g. '%d/%m/%Y')")
         return self
 
 

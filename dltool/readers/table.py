@@ -77,29 +77,30 @@ class ColumnTableReader(TableReader):
         cfg = self.config
         if preprocess is not None:
             numeric, categorical, left_out = preprocess.source_numeric, list(preprocess.categorical), {}
-            dates, words = list(preprocess.dates), list(preprocess.words)
+            dates, words, date_formats = list(preprocess.dates), list(preprocess.words), dict(preprocess.date_formats)
             absent = [c for c in [*numeric, *categorical, *dates, *words] if c not in self._available]
             if absent:
                 raise ConfigError(f"{cfg.input}: columns {absent} the model was trained on are not in the data")
         elif cfg.auto():
-            numeric, categorical, dates, words, left_out = self._infer_roles(rows)
+            numeric, categorical, dates, words, left_out, date_formats = self._infer_roles(rows)
         else:
             return self
         resolved = copy.copy(self)
         resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical, "dates": dates,
-                                                 "words": words})  # fmt: skip
+                                                 "words": words, "date_formats": date_formats})  # fmt: skip
         if preprocess is not None:
             resolved._sizes = dict(preprocess.vectors)  # as trained, not the most common size of the new rows
             resolved.classes = None if preprocess.labels is None else tuple(preprocess.labels)
         resolved.left_out = {**self.left_out, **left_out}
         return resolved
 
-    def _infer_roles(self, rows) -> tuple[list[str], list[str], list[str], list[str], dict[str, str]]:
+    def _infer_roles(self, rows) -> tuple[list[str], list[str], list[str], list[str], dict[str, str], dict[str, str]]:
         """numeric, categorical, date, free-text and left-out columns (with the reason) from the train split, in one
-        aggregation."""
+        aggregation; and the strptime format of each date column found that is not ISO 8601."""
         from pyspark.sql import functions as F
 
         from dltool.splits import column
+        from dltool.transforms.table import FORMATTED_NUMBER, NUMBER_SIGNS
 
         cfg = self.config
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
@@ -109,7 +110,9 @@ class ColumnTableReader(TableReader):
         for i, c in enumerate(candidates):
             text = F.trim(column(c).cast("string"))
             present = text.isNotNull() & ~text.isin(list(cfg.na_values))
-            number = text.try_cast("double")
+            formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(text, NUMBER_SIGNS, ""))
+            number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"))  # 1,250 and $3.50 too
+            shape, first, second = _date_shape(text)
             aggregates += [
                 F.count(F.when(present, 1)).alias(f"present{i}"),
                 F.count(F.when(present & (number.isNotNull() | F.lower(text).isin("true", "false")), 1)).alias(f"number{i}"),
@@ -117,9 +120,13 @@ class ColumnTableReader(TableReader):
                 F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
                 F.max(F.when(present, number)).alias(f"max{i}"), F.min(F.when(present, number)).alias(f"min{i}"),
+                F.count(F.when(present & number.isNull() & shape.isNotNull(), 1)).alias(f"shaped{i}"),
+                F.min(F.when(present, shape)).alias(f"shape{i}"), F.max(F.when(present, shape)).alias(f"shape_max{i}"),
+                F.max(F.when(present, first)).alias(f"first{i}"), F.max(F.when(present, second)).alias(f"second{i}"),
             ]  # fmt: skip
         row = rows.where(F.col("split") == "train").agg(*aggregates).first() if candidates else None
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
+        date_formats = dict(cfg.date_formats)
         for i, c in enumerate(candidates):
             present, distinct = row[f"present{i}"], row[f"distinct{i}"]
             if not present:
@@ -135,6 +142,10 @@ class ColumnTableReader(TableReader):
                     numeric.append(c)
             elif row[f"time{i}"] == present:
                 dates.append(c)
+            elif row[f"shaped{i}"] == present and row[f"shape{i}"] == row[f"shape_max{i}"] and \
+                    (form := date_format(row[f"shape{i}"], row[f"first{i}"], row[f"second{i}"])):  # fmt: skip
+                dates.append(c)
+                date_formats[c] = form
             elif distinct <= cfg.max_categories:
                 categorical.append(c)
             else:  # names, titles, notes: their frequent words
@@ -147,7 +158,7 @@ class ColumnTableReader(TableReader):
             categorical = list(cfg.categorical)
         if not any((numeric, categorical, dates, words, cfg.vector_columns())):
             raise ConfigError(f"{cfg.input}: auto found no feature column ({'; '.join(f'{c}: {r}' for c, r in left_out.items())})")
-        return numeric, categorical, dates, words, left_out
+        return numeric, categorical, dates, words, left_out, date_formats
 
     def rules(self) -> RowRules:
         """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""
@@ -157,7 +168,7 @@ class ColumnTableReader(TableReader):
         return RowRules(tuple(cfg.numeric), tuple(cfg.categorical), dict(self._sizes), tuple(cfg.passthrough),
                         cfg.label, cfg.task == "regression", cfg.key_column, tuple(cfg.na_values), cfg.non_finite,
                         self.encoding(), self.corrupt_column, self._split_column, self.classes,
-                        tuple(cfg.dates), tuple(cfg.words))  # fmt: skip
+                        tuple(cfg.dates), tuple(cfg.words), dict(cfg.date_formats))  # fmt: skip
 
     def encoding(self) -> str:
         return "utf-8"
@@ -247,6 +258,50 @@ class TableSourceReader(ColumnTableReader):
             else:
                 raise ConfigError(f"ingest.vectors: column {c} is {kind.simpleString()}, not an array of numbers or a vector")
         return frame.select(*columns)
+
+
+# Dates as people write them, found by `auto` in the train values (Java regexes, for Spark): day and month in
+# numbers (12/31/2020, 31.12.2020, 31-12-2020, 12/31/20), the year first with slashes, or the month's name
+# (Dec 31, 2020; 31 Dec 2020; 31-Dec-20). A time of day may follow the numeric forms.
+_CLOCK = r"(?: \d{1,2}:\d{2}(?::\d{2})?)?"
+NUMERIC_DATE = rf"^(\d{{1,2}})([/.-])(\d{{1,2}})\2(\d{{4}}|\d{{2}}){_CLOCK}$"
+YEAR_FIRST_DATE = rf"^\d{{4}}/\d{{1,2}}/\d{{1,2}}{_CLOCK}$"
+_MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:tember)?|oct(?:ober)?" \
+         r"|nov(?:ember)?|dec(?:ember)?)\.?"  # fmt: skip
+MONTH_FIRST_DATE = rf"(?i)^{_MONTH} \d{{1,2}},? (\d{{4}}|\d{{2}})$"
+DAY_FIRST_DATE = rf"(?i)^\d{{1,2}}[ -]{_MONTH}[ -](\d{{4}}|\d{{2}})$"
+
+
+def _date_shape(text):
+    """Spark columns of each value's date shape (`/4`: numbers split by slashes, a 4-digit year; `ymd`; `bd2`:
+    the month's name first, a 2-digit year; `db4`...; null: none) and, for the numeric shapes, its first two
+    numbers (day and month in some order)."""
+    from pyspark.sql import functions as F
+
+    separator = F.regexp_extract(text, NUMERIC_DATE, 2)
+    year_digits = lambda pattern, group: F.length(F.regexp_extract(text, pattern, group)).cast("string")  # noqa: E731
+    shape = F.when(separator != "", F.concat(separator, year_digits(NUMERIC_DATE, 4))) \
+        .when(text.rlike(YEAR_FIRST_DATE), F.lit("ymd")) \
+        .when(text.rlike(MONTH_FIRST_DATE), F.concat(F.lit("bd"), year_digits(MONTH_FIRST_DATE, 1))) \
+        .when(text.rlike(DAY_FIRST_DATE), F.concat(F.lit("db"), year_digits(DAY_FIRST_DATE, 1)))  # fmt: skip
+    number = lambda group: F.when(separator != "", F.regexp_extract(text, NUMERIC_DATE, group).cast("int"))  # noqa: E731
+    return shape, number(1), number(3)
+
+
+def date_format(shape: str, first: int | None, second: int | None) -> str | None:
+    """The strptime format of a column whose train values all have one date shape (`_date_shape`), or None.
+
+    Day and month in numbers: the one above 12 is the day; where neither is, slashes put the month first (12/31
+    is American) and dots or dashes the day (31.12, 31-12). A 2-digit year only with slashes (1.2.10 is more
+    likely a version than a date)."""
+    if shape in ("/4", "/2", ".4", "-4"):
+        if first is None or second is None or max(first, second) > 31 or min(first, second) > 12:
+            return None
+        separator, year = shape[0], "%Y" if shape[1] == "4" else "%y"
+        day_first = first > 12 or (second <= 12 and separator != "/")
+        day, month = "%d", "%m"
+        return separator.join((day, month) if day_first else (month, day)) + separator + year
+    return {"ymd": "%Y/%m/%d", "bd4": "%b %d %Y", "bd2": "%b %d %y", "db4": "%d %b %Y", "db2": "%d %b %y"}.get(shape)
 
 
 def with_row_numbers(spark, raw, relpaths: dict[str, str]):

@@ -52,6 +52,7 @@ class RowRules:
     classes: tuple[str, ...] | None = None  # the known classes (a fitted preprocessing's): another label is quarantined
     dates: tuple[str, ...] = ()  # date or timestamp columns: each becomes the numeric `date_features`
     words: tuple[str, ...] = ()  # free-text columns (names, titles): each becomes 0/1 slots of its frequent words
+    date_formats: dict[str, str] = field(default_factory=dict)  # date column -> its strptime format (else ISO 8601)
 
     @property
     def numbers(self) -> tuple[str, ...]:
@@ -102,9 +103,11 @@ class RowRules:
             problems.add(unparsed, "BadValue", lambda i, c=c: f"field {c}: '{batch.column(c)[i].as_py()[:60]}' is not a number")
             numbers[c] = values
         for c in self.dates:
-            parts, unparsed = _parse_dates(text[c], missing[c])
-            problems.add(unparsed, "BadValue", lambda i, c=c: f"field {c}: '{batch.column(c)[i].as_py()[:60]}' is not "
-                         "a date or time (expected ISO 8601: 2024-05-31, 2024-05-31 13:45:00)")  # fmt: skip
+            form = self.date_formats.get(c)
+            parts, unparsed = _parse_dates(text[c], missing[c], form)
+            expected = f"the format {form}" if form else "ISO 8601: 2024-05-31, 2024-05-31 13:45:00"
+            problems.add(unparsed, "BadValue", lambda i, c=c, expected=expected: f"field {c}: "
+                         f"'{batch.column(c)[i].as_py()[:60]}' is not a date or time (expected {expected})")  # fmt: skip
             numbers.update(zip(date_features([c]), parts))
         targets = [self.label] if self.label and self.regression else []  # never imputed
         for c in (list(self.numeric) if self.non_finite == "quarantine" else []) + targets:
@@ -190,6 +193,8 @@ def _parse_numbers(text, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(missing), bool)
     except pa.ArrowInvalid:  # some field is not a number: cast those that look like one, in one call
         pass
+    formatted = pc.fill_null(pc.match_substring_regex(present, FORMATTED_NUMBER), False)  # $1,234.50, 12%
+    present = pc.if_else(formatted, pc.replace_substring_regex(present, NUMBER_SIGNS, ""), present)
     looks = np.asarray(pc.fill_null(pc.match_substring_regex(present, NUMBER, ignore_case=True), False), bool)
     try:
         values = pc.cast(pc.if_else(pa.array(looks), present, pa.scalar(None, pa.string())), pa.float64())
@@ -214,31 +219,52 @@ def date_features(columns) -> list[str]:
     return [f"{c}:{part}" for c in columns for part in DATE_PARTS]
 
 
-def _parse_dates(text, missing: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """The DATE_PARTS of ISO 8601 dates and times as float64 (NaN where missing or unparsable), and the mask of
-    present fields that are not dates. A zone offset (Z, +02:00) is dropped: the parts are the record's local time.
+def _parse_dates(text, missing: np.ndarray, form: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The DATE_PARTS of dates and times as float64 (NaN where missing or unparsable), and the mask of present
+    fields that are not dates: ISO 8601, or the strptime `form` (see `strptime_dates`). A zone offset (Z, +02:00)
+    is dropped from ISO forms: the parts are the record's local time.
 
-    Arrow parses the zero-padded forms in C; the rest of what Spark's cast takes (which is how `auto` found the
+    Arrow parses the zero-padded ISO forms in C; the rest of what Spark's cast takes (which is how `auto` found the
     column: `2024-1-5`, `2024-01`, `2024-01-05 9:30`) is parsed field by field."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), pc.replace_substring_regex(
-        text, r"(?:Z|[+-]\d\d:?\d\d)$", ""))  # fmt: skip
-    try:
-        stamps = pc.cast(present, pa.timestamp("us"))
-        unparsed = np.zeros(len(missing), bool)
-    except pa.ArrowInvalid:
-        values, unparsed = [], np.zeros(len(missing), bool)
-        for i, value in enumerate(present.to_pylist()):
-            stamp = None if value is None else _spark_date(value)
-            unparsed[i] = value is not None and stamp is None
-            values.append(stamp)
-        stamps = pa.array(values, pa.timestamp("us"))
+    if form:
+        stamps = strptime_dates(pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text), form)
+        unparsed = ~missing & np.asarray(pc.is_null(stamps).to_numpy(zero_copy_only=False), bool)
+    else:
+        present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), pc.replace_substring_regex(
+            text, r"(?:Z|[+-]\d\d:?\d\d)$", ""))  # fmt: skip
+        try:
+            stamps = pc.cast(present, pa.timestamp("us"))
+            unparsed = np.zeros(len(missing), bool)
+        except pa.ArrowInvalid:
+            values, unparsed = [], np.zeros(len(missing), bool)
+            for i, value in enumerate(present.to_pylist()):
+                stamp = None if value is None else _spark_date(value)
+                unparsed[i] = value is not None and stamp is None
+                values.append(stamp)
+            stamps = pa.array(values, pa.timestamp("us"))
     as_float = lambda a: pc.cast(a, pa.float64()).to_numpy(zero_copy_only=False)  # noqa: E731
     days = as_float(pc.cast(stamps, pa.int64())) / 86_400e6
     return [days, as_float(pc.month(stamps)), as_float(pc.day(stamps)), as_float(pc.day_of_week(stamps)),
             as_float(pc.hour(stamps))], unparsed  # fmt: skip
+
+
+def strptime_dates(text, form: str):
+    """Timestamps of the strings `text` in the strptime format `form` (null where one does not parse). A time of
+    day may follow the date (` 13:45`, ` 13:45:30`). Where the format names the month (%b), commas and periods
+    are ignored and dashes read as spaces, in the text and the format alike: `Dec 31, 2020` and `31-Dec-2020`."""
+    import pyarrow.compute as pc
+
+    if "%b" in form or "%B" in form:
+        text = pc.replace_substring_regex(pc.replace_substring_regex(text, r"[,.]", ""), r"[\s-]+", " ")
+        form = re.sub(r"[\s-]+", " ", re.sub(r"[,.]", "", form))
+    stamps = pc.strptime(text, format=form, unit="us", error_is_null=True)
+    if "%H" not in form:
+        for clock in (" %H:%M", " %H:%M:%S"):
+            stamps = pc.coalesce(stamps, pc.strptime(text, format=form + clock, unit="us", error_is_null=True))
+    return stamps
 
 
 # The date and time forms Spark's string-to-timestamp cast accepts (zone already removed): year[-month[-day]]
@@ -262,6 +288,11 @@ def _spark_date(value: str):
 
 # What pyarrow's cast parses as a float: decimal and exponent forms, inf, infinity, nan (any case).
 NUMBER = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)$"
+# A number as people format it: a currency sign before or after, thousands grouped by commas, a percent sign
+# ($1,234.50, -€ 30, 1,250,000, 12.5%). It reads as the plain number (12.5% is 12.5). The same pattern in Java
+# (Spark, for `auto`) and RE2 (Arrow): a comma must group three digits, so 1,5 (a decimal comma) is no number.
+FORMATTED_NUMBER = r"^[+-]?[$€£¥₹]? ?[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)? ?[$€£¥₹%]?$"
+NUMBER_SIGNS = r"[$€£¥₹%, ]"
 
 
 def _spells_nan(text) -> np.ndarray:
@@ -353,7 +384,7 @@ class FitStats:
                                   "(an id or free text?): leave it out of categorical")  # fmt: skip
 
     def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool,
-                   dates: tuple[str, ...] = (), max_words: int = 0) -> Preprocess:
+                   dates: tuple[str, ...] = (), max_words: int = 0, date_formats: dict | None = None) -> Preprocess:
         """The fitted preprocessing; `fills` holds each numeric column's imputed value (date features included).
         A free-text column keeps its `max_words` most frequent words that appear in at least 2 train rows."""
         vocabularies = {c: sorted(v for v in self.categories.get(c, {}) if v is not None) for c in self.categorical}
@@ -362,7 +393,8 @@ class FitStats:
         for c in self.words:
             frequent = sorted(((-n, w) for w, n in self.word_counts.get(c, {}).items() if n >= 2 and w))[:max_words]
             words[c] = sorted(w for _, w in frequent)
-        pre = Preprocess(dict(fills), vocabularies, encoding, dict(self.vectors), labels, dates=list(dates), words=words)
+        pre = Preprocess(dict(fills), vocabularies, encoding, dict(self.vectors), labels, dates=list(dates), words=words,
+                         date_formats=dict(date_formats or {}))  # fmt: skip
         return pre.with_scale(self._moments(pre)) if scale else pre
 
     def means(self) -> dict[str, float | None]:
@@ -406,6 +438,7 @@ class Preprocess:
     version: int = 1
     dates: list[str] = field(default_factory=list)  # date columns: their `date_features` are among `numeric`
     words: dict[str, list[str]] = field(default_factory=dict)  # free-text column -> its kept words, sorted
+    date_formats: dict[str, str] = field(default_factory=dict)  # date column -> its strptime format (else ISO 8601)
     names: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -423,7 +456,7 @@ class Preprocess:
     def to_json(self) -> dict:
         out = asdict(self)
         out.pop("names")
-        for key in ("dates", "words"):
+        for key in ("dates", "words", "date_formats"):
             if not out[key]:
                 out.pop(key)  # the file of a table without them stays as it was
         return out

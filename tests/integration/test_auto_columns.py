@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 
 import numpy as np
 
@@ -55,3 +56,38 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
     pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
     assert list(pre["numeric"]) == ["income (k)", "is member", "weight lb", *date_parts] and pre["dates"] == ["signed up"]
     assert pre["words"] == {"note": ["a", "comma", "free", "text", "with"]}
+
+
+def test_auto_reads_formatted_numbers_and_the_common_date_forms(spark, tmp_path, write_config):
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    lines = ["price,sold,opened,listed,share,version,target"]
+    for i in range(60):  # row r = i + 1: day 1 + i % 28 of month 1 + i % 12
+        day, month = 1 + i % 28, 1 + i % 12
+        lines.append(f'"${1000 + 37 * i:,}.50",{month}/{day}/2020,{day:02d}.{month:02d}.2019,"{months[month - 1]} {day}, '
+                     f'2021",{i % 50}%,{month}.{day}.{10 + i % 3},{"yn"[i % 3 == 0]}')  # fmt: skip
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {"name": "forms", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
+                         "max_categories": 100, "label": "target"}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
+    columns = manifest["columns"]
+    assert summary["left_out"] == {} and columns["numeric"] == ["price", "share"] and columns["categorical"] == ["version"]  # 1.2.10: no date
+    assert columns["dates"] == ["sold", "opened", "listed"]
+    assert columns["date_formats"] == {"sold": "%m/%d/%Y", "opened": "%d.%m.%Y", "listed": "%b %d %Y"}
+    pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
+    assert pre["date_formats"] == columns["date_formats"]  # predict reads new rows the same way
+    spec = TensorSpec.from_json(manifest["features"])
+    train = read_split(tmp_path / "out", "train")
+    features = decode_tensors(train.column("features"), spec)
+    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    day, month = 1 + i % 28, 1 + i % 12
+    names = manifest["features"]["names"]
+    np.testing.assert_allclose(features[:, names.index("price")], 1000.5 + 37 * i)
+    np.testing.assert_allclose(features[:, names.index("share")], i % 50)
+    for column, year in (("sold", 2020), ("opened", 2019), ("listed", 2021)):
+        assert (features[:, names.index(f"{column}:day")] == day).all(), column
+        assert (features[:, names.index(f"{column}:month")] == month).all(), column
+        days = [(date(year, m, d) - date(1970, 1, 1)).days for m, d in zip(month, day)]
+        np.testing.assert_allclose(features[:, names.index(f"{column}:days")], days)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -156,3 +157,15 @@ def test_an_unclosed_bracket_or_quote_is_named_where_it_opens(text, line, what):
     with pytest.raises(ConfigError) as info:
         parse_config(text, source="exp.yaml")
     assert str(info.value).startswith(f"exp.yaml:{line}: invalid YAML: {what}"), str(info.value)
+
+
+@pytest.mark.parametrize("formats, message", [
+    ("{sold: '%d/%m/%Y'}", "date_formats: column sold is not listed in `dates`"),
+    ("{day: '%d/%m'}", "date_formats: day: '%d/%m' names no year and month"),
+])  # fmt: skip
+def test_a_date_format_belongs_to_a_date_column_and_names_year_and_month(formats, message):
+    table = GOOD.replace("reader: image", "reader: csv").replace("input: images\n  size: [32, 32]",
+                                                                  f"input: t.csv\n  dates: [day]\n  date_formats: {formats}")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(table, source="exp.yaml")
+    parse_config(table.replace(formats, "{day: '%d/%m/%Y'}"), source="exp.yaml")  # names the year: valid

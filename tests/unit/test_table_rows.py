@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -194,3 +195,44 @@ def test_dates_take_the_forms_spark_finds_dates_by():
     typed, errors = rules(numeric=("x",), passthrough=(), dates=("note",)).check(batch(rows))
     assert typed.column("note:days").to_pylist() == [19784 + 18.5 / 24, 19783.0]  # 2024-03-01 is day 19783
     assert [(e["key"], e["error_class"]) for e in errors.to_pylist()] == [("c", "BadValue")]
+
+
+def test_formatted_numbers_and_dates_in_a_given_format_read_as_their_values():
+    rows = [GOOD | {"id": "a", "x": "$1,234.50", "y": "12.5%", "note": "31/12/2020"},
+            GOOD | {"id": "b", "x": "-€ 30", "y": "1,250,000", "note": "1/2/2021 13:45"},
+            GOOD | {"id": "c", "x": "1,5", "note": "01/02/2021"},  # a decimal comma is no number
+            GOOD | {"id": "d", "note": "2021-02-01"}]  # fmt: skip
+    check = rules(passthrough=(), dates=("note",), date_formats={"note": "%d/%m/%Y"})
+    typed, errors = check.check(batch(rows))
+    assert typed.column("x").to_pylist() == [1234.5, -30.0] and typed.column("y").to_pylist() == [12.5, 1_250_000.0]
+    assert [(e["key"], e["error_class"], e["message"]) for e in errors.to_pylist()] == [
+        ("c", "BadValue", "field x: '1,5' is not a number"),
+        ("d", "BadValue", "field note: '2021-02-01' is not a date or time (expected the format %d/%m/%Y)")]
+    # 2020-12-31 is day 18627 since 1970; 2021-02-01 (a Monday) day 18659.
+    assert typed.column("note:days").to_pylist() == [18627.0, 18659 + 13.75 / 24]
+    assert typed.column("note:weekday").to_pylist() == [3.0, 0.0]
+    stats = FitStats(check.numbers, (), {})
+    stats.add(typed, classify=True)
+    pre = stats.preprocess(dict.fromkeys(check.numbers, 0.0), "onehot", True, False, ("note",),
+                           date_formats=check.date_formats)  # fmt: skip
+    assert Preprocess.from_json(json.loads(json.dumps(pre.to_json()))).date_formats == {"note": "%d/%m/%Y"}
+
+
+def test_month_names_read_with_or_without_commas_periods_and_dashes():
+    from dltool.transforms.table import strptime_dates
+
+    stamps = strptime_dates(pa.array(["31-Dec-20", "1 Jan. 21", "2 FEBRUARY 2021", "Smarch 3 21", None]), "%d-%b-%y")
+    assert stamps.to_pylist()[:3] == [datetime(2020, 12, 31), datetime(2021, 1, 1), None]  # %y is not 2021
+    assert stamps.to_pylist()[3:] == [None, None]
+    assert strptime_dates(pa.array(["Dec 31, 2020 18:30"]), "%b %d, %Y").to_pylist() == [datetime(2020, 12, 31, 18, 30)]
+
+
+@pytest.mark.parametrize("shape, first, second, form", [
+    ("/4", 12, 31, "%m/%d/%Y"), ("/4", 31, 12, "%d/%m/%Y"), ("/4", 12, 12, "%m/%d/%Y"),  # slashes: month first
+    (".4", 12, 12, "%d.%m.%Y"), ("-4", 5, 30, "%m-%d-%Y"), ("/2", 1, 28, "%m/%d/%y"), ("bd4", None, None, "%b %d %Y"),
+    ("/4", 13, 13, None), ("/4", 40, 1, None), (".2", 1, 2, None),  # two days, a 40th, a version number
+])  # fmt: skip
+def test_auto_reads_day_and_month_order_from_the_train_values(shape, first, second, form):
+    from dltool.readers.table import date_format
+
+    assert date_format(shape, first, second) == form
