@@ -11,6 +11,9 @@ Real public data made on this machine with no internet at run time (PyPI package
   (a date string); missing values. mpg: the same cars, miles per gallon (regression);
 * weather: Seattle 2012-15 (vega_datasets): the kind of day from the date and measurements;
 * penguins: Palmer penguins (palmerpenguins): species from island, sex (strings, missing) and sizes;
+* stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
+  `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
+  time, written `2010/01/01 13:00`;
 * debian: the one-line descriptions of Debian bookworm's packages in eight sections (at most
   700 each), from apt's own package list -> text reader;
 * fortunes: the sayings of Debian's `fortunes` package in six topics (4,311 short texts);
@@ -217,10 +220,28 @@ def make_penguins(root: Path) -> tuple[Path, dict, dict]:
     return _table(root, "penguins", palmerpenguins.load_penguins(), "species")
 
 
+def _vega_csv(name: str):
+    """A CSV that ships in vega_datasets, as it is written there (its dates as text)."""
+    import pandas as pd
+    import vega_datasets
+
+    return pd.read_csv(Path(vega_datasets.__file__).parent / "_data" / f"{name}.csv", dtype=str)
+
+
+def make_stocks(root: Path) -> tuple[Path, dict, dict]:
+    """Monthly prices of 5 stocks 2000-10 (560 rows): which stock, from the date (written `Jan 1 2000`) and the price."""
+    return _table(root, "stocks", _vega_csv("stocks"), "symbol")
+
+
+def make_temps(root: Path) -> tuple[Path, dict, dict]:
+    """Seattle's hourly temperature in 2010 (8,759 rows, regression) from the time, written `2010/01/01 13:00`."""
+    return _table(root, "temps", _vega_csv("seattle-temps"), "temp", "regression")
+
+
 SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "debian": make_debian,
         "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
-        "weather": make_weather, "penguins": make_penguins}  # fmt: skip
-RAW_TABLES = {"cars", "mpg", "weather", "penguins"}  # also compared with HistGradientBoosting on the raw columns
+        "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps}  # fmt: skip
+RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps"}  # also compared with HistGradientBoosting on the raw columns
 
 
 def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:
@@ -342,7 +363,8 @@ def table_rows(data: dict, regression: bool) -> dict[str, float]:
 
 def raw_boosting_row(source: Path, dataset: Path, label: str, regression: bool) -> float:
     """HistGradientBoosting on the raw CSV columns of the same split, as a practitioner would feed it: numbers as
-    they are, text columns as categories (native support), dates as days since 1970."""
+    they are, text columns as categories (native support), dates (as pandas parses them) as days since 1970 and,
+    with a time of day, the hour."""
     import pandas as pd
     import pyarrow.dataset as pads
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
@@ -351,8 +373,17 @@ def raw_boosting_row(source: Path, dataset: Path, label: str, regression: bool) 
     frame = pd.read_csv(source)
     for c in frame.columns:
         if frame[c].dtype == object and c != label:
-            dates = pd.to_datetime(frame[c], errors="coerce", format="%Y-%m-%d")
-            frame[c] = (dates - pd.Timestamp("1970-01-01")).dt.days if dates.notna().all() else frame[c].astype("category")
+            numbers = pd.to_numeric(frame[c], errors="coerce")
+            if numbers.notna().sum() == frame[c].notna().sum():
+                frame[c] = numbers
+                continue
+            dates = pd.to_datetime(frame[c], errors="coerce", format="mixed")
+            if dates.notna().all():
+                frame[c] = (dates - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+                if (dates.dt.hour > 0).any():
+                    frame[f"{c} hour"] = dates.dt.hour
+            else:
+                frame[c] = frame[c].astype("category")
 
     def rows(split):
         keys = pads.dataset(str(dataset / split), format="parquet").to_table(columns=["key"]).column("key").to_pylist()

@@ -280,8 +280,8 @@ class TrainSettings(Section):
         None, ge=1, description="TensorFlow workers (one barrier task each); default: the cluster's task slots."
     )
     epochs: int | None = Field(
-        None, ge=1, description="Epochs to train; default: sized to the train rows (at least 1,000 steps, 10 to 300 "
-        "epochs) with early stopping on `monitor`.",
+        None, ge=1, description="Epochs to train; default: sized to the train rows (at least 1,000 steps, 2,000 for "
+        "tabular with early stopping, 10 to 300 epochs) with early stopping on `monitor`.",
     )
     global_batch_size: int | None = Field(
         None, ge=1, description="Examples per step over all workers (split evenly); or give per_worker_batch_size; "

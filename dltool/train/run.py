@@ -82,8 +82,9 @@ def run_training(
     with OutputLock(run_dir):  # a second command training into this run dir fails at once
         # as configured: the sizing follows from it and the manifest
         digest = _train_hash(config.train, manifest, parent["model"] if parent else None)
-        done = _earlier_run(run_dir, sized(config.train, manifest.rows("train"), config.train.workers or 1,
-                                           manifest.rows("val")), digest, resume, overwrite)  # fmt: skip
+        train = _with_auto_model_resolved(config, manifest).train  # sized by the model it builds
+        done = _earlier_run(run_dir, sized(train, manifest.rows("train"), train.workers or 1, manifest.rows("val")),
+                            digest, resume, overwrite)  # fmt: skip
         if done is not None:
             return done
         run = _Run(config, manifest, dataset, run_dir, digest, started, parent)

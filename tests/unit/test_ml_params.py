@@ -67,7 +67,7 @@ def test_rows_that_cannot_be_written_are_named_with_the_reason():
 
 def test_settings_left_unset_are_sized_to_the_train_rows():
     from dltool.config.models import TrainSettings
-    from dltool.train.sizing import MIN_STEPS, sized
+    from dltool.train.sizing import MIN_STEPS, TABLE_MIN_STEPS, sized
 
     small = sized(TrainSettings(run_dir="r"), 135)  # iris's train rows
     assert small.global_batch_size == 8 and small.epochs * (135 // 8) >= MIN_STEPS
@@ -78,6 +78,12 @@ def test_settings_left_unset_are_sized_to_the_train_rows():
     mine = TrainSettings(run_dir="r", epochs=3, global_batch_size=16)
     assert sized(mine, 135) == mine  # what the user set is kept, and no early stopping added
     assert sized(TrainSettings(run_dir="r", per_worker_batch_size=4), 135, workers=2).epochs == 63  # 1000 / 16 steps
+    # The table model's steps are cheap, and it needs more where early stopping keeps the best epoch: 2,000
+    # (a 410-row table: 25 steps of 16, 80 epochs); other models, or a table trained through, 1,000.
+    table = TrainSettings(run_dir="r", model={"builtin": "tabular"})
+    assert sized(table, 410, val_rows=57).epochs == 80 and 80 * 25 >= TABLE_MIN_STEPS
+    assert sized(table, 410, val_rows=12).epochs == 40 and sized(table, 410, val_rows=12).final == "last"
+    assert sized(TrainSettings(run_dir="r", model={"builtin": "small_cnn"}), 410, val_rows=57).epochs == 40
     # A validation split too small to pick an epoch: all sized epochs, the last one kept, unless the config says.
     few = sized(TrainSettings(run_dir="r"), 135, val_rows=12)
     assert few.early_stopping is None and few.final == "last" and few.epochs == small.epochs
