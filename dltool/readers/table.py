@@ -106,13 +106,13 @@ class ColumnTableReader(TableReader):
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
                                                                              self._group} | RESERVED  # fmt: skip
         candidates = [c for c in self._available if c not in taken]
-        aggregates = []
+        aggregates, texts = [], {}
         for i, c in enumerate(candidates):
             text = F.trim(column(c).cast("string"))
             present = text.isNotNull() & ~text.isin(list(cfg.na_values))
             formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(text, NUMBER_SIGNS, ""))
             number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"))  # 1,250 and $3.50 too
-            shape, first, second = _date_shape(text)
+            texts[c] = text, present
             aggregates += [
                 F.count(F.when(present, 1)).alias(f"present{i}"),
                 F.count(F.when(present & (number.isNotNull() | F.lower(text).isin("true", "false")), 1)).alias(f"number{i}"),
@@ -120,11 +120,13 @@ class ColumnTableReader(TableReader):
                 F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
                 F.max(F.when(present, number)).alias(f"max{i}"), F.min(F.when(present, number)).alias(f"min{i}"),
-                F.count(F.when(present & number.isNull() & shape.isNotNull(), 1)).alias(f"shaped{i}"),
-                F.min(F.when(present, shape)).alias(f"shape{i}"), F.max(F.when(present, shape)).alias(f"shape_max{i}"),
-                F.max(F.when(present, first)).alias(f"first{i}"), F.max(F.when(present, second)).alias(f"second{i}"),
+                F.count(F.when(present & number.isNull() & text.rlike(DATE_LIKE), 1)).alias(f"datelike{i}"),
             ]  # fmt: skip
-        row = rows.where(F.col("split") == "train").agg(*aggregates).first() if candidates else None
+        train = rows.where(F.col("split") == "train")
+        row = train.agg(*aggregates).first() if candidates else None
+        # A second look, only where every train value of a column has one of the date forms: its shapes.
+        found = _date_formats(train, {c: texts[c] for i, c in enumerate(candidates)
+                                      if row[f"present{i}"] and row[f"datelike{i}"] == row[f"present{i}"]})  # fmt: skip
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
         date_formats = dict(cfg.date_formats)
         for i, c in enumerate(candidates):
@@ -142,10 +144,9 @@ class ColumnTableReader(TableReader):
                     numeric.append(c)
             elif row[f"time{i}"] == present:
                 dates.append(c)
-            elif row[f"shaped{i}"] == present and row[f"shape{i}"] == row[f"shape_max{i}"] and \
-                    (form := date_format(row[f"shape{i}"], row[f"first{i}"], row[f"second{i}"])):  # fmt: skip
+            elif c in found:
                 dates.append(c)
-                date_formats[c] = form
+                date_formats[c] = found[c]
             elif distinct <= cfg.max_categories:
                 categorical.append(c)
             else:  # names, titles, notes: their frequent words
@@ -270,6 +271,29 @@ _MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|a
          r"|nov(?:ember)?|dec(?:ember)?)\.?"  # fmt: skip
 MONTH_FIRST_DATE = rf"(?i)^{_MONTH} \d{{1,2}},? (\d{{4}}|\d{{2}})$"
 DAY_FIRST_DATE = rf"(?i)^\d{{1,2}}[ -]{_MONTH}[ -](\d{{4}}|\d{{2}})$"
+# Any of them, in one regex (NUMERIC_DATE first: its back-reference counts its own groups).
+DATE_LIKE = "(?i)" + "|".join(f"(?:{p.removeprefix('(?i)')})" for p in (NUMERIC_DATE, YEAR_FIRST_DATE, MONTH_FIRST_DATE,
+                                                                      DAY_FIRST_DATE))  # fmt: skip
+
+
+def _date_formats(train, texts: dict) -> dict[str, str]:
+    """The strptime format of each column of `texts` ({column: (text, present) Spark columns}), all of whose
+    train values look like dates, where they share one shape that says the format (`date_format`); one aggregation."""
+    from pyspark.sql import functions as F
+
+    if not texts:
+        return {}
+    aggregates = []
+    for i, (text, present) in enumerate(texts.values()):
+        shape, first, second = _date_shape(text)
+        aggregates += [F.min(F.when(present, shape)).alias(f"shape{i}"), F.max(F.when(present, shape)).alias(f"last{i}"),
+                       F.max(F.when(present, first)).alias(f"first{i}"), F.max(F.when(present, second)).alias(f"second{i}")]
+    row = train.agg(*aggregates).first()
+    found = {}
+    for i, c in enumerate(texts):
+        if row[f"shape{i}"] == row[f"last{i}"] and (form := date_format(row[f"shape{i}"], row[f"first{i}"], row[f"second{i}"])):
+            found[c] = form
+    return found
 
 
 def _date_shape(text):

@@ -3,8 +3,9 @@
 A fixed 10 epochs of 32 gives a 150-row table 40 optimizer steps and an underfit model, and
 stops a 400-row table while its validation loss still falls. So when the config leaves them
 out, the batch is about 1/32 of the train rows (8 to 64), the epochs give at least MIN_STEPS
-optimizer steps (TABLE_MIN_STEPS for `tabular`; 10 to MAX_EPOCHS epochs), and early stopping on `train.monitor` ends the run once it
-stops improving; `final: best` (the default) keeps the best epoch. What a user sets is kept.
+optimizer steps (TABLE_MIN_STEPS for `tabular`; 10 to MAX_EPOCHS epochs), and early stopping
+on `train.monitor` ends the run once it stops improving; `final: best` (the default) keeps the
+best epoch. What a user sets is kept.
 
 A validation split of fewer than MIN_VAL_ROWS rows (a 10% split of a 150-row table holds 2 to
 15) cannot pick an epoch: its loss can rise from the first epoch while the model learns (iris,

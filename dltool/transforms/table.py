@@ -105,7 +105,8 @@ class RowRules:
         for c in self.dates:
             form = self.date_formats.get(c)
             parts, unparsed = _parse_dates(text[c], missing[c], form)
-            expected = f"the format {form}" if form else "ISO 8601: 2024-05-31, 2024-05-31 13:45:00"
+            expected = f"the format {form}" if form else "ISO 8601: 2024-05-31, 2024-05-31 13:45:00; or name its " \
+                "format in ingest.date_formats"  # fmt: skip
             problems.add(unparsed, "BadValue", lambda i, c=c, expected=expected: f"field {c}: "
                          f"'{batch.column(c)[i].as_py()[:60]}' is not a date or time (expected {expected})")  # fmt: skip
             numbers.update(zip(date_features([c]), parts))
