@@ -34,6 +34,7 @@ test accuracy (R² for regression) per row and dltool's difference to the best b
     pip install -e '.[bench]'                              # scikit-learn, vega_datasets, palmerpenguins
     .venv/bin/python bench/quality.py                      # digits, spoken, cancer; seeds 0 1 2
     .venv/bin/python bench/quality.py --sets cars,mpg,weather,penguins,fortunes --seeds 0 --no-shares
+    .venv/bin/python bench/quality.py --sets stocks,temps,weather --seeds 0,1,2 --no-shares   # dates as written
     .venv/bin/python bench/quality.py --sets digits --train '{"final": "last"}'   # any train override
 """
 
