@@ -323,8 +323,7 @@ def date_format(shape: str, first: int | None, second: int | None) -> str | None
             return None
         separator, year = shape[0], "%Y" if shape[1] == "4" else "%y"
         day_first = first > 12 or (second <= 12 and separator != "/")
-        day, month = "%d", "%m"
-        return separator.join((day, month) if day_first else (month, day)) + separator + year
+        return separator.join(("%d", "%m", year) if day_first else ("%m", "%d", year))
     return {"ymd": "%Y/%m/%d", "bd4": "%b %d %Y", "bd2": "%b %d %y", "db4": "%d %b %Y", "db2": "%d %b %y"}.get(shape)
 
 
