@@ -165,11 +165,20 @@ def write_records(location: Location, records: dict[str, tuple]) -> None:
 
     keys = sorted(records)
     width = len(RECORD_FIELDS) - 1
-    columns = [keys] + [[(records[k] + (None,) * width)[i] for k in keys] for i in range(width)]
+    rows = [records[k] + (None,) * (width - len(records[k])) for k in keys]
+    columns = [keys, *(list(c) for c in zip(*rows))] if rows else [[] for _ in RECORD_FIELDS]
     types = [pa.string(), pa.int64(), pa.int64(), pa.string(), pa.string(), pa.int64()]
     table = pa.table([pa.array(c, t) for c, t in zip(columns, types)], names=list(RECORD_FIELDS))
     location.fs.create_dir(location.path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, location.path, filesystem=location.fs)
+
+
+def split_counts(location: Location) -> Counter:
+    """How many records of a record index each split holds (quarantined ones have none), from its one column."""
+    import pyarrow.parquet as pq
+
+    counts = pq.read_table(location.path, columns=["split"], filesystem=location.fs).column("split").value_counts()
+    return Counter({c["values"]: c["counts"] for c in counts.to_pylist() if c["values"] is not None})
 
 
 def read_records(location: Location) -> dict[str, tuple]:

@@ -265,7 +265,7 @@ def _versioned(manifest: Manifest, staged: Location | None, of_files: bool, data
     per split (a table's counts are rows)."""
     import dataclasses
 
-    from dltool.ingest.files import read_records
+    from dltool.ingest.files import read_records, split_counts
     from dltool.ingest.grow import last_records, refit_entry
 
     version = previous.version + 1 if previous is not None else 1
@@ -276,7 +276,7 @@ def _versioned(manifest: Manifest, staged: Location | None, of_files: bool, data
                             manifest.splits, of_files)  # fmt: skip
         return dataclasses.replace(manifest, version=version, versions=(*previous.versions, entry))
     if records is not None and of_files:
-        added = Counter(r[2] for r in read_records(staged.child(*records.split("/"))).values() if r[2] is not None)
+        added = split_counts(staged.child(*records.split("/")))
     else:
         added = Counter({name: entry.rows for name, entry in manifest.splits.items() if entry.rows})
     entry = {"version": 1, "created": manifest.created, "input_fingerprint": manifest.input_fingerprint,

@@ -80,7 +80,8 @@ class Reader(ABC):
     config_model: ClassVar[type[BaseModel]]  # the `ingest:` section, with `reader: Literal[name]`
     default_model: ClassVar[str]  # the builtin `train.model.builtin: auto` picks
     # Modules its Spark tasks import (decoders, its own module): a new local session imports them in
-    # its Python workers while it starts (spark.session._warm_up). A plugin may list its own.
+    # its Python workers while it starts (spark.session._warm_up). A plugin may list its own. pandas is
+    # on every list: pyarrow imports it (0.2-0.3 s) the first time it builds an array from Python values.
     task_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config):
@@ -129,7 +130,7 @@ class FileReader(Reader):
     """Decodes one file's bytes into one or more fixed-shape examples."""
 
     kind = "file"
-    task_modules = ("dltool.ingest.files", "pyarrow.parquet")
+    task_modules = ("dltool.ingest.files", "pyarrow.parquet", "pyarrow.compute", "pandas")
 
     @abstractmethod
     def tensor_spec(self) -> TensorSpec:
@@ -177,7 +178,7 @@ class TableReader(Reader):
     """
 
     kind = "table"
-    task_modules = ("dltool.ingest.tables", "dltool.transforms.table", "pyarrow.parquet", "pyarrow.compute")
+    task_modules = ("dltool.ingest.tables", "dltool.transforms.table", "pyarrow.parquet", "pyarrow.compute", "pandas")
     engine: ClassVar[str] = "table"  # the ingest job that runs it (dltool.ingest.run._table_engine)
 
     def for_raw_inputs(self, input_uri: str, labelled: bool = False) -> BaseModel:

@@ -30,7 +30,7 @@ def tokenizer_for(cfg: TextReaderConfig, output: str | None = None):
 class TextReader(TableReader):
     name = "text"
     task_modules = ("dltool.readers.text", "dltool.ingest.text", "dltool.transforms.text", "pyarrow.parquet",
-                    "pyarrow.compute")  # fmt: skip
+                    "pyarrow.compute", "pandas")  # fmt: skip
     engine = "text"
     config_model = TextReaderConfig
     default_model = "text_cnn"
