@@ -263,8 +263,8 @@ class TableSourceReader(ColumnTableReader):
 
 # Dates as people write them, found by `auto` in the train values (Java regexes, for Spark): day and month in
 # numbers (12/31/2020, 31.12.2020, 31-12-2020, 12/31/20), the year first with slashes, or the month's name
-# (Dec 31, 2020; 31 Dec 2020; 31-Dec-20). A time of day may follow the numeric forms.
-_CLOCK = r"(?: \d{1,2}:\d{2}(?::\d{2})?)?"
+# (Dec 31, 2020; 31 Dec 2020; 31-Dec-20). A time of day may follow the numeric forms (13:45, 1:45:30 PM, 1:45pm).
+_CLOCK = r"(?: \d{1,2}:\d{2}(?::\d{2})?(?: ?[AaPp]\.?[Mm]\.?)?)?"
 NUMERIC_DATE = rf"^(\d{{1,2}})([/.-])(\d{{1,2}})\2(\d{{4}}|\d{{2}}){_CLOCK}$"
 YEAR_FIRST_DATE = rf"^\d{{4}}/\d{{1,2}}/\d{{1,2}}{_CLOCK}$"
 _MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:tember)?|oct(?:ober)?" \

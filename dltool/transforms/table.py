@@ -253,19 +253,41 @@ def _parse_dates(text, missing: np.ndarray, form: str | None = None) -> tuple[li
 
 
 def strptime_dates(text, form: str):
-    """Timestamps of the strings `text` in the strptime format `form` (null where one does not parse). A time of
-    day may follow the date (` 13:45`, ` 13:45:30`). Where the format names the month (%b), commas and periods
+    """Timestamps of the strings `text` in the strptime format `form` (null where one does not parse, and where the
+    day does not exist: 02/30/2020 is no date, though strptime reads it as March 1). A time of day may follow the
+    date (` 13:45`, ` 13:45:30`, ` 1:45 PM`, ` 1:45pm`). Where the format names the month (%b), commas and periods
     are ignored and dashes read as spaces, in the text and the format alike: `Dec 31, 2020` and `31-Dec-2020`."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     if "%b" in form or "%B" in form:
         text = pc.replace_substring_regex(pc.replace_substring_regex(text, r"[,.]", ""), r"[\s-]+", " ")
         form = re.sub(r"[\s-]+", " ", re.sub(r"[,.]", "", form))
     stamps = pc.strptime(text, format=form, unit="us", error_is_null=True)
-    if "%H" not in form:
-        for clock in (" %H:%M", " %H:%M:%S"):
+    if "%H" not in form and "%I" not in form:
+        text = pc.replace_substring_regex(text, r"(?i)(\d) ?([ap])\.?m\.?$", r"\1 \2M")  # 1:45pm, 1:45 p.m.
+        for clock in (" %H:%M", " %H:%M:%S", " %I:%M %p", " %I:%M:%S %p"):
+            if stamps.null_count == text.null_count:  # every value read: no more passes
+                break
             stamps = pc.coalesce(stamps, pc.strptime(text, format=form + clock, unit="us", error_is_null=True))
+    if "%d" in form:  # strptime rolls an impossible day into the next month: the day written must be the day read
+        written = pc.struct_field(pc.extract_regex(text, _day_pattern(form)), [0])
+        rolled = pc.fill_null(pc.not_equal(pc.day(stamps), pc.cast(written, "int64")), False)
+        stamps = pc.if_else(rolled, pa.scalar(None, stamps.type), stamps)
     return stamps
+
+
+def _day_pattern(form: str) -> str:
+    """A regex (RE2) whose group `day` is the day of the month in a text written in the strptime format `form`."""
+    pattern = []
+    for part in re.split(r"(%.)", form[: form.index("%d") + 2]):
+        if part == "%d":
+            pattern.append(r"(?P<day>\d{1,2})")
+        elif part.startswith("%") and len(part) == 2:
+            pattern.append(r"\S+?" if part != "%%" else "%")
+        else:
+            pattern.append(re.escape(part))
+    return "(?i)^" + "".join(pattern)
 
 
 # The date and time forms Spark's string-to-timestamp cast accepts (zone already removed): year[-month[-day]]

@@ -63,7 +63,8 @@ def test_auto_reads_formatted_numbers_and_the_common_date_forms(spark, tmp_path,
     lines = ["price,sold,opened,listed,share,version,target"]
     for i in range(60):  # row r = i + 1: day 1 + i % 28 of month 1 + i % 12
         day, month = 1 + i % 28, 1 + i % 12
-        lines.append(f'"${1000 + 37 * i:,}.50",{month}/{day}/2020,{day:02d}.{month:02d}.2019,"{months[month - 1]} {day}, '
+        clock = f"{1 + i % 12}:05 {'AP'[i % 2]}M"  # sold on a 12-hour clock
+        lines.append(f'"${1000 + 37 * i:,}.50",{month}/{day}/2020 {clock},{day:02d}.{month:02d}.2019,"{months[month - 1]} {day}, '
                      f'2021",{i % 50}%,{month}.{day}.{10 + i % 3},{"yn"[i % 3 == 0]}')  # fmt: skip
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
     config = {"name": "forms", "dataset": {"path": str(tmp_path / "out")},
@@ -86,8 +87,11 @@ def test_auto_reads_formatted_numbers_and_the_common_date_forms(spark, tmp_path,
     names = manifest["features"]["names"]
     np.testing.assert_allclose(features[:, names.index("price")], 1000.5 + 37 * i)
     np.testing.assert_allclose(features[:, names.index("share")], i % 50)
+    hour = (1 + i % 12) % 12 + 12 * (i % 2)  # 12:05 AM is 0:05
+    np.testing.assert_allclose(features[:, names.index("sold:hour")], hour)
     for column, year in (("sold", 2020), ("opened", 2019), ("listed", 2021)):
         assert (features[:, names.index(f"{column}:day")] == day).all(), column
         assert (features[:, names.index(f"{column}:month")] == month).all(), column
-        days = [(date(year, m, d) - date(1970, 1, 1)).days for m, d in zip(month, day)]
+        days = np.array([(date(year, m, d) - date(1970, 1, 1)).days for m, d in zip(month, day)])
+        days = days + (hour + 5 / 60) / 24 if column == "sold" else days
         np.testing.assert_allclose(features[:, names.index(f"{column}:days")], days)

@@ -227,6 +227,16 @@ def test_month_names_read_with_or_without_commas_periods_and_dashes():
     assert strptime_dates(pa.array(["Dec 31, 2020 18:30"]), "%b %d, %Y").to_pylist() == [datetime(2020, 12, 31, 18, 30)]
 
 
+def test_a_day_the_month_lacks_is_no_date_and_twelve_hour_clocks_read():
+    from dltool.transforms.table import strptime_dates
+
+    texts = ["02/30/2020", "2/29/2020 1:30 PM", "12/31/2020 12:05am", "4/31/2021 9:00 p.m.", "4/30/2021 11:59:59 PM"]
+    assert strptime_dates(pa.array(texts), "%m/%d/%Y").to_pylist() == [
+        None, datetime(2020, 2, 29, 13, 30), datetime(2020, 12, 31, 0, 5), None, datetime(2021, 4, 30, 23, 59, 59)]
+    assert strptime_dates(pa.array(["30-Feb-21", "28-Feb-21", "Jun 31, 2021"]), "%d-%b-%y").to_pylist() == [
+        None, datetime(2021, 2, 28), None]  # fmt: skip
+
+
 @pytest.mark.parametrize("shape, first, second, form", [
     ("/4", 12, 31, "%m/%d/%Y"), ("/4", 31, 12, "%d/%m/%Y"), ("/4", 12, 12, "%m/%d/%Y"),  # slashes: month first
     (".4", 12, 12, "%d.%m.%Y"), ("-4", 5, 30, "%m-%d-%Y"), ("/2", 1, 28, "%m/%d/%y"), ("bd4", None, None, "%b %d %Y"),
