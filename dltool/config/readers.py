@@ -220,8 +220,9 @@ class CsvReaderConfig(ColumnRoles):
         "row takes (an unclosed quote would otherwise read the rest of the file into one value).",
     )
     na_values: list[str] = Field(
-        default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"],
-        description="Values read as missing.",
+        default_factory=lambda: ["", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "#N/A",
+                                 "#N/A N/A", "#NA", "<NA>", "?"],
+        description="Values read as missing: by default pandas' list (spreadsheets' `#N/A`, Python's `None`) and `?`.",
     )
 
     @model_validator(mode="after")

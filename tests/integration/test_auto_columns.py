@@ -19,7 +19,9 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
     for i in range(120):
         note = f'"free text {rng.integers(1_000_000)}, with a comma"'
         member = "true" if i % 3 else "False"
-        lines.append(f"{1000 + i},{rng.normal(50, 10):.2f},{['basic', 'pro', 'team'][i % 3]},{member},"
+        income = f"{rng.normal(50, 10):.2f}"
+        income = "#N/A" if i % 10 == 4 else "None" if i % 15 == 7 else income  # gaps as pandas reads them
+        lines.append(f"{1000 + i},{income},{['basic', 'pro', 'team'][i % 3]},{member},"
                      f"2024-01-{1 + i % 28:02d}T10:00:00,{note},{i % 7},{1500 + 29 * i},{rng.integers(10**9)},{i + 1},{'yn'[i % 2]}")  # fmt: skip
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
     config = {
@@ -33,6 +35,7 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
     columns = manifest["columns"]
     # A nearly unique measurement stays a number; ids are named like one or number the rows.
     assert columns["numeric"] == ["income (k)", "is member", "weight lb"] and columns["categorical"] == ["plan.name"]
+    assert manifest["counts"]["quarantined"] == 0
     assert columns["dates"] == ["signed up"] and columns["words"] == ["note"]
     left_out = columns["left_out"]
     assert set(left_out) == {"row id", "account no", "line"} and all(r.startswith("an id:") for r in left_out.values())
