@@ -228,7 +228,7 @@ class _Trials:
         config = _trial_config(self.config, run.params, run.run_dir, self.workers, self.metric)
         try:
             summary = run_training(config, quiet=True, on_epoch=on_epoch, sharing=self.parallel, check_model=False,
-                                   reuse_workers=True)  # fmt: skip
+                                   reuse_workers=True, scoring_copies=False)  # fmt: skip
         except DltoolError as e:
             run.state, run.error = "failed", str(e).splitlines()[0]
         else:

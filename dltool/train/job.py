@@ -44,6 +44,7 @@ class TrainJob:
     resume_from: str | None = None  # URI of the checkpoint this attempt starts from
     warm_start: str | None = None  # URI of the .keras model whose weights a run that resumes nothing starts from
     reuse_worker: bool = False  # one CPU worker: run in a process an earlier run kept (tune's trials, Spark ML fits)
+    scoring_copies: bool = True  # the final model's SavedModel and checked ONNX copy (tune's trials: model.keras only)
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -54,7 +54,7 @@ class Plan:
 def run_training(
     config: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
     fault: dict | None = None, on_epoch=None, sharing: int = 1, quiet: bool = False, check_model: bool = True,
-    warm_start: str | None = None, reuse_workers: bool = False,
+    warm_start: str | None = None, reuse_workers: bool = False, scoring_copies: bool = True,
 ) -> dict:
     """Train the config's model on its dataset; returns the run summary (raises DltoolError on failure).
 
@@ -69,6 +69,8 @@ def run_training(
     preprocessing: another version of this dataset); run.json names it as the run's parent.
     `reuse_workers`: a run of one CPU worker takes the worker process an earlier such run left in its Spark Python
     worker, TensorFlow loaded, and leaves its own for the next (the tuner's trials, Spark ML fits; see train.barrier).
+    `scoring_copies=False`: the final model is model.keras alone, without its SavedModel and ONNX copy (a tuner's
+    trial: `dltool train --from-tune` trains the model that is kept; the copies took 0.7 s of an 8 s trial).
     """
     started = time.monotonic()
     if config.train is None:
@@ -88,7 +90,7 @@ def run_training(
         if done is not None:
             return done
         run = _Run(config, manifest, dataset, run_dir, digest, started, parent)
-        summary = run.train(resume, progress, quiet, check_model, on_epoch, sharing, fault, reuse_workers)
+        summary = run.train(resume, progress, quiet, check_model, on_epoch, sharing, fault, reuse_workers, scoring_copies)
         ckpt.write_json(run_dir.child(ckpt.RUN_FILE), summary)
         return summary
 
@@ -144,7 +146,7 @@ class _Run:
             check_reachable(config.tracking.mlflow.tracking_uri)
 
     def train(self, resume: bool, progress: bool, quiet: bool, check_model: bool, on_epoch, sharing: int,
-              fault: dict | None, reuse_workers: bool = False) -> dict:  # fmt: skip
+              fault: dict | None, reuse_workers: bool = False, scoring_copies: bool = True) -> dict:  # fmt: skip
         """Start Spark (and, on a cluster, build the model once in a child process meanwhile, so a bad model
         stops the run with exit 2 before any Spark job; a local run skips it: its TensorFlow start would
         take the CPU the local Spark start and workers need, measured: the first step 5 s later, and the
@@ -171,7 +173,8 @@ class _Run:
             local = spark.sparkContext.master.startswith("local")
             # Local mode: the machine is ours, so fewer workers than cores share them all.
             threads = max(1, task_slots(spark) // (workers * sharing)) if local else None
-            job = replace(self._job(plan, status, threads, local, fault), reuse_worker=reuse_workers)
+            job = replace(self._job(plan, status, threads, local, fault), reuse_worker=reuse_workers,
+                          scoring_copies=scoring_copies)  # fmt: skip
             try:
                 start = ckpt.newest_intact_checkpoint(self.run_dir, lambda line: view.print(f"[yellow]{line}[/]")) \
                     if resume else None  # fmt: skip
@@ -491,7 +494,7 @@ def _attempts(spark, job: TrainJob, plan: Plan, run_dir: Location, resume_from, 
                     "model_epoch": kept, "kept": job.train.final,
                     "final": next((h for h in history if h["epoch"] == kept), meta.get("logs")),
                     "last": meta.get("logs"), "model": run_dir.child("model", ckpt.MODEL_FILE).uri,
-                    "saved_model": run_dir.child("model", "saved_model").uri,
+                    "saved_model": run_dir.child("model", "saved_model").uri if job.scoring_copies else None,
                 }  # fmt: skip
             if failure.exit_code == 2 or attempt >= max_retries:  # a config error fails every attempt alike
                 status.update(status="failed", error=str(failure))

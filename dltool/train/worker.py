@@ -666,14 +666,16 @@ class Worker:
 
     def _save_final(self, model, kept: int, last: int, feed) -> None:
         """Write run_dir/model: the model of epoch `kept` (loaded from its checkpoint unless it is the last), and
-        its ONNX copy for scoring, checked on rows of `feed` (`write_scoring_copy`)."""
+        unless the job leaves them out (a tuner's trial), its SavedModel and its ONNX copy for scoring, checked on
+        rows of `feed` (`write_scoring_copy`)."""
         if kept != last:
             checkpoint = self.run_dir.child(ckpt.CHECKPOINTS, ckpt.epoch_dir_name(kept))
             _load_state(checkpoint, {"model": model.variables})
         scratch = local_scratch("model")
         model.save(scratch / ckpt.MODEL_FILE)
-        model.export(str(scratch / "saved_model"), format="tf_saved_model", verbose=False)
-        self._scoring_copy(scratch, feed)
+        if self.job.scoring_copies:
+            model.export(str(scratch / "saved_model"), format="tf_saved_model", verbose=False)
+            self._scoring_copy(scratch, feed)
         if self.manifest.vocabulary is not None:  # text: a model that takes raw strings too
             from dltool.storage.fs import open_location
             from dltool.train.text_layers import save_raw_text_model

@@ -66,6 +66,8 @@ def test_two_trials_at_once_a_failure_recorded_and_the_good_region_found(spark, 
     assert best["params"][LR] > 1e-3  # a trial from the good region: tiny rates barely move in 6 epochs
     assert best["value"] == max(t["value"] for t in trials if t["state"] == "complete")
     folder = tmp_path / "run" / "tune"
+    # A trial keeps model.keras alone: `train --from-tune` trains the model with its SavedModel and ONNX copy.
+    assert sorted(p.name for p in (folder / f"trial-{best['number']:03d}" / "model").iterdir()) == ["model.keras"]
     stored = json.loads((folder / "tune.json").read_text())
     assert stored["best"] == best and stored["status"] == "completed"
     assert {name for name in summary["plots"]} >= {"history", "parallel"}
@@ -78,6 +80,7 @@ def test_two_trials_at_once_a_failure_recorded_and_the_good_region_found(spark, 
     result, trained_best = cli("train", folder / "best.yaml", "--epochs", "2")
     assert result.exit_code == 0, result.output
     assert trained_best["status"] == "completed" and trained_best["epochs_done"] == 2
+    assert os.path.exists(os.path.join(trained_best["saved_model"], "saved_model.pb"))
     assert (folder / "tune.json").exists()  # the study stays beside the training
 
     result, again = cli("tune", config)
