@@ -518,21 +518,29 @@ def _one_attempt(spark, job: TrainJob, workers: int, server, view, status: dict)
 
     outcome: dict = {}
 
+    ended = {"type": "stage ended"}  # queued by the stage's thread as it ends: no wait for the next poll
+
     def launch() -> None:
         try:
             barrier_train(spark, job, workers)
         except BaseException as e:  # noqa: BLE001 - handed to the driver thread
             outcome["error"] = e
+        finally:
+            server.events.put(ended)
 
     thread = threading.Thread(target=launch, name="dltool-barrier", daemon=True)
     thread.start()
     done: dict = {}
     digests: dict[int, str] = {}
+    over = False
     try:
-        while thread.is_alive() or not server.events.empty():
+        while not ((over or not thread.is_alive()) and server.events.empty()):
             try:
                 event = server.events.get(timeout=0.2)
             except queue.Empty:
+                continue
+            if event is ended:
+                over = True
                 continue
             view.handle(event)
             if event["type"] == "start" and event.get("model") and status.get("model") is None:
