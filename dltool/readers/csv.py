@@ -52,7 +52,11 @@ class CsvReader(ColumnTableReader):
         missing = [c for c in used if c not in names]
         if missing:
             where = "header" if cfg.header else "columns"
-            raise ConfigError(f"{paths[0]}: columns {missing} named in the config are not in the {where} {names}")
+            # One field holding the names: the file has another delimiter (a European `;`, a tab, a pipe).
+            other = next((d for d in (";", "\t", "|", ",") if d != cfg.delimiter and len(names) == 1 and cfg.header
+                          and all(c in names[0].split(d) for c in missing)), None)  # fmt: skip
+            hint = f"; its fields are split by {other!r}: set ingest.delimiter: {other!r}" if other else ""
+            raise ConfigError(f"{paths[0]}: columns {missing} named in the config are not in the {where} {names}{hint}")
         return names
 
     def source_columns(self, spark, paths: list[str]) -> list[str]:
