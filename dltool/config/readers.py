@@ -127,6 +127,11 @@ class ColumnRoles(Section):
         "{sold: '%d/%m/%Y'}; a time of day may follow (13:45, 13:45:30). With %b (month names) commas and periods "
         "are ignored and dashes read as spaces.",
     )
+    missing_values: dict[str, list[str]] = Field(
+        default_factory=dict, description="Words read as missing in one column only, e.g. {age: [unknown, n/k]} "
+        "(`na_values` holds those of every column). auto roles add them for a column of numbers with a few words "
+        "besides (at most 3 distinct, in at most 10% of its train values): the column stays numeric.",
+    )
     words: list[str] = Field(
         default_factory=list, description="Free-text columns (names, titles, notes): each word in at least 2 train rows "
         "(the `max_words` most frequent) becomes a 0/1 feature. auto roles add every text column with more than "

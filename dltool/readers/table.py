@@ -78,25 +78,29 @@ class ColumnTableReader(TableReader):
         if preprocess is not None:
             numeric, categorical, left_out = preprocess.source_numeric, list(preprocess.categorical), {}
             dates, words, date_formats = list(preprocess.dates), list(preprocess.words), dict(preprocess.date_formats)
+            missing_values = dict(preprocess.missing_values)
             absent = [c for c in [*numeric, *categorical, *dates, *words] if c not in self._available]
             if absent:
                 raise ConfigError(f"{cfg.input}: columns {absent} the model was trained on are not in the data")
         elif cfg.auto():
-            numeric, categorical, dates, words, left_out, date_formats = self._infer_roles(rows)
+            numeric, categorical, dates, words, left_out, date_formats, missing_values = self._infer_roles(rows)
         else:
             return self
         resolved = copy.copy(self)
         resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical, "dates": dates,
-                                                 "words": words, "date_formats": date_formats})  # fmt: skip
+                                                 "words": words, "date_formats": date_formats,
+                                                 "missing_values": missing_values})  # fmt: skip
         if preprocess is not None:
             resolved._sizes = dict(preprocess.vectors)  # as trained, not the most common size of the new rows
             resolved.classes = None if preprocess.labels is None else tuple(preprocess.labels)
         resolved.left_out = {**self.left_out, **left_out}
         return resolved
 
-    def _infer_roles(self, rows) -> tuple[list[str], list[str], list[str], list[str], dict[str, str], dict[str, str]]:
+    def _infer_roles(self, rows) -> tuple[list[str], list[str], list[str], list[str], dict[str, str], dict[str, str],
+                                          dict[str, list[str]]]:  # fmt: skip
         """numeric, categorical, date, free-text and left-out columns (with the reason) from the train split, in one
-        aggregation; and the strptime format of each date column found that is not ISO 8601."""
+        aggregation; the strptime format of each date column found that is not ISO 8601; and the words a numeric
+        column holds besides its numbers (`_missing_words`), read as missing."""
         from pyspark.sql import functions as F
 
         from dltool.splits import column
@@ -109,13 +113,15 @@ class ColumnTableReader(TableReader):
         aggregates, texts = [], {}
         for i, c in enumerate(candidates):
             text = F.trim(column(c).cast("string"))
-            present = text.isNotNull() & ~text.isin(list(cfg.na_values))
+            present = text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])])
             formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(text, NUMBER_SIGNS, ""))
             number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"))  # 1,250 and $3.50 too
-            texts[c] = text, present
+            numberish = number.isNotNull() | F.lower(text).isin("true", "false")
+            texts[c] = text, present, numberish
             aggregates += [
                 F.count(F.when(present, 1)).alias(f"present{i}"),
-                F.count(F.when(present & (number.isNotNull() | F.lower(text).isin("true", "false")), 1)).alias(f"number{i}"),
+                F.count(F.when(present & numberish, 1)).alias(f"number{i}"),
+                F.approx_count_distinct(F.when(present & ~numberish, text)).alias(f"words{i}"),
                 F.count(F.when(present & (number == F.floor(number)), 1)).alias(f"integer{i}"),
                 F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
@@ -125,14 +131,23 @@ class ColumnTableReader(TableReader):
         train = rows.where(F.col("split") == "train")
         row = train.agg(*aggregates).first() if candidates else None
         # A second look, only where every train value of a column has one of the date forms: its shapes.
-        found = _date_formats(train, {c: texts[c] for i, c in enumerate(candidates)
+        found = _date_formats(train, {c: texts[c][:2] for i, c in enumerate(candidates)
                                       if row[f"present{i}"] and row[f"datelike{i}"] == row[f"present{i}"]})  # fmt: skip
+        # And where a column of too many values for a category is numbers but for a few words (`unknown`, `n/k`, `-`):
+        # those words. (A code of few values with a word, `1, 2, 3, crew`, stays a category: the word is one too.)
+        extra = _missing_words(train, {c: texts[c] for i, c in enumerate(candidates) if row[f"number{i}"] < row[f"present{i}"]
+                                       and row[f"number{i}"] >= max(MIN_NUMBERS, (1 - MAX_WORD_SHARE) * row[f"present{i}"])
+                                       and row[f"words{i}"] <= MAX_MISSING_WORDS + 1
+                                       and row[f"distinct{i}"] > cfg.max_categories})  # fmt: skip
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
-        date_formats = dict(cfg.date_formats)
+        date_formats, missing_values = dict(cfg.date_formats), dict(cfg.missing_values)
         for i, c in enumerate(candidates):
             present, distinct = row[f"present{i}"], row[f"distinct{i}"]
             if not present:
                 left_out[c] = "no values in the train split"
+            elif c in extra:
+                numeric.append(c)
+                missing_values[c] = extra[c]
             elif row[f"number{i}"] == present:
                 unique = row[f"integer{i}"] == present and present >= 20 and distinct >= 0.95 * present
                 # Weights, prices and counts can be nearly unique too: an id is named like one or numbers the rows.
@@ -153,13 +168,14 @@ class ColumnTableReader(TableReader):
                 words.append(c)
         if cfg.numeric != "auto":
             left_out.update({c: "numbers, but `numeric` is a list without it" for c in numeric})
+            missing_values = {c: v for c, v in missing_values.items() if c not in extra}
             numeric = list(cfg.numeric)
         if cfg.categorical != "auto":
             left_out.update({c: "a category, but `categorical` is a list without it" for c in categorical})
             categorical = list(cfg.categorical)
         if not any((numeric, categorical, dates, words, cfg.vector_columns())):
             raise ConfigError(f"{cfg.input}: auto found no feature column ({'; '.join(f'{c}: {r}' for c, r in left_out.items())})")
-        return numeric, categorical, dates, words, left_out, date_formats
+        return numeric, categorical, dates, words, left_out, date_formats, missing_values
 
     def rules(self) -> RowRules:
         """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""
@@ -169,7 +185,7 @@ class ColumnTableReader(TableReader):
         return RowRules(tuple(cfg.numeric), tuple(cfg.categorical), dict(self._sizes), tuple(cfg.passthrough),
                         cfg.label, cfg.task == "regression", cfg.key_column, tuple(cfg.na_values), cfg.non_finite,
                         self.encoding(), self.corrupt_column, self._split_column, self.classes,
-                        tuple(cfg.dates), tuple(cfg.words), dict(cfg.date_formats))  # fmt: skip
+                        tuple(cfg.dates), tuple(cfg.words), dict(cfg.date_formats), dict(cfg.missing_values))  # fmt: skip
 
     def encoding(self) -> str:
         return "utf-8"
@@ -274,6 +290,22 @@ DAY_FIRST_DATE = rf"(?i)^\d{{1,2}}[ -]{_MONTH}[ -](\d{{4}}|\d{{2}})$"
 # Any of them, in one regex (NUMERIC_DATE first: its back-reference counts its own groups).
 DATE_LIKE = "(?i)" + "|".join(f"(?:{p.removeprefix('(?i)')})" for p in (NUMERIC_DATE, YEAR_FIRST_DATE, MONTH_FIRST_DATE,
                                                                       DAY_FIRST_DATE))  # fmt: skip
+
+
+# auto: a column of numbers with a few words besides stays numeric, the words read as missing in it alone.
+MAX_MISSING_WORDS, MAX_WORD_SHARE, MIN_NUMBERS = 3, 0.1, 20
+
+
+def _missing_words(train, texts: dict) -> dict[str, list[str]]:
+    """The words of each column of `texts` ({column: (text, present, numberish) Spark columns}) that are not numbers,
+    where there are at most MAX_MISSING_WORDS of them; one aggregation."""
+    from pyspark.sql import functions as F
+
+    if not texts:
+        return {}
+    row = train.agg(*(F.slice(F.collect_set(F.when(present & ~numberish, text)), 1, MAX_MISSING_WORDS + 1).alias(f"w{i}")
+                      for i, (text, present, numberish) in enumerate(texts.values()))).first()  # fmt: skip
+    return {c: sorted(row[f"w{i}"]) for i, c in enumerate(texts) if 0 < len(row[f"w{i}"]) <= MAX_MISSING_WORDS}
 
 
 def _date_formats(train, texts: dict) -> dict[str, str]:

@@ -53,6 +53,7 @@ class RowRules:
     dates: tuple[str, ...] = ()  # date or timestamp columns: each becomes the numeric `date_features`
     words: tuple[str, ...] = ()  # free-text columns (names, titles): each becomes 0/1 slots of its frequent words
     date_formats: dict[str, str] = field(default_factory=dict)  # date column -> its strptime format (else ISO 8601)
+    missing_values: dict[str, list[str]] = field(default_factory=dict)  # column -> its own words read as missing
 
     @property
     def numbers(self) -> tuple[str, ...]:
@@ -88,7 +89,8 @@ class RowRules:
             problems.add(rows, "NonFinite", lambda i, c=c: f"field {c}: null, NaN or infinite values")
         text = {c: pc.utf8_trim_whitespace(batch.column(c)) for c in self._text_columns()}
         missing = {c: np.asarray(pc.fill_null(pc.or_(pc.is_null(batch.column(c)), pc.is_in(text[c], pa.array(
-            self.na_values, pa.string()))), True).to_numpy(zero_copy_only=False), bool) for c in text}  # fmt: skip
+            (*self.na_values, *self.missing_values.get(c, ())), pa.string()))), True).to_numpy(zero_copy_only=False), bool)
+            for c in text}  # fmt: skip
         if self.key_column:
             problems.add(missing[self.key_column], "MissingKey", lambda i: f"field {self.key_column}: missing key")
         if self.label:
@@ -407,7 +409,8 @@ class FitStats:
                                   "(an id or free text?): leave it out of categorical")  # fmt: skip
 
     def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool,
-                   dates: tuple[str, ...] = (), max_words: int = 0, date_formats: dict | None = None) -> Preprocess:
+                   dates: tuple[str, ...] = (), max_words: int = 0, date_formats: dict | None = None,
+                   missing_values: dict | None = None) -> Preprocess:
         """The fitted preprocessing; `fills` holds each numeric column's imputed value (date features included).
         A free-text column keeps its `max_words` most frequent words that appear in at least 2 train rows."""
         vocabularies = {c: sorted(v for v in self.categories.get(c, {}) if v is not None) for c in self.categorical}
@@ -417,7 +420,7 @@ class FitStats:
             frequent = sorted(((-n, w) for w, n in self.word_counts.get(c, {}).items() if n >= 2 and w))[:max_words]
             words[c] = sorted(w for _, w in frequent)
         pre = Preprocess(dict(fills), vocabularies, encoding, dict(self.vectors), labels, dates=list(dates), words=words,
-                         date_formats=dict(date_formats or {}))  # fmt: skip
+                         date_formats=dict(date_formats or {}), missing_values=dict(missing_values or {}))  # fmt: skip
         return pre.with_scale(self._moments(pre)) if scale else pre
 
     def means(self) -> dict[str, float | None]:
@@ -462,6 +465,7 @@ class Preprocess:
     dates: list[str] = field(default_factory=list)  # date columns: their `date_features` are among `numeric`
     words: dict[str, list[str]] = field(default_factory=dict)  # free-text column -> its kept words, sorted
     date_formats: dict[str, str] = field(default_factory=dict)  # date column -> its strptime format (else ISO 8601)
+    missing_values: dict[str, list[str]] = field(default_factory=dict)  # column -> its own words read as missing
     names: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -479,7 +483,7 @@ class Preprocess:
     def to_json(self) -> dict:
         out = asdict(self)
         out.pop("names")
-        for key in ("dates", "words", "date_formats"):
+        for key in ("dates", "words", "date_formats", "missing_values"):
             if not out[key]:
                 out.pop(key)  # the file of a table without them stays as it was
         return out

@@ -98,3 +98,30 @@ def test_auto_reads_formatted_numbers_and_the_common_date_forms(spark, tmp_path,
         days = np.array([(date(year, m, d) - date(1970, 1, 1)).days for m, d in zip(month, day)])
         days = days + (hour + 5 / 60) / 24 if column == "sold" else days
         np.testing.assert_allclose(features[:, names.index(f"{column}:days")], days)
+
+
+def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_missing(spark, tmp_path, write_config):
+    lines = ["weight kg,class,target"]
+    for i in range(120):
+        weight = "unknown" if i % 25 == 3 else "-" if i % 40 == 7 else f"{50 + 0.37 * i:.2f}"
+        lines.append(f"{weight},{'crew' if i % 10 == 0 else 1 + i % 3},{'yn'[i % 2]}")  # a code with a word: a category
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {"name": "gaps", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
+                         "label": "target"}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
+    columns = manifest["columns"]
+    assert columns["numeric"] == ["weight kg"] and columns["categorical"] == ["class"]
+    assert columns["missing_values"] == {"weight kg": ["-", "unknown"]}
+    pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
+    assert pre["missing_values"] == columns["missing_values"]  # predict reads new rows the same way
+    spec = TensorSpec.from_json(manifest["features"])
+    train = read_split(tmp_path / "out", "train")
+    weights = decode_tensors(train.column("features"), spec)[:, manifest["features"]["names"].index("weight kg")]
+    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    word = (i % 25 == 3) | (i % 40 == 7)
+    np.testing.assert_allclose(weights[~word], 50 + 0.37 * i[~word], rtol=1e-5)
+    np.testing.assert_allclose(weights[word], pre["numeric"]["weight kg"], rtol=1e-5)  # the imputed train mean
+    assert word.any() and abs(pre["numeric"]["weight kg"] - (50 + 0.37 * i[~word]).mean()) < 1e-3

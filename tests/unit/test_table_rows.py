@@ -218,6 +218,13 @@ def test_formatted_numbers_and_dates_in_a_given_format_read_as_their_values():
     assert Preprocess.from_json(json.loads(json.dumps(pre.to_json()))).date_formats == {"note": "%d/%m/%Y"}
 
 
+def test_a_column_s_own_missing_words_are_missing_there_only():
+    rows = [GOOD | {"id": "a", "x": "unknown", "y": "3"}, GOOD | {"id": "b", "x": "4", "y": "unknown"}]
+    typed, errors = rules(passthrough=(), missing_values={"x": ["unknown"]}).check(batch(rows))
+    assert typed.column("x").to_pylist() == [None] and typed.column("y").to_pylist() == [3.0]  # x: imputed later
+    assert [(e["key"], e["message"]) for e in errors.to_pylist()] == [("b", "field y: 'unknown' is not a number")]
+
+
 def test_month_names_read_with_or_without_commas_periods_and_dashes():
     from dltool.transforms.table import strptime_dates
 
