@@ -127,6 +127,11 @@ class ColumnRoles(Section):
         "{sold: '%d/%m/%Y'}; a time of day may follow (13:45, 13:45:30). With %b (month names) commas and periods "
         "are ignored and dashes read as spaces.",
     )
+    decimal_comma: list[str] = Field(
+        default_factory=list, description="Numeric columns written with a decimal comma and dots grouping thousands "
+        "(3,5; 1.234,56; 12,5 %). auto adds a column all of whose train values are such numbers, one at least not a "
+        "number with a decimal point.",
+    )
     missing_values: dict[str, list[str]] = Field(
         default_factory=dict, description="Words read as missing in one column only, e.g. {age: [unknown, n/k]} "
         "(`na_values` holds those of every column). auto roles add them for a column of numbers with a few words "

@@ -60,7 +60,8 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
             first_errors += json.loads(row["first_errors"])[: max(0, FIRST_ERRORS - len(first_errors))]
         if fitted is None:
             pre = stats.preprocess(_fills(spark, cfg, stats, staging), cfg.categorical_encoding, classify, cfg.scale,
-                                   rules.dates, cfg.max_words, rules.date_formats, rules.missing_values)  # fmt: skip
+                                   rules.dates, cfg.max_words, rules.date_formats, rules.missing_values,
+                                   rules.decimal_comma)  # fmt: skip
         else:
             pre = fitted
         if prefix == "part":  # a later version applies the dataset's own, which stays as it is
@@ -75,6 +76,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     columns = {"numeric": list(cfg.numeric), "categorical": list(cfg.categorical), "left_out": dict(reader.left_out)}
     columns.update({role: list(getattr(cfg, role)) for role in ("dates", "words") if getattr(cfg, role)})
     columns.update({key: dict(getattr(cfg, key)) for key in ("date_formats", "missing_values") if getattr(cfg, key)})
+    columns.update({"decimal_comma": list(cfg.decimal_comma)} if cfg.decimal_comma else {})
     label = Label(label_kind, tuple(pre.labels) if label_kind == "class" else None)
     written = on_write_complete(results, TensorSpec((pre.width,), "float32"), label, inputs, quarantined=quarantined,
                                 first_errors=first_errors, stats_axis=0, duplicates=duplicates,

@@ -78,18 +78,18 @@ class ColumnTableReader(TableReader):
         if preprocess is not None:
             numeric, categorical, left_out = preprocess.source_numeric, list(preprocess.categorical), {}
             dates, words, date_formats = list(preprocess.dates), list(preprocess.words), dict(preprocess.date_formats)
-            missing_values = dict(preprocess.missing_values)
+            missing_values, decimal_comma = dict(preprocess.missing_values), list(preprocess.decimal_comma)
             absent = [c for c in [*numeric, *categorical, *dates, *words] if c not in self._available]
             if absent:
                 raise ConfigError(f"{cfg.input}: columns {absent} the model was trained on are not in the data")
         elif cfg.auto():
-            numeric, categorical, dates, words, left_out, date_formats, missing_values = self._infer_roles(rows)
+            numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma = self._infer_roles(rows)
         else:
             return self
         resolved = copy.copy(self)
         resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical, "dates": dates,
                                                  "words": words, "date_formats": date_formats,
-                                                 "missing_values": missing_values})  # fmt: skip
+                                                 "missing_values": missing_values, "decimal_comma": decimal_comma})  # fmt: skip
         if preprocess is not None:
             resolved._sizes = dict(preprocess.vectors)  # as trained, not the most common size of the new rows
             resolved.classes = None if preprocess.labels is None else tuple(preprocess.labels)
@@ -97,14 +97,15 @@ class ColumnTableReader(TableReader):
         return resolved
 
     def _infer_roles(self, rows) -> tuple[list[str], list[str], list[str], list[str], dict[str, str], dict[str, str],
-                                          dict[str, list[str]]]:  # fmt: skip
+                                          dict[str, list[str]], list[str]]:  # fmt: skip
         """numeric, categorical, date, free-text and left-out columns (with the reason) from the train split, in one
-        aggregation; the strptime format of each date column found that is not ISO 8601; and the words a numeric
-        column holds besides its numbers (`_missing_words`), read as missing."""
+        aggregation; the strptime format of each date column found that is not ISO 8601; the words a numeric
+        column holds besides its numbers (`_missing_words`), read as missing; and the numeric columns written
+        with a decimal comma."""
         from pyspark.sql import functions as F
 
         from dltool.splits import column
-        from dltool.transforms.table import FORMATTED_NUMBER, NUMBER_SIGNS
+        from dltool.transforms.table import DECIMAL_COMMA_NUMBER, FORMATTED_NUMBER, NUMBER_SIGNS
 
         cfg = self.config
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
@@ -122,6 +123,7 @@ class ColumnTableReader(TableReader):
                 F.count(F.when(present, 1)).alias(f"present{i}"),
                 F.count(F.when(present & numberish, 1)).alias(f"number{i}"),
                 F.approx_count_distinct(F.when(present & ~numberish, text)).alias(f"words{i}"),
+                F.count(F.when(present & text.rlike(DECIMAL_COMMA_NUMBER), 1)).alias(f"comma{i}"),
                 F.count(F.when(present & (number == F.floor(number)), 1)).alias(f"integer{i}"),
                 F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
@@ -140,11 +142,14 @@ class ColumnTableReader(TableReader):
                                        and row[f"words{i}"] <= MAX_MISSING_WORDS + 1
                                        and row[f"distinct{i}"] > cfg.max_categories})  # fmt: skip
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
-        date_formats, missing_values = dict(cfg.date_formats), dict(cfg.missing_values)
+        date_formats, missing_values, decimal_comma = dict(cfg.date_formats), dict(cfg.missing_values), list(cfg.decimal_comma)
         for i, c in enumerate(candidates):
             present, distinct = row[f"present{i}"], row[f"distinct{i}"]
             if not present:
                 left_out[c] = "no values in the train split"
+            elif row[f"comma{i}"] == present and row[f"number{i}"] < present:  # 3,5 and 1.234,56: a decimal comma
+                numeric.append(c)
+                decimal_comma.append(c)
             elif c in extra:
                 numeric.append(c)
                 missing_values[c] = extra[c]
@@ -169,13 +174,14 @@ class ColumnTableReader(TableReader):
         if cfg.numeric != "auto":
             left_out.update({c: "numbers, but `numeric` is a list without it" for c in numeric})
             missing_values = {c: v for c, v in missing_values.items() if c not in extra}
+            decimal_comma = [c for c in decimal_comma if c in cfg.decimal_comma]
             numeric = list(cfg.numeric)
         if cfg.categorical != "auto":
             left_out.update({c: "a category, but `categorical` is a list without it" for c in categorical})
             categorical = list(cfg.categorical)
         if not any((numeric, categorical, dates, words, cfg.vector_columns())):
             raise ConfigError(f"{cfg.input}: auto found no feature column ({'; '.join(f'{c}: {r}' for c, r in left_out.items())})")
-        return numeric, categorical, dates, words, left_out, date_formats, missing_values
+        return numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma
 
     def rules(self) -> RowRules:
         """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""
@@ -185,7 +191,8 @@ class ColumnTableReader(TableReader):
         return RowRules(tuple(cfg.numeric), tuple(cfg.categorical), dict(self._sizes), tuple(cfg.passthrough),
                         cfg.label, cfg.task == "regression", cfg.key_column, tuple(cfg.na_values), cfg.non_finite,
                         self.encoding(), self.corrupt_column, self._split_column, self.classes,
-                        tuple(cfg.dates), tuple(cfg.words), dict(cfg.date_formats), dict(cfg.missing_values))  # fmt: skip
+                        tuple(cfg.dates), tuple(cfg.words), dict(cfg.date_formats), dict(cfg.missing_values),
+                        tuple(cfg.decimal_comma))  # fmt: skip
 
     def encoding(self) -> str:
         return "utf-8"

@@ -54,6 +54,7 @@ class RowRules:
     words: tuple[str, ...] = ()  # free-text columns (names, titles): each becomes 0/1 slots of its frequent words
     date_formats: dict[str, str] = field(default_factory=dict)  # date column -> its strptime format (else ISO 8601)
     missing_values: dict[str, list[str]] = field(default_factory=dict)  # column -> its own words read as missing
+    decimal_comma: tuple[str, ...] = ()  # numeric columns written 1.234,56
 
     @property
     def numbers(self) -> tuple[str, ...]:
@@ -101,8 +102,9 @@ class RowRules:
                          f"{text[self.label][i].as_py()!r} is not one of the {len(self.classes)} the model knows")  # fmt: skip
         numbers = {}
         for c in self.numeric + ((self.label,) if self.label and self.regression else ()):
-            values, unparsed = _parse_numbers(text[c], missing[c])
-            problems.add(unparsed, "BadValue", lambda i, c=c: f"field {c}: '{batch.column(c)[i].as_py()[:60]}' is not a number")
+            comma = c in self.decimal_comma
+            values, unparsed = _parse_numbers(text[c], missing[c], comma)
+            problems.add(unparsed, "BadValue", lambda i, c=c, comma=comma: _not_a_number(c, batch.column(c)[i].as_py(), comma))
             numbers[c] = values
         for c in self.dates:
             form = self.date_formats.get(c)
@@ -183,15 +185,20 @@ class _Problems:
         })  # fmt: skip
 
 
-def _parse_numbers(text, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _parse_numbers(text, missing: np.ndarray, decimal_comma: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """float64 values (NaN where missing or unparsable; true/false are 1/0) and the mask of present fields
-    that are not numbers."""
+    that are not numbers. `decimal_comma`: numbers are written 1.234,56 (DECIMAL_COMMA_NUMBER), and only so."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     lowered = pc.utf8_lower(text)  # true and false are 1 and 0
     text = pc.if_else(pc.equal(lowered, "true"), "1", pc.if_else(pc.equal(lowered, "false"), "0", text))
     present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
+    if decimal_comma:
+        written = np.asarray(pc.fill_null(pc.match_substring_regex(present, DECIMAL_COMMA_NUMBER), False), bool)
+        plain = pc.replace_substring(pc.replace_substring_regex(present, DECIMAL_COMMA_SIGNS, ""), ",", ".")
+        values = pc.cast(pc.if_else(pa.array(written), plain, pa.scalar(None, pa.string())), pa.float64())
+        return values.to_numpy(zero_copy_only=False), ~missing & ~written
     try:
         return pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(missing), bool)
     except pa.ArrowInvalid:  # some field is not a number: cast those that look like one, in one call
@@ -318,6 +325,17 @@ NUMBER = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)$"
 # (Spark, for `auto`) and RE2 (Arrow): a comma must group three digits, so 1,5 (a decimal comma) is no number.
 FORMATTED_NUMBER = r"^[+-]?[$€£¥₹]? ?[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)? ?[$€£¥₹%]?$"
 NUMBER_SIGNS = r"[$€£¥₹%, ]"
+# The same as written in much of Europe: dots group thousands and a comma marks the decimals (3,5; 1.234,56 €).
+DECIMAL_COMMA_NUMBER = r"^[+-]?[$€£¥₹]? ?[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)? ?[$€£¥₹%]?$"
+DECIMAL_COMMA_SIGNS = r"[$€£¥₹%. ]"
+
+
+def _not_a_number(column: str, value: str, decimal_comma: bool) -> str:
+    """The message of a numeric field that is not a number, with the likely cause where one shows."""
+    if decimal_comma:
+        return f"field {column}: '{value[:60]}' is not a number written 1.234,56 (ingest.decimal_comma)"
+    hint = " (a decimal comma? name the column in ingest.decimal_comma)" if re.match(DECIMAL_COMMA_NUMBER, value) else ""
+    return f"field {column}: '{value[:60]}' is not a number{hint}"
 
 
 def _spells_nan(text) -> np.ndarray:
@@ -410,7 +428,7 @@ class FitStats:
 
     def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool,
                    dates: tuple[str, ...] = (), max_words: int = 0, date_formats: dict | None = None,
-                   missing_values: dict | None = None) -> Preprocess:
+                   missing_values: dict | None = None, decimal_comma: tuple[str, ...] = ()) -> Preprocess:
         """The fitted preprocessing; `fills` holds each numeric column's imputed value (date features included).
         A free-text column keeps its `max_words` most frequent words that appear in at least 2 train rows."""
         vocabularies = {c: sorted(v for v in self.categories.get(c, {}) if v is not None) for c in self.categorical}
@@ -420,7 +438,8 @@ class FitStats:
             frequent = sorted(((-n, w) for w, n in self.word_counts.get(c, {}).items() if n >= 2 and w))[:max_words]
             words[c] = sorted(w for _, w in frequent)
         pre = Preprocess(dict(fills), vocabularies, encoding, dict(self.vectors), labels, dates=list(dates), words=words,
-                         date_formats=dict(date_formats or {}), missing_values=dict(missing_values or {}))  # fmt: skip
+                         date_formats=dict(date_formats or {}), missing_values=dict(missing_values or {}),
+                         decimal_comma=list(decimal_comma))  # fmt: skip
         return pre.with_scale(self._moments(pre)) if scale else pre
 
     def means(self) -> dict[str, float | None]:
@@ -466,6 +485,7 @@ class Preprocess:
     words: dict[str, list[str]] = field(default_factory=dict)  # free-text column -> its kept words, sorted
     date_formats: dict[str, str] = field(default_factory=dict)  # date column -> its strptime format (else ISO 8601)
     missing_values: dict[str, list[str]] = field(default_factory=dict)  # column -> its own words read as missing
+    decimal_comma: list[str] = field(default_factory=list)  # numeric columns written 1.234,56
     names: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -483,7 +503,7 @@ class Preprocess:
     def to_json(self) -> dict:
         out = asdict(self)
         out.pop("names")
-        for key in ("dates", "words", "date_formats", "missing_values"):
+        for key in ("dates", "words", "date_formats", "missing_values", "decimal_comma"):
             if not out[key]:
                 out.pop(key)  # the file of a table without them stays as it was
         return out

@@ -125,3 +125,29 @@ def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_miss
     np.testing.assert_allclose(weights[~word], 50 + 0.37 * i[~word], rtol=1e-5)
     np.testing.assert_allclose(weights[word], pre["numeric"]["weight kg"], rtol=1e-5)  # the imputed train mean
     assert word.any() and abs(pre["numeric"]["weight kg"] - (50 + 0.37 * i[~word]).mean()) < 1e-3
+
+
+def test_auto_reads_numbers_written_with_a_decimal_comma(spark, tmp_path, write_config):
+    lines = ["gewicht;preis;stück;ziel"]  # a European export: semicolons, decimal commas, dots group thousands
+    for i in range(60):
+        price = f"{1000 + 37 * i:,}".replace(",", ".")
+        lines.append(f"{i // 4},{i % 4 * 25:02d};{price},50 €;{1000 + 137 * i:,};{'jn'[i % 2]}")
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {"name": "komma", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "delimiter": ";", "numeric": "auto",
+                         "categorical": "auto", "label": "ziel"}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
+    columns = manifest["columns"]
+    # 1,137 alone could be either: a comma grouping thousands, as before. 1.037,50 € is a European price.
+    assert columns["numeric"] == ["gewicht", "preis", "stück"] and columns["decimal_comma"] == ["gewicht", "preis"]
+    assert json.loads((tmp_path / "out" / "_preprocess.json").read_text())["decimal_comma"] == ["gewicht", "preis"]
+    spec = TensorSpec.from_json(manifest["features"])
+    train = read_split(tmp_path / "out", "train")
+    features = decode_tensors(train.column("features"), spec)
+    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    names = manifest["features"]["names"]
+    np.testing.assert_allclose(features[:, names.index("gewicht")], i // 4 + i % 4 * 0.25)
+    np.testing.assert_allclose(features[:, names.index("preis")], 1000.5 + 37 * i)
+    np.testing.assert_allclose(features[:, names.index("stück")], 1000 + 137 * i)

@@ -80,7 +80,7 @@ def test_hostile_csv_rows_are_quarantined_with_field_and_row(spark, tmp_path, wr
     assert set(errors) == {"rows.csv:3", "rows.csv:4", "rows.csv:5", "rows.csv:6", "rows.csv:7", "rows.csv:8"}
     assert errors["rows.csv:3"]["error_class"] == "MalformedRow"
     assert errors["rows.csv:4"]["error_class"] == "MalformedRow"
-    assert errors["rows.csv:5"]["message"] == "field x: '5,5' is not a number"
+    assert errors["rows.csv:5"]["message"] == "field x: '5,5' is not a number (a decimal comma? name the column in ingest.decimal_comma)"
     assert errors["rows.csv:6"]["message"] == "field x: 'six' is not a number"
     assert errors["rows.csv:7"]["error_class"] == "EncodingError" and "colour" in errors["rows.csv:7"]["message"]
     assert errors["rows.csv:8"]["message"] == "field target: missing label"

@@ -52,7 +52,7 @@ def test_each_row_is_quarantined_at_its_first_problem_and_named_by_file_row_and_
         "file:///d/t.csv:2": ("m", "MalformedRow", "malformed row (wrong number of fields or bad quoting): m,1,2,red,n,a,extra"),
         "file:///d/t.csv:3": ("NA", "MissingKey", "field id: missing key"),
         "file:///d/t.csv:4": ("l", "MissingLabel", "field target: missing label"),
-        "file:///d/t.csv:5": ("b", "BadValue", "field x: '5,5' is not a number"),
+        "file:///d/t.csv:5": ("b", "BadValue", "field x: '5,5' is not a number (a decimal comma? name the column in ingest.decimal_comma)"),
         "file:///d/t.csv:6": ("e", "EncodingError", "field colour: bytes that are not valid utf-8"),
     }  # fmt: skip
     assert typed.column("key").to_pylist() == ["g", "i"]
@@ -206,7 +206,7 @@ def test_formatted_numbers_and_dates_in_a_given_format_read_as_their_values():
     typed, errors = check.check(batch(rows))
     assert typed.column("x").to_pylist() == [1234.5, -30.0] and typed.column("y").to_pylist() == [12.5, 1_250_000.0]
     assert [(e["key"], e["error_class"], e["message"]) for e in errors.to_pylist()] == [
-        ("c", "BadValue", "field x: '1,5' is not a number"),
+        ("c", "BadValue", "field x: '1,5' is not a number (a decimal comma? name the column in ingest.decimal_comma)"),
         ("d", "BadValue", "field note: '2021-02-01' is not a date or time (expected the format %d/%m/%Y)")]
     # 2020-12-31 is day 18627 since 1970; 2021-02-01 (a Monday) day 18659.
     assert typed.column("note:days").to_pylist() == [18627.0, 18659 + 13.75 / 24]
