@@ -122,8 +122,7 @@ class ColumnTableReader(TableReader):
             aggregates += [
                 F.count(F.when(present, 1)).alias(f"present{i}"),
                 F.count(F.when(present & numberish, 1)).alias(f"number{i}"),
-                F.approx_count_distinct(F.when(present & ~numberish, text)).alias(f"words{i}"),
-                F.count(F.when(present & text.rlike(DECIMAL_COMMA_NUMBER), 1)).alias(f"comma{i}"),
+                F.count(F.when(present & ~numberish & text.rlike(DECIMAL_COMMA_NUMBER), 1)).alias(f"comma{i}"),
                 F.count(F.when(present & (number == F.floor(number)), 1)).alias(f"integer{i}"),
                 F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
@@ -139,15 +138,17 @@ class ColumnTableReader(TableReader):
         # those words. (A code of few values with a word, `1, 2, 3, crew`, stays a category: the word is one too.)
         extra = _missing_words(train, {c: texts[c] for i, c in enumerate(candidates) if row[f"number{i}"] < row[f"present{i}"]
                                        and row[f"number{i}"] >= max(MIN_NUMBERS, (1 - MAX_WORD_SHARE) * row[f"present{i}"])
-                                       and row[f"words{i}"] <= MAX_MISSING_WORDS + 1
                                        and row[f"distinct{i}"] > cfg.max_categories})  # fmt: skip
+        # And where numbers and numbers with a decimal comma (1,5) make up a column: whether every value is the latter.
+        comma = _all_match(train, {c: texts[c][:2] for i, c in enumerate(candidates) if row[f"comma{i}"]
+                                   and row[f"number{i}"] + row[f"comma{i}"] == row[f"present{i}"]}, DECIMAL_COMMA_NUMBER)
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
         date_formats, missing_values, decimal_comma = dict(cfg.date_formats), dict(cfg.missing_values), list(cfg.decimal_comma)
         for i, c in enumerate(candidates):
             present, distinct = row[f"present{i}"], row[f"distinct{i}"]
             if not present:
                 left_out[c] = "no values in the train split"
-            elif row[f"comma{i}"] == present and row[f"number{i}"] < present:  # 3,5 and 1.234,56: a decimal comma
+            elif c in comma:  # 3,5 and 1.234,56: a decimal comma
                 numeric.append(c)
                 decimal_comma.append(c)
             elif c in extra:
@@ -305,14 +306,31 @@ MAX_MISSING_WORDS, MAX_WORD_SHARE, MIN_NUMBERS = 3, 0.1, 20
 
 def _missing_words(train, texts: dict) -> dict[str, list[str]]:
     """The words of each column of `texts` ({column: (text, present, numberish) Spark columns}) that are not numbers,
-    where there are at most MAX_MISSING_WORDS of them; one aggregation."""
+    where there are at most MAX_MISSING_WORDS of them: counted in one aggregation, collected in a second for the
+    columns that have so few (a set of every word would not be bounded)."""
     from pyspark.sql import functions as F
 
     if not texts:
         return {}
-    row = train.agg(*(F.slice(F.collect_set(F.when(present & ~numberish, text)), 1, MAX_MISSING_WORDS + 1).alias(f"w{i}")
-                      for i, (text, present, numberish) in enumerate(texts.values()))).first()  # fmt: skip
-    return {c: sorted(row[f"w{i}"]) for i, c in enumerate(texts) if 0 < len(row[f"w{i}"]) <= MAX_MISSING_WORDS}
+    words = {c: F.when(present & ~numberish, text) for c, (text, present, numberish) in texts.items()}
+    row = train.agg(*(F.approx_count_distinct(w).alias(f"n{i}") for i, w in enumerate(words.values()))).first()
+    few = [c for i, c in enumerate(words) if row[f"n{i}"] <= MAX_MISSING_WORDS]
+    if not few:
+        return {}
+    row = train.agg(*(F.slice(F.collect_set(words[c]), 1, MAX_MISSING_WORDS + 1).alias(f"w{i}") for i, c in enumerate(few))).first()
+    return {c: sorted(row[f"w{i}"]) for i, c in enumerate(few) if 0 < len(row[f"w{i}"]) <= MAX_MISSING_WORDS}
+
+
+def _all_match(train, texts: dict, pattern: str) -> set[str]:
+    """The columns of `texts` ({column: (text, present) Spark columns}) whose every present train value matches
+    `pattern`; one aggregation."""
+    from pyspark.sql import functions as F
+
+    if not texts:
+        return set()
+    row = train.agg(*(F.count(F.when(present & ~text.rlike(pattern), 1)).alias(f"x{i}")
+                      for i, (text, present) in enumerate(texts.values()))).first()  # fmt: skip
+    return {c for i, c in enumerate(texts) if row[f"x{i}"] == 0}
 
 
 def _date_formats(train, texts: dict) -> dict[str, str]:
