@@ -75,8 +75,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     staging.child(TYPED).delete()
     columns = {"numeric": list(cfg.numeric), "categorical": list(cfg.categorical), "left_out": dict(reader.left_out)}
     columns.update({role: list(getattr(cfg, role)) for role in ("dates", "words") if getattr(cfg, role)})
-    columns.update({key: dict(getattr(cfg, key)) for key in ("date_formats", "missing_values") if getattr(cfg, key)})
-    columns.update({"decimal_comma": list(cfg.decimal_comma)} if cfg.decimal_comma else {})
+    columns.update({key: getattr(cfg, key) for key in ("date_formats", "missing_values", "decimal_comma") if getattr(cfg, key)})
     label = Label(label_kind, tuple(pre.labels) if label_kind == "class" else None)
     written = on_write_complete(results, TensorSpec((pre.width,), "float32"), label, inputs, quarantined=quarantined,
                                 first_errors=first_errors, stats_axis=0, duplicates=duplicates,
