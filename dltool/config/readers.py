@@ -132,6 +132,11 @@ class ColumnRoles(Section):
         "(3,5; 1.234,56; 12,5 %). auto adds a column all of whose train values are such numbers, one at least not a "
         "number with a decimal point.",
     )
+    units: dict[str, str] = Field(
+        default_factory=dict, description="The unit written after the numbers of a numeric column, e.g. {weight: kg}: "
+        "12 kg, 12kg and 12 KGS read as 12 (any case; a plural s for units of 2 letters or more). auto adds a column all "
+        "of whose train values are numbers, most of them followed by one unit.",
+    )
     missing_values: dict[str, list[str]] = Field(
         default_factory=dict, description="Words read as missing in one column only, e.g. {age: [unknown, n/k]} "
         "(`na_values` holds those of every column). auto roles add them for a column of numbers with a few words "
@@ -191,6 +196,12 @@ class ColumnRoles(Section):
                 raise ValueError(f"date_formats: column {c} is not listed in `dates`")
             if not re.search(r"%[Yy]", form) or not re.search(r"%[mbB]", form):
                 raise ValueError(f"date_formats: {c}: {form!r} names no year and month (strptime, e.g. '%d/%m/%Y')")
+        for c, unit in self.units.items():
+            if self.numeric != "auto" and c not in self.numeric and not (c == self.label and self.task == "regression"):
+                raise ValueError(f"units: column {c} is not listed in `numeric`")
+            if not re.fullmatch(r"[A-Za-z°µ][A-Za-z°µ/²³. ]{0,11}[A-Za-z²³.]?", unit):
+                raise ValueError(f"units: {c}: {unit!r} is not a unit (letters, and / . ² ³ or spaces after the first; "
+                                 "at most 13 characters)")
         return self
 
 

@@ -61,7 +61,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         if fitted is None:
             pre = stats.preprocess(_fills(spark, cfg, stats, staging), cfg.categorical_encoding, classify, cfg.scale,
                                    rules.dates, cfg.max_words, rules.date_formats, rules.missing_values,
-                                   rules.decimal_comma)  # fmt: skip
+                                   rules.decimal_comma, rules.units)  # fmt: skip
         else:
             pre = fitted
         if prefix == "part":  # a later version applies the dataset's own, which stays as it is
@@ -75,7 +75,8 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     staging.child(TYPED).delete()
     columns = {"numeric": list(cfg.numeric), "categorical": list(cfg.categorical), "left_out": dict(reader.left_out)}
     columns.update({role: list(getattr(cfg, role)) for role in ("dates", "words") if getattr(cfg, role)})
-    columns.update({key: getattr(cfg, key) for key in ("date_formats", "missing_values", "decimal_comma") if getattr(cfg, key)})
+    columns.update({key: getattr(cfg, key) for key in ("date_formats", "missing_values", "decimal_comma", "units")
+                    if getattr(cfg, key)})
     label = Label(label_kind, tuple(pre.labels) if label_kind == "class" else None)
     written = on_write_complete(results, TensorSpec((pre.width,), "float32"), label, inputs, quarantined=quarantined,
                                 first_errors=first_errors, stats_axis=0, duplicates=duplicates,

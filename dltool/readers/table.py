@@ -79,17 +79,20 @@ class ColumnTableReader(TableReader):
             numeric, categorical, left_out = preprocess.source_numeric, list(preprocess.categorical), {}
             dates, words, date_formats = list(preprocess.dates), list(preprocess.words), dict(preprocess.date_formats)
             missing_values, decimal_comma = dict(preprocess.missing_values), list(preprocess.decimal_comma)
+            units = dict(preprocess.units)
             absent = [c for c in [*numeric, *categorical, *dates, *words] if c not in self._available]
             if absent:
                 raise ConfigError(f"{cfg.input}: columns {absent} the model was trained on are not in the data")
         elif cfg.auto():
-            numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma = self._infer_roles(rows)
+            (numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma,
+             units) = self._infer_roles(rows)
         else:
             return self
         resolved = copy.copy(self)
         resolved.config = cfg.model_copy(update={"numeric": numeric, "categorical": categorical, "dates": dates,
                                                  "words": words, "date_formats": date_formats,
-                                                 "missing_values": missing_values, "decimal_comma": decimal_comma})  # fmt: skip
+                                                 "missing_values": missing_values, "decimal_comma": decimal_comma,
+                                                 "units": units})  # fmt: skip
         if preprocess is not None:
             resolved._sizes = dict(preprocess.vectors)  # as trained, not the most common size of the new rows
             resolved.classes = None if preprocess.labels is None else tuple(preprocess.labels)
@@ -97,15 +100,15 @@ class ColumnTableReader(TableReader):
         return resolved
 
     def _infer_roles(self, rows) -> tuple[list[str], list[str], list[str], list[str], dict[str, str], dict[str, str],
-                                          dict[str, list[str]], list[str]]:  # fmt: skip
+                                          dict[str, list[str]], list[str], dict[str, str]]:  # fmt: skip
         """numeric, categorical, date, free-text and left-out columns (with the reason) from the train split, in one
         aggregation; the strptime format of each date column found that is not ISO 8601; the words a numeric
-        column holds besides its numbers (`_missing_words`), read as missing; and the numeric columns written
-        with a decimal comma."""
+        column holds besides its numbers (`_missing_words`), read as missing; the numeric columns written
+        with a decimal comma; and the unit of those whose numbers are followed by one (`_units`)."""
         from pyspark.sql import functions as F
 
         from dltool.splits import column
-        from dltool.transforms.table import DECIMAL_COMMA_NUMBER, FORMATTED_NUMBER, NUMBER_SIGNS
+        from dltool.transforms.table import DECIMAL_COMMA_NUMBER, FORMATTED_NUMBER, NEGATIVE, NUMBER_SIGNS, UNIT_NUMBER
 
         cfg = self.config
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
@@ -115,7 +118,8 @@ class ColumnTableReader(TableReader):
         for i, c in enumerate(candidates):
             text = F.trim(column(c).cast("string"))
             present = text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])])
-            formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(text, NUMBER_SIGNS, ""))
+            formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(F.regexp_replace(text, NUMBER_SIGNS, ""),
+                                                                              NEGATIVE, "-"))  # fmt: skip
             number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"))  # 1,250 and $3.50 too
             numberish = number.isNotNull() | F.lower(text).isin("true", "false")
             texts[c] = text, present, numberish
@@ -123,6 +127,7 @@ class ColumnTableReader(TableReader):
                 F.count(F.when(present, 1)).alias(f"present{i}"),
                 F.count(F.when(present & numberish, 1)).alias(f"number{i}"),
                 F.count(F.when(present & ~numberish & text.rlike(DECIMAL_COMMA_NUMBER), 1)).alias(f"comma{i}"),
+                F.count(F.when(present & ~numberish & text.rlike(UNIT_NUMBER), 1)).alias(f"unit{i}"),
                 F.count(F.when(present & (number == F.floor(number)), 1)).alias(f"integer{i}"),
                 F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
@@ -142,8 +147,13 @@ class ColumnTableReader(TableReader):
         # And where numbers and numbers with a decimal comma (1,5) make up a column: whether every value is the latter.
         comma = _all_match(train, {c: texts[c][:2] for i, c in enumerate(candidates) if row[f"comma{i}"]
                                    and row[f"number{i}"] + row[f"comma{i}"] == row[f"present{i}"]}, DECIMAL_COMMA_NUMBER)
+        # And where numbers with a unit after them (12 kg) and plain numbers make up a column: its one unit.
+        found_units = _units(train, {c: texts[c][:2] for i, c in enumerate(candidates) if c not in comma and row[f"unit{i}"]
+                                     and row[f"number{i}"] + row[f"unit{i}"] == row[f"present{i}"]
+                                     and row[f"unit{i}"] >= row[f"number{i}"]})  # fmt: skip
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
         date_formats, missing_values, decimal_comma = dict(cfg.date_formats), dict(cfg.missing_values), list(cfg.decimal_comma)
+        units = dict(cfg.units)
         for i, c in enumerate(candidates):
             present, distinct = row[f"present{i}"], row[f"distinct{i}"]
             if not present:
@@ -151,6 +161,9 @@ class ColumnTableReader(TableReader):
             elif c in comma:  # 3,5 and 1.234,56: a decimal comma
                 numeric.append(c)
                 decimal_comma.append(c)
+            elif c in found_units:  # 12 kg, 3.5 kg
+                numeric.append(c)
+                units[c] = found_units[c]
             elif c in extra:
                 numeric.append(c)
                 missing_values[c] = extra[c]
@@ -176,13 +189,14 @@ class ColumnTableReader(TableReader):
             left_out.update({c: "numbers, but `numeric` is a list without it" for c in numeric})
             missing_values = {c: v for c, v in missing_values.items() if c not in extra}
             decimal_comma = [c for c in decimal_comma if c in cfg.decimal_comma]
+            units = {c: u for c, u in units.items() if c in cfg.units}
             numeric = list(cfg.numeric)
         if cfg.categorical != "auto":
             left_out.update({c: "a category, but `categorical` is a list without it" for c in categorical})
             categorical = list(cfg.categorical)
         if not any((numeric, categorical, dates, words, cfg.vector_columns())):
             raise ConfigError(f"{cfg.input}: auto found no feature column ({'; '.join(f'{c}: {r}' for c, r in left_out.items())})")
-        return numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma
+        return numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma, units
 
     def rules(self) -> RowRules:
         """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""
@@ -193,7 +207,7 @@ class ColumnTableReader(TableReader):
                         cfg.label, cfg.task == "regression", cfg.key_column, tuple(cfg.na_values), cfg.non_finite,
                         self.encoding(), self.corrupt_column, self._split_column, self.classes,
                         tuple(cfg.dates), tuple(cfg.words), dict(cfg.date_formats), dict(cfg.missing_values),
-                        tuple(cfg.decimal_comma))  # fmt: skip
+                        tuple(cfg.decimal_comma), dict(cfg.units))  # fmt: skip
 
     def encoding(self) -> str:
         return "utf-8"
@@ -331,6 +345,25 @@ def _all_match(train, texts: dict, pattern: str) -> set[str]:
     row = train.agg(*(F.count(F.when(present & ~text.rlike(pattern), 1)).alias(f"x{i}")
                       for i, (text, present) in enumerate(texts.values()))).first()  # fmt: skip
     return {c for i, c in enumerate(texts) if row[f"x{i}"] == 0}
+
+
+def _units(train, texts: dict) -> dict[str, str]:
+    """The unit of each column of `texts` ({column: (text, present) Spark columns}) whose values with a unit (UNIT_NUMBER)
+    all name the same one, in any case and with or without a plural s (kg, KG, kgs: kg; years alone: years); one
+    aggregation."""
+    from pyspark.sql import functions as F
+
+    from dltool.transforms.table import UNIT_NUMBER
+
+    if not texts:
+        return {}
+    aggregates = []
+    for i, (text, present) in enumerate(texts.values()):
+        written = F.when(present & text.rlike(UNIT_NUMBER), F.lower(F.regexp_extract(text, UNIT_NUMBER, 2)))
+        singular = F.regexp_replace(written, "^(.{2,})s$", "$1")
+        aggregates += [F.min(singular).alias(f"first{i}"), F.max(singular).alias(f"last{i}"), F.min(written).alias(f"unit{i}")]
+    row = train.agg(*aggregates).first()
+    return {c: row[f"unit{i}"] for i, c in enumerate(texts) if row[f"first{i}"] and row[f"first{i}"] == row[f"last{i}"]}
 
 
 def _date_formats(train, texts: dict) -> dict[str, str]:

@@ -55,6 +55,7 @@ class RowRules:
     date_formats: dict[str, str] = field(default_factory=dict)  # date column -> its strptime format (else ISO 8601)
     missing_values: dict[str, list[str]] = field(default_factory=dict)  # column -> its own words read as missing
     decimal_comma: tuple[str, ...] = ()  # numeric columns written 1.234,56
+    units: dict[str, str] = field(default_factory=dict)  # numeric column -> the unit after its numbers (12 kg)
 
     @property
     def numbers(self) -> tuple[str, ...]:
@@ -102,9 +103,10 @@ class RowRules:
                          f"{text[self.label][i].as_py()!r} is not one of the {len(self.classes)} the model knows")  # fmt: skip
         numbers = {}
         for c in self.numeric + ((self.label,) if self.label and self.regression else ()):
-            comma = c in self.decimal_comma
-            values, unparsed = _parse_numbers(text[c], missing[c], comma)
-            problems.add(unparsed, "BadValue", lambda i, c=c, comma=comma: _not_a_number(c, batch.column(c)[i].as_py(), comma))
+            comma, unit = c in self.decimal_comma, self.units.get(c)
+            values, unparsed = _parse_numbers(text[c], missing[c], comma, unit)
+            problems.add(unparsed, "BadValue", lambda i, c=c, comma=comma, unit=unit:
+                         _not_a_number(c, batch.column(c)[i].as_py(), comma, unit))  # fmt: skip
             numbers[c] = values
         for c in self.dates:
             form = self.date_formats.get(c)
@@ -185,26 +187,33 @@ class _Problems:
         })  # fmt: skip
 
 
-def _parse_numbers(text, missing: np.ndarray, decimal_comma: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _parse_numbers(text, missing: np.ndarray, decimal_comma: bool = False,
+                   unit: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """float64 values (NaN where missing or unparsable; true/false are 1/0) and the mask of present fields
-    that are not numbers. `decimal_comma`: numbers are written 1.234,56 (DECIMAL_COMMA_NUMBER), and only so."""
+    that are not numbers. `decimal_comma`: numbers are written 1.234,56 (DECIMAL_COMMA_NUMBER), and only so.
+    `unit`: a number may be followed by this unit (12 kg), which is dropped."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     lowered = pc.utf8_lower(text)  # true and false are 1 and 0
     text = pc.if_else(pc.equal(lowered, "true"), "1", pc.if_else(pc.equal(lowered, "false"), "0", text))
     present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
+    if unit:  # 12 kg is 12; a unit alone is no number
+        bare = pc.replace_substring_regex(present, unit_suffix(unit), "")
+        present = pc.if_else(pc.equal(bare, ""), present, bare)
     if decimal_comma:
         written = np.asarray(pc.fill_null(pc.match_substring_regex(present, DECIMAL_COMMA_NUMBER), False), bool)
         plain = pc.replace_substring(pc.replace_substring_regex(present, DECIMAL_COMMA_SIGNS, ""), ",", ".")
+        plain = pc.replace_substring_regex(plain, NEGATIVE, "-")
         values = pc.cast(pc.if_else(pa.array(written), plain, pa.scalar(None, pa.string())), pa.float64())
         return values.to_numpy(zero_copy_only=False), ~missing & ~written
     try:
         return pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(missing), bool)
     except pa.ArrowInvalid:  # some field is not a number: cast those that look like one, in one call
         pass
-    formatted = pc.fill_null(pc.match_substring_regex(present, FORMATTED_NUMBER), False)  # $1,234.50, 12%
-    present = pc.if_else(formatted, pc.replace_substring_regex(present, NUMBER_SIGNS, ""), present)
+    formatted = pc.fill_null(pc.match_substring_regex(present, FORMATTED_NUMBER), False)  # $1,234.50, 12%, (5)
+    plain = pc.replace_substring_regex(pc.replace_substring_regex(present, NUMBER_SIGNS, ""), NEGATIVE, "-")
+    present = pc.if_else(formatted, plain, present)
     looks = np.asarray(pc.fill_null(pc.match_substring_regex(present, NUMBER, ignore_case=True), False), bool)
     try:
         values = pc.cast(pc.if_else(pa.array(looks), present, pa.scalar(None, pa.string())), pa.float64())
@@ -321,20 +330,38 @@ def _spark_date(value: str):
 # What pyarrow's cast parses as a float: decimal and exponent forms, inf, infinity, nan (any case).
 NUMBER = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)$"
 # A number as people format it: a currency sign before or after, thousands grouped by commas, a percent sign
-# ($1,234.50, -€ 30, 1,250,000, 12.5%). It reads as the plain number (12.5% is 12.5). The same pattern in Java
-# (Spark, for `auto`) and RE2 (Arrow): a comma must group three digits, so 1,5 (a decimal comma) is no number.
-FORMATTED_NUMBER = r"^[+-]?[$€£¥₹]? ?[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)? ?[$€£¥₹%]?$"
-NUMBER_SIGNS = r"[$€£¥₹%, ]"
+# ($1,234.50, -€ 30, 1,250,000, 12.5%), or in parentheses as accountants write a negative amount ((1,234.50)). It
+# reads as the plain number (12.5% is 12.5; (5) is -5). The same pattern in Java (Spark, for `auto`) and RE2 (Arrow):
+# a comma must group three digits, so 1,5 (a decimal comma) is no number.
+_AMOUNT = r"[$€£¥₹]? ?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)? ?[$€£¥₹%]?"
+FORMATTED_NUMBER = rf"^(?:[+-]?[$€£¥₹]? ?[+-]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)? ?[$€£¥₹%]?|\({_AMOUNT}\))$"
+NUMBER_SIGNS = r"[$€£¥₹%, )]"
+NEGATIVE = r"^\("  # what is left of an accountant's parentheses once NUMBER_SIGNS are gone: read as a minus
 # The same as written in much of Europe: dots group thousands and a comma marks the decimals (3,5; 1.234,56 €).
-DECIMAL_COMMA_NUMBER = r"^[+-]?[$€£¥₹]? ?[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)? ?[$€£¥₹%]?$"
-DECIMAL_COMMA_SIGNS = r"[$€£¥₹%. ]"
+_COMMA_AMOUNT = r"[$€£¥₹]? ?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)? ?[$€£¥₹%]?"
+DECIMAL_COMMA_NUMBER = rf"^(?:[+-]?[$€£¥₹]? ?[+-]?(?:\d{{1,3}}(?:\.\d{{3}})+|\d+)(?:,\d+)? ?[$€£¥₹%]?|\({_COMMA_AMOUNT}\))$"
+DECIMAL_COMMA_SIGNS = r"[$€£¥₹%. )]"
+# A number followed by a unit of measure (12 kg, 3.5km, 90 min, 1,200 sq ft): the unit is the second group.
+UNIT_NUMBER = r"^[+-]?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+) ?([A-Za-z°µ][A-Za-z°µ/²³. ]{0,11}[A-Za-z²³.]|[A-Za-z°µ])$"
 
 
-def _not_a_number(column: str, value: str, decimal_comma: bool) -> str:
+def unit_suffix(unit: str) -> str:
+    """The pattern (RE2 and Java) of `unit` after a number, in any case and, for a unit of 2 letters or more, with a
+    plural s (12 kg, 12 KG, 12 kgs): what `units` strips before the number is read."""
+    return "(?i) ?" + unit.replace(".", r"\.") + ("s?" if len(unit) > 1 else "") + "$"
+
+
+def _not_a_number(column: str, value: str, decimal_comma: bool, unit: str | None = None) -> str:
     """The message of a numeric field that is not a number, with the likely cause where one shows."""
     if decimal_comma:
         return f"field {column}: '{value[:60]}' is not a number written 1.234,56 (ingest.decimal_comma)"
-    hint = " (a decimal comma? name the column in ingest.decimal_comma)" if re.match(DECIMAL_COMMA_NUMBER, value) else ""
+    if unit:
+        return f"field {column}: '{value[:60]}' is not a number in {unit} (ingest.units)"
+    hint = ""
+    if re.match(DECIMAL_COMMA_NUMBER, value):
+        hint = " (a decimal comma? name the column in ingest.decimal_comma)"
+    elif found := re.match(UNIT_NUMBER, value.strip()):
+        hint = f" (a unit? name the column's unit in ingest.units: {{{column}: {found.group(2)}}})"
     return f"field {column}: '{value[:60]}' is not a number{hint}"
 
 
@@ -428,7 +455,8 @@ class FitStats:
 
     def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool,
                    dates: tuple[str, ...] = (), max_words: int = 0, date_formats: dict | None = None,
-                   missing_values: dict | None = None, decimal_comma: tuple[str, ...] = ()) -> Preprocess:
+                   missing_values: dict | None = None, decimal_comma: tuple[str, ...] = (),
+                   units: dict | None = None) -> Preprocess:
         """The fitted preprocessing; `fills` holds each numeric column's imputed value (date features included).
         A free-text column keeps its `max_words` most frequent words that appear in at least 2 train rows."""
         vocabularies = {c: sorted(v for v in self.categories.get(c, {}) if v is not None) for c in self.categorical}
@@ -439,7 +467,7 @@ class FitStats:
             words[c] = sorted(w for _, w in frequent)
         pre = Preprocess(dict(fills), vocabularies, encoding, dict(self.vectors), labels, dates=list(dates), words=words,
                          date_formats=dict(date_formats or {}), missing_values=dict(missing_values or {}),
-                         decimal_comma=list(decimal_comma))  # fmt: skip
+                         decimal_comma=list(decimal_comma), units=dict(units or {}))  # fmt: skip
         return pre.with_scale(self._moments(pre)) if scale else pre
 
     def means(self) -> dict[str, float | None]:
@@ -486,6 +514,7 @@ class Preprocess:
     date_formats: dict[str, str] = field(default_factory=dict)  # date column -> its strptime format (else ISO 8601)
     missing_values: dict[str, list[str]] = field(default_factory=dict)  # column -> its own words read as missing
     decimal_comma: list[str] = field(default_factory=list)  # numeric columns written 1.234,56
+    units: dict[str, str] = field(default_factory=dict)  # numeric column -> the unit after its numbers (12 kg)
     names: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -503,7 +532,7 @@ class Preprocess:
     def to_json(self) -> dict:
         out = asdict(self)
         out.pop("names")
-        for key in ("dates", "words", "date_formats", "missing_values", "decimal_comma"):
+        for key in ("dates", "words", "date_formats", "missing_values", "decimal_comma", "units"):
             if not out[key]:
                 out.pop(key)  # the file of a table without them stays as it was
         return out

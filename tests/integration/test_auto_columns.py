@@ -151,3 +151,30 @@ def test_auto_reads_numbers_written_with_a_decimal_comma(spark, tmp_path, write_
     np.testing.assert_allclose(features[:, names.index("gewicht")], i // 4 + i % 4 * 0.25)
     np.testing.assert_allclose(features[:, names.index("preis")], 1000.5 + 37 * i)
     np.testing.assert_allclose(features[:, names.index("stück")], 1000 + 137 * i)
+
+
+def test_auto_reads_units_and_accountants_negatives_as_numbers(spark, tmp_path, write_config):
+    lines = ["weight,engine,balance,place,target"]
+    for i in range(60):  # a weight with its unit (any case, plural, a few bare), an engine in cc, a negative in ()
+        weight = f"{40 + i / 4:g}" if i % 10 == 3 else f"{40 + i / 4:g} {'KGS' if i % 7 == 0 else 'kg'}"
+        balance = f'"({37 * i:,}.50)"' if i % 2 else f'"{37 * i:,}.50"'
+        lines.append(f"{weight},{1000 + 10 * i}cc,{balance},{1 + i % 3}{['st', 'nd', 'rd'][i % 3]},{'yn'[i % 2]}")
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {"name": "units", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
+                         "label": "target"}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
+    columns = manifest["columns"]
+    assert columns["numeric"] == ["weight", "engine", "balance"] and columns["categorical"] == ["place"]  # 1st, 2nd: a code
+    assert columns["units"] == {"weight": "kg", "engine": "cc"}
+    assert json.loads((tmp_path / "out" / "_preprocess.json").read_text())["units"] == columns["units"]
+    spec = TensorSpec.from_json(manifest["features"])
+    train = read_split(tmp_path / "out", "train")
+    features = decode_tensors(train.column("features"), spec)
+    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    names = manifest["features"]["names"]
+    np.testing.assert_allclose(features[:, names.index("weight")], 40 + i / 4)
+    np.testing.assert_allclose(features[:, names.index("engine")], 1000 + 10 * i)
+    np.testing.assert_allclose(features[:, names.index("balance")], (37 * i + 0.5) * np.where(i % 2, -1, 1))

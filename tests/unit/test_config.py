@@ -169,3 +169,15 @@ def test_a_date_format_belongs_to_a_date_column_and_names_year_and_month(formats
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(table, source="exp.yaml")
     parse_config(table.replace(formats, "{day: '%d/%m/%Y'}"), source="exp.yaml")  # names the year: valid
+
+
+@pytest.mark.parametrize("units, message", [
+    ("{height: cm}", "units: column height is not listed in `numeric`"),
+    ("{weight: '(kg)'}", "units: weight: '(kg)' is not a unit"),
+])  # fmt: skip
+def test_a_unit_belongs_to_a_numeric_column_and_is_letters(units, message):
+    table = GOOD.replace("reader: image", "reader: csv").replace("input: images\n  size: [32, 32]",
+                                                                  f"input: t.csv\n  numeric: [weight]\n  units: {units}")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(table, source="exp.yaml")
+    parse_config(table.replace(units, "{weight: sq ft}"), source="exp.yaml")

@@ -218,6 +218,20 @@ def test_formatted_numbers_and_dates_in_a_given_format_read_as_their_values():
     assert Preprocess.from_json(json.loads(json.dumps(pre.to_json()))).date_formats == {"note": "%d/%m/%Y"}
 
 
+def test_accountants_negatives_and_numbers_with_a_unit_read_as_their_values():
+    rows = [GOOD | {"id": "a", "x": "(1,234.50)", "y": "12 kg"}, GOOD | {"id": "b", "x": "($30)", "y": "3.5KGS"},
+            GOOD | {"id": "c", "x": "(5", "y": "7"}, GOOD | {"id": "d", "x": "5 kg", "y": "2 lb"},
+            GOOD | {"id": "e", "y": "kg"}]  # fmt: skip
+    typed, errors = rules(passthrough=(), units={"y": "kg"}).check(batch(rows))
+    assert typed.column("x").to_pylist() == [-1234.5, -30.0] and typed.column("y").to_pylist() == [12.0, 3.5]
+    assert [(e["key"], e["message"]) for e in errors.to_pylist()] == [
+        ("c", "field x: '(5' is not a number"),
+        ("d", "field x: '5 kg' is not a number (a unit? name the column's unit in ingest.units: {x: kg})"),
+        ("e", "field y: 'kg' is not a number in kg (ingest.units)")]
+    typed, errors = rules(passthrough=(), decimal_comma=("x",)).check(batch([GOOD | {"x": "(1.234,50 €)"}]))
+    assert typed.column("x").to_pylist() == [-1234.5] and errors.num_rows == 0
+
+
 def test_a_column_s_own_missing_words_are_missing_there_only():
     rows = [GOOD | {"id": "a", "x": "unknown", "y": "3"}, GOOD | {"id": "b", "x": "4", "y": "unknown"}]
     typed, errors = rules(passthrough=(), missing_values={"x": ["unknown"]}).check(batch(rows))
