@@ -114,7 +114,7 @@ class ColumnTableReader(TableReader):
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
                                                                              self._group} | RESERVED  # fmt: skip
         candidates = [c for c in self._available if c not in taken]
-        aggregates, texts = [], {}
+        aggregates, texts, dated = [], {}, {}
         for i, c in enumerate(candidates):
             text = F.trim(column(c).cast("string"))
             present = text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])])
@@ -123,27 +123,40 @@ class ColumnTableReader(TableReader):
             number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"))  # 1,250 and $3.50 too
             numberish = number.isNotNull() | F.lower(text).isin("true", "false")
             texts[c] = text, present, numberish
+            dated[c] = {"time": number.isNull() & text.try_cast("timestamp").isNotNull(),
+                        "datelike": number.isNull() & text.rlike(DATE_LIKE)}
             aggregates += [
                 F.count(F.when(present, 1)).alias(f"present{i}"),
                 F.count(F.when(present & numberish, 1)).alias(f"number{i}"),
                 F.count(F.when(present & ~numberish & text.rlike(DECIMAL_COMMA_NUMBER), 1)).alias(f"comma{i}"),
                 F.count(F.when(present & ~numberish & text.rlike(UNIT_NUMBER), 1)).alias(f"unit{i}"),
                 F.count(F.when(present & (number == F.floor(number)), 1)).alias(f"integer{i}"),
-                F.count(F.when(present & number.isNull() & text.try_cast("timestamp").isNotNull(), 1)).alias(f"time{i}"),
+                F.count(F.when(present & dated[c]["time"], 1)).alias(f"time{i}"),
                 F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
                 F.max(F.when(present, number)).alias(f"max{i}"), F.min(F.when(present, number)).alias(f"min{i}"),
-                F.count(F.when(present & number.isNull() & text.rlike(DATE_LIKE), 1)).alias(f"datelike{i}"),
+                F.count(F.when(present & dated[c]["datelike"], 1)).alias(f"datelike{i}"),
             ]  # fmt: skip
         train = rows.where(F.col("split") == "train")
         row = train.agg(*aggregates).first() if candidates else None
-        # A second look, only where every train value of a column has one of the date forms: its shapes.
-        found = _date_formats(train, {c: texts[c][:2] for i, c in enumerate(candidates)
-                                      if row[f"present{i}"] and row[f"datelike{i}"] == row[f"present{i}"]})  # fmt: skip
-        # And where a column of too many values for a category is numbers but for a few words (`unknown`, `n/k`, `-`):
-        # those words. (A code of few values with a word, `1, 2, 3, crew`, stays a category: the word is one too.)
-        extra = _missing_words(train, {c: texts[c] for i, c in enumerate(candidates) if row[f"number{i}"] < row[f"present{i}"]
-                                       and row[f"number{i}"] >= max(MIN_NUMBERS, (1 - MAX_WORD_SHARE) * row[f"present{i}"])
-                                       and row[f"distinct{i}"] > cfg.max_categories})  # fmt: skip
+        # Where a column of too many values for a category is numbers, or a column is dates, but for a few words
+        # (`unknown`, `n/k`, `-`): those words, its gaps. (A code of few values with a word, `1, 2, 3, crew`, stays
+        # a category: the word is one too.) A second aggregation, only for such columns.
+        mostly = lambda i, kind: row[f"present{i}"] > row[f"{kind}{i}"] >= max(  # noqa: E731
+            MIN_NUMBERS, (1 - MAX_WORD_SHARE) * row[f"present{i}"])
+        kinds = {}  # column -> what its values but a few words are: number, time (ISO 8601) or datelike
+        for i, c in enumerate(candidates):
+            if mostly(i, "number") and row[f"distinct{i}"] > cfg.max_categories:
+                kinds[c] = "number"
+            elif kind := next((k for k in ("time", "datelike") if mostly(i, k)), None):
+                kinds[c] = kind
+        extra = _missing_words(train, {c: (*texts[c][:2], texts[c][2] if kind == "number" else dated[c][kind])
+                                       for c, kind in kinds.items()})  # fmt: skip
+        with_words = lambda i, c, kind: row[f"present{i}"] and (  # noqa: E731
+            row[f"{kind}{i}"] == row[f"present{i}"] or c in extra and kinds[c] == kind)
+        iso = {c for i, c in enumerate(candidates) if with_words(i, c, "time")}
+        # Where every train value of a column, but for those words, has one of the date forms: its shapes.
+        found = _date_formats(train, {c: (texts[c][0], texts[c][1] & ~texts[c][0].isin(extra[c]) if c in extra else texts[c][1])
+                                      for i, c in enumerate(candidates) if c not in iso and with_words(i, c, "datelike")})
         # And where numbers and numbers with a decimal comma (1,5) make up a column: whether every value is the latter.
         comma = _all_match(train, {c: texts[c][:2] for i, c in enumerate(candidates) if row[f"comma{i}"]
                                    and row[f"number{i}"] + row[f"comma{i}"] == row[f"present{i}"]}, DECIMAL_COMMA_NUMBER)
@@ -164,7 +177,7 @@ class ColumnTableReader(TableReader):
             elif c in found_units:  # 12 kg, 3.5 kg
                 numeric.append(c)
                 units[c] = found_units[c]
-            elif c in extra:
+            elif c in extra and kinds[c] == "number":
                 numeric.append(c)
                 missing_values[c] = extra[c]
             elif row[f"number{i}"] == present:
@@ -176,18 +189,17 @@ class ColumnTableReader(TableReader):
                     left_out[c] = f"an id: {distinct} distinct integers in {present} rows, {why}"
                 else:
                     numeric.append(c)
-            elif row[f"time{i}"] == present:
+            elif c in iso or c in found:
                 dates.append(c)
-            elif c in found:
-                dates.append(c)
-                date_formats[c] = found[c]
+                date_formats.update({c: found[c]} if c in found else {})
+                missing_values.update({c: extra[c]} if c in extra else {})
             elif distinct <= cfg.max_categories:
                 categorical.append(c)
             else:  # names, titles, notes: their frequent words
                 words.append(c)
         if cfg.numeric != "auto":
             left_out.update({c: "numbers, but `numeric` is a list without it" for c in numeric})
-            missing_values = {c: v for c, v in missing_values.items() if c not in extra}
+            missing_values = {c: v for c, v in missing_values.items() if kinds.get(c) != "number" or c not in extra}
             decimal_comma = [c for c in decimal_comma if c in cfg.decimal_comma]
             units = {c: u for c, u in units.items() if c in cfg.units}
             numeric = list(cfg.numeric)

@@ -178,3 +178,32 @@ def test_auto_reads_units_and_accountants_negatives_as_numbers(spark, tmp_path, 
     np.testing.assert_allclose(features[:, names.index("weight")], 40 + i / 4)
     np.testing.assert_allclose(features[:, names.index("engine")], 1000 + 10 * i)
     np.testing.assert_allclose(features[:, names.index("balance")], (37 * i + 0.5) * np.where(i % 2, -1, 1))
+
+
+def test_a_date_column_with_a_few_words_stays_dates_and_the_words_read_as_missing(spark, tmp_path, write_config):
+    lines = ["opened,signed,target"]
+    for i in range(80):  # day 1 + i % 28 of month 1 + i % 12; a few rows say unknown or n/a
+        day, month = 1 + i % 28, 1 + i % 12
+        opened = "unknown" if i % 20 == 5 else f"{day:02d}/{month:02d}/2019"
+        signed = "not yet" if i % 25 == 7 else f"2020-{month:02d}-{day:02d}"
+        lines.append(f"{opened},{signed},{'yn'[i % 2]}")
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {"name": "dates", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
+                         "label": "target"}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
+    columns = manifest["columns"]
+    assert columns["dates"] == ["opened", "signed"] and columns["date_formats"] == {"opened": "%d/%m/%Y"}
+    assert columns["missing_values"] == {"opened": ["unknown"], "signed": ["not yet"]}
+    spec = TensorSpec.from_json(manifest["features"])
+    train = read_split(tmp_path / "out", "train")
+    features = decode_tensors(train.column("features"), spec)
+    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    names = manifest["features"]["names"]
+    known = i % 20 != 5
+    np.testing.assert_allclose(features[known, names.index("opened:month")], 1 + i[known] % 12)
+    np.testing.assert_allclose(features[~known, names.index("opened:month")],
+                               (1 + i[known] % 12).mean(), rtol=1e-5)  # the imputed train mean
+    assert (~known).any()
