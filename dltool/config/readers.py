@@ -140,7 +140,8 @@ class ColumnRoles(Section):
     missing_values: dict[str, list[str]] = Field(
         default_factory=dict, description="Words read as missing in one column only, e.g. {age: [unknown, n/k]} "
         "(`na_values` holds those of every column). auto roles add them for a column of numbers with a few words "
-        "besides (at most 3 distinct, in at most 10% of its train values): the column stays numeric.",
+        "besides (at most 3 distinct, in at most 10% of its train values), and for a date column with such words: the "
+        "column stays numeric, or dates.",
     )
     words: list[str] = Field(
         default_factory=list, description="Free-text columns (names, titles, notes): each word in at least 2 train rows "
