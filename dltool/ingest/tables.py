@@ -58,6 +58,10 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
             stats.merge(pickle.loads(row["stats"]))
             quarantined += row["errors"]
             first_errors += json.loads(row["first_errors"])[: max(0, FIRST_ERRORS - len(first_errors))]
+        if fitted is None and not stats.rows["train"] and first_errors:  # say why, with the first row's problem
+            first = first_errors[0]
+            raise ConfigError(f"{cfg.input}: no valid rows fall in the train split; nothing to fit preprocessing on "
+                              f"({quarantined} rows quarantined, the first {first['key']}: {first['message']})")
         if fitted is None:
             pre = stats.preprocess(_fills(spark, cfg, stats, staging), cfg.categorical_encoding, classify, cfg.scale,
                                    rules.dates, cfg.max_words, rules.date_formats, rules.missing_values,

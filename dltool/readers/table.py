@@ -108,7 +108,8 @@ class ColumnTableReader(TableReader):
         from pyspark.sql import functions as F
 
         from dltool.splits import column
-        from dltool.transforms.table import DECIMAL_COMMA_NUMBER, FORMATTED_NUMBER, NEGATIVE, NUMBER_SIGNS, UNIT_NUMBER
+        from dltool.transforms.table import (DECIMAL_COMMA_NUMBER, FORMATTED_NUMBER, ISO_TIME, NEGATIVE, NUMBER_SIGNS,
+                                             UNIT_NUMBER)  # fmt: skip
 
         cfg = self.config
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
@@ -120,10 +121,11 @@ class ColumnTableReader(TableReader):
             present = text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])])
             formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(F.regexp_replace(text, NUMBER_SIGNS, ""),
                                                                               NEGATIVE, "-"))  # fmt: skip
-            number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"))  # 1,250 and $3.50 too
+            number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"), _clock_hours(text))  # 1,250, $3.50, 13:45
             numberish = number.isNotNull() | F.lower(text).isin("true", "false")
             texts[c] = text, present, numberish
-            dated[c] = {"time": number.isNull() & text.try_cast("timestamp").isNotNull(),
+            # A time as the tasks read it (ISO 8601); Spark's cast also takes forms they do not (13:45 alone, as today's).
+            dated[c] = {"time": number.isNull() & text.rlike(ISO_TIME) & text.try_cast("timestamp").isNotNull(),
                         "datelike": number.isNull() & text.rlike(DATE_LIKE)}
             aggregates += [
                 F.count(F.when(present, 1)).alias(f"present{i}"),
@@ -321,9 +323,10 @@ _MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|a
          r"|nov(?:ember)?|dec(?:ember)?)\.?"  # fmt: skip
 MONTH_FIRST_DATE = rf"(?i)^{_MONTH} \d{{1,2}},? (\d{{4}}|\d{{2}})$"
 DAY_FIRST_DATE = rf"(?i)^\d{{1,2}}[ -]{_MONTH}[ -](\d{{4}}|\d{{2}})$"
+MONTH_YEAR_DATE = rf"(?i)^{_MONTH},? (\d{{4}})$"  # Jan 2020, January 2020: the month's first day
 # Any of them, in one regex (NUMERIC_DATE first: its back-reference counts its own groups).
 DATE_LIKE = "(?i)" + "|".join(f"(?:{p.removeprefix('(?i)')})" for p in (NUMERIC_DATE, YEAR_FIRST_DATE, MONTH_FIRST_DATE,
-                                                                      DAY_FIRST_DATE))  # fmt: skip
+                                                                      DAY_FIRST_DATE, MONTH_YEAR_DATE))  # fmt: skip
 
 
 # auto: a column of numbers with a few words besides stays numeric, the words read as missing in it alone.
@@ -357,6 +360,21 @@ def _all_match(train, texts: dict, pattern: str) -> set[str]:
     row = train.agg(*(F.count(F.when(present & ~text.rlike(pattern), 1)).alias(f"x{i}")
                       for i, (text, present) in enumerate(texts.values()))).first()  # fmt: skip
     return {c for i, c in enumerate(texts) if row[f"x{i}"] == 0}
+
+
+def _clock_hours(text):
+    """A Spark column of the hours a time of day or duration is (13:45 is 13.75, 1:45 PM 13.75, 1:30:00 1.5; as
+    `_parse_numbers` reads it), null where the text is none."""
+    from pyspark.sql import functions as F
+
+    from dltool.transforms.table import CLOCK
+
+    clock = CLOCK.replace("?P<", "?<")  # Java names its groups so
+    part = lambda group: F.regexp_extract(text, clock, group)  # noqa: E731
+    hours, noon = part(1).cast("double"), F.lower(part(4))
+    hours = F.when(noon == "", hours).otherwise(hours % 12 + F.when(noon == "p", 12).otherwise(0))
+    seconds = F.when(part(3) == "", 0).otherwise(part(3).cast("double"))
+    return F.when(text.rlike(clock), hours + part(2).cast("double") / 60 + seconds / 3600)
 
 
 def _units(train, texts: dict) -> dict[str, str]:
@@ -409,7 +427,8 @@ def _date_shape(text):
     shape = F.when(separator != "", F.concat(separator, year_digits(NUMERIC_DATE, 4))) \
         .when(text.rlike(YEAR_FIRST_DATE), F.lit("ymd")) \
         .when(text.rlike(MONTH_FIRST_DATE), F.concat(F.lit("bd"), year_digits(MONTH_FIRST_DATE, 1))) \
-        .when(text.rlike(DAY_FIRST_DATE), F.concat(F.lit("db"), year_digits(DAY_FIRST_DATE, 1)))  # fmt: skip
+        .when(text.rlike(DAY_FIRST_DATE), F.concat(F.lit("db"), year_digits(DAY_FIRST_DATE, 1))) \
+        .when(text.rlike(MONTH_YEAR_DATE), F.lit("by4"))  # fmt: skip
     number = lambda group: F.when(separator != "", F.regexp_extract(text, NUMERIC_DATE, group).cast("int"))  # noqa: E731
     return shape, number(1), number(3)
 
@@ -426,7 +445,8 @@ def date_format(shape: str, first: int | None, second: int | None) -> str | None
         separator, year = shape[0], "%Y" if shape[1] == "4" else "%y"
         day_first = first > 12 or (second <= 12 and separator != "/")
         return separator.join(("%d", "%m", year) if day_first else ("%m", "%d", year))
-    return {"ymd": "%Y/%m/%d", "bd4": "%b %d %Y", "bd2": "%b %d %y", "db4": "%d %b %Y", "db2": "%d %b %y"}.get(shape)
+    return {"ymd": "%Y/%m/%d", "bd4": "%b %d %Y", "bd2": "%b %d %y", "db4": "%d %b %Y", "db2": "%d %b %y",
+            "by4": "%b %Y"}.get(shape)  # fmt: skip
 
 
 def with_row_numbers(spark, raw, relpaths: dict[str, str]):

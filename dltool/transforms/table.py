@@ -217,7 +217,11 @@ def _parse_numbers(text, missing: np.ndarray, decimal_comma: bool = False,
     looks = np.asarray(pc.fill_null(pc.match_substring_regex(present, NUMBER, ignore_case=True), False), bool)
     try:
         values = pc.cast(pc.if_else(pa.array(looks), present, pa.scalar(None, pa.string())), pa.float64())
-        return values.to_numpy(zero_copy_only=False), ~missing & ~looks
+        values = np.array(values.to_numpy(zero_copy_only=False), np.float64)
+        clock = ~looks & np.asarray(pc.fill_null(pc.match_substring_regex(present, CLOCK), False), bool)  # 13:45
+        if clock.any():
+            values[clock] = _clock_hours(present.filter(pa.array(clock)))
+        return values, ~missing & ~looks & ~clock
     except pa.ArrowInvalid:  # the pattern and the parser disagree on some field: ask the parser, field by field
         values, unparsed = np.full(len(missing), np.nan), np.zeros(len(missing), bool)
         for i in np.flatnonzero(~missing):
@@ -253,7 +257,7 @@ def _parse_dates(text, missing: np.ndarray, form: str | None = None) -> tuple[li
         unparsed = ~missing & np.asarray(pc.is_null(stamps).to_numpy(zero_copy_only=False), bool)
     else:
         present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), pc.replace_substring_regex(
-            text, r"(?:Z|[+-]\d\d:?\d\d)$", ""))  # fmt: skip
+            text, ZONE, ""))  # fmt: skip
         try:
             stamps = pc.cast(present, pa.timestamp("us"))
             unparsed = np.zeros(len(missing), bool)
@@ -311,6 +315,9 @@ def _day_pattern(form: str) -> str:
 # The date and time forms Spark's string-to-timestamp cast accepts (zone already removed): year[-month[-day]]
 # [(T| )hour:minute[:second[.fraction]]], one or two digits for month, day and the time's fields.
 SPARK_DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?(?:[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,9}))?)?)?$")
+ZONE = r"(?:Z|[+-]\d\d:?\d\d)$"
+# The same with its zone (Java and RE2): what `auto` may call an ISO 8601 date or time.
+ISO_TIME = SPARK_DATE.pattern.removesuffix("$") + ZONE.replace(")$", ")?$")
 
 
 def _spark_date(value: str):
@@ -343,6 +350,24 @@ DECIMAL_COMMA_NUMBER = rf"^(?:[+-]?[$€£¥₹]? ?[+-]?(?:\d{{1,3}}(?:\.\d{{3}}
 DECIMAL_COMMA_SIGNS = r"[$€£¥₹%. )]"
 # A number followed by a unit of measure (12 kg, 3.5km, 90 min, 1,200 sq ft): the unit is the second group.
 UNIT_NUMBER = r"^[+-]?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+) ?([A-Za-z°µ][A-Za-z°µ/²³. ]{0,11}[A-Za-z²³.]|[A-Za-z°µ])$"
+
+
+# A time of day or a duration (13:45, 1:45 PM, 1:30:00, 1:30:00.5): read as its hours (in the first field's unit:
+# 3:30 as minutes and seconds reads 3.5, in minutes), 13.75, 13.75, 1.5. Named groups in RE2; Java names them (?<h>...).
+CLOCK = r"^(?P<h>\d{1,3}):(?P<m>[0-5]\d)(?::(?P<s>[0-5]\d(?:\.\d+)?))?(?: ?(?P<p>[AaPp])\.?[Mm]\.?)?$"
+
+
+def _clock_hours(present) -> np.ndarray:
+    """The hours of each CLOCK value of the strings `present` (NaN where it is none)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = pc.extract_regex(present, CLOCK)
+    number = lambda name: pc.cast(pc.if_else(pc.equal(pc.struct_field(parts, name), ""), "0",  # noqa: E731
+                                             pc.struct_field(parts, name)), pa.float64()).to_numpy(zero_copy_only=False)
+    hours, noon = number("h"), np.asarray(pc.utf8_lower(pc.struct_field(parts, "p")).to_pylist(), object)
+    hours = np.where(noon == "p", hours % 12 + 12, np.where(noon == "a", hours % 12, hours))
+    return (hours + number("m") / 60 + number("s") / 3600).astype(np.float64)
 
 
 def unit_suffix(unit: str) -> str:

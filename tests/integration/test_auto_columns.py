@@ -207,3 +207,28 @@ def test_a_date_column_with_a_few_words_stays_dates_and_the_words_read_as_missin
     np.testing.assert_allclose(features[~known, names.index("opened:month")],
                                (1 + i[known] % 12).mean(), rtol=1e-5)  # the imputed train mean
     assert (~known).any()
+
+
+def test_auto_reads_times_of_day_as_hours_and_months_with_their_year_as_dates(spark, tmp_path, write_config):
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    lines = ["opens,billed,stamped,target"]
+    for i in range(60):  # Spark's cast reads 13:45 alone as today's time: it must stay a number of hours
+        lines.append(f"{i % 24}:{i % 4 * 15:02d},{months[i % 12]} {2000 + i % 5},2020-01-{1 + i % 28:02d}T09:30:00Z,{'yn'[i % 2]}")
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {"name": "clocks", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
+                         "label": "target"}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
+    columns = manifest["columns"]
+    assert columns["numeric"] == ["opens"] and columns["dates"] == ["billed", "stamped"]
+    assert columns["date_formats"] == {"billed": "%b %Y"}
+    spec = TensorSpec.from_json(manifest["features"])
+    train = read_split(tmp_path / "out", "train")
+    features = decode_tensors(train.column("features"), spec)
+    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    names = manifest["features"]["names"]
+    np.testing.assert_allclose(features[:, names.index("opens")], i % 24 + i % 4 / 4)
+    np.testing.assert_allclose(features[:, names.index("billed:month")], 1 + i % 12)
+    np.testing.assert_allclose(features[:, names.index("stamped:hour")], 9)

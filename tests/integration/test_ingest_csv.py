@@ -185,3 +185,15 @@ def test_a_header_split_by_another_delimiter_says_which(spark, tmp_path, write_c
     result, summary = ingest(write_config(config))
     assert result.exit_code == 2, result.output
     assert summary["message"].endswith("its fields are split by ';': set ingest.delimiter: ';'"), summary["message"]
+
+
+def test_a_table_whose_every_row_is_quarantined_says_why_in_one_line(spark, tmp_path, write_config):
+    (tmp_path / "data.csv").write_text("x,label\n" + "".join(f"{i} m/s,{'pq'[i % 2]}\n" for i in range(20)))
+    config = {"name": "none", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "data.csv"), "numeric": ["x"], "label": "label"}}
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 2, result.output
+    assert "no valid rows fall in the train split" in summary["message"] and "20 rows quarantined, the first" in \
+        summary["message"] and "is not a number (a unit? name the column's unit in ingest.units: {x: m/s})" in \
+        summary["message"], summary["message"]  # fmt: skip
+    assert len(result.stderr.strip().splitlines()) == 1

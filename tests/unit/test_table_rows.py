@@ -218,7 +218,7 @@ def test_formatted_numbers_and_dates_in_a_given_format_read_as_their_values():
     assert Preprocess.from_json(json.loads(json.dumps(pre.to_json()))).date_formats == {"note": "%d/%m/%Y"}
 
 
-def test_accountants_negatives_and_numbers_with_a_unit_read_as_their_values():
+def test_accountants_negatives_numbers_with_a_unit_and_clock_times_read_as_their_values():
     rows = [GOOD | {"id": "a", "x": "(1,234.50)", "y": "12 kg"}, GOOD | {"id": "b", "x": "($30)", "y": "3.5KGS"},
             GOOD | {"id": "c", "x": "(5", "y": "7"}, GOOD | {"id": "d", "x": "5 kg", "y": "2 lb"},
             GOOD | {"id": "e", "y": "kg"}]  # fmt: skip
@@ -228,6 +228,9 @@ def test_accountants_negatives_and_numbers_with_a_unit_read_as_their_values():
         ("c", "field x: '(5' is not a number"),
         ("d", "field x: '5 kg' is not a number (a unit? name the column's unit in ingest.units: {x: kg})"),
         ("e", "field y: 'kg' is not a number in kg (ingest.units)")]
+    typed, errors = rules(passthrough=()).check(batch([GOOD | {"x": "13:45", "y": "1:30:00"}, GOOD | {"x": "1:45 pm"},
+                                                       GOOD | {"x": "12:30 AM", "y": "0:00:36"}]))  # fmt: skip
+    assert typed.column("x").to_pylist() == [13.75, 13.75, 0.5] and typed.column("y").to_pylist() == [1.5, 2.0, 0.01]
     typed, errors = rules(passthrough=(), decimal_comma=("x",)).check(batch([GOOD | {"x": "(1.234,50 €)"}]))
     assert typed.column("x").to_pylist() == [-1234.5] and errors.num_rows == 0
 
