@@ -236,7 +236,8 @@ class CsvReaderConfig(ColumnRoles):
     quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
     escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
     multiline: bool = Field(False, description="Allow quoted values that span lines.")
-    encoding: str = Field("utf-8", description="Text encoding of the file.")
+    encoding: str = Field("utf-8", description="Text encoding of the file (Python's or Java's name: utf-8, cp1252, "
+                          "latin-1, utf-16...).")
     max_chars_per_value: int = Field(
         1 << 20, ge=1024, description="The longest value a field may hold (characters): it bounds the memory one "
         "row takes (an unclosed quote would otherwise read the rest of the file into one value).",
@@ -246,6 +247,17 @@ class CsvReaderConfig(ColumnRoles):
                                  "#N/A N/A", "#NA", "<NA>", "?"],
         description="Values read as missing: by default pandas' list (spreadsheets' `#N/A`, Python's `None`) and `?`.",
     )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (utf-8, cp1252, latin-1, utf-16...)") from None
+        return value
 
     @model_validator(mode="after")
     def _header_or_columns(self):

@@ -7,6 +7,8 @@ quarantined row for every line the parser cannot split.
 
 from __future__ import annotations
 
+import re
+
 from dltool.config.readers import CsvReaderConfig  # noqa: F401  (re-exported)
 from dltool.errors import ConfigError
 from dltool.readers.base import register
@@ -19,7 +21,8 @@ class CsvReader(ColumnTableReader):
     config_model = CsvReaderConfig
     # With column pruning Spark tokenises only the used columns, and a row with too few or too
     # many fields is no longer seen as malformed: every field must be read to quarantine it.
-    spark_conf = {"spark.sql.csv.parser.columnPruning.enabled": "false"}
+    # And files in any encoding Java knows (cp1252: Windows exports), not only Spark 4's short list.
+    spark_conf = {"spark.sql.csv.parser.columnPruning.enabled": "false", "spark.sql.legacy.javaCharsets": "true"}
     corrupt_column = CORRUPT
 
     def patterns(self) -> tuple[list[str], list[str]]:
@@ -31,7 +34,7 @@ class CsvReader(ColumnTableReader):
     def read_options(self) -> dict:
         cfg = self.config
         return {"header": str(cfg.header).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
-                "multiLine": str(cfg.multiline).lower(), "encoding": cfg.encoding,
+                "multiLine": str(cfg.multiline).lower(), "encoding": java_charset(cfg.encoding),
                 "maxCharsPerColumn": str(cfg.max_chars_per_value)}  # fmt: skip
 
     def explain_failure(self, message: str) -> str | None:
@@ -61,7 +64,9 @@ class CsvReader(ColumnTableReader):
 
     def source_columns(self, spark, paths: list[str]) -> list[str]:
         cfg = self.config
-        return list(cfg.columns) if not cfg.header else [n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])]
+        if not cfg.header:
+            return list(cfg.columns)
+        return unique_names([n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])])
 
     def _header(self, spark, path: str) -> list[str]:
         """The first row's fields, read with pyarrow's filesystems (a Spark job costs seconds in a fresh
@@ -93,3 +98,31 @@ class CsvReader(ColumnTableReader):
             .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).option("enforceSchema", "true")
             .schema(schema).csv(paths)
         )  # fmt: skip
+
+
+def java_charset(encoding: str) -> str:
+    """The name Java reads `encoding` by: Python's canonical name, where Java spells it otherwise (latin-1 is
+    iso8859-1 to Python and ISO-8859-1 to Java; a UTF-8 BOM Spark drops itself)."""
+    import codecs
+
+    name = codecs.lookup(encoding).name
+    if found := re.fullmatch(r"utf-(16|32)-(le|be)", name):
+        return f"UTF-{found[1]}{found[2].upper()}"
+    return {"iso8859-1": "ISO-8859-1", "utf-8-sig": "UTF-8"}.get(name, name)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """A header's names, a repeated one numbered from its second use (x, x, x -> x, x_2, x_3), as spreadsheets
+    and joins export them: Spark cannot hold two columns of one name."""
+    seen, out = set(names), []
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+        if counts[name] > 1:
+            k = counts[name]
+            while f"{name}_{k}" in seen:
+                k += 1
+            name = f"{name}_{k}"
+            seen.add(name)
+        out.append(name)
+    return out

@@ -120,9 +120,11 @@ class RowRules:
         for c in (list(self.numeric) if self.non_finite == "quarantine" else []) + targets:
             problems.add(~np.isfinite(numbers[c]) & ~np.isnan(numbers[c]) | _spells_nan(text[c]),
                          "NonFinite", lambda i, c=c: f"field {c}: '{text[c][i].as_py()}' is not a finite number")  # fmt: skip
+        # A CSV file (the reader with a corrupt-record column) read as UTF-8 that is not: most likely cp1252 or latin-1.
+        hint = " (a file in another encoding? set ingest.encoding, e.g. cp1252)" if self.corrupt and self.encoding == "utf-8" else ""
         for c in self.categorical + self.words + ((self.label,) if self.label else ()) + self.passthrough:
             found = pc.fill_null(pc.match_substring(batch.column(c), "\ufffd"), False)
-            problems.add(found, "EncodingError", lambda i, c=c: f"field {c}: bytes that are not valid {self.encoding}")
+            problems.add(found, "EncodingError", lambda i, c=c: f"field {c}: bytes that are not valid {self.encoding}{hint}")
         good = ~problems.failed
         typed = {"key": batch.column("key"), "split": batch.column("split")}
         for c in self.numbers:

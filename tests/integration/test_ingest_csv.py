@@ -197,3 +197,23 @@ def test_a_table_whose_every_row_is_quarantined_says_why_in_one_line(spark, tmp_
         summary["message"] and "is not a number (a unit? name the column's unit in ingest.units: {x: m/s})" in \
         summary["message"], summary["message"]  # fmt: skip
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_windows_export_reads_in_its_encoding_and_a_repeated_column_is_numbered(spark, tmp_path, write_config):
+    cities = ["Zürich", "Genève", "Bern"]
+    rows = [f"{i / 10},{cities[i % 3]},{i % 7},{'pq'[i % 2]}" for i in range(40)]
+    (tmp_path / "data.csv").write_bytes(("x,city,x,label\r\n" + "\r\n".join(rows) + "\r\n").encode("cp1252"))
+    config = {"name": "win", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "data.csv"), "numeric": "auto", "categorical": "auto",
+                         "label": "label"}}  # fmt: skip
+    result, summary = ingest(write_config(config))  # read as UTF-8: the first bad row says what to set
+    assert result.exit_code == 3, result.output
+    assert summary["message"].endswith("field city: bytes that are not valid utf-8 (a file in another encoding? set "
+                                       "ingest.encoding, e.g. cp1252)"), summary["message"]  # fmt: skip
+    config["ingest"]["encoding"] = "cp1252"
+    result, summary = ingest(write_config(config), "--overwrite")
+    assert result.exit_code == 0 and summary["counts"]["quarantined"] == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["columns"]["numeric"] == ["x", "x_2"] and manifest["columns"]["categorical"] == ["city"]
+    pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
+    assert pre["categorical"]["city"] == sorted(cities)

@@ -53,7 +53,8 @@ def test_each_row_is_quarantined_at_its_first_problem_and_named_by_file_row_and_
         "file:///d/t.csv:3": ("NA", "MissingKey", "field id: missing key"),
         "file:///d/t.csv:4": ("l", "MissingLabel", "field target: missing label"),
         "file:///d/t.csv:5": ("b", "BadValue", "field x: '5,5' is not a number (a decimal comma? name the column in ingest.decimal_comma)"),
-        "file:///d/t.csv:6": ("e", "EncodingError", "field colour: bytes that are not valid utf-8"),
+        "file:///d/t.csv:6": ("e", "EncodingError", "field colour: bytes that are not valid utf-8 (a file in another encoding? set "
+                                                   "ingest.encoding, e.g. cp1252)"),
     }  # fmt: skip
     assert typed.column("key").to_pylist() == ["g", "i"]
     assert typed.column("x").to_pylist() == [1.5, None] and typed.column("y").to_pylist() == [2.0, None]
@@ -270,3 +271,11 @@ def test_auto_reads_day_and_month_order_from_the_train_values(shape, first, seco
     from dltool.readers.table import date_format
 
     assert date_format(shape, first, second) == form
+
+
+def test_a_repeated_header_name_is_numbered_and_encodings_take_java_s_names():
+    from dltool.readers.csv import java_charset, unique_names
+
+    assert unique_names(["x", "x", "x_2", "x", ""]) == ["x", "x_3", "x_2", "x_4", ""]
+    assert [java_charset(e) for e in ("latin-1", "cp1252", "UTF8", "utf-16-le", "utf-8-sig")] == \
+        ["ISO-8859-1", "cp1252", "utf-8", "UTF-16LE", "UTF-8"]  # fmt: skip
