@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dltool.config.base import FileInput, Section
 
-IMAGE_EXTENSIONS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp"]
+IMAGE_EXTENSIONS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp", "*.gif"]
 
 
 class Augment(Section):
