@@ -308,6 +308,19 @@ class TextReaderConfig(FileInput):
     sequence_length: int = Field(200, ge=1, le=100_000, description="Ids per document: longer ones are cut, shorter padded.")
     truncate: Literal["end", "start"] = Field("end", description="Which end of a long document is cut off.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _label_names_a_column(cls, data):
+        """`label: sentiment` in a table format names the class column, as in the csv and table readers."""
+        if isinstance(data, dict) and isinstance(data.get("label"), str):
+            if data.get("format") not in TABLE_FORMATS:
+                raise ValueError(f"label: {data['label']!r} names a column, which only table formats (json, csv, parquet, "
+                                 "orc, table) have; files take {source: parent_dir}, {source: regex, pattern: ...} or "
+                                 "{source: none}")  # fmt: skip
+            if "label_column" not in data:
+                data = {**{k: v for k, v in data.items() if k != "label"}, "label_column": data["label"]}
+        return data
+
     @model_validator(mode="after")
     def _format_fields(self):
         table = self.format in TABLE_FORMATS

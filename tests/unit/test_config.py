@@ -181,3 +181,11 @@ def test_a_unit_belongs_to_a_numeric_column_and_is_letters(units, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(table, source="exp.yaml")
     parse_config(table.replace(units, "{weight: sq ft}"), source="exp.yaml")
+
+
+def test_a_text_table_s_label_names_its_class_column_and_files_say_what_they_take():
+    text = GOOD.replace("reader: image", "reader: text").replace("input: images\n  size: [32, 32]",
+                                                                 "input: t.csv\n  format: csv\n  label: sentiment")
+    assert parse_config(text, source="exp.yaml").ingest.label_column == "sentiment"
+    with pytest.raises(ConfigError, match=re.escape("label: 'sentiment' names a column, which only table formats")):
+        parse_config(text.replace("format: csv", "format: files"), source="exp.yaml")
