@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dltool.config.readers import id_like
+from dltool.config.readers import id_like, label_task
 from dltool.errors import ConfigError, InputNotFoundError
 
 MAX_ENTRIES = 100_000  # paths listed from a folder
@@ -221,7 +221,7 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
         raise ConfigError(f"{path}: found no columns (is the first line a header?)")
     label = _label_column(columns, rows)
     values = [row.get(label) for row in rows]
-    task, why = _task_of(values)
+    task, why = label_task([None if v is None else str(v) for v in values])
     split_column = next((c for c in columns if c.lower() in SPLIT_COLUMNS and c != label), None)
     split_values = sorted({str(row.get(split_column)) for row in rows if row.get(split_column) not in (None, "")}) \
         if split_column else []  # fmt: skip
@@ -328,24 +328,6 @@ def _all_numbers(values) -> bool:
 def _label_reason(label: str) -> str:
     return "named like a label" if label.lower() in LABEL_NAMES else \
         "the last column with no gaps that is no id or free text (none is named label or target)"
-
-
-def _task_of(values: list) -> tuple[str, str]:
-    present = [v for v in values if v not in (None, "")]
-    numbers = []
-    for value in present:
-        try:
-            numbers.append(float(value))
-        except (TypeError, ValueError):
-            return "classification", "text values"
-    distinct = len(set(numbers))
-    if not numbers:
-        return "classification", "no values in the rows read"
-    if any(n != int(n) for n in numbers) and distinct > 10:
-        return "regression", f"{distinct} distinct numbers"
-    if distinct > 20:
-        return "regression", f"{distinct} distinct numbers"
-    return "classification", f"{distinct} distinct values"
 
 
 def _yaml_name(column: str) -> str:

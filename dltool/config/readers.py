@@ -105,6 +105,23 @@ def id_like(column: str) -> bool:
         tuple(f"{sep}{word}" for sep in "_- " for word in ("id", "key", "uuid", "guid", "idx", "no", "nr", "number")))
 
 
+def label_task(values: list, na_values=("",)) -> tuple[str, str]:
+    """The task a label's values (as text) call for, and why: regression where every present one is a number, more
+    than 20 distinct, or more than 10 with decimals among them (`task: auto`, and `dltool guess`)."""
+    present = [v.strip() for v in values if v is not None and v.strip() not in na_values]
+    try:
+        numbers = [float(v) for v in present]
+    except ValueError:
+        return "classification", "text values"
+    if not numbers:
+        return "classification", "no values in the rows read"
+    finite = [n for n in numbers if abs(n) < float("inf")]  # nan, inf: no value to count
+    distinct, decimals = len(set(finite)), any(n != int(n) for n in finite)
+    if distinct > 20 or (decimals and distinct > 10):
+        return "regression", f"{distinct} distinct numbers"
+    return "classification", f"{distinct} distinct values"
+
+
 class ColumnRoles(Section):
     """What each column of a table is for; shared by the `table` and `csv` readers."""
 
@@ -160,8 +177,10 @@ class ColumnRoles(Section):
     )
     scale: bool = Field(False, description="Standardise features at ingest (else the model does it).")
     label: str | None = Field(None, description="Label column.")
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="classification: label is a class name; regression: a number."
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="classification: label is a class name; regression: a number; auto: regression where the "
+        "label's values are numbers, more than 20 distinct or more than 10 with decimals (in a CSV's first MB, a "
+        "table's first 10,000 rows; a float or decimal column), else classification.",
     )
     key_column: str | None = Field(None, description="Unique id column; default: file:row.")
     passthrough: list[str] = Field(default_factory=list, description="Columns copied to the shards as strings.")
@@ -198,7 +217,7 @@ class ColumnRoles(Section):
             if not re.search(r"%[Yy]", form) or not re.search(r"%[mbB]", form):
                 raise ValueError(f"date_formats: {c}: {form!r} names no year and month (strptime, e.g. '%d/%m/%Y')")
         for c, unit in self.units.items():
-            if self.numeric != "auto" and c not in self.numeric and not (c == self.label and self.task == "regression"):
+            if self.numeric != "auto" and c not in self.numeric and not (c == self.label and self.task != "classification"):
                 raise ValueError(f"units: column {c} is not listed in `numeric`")
             if not re.fullmatch(r"[A-Za-z°µ][A-Za-z°µ/²³. ]{0,11}[A-Za-z²³.]?", unit):
                 raise ValueError(f"units: {c}: {unit!r} is not a unit (letters, and / . ² ³ or spaces after the first; "

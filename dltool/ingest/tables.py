@@ -37,13 +37,14 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
 
     require_s3a(spark, source, staging)
     cfg = config.ingest
-    classify = bool(cfg.label) and cfg.task == "classification"
     paths = [spark_path(source.uri, f.path) for f in files]
     relpaths = dict(zip(paths, (f.relpath for f in files), strict=True))
     with spark_progress(spark, f"ingest {config.name}: {len(files)} table file(s)", progress), \
             _scoped_conf(spark, reader.spark_conf):  # fmt: skip
-        rows, inputs = reader.rows(spark, paths, relpaths, config.dataset.split, known)
         fitted = None if preprocess is None else Preprocess.from_json(json.loads(open_location(preprocess).read_bytes()))
+        reader = reader.with_task(spark, paths, fitted)
+        classify = bool(reader.config.label) and reader.config.task == "classification"
+        rows, inputs = reader.rows(spark, paths, relpaths, config.dataset.split, known)
         reader = reader.resolved(rows, fitted)
         cfg = reader.config
         rules = reader.rules()
@@ -79,6 +80,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     staging.child(TYPED).delete()
     columns = {"numeric": list(cfg.numeric), "categorical": list(cfg.categorical), "left_out": dict(reader.left_out)}
     columns.update({role: list(getattr(cfg, role)) for role in ("dates", "words") if getattr(cfg, role)})
+    columns.update({"task": f"{cfg.task} ({reader.task_reason})"} if reader.task_reason else {})
     columns.update({key: getattr(cfg, key) for key in ("date_formats", "missing_values", "decimal_comma", "units")
                     if getattr(cfg, key)})
     label = Label(label_kind, tuple(pre.labels) if label_kind == "class" else None)

@@ -12,7 +12,7 @@ import re
 from dltool.config.readers import CsvReaderConfig  # noqa: F401  (re-exported)
 from dltool.errors import ConfigError
 from dltool.readers.base import register
-from dltool.readers.table import CORRUPT, FORMAT_PATTERNS, ColumnTableReader
+from dltool.readers.table import CORRUPT, FORMAT_PATTERNS, LABEL_SAMPLE, ColumnTableReader
 
 
 @register
@@ -71,6 +71,25 @@ class CsvReader(ColumnTableReader):
     def _header(self, spark, path: str) -> list[str]:
         """The first row's fields, read with pyarrow's filesystems (a Spark job costs seconds in a fresh
         session); through Spark where pyarrow cannot open the path (s3a://)."""
+        head = self._head(path)
+        if head is None:
+            return spark.read.options(**self.read_options()).csv(path).columns
+        return next(head, [])
+
+    def label_sample(self, spark, paths: list[str]) -> list | str:
+        """The label of the rows in the first file's first MB (through Spark where pyarrow cannot open it)."""
+        head = self._head(paths[0]) if self.config.header else None
+        if head is None:
+            return super().label_sample(spark, paths)
+        names = unique_names([n.lstrip("\ufeff").strip() for n in next(head, [])])
+        if self.config.label not in names:
+            return super().label_sample(spark, paths)  # its message names the missing column
+        at = names.index(self.config.label)
+        rows = list(head)[:-1]  # the last line may be cut
+        return [row[at] for row in rows[:LABEL_SAMPLE] if len(row) == len(names)]
+
+    def _head(self, path: str):
+        """A csv.reader over the file's first MB, or None where pyarrow cannot open it."""
         import csv
         import io
 
@@ -83,9 +102,9 @@ class CsvReader(ColumnTableReader):
             with first.fs.open_input_stream(first.path, compression="detect") as f:
                 head = f.read(1 << 20).decode(cfg.encoding, errors="replace")
         except (ConfigError, StorageError):
-            return spark.read.options(**self.read_options()).csv(path).columns
+            return None
         escape = {} if cfg.escape == cfg.quote else {"escapechar": cfg.escape, "doublequote": False}
-        return next(csv.reader(io.StringIO(head), delimiter=cfg.delimiter, quotechar=cfg.quote, **escape), [])
+        return csv.reader(io.StringIO(head), delimiter=cfg.delimiter, quotechar=cfg.quote, **escape)
 
     def read_raw(self, spark, paths: list[str], extra: list[str]):
         from pyspark.sql import types as T

@@ -13,7 +13,7 @@ import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING
 
-from dltool.config.readers import CORRUPT, RESERVED, ColumnRoles, TableReaderConfig, id_like  # noqa: F401  (re-exported)
+from dltool.config.readers import CORRUPT, RESERVED, ColumnRoles, TableReaderConfig, id_like, label_task  # noqa: F401  (re-exported)
 from dltool.errors import ConfigError, map_errors
 from dltool.readers.base import TableReader, register
 
@@ -35,11 +35,41 @@ class ColumnTableReader(TableReader):
     def __init__(self, config):
         super().__init__(config)
         self.left_out: dict[str, str] = {}  # columns `auto` did not use, with the reason
+        self.task_reason: str | None = None  # why `task: auto` became what it is
         self._available: list[str] = []  # the source's columns, as read_raw found them
         self.classes: tuple[str, ...] | None = None  # the fitted classes, when the preprocessing is given
 
     def grows(self) -> bool:
         return getattr(self.config, "format", "csv") not in ("table", "delta")  # those have no files to compare
+
+    def with_task(self, spark, paths: list[str], preprocess=None) -> "ColumnTableReader":
+        """This reader with `task: auto` decided: as the fitted preprocessing was (it has classes or not), else from
+        the label's first values (`label_task`); the reason is `task_reason`."""
+        import copy
+
+        cfg = self.config
+        if cfg.task != "auto":
+            return self
+        if not cfg.label:
+            task, self.task_reason = "classification", None
+        elif preprocess is not None:
+            task = "classification" if preprocess.labels is not None else "regression"
+        else:
+            sample = self.label_sample(spark, paths)
+            task, why = (sample, f"a {'float' if sample == 'regression' else 'non-number'} column") \
+                if isinstance(sample, str) else label_task(sample, cfg.na_values)  # fmt: skip
+            self.task_reason = f"auto: the label has {why}; set task: classification if they are classes" \
+                if task == "regression" else None  # fmt: skip
+        resolved = copy.copy(self)
+        resolved.config = cfg.model_copy(update={"task": task})
+        return resolved
+
+    def label_sample(self, spark, paths: list[str]) -> list | str:
+        """The label's first values as text (at most LABEL_SAMPLE), or the task where the source's type says it."""
+        from dltool.splits import column
+
+        frame = self.read_raw(spark, paths, [])
+        return [row[0] for row in frame.select(column(self.config.label)).limit(LABEL_SAMPLE).collect()]
 
     def rows(self, spark, paths: list[str], relpaths: dict[str, str], split_settings, known: dict[str, str] | None = None):
         """The raw rows (used columns as text, vectors as arrays, the corrupt column) with `_file`, `_row` (1-based
@@ -260,6 +290,19 @@ class TableSourceReader(ColumnTableReader):
     def source_columns(self, spark, paths: list[str]) -> list[str]:
         return self._frame(spark, paths).columns
 
+    def label_sample(self, spark, paths: list[str]) -> list | str:
+        from pyspark.sql import types as T
+
+        frame = self._frame(spark, paths)
+        if self.config.label not in frame.columns:
+            return super().label_sample(spark, paths)  # its message names the missing column
+        kind = frame.schema[self.config.label].dataType
+        if isinstance(kind, (T.FloatType, T.DoubleType, T.DecimalType)):
+            return "regression"
+        if not isinstance(kind, (T.IntegralType, T.StringType)):
+            return "classification"
+        return super().label_sample(spark, paths)
+
     def _frame(self, spark, paths: list[str]):
         cfg = self.config
         source = spark.read.format(cfg.format).options(**cfg.options)
@@ -327,6 +370,10 @@ MONTH_YEAR_DATE = rf"(?i)^{_MONTH},? (\d{{4}})$"  # Jan 2020, January 2020: the 
 # Any of them, in one regex (NUMERIC_DATE first: its back-reference counts its own groups).
 DATE_LIKE = "(?i)" + "|".join(f"(?:{p.removeprefix('(?i)')})" for p in (NUMERIC_DATE, YEAR_FIRST_DATE, MONTH_FIRST_DATE,
                                                                       DAY_FIRST_DATE, MONTH_YEAR_DATE))  # fmt: skip
+
+
+# task: auto decides from the label's first values: at most this many.
+LABEL_SAMPLE = 10_000
 
 
 # auto: a column of numbers with a few words besides stays numeric, the words read as missing in it alone.

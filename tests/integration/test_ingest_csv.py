@@ -217,3 +217,18 @@ def test_a_windows_export_reads_in_its_encoding_and_a_repeated_column_is_numbere
     assert manifest["columns"]["numeric"] == ["x", "x_2"] and manifest["columns"]["categorical"] == ["city"]
     pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
     assert pre["categorical"]["city"] == sorted(cities)
+
+
+def test_a_label_of_many_numbers_is_a_regression_target_without_a_task(spark, tmp_path, write_config):
+    (tmp_path / "data.csv").write_text("x,price,grade\n" + "".join(f"{i},{3.5 * i + 0.25},{i % 5}\n" for i in range(60)))
+    config = {"name": "price", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "data.csv"), "numeric": ["x"], "label": "price"}}
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["label"]["kind"] == "regression" and summary["labels"] is None
+    assert manifest["columns"]["task"] == ("regression (auto: the label has 59 distinct numbers; set task: "
+                                           "classification if they are classes)")  # the last line read may be cut
+    config["ingest"]["label"] = "grade"  # 5 distinct integers: classes
+    result, summary = ingest(write_config(config), "--overwrite")
+    assert result.exit_code == 0 and summary["labels"] == ["0", "1", "2", "3", "4"], result.output

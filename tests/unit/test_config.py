@@ -189,3 +189,16 @@ def test_a_text_table_s_label_names_its_class_column_and_files_say_what_they_tak
     assert parse_config(text, source="exp.yaml").ingest.label_column == "sentiment"
     with pytest.raises(ConfigError, match=re.escape("label: 'sentiment' names a column, which only table formats")):
         parse_config(text.replace("format: csv", "format: files"), source="exp.yaml")
+
+
+@pytest.mark.parametrize("values, task", [
+    (["1.0", "0.0", "", "NA"], "classification"),  # 0/1 written as floats (a pandas export with gaps)
+    ([str(i) for i in range(21)], "regression"),
+    ([f"{i / 2}" for i in range(11)], "regression"),
+    ([f"{i / 2}" for i in range(9)] + ["nan", "inf"], "classification"),  # half-star ratings: few values
+    (["3", "cat"], "classification"),
+])  # fmt: skip
+def test_task_auto_makes_a_label_of_many_numbers_a_regression_target(values, task):
+    from dltool.config.readers import label_task
+
+    assert label_task(values, ("", "NA"))[0] == task
