@@ -138,38 +138,19 @@ class ColumnTableReader(TableReader):
         from pyspark.sql import functions as F
 
         from dltool.splits import column
-        from dltool.transforms.table import (DECIMAL_COMMA_NUMBER, FORMATTED_NUMBER, ISO_TIME, NEGATIVE, NUMBER_SIGNS,
-                                             UNIT_NUMBER)  # fmt: skip
+        from dltool.transforms.table import DECIMAL_COMMA_NUMBER
 
         cfg = self.config
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
                                                                              self._group} | RESERVED  # fmt: skip
         candidates = [c for c in self._available if c not in taken]
-        aggregates, texts, dated = [], {}, {}
-        for i, c in enumerate(candidates):
-            text = F.trim(column(c).cast("string"))
-            present = text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])])
-            formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(F.regexp_replace(text, NUMBER_SIGNS, ""),
-                                                                              NEGATIVE, "-"))  # fmt: skip
-            number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"), _clock_hours(text))  # 1,250, $3.50, 13:45
-            numberish = number.isNotNull() | F.lower(text).isin("true", "false")
-            texts[c] = text, present, numberish
-            # A time as the tasks read it (ISO 8601); Spark's cast also takes forms they do not (13:45 alone, as today's).
-            dated[c] = {"time": number.isNull() & text.rlike(ISO_TIME) & text.try_cast("timestamp").isNotNull(),
-                        "datelike": number.isNull() & text.rlike(DATE_LIKE)}
-            aggregates += [
-                F.count(F.when(present, 1)).alias(f"present{i}"),
-                F.count(F.when(present & numberish, 1)).alias(f"number{i}"),
-                F.count(F.when(present & ~numberish & text.rlike(DECIMAL_COMMA_NUMBER), 1)).alias(f"comma{i}"),
-                F.count(F.when(present & ~numberish & text.rlike(UNIT_NUMBER), 1)).alias(f"unit{i}"),
-                F.count(F.when(present & (number == F.floor(number)), 1)).alias(f"integer{i}"),
-                F.count(F.when(present & dated[c]["time"], 1)).alias(f"time{i}"),
-                F.approx_count_distinct(F.when(present, text)).alias(f"distinct{i}"),
-                F.max(F.when(present, number)).alias(f"max{i}"), F.min(F.when(present, number)).alias(f"min{i}"),
-                F.count(F.when(present & dated[c]["datelike"], 1)).alias(f"datelike{i}"),
-            ]  # fmt: skip
         train = rows.where(F.col("split") == "train")
-        row = train.agg(*aggregates).first() if candidates else None
+        row = _value_counts(train, candidates, cfg.na_values, cfg.missing_values)
+
+        def values(c):  # one column's values, as Spark columns over `train`, for the second looks below
+            text = F.trim(column(c).cast("string"))
+            return _values(text, text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])]))
+
         # Where a column of too many values for a category is numbers, or a column is dates, but for a few words
         # (`unknown`, `n/k`, `-`): those words, its gaps. (A code of few values with a word, `1, 2, 3, crew`, stays
         # a category: the word is one too.) A second aggregation, only for such columns.
@@ -181,21 +162,23 @@ class ColumnTableReader(TableReader):
                 kinds[c] = "number"
             elif kind := next((k for k in ("time", "datelike") if mostly(i, k)), None):
                 kinds[c] = kind
-        extra = _missing_words(train, {c: (*texts[c][:2], texts[c][2] if kind == "number" else dated[c][kind])
-                                       for c, kind in kinds.items()})  # fmt: skip
+        extra = _missing_words(train, {c: (v["text"], v["present"], v["numberish" if kind == "number" else kind])
+                                       for c, kind in kinds.items() for v in [values(c)]})  # fmt: skip
         with_words = lambda i, c, kind: row[f"present{i}"] and (  # noqa: E731
             row[f"{kind}{i}"] == row[f"present{i}"] or c in extra and kinds[c] == kind)
         iso = {c for i, c in enumerate(candidates) if with_words(i, c, "time")}
         # Where every train value of a column, but for those words, has one of the date forms: its shapes.
-        found = _date_formats(train, {c: (texts[c][0], texts[c][1] & ~texts[c][0].isin(extra[c]) if c in extra else texts[c][1])
-                                      for i, c in enumerate(candidates) if c not in iso and with_words(i, c, "datelike")})
+        found = _date_formats(train, {c: (v["text"], v["present"] & ~v["text"].isin(extra[c]) if c in extra else v["present"])
+                                      for i, c in enumerate(candidates) if c not in iso and with_words(i, c, "datelike")
+                                      for v in [values(c)]})  # fmt: skip
         # And where numbers and numbers with a decimal comma (1,5) make up a column: whether every value is the latter.
-        comma = _all_match(train, {c: texts[c][:2] for i, c in enumerate(candidates) if row[f"comma{i}"]
-                                   and row[f"number{i}"] + row[f"comma{i}"] == row[f"present{i}"]}, DECIMAL_COMMA_NUMBER)
+        comma = _all_match(train, {c: (v["text"], v["present"]) for i, c in enumerate(candidates) if row[f"comma{i}"]
+                                   and row[f"number{i}"] + row[f"comma{i}"] == row[f"present{i}"] for v in [values(c)]},
+                           DECIMAL_COMMA_NUMBER)  # fmt: skip
         # And where numbers with a unit after them (12 kg) and plain numbers make up a column: its one unit.
-        found_units = _units(train, {c: texts[c][:2] for i, c in enumerate(candidates) if c not in comma and row[f"unit{i}"]
-                                     and row[f"number{i}"] + row[f"unit{i}"] == row[f"present{i}"]
-                                     and row[f"unit{i}"] >= row[f"number{i}"]})  # fmt: skip
+        found_units = _units(train, {c: (v["text"], v["present"]) for i, c in enumerate(candidates) if c not in comma
+                                     and row[f"unit{i}"] and row[f"number{i}"] + row[f"unit{i}"] == row[f"present{i}"]
+                                     and row[f"unit{i}"] >= row[f"number{i}"] for v in [values(c)]})  # fmt: skip
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
         date_formats, missing_values, decimal_comma = dict(cfg.date_formats), dict(cfg.missing_values), list(cfg.decimal_comma)
         units = dict(cfg.units)
@@ -378,6 +361,66 @@ LABEL_SAMPLE = 10_000
 
 # auto: a column of numbers with a few words besides stays numeric, the words read as missing in it alone.
 MAX_MISSING_WORDS, MAX_WORD_SHARE, MIN_NUMBERS = 3, 0.1, 20
+
+
+def _values(text, present) -> dict:
+    """What `auto` asks of each value `text` (a trimmed string Spark column; `present`: not missing), as Spark columns:
+    its number (1,250, $3.50, (5), 13:45), whether it is one (or true/false), an ISO 8601 time as the tasks read it
+    (Spark's cast also takes forms they do not: 13:45 alone, as today's), or one of the date forms of DATE_LIKE."""
+    from pyspark.sql import functions as F
+
+    from dltool.transforms.table import FORMATTED_NUMBER, ISO_TIME, NEGATIVE, NUMBER_SIGNS
+
+    formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(F.regexp_replace(text, NUMBER_SIGNS, ""), NEGATIVE, "-"))
+    number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"), _clock_hours(text))
+    return {"text": text, "present": present, "number": number,
+            "numberish": number.isNotNull() | F.lower(text).isin("true", "false"),
+            "time": number.isNull() & text.rlike(ISO_TIME) & text.try_cast("timestamp").isNotNull(),
+            "datelike": number.isNull() & text.rlike(DATE_LIKE)}  # fmt: skip
+
+
+COUNTS = ("present", "number", "comma", "unit", "integer", "time", "distinct", "datelike")
+
+
+def _value_counts(train, columns: list[str], na_values, missing_values: dict) -> dict:
+    """For each column i of `columns`, over the train rows: its present values (`present{i}`), numbers, decimal-comma
+    numbers, numbers with a unit, integers, ISO times, distinct values, dates of the other forms, and its largest and
+    smallest number (`max{i}`, `min{i}`).
+
+    One aggregation of the columns unpivoted into (column, value) rows, grouped by column: its plan is the same
+    for 3 columns or 785 (a query with each column's own expressions grew with the columns, and a 785-column table
+    took minutes to plan and ran the driver out of memory)."""
+    from pyspark.sql import functions as F
+
+    from dltool.splits import column
+    from dltool.transforms.table import DECIMAL_COMMA_NUMBER, UNIT_NUMBER
+
+    names = [f"_v{i}" for i in range(len(columns))]
+    row = {f"{key}{i}": (None if key in ("max", "min") else 0) for i in range(len(columns)) for key in (*COUNTS, "max", "min")}
+    if not columns:
+        return row
+    wide = train.select(*(F.trim(column(c).cast("string")).alias(n) for c, n in zip(columns, names)))
+    long = wide.unpivot([], names, "_column", "_text")
+    text, missing = F.col("_text"), F.col("_text").isin(list(na_values))
+    for name, c in zip(names, columns):
+        if missing_values.get(c):
+            missing = missing | ((F.col("_column") == name) & text.isin(missing_values[c]))
+    v = _values(text, text.isNotNull() & ~missing)
+    present, number, numberish = v["present"], v["number"], v["numberish"]
+    aggregates = [
+        F.count(F.when(present, 1)).alias("present"), F.count(F.when(present & numberish, 1)).alias("number"),
+        F.count(F.when(present & ~numberish & text.rlike(DECIMAL_COMMA_NUMBER), 1)).alias("comma"),
+        F.count(F.when(present & ~numberish & text.rlike(UNIT_NUMBER), 1)).alias("unit"),
+        F.count(F.when(present & (number == F.floor(number)), 1)).alias("integer"),
+        F.count(F.when(present & v["time"], 1)).alias("time"),
+        F.approx_count_distinct(F.when(present, text)).alias("distinct"),
+        F.count(F.when(present & v["datelike"], 1)).alias("datelike"),
+        F.max(F.when(present, number)).alias("max"), F.min(F.when(present, number)).alias("min"),
+    ]  # fmt: skip
+    for found in long.groupBy("_column").agg(*aggregates).collect():
+        i = int(found["_column"][2:])
+        row.update({f"{key}{i}": found[key] for key in (*COUNTS, "max", "min")})
+    return row
 
 
 def _missing_words(train, texts: dict) -> dict[str, list[str]]:

@@ -124,6 +124,9 @@ def _session(settings: SparkSettings, warm: tuple[str, ...] = (), warm_tensorflo
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
+        # A plan's text (kept for each adaptive update) grows with the columns times their expressions: a 785-column
+        # table's auto roles made it gigabytes, and the driver ran out of heap. Past this length it is cut.
+        "spark.sql.maxPlanStringLength": str(1 << 20),
         "spark.driver.extraJavaOptions": " ".join([f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
                                                    *(class_data_sharing() if settings.jvm_cache else [])]),
         # TensorFlow in Python workers (eval, predict) would print its CPU banner on stderr.

@@ -232,3 +232,23 @@ def test_auto_reads_times_of_day_as_hours_and_months_with_their_year_as_dates(sp
     np.testing.assert_allclose(features[:, names.index("opens")], i % 24 + i % 4 / 4)
     np.testing.assert_allclose(features[:, names.index("billed:month")], 1 + i % 12)
     np.testing.assert_allclose(features[:, names.index("stamped:hour")], 9)
+
+
+def test_a_wide_table_gets_its_roles_from_one_grouped_aggregation(spark, tmp_path, write_config):
+    # 300 pixel columns (a digits table as CSV): one query with each column's own expressions ran the driver out of memory
+    pixels = [f"p{j}" for j in range(300)]
+    lines = [",".join(["label", *pixels, "shade"])]
+    for i in range(30):
+        lines.append(",".join([str(i % 3), *(str(i * j % 17) for j in range(300)), ["dark", "light"][i % 2]]))
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {"name": "wide", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
+                         "label": "label"}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
+    assert manifest["columns"]["numeric"] == pixels and manifest["columns"]["categorical"] == ["shade"]
+    train = read_split(tmp_path / "out", "train")
+    features = decode_tensors(train.column("features"), TensorSpec.from_json(manifest["features"]))
+    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    np.testing.assert_allclose(features[:, 299], i * 299 % 17)
