@@ -159,28 +159,22 @@ def test_an_unclosed_bracket_or_quote_is_named_where_it_opens(text, line, what):
     assert str(info.value).startswith(f"exp.yaml:{line}: invalid YAML: {what}"), str(info.value)
 
 
-@pytest.mark.parametrize("formats, message", [
-    ("{sold: '%d/%m/%Y'}", "date_formats: column sold is not listed in `dates`"),
-    ("{day: '%d/%m'}", "date_formats: day: '%d/%m' names no year and month"),
+@pytest.mark.parametrize("roles, message, valid", [
+    ("dates: [day]\n  date_formats: {sold: '%d/%m/%Y'}", "date_formats: column sold is not listed in `dates`",
+     "dates: [day]\n  date_formats: {day: '%d/%m/%Y'}"),
+    ("dates: [day]\n  date_formats: {day: '%d/%m'}", "date_formats: day: '%d/%m' names no year and month",
+     "dates: [day]\n  date_formats: {day: '%d/%m/%Y'}"),
+    ("numeric: [weight]\n  units: {height: cm}", "units: column height is not listed in `numeric`",
+     "numeric: [weight]\n  units: {weight: sq ft}"),
+    ("numeric: [weight]\n  units: {weight: '(kg)'}", "units: weight: '(kg)' is not a unit",
+     "numeric: [weight]\n  units: {weight: kg}"),
 ])  # fmt: skip
-def test_a_date_format_belongs_to_a_date_column_and_names_year_and_month(formats, message):
-    table = GOOD.replace("reader: image", "reader: csv").replace("input: images\n  size: [32, 32]",
-                                                                  f"input: t.csv\n  dates: [day]\n  date_formats: {formats}")
+def test_a_date_format_or_a_unit_belongs_to_its_column_and_is_well_formed(roles, message, valid):
+    table = lambda roles: GOOD.replace("reader: image", "reader: csv").replace(  # noqa: E731
+        "input: images\n  size: [32, 32]", f"input: t.csv\n  {roles}")
     with pytest.raises(ConfigError, match=re.escape(message)):
-        parse_config(table, source="exp.yaml")
-    parse_config(table.replace(formats, "{day: '%d/%m/%Y'}"), source="exp.yaml")  # names the year: valid
-
-
-@pytest.mark.parametrize("units, message", [
-    ("{height: cm}", "units: column height is not listed in `numeric`"),
-    ("{weight: '(kg)'}", "units: weight: '(kg)' is not a unit"),
-])  # fmt: skip
-def test_a_unit_belongs_to_a_numeric_column_and_is_letters(units, message):
-    table = GOOD.replace("reader: image", "reader: csv").replace("input: images\n  size: [32, 32]",
-                                                                  f"input: t.csv\n  numeric: [weight]\n  units: {units}")
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        parse_config(table, source="exp.yaml")
-    parse_config(table.replace(units, "{weight: sq ft}"), source="exp.yaml")
+        parse_config(table(roles), source="exp.yaml")
+    parse_config(table(valid), source="exp.yaml")
 
 
 def test_a_text_table_s_label_names_its_class_column_and_files_say_what_they_take():
