@@ -14,6 +14,8 @@ Real public data made on this machine with no internet at run time (PyPI package
 * stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
   `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
   time, written `2010/01/01 13:00`;
+* scans and pixels: the digits' scans as tables of pixel columns, 64 (their own 8x8) and 784
+  (upscaled to 28x28, an MNIST CSV's shape): wide tables of one kind of number;
 * debian: the one-line descriptions of Debian bookworm's packages in eight sections (at most
   700 each), from apt's own package list -> text reader;
 * fortunes: the sayings of Debian's `fortunes` package in six topics (4,311 short texts);
@@ -229,6 +231,34 @@ def _vega_csv(name: str):
     return pd.read_csv(Path(vega_datasets.__file__).parent / "_data" / f"{name}.csv", dtype=str)
 
 
+def _digit_pixels(side: int):
+    """scikit-learn's 1,797 scanned digits as a table of `side` x `side` pixel columns (p0, p1, ...) and the digit:
+    8 gives the scans' own 64 columns of 16 grey levels; 28 upscales them to MNIST's 784 columns of 0-255."""
+    import cv2
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    if side == 8:
+        pixels = data.images.reshape(len(data.images), -1).astype(int)
+    else:
+        grey = [np.clip(image * (255.0 / 16.0), 0, 255).astype(np.uint8) for image in data.images]
+        pixels = np.stack([cv2.resize(g, (side, side), interpolation=cv2.INTER_CUBIC).ravel() for g in grey])
+    frame = pd.DataFrame(pixels, columns=[f"p{i}" for i in range(side * side)])
+    frame["digit"] = data.target
+    return frame
+
+
+def make_scans(root: Path) -> tuple[Path, dict, dict]:
+    """The 1,797 digit scans as a 64-column table of grey levels: a wide table of one kind of number."""
+    return _table(root, "scans", _digit_pixels(8), "digit")
+
+
+def make_pixels(root: Path) -> tuple[Path, dict, dict]:
+    """The same scans as a 784-column table, the shape of an MNIST CSV export."""
+    return _table(root, "pixels", _digit_pixels(28), "digit")
+
+
 def make_stocks(root: Path) -> tuple[Path, dict, dict]:
     """Monthly prices of 5 stocks 2000-10 (560 rows): which stock, from the date (written `Jan 1 2000`) and the price."""
     return _table(root, "stocks", _vega_csv("stocks"), "symbol")
@@ -241,7 +271,8 @@ def make_temps(root: Path) -> tuple[Path, dict, dict]:
 
 SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "debian": make_debian,
         "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
-        "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps}  # fmt: skip
+        "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps,
+        "scans": make_scans, "pixels": make_pixels}  # fmt: skip
 RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps"}  # also compared with HistGradientBoosting on the raw columns
 
 
@@ -273,13 +304,16 @@ def load_split(dataset: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 SWINGS: dict[str, list[float]] = {}  # row -> spread of val accuracy over each run's last 5 epochs
+SECONDS: dict[str, list[float]] = {}  # row -> seconds of each run's `dltool train`
 
 
 def dltool_row(config, row: str, metric: str) -> float:
     from dltool.evaluate.score import run_eval
     from dltool.train.run import run_training
 
+    started = time.perf_counter()
     run_training(config, overwrite=True, progress=False)
+    SECONDS.setdefault(row, []).append(time.perf_counter() - started)
     history = [json.loads(line) for line in (Path(config.train.run_dir) / "history.jsonl").read_text().splitlines()]
     watched = "val_accuracy" if metric == "accuracy" else "val_loss"
     last = [h[watched] for h in history[-5:]]
@@ -470,6 +504,8 @@ def main() -> None:
         for row, values in rows.items():
             swing = SWINGS.get(f"{name}: {row}")
             swing_text = f"   val swing over the last 5 epochs <= {max(swing):.3f}" if swing else ""
+            seconds = SECONDS.get(f"{name}: {row}")
+            swing_text += f", train {max(seconds):.0f} s at most" if seconds else ""
             print(f"  {row:32s} {spread(values)}   ({' '.join(f'{v:.3f}' for v in values)}){swing_text}")
         means = {row: statistics.mean(values) for row, values in rows.items()}
         one, two = means["dltool train --workers 1"], means["dltool train --workers 2"]

@@ -137,7 +137,8 @@ class ColumnRoles(Section):
         default_factory=list, description="Date or timestamp columns (ISO 8601, Spark date and timestamp types, or "
         "the format `date_formats` gives): each becomes days since 1970, month, day, weekday and hour features. auto "
         "roles add every such column, and the common other forms (12/31/2020, 31.12.2020, 2020/12/31, Dec 31, 2020, "
-        "31-Dec-20; day or month first as the train values show, else month first with slashes).",
+        "31-Dec-20; day or month first as the train values show, else month first with slashes); a column named "
+        "here without a format gets one the same way.",
     )
     date_formats: dict[str, str] = Field(
         default_factory=dict, description="The strptime format of a `dates` column that is not ISO 8601, e.g. "

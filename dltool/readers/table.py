@@ -116,6 +116,10 @@ class ColumnTableReader(TableReader):
         elif cfg.auto():
             (numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma,
              units) = self._infer_roles(rows)
+        elif found := self._named_date_formats(rows):  # named columns, but a date column's form left to find
+            numeric, categorical, dates, words, left_out = cfg.numeric, cfg.categorical, cfg.dates, cfg.words, {}
+            date_formats, missing_values = {**found, **cfg.date_formats}, cfg.missing_values
+            decimal_comma, units = cfg.decimal_comma, cfg.units
         else:
             return self
         resolved = copy.copy(self)
@@ -180,8 +184,8 @@ class ColumnTableReader(TableReader):
                                      and row[f"unit{i}"] and row[f"number{i}"] + row[f"unit{i}"] == row[f"present{i}"]
                                      and row[f"unit{i}"] >= row[f"number{i}"] for v in [values(c)]})  # fmt: skip
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
-        date_formats, missing_values, decimal_comma = dict(cfg.date_formats), dict(cfg.missing_values), list(cfg.decimal_comma)
-        units = dict(cfg.units)
+        date_formats = {**self._named_date_formats(rows), **cfg.date_formats}
+        missing_values, decimal_comma, units = dict(cfg.missing_values), list(cfg.decimal_comma), dict(cfg.units)
         for i, c in enumerate(candidates):
             present, distinct = row[f"present{i}"], row[f"distinct{i}"]
             if not present:
@@ -224,6 +228,28 @@ class ColumnTableReader(TableReader):
         if not any((numeric, categorical, dates, words, cfg.vector_columns())):
             raise ConfigError(f"{cfg.input}: auto found no feature column ({'; '.join(f'{c}: {r}' for c, r in left_out.items())})")
         return numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma, units
+
+    def _named_date_formats(self, rows) -> dict[str, str]:
+        """The strptime format of each column `dates` names and `date_formats` does not, where every train value of
+        it has one date form other than ISO 8601 (`Jan 1 2000`, `31/12/2020`), found as `auto` finds a date
+        column's. Two small aggregations, only for such columns; ISO dates need no format."""
+        from pyspark.sql import functions as F
+
+        from dltool.splits import column
+
+        cfg = self.config
+        texts = {}
+        for c in cfg.dates:
+            if c not in cfg.date_formats:
+                text = F.trim(column(c).cast("string"))
+                texts[c] = _values(text, text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])]))
+        if not texts:
+            return {}
+        train = rows.where(F.col("split") == "train")
+        other = train.agg(*(F.count_if(v["present"] & (v["time"] | ~v["datelike"])).alias(f"other{i}")
+                            for i, v in enumerate(texts.values()))).first()  # fmt: skip
+        return _date_formats(train, {c: (v["text"], v["present"]) for i, (c, v) in enumerate(texts.items())
+                                     if other[f"other{i}"] == 0})  # fmt: skip
 
     def rules(self) -> RowRules:
         """How the tasks check and type each field (call after `rows`, which finds the vector sizes)."""

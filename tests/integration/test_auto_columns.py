@@ -5,12 +5,35 @@ from __future__ import annotations
 import json
 import re
 from datetime import date
+from types import SimpleNamespace
 
 import numpy as np
 
 from dltool.shards.codec import TensorSpec, decode_tensors
 from tests.conftest import read_split
 from tests.conftest import run_ingest_cli as ingest
+
+
+def auto_ingest(tmp_path, write_config, lines: list[str], **settings) -> SimpleNamespace:
+    """`lines` as a CSV ingested with `numeric: auto, categorical: auto` and `settings`, every row in (asserted).
+
+    Gives the manifest, its `columns`, the `--json` summary, `_preprocess.json`, the train split's features by
+    name, and `i`: each train row's index in the data lines (row r of the file is i = r - 1)."""
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    config = {"name": "auto", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
+                         **settings}}  # fmt: skip
+    result, summary = ingest(write_config(config))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
+    train = read_split(tmp_path / "out", "train")
+    features = decode_tensors(train.column("features"), TensorSpec.from_json(manifest["features"]))
+    return SimpleNamespace(
+        manifest=manifest, columns=manifest["columns"], summary=summary, features=features,
+        by_name=dict(zip(manifest["features"]["names"], features.T)),
+        preprocess=json.loads((tmp_path / "out" / "_preprocess.json").read_text()),
+        i=np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()]),
+    )  # fmt: skip
 
 
 def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is_out(spark, tmp_path, write_config):
@@ -23,40 +46,28 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
         income = "#N/A" if i % 10 == 4 else "None" if i % 15 == 7 else income  # gaps as pandas reads them
         lines.append(f"{1000 + i},{income},{['basic', 'pro', 'team'][i % 3]},{member},"
                      f"2024-01-{1 + i % 28:02d}T10:00:00,{note},{i % 7},{1500 + 29 * i},{rng.integers(10**9)},{i + 1},{'yn'[i % 2]}")  # fmt: skip
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    config = {
-        "name": "auto", "dataset": {"path": str(tmp_path / "out")},
-        "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
-                   "label": "target", "exclude": ["score"]},
-    }  # fmt: skip
-    result, summary = ingest(write_config(config))
-    assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    columns = manifest["columns"]
+    found = auto_ingest(tmp_path, write_config, lines, label="target", exclude=["score"])
+    columns, manifest, features = found.columns, found.manifest, found.features
     # A nearly unique measurement stays a number; ids are named like one or number the rows.
     assert columns["numeric"] == ["income (k)", "is member", "weight lb"] and columns["categorical"] == ["plan.name"]
-    assert manifest["counts"]["quarantined"] == 0
     assert columns["dates"] == ["signed up"] and columns["words"] == ["note"]
     left_out = columns["left_out"]
     assert set(left_out) == {"row id", "account no", "line"} and all(r.startswith("an id:") for r in left_out.values())
     assert left_out["row id"].endswith("named like one") and left_out["account no"].endswith("named like one")
     assert re.fullmatch(r"an id: \d+ distinct integers in \d+ rows, from \d+ to \d+", left_out["line"])
-    assert summary["left_out"] == columns["left_out"]
+    assert found.summary["left_out"] == columns["left_out"]
     date_parts = [f"signed up:{p}" for p in ("days", "month", "day", "weekday", "hour")]
     # The note's words in 2+ train rows; its random numbers are in one row each.
     assert manifest["features"]["names"] == ["income (k)", "is member", "weight lb", *date_parts, "plan.name=basic",
                                              "plan.name=pro", "plan.name=team", "plan.name=<other>", "note~a",
                                              "note~comma", "note~free", "note~text", "note~with"]  # fmt: skip
-    spec = TensorSpec.from_json(manifest["features"])
-    train = read_split(tmp_path / "out", "train")
-    features = decode_tensors(train.column("features"), spec)
     assert set(np.unique(features[:, 1])) == {0.0, 1.0}  # true/false became 1/0
     # Row r (1-based) signed up on 2024-01-(1 + (r - 1) % 28) at 10:00; 2024-01-01 is a Monday, day 19723 since 1970.
-    offset = np.array([(int(k.rsplit(":", 1)[1]) - 1) % 28 for k in train.column("key").to_pylist()])
+    offset = found.i % 28
     expected = np.stack([19723 + offset + 10 / 24, np.ones_like(offset), 1 + offset, offset % 7, np.full_like(offset, 10)], 1)
     np.testing.assert_allclose(features[:, 3:8], expected, rtol=1e-6)
     assert (features[:, -5:] == 1).all()  # every note has each of the five words
-    pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
+    pre = found.preprocess
     assert list(pre["numeric"]) == ["income (k)", "is member", "weight lb", *date_parts] and pre["dates"] == ["signed up"]
     assert pre["words"] == {"note": ["a", "comma", "free", "text", "with"]}
 
@@ -69,35 +80,23 @@ def test_auto_reads_formatted_numbers_and_the_common_date_forms(spark, tmp_path,
         clock = f"{1 + i % 12}:05 {'AP'[i % 2]}M"  # sold on a 12-hour clock
         lines.append(f'"${1000 + 37 * i:,}.50",{month}/{day}/2020 {clock},{day:02d}.{month:02d}.2019,"{months[month - 1]} {day}, '
                      f'2021",{i % 50}%,{month}.{day}.{10 + i % 3},{"yn"[i % 3 == 0]}')  # fmt: skip
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    config = {"name": "forms", "dataset": {"path": str(tmp_path / "out")},
-              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
-                         "max_categories": 100, "label": "target"}}  # fmt: skip
-    result, summary = ingest(write_config(config))
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
-    columns = manifest["columns"]
-    assert summary["left_out"] == {} and columns["numeric"] == ["price", "share"] and columns["categorical"] == ["version"]  # 1.2.10: no date
+    found = auto_ingest(tmp_path, write_config, lines, max_categories=100, label="target")
+    columns, x, i = found.columns, found.by_name, found.i
+    assert found.summary["left_out"] == {} and columns["numeric"] == ["price", "share"]
+    assert columns["categorical"] == ["version"]  # 1.2.10: no date
     assert columns["dates"] == ["sold", "opened", "listed"]
     assert columns["date_formats"] == {"sold": "%m/%d/%Y", "opened": "%d.%m.%Y", "listed": "%b %d %Y"}
-    pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
-    assert pre["date_formats"] == columns["date_formats"]  # predict reads new rows the same way
-    spec = TensorSpec.from_json(manifest["features"])
-    train = read_split(tmp_path / "out", "train")
-    features = decode_tensors(train.column("features"), spec)
-    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    assert found.preprocess["date_formats"] == columns["date_formats"]  # predict reads new rows the same way
     day, month = 1 + i % 28, 1 + i % 12
-    names = manifest["features"]["names"]
-    np.testing.assert_allclose(features[:, names.index("price")], 1000.5 + 37 * i)
-    np.testing.assert_allclose(features[:, names.index("share")], i % 50)
+    np.testing.assert_allclose(x["price"], 1000.5 + 37 * i)
+    np.testing.assert_allclose(x["share"], i % 50)
     hour = (1 + i % 12) % 12 + 12 * (i % 2)  # 12:05 AM is 0:05
-    np.testing.assert_allclose(features[:, names.index("sold:hour")], hour)
+    np.testing.assert_allclose(x["sold:hour"], hour)
     for column, year in (("sold", 2020), ("opened", 2019), ("listed", 2021)):
-        assert (features[:, names.index(f"{column}:day")] == day).all(), column
-        assert (features[:, names.index(f"{column}:month")] == month).all(), column
+        assert (x[f"{column}:day"] == day).all() and (x[f"{column}:month"] == month).all(), column
         days = np.array([(date(year, m, d) - date(1970, 1, 1)).days for m, d in zip(month, day)])
         days = days + (hour + 5 / 60) / 24 if column == "sold" else days
-        np.testing.assert_allclose(features[:, names.index(f"{column}:days")], days)
+        np.testing.assert_allclose(x[f"{column}:days"], days)
 
 
 def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_missing(spark, tmp_path, write_config):
@@ -105,22 +104,13 @@ def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_miss
     for i in range(120):
         weight = "unknown" if i % 25 == 3 else "-" if i % 40 == 7 else f"{50 + 0.37 * i:.2f}"
         lines.append(f"{weight},{'crew' if i % 10 == 0 else 1 + i % 3},{'yn'[i % 2]}")  # a code with a word: a category
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    config = {"name": "gaps", "dataset": {"path": str(tmp_path / "out")},
-              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
-                         "label": "target"}}  # fmt: skip
-    result, summary = ingest(write_config(config))
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
-    columns = manifest["columns"]
+    found = auto_ingest(tmp_path, write_config, lines, label="target")
+    columns, i = found.columns, found.i
     assert columns["numeric"] == ["weight kg"] and columns["categorical"] == ["class"]
     assert columns["missing_values"] == {"weight kg": ["-", "unknown"]}
-    pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
+    pre = found.preprocess
     assert pre["missing_values"] == columns["missing_values"]  # predict reads new rows the same way
-    spec = TensorSpec.from_json(manifest["features"])
-    train = read_split(tmp_path / "out", "train")
-    weights = decode_tensors(train.column("features"), spec)[:, manifest["features"]["names"].index("weight kg")]
-    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
+    weights = found.by_name["weight kg"]
     word = (i % 25 == 3) | (i % 40 == 7)
     np.testing.assert_allclose(weights[~word], 50 + 0.37 * i[~word], rtol=1e-5)
     np.testing.assert_allclose(weights[word], pre["numeric"]["weight kg"], rtol=1e-5)  # the imputed train mean
@@ -132,25 +122,14 @@ def test_auto_reads_numbers_written_with_a_decimal_comma(spark, tmp_path, write_
     for i in range(60):
         price = f"{1000 + 37 * i:,}".replace(",", ".")
         lines.append(f"{i // 4},{i % 4 * 25:02d};{price},50 €;{1000 + 137 * i:,};{'jn'[i % 2]}")
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    config = {"name": "komma", "dataset": {"path": str(tmp_path / "out")},
-              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "delimiter": ";", "numeric": "auto",
-                         "categorical": "auto", "label": "ziel"}}  # fmt: skip
-    result, summary = ingest(write_config(config))
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
-    columns = manifest["columns"]
+    found = auto_ingest(tmp_path, write_config, lines, delimiter=";", label="ziel")
+    columns, x, i = found.columns, found.by_name, found.i
     # 1,137 alone could be either: a comma grouping thousands, as before. 1.037,50 € is a European price.
     assert columns["numeric"] == ["gewicht", "preis", "stück"] and columns["decimal_comma"] == ["gewicht", "preis"]
-    assert json.loads((tmp_path / "out" / "_preprocess.json").read_text())["decimal_comma"] == ["gewicht", "preis"]
-    spec = TensorSpec.from_json(manifest["features"])
-    train = read_split(tmp_path / "out", "train")
-    features = decode_tensors(train.column("features"), spec)
-    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
-    names = manifest["features"]["names"]
-    np.testing.assert_allclose(features[:, names.index("gewicht")], i // 4 + i % 4 * 0.25)
-    np.testing.assert_allclose(features[:, names.index("preis")], 1000.5 + 37 * i)
-    np.testing.assert_allclose(features[:, names.index("stück")], 1000 + 137 * i)
+    assert found.preprocess["decimal_comma"] == ["gewicht", "preis"]
+    np.testing.assert_allclose(x["gewicht"], i // 4 + i % 4 * 0.25)
+    np.testing.assert_allclose(x["preis"], 1000.5 + 37 * i)
+    np.testing.assert_allclose(x["stück"], 1000 + 137 * i)
 
 
 def test_auto_reads_units_and_accountants_negatives_as_numbers(spark, tmp_path, write_config):
@@ -159,25 +138,13 @@ def test_auto_reads_units_and_accountants_negatives_as_numbers(spark, tmp_path, 
         weight = f"{40 + i / 4:g}" if i % 10 == 3 else f"{40 + i / 4:g} {'KGS' if i % 7 == 0 else 'kg'}"
         balance = f'"({37 * i:,}.50)"' if i % 2 else f'"{37 * i:,}.50"'
         lines.append(f"{weight},{1000 + 10 * i}cc,{balance},{1 + i % 3}{['st', 'nd', 'rd'][i % 3]},{'yn'[i % 2]}")
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    config = {"name": "units", "dataset": {"path": str(tmp_path / "out")},
-              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
-                         "label": "target"}}  # fmt: skip
-    result, summary = ingest(write_config(config))
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
-    columns = manifest["columns"]
+    found = auto_ingest(tmp_path, write_config, lines, label="target")
+    columns, x, i = found.columns, found.by_name, found.i
     assert columns["numeric"] == ["weight", "engine", "balance"] and columns["categorical"] == ["place"]  # 1st, 2nd: a code
-    assert columns["units"] == {"weight": "kg", "engine": "cc"}
-    assert json.loads((tmp_path / "out" / "_preprocess.json").read_text())["units"] == columns["units"]
-    spec = TensorSpec.from_json(manifest["features"])
-    train = read_split(tmp_path / "out", "train")
-    features = decode_tensors(train.column("features"), spec)
-    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
-    names = manifest["features"]["names"]
-    np.testing.assert_allclose(features[:, names.index("weight")], 40 + i / 4)
-    np.testing.assert_allclose(features[:, names.index("engine")], 1000 + 10 * i)
-    np.testing.assert_allclose(features[:, names.index("balance")], (37 * i + 0.5) * np.where(i % 2, -1, 1))
+    assert columns["units"] == {"weight": "kg", "engine": "cc"} and found.preprocess["units"] == columns["units"]
+    np.testing.assert_allclose(x["weight"], 40 + i / 4)
+    np.testing.assert_allclose(x["engine"], 1000 + 10 * i)
+    np.testing.assert_allclose(x["balance"], (37 * i + 0.5) * np.where(i % 2, -1, 1))
 
 
 def test_a_date_column_with_a_few_words_stays_dates_and_the_words_read_as_missing(spark, tmp_path, write_config):
@@ -187,51 +154,44 @@ def test_a_date_column_with_a_few_words_stays_dates_and_the_words_read_as_missin
         opened = "unknown" if i % 20 == 5 else f"{day:02d}/{month:02d}/2019"
         signed = "not yet" if i % 25 == 7 else f"2020-{month:02d}-{day:02d}"
         lines.append(f"{opened},{signed},{'yn'[i % 2]}")
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    config = {"name": "dates", "dataset": {"path": str(tmp_path / "out")},
-              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
-                         "label": "target"}}  # fmt: skip
-    result, summary = ingest(write_config(config))
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
-    columns = manifest["columns"]
+    found = auto_ingest(tmp_path, write_config, lines, label="target")
+    columns, i = found.columns, found.i
     assert columns["dates"] == ["opened", "signed"] and columns["date_formats"] == {"opened": "%d/%m/%Y"}
     assert columns["missing_values"] == {"opened": ["unknown"], "signed": ["not yet"]}
-    spec = TensorSpec.from_json(manifest["features"])
-    train = read_split(tmp_path / "out", "train")
-    features = decode_tensors(train.column("features"), spec)
-    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
-    names = manifest["features"]["names"]
-    known = i % 20 != 5
-    np.testing.assert_allclose(features[known, names.index("opened:month")], 1 + i[known] % 12)
-    np.testing.assert_allclose(features[~known, names.index("opened:month")],
-                               (1 + i[known] % 12).mean(), rtol=1e-5)  # the imputed train mean
+    months, known = found.by_name["opened:month"], i % 20 != 5
+    np.testing.assert_allclose(months[known], 1 + i[known] % 12)
+    np.testing.assert_allclose(months[~known], (1 + i[known] % 12).mean(), rtol=1e-5)  # the imputed train mean
     assert (~known).any()
 
 
 def test_auto_reads_times_of_day_as_hours_and_months_with_their_year_as_dates(spark, tmp_path, write_config):
     months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-    lines = ["opens,billed,stamped,target"]
+    lines = ["opens,billed,stamped,due,target"]
     for i in range(60):  # Spark's cast reads 13:45 alone as today's time: it must stay a number of hours
-        lines.append(f"{i % 24}:{i % 4 * 15:02d},{months[i % 12]} {2000 + i % 5},2020-01-{1 + i % 28:02d}T09:30:00Z,{'yn'[i % 2]}")
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    config = {"name": "clocks", "dataset": {"path": str(tmp_path / "out")},
-              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
-                         "label": "target"}}  # fmt: skip
-    result, summary = ingest(write_config(config))
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
-    columns = manifest["columns"]
-    assert columns["numeric"] == ["opens"] and columns["dates"] == ["billed", "stamped"]
-    assert columns["date_formats"] == {"billed": "%b %Y"}
-    spec = TensorSpec.from_json(manifest["features"])
-    train = read_split(tmp_path / "out", "train")
-    features = decode_tensors(train.column("features"), spec)
-    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
-    names = manifest["features"]["names"]
-    np.testing.assert_allclose(features[:, names.index("opens")], i % 24 + i % 4 / 4)
-    np.testing.assert_allclose(features[:, names.index("billed:month")], 1 + i % 12)
-    np.testing.assert_allclose(features[:, names.index("stamped:hour")], 9)
+        lines.append(f"{i % 24}:{i % 4 * 15:02d},{months[i % 12]} {2000 + i % 5},2020-01-{1 + i % 28:02d}T09:30:00Z,"
+                     f"{1 + i % 28}/{1 + i % 12}/2022,{'yn'[i % 2]}")  # fmt: skip
+    # due is named a date column with no format: its form is found as auto's are
+    found = auto_ingest(tmp_path, write_config, lines, dates=["due"], label="target")
+    columns, x, i = found.columns, found.by_name, found.i
+    assert columns["numeric"] == ["opens"] and columns["dates"] == ["due", "billed", "stamped"]
+    assert columns["date_formats"] == {"billed": "%b %Y", "due": "%d/%m/%Y"}
+    np.testing.assert_allclose(x["opens"], i % 24 + i % 4 / 4)
+    np.testing.assert_allclose(x["billed:month"], 1 + i % 12)
+    np.testing.assert_allclose(x["stamped:hour"], 9)
+    np.testing.assert_allclose(x["due:day"], 1 + i % 28)
+
+
+def test_a_named_date_column_gets_its_written_form_found(spark, tmp_path, write_config):
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    lines = ["size,listed,signed,target"]
+    for i in range(40):  # listed as `Mar 5 2021`; signed in ISO 8601 (no format needed)
+        lines.append(f"{i},{months[i % 12]} {1 + i % 28} 2021,2020-{1 + i % 12:02d}-01,{'yn'[i % 2]}")
+    found = auto_ingest(tmp_path, write_config, lines, numeric=["size"], categorical=[], dates=["listed", "signed"],
+                        label="target")  # fmt: skip
+    assert found.columns["date_formats"] == {"listed": "%b %d %Y"} and found.preprocess["date_formats"] == {"listed": "%b %d %Y"}
+    np.testing.assert_allclose(found.by_name["listed:month"], 1 + found.i % 12)
+    np.testing.assert_allclose(found.by_name["listed:day"], 1 + found.i % 28)
+    np.testing.assert_allclose(found.by_name["signed:month"], 1 + found.i % 12)
 
 
 def test_a_wide_table_gets_its_roles_from_one_grouped_aggregation(spark, tmp_path, write_config):
@@ -240,15 +200,6 @@ def test_a_wide_table_gets_its_roles_from_one_grouped_aggregation(spark, tmp_pat
     lines = [",".join(["label", *pixels, "shade"])]
     for i in range(30):
         lines.append(",".join([str(i % 3), *(str(i * j % 17) for j in range(300)), ["dark", "light"][i % 2]]))
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    config = {"name": "wide", "dataset": {"path": str(tmp_path / "out")},
-              "ingest": {"reader": "csv", "input": str(tmp_path / "t.csv"), "numeric": "auto", "categorical": "auto",
-                         "label": "label"}}  # fmt: skip
-    result, summary = ingest(write_config(config))
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert result.exit_code == 0 and manifest["counts"]["quarantined"] == 0, result.output
-    assert manifest["columns"]["numeric"] == pixels and manifest["columns"]["categorical"] == ["shade"]
-    train = read_split(tmp_path / "out", "train")
-    features = decode_tensors(train.column("features"), TensorSpec.from_json(manifest["features"]))
-    i = np.array([int(k.rsplit(":", 1)[1]) - 1 for k in train.column("key").to_pylist()])
-    np.testing.assert_allclose(features[:, 299], i * 299 % 17)
+    found = auto_ingest(tmp_path, write_config, lines, label="label")
+    assert found.columns["numeric"] == pixels and found.columns["categorical"] == ["shade"]
+    np.testing.assert_allclose(found.by_name["p299"], found.i * 299 % 17)

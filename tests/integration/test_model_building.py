@@ -136,6 +136,11 @@ def test_tabular_embeds_each_numeric_column_and_passes_other_slots_and_a_linear_
     single = build_model(train({"builtin": "tabular", "args": {"ensemble": 1, "units": [7]}}), m)
     assert single.get_layer("with_linear").output.shape == (None, 7 + 9)
     assert not any(layer.name.startswith("member") for layer in single.layers)
+    # wide tables get fewer members: 100 columns embed to 800 values (5 members), 600 pixel columns to 4,800 (one)
+    wide = build_model(train({"builtin": "tabular"}), manifest("csv", (100,), "float32"))
+    assert wide.get_layer("member_scale").kernel.shape == (4096 // 800, 800)
+    pixels = build_model(train({"builtin": "tabular"}), manifest("csv", (600,), "float32"))
+    assert not any(layer.name.startswith("member") for layer in pixels.layers)
 
 
 def test_mixed_precision_keeps_preprocessing_and_head_float32():
