@@ -152,8 +152,10 @@ class ColumnRoles(Section):
     )
     units: dict[str, str] = Field(
         default_factory=dict, description="The unit written after the numbers of a numeric column, e.g. {weight: kg}: "
-        "12 kg, 12kg and 12 KGS read as 12 (any case; a plural s for units of 2 letters or more). auto adds a column all "
-        "of whose train values are numbers, most of them followed by one unit.",
+        "12 kg, 12kg and 12 KGS read as 12 (any case; a plural s for units of 2 letters or more); a unit of a known "
+        "kind (bytes, counts like 201k and 19M, length, mass, time) takes the others of its kind, converted (600 g "
+        "in kg: 0.6). auto adds a column all of whose train values are numbers, most of them followed by one unit or "
+        "by units of one kind (then the most common).",
     )
     missing_values: dict[str, list[str]] = Field(
         default_factory=dict, description="Words read as missing in one column only, e.g. {age: [unknown, n/k]} "

@@ -510,21 +510,31 @@ def _clock_hours(text):
 
 def _units(train, texts: dict) -> dict[str, str]:
     """The unit of each column of `texts` ({column: (text, present) Spark columns}) whose values with a unit (UNIT_NUMBER)
-    all name the same one, in any case and with or without a plural s (kg, KG, kgs: kg; years alone: years); one
-    aggregation."""
+    all name the same one, in any case and with or without a plural s (kg, KG, kgs: kg; years alone: years), or units
+    of one kind (12 MB and 1.2 GB; 201k and 19M: UNIT_KINDS), then the most common of them; one aggregation."""
     from pyspark.sql import functions as F
 
-    from dltool.transforms.table import UNIT_NUMBER
+    from dltool.transforms.table import MIXED_AMBIGUOUS, UNIT_KINDS, UNIT_NUMBER, unit_kind
 
     if not texts:
         return {}
+    known = sorted({u for kind in UNIT_KINDS for u in kind})
     aggregates = []
     for i, (text, present) in enumerate(texts.values()):
         written = F.when(present & text.rlike(UNIT_NUMBER), F.lower(F.regexp_extract(text, UNIT_NUMBER, 2)))
         singular = F.regexp_replace(written, "^(.{2,})s$", "$1")
-        aggregates += [F.min(singular).alias(f"first{i}"), F.max(singular).alias(f"last{i}"), F.min(written).alias(f"unit{i}")]
+        aggregates += [F.min(singular).alias(f"first{i}"), F.max(singular).alias(f"last{i}"), F.min(written).alias(f"unit{i}"),
+                       F.count_if(~singular.isin(known)).alias(f"unknown{i}"),
+                       F.collect_set(F.when(singular.isin(known), singular)).alias(f"kinds{i}"),
+                       F.mode(F.when(singular.isin(known) & ~singular.isin(list(MIXED_AMBIGUOUS)), singular)).alias(f"most{i}")]  # fmt: skip
     row = train.agg(*aggregates).first()
-    return {c: row[f"unit{i}"] for i, c in enumerate(texts) if row[f"first{i}"] and row[f"first{i}"] == row[f"last{i}"]}
+    found = {}
+    for i, c in enumerate(texts):
+        if row[f"first{i}"] and row[f"first{i}"] == row[f"last{i}"]:
+            found[c] = row[f"unit{i}"]
+        elif row[f"first{i}"] and not row[f"unknown{i}"] and unit_kind(row[f"kinds{i}"]) and row[f"most{i}"]:
+            found[c] = row[f"most{i}"]  # units of one kind: each value read in the most common
+    return found
 
 
 def _date_formats(train, texts: dict) -> dict[str, str]:

@@ -200,9 +200,28 @@ def _parse_numbers(text, missing: np.ndarray, decimal_comma: bool = False,
     lowered = pc.utf8_lower(text)  # true and false are 1 and 0
     text = pc.if_else(pc.equal(lowered, "true"), "1", pc.if_else(pc.equal(lowered, "false"), "0", text))
     present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
-    if unit:  # 12 kg is 12; a unit alone is no number
+    scale = None
+    if unit and (kind := unit_kind([unit_key(unit)])):  # 1.2 GB in a column of MB: 1200; a unit of another kind is none
+        parts = pc.extract_regex(present, UNIT_PARTS)
+        written = pc.replace_substring_regex(pc.utf8_lower(pc.struct_field(parts, "unit")), "^(.{2,})s$", "\\1")
+        found = written.dictionary_encode()
+        sizes = np.array([kind.get(u, np.nan) for u in found.dictionary.to_pylist()] + [kind[unit_key(unit)]])
+        scale = sizes[found.indices.fill_null(len(found.dictionary)).to_numpy(zero_copy_only=False)] / kind[unit_key(unit)]
+        present = pc.if_else(pc.is_valid(written), pc.struct_field(parts, "number"), present)
+    elif unit:  # 12 kg is 12; a unit alone is no number
         bare = pc.replace_substring_regex(present, unit_suffix(unit), "")
         present = pc.if_else(pc.equal(bare, ""), present, bare)
+    values, unparsed = _read_numbers(present, missing, decimal_comma)
+    if scale is None:
+        return values, unparsed
+    return values * scale, unparsed | (np.isnan(scale) & ~missing)
+
+
+def _read_numbers(present, missing: np.ndarray, decimal_comma: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`_parse_numbers` of strings with no unit left."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if decimal_comma:
         written = np.asarray(pc.fill_null(pc.match_substring_regex(present, DECIMAL_COMMA_NUMBER), False), bool)
         plain = pc.replace_substring(pc.replace_substring_regex(present, DECIMAL_COMMA_SIGNS, ""), ",", ".")
@@ -351,7 +370,38 @@ _COMMA_AMOUNT = r"[$€£¥₹]? ?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)? ?[$€£�
 DECIMAL_COMMA_NUMBER = rf"^(?:[+-]?[$€£¥₹]? ?[+-]?(?:\d{{1,3}}(?:\.\d{{3}})+|\d+)(?:,\d+)? ?[$€£¥₹%]?|\({_COMMA_AMOUNT}\))$"
 DECIMAL_COMMA_SIGNS = r"[$€£¥₹%. )]"
 # A number followed by a unit of measure (12 kg, 3.5km, 90 min, 1,200 sq ft): the unit is the second group.
-UNIT_NUMBER = r"^[+-]?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+) ?([A-Za-z°µ][A-Za-z°µ/²³. ]{0,11}[A-Za-z²³.]|[A-Za-z°µ])$"
+_UNSIGNED = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
+_UNIT = r"[A-Za-z°µ][A-Za-z°µ/²³. ]{0,11}[A-Za-z²³.]|[A-Za-z°µ]"
+UNIT_NUMBER = rf"^[+-]?({_UNSIGNED}) ?({_UNIT})$"
+UNIT_PARTS = rf"^(?P<number>[+-]?(?:{_UNSIGNED})) ?(?P<unit>{_UNIT})$"
+# Units of one kind, each with its size in one of them, by `unit_key`: a column that mixes them (12 MB, 1.2 GB;
+# 201k, 19M) reads every value in its `units` unit. m is metres or millions: a column's unit is never m where its
+# values mix units (MIXED_AMBIGUOUS), and a unit of m alone takes no other.
+UNIT_KINDS = (
+    {"byte": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "pb": 1e15, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+     "tib": 2**40},
+    {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "mio": 1e6, "million": 1e6, "b": 1e9, "bn": 1e9,
+     "billion": 1e9},
+    {"mm": 1e-3, "cm": 1e-2, "m": 1.0, "km": 1e3, "in": 0.0254, "ft": 0.3048, "yd": 0.9144, "mi": 1609.344,
+     "mile": 1609.344},
+    {"mg": 1e-3, "g": 1.0, "kg": 1e3, "lb": 453.59237, "oz": 28.349523125},
+    {"ms": 1e-3, "s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hr": 3600.0,
+     "hour": 3600.0, "day": 86400.0, "week": 604800.0},
+)  # fmt: skip
+MIXED_AMBIGUOUS = frozenset({"m"})
+
+
+def unit_key(unit: str) -> str:
+    """A unit as UNIT_KINDS names it: lower case, without a plural s after 2 letters or more (KGs: kg, mins: min)."""
+    unit = unit.strip().lower()
+    return unit[:-1] if len(unit) > 2 and unit.endswith("s") else unit
+
+
+def unit_kind(units) -> dict[str, float] | None:
+    """The one kind (a UNIT_KINDS entry) all of `units` (keys) belong to; None where none, or where it is not one
+    kind alone (m)."""
+    kinds = [kind for kind in UNIT_KINDS if all(u in kind for u in units)]
+    return kinds[0] if len(kinds) == 1 else None
 
 
 # A time of day or a duration (13:45, 1:45 PM, 1:30:00, 1:30:00.5): read as its hours (in the first field's unit:
@@ -383,7 +433,9 @@ def _not_a_number(column: str, value: str, decimal_comma: bool, unit: str | None
     if decimal_comma:
         return f"field {column}: '{value[:60]}' is not a number written 1.234,56 (ingest.decimal_comma)"
     if unit:
-        return f"field {column}: '{value[:60]}' is not a number in {unit} (ingest.units)"
+        kind = unit_kind([unit_key(unit)])
+        others = f" or another of its kind ({', '.join(list(kind)[:6])}{', ...' if len(kind) > 6 else ''})" if kind else ""
+        return f"field {column}: '{value[:60]}' is not a number in {unit}{others} (ingest.units)"
     hint = ""
     if re.match(DECIMAL_COMMA_NUMBER, value):
         hint = " (a decimal comma? name the column in ingest.decimal_comma)"

@@ -133,15 +133,17 @@ def test_auto_reads_numbers_written_with_a_decimal_comma(spark, tmp_path, write_
 
 
 def test_auto_reads_units_and_accountants_negatives_as_numbers(spark, tmp_path, write_config):
-    lines = ["weight,engine,balance,place,target"]
+    lines = ["weight,engine,balance,place,size,target"]
     for i in range(60):  # a weight with its unit (any case, plural, a few bare), an engine in cc, a negative in ()
         weight = f"{40 + i / 4:g}" if i % 10 == 3 else f"{40 + i / 4:g} {'KGS' if i % 7 == 0 else 'kg'}"
         balance = f'"({37 * i:,}.50)"' if i % 2 else f'"{37 * i:,}.50"'
-        lines.append(f"{weight},{1000 + 10 * i}cc,{balance},{1 + i % 3}{['st', 'nd', 'rd'][i % 3]},{'yn'[i % 2]}")
+        size = f"{i / 10:g}M" if i % 3 == 0 else f"{i * 10}k"  # an app's size as a store lists it: 201k, 1.5M
+        lines.append(f"{weight},{1000 + 10 * i}cc,{balance},{1 + i % 3}{['st', 'nd', 'rd'][i % 3]},{size},{'yn'[i % 2]}")
     found = auto_ingest(tmp_path, write_config, lines, label="target")
     columns, x, i = found.columns, found.by_name, found.i
-    assert columns["numeric"] == ["weight", "engine", "balance"] and columns["categorical"] == ["place"]  # 1st, 2nd: a code
-    assert columns["units"] == {"weight": "kg", "engine": "cc"} and found.preprocess["units"] == columns["units"]
+    assert columns["numeric"] == ["weight", "engine", "balance", "size"] and columns["categorical"] == ["place"]  # 1st: a code
+    assert columns["units"] == {"weight": "kg", "engine": "cc", "size": "k"} and found.preprocess["units"] == columns["units"]
+    np.testing.assert_allclose(x["size"], np.where(i % 3 == 0, i * 100, i * 10))  # in k, the most common
     np.testing.assert_allclose(x["weight"], 40 + i / 4)
     np.testing.assert_allclose(x["engine"], 1000 + 10 * i)
     np.testing.assert_allclose(x["balance"], (37 * i + 0.5) * np.where(i % 2, -1, 1))

@@ -222,13 +222,21 @@ def test_formatted_numbers_and_dates_in_a_given_format_read_as_their_values():
 def test_accountants_negatives_numbers_with_a_unit_and_clock_times_read_as_their_values():
     rows = [GOOD | {"id": "a", "x": "(1,234.50)", "y": "12 kg"}, GOOD | {"id": "b", "x": "($30)", "y": "3.5KGS"},
             GOOD | {"id": "c", "x": "(5", "y": "7"}, GOOD | {"id": "d", "x": "5 kg", "y": "2 lb"},
-            GOOD | {"id": "e", "y": "kg"}]  # fmt: skip
+            GOOD | {"id": "e", "y": "kg"}, GOOD | {"id": "f", "y": "600 g"}, GOOD | {"id": "g", "y": "3 min"}]  # fmt: skip
     typed, errors = rules(passthrough=(), units={"y": "kg"}).check(batch(rows))
-    assert typed.column("x").to_pylist() == [-1234.5, -30.0] and typed.column("y").to_pylist() == [12.0, 3.5]
+    assert typed.column("x").to_pylist() == [-1234.5, -30.0, 1.5] and typed.column("y").to_pylist() == [12.0, 3.5, 0.6]
     assert [(e["key"], e["message"]) for e in errors.to_pylist()] == [
         ("c", "field x: '(5' is not a number"),
         ("d", "field x: '5 kg' is not a number (a unit? name the column's unit in ingest.units: {x: kg})"),
-        ("e", "field y: 'kg' is not a number in kg (ingest.units)")]
+        ("e", "field y: 'kg' is not a number in kg or another of its kind (mg, g, kg, lb, oz) (ingest.units)"),
+        ("g", "field y: '3 min' is not a number in kg or another of its kind (mg, g, kg, lb, oz) (ingest.units)")]
+    # units of one kind mixed in a column: each value in the column's unit (m alone is metres or millions: no mixing)
+    for unit, written, values in (("MB", ["1.2 GB", "500 mb", "2,048 MB", "12"], [1200.0, 500.0, 2048.0, 12.0]),
+                                  ("k", ["19M", "201k", "1.5 bn"], [19e3, 201.0, 1.5e6]),
+                                  ("km", ["5 km", "250 m", "3 mi"], [5.0, 0.25, 4.828032])):  # fmt: skip
+        typed, errors = rules(passthrough=(), units={"y": unit}).check(batch([GOOD | {"y": w} for w in written]))
+        np.testing.assert_allclose(typed.column("y").to_pylist(), values, rtol=1e-9)
+        assert errors.num_rows == 0, errors.to_pylist()
     typed, errors = rules(passthrough=()).check(batch([GOOD | {"x": "13:45", "y": "1:30:00"}, GOOD | {"x": "1:45 pm"},
                                                        GOOD | {"x": "12:30 AM", "y": "0:00:36"}]))  # fmt: skip
     assert typed.column("x").to_pylist() == [13.75, 13.75, 0.5] and typed.column("y").to_pylist() == [1.5, 2.0, 0.01]
