@@ -277,7 +277,8 @@ class TrainSettings(Section):
 
     run_dir: str = Field(description="Run directory: config snapshot, checkpoints, history, TensorBoard logs, model.")
     workers: int | None = Field(
-        None, ge=1, description="TensorFlow workers (one barrier task each); default: the cluster's task slots."
+        None, ge=1, description="TensorFlow workers (one barrier task each); default: one on a local master (it "
+        "uses every core: two workers on two cores trained 1.3-2.2x slower), the cluster's task slots otherwise."
     )
     epochs: int | None = Field(
         None, ge=1, description="Epochs to train; default: sized to the train rows (at least 1,000 steps, 2,000 for "
