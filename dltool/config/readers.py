@@ -254,7 +254,9 @@ class CsvReaderConfig(ColumnRoles):
     input: str = Field(description="A CSV file, or a directory of CSV files.")
     header: bool = Field(True, description="The first line holds column names.")
     columns: list[str] | None = Field(None, description="Column names when the file has no header.")
-    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator. Left out: found from the "
+                           "first file's first lines, the first of , ; tab | that splits them all into one number of "
+                           "fields, more than one (else ,).")
     quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
     escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
     multiline: bool = Field(False, description="Allow quoted values that span lines.")

@@ -104,6 +104,9 @@ class CsvReader(ColumnTableReader):
         except (ConfigError, StorageError):
             return None
         escape = {} if cfg.escape == cfg.quote else {"escapechar": cfg.escape, "doublequote": False}
+        if "delimiter" not in cfg.model_fields_set:  # left out: the file's own, for this read and Spark's after it
+            found = sniff_delimiter(head, cfg.quote, escape) or cfg.delimiter
+            self.config = cfg = cfg.model_copy(update={"delimiter": found})
         return csv.reader(io.StringIO(head), delimiter=cfg.delimiter, quotechar=cfg.quote, **escape)
 
     def read_raw(self, spark, paths: list[str], extra: list[str]):
@@ -117,6 +120,33 @@ class CsvReader(ColumnTableReader):
             .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).option("enforceSchema", "true")
             .schema(schema).csv(paths)
         )  # fmt: skip
+
+
+DELIMITERS = (",", ";", "\t", "|")  # what `sniff_delimiter` tries, in this order
+SNIFF_LINES = 20
+
+
+def sniff_delimiter(head: str, quote: str, escape: dict) -> str | None:
+    """The first of DELIMITERS that splits `head`'s first SNIFF_LINES records (less the last, which may be cut where
+    the file goes on) into one number of fields, more than one; None where none does. A `;` file with decimal commas
+    (`1,5;2`) is no `,` file: its header has one field by commas."""
+    import csv
+    import io
+
+    text = "".join(head.splitlines(keepends=True)[: SNIFF_LINES * 4])  # records may span lines (quoted newlines)
+    for delimiter in DELIMITERS:
+        counts = []
+        try:
+            for record in csv.reader(io.StringIO(text), delimiter=delimiter, quotechar=quote, **escape):
+                counts += [len(record)] if record else []
+                if len(counts) > SNIFF_LINES:
+                    break
+        except csv.Error:  # a quote left open where the text stops
+            pass
+        counts = counts[:-1] if len(counts) > 2 else counts
+        if counts and counts[0] > 1 and all(c == counts[0] for c in counts):
+            return delimiter
+    return None
 
 
 def java_charset(encoding: str) -> str:

@@ -232,7 +232,8 @@ class ColumnTableReader(TableReader):
     def _named_date_formats(self, rows) -> dict[str, str]:
         """The strptime format of each column `dates` names and `date_formats` does not, where every train value of
         it has one date form other than ISO 8601 (`Jan 1 2000`, `31/12/2020`), found as `auto` finds a date
-        column's. Two small aggregations, only for such columns; ISO dates need no format."""
+        column's, from the first NAMED_DATE_ROWS train rows: two small aggregations, only for such columns (a config
+        that names its columns gets no scan of the whole table); ISO dates need no format."""
         from pyspark.sql import functions as F
 
         from dltool.splits import column
@@ -245,7 +246,7 @@ class ColumnTableReader(TableReader):
                 texts[c] = _values(text, text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])]))
         if not texts:
             return {}
-        train = rows.where(F.col("split") == "train")
+        train = rows.where(F.col("split") == "train").limit(NAMED_DATE_ROWS)
         other = train.agg(*(F.count_if(v["present"] & (v["time"] | ~v["datelike"])).alias(f"other{i}")
                             for i, v in enumerate(texts.values()))).first()  # fmt: skip
         return _date_formats(train, {c: (v["text"], v["present"]) for i, (c, v) in enumerate(texts.items())
@@ -405,6 +406,7 @@ def _values(text, present) -> dict:
             "datelike": number.isNull() & text.rlike(DATE_LIKE)}  # fmt: skip
 
 
+NAMED_DATE_ROWS = 10_000  # train rows a named date column's format is found from
 COUNTS = ("present", "number", "comma", "unit", "integer", "time", "distinct", "datelike")
 WIDE_COLUMNS = 32  # past this many columns, `_value_counts` aggregates them unpivoted
 

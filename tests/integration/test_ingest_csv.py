@@ -178,11 +178,14 @@ def test_a_value_past_max_chars_per_value_is_one_line_naming_the_file(spark, tmp
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
-def test_a_header_split_by_another_delimiter_says_which(spark, tmp_path, write_config):
-    (tmp_path / "data.csv").write_text("x;city;label\n" + "".join(f"{i};a;{'pq'[i % 2]}\n" for i in range(20)))
+def test_a_file_s_delimiter_is_found_and_a_wrong_one_named_says_which(spark, tmp_path, write_config):
+    (tmp_path / "data.csv").write_text("x;city;label\n" + "".join(f"{i};a, b;{'pq'[i % 2]}\n" for i in range(20)))
     config = {"name": "semi", "dataset": {"path": str(tmp_path / "out")},
               "ingest": {"reader": "csv", "input": str(tmp_path / "data.csv"), "numeric": ["x"], "label": "label"}}
-    result, summary = ingest(write_config(config))
+    result, summary = ingest(write_config(config))  # no delimiter set: the file's own
+    assert result.exit_code == 0 and summary["counts"]["rows"] == 20 and summary["counts"]["quarantined"] == 0, result.output
+    config["ingest"]["delimiter"] = ","
+    result, summary = ingest(write_config(config), "--overwrite")
     assert result.exit_code == 2, result.output
     assert summary["message"].endswith("its fields are split by ';': set ingest.delimiter: ';'"), summary["message"]
 

@@ -287,3 +287,15 @@ def test_a_repeated_header_name_is_numbered_and_encodings_take_java_s_names():
     assert unique_names(["x", "x", "x_2", "x", ""]) == ["x", "x_3", "x_2", "x_4", ""]
     assert [java_charset(e) for e in ("latin-1", "cp1252", "UTF8", "utf-16-le", "utf-8-sig")] == \
         ["ISO-8859-1", "cp1252", "utf-8", "UTF-16LE", "UTF-8"]  # fmt: skip
+
+
+def test_a_file_s_delimiter_is_the_first_that_splits_its_lines_alike():
+    from dltool.readers.csv import sniff_delimiter
+
+    found = [sniff_delimiter(head, '"', {}) for head in (
+        "a;b;c\n1,5;2;x\n3,5;4;y\n",  # decimal commas: each line has commas, the header none
+        "a\tb\n1\t2\n3\t4\n", "a|b\n1|2\n", 'a,b,c\n1,"x;y",3\n2,"p\nq",4\n',  # a quoted newline is one record
+        "onlyone\n1\n2\n", "a,b,c\n1,2\n3,4,5\n",  # no delimiter splits them alike: None (the default ,)
+        "a;b\n1;2\n3;4\n5;",  # the last line may be cut
+    )]  # fmt: skip
+    assert found == [";", "\t", "|", ",", None, None, ";"]
