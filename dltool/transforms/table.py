@@ -358,12 +358,13 @@ def _spark_date(value: str):
 # What pyarrow's cast parses as a float: decimal and exponent forms, inf, infinity, nan (any case).
 NUMBER = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)$"
 # A number as people format it: a currency sign before or after, thousands grouped by commas, a percent sign
-# ($1,234.50, -€ 30, 1,250,000, 12.5%), or in parentheses as accountants write a negative amount ((1,234.50)). It
-# reads as the plain number (12.5% is 12.5; (5) is -5). The same pattern in Java (Spark, for `auto`) and RE2 (Arrow):
+# ($1,234.50, -€ 30, 1,250,000, 12.5%), at least (10,000+, as app stores count installs), or in parentheses as
+# accountants write a negative amount ((1,234.50)). It reads as the plain number (12.5% is 12.5; 10,000+ is 10000;
+# (5) is -5). The same pattern in Java (Spark, for `auto`) and RE2 (Arrow):
 # a comma must group three digits, so 1,5 (a decimal comma) is no number.
 _AMOUNT = r"[$€£¥₹]? ?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)? ?[$€£¥₹%]?"
-FORMATTED_NUMBER = rf"^(?:[+-]?[$€£¥₹]? ?[+-]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)? ?[$€£¥₹%]?|\({_AMOUNT}\))$"
-NUMBER_SIGNS = r"[$€£¥₹%, )]"
+FORMATTED_NUMBER = rf"^(?:[+-]?[$€£¥₹]? ?[+-]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)? ?[$€£¥₹%]?\+?|\({_AMOUNT}\))$"
+NUMBER_SIGNS = r"[$€£¥₹%, )+]"
 NEGATIVE = r"^\("  # what is left of an accountant's parentheses once NUMBER_SIGNS are gone: read as a minus
 # The same as written in much of Europe: dots group thousands and a comma marks the decimals (3,5; 1.234,56 €).
 _COMMA_AMOUNT = r"[$€£¥₹]? ?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)? ?[$€£¥₹%]?"

@@ -240,6 +240,8 @@ def test_accountants_negatives_numbers_with_a_unit_and_clock_times_read_as_their
     typed, errors = rules(passthrough=()).check(batch([GOOD | {"x": "13:45", "y": "1:30:00"}, GOOD | {"x": "1:45 pm"},
                                                        GOOD | {"x": "12:30 AM", "y": "0:00:36"}]))  # fmt: skip
     assert typed.column("x").to_pylist() == [13.75, 13.75, 0.5] and typed.column("y").to_pylist() == [1.5, 2.0, 0.01]
+    typed, errors = rules(passthrough=()).check(batch([GOOD | {"x": "10,000+", "y": "+5"}, GOOD | {"x": "5+"}]))
+    assert typed.column("x").to_pylist() == [10000.0, 5.0] and typed.column("y").to_pylist() == [5.0, 2.0]  # at least
     typed, errors = rules(passthrough=(), decimal_comma=("x",)).check(batch([GOOD | {"x": "(1.234,50 €)"}]))
     assert typed.column("x").to_pylist() == [-1234.5] and errors.num_rows == 0
 
