@@ -255,8 +255,8 @@ class CsvReaderConfig(ColumnRoles):
     header: bool = Field(True, description="The first line holds column names.")
     columns: list[str] | None = Field(None, description="Column names when the file has no header.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator. Left out: found from the "
-                           "first file's first lines, the first of , ; tab | that splits them all into one number of "
-                           "fields, more than one (else ,).")
+                           "first file's first lines (with or without a header): of , ; tab |, the one that splits them "
+                           "all into one number of fields, the most (a tie: in that order); else ,.")
     quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
     escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
     multiline: bool = Field(False, description="Allow quoted values that span lines.")

@@ -65,6 +65,8 @@ class CsvReader(ColumnTableReader):
     def source_columns(self, spark, paths: list[str]) -> list[str]:
         cfg = self.config
         if not cfg.header:
+            if "delimiter" not in cfg.model_fields_set:
+                self._head(paths[0])  # finds it from the first lines
             return list(cfg.columns)
         return unique_names([n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])])
 
@@ -127,13 +129,15 @@ SNIFF_LINES = 20
 
 
 def sniff_delimiter(head: str, quote: str, escape: dict) -> str | None:
-    """The first of DELIMITERS that splits `head`'s first SNIFF_LINES records (less the last, which may be cut where
-    the file goes on) into one number of fields, more than one; None where none does. A `;` file with decimal commas
+    """Of DELIMITERS, the one that splits `head`'s first SNIFF_LINES records (less the last, which may be cut where
+    the file goes on) into one number of fields, the most of them, more than one (a tie: the first); None where
+    none does. A `;` file with decimal commas
     (`1,5;2`) is no `,` file: its header has one field by commas."""
     import csv
     import io
 
     text = "".join(head.splitlines(keepends=True)[: SNIFF_LINES * 4])  # records may span lines (quoted newlines)
+    found: dict[str, int] = {}  # delimiter -> the fields of each record, where it splits them alike
     for delimiter in DELIMITERS:
         counts = []
         try:
@@ -145,8 +149,9 @@ def sniff_delimiter(head: str, quote: str, escape: dict) -> str | None:
             pass
         counts = counts[:-1] if len(counts) > 2 else counts
         if counts and counts[0] > 1 and all(c == counts[0] for c in counts):
-            return delimiter
-    return None
+            found[delimiter] = counts[0]
+    # The most fields: `a, b` in every line of a headerless tab file splits it alike by commas too.
+    return max(found, key=found.get) if found else None
 
 
 def java_charset(encoding: str) -> str:

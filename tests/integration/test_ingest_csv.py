@@ -188,6 +188,12 @@ def test_a_file_s_delimiter_is_found_and_a_wrong_one_named_says_which(spark, tmp
     result, summary = ingest(write_config(config), "--overwrite")
     assert result.exit_code == 2, result.output
     assert summary["message"].endswith("its fields are split by ';': set ingest.delimiter: ';'"), summary["message"]
+    (tmp_path / "data.tsv").write_text("".join(f"{i}\ta, b\t{'pq'[i % 2]}\n" for i in range(20)))  # no header: tabs
+    config["ingest"] = {**config["ingest"], "input": str(tmp_path / "data.tsv"), "header": False,
+                        "columns": ["x", "city", "label"]}  # fmt: skip
+    del config["ingest"]["delimiter"]
+    result, summary = ingest(write_config(config), "--overwrite")
+    assert result.exit_code == 0 and summary["counts"]["rows"] == 20 and summary["counts"]["quarantined"] == 0, result.output
 
 
 def test_a_table_whose_every_row_is_quarantined_says_why_in_one_line(spark, tmp_path, write_config):

@@ -299,5 +299,6 @@ def test_a_file_s_delimiter_is_the_first_that_splits_its_lines_alike():
         "a\tb\n1\t2\n3\t4\n", "a|b\n1|2\n", 'a,b,c\n1,"x;y",3\n2,"p\nq",4\n',  # a quoted newline is one record
         "onlyone\n1\n2\n", "a,b,c\n1,2\n3,4,5\n",  # no delimiter splits them alike: None (the default ,)
         "a;b\n1;2\n3;4\n5;",  # the last line may be cut
+        "1\ta, b\tp\n2\tc, d\tq\n3\te, f\tp\n",  # no header, a comma in every line: the tabs split more
     )]  # fmt: skip
-    assert found == [";", "\t", "|", ",", None, None, ";"]
+    assert found == [";", "\t", "|", ",", None, None, ";", "\t"]
