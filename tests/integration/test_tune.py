@@ -160,14 +160,15 @@ def test_a_trial_in_a_kept_worker_process_trains_as_in_a_fresh_one(spark, churn_
         log = (folder / f"trial-{number:03d}" / "logs" / "attempt-1" / "worker-0.log").read_text()
         words = next(line for line in log.splitlines() if line.startswith("dltool worker: run ")).split()
         processes[number] = (int(words[3]), words[6])
-    # local[2] has at most two Spark Python workers: four trials one after another reuse a process.
+    # local[2] has at most two Spark Python workers: four trials one after another reuse a process (the first may
+    # take one an earlier study of this session kept).
     kept = [n for n, (run, _) in processes.items() if run > 1]
-    assert kept and all(processes[n][1] in {pid for m, (run, pid) in processes.items() if m < n} for n in kept)
+    assert len({pid for _, pid in processes.values()}) <= 2 and len(kept) >= 2, processes
     assert all(trial["state"] == "complete" for trial in summary["trials"])
 
     number = kept[0]
     data = yaml.safe_load(open(config))
-    data["train"]["optimizer"]["learning_rate"] = rates[number]
+    data["train"].setdefault("optimizer", {})["learning_rate"] = rates[number]
     data["train"]["run_dir"] = str(tmp_path / "fresh")
     (tmp_path / "fresh.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     result, fresh = cli("train", tmp_path / "fresh.yaml", "--workers", "1")
