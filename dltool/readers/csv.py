@@ -131,8 +131,7 @@ SNIFF_LINES = 20
 def sniff_delimiter(head: str, quote: str, escape: dict) -> str | None:
     """Of DELIMITERS, the one that splits `head`'s first SNIFF_LINES records (less the last, which may be cut where
     the file goes on) into one number of fields, the most of them, more than one (a tie: the first); None where
-    none does. A `;` file with decimal commas
-    (`1,5;2`) is no `,` file: its header has one field by commas."""
+    none does. A `;` file with decimal commas (`1,5;2`) is no `,` file: its header has one field by commas."""
     import csv
     import io
 
