@@ -271,9 +271,13 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
             raise ConfigError(f"{path}: found no {kind} file")
         path = first
     if kind == "csv":
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        from dltool.readers.csv import sniff_delimiter
+
         csv.field_size_limit(1 << 20)  # a value of at most 1 MiB, as ingest's max_chars_per_value
         with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            # the delimiter as ingest finds it where the config leaves it out (a `;` export, a tab file)
+            delimiter = sniff_delimiter(handle.read(1 << 20), '"', {}) or ("\t" if path.suffix.lower() == ".tsv" else ",")
+            handle.seek(0)
             reader = csv.DictReader(handle, delimiter=delimiter)
             rows = [row for _, row in zip(range(MAX_ROWS), reader)]
             return list(reader.fieldnames or []), rows

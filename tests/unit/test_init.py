@@ -89,6 +89,14 @@ def test_json_lines_with_a_label_column(tmp_path):
     assert cfg.ingest.reader == "table" and cfg.ingest.format == "json" and cfg.ingest.label == "label"
 
 
+def test_a_semicolon_export_is_read_with_its_own_delimiter(tmp_path):
+    rows = [f"{i};{'nord' if i % 2 else 'sud'};{i * 1.5:.1f};{'ja' if i % 3 else 'nein'}" for i in range(40)]
+    (tmp_path / "kunden.csv").write_text("nr;region;umsatz;kündigt\n" + "\n".join(rows) + "\n")
+    cfg, raw, said = _init(tmp_path / "kunden.csv", tmp_path)
+    assert cfg.ingest.reader == "csv" and cfg.ingest.label == "kündigt" and cfg.ingest.task == "classification"
+    assert "delimiter" not in raw["ingest"]  # ingest finds it as init did
+
+
 def test_what_init_cannot_guess_is_said(tmp_path):
     runner = CliRunner()
     flat = tmp_path / "flat"
