@@ -117,9 +117,9 @@ class ColumnTableReader(TableReader):
             (numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma,
              units) = self._infer_roles(rows)
         elif found := self._named_date_formats(rows):  # named columns, but a date column's form left to find
-            numeric, categorical, dates, words, left_out = cfg.numeric, cfg.categorical, cfg.dates, cfg.words, {}
-            date_formats, missing_values = {**found, **cfg.date_formats}, cfg.missing_values
-            decimal_comma, units = cfg.decimal_comma, cfg.units
+            resolved = copy.copy(self)
+            resolved.config = cfg.model_copy(update={"date_formats": {**found, **cfg.date_formats}})
+            return resolved
         else:
             return self
         resolved = copy.copy(self)
@@ -141,7 +141,6 @@ class ColumnTableReader(TableReader):
         with a decimal comma; and the unit of those whose numbers are followed by one (`_units`)."""
         from pyspark.sql import functions as F
 
-        from dltool.splits import column
         from dltool.transforms.table import DECIMAL_COMMA_NUMBER
 
         cfg = self.config
@@ -151,9 +150,7 @@ class ColumnTableReader(TableReader):
         train = rows.where(F.col("split") == "train")
         row = _value_counts(train, candidates, cfg.na_values, cfg.missing_values)
 
-        def values(c):  # one column's values, as Spark columns over `train`, for the second looks below
-            text = F.trim(column(c).cast("string"))
-            return _values(text, text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])]))
+        values = self._column_values  # one column's values, for the second looks below
 
         # Where a column of too many values for a category is numbers, or a column is dates, but for a few words
         # (`unknown`, `n/k`, `-`): those words, its gaps. (A code of few values with a word, `1, 2, 3, crew`, stays
@@ -229,6 +226,16 @@ class ColumnTableReader(TableReader):
             raise ConfigError(f"{cfg.input}: auto found no feature column ({'; '.join(f'{c}: {r}' for c, r in left_out.items())})")
         return numeric, categorical, dates, words, left_out, date_formats, missing_values, decimal_comma, units
 
+    def _column_values(self, c: str) -> dict:
+        """What `auto` asks of column `c`'s values (`_values`), its gaps (`na_values`, its `missing_values`) left out."""
+        from pyspark.sql import functions as F
+
+        from dltool.splits import column
+
+        cfg = self.config
+        text = F.trim(column(c).cast("string"))
+        return _values(text, text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])]))
+
     def _named_date_formats(self, rows) -> dict[str, str]:
         """The strptime format of each column `dates` names and `date_formats` does not, where every train value of
         it has one date form other than ISO 8601 (`Jan 1 2000`, `31/12/2020`), found as `auto` finds a date
@@ -236,14 +243,8 @@ class ColumnTableReader(TableReader):
         that names its columns gets no scan of the whole table); ISO dates need no format."""
         from pyspark.sql import functions as F
 
-        from dltool.splits import column
-
         cfg = self.config
-        texts = {}
-        for c in cfg.dates:
-            if c not in cfg.date_formats:
-                text = F.trim(column(c).cast("string"))
-                texts[c] = _values(text, text.isNotNull() & ~text.isin([*cfg.na_values, *cfg.missing_values.get(c, [])]))
+        texts = {c: self._column_values(c) for c in cfg.dates if c not in cfg.date_formats}
         if not texts:
             return {}
         train = rows.where(F.col("split") == "train").limit(NAMED_DATE_ROWS)
@@ -516,7 +517,7 @@ def _units(train, texts: dict) -> dict[str, str]:
     of one kind (12 MB and 1.2 GB; 201k and 19M: UNIT_KINDS), then the most common of them; one aggregation."""
     from pyspark.sql import functions as F
 
-    from dltool.transforms.table import MIXED_AMBIGUOUS, UNIT_KINDS, UNIT_NUMBER, unit_kind
+    from dltool.transforms.table import MIXED_AMBIGUOUS, PLURAL, UNIT_KINDS, UNIT_NUMBER, unit_kind
 
     if not texts:
         return {}
@@ -524,7 +525,7 @@ def _units(train, texts: dict) -> dict[str, str]:
     aggregates = []
     for i, (text, present) in enumerate(texts.values()):
         written = F.when(present & text.rlike(UNIT_NUMBER), F.lower(F.regexp_extract(text, UNIT_NUMBER, 2)))
-        singular = F.regexp_replace(written, "^(.{2,})s$", "$1")
+        singular = F.regexp_replace(written, PLURAL, "$1")
         aggregates += [F.min(singular).alias(f"first{i}"), F.max(singular).alias(f"last{i}"), F.min(written).alias(f"unit{i}"),
                        F.count_if(~singular.isin(known)).alias(f"unknown{i}"),
                        F.collect_set(F.when(singular.isin(known), singular)).alias(f"kinds{i}"),

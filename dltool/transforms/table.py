@@ -203,10 +203,11 @@ def _parse_numbers(text, missing: np.ndarray, decimal_comma: bool = False,
     scale = None
     if unit and (kind := unit_kind([unit_key(unit)])):  # 1.2 GB in a column of MB: 1200; a unit of another kind is none
         parts = pc.extract_regex(present, UNIT_PARTS)
-        written = pc.replace_substring_regex(pc.utf8_lower(pc.struct_field(parts, "unit")), "^(.{2,})s$", "\\1")
+        written = pc.replace_substring_regex(pc.utf8_lower(pc.struct_field(parts, "unit")), PLURAL, "\\1")
         found = written.dictionary_encode()
-        sizes = np.array([kind.get(u, np.nan) for u in found.dictionary.to_pylist()] + [kind[unit_key(unit)]])
-        scale = sizes[found.indices.fill_null(len(found.dictionary)).to_numpy(zero_copy_only=False)] / kind[unit_key(unit)]
+        size = kind[unit_key(unit)]  # a value with no unit is in the column's
+        sizes = np.array([kind.get(u, np.nan) for u in found.dictionary.to_pylist()] + [size]) / size
+        scale = sizes[found.indices.fill_null(len(found.dictionary)).to_numpy(zero_copy_only=False)]
         present = pc.if_else(pc.is_valid(written), pc.struct_field(parts, "number"), present)
     elif unit:  # 12 kg is 12; a unit alone is no number
         bare = pc.replace_substring_regex(present, unit_suffix(unit), "")
@@ -390,12 +391,12 @@ UNIT_KINDS = (
      "hour": 3600.0, "day": 86400.0, "week": 604800.0},
 )  # fmt: skip
 MIXED_AMBIGUOUS = frozenset({"m"})
+PLURAL = "^(.{2,})s$"  # a unit's plural s, after 2 letters or more (kgs, mins; not ms): Java and RE2 alike
 
 
 def unit_key(unit: str) -> str:
-    """A unit as UNIT_KINDS names it: lower case, without a plural s after 2 letters or more (KGs: kg, mins: min)."""
-    unit = unit.strip().lower()
-    return unit[:-1] if len(unit) > 2 and unit.endswith("s") else unit
+    """A unit as UNIT_KINDS names it: lower case, without a plural s (PLURAL: KGs is kg, mins is min)."""
+    return re.sub(PLURAL, r"\1", unit.strip().lower())
 
 
 def unit_kind(units) -> dict[str, float] | None:
