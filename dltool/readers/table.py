@@ -141,7 +141,7 @@ class ColumnTableReader(TableReader):
         with a decimal comma; and the unit of those whose numbers are followed by one (`_units`)."""
         from pyspark.sql import functions as F
 
-        from dltool.transforms.table import DECIMAL_COMMA_NUMBER
+        from dltool.transforms.table import DECIMAL_COMMA_NUMBER, UNIT_NUMBER
 
         cfg = self.config
         taken = set(cfg.named()) | set(cfg.exclude) | set(self.left_out) | {self.corrupt_column, self._split_column,
@@ -155,22 +155,28 @@ class ColumnTableReader(TableReader):
         # Where a column of too many values for a category is numbers, or a column is dates, but for a few words
         # (`unknown`, `n/k`, `-`): those words, its gaps. (A code of few values with a word, `1, 2, 3, crew`, stays
         # a category: the word is one too.) A second aggregation, only for such columns.
-        mostly = lambda i, kind: row[f"present{i}"] > row[f"{kind}{i}"] >= max(  # noqa: E731
+        mostly = lambda i, count: row[f"present{i}"] > count >= max(  # noqa: E731
             MIN_NUMBERS, (1 - MAX_WORD_SHARE) * row[f"present{i}"])
-        kinds = {}  # column -> what its values but a few words are: number, time (ISO 8601) or datelike
+        kinds = {}  # column -> what its values but a few words are: number, unit (12 kg), time (ISO 8601) or datelike
         for i, c in enumerate(candidates):
-            if mostly(i, "number") and row[f"distinct{i}"] > cfg.max_categories:
+            many = row[f"distinct{i}"] > cfg.max_categories
+            if mostly(i, row[f"number{i}"]) and many:
                 kinds[c] = "number"
-            elif kind := next((k for k in ("time", "datelike") if mostly(i, k)), None):
+            elif mostly(i, row[f"number{i}"] + row[f"unit{i}"]) and row[f"unit{i}"] >= row[f"number{i}"] and many:
+                kinds[c] = "unit"
+            elif kind := next((k for k in ("time", "datelike") if mostly(i, row[f"{k}{i}"])), None):
                 kinds[c] = kind
-        extra = _missing_words(train, {c: (v["text"], v["present"], v["numberish" if kind == "number" else kind])
+        kind_of = {"number": lambda v: v["numberish"], "unit": lambda v: v["numberish"] | v["text"].rlike(UNIT_NUMBER),
+                   "time": lambda v: v["time"], "datelike": lambda v: v["datelike"]}  # fmt: skip
+        extra = _missing_words(train, {c: (v["text"], v["present"], kind_of[kind](v))
                                        for c, kind in kinds.items() for v in [values(c)]})  # fmt: skip
-        with_words = lambda i, c, kind: row[f"present{i}"] and (  # noqa: E731
-            row[f"{kind}{i}"] == row[f"present{i}"] or c in extra and kinds[c] == kind)
-        iso = {c for i, c in enumerate(candidates) if with_words(i, c, "time")}
+        with_words = lambda i, c, count, kind: row[f"present{i}"] and (  # noqa: E731
+            count == row[f"present{i}"] or c in extra and kinds[c] == kind)
+        iso = {c for i, c in enumerate(candidates) if with_words(i, c, row[f"time{i}"], "time")}
         # Where every train value of a column, but for those words, has one of the date forms: its shapes.
         found = _date_formats(train, {c: (v["text"], v["present"] & ~v["text"].isin(extra[c]) if c in extra else v["present"])
-                                      for i, c in enumerate(candidates) if c not in iso and with_words(i, c, "datelike")
+                                      for i, c in enumerate(candidates) if c not in iso and
+                                      with_words(i, c, row[f"datelike{i}"], "datelike")
                                       for v in [values(c)]})  # fmt: skip
         # And where numbers and numbers with a decimal comma (1,5) make up a column: whether every value is the latter.
         comma = _all_match(train, {c: (v["text"], v["present"]) for i, c in enumerate(candidates) if row[f"comma{i}"]
@@ -178,8 +184,9 @@ class ColumnTableReader(TableReader):
                            DECIMAL_COMMA_NUMBER)  # fmt: skip
         # And where numbers with a unit after them (12 kg) and plain numbers make up a column: its one unit.
         found_units = _units(train, {c: (v["text"], v["present"]) for i, c in enumerate(candidates) if c not in comma
-                                     and row[f"unit{i}"] and row[f"number{i}"] + row[f"unit{i}"] == row[f"present{i}"]
-                                     and row[f"unit{i}"] >= row[f"number{i}"] for v in [values(c)]})  # fmt: skip
+                                     and row[f"unit{i}"] and row[f"unit{i}"] >= row[f"number{i}"] and
+                                     with_words(i, c, row[f"number{i}"] + row[f"unit{i}"], "unit")
+                                     for v in [values(c)]})  # fmt: skip
         numeric, categorical, dates, words, left_out = [], [], list(cfg.dates), list(cfg.words), {}
         date_formats = {**self._named_date_formats(rows), **cfg.date_formats}
         missing_values, decimal_comma, units = dict(cfg.missing_values), list(cfg.decimal_comma), dict(cfg.units)
@@ -193,6 +200,7 @@ class ColumnTableReader(TableReader):
             elif c in found_units:  # 12 kg, 3.5 kg
                 numeric.append(c)
                 units[c] = found_units[c]
+                missing_values.update({c: extra[c]} if c in extra else {})
             elif c in extra and kinds[c] == "number":
                 numeric.append(c)
                 missing_values[c] = extra[c]
@@ -215,7 +223,7 @@ class ColumnTableReader(TableReader):
                 words.append(c)
         if cfg.numeric != "auto":
             left_out.update({c: "numbers, but `numeric` is a list without it" for c in numeric})
-            missing_values = {c: v for c, v in missing_values.items() if kinds.get(c) != "number" or c not in extra}
+            missing_values = {c: v for c, v in missing_values.items() if kinds.get(c) not in ("number", "unit") or c not in extra}
             decimal_comma = [c for c in decimal_comma if c in cfg.decimal_comma]
             units = {c: u for c, u in units.items() if c in cfg.units}
             numeric = list(cfg.numeric)
@@ -388,7 +396,7 @@ LABEL_SAMPLE = 10_000
 
 
 # auto: a column of numbers with a few words besides stays numeric, the words read as missing in it alone.
-MAX_MISSING_WORDS, MAX_WORD_SHARE, MIN_NUMBERS = 3, 0.1, 20
+MAX_MISSING_WORDS, MAX_WORD_SHARE, MIN_NUMBERS = 3, 0.5, 20
 
 
 def _values(text, present) -> dict:

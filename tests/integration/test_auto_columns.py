@@ -58,9 +58,11 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
     assert found.summary["left_out"] == columns["left_out"]
     date_parts = [f"signed up:{p}" for p in ("days", "month", "day", "weekday", "hour")]
     # The note's words in 2+ train rows; its random numbers are in one row each.
-    assert manifest["features"]["names"] == ["income (k)", "is member", "weight lb", *date_parts, "plan.name=basic",
-                                             "plan.name=pro", "plan.name=team", "plan.name=<other>", "note~a",
-                                             "note~comma", "note~free", "note~text", "note~with"]  # fmt: skip
+    # The income's gaps are mostly y's (every i % 10 == 4 row): a slot says which rows had one.
+    assert manifest["features"]["names"] == ["income (k)", "is member", "weight lb", *date_parts,
+                                             "income (k)=<missing>", "plan.name=basic", "plan.name=pro", "plan.name=team",
+                                             "plan.name=<other>", "note~a", "note~comma", "note~free", "note~text",
+                                             "note~with"]  # fmt: skip
     assert set(np.unique(features[:, 1])) == {0.0, 1.0}  # true/false became 1/0
     # Row r (1-based) signed up on 2024-01-(1 + (r - 1) % 28) at 10:00; 2024-01-01 is a Monday, day 19723 since 1970.
     offset = found.i % 28
@@ -74,15 +76,19 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
 
 def test_auto_reads_formatted_numbers_and_the_common_date_forms(spark, tmp_path, write_config):
     months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-    lines = ["price,sold,opened,listed,share,version,target"]
+    lines = ["price,sold,opened,listed,share,version,prix,preis,target"]
     for i in range(60):  # row r = i + 1: day 1 + i % 28 of month 1 + i % 12
         day, month = 1 + i % 28, 1 + i % 12
         clock = f"{1 + i % 12}:05 {'AP'[i % 2]}M"  # sold on a 12-hour clock
+        french = f"{1000 + 37 * i:,}".replace(",", "\u202f")  # 1 037 €: thousands by a narrow no-break space
+        swiss = f"{1000 + 37 * i:,}.50".replace(",", "'")  # 1'037.50
         lines.append(f'"${1000 + 37 * i:,}.50",{month}/{day}/2020 {clock},{day:02d}.{month:02d}.2019,"{months[month - 1]} {day}, '
-                     f'2021",{i % 50}%,{month}.{day}.{10 + i % 3},{"yn"[i % 3 == 0]}')  # fmt: skip
+                     f'2021",{i % 50}%,{month}.{day}.{10 + i % 3},{french} €,{swiss},{"yn"[i % 3 == 0]}')  # fmt: skip
     found = auto_ingest(tmp_path, write_config, lines, max_categories=100, label="target")
     columns, x, i = found.columns, found.by_name, found.i
-    assert found.summary["left_out"] == {} and columns["numeric"] == ["price", "share"]
+    assert found.summary["left_out"] == {} and columns["numeric"] == ["price", "share", "prix", "preis"]
+    np.testing.assert_allclose(x["prix"], 1000 + 37 * i)
+    np.testing.assert_allclose(x["preis"], 1000.5 + 37 * i)
     assert columns["categorical"] == ["version"]  # 1.2.10: no date
     assert columns["dates"] == ["sold", "opened", "listed"]
     assert columns["date_formats"] == {"sold": "%m/%d/%Y", "opened": "%d.%m.%Y", "listed": "%b %d %Y"}
@@ -100,14 +106,18 @@ def test_auto_reads_formatted_numbers_and_the_common_date_forms(spark, tmp_path,
 
 
 def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_missing(spark, tmp_path, write_config):
-    lines = ["weight kg,class,target"]
+    lines = ["weight kg,size,class,target"]
     for i in range(120):
         weight = "unknown" if i % 25 == 3 else "-" if i % 40 == 7 else f"{50 + 0.37 * i:.2f}"
-        lines.append(f"{weight},{'crew' if i % 10 == 0 else 1 + i % 3},{'yn'[i % 2]}")  # a code with a word: a category
+        # an app's size as a store lists it, a fifth of them a phrase: 19M, 201k, Varies with device
+        size = "Varies with device" if i % 5 == 1 else f"{(10 + i) * 1000}k" if i % 3 == 0 else f"{10 + i}M"
+        target = "y" if i % 5 == 1 else "yn"[i % 2]  # an app whose size varies is a y: that gap tells
+        lines.append(f"{weight},{size},{'crew' if i % 10 == 0 else 1 + i % 3},{target}")  # a code with a word: a category
     found = auto_ingest(tmp_path, write_config, lines, label="target")
     columns, i = found.columns, found.i
-    assert columns["numeric"] == ["weight kg"] and columns["categorical"] == ["class"]
-    assert columns["missing_values"] == {"weight kg": ["-", "unknown"]}
+    assert columns["numeric"] == ["weight kg", "size"] and columns["categorical"] == ["class"]
+    assert columns["missing_values"] == {"weight kg": ["-", "unknown"], "size": ["Varies with device"]}
+    assert columns["units"] == {"size": "k"}  # never M where units mix (M is also metres)
     pre = found.preprocess
     assert pre["missing_values"] == columns["missing_values"]  # predict reads new rows the same way
     weights = found.by_name["weight kg"]
@@ -115,6 +125,11 @@ def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_miss
     np.testing.assert_allclose(weights[~word], 50 + 0.37 * i[~word], rtol=1e-5)
     np.testing.assert_allclose(weights[word], pre["numeric"]["weight kg"], rtol=1e-5)  # the imputed train mean
     assert word.any() and abs(pre["numeric"]["weight kg"] - (50 + 0.37 * i[~word]).mean()) < 1e-3
+    varies = i % 5 == 1
+    np.testing.assert_allclose(found.by_name["size"][~varies], (10 + i[~varies]) * 1000, rtol=1e-5)
+    # a gap that tells of the target also gets a 0/1 slot, which keeps what the word said; the weight's are at random
+    assert pre["gaps"] == ["size"] and "weight kg=<missing>" not in found.by_name
+    np.testing.assert_array_equal(found.by_name["size=<missing>"], varies)
 
 
 def test_auto_reads_numbers_written_with_a_decimal_comma(spark, tmp_path, write_config):

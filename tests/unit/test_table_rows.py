@@ -88,8 +88,9 @@ def test_vectors_must_have_their_size_and_finite_values():
 @pytest.mark.parametrize("encoding", ["onehot", "index"])
 def test_the_fit_and_its_scaling_come_from_totals_that_match_the_features(encoding):
     rng = np.random.default_rng(0)
+    # x is missing in every 7th row, and those rows are b's: its gaps tell of the label
     rows = [{"id": f"r{i}", "x": "" if i % 7 == 0 else f"{rng.normal(3, 2):.3f}", "y": f"{rng.normal():.3f}",
-             "colour": ["red", "blue", "", "green"][i % 4], "note": "", "target": "ab"[i % 2],
+             "colour": ["red", "blue", "", "green"][i % 4], "note": "", "target": "b" if i % 7 == 0 else "ab"[i % 2],
              "split": "train" if i % 5 else "val"} for i in range(200)]  # fmt: skip
     check = rules(vectors={"emb": 3})
     vectors = pa.array([list(rng.normal(size=3)) for _ in rows], pa.list_(pa.float64()))
@@ -108,8 +109,11 @@ def test_the_fit_and_its_scaling_come_from_totals_that_match_the_features(encodi
 
     raw_pre = stats.preprocess(stats.means(), encoding, classify=True, scale=False)
     assert raw_pre.labels == ["a", "b"] and raw_pre.categorical == {"colour": ["blue", "green", "red"]}
-    assert len(raw_pre.names) == raw_pre.width == (2 + 4 + 3 if encoding == "onehot" else 2 + 1 + 3)
+    # x's gaps get a 0/1 slot after the numbers; y has none
+    assert raw_pre.gaps == ["x"] and raw_pre.names[:3] == ["x", "y", "x=<missing>"]
+    assert len(raw_pre.names) == raw_pre.width == (3 + 4 + 3 if encoding == "onehot" else 3 + 1 + 3)
     features = raw_pre.features(train)
+    assert features[:, 2].tolist() == [float(v is None) for v in train.column("x").to_pylist()]
     written = Moments(0)
     written.add_batch(features)  # what the shard tasks add up: the fit's moments must match them
     np.testing.assert_allclose(stats._moments(raw_pre), written.result(), rtol=1e-5, atol=1e-6)
@@ -168,6 +172,35 @@ def test_dates_become_numeric_parts_and_a_bad_date_is_quarantined_naming_the_fie
     pre = stats.preprocess({c: 0.0 for c in stats.numeric}, "onehot", True, False, dates=("note",))
     assert pre.source_numeric == ["x"] and Preprocess.from_json(pre.to_json()) == pre
     assert pre.features(typed)[:, 1].tolist() == pytest.approx([19784.0, 19784 + 18.5 / 24, 0.0])  # missing: the fill
+    assert pre.width == 6  # one gap in three rows tells nothing of the label: no slot for it
+
+
+def test_gaps_that_tell_of_the_label_get_a_0_1_slot_and_gaps_at_random_none():
+    from dltool.transforms.table import informative_gap, label_summary
+
+    rng = np.random.default_rng(0)
+    # Of 60 rows (odd ones b's), x is missing in 15 and the date in 15, all b's: their gaps tell of the label;
+    # y is missing in 15 rows at random (8 b's, 7 a's).
+    random_gaps = (3, 8, 14, 19, 22, 27, 33, 36, 41, 44, 50, 53, 57, 58, 59)
+    rows = [GOOD | {"id": f"r{i}", "x": "" if i % 4 == 1 else f"{rng.normal():.3f}", "y": "" if i in random_gaps else "1",
+                    "note": "" if i % 4 == 3 else "2024-03-02", "target": "ab"[i % 2]} for i in range(60)]  # fmt: skip
+    typed, errors = rules(passthrough=(), dates=("note",)).check(batch(rows))
+    assert errors.num_rows == 0
+    numbers = ("x", "y", *(c for c in typed.column_names if c.startswith("note:")))
+    stats, other = FitStats(numbers, (), {}), FitStats(numbers, (), {})
+    stats.add(typed.slice(0, 25), classify=True)
+    other.add(typed.slice(25), classify=True)
+    stats.merge(other)  # two tasks' totals
+    pre = stats.preprocess({c: 0.0 for c in numbers}, "onehot", True, False, dates=("note",))
+    # one slot for the date: its five parts are missing together
+    assert pre.gaps == ["x", "note:days"] and pre.names[7:] == ["x=<missing>", "note:days=<missing>"]
+    np.testing.assert_array_equal(pre.features(typed)[:, 7:], [[i % 4 == 1, i % 4 == 3] for i in range(60)])
+    # a regression target: gaps where it is high are telling; gaps at random, or too few (under MIN_GAPS), are not
+    target = pa.array(rng.normal(size=200))
+    everyone, high = label_summary(target, False), pa.compute.greater(target, 0.5)
+    assert informative_gap(label_summary(target.filter(high), False), everyone, False)
+    assert not informative_gap(label_summary(target.slice(0, 50), False), everyone, False)
+    assert not informative_gap(label_summary(target.filter(high).slice(0, 5), False), everyone, False)
 
 
 def test_a_free_text_column_keeps_its_words_in_two_or_more_train_rows_as_0_1_slots():
@@ -244,6 +277,15 @@ def test_accountants_negatives_numbers_with_a_unit_and_clock_times_read_as_their
     assert typed.column("x").to_pylist() == [10000.0, 5.0] and typed.column("y").to_pylist() == [5.0, 2.0]  # at least
     typed, errors = rules(passthrough=(), decimal_comma=("x",)).check(batch([GOOD | {"x": "(1.234,50 €)"}]))
     assert typed.column("x").to_pylist() == [-1234.5] and errors.num_rows == 0
+    # thousands grouped by apostrophes (Swiss) or by spaces, no-break ones too (French), one mark throughout
+    typed, errors = rules(passthrough=()).check(batch([GOOD | {"x": "1'234'567.50", "y": "1 234"},
+                                                       GOOD | {"x": "CHF 1’250", "y": "-12\u202f500 €"}]))  # fmt: skip
+    assert errors.to_pylist()[0]["message"] == "field x: 'CHF 1’250' is not a number"
+    assert typed.column("x").to_pylist() == [1234567.5] and typed.column("y").to_pylist() == [1234.0]
+    typed, errors = rules(passthrough=(), decimal_comma=("x",)).check(batch([GOOD | {"x": "1\u00a0234,56 €"}]))
+    assert typed.column("x").to_pylist() == [1234.56] and errors.num_rows == 0
+    typed, errors = rules(passthrough=()).check(batch([GOOD | {"x": "12 34"}, GOOD | {"x": "1,234 567"}]))
+    assert typed.num_rows == 0 and errors.num_rows == 2  # groups of three, by one mark
 
 
 def test_a_column_s_own_missing_words_are_missing_there_only():
