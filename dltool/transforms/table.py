@@ -7,13 +7,14 @@ over Arrow batches, so each value is trimmed and parsed once:
   types the rest: finite float64 or null (a date: its five DATE_PARTS), trimmed categories
   and free text or null, vectors, the label.
 - `FitStats` adds up what the preprocessing needs over the train split's typed rows, a
-  task at a time (sums, category counts, word row counts, labels); `FitStats.preprocess`
-  turns the total into a `Preprocess`.
+  task at a time (sums, category counts, word row counts, labels, the labels of each numeric
+  column's gaps); `FitStats.preprocess` turns the total into a `Preprocess`.
 - `Preprocess.features` computes the feature matrix of typed rows. The shard writers and
   predict (with the training dataset's `_preprocess.json`) use the same code.
 
 Feature layout: numeric columns, then each date's parts `col:days` .. `col:hour` (missing
-values filled), then each categorical column as one-hot slots `col=value` in alphabetical
+values filled), then a 0/1 slot `col=<missing>` for each of those whose gaps tell of the label
+(`informative_gap`), then each categorical column as one-hot slots `col=value` in alphabetical
 order plus `col=<other>` (missing or unseen), or as one slot holding the category index
 (`<other>` is the last index), then each free-text column's 0/1 word slots `col~word`
 (alphabetical), then the vector columns' values. The numeric slots lead: the `tabular`
