@@ -178,7 +178,18 @@ def report(per_split: dict[str, dict[str, int]], vocabulary: list[str] | None, s
         if absent:
             shown = ", ".join(absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10 else "")
             warnings.append(f"split {name} has no example of class {shown}")
-    return warnings
+    return warnings + _case_variants(vocabulary or [])
+
+
+def _case_variants(vocabulary: list[str]) -> list[str]:
+    """A warning for each set of classes written alike but for case and spaces (Churned, churned): one class written
+    two ways, most often. They stay apart (in letters, a and A are two classes)."""
+    spellings: dict[str, list[str]] = {}
+    for c in vocabulary:
+        spellings.setdefault(" ".join(str(c).split()).casefold(), []).append(str(c))
+    return [f"classes {', '.join(repr(c) for c in same[:5])} differ only in case or spaces: one class written "
+            f"{len(same)} ways? They are kept apart; write the label alike to make them one" for same in spellings.values()
+            if len(same) > 1]  # fmt: skip
 
 
 def column(name: str):

@@ -248,6 +248,7 @@ class ClassificationSums:
         support = cm.sum(axis=1)
         predicted = cm.sum(axis=0)
         precision, recall = _ratio(hits, predicted), _ratio(hits, support)
+        seen = (support + predicted) > 0  # never empty: the split has examples
         f1 = _ratio(2 * hits, support + predicted)  # 2tp / (2tp + fp + fn), as scikit-learn computes it
         result = {
             "task": self.task,
@@ -259,8 +260,10 @@ class ClassificationSums:
                 name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                 for name, p, r, f, s in zip(self.class_names, precision, recall, f1, support)
             },
-            "macro": {"precision": float(np.average(precision)), "recall": float(np.average(recall)),
-                      "f1": float(np.average(f1))},
+            # over the classes the split holds or the model predicts, as scikit-learn's report (a class neither
+            # held nor predicted has no precision or recall to average: counting it as 0 would halve a 2-class score)
+            "macro": {key: float(np.average(values[seen])) for key, values in
+                      (("precision", precision), ("recall", recall), ("f1", f1))},
             "weighted": {"precision": float(np.average(precision, weights=support)),
                          "recall": float(np.average(recall, weights=support)),
                          "f1": float(np.average(f1, weights=support))},

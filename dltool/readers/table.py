@@ -416,6 +416,9 @@ def _values(text, present) -> dict:
 
 
 NAMED_DATE_ROWS = 10_000  # train rows a named date column's format is found from
+# The distinct values' estimate (HyperLogLog++) within about 1%: Spark's default, 5%, counted 307 of an id column's
+# 327 values, under the 95% that tells an id.
+DISTINCT_RSD = 0.01
 COUNTS = ("present", "number", "comma", "unit", "integer", "time", "distinct", "datelike")
 WIDE_COLUMNS = 32  # past this many columns, `_value_counts` aggregates them unpivoted
 
@@ -469,7 +472,8 @@ def _aggregates(v: dict) -> dict:
         "comma": F.count(F.when(present & ~numberish & text.rlike(DECIMAL_COMMA_NUMBER), 1)),
         "unit": F.count(F.when(present & ~numberish & text.rlike(UNIT_NUMBER), 1)),
         "integer": F.count(F.when(present & (number == F.floor(number)), 1)),
-        "time": F.count(F.when(present & v["time"], 1)), "distinct": F.approx_count_distinct(F.when(present, text)),
+        "time": F.count(F.when(present & v["time"], 1)),
+        "distinct": F.approx_count_distinct(F.when(present, text), rsd=DISTINCT_RSD),
         "datelike": F.count(F.when(present & v["datelike"], 1)),
         "max": F.max(F.when(present, number)), "min": F.min(F.when(present, number)),
     }  # fmt: skip

@@ -42,9 +42,10 @@ def sklearn_classification(y, probs, top_k=()) -> dict:
         warnings.simplefilter("ignore", UserWarning)  # float32 softmax rows sum to 1 only within ~1e-7
         loss = sk.log_loss(y, y_proba=np.clip(p, CLIP, 1 - CLIP), labels=labels)
     precision, recall, f1, support = sk.precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
+    # macro: over the classes held or predicted (scikit-learn's default labels)
     averages = {
         average: dict(zip(("precision", "recall", "f1"), sk.precision_recall_fscore_support(
-            y, predicted, labels=labels, average=average, zero_division=0)[:3]))
+            y, predicted, labels=labels if average == "weighted" else None, average=average, zero_division=0)[:3]))
         for average in ("macro", "weighted")
     }
     expected = {
@@ -138,6 +139,13 @@ def test_class_never_predicted_and_class_absent_from_labels():
     assert result["per_class"]["c2"]["precision"] == 0.0
     assert result["per_class"]["c4"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert np.isfinite(result["loss"])  # p = 0 on the true class is clipped, not infinite
+    # a class neither held nor predicted is left out of the macro average, not averaged in as 0
+    probs[:, 4] = 0.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    result = score(y, probs, 5)
+    assert_figures(result, sklearn_classification(y, probs))
+    per_class = [result["per_class"][f"c{i}"]["f1"] for i in range(4)]
+    assert result["macro"]["f1"] == pytest.approx(np.mean(per_class)) and result["per_class"]["c4"]["support"] == 0
 
 
 def test_perfect_predictions():

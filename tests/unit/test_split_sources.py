@@ -92,6 +92,11 @@ def test_config_checks_and_warnings():
     warnings = report({"train": {"a": 5, "b": 4}, "val": {"a": 2}, "test": {}}, ["a", "b"], SplitSettings())
     assert warnings == ["split test is empty", "split val has no example of class b"]
     assert report({"train": {"a": 1}, "val": {"a": 1}, "test": {}}, ["a"], SplitSettings(by="path")) == []
+    # one class written two ways is kept apart, and said
+    counts = {"train": {"Churned": 9, "churned": 1, "Stayed": 5}, "val": {"Churned": 1, "churned": 1, "Stayed": 1}}
+    assert report(counts, ["Churned", "Stayed", "churned"], SplitSettings(by="path")) == [
+        "classes 'Churned', 'churned' differ only in case or spaces: one class written 2 ways? They are kept apart; "
+        "write the label alike to make them one"]  # fmt: skip
 
 
 def test_duplicates_across_splits_are_counted_with_example_keys():
