@@ -160,7 +160,7 @@ class ColumnRoles(Section):
     missing_values: dict[str, list[str]] = Field(
         default_factory=dict, description="Words read as missing in one column only, e.g. {age: [unknown, n/k]} "
         "(`na_values` holds those of every column). auto roles add them for a column of numbers with a few words "
-        "besides (at most 3 distinct, in at most 10% of its train values), and for a date column with such words: the "
+        "besides (at most 3 distinct, in at most half of its train values), and for a date column with such words: the "
         "column stays numeric, or dates.",
     )
     words: list[str] = Field(
@@ -169,7 +169,10 @@ class ColumnRoles(Section):
         "`max_categories` distinct values.",
     )
     max_categories: int = Field(50, ge=2, description="auto: the most distinct values a categorical column may have.")
-    max_words: int = Field(100, ge=1, description="words: the most words each free-text column keeps.")
+    max_words: int | None = Field(
+        None, ge=1, description="words: the most words each free-text column keeps. Left out: 5,000, fewer past 10,000 "
+        "rows (50 million slots a column at most; never under 100).",
+    )
     exclude: list[str] = Field(default_factory=list, description="auto: columns never used as features.")
     categorical_encoding: Literal["onehot", "index"] = Field(
         "onehot", description="One-hot slots per category (plus one for missing/unseen), or the category index."
@@ -259,7 +262,8 @@ class CsvReaderConfig(ColumnRoles):
                            "all into one number of fields, the most (a tie: in that order); else ,.")
     quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
     escape: str = Field('"', min_length=1, max_length=1, description="Escape inside quotes (RFC 4180 doubles the quote).")
-    multiline: bool = Field(False, description="Allow quoted values that span lines.")
+    multiline: bool | None = Field(None, description="Allow quoted values that span lines. Left out: true where a "
+                                   "quoted value in the first file's first MB spans lines.")
     encoding: str = Field("utf-8", description="Text encoding of the file (Python's or Java's name: utf-8, cp1252, "
                           "latin-1, utf-16...).")
     max_chars_per_value: int = Field(

@@ -34,7 +34,7 @@ class CsvReader(ColumnTableReader):
     def read_options(self) -> dict:
         cfg = self.config
         return {"header": str(cfg.header).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
-                "multiLine": str(cfg.multiline).lower(), "encoding": java_charset(cfg.encoding),
+                "multiLine": str(bool(cfg.multiline)).lower(), "encoding": java_charset(cfg.encoding),
                 "maxCharsPerColumn": str(cfg.max_chars_per_value)}  # fmt: skip
 
     def explain_failure(self, message: str) -> str | None:
@@ -65,8 +65,7 @@ class CsvReader(ColumnTableReader):
     def source_columns(self, spark, paths: list[str]) -> list[str]:
         cfg = self.config
         if not cfg.header:
-            if "delimiter" not in cfg.model_fields_set:
-                self._head(paths[0])  # finds it from the first lines
+            self._head(paths[0])  # finds the delimiter and multiline from the first lines, where left out
             return list(cfg.columns)
         return unique_names([n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])])
 
@@ -102,13 +101,17 @@ class CsvReader(ColumnTableReader):
         try:
             first = open_location(path)
             with first.fs.open_input_stream(first.path, compression="detect") as f:
-                head = f.read(1 << 20).decode(cfg.encoding, errors="replace")
+                data = f.read(HEAD_BYTES)
+            head = data.decode(cfg.encoding, errors="replace")
         except (ConfigError, StorageError):
             return None
         escape = {} if cfg.escape == cfg.quote else {"escapechar": cfg.escape, "doublequote": False}
         if "delimiter" not in cfg.model_fields_set:  # left out: the file's own, for this read and Spark's after it
             found = sniff_delimiter(head, cfg.quote, escape) or cfg.delimiter
             self.config = cfg = cfg.model_copy(update={"delimiter": found})
+        if cfg.multiline is None:  # left out: whether a quoted value spans lines there (a text with its line breaks)
+            spans = spans_lines(head, cfg.delimiter, cfg.quote, escape, cut=len(data) == HEAD_BYTES)
+            self.config = cfg = cfg.model_copy(update={"multiline": spans})
         return csv.reader(io.StringIO(head), delimiter=cfg.delimiter, quotechar=cfg.quote, **escape)
 
     def read_raw(self, spark, paths: list[str], extra: list[str]):
@@ -122,6 +125,23 @@ class CsvReader(ColumnTableReader):
             .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).option("enforceSchema", "true")
             .schema(schema).csv(paths)
         )  # fmt: skip
+
+
+HEAD_BYTES = 1 << 20  # what `_head` reads of the first file
+
+
+def spans_lines(head: str, delimiter: str, quote: str, escape: dict, cut: bool = True) -> bool:
+    """Whether a value of `head`'s records (less the last where `head` is `cut` from a longer file) holds a line
+    break: a quoted one, which Spark reads only with multiLine (and then each file in one task)."""
+    import csv
+    import io
+
+    try:
+        records = list(csv.reader(io.StringIO(head), delimiter=delimiter, quotechar=quote, **escape))
+    except csv.Error:  # a malformed head: its rows say so when read
+        return False
+    whole = records[:-1] if cut else records
+    return any("\n" in value or "\r" in value for record in whole for value in record)
 
 
 DELIMITERS = (",", ";", "\t", "|")  # what `sniff_delimiter` tries, in this order

@@ -107,7 +107,9 @@ class TextReader(TableReader):
         from dltool.errors import map_errors
 
         cfg = self.config
-        options = {**({"header": "true"} if cfg.format == "csv" else {}), **cfg.options}
+        # A CSV of texts: its header, and quoted texts with their line breaks and doubled quotes (RFC 4180)
+        csv = {"header": "true", "multiLine": "true", "escape": '"'} if cfg.format == "csv" else {}
+        options = {**csv, **cfg.options}
         with map_errors(f"ingest.input: reading {cfg.input!r} as {cfg.format}"):
             if cfg.format == "table":
                 return spark.table(cfg.input)

@@ -556,11 +556,13 @@ class FitStats:
                                   "(an id or free text?): leave it out of categorical")  # fmt: skip
 
     def preprocess(self, fills: dict[str, float], encoding: str, classify: bool, scale: bool,
-                   dates: tuple[str, ...] = (), max_words: int = 0, date_formats: dict | None = None,
+                   dates: tuple[str, ...] = (), max_words: int | None = None, date_formats: dict | None = None,
                    missing_values: dict | None = None, decimal_comma: tuple[str, ...] = (),
                    units: dict | None = None) -> Preprocess:
         """The fitted preprocessing; `fills` holds each numeric column's imputed value (date features included).
-        A free-text column keeps its `max_words` most frequent words that appear in at least 2 train rows."""
+        A free-text column keeps its `max_words` most frequent words that appear in at least 2 train rows (None:
+        `default_words`)."""
+        max_words = default_words(sum(self.rows.values())) if max_words is None else max_words
         vocabularies = {c: sorted(v for v in self.categories.get(c, {}) if v is not None) for c in self.categorical}
         labels = sorted(self.labels) if classify else None
         words = {}
@@ -611,6 +613,17 @@ class FitStats:
             parts += [[float(s), float(q)] for s, q in zip(sums, squares)]
         sums, squares = np.asarray(parts, np.float64).T
         return np.stack([np.full(len(sums), rows, np.float64), sums, squares])
+
+
+MAX_WORDS, MIN_WORDS = 5000, 100  # a free-text column's word slots when `max_words` is left out, from its rows
+WORD_CELLS = 50_000_000  # of a free-text column's word slots over all rows: 200 MB of float32 features at most
+
+
+def default_words(rows: int) -> int:
+    """The words a free-text column keeps in a table of `rows` rows (`max_words` left out): MAX_WORDS up to 10,000
+    rows (a CSV of sayings and their topic: 0.41 accuracy with 100 words, 0.68 with 5,000, where the text reader's
+    TF-IDF model scores 0.67), then fewer, so that the slots stay within WORD_CELLS, never under MIN_WORDS."""
+    return max(MIN_WORDS, min(MAX_WORDS, WORD_CELLS // max(rows, 1)))
 
 
 MIN_GAPS = 10  # train rows with and without a value a column needs before its gaps are tested

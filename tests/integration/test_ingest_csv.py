@@ -196,6 +196,13 @@ def test_a_file_s_delimiter_is_found_and_a_wrong_one_named_says_which(spark, tmp
     del config["ingest"]["delimiter"]
     result, summary = ingest(write_config(config), "--overwrite")
     assert result.exit_code == 0 and summary["counts"]["rows"] == 20 and summary["counts"]["quarantined"] == 0, result.output
+    # a note over two lines, quoted: multiline is found, and each record is one row
+    (tmp_path / "data.csv").write_text("x;city;label\n" + "".join(f'{i};"a,\nb";{"pq"[i % 2]}\n' for i in range(20)))
+    config["ingest"] = {"reader": "csv", "input": str(tmp_path / "data.csv"), "numeric": ["x"], "label": "label",
+                        "passthrough": ["city"]}  # fmt: skip
+    result, summary = ingest(write_config(config), "--overwrite")
+    assert result.exit_code == 0 and summary["counts"]["rows"] == 20 and summary["counts"]["quarantined"] == 0, result.output
+    assert set(read_split(tmp_path / "out", "train").column("city").to_pylist()) == {"a,\nb"}
 
 
 def test_a_table_whose_every_row_is_quarantined_says_why_in_one_line(spark, tmp_path, write_config):

@@ -3,6 +3,7 @@ the raw-string serving model against the token-id model, predict on a raw folder
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import unicodedata
@@ -126,6 +127,20 @@ def test_a_jsonl_text_column_and_lines_of_files(spark, tmp_path, write_config):
     shards = _rows(tmp_path / "dataset")
     got = dict(zip(shards.column("key").to_pylist(), shards.column("shop").to_pylist()))
     assert len(got) == 29 and got["r4"] == "s1"
+
+    # the same rows as a CSV export: a review over two lines, with "quotes" inside, is one document
+    rows[5]["body"] = 'first line\nthen "zebra" said twice'
+    with open(tmp_path / "reviews.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "body", "stars", "shop"])
+        writer.writeheader()
+        writer.writerows(rows)
+    config = _config(write_config, tmp_path, {"input": str(tmp_path / "reviews.csv"), "format": "csv",
+                                              "text_column": "body", "label_column": "stars", "key_column": "id"},
+                     "csv.yaml", max_bad_fraction=0.1, path=str(tmp_path / "csv_dataset"))  # fmt: skip
+    result, summary = _ingest(config)
+    assert result.exit_code == 0, result.output
+    assert summary["counts"] == {**summary["counts"], "inputs": 30, "quarantined": 1}
+    assert sorted(_rows(tmp_path / "csv_dataset").column("key").to_pylist()) == sorted(f"r{i}" for i in range(30) if i != 3)
 
     lines = tmp_path / "lines" / "pos"
     lines.mkdir(parents=True)

@@ -221,6 +221,15 @@ def test_a_free_text_column_keeps_its_words_in_two_or_more_train_rows_as_0_1_slo
     assert full.features(typed)[:, -2:].tolist() == [[1, 1], [1, 1], [0, 1], [1, 0], [0, 0]]
     assert Preprocess.from_json(json.loads(json.dumps(full.to_json()))) == full
     assert pre.scale["mean"][-1] == pytest.approx(3 / 5)  # the slot's train mean, from the word's row count
+    assert stats.preprocess({"x": 0.0, "y": 0.0}, "onehot", True, False).words == full.words  # left out: 5,000
+
+
+def test_a_free_text_column_keeps_fewer_words_as_rows_grow():
+    from dltool.transforms.table import MAX_WORDS, MIN_WORDS, WORD_CELLS, default_words
+
+    assert default_words(5) == default_words(10_000) == MAX_WORDS == 5000
+    assert default_words(100_000) == 500 and default_words(100_000) * 100_000 <= WORD_CELLS
+    assert default_words(10_000_000) == MIN_WORDS
 
 
 def test_dates_take_the_forms_spark_finds_dates_by():
