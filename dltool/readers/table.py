@@ -174,7 +174,7 @@ class ColumnTableReader(TableReader):
             count == row[f"present{i}"] or c in extra and kinds[c] == kind)
         iso = {c for i, c in enumerate(candidates) if with_words(i, c, row[f"time{i}"], "time")}
         # Where every train value of a column, but for those words, has one of the date forms: its shapes.
-        found = _date_formats(train, {c: (v["text"], v["present"] & ~v["text"].isin(extra[c]) if c in extra else v["present"])
+        found = _date_formats(train, {c: (v["dated"], v["present"] & ~v["text"].isin(extra[c]) if c in extra else v["present"])
                                       for i, c in enumerate(candidates) if c not in iso and
                                       with_words(i, c, row[f"datelike{i}"], "datelike")
                                       for v in [values(c)]})  # fmt: skip
@@ -258,7 +258,7 @@ class ColumnTableReader(TableReader):
         train = rows.where(F.col("split") == "train").limit(NAMED_DATE_ROWS)
         other = train.agg(*(F.count_if(v["present"] & (v["time"] | ~v["datelike"])).alias(f"other{i}")
                             for i, v in enumerate(texts.values()))).first()  # fmt: skip
-        return _date_formats(train, {c: (v["text"], v["present"]) for i, (c, v) in enumerate(texts.items())
+        return _date_formats(train, {c: (v["dated"], v["present"]) for i, (c, v) in enumerate(texts.items())
                                      if other[f"other{i}"] == 0})  # fmt: skip
 
     def rules(self) -> RowRules:
@@ -377,14 +377,15 @@ class TableSourceReader(ColumnTableReader):
 
 # Dates as people write them, found by `auto` in the train values (Java regexes, for Spark): day and month in
 # numbers (12/31/2020, 31.12.2020, 31-12-2020, 12/31/20), the year first with slashes, or the month's name
-# (Dec 31, 2020; 31 Dec 2020; 31-Dec-20). A time of day may follow the numeric forms (13:45, 1:45:30 PM, 1:45pm).
+# (Dec 31, 2020; 31 Dec 2020; 31-Dec-20). A time of day may follow (13:45, 1:45:30 PM, 1:45pm), and the date be
+# dressed in a weekday and a zone's name (DATE_DRESSING: dropped before these are matched).
 _CLOCK = r"(?: \d{1,2}:\d{2}(?::\d{2})?(?: ?[AaPp]\.?[Mm]\.?)?)?"
 NUMERIC_DATE = rf"^(\d{{1,2}})([/.-])(\d{{1,2}})\2(\d{{4}}|\d{{2}}){_CLOCK}$"
 YEAR_FIRST_DATE = rf"^\d{{4}}/\d{{1,2}}/\d{{1,2}}{_CLOCK}$"
 _MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:tember)?|oct(?:ober)?" \
          r"|nov(?:ember)?|dec(?:ember)?)\.?"  # fmt: skip
-MONTH_FIRST_DATE = rf"(?i)^{_MONTH} \d{{1,2}},? (\d{{4}}|\d{{2}})$"
-DAY_FIRST_DATE = rf"(?i)^\d{{1,2}}[ -]{_MONTH}[ -](\d{{4}}|\d{{2}})$"
+MONTH_FIRST_DATE = rf"(?i)^{_MONTH} \d{{1,2}},? (\d{{4}}|\d{{2}}){_CLOCK}$"
+DAY_FIRST_DATE = rf"(?i)^\d{{1,2}}[ -]{_MONTH}[ -](\d{{4}}|\d{{2}}){_CLOCK}$"
 MONTH_YEAR_DATE = rf"(?i)^{_MONTH},? (\d{{4}})$"  # Jan 2020, January 2020: the month's first day
 # Any of them, in one regex (NUMERIC_DATE first: its back-reference counts its own groups).
 DATE_LIKE = "(?i)" + "|".join(f"(?:{p.removeprefix('(?i)')})" for p in (NUMERIC_DATE, YEAR_FIRST_DATE, MONTH_FIRST_DATE,
@@ -405,14 +406,15 @@ def _values(text, present) -> dict:
     (Spark's cast also takes forms they do not: 13:45 alone, as today's), or one of the date forms of DATE_LIKE."""
     from pyspark.sql import functions as F
 
-    from dltool.transforms.table import FORMATTED_NUMBER, ISO_TIME, NEGATIVE, NUMBER_SIGNS
+    from dltool.transforms.table import DATE_DRESSING, FORMATTED_NUMBER, ISO_TIME, NEGATIVE, NUMBER_SIGNS
 
     formatted = F.when(text.rlike(FORMATTED_NUMBER), F.regexp_replace(F.regexp_replace(text, NUMBER_SIGNS, ""), NEGATIVE, "-"))
     number = F.coalesce(text.try_cast("double"), formatted.try_cast("double"), _clock_hours(text))
+    dated = F.regexp_replace(text, DATE_DRESSING, "")  # Wed, 03 Jul 2019 10:00:00 GMT: the date
     return {"text": text, "present": present, "number": number,
             "numberish": number.isNotNull() | F.lower(text).isin("true", "false"),
-            "time": number.isNull() & text.rlike(ISO_TIME) & text.try_cast("timestamp").isNotNull(),
-            "datelike": number.isNull() & text.rlike(DATE_LIKE)}  # fmt: skip
+            "time": number.isNull() & dated.rlike(ISO_TIME) & dated.try_cast("timestamp").isNotNull(),
+            "datelike": number.isNull() & dated.rlike(DATE_LIKE), "dated": dated}  # fmt: skip
 
 
 NAMED_DATE_ROWS = 10_000  # train rows a named date column's format is found from

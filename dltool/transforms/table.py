@@ -269,14 +269,15 @@ def date_features(columns) -> list[str]:
 
 def _parse_dates(text, missing: np.ndarray, form: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """The DATE_PARTS of dates and times as float64 (NaN where missing or unparsable), and the mask of present
-    fields that are not dates: ISO 8601, or the strptime `form` (see `strptime_dates`). A zone offset (Z, +02:00)
-    is dropped from ISO forms: the parts are the record's local time.
+    fields that are not dates: ISO 8601, or the strptime `form` (see `strptime_dates`), either in DATE_DRESSING. A
+    zone offset (Z, +02:00) is dropped from ISO forms: the parts are the record's local time.
 
     Arrow parses the zero-padded ISO forms in C; the rest of what Spark's cast takes (which is how `auto` found the
     column: `2024-1-5`, `2024-01`, `2024-01-05 9:30`) is parsed field by field."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    text = pc.replace_substring_regex(text, DATE_DRESSING, "")
     if form:
         stamps = strptime_dates(pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text), form)
         unparsed = ~missing & np.asarray(pc.is_null(stamps).to_numpy(zero_copy_only=False), bool)
@@ -343,6 +344,9 @@ SPARK_DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?(?:[T ](\d{1,2})
 ZONE = r"(?:Z|[+-]\d\d:?\d\d)$"
 # The same with its zone (Java and RE2): what `auto` may call an ISO 8601 date or time.
 ISO_TIME = SPARK_DATE.pattern.removesuffix("$") + ZONE.replace(")$", ")?$")
+# What a date may be dressed in, dropped before it is read (Java, RE2 and Python alike): a weekday before it and a
+# zone's name after it, as e-mail and web logs write them (Wed, 03 Jul 2019 10:00:00 GMT; 2019-07-03 10:00:00 UTC).
+DATE_DRESSING = r"^(?i:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,? +)|(?i: *(?:utc|gmt))$"
 
 
 def _spark_date(value: str):

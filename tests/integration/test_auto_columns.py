@@ -76,22 +76,24 @@ def test_auto_roles_pick_numbers_categories_and_booleans_and_say_why_the_rest_is
 
 def test_auto_reads_formatted_numbers_and_the_common_date_forms(spark, tmp_path, write_config):
     months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-    lines = ["price,sold,opened,listed,share,version,prix,preis,target"]
+    lines = ["price,sold,opened,listed,share,version,prix,preis,mailed,target"]
     for i in range(60):  # row r = i + 1: day 1 + i % 28 of month 1 + i % 12
         day, month = 1 + i % 28, 1 + i % 12
         clock = f"{1 + i % 12}:05 {'AP'[i % 2]}M"  # sold on a 12-hour clock
         french = f"{1000 + 37 * i:,}".replace(",", "\u202f")  # 1 037 €: thousands by a narrow no-break space
         swiss = f"{1000 + 37 * i:,}.50".replace(",", "'")  # 1'037.50
+        mailed = date(2022, month, day).strftime("%a, %d %b %Y 08:15:00 GMT")  # as an e-mail's header has it
         lines.append(f'"${1000 + 37 * i:,}.50",{month}/{day}/2020 {clock},{day:02d}.{month:02d}.2019,"{months[month - 1]} {day}, '
-                     f'2021",{i % 50}%,{month}.{day}.{10 + i % 3},{french} €,{swiss},{"yn"[i % 3 == 0]}')  # fmt: skip
+                     f'2021",{i % 50}%,{month}.{day}.{10 + i % 3},{french} €,{swiss},"{mailed}",{"yn"[i % 3 == 0]}')  # fmt: skip
     found = auto_ingest(tmp_path, write_config, lines, max_categories=100, label="target")
     columns, x, i = found.columns, found.by_name, found.i
     assert found.summary["left_out"] == {} and columns["numeric"] == ["price", "share", "prix", "preis"]
     np.testing.assert_allclose(x["prix"], 1000 + 37 * i)
     np.testing.assert_allclose(x["preis"], 1000.5 + 37 * i)
     assert columns["categorical"] == ["version"]  # 1.2.10: no date
-    assert columns["dates"] == ["sold", "opened", "listed"]
-    assert columns["date_formats"] == {"sold": "%m/%d/%Y", "opened": "%d.%m.%Y", "listed": "%b %d %Y"}
+    assert columns["dates"] == ["sold", "opened", "listed", "mailed"]
+    assert columns["date_formats"] == {"sold": "%m/%d/%Y", "opened": "%d.%m.%Y", "listed": "%b %d %Y", "mailed": "%d %b %Y"}
+    np.testing.assert_allclose(x["mailed:hour"], 8)
     assert found.preprocess["date_formats"] == columns["date_formats"]  # predict reads new rows the same way
     day, month = 1 + i % 28, 1 + i % 12
     np.testing.assert_allclose(x["price"], 1000.5 + 37 * i)

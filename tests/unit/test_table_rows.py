@@ -232,6 +232,15 @@ def test_a_free_text_column_keeps_fewer_words_as_rows_grow():
     assert default_words(10_000_000) == MIN_WORDS
 
 
+def test_a_date_dressed_in_a_weekday_or_a_zone_s_name_reads_as_the_date():
+    rows = [GOOD | {"id": "a", "note": "Wed, 03 Jul 2019 10:30:00 GMT"}, GOOD | {"id": "b", "note": "Sunday, 7 Jul 2019"}]
+    typed, errors = rules(numeric=("x",), passthrough=(), dates=("note",), date_formats={"note": "%d %b %Y"}).check(batch(rows))
+    assert errors.num_rows == 0 and typed.column("note:weekday").to_pylist() == [2.0, 6.0]
+    assert typed.column("note:hour").to_pylist() == [10.0, 0.0] and typed.column("note:day").to_pylist() == [3.0, 7.0]
+    typed, errors = rules(numeric=("x",), passthrough=(), dates=("note",)).check(batch([GOOD | {"note": "2019-07-03 10:30:00 UTC"}]))
+    assert errors.num_rows == 0 and typed.column("note:days").to_pylist() == [18080 + 10.5 / 24]  # 2019-07-03: day 18080
+
+
 def test_dates_take_the_forms_spark_finds_dates_by():
     rows = [GOOD | {"id": "a", "note": "2024-3-2 18:30"}, GOOD | {"id": "b", "note": "2024-03"},
             GOOD | {"id": "c", "note": "2024-02-30"}]  # fmt: skip
