@@ -188,8 +188,8 @@ def _case_variants(vocabulary: list[str]) -> list[str]:
     for c in vocabulary:
         spellings.setdefault(" ".join(str(c).split()).casefold(), []).append(str(c))
     return [f"classes {', '.join(repr(c) for c in same[:5])} differ only in case or spaces: one class written "
-            f"{len(same)} ways? They are kept apart; write the label alike to make them one" for same in spellings.values()
-            if len(same) > 1]  # fmt: skip
+            f"{len(same)} ways? They are kept apart; write the label alike to make them one"
+            for same in spellings.values() if len(same) > 1]  # fmt: skip
 
 
 def column(name: str):

@@ -223,7 +223,8 @@ class ColumnTableReader(TableReader):
                 words.append(c)
         if cfg.numeric != "auto":
             left_out.update({c: "numbers, but `numeric` is a list without it" for c in numeric})
-            missing_values = {c: v for c, v in missing_values.items() if kinds.get(c) not in ("number", "unit") or c not in extra}
+            missing_values = {c: v for c, v in missing_values.items()
+                              if kinds.get(c) not in ("number", "unit") or c not in extra}  # fmt: skip
             decimal_comma = [c for c in decimal_comma if c in cfg.decimal_comma]
             units = {c: u for c, u in units.items() if c in cfg.units}
             numeric = list(cfg.numeric)

@@ -33,7 +33,7 @@ import numpy as np
 from dltool.errors import ConfigError
 
 OTHER = "<other>"
-MISSING = "<missing>"  # the 0/1 slot `column=<missing>` of a numeric column with gaps in train
+MISSING = "<missing>"  # the 0/1 slot `column=<missing>` of a numeric column whose gaps tell of the label
 
 
 @dataclass(frozen=True)
