@@ -23,6 +23,8 @@ Real public data made on this machine with no internet at run time (PyPI package
 * debian: the one-line descriptions of Debian bookworm's packages in eight sections (at most
   700 each), from apt's own package list -> text reader;
 * fortunes: the sayings of Debian's `fortunes` package in six topics (4,311 short texts);
+* sayings: the same sayings as one CSV (`saying,topic`, quoted over several lines) -> csv reader, a free-text
+  column;
 * reviews: the bundled sample reviews (sample_data/text, synthetic, negations).
 
 The configs hold reader settings and the label only (tables: `numeric: auto, categorical: auto`):
@@ -183,6 +185,15 @@ def make_fortunes(root: Path) -> tuple[Path, dict, dict]:
     return out, {"reader": "text", "input": str(out)}, {}
 
 
+def make_sayings(root: Path) -> tuple[Path, dict, dict]:
+    """The same sayings as one CSV, `saying,topic` (quoted, over several lines), read as a table: a free-text column."""
+    import pandas as pd
+
+    folder, _, _ = make_fortunes(root)
+    rows = [(f.read_text().strip(), topic) for topic in FORTUNE_TOPICS for f in sorted((folder / topic).iterdir())]
+    return _table(root, "sayings", pd.DataFrame(rows, columns=["saying", "topic"]), "topic")
+
+
 def _table(root: Path, name: str, frame, label: str, task: str = "classification") -> tuple[Path, dict, dict]:
     """A real table from a PyPI package as CSV, read with `numeric: auto, categorical: auto` and the label only."""
     out = root / f"{name}.csv"
@@ -320,7 +331,8 @@ SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "de
         "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
         "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps,
         "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic, "diamonds": make_diamonds,
-        "ames": make_ames, "attrition": make_attrition}  # fmt: skip
+        "ames": make_ames, "attrition": make_attrition, "sayings": make_sayings}  # fmt: skip
+TEXT_COLUMNS = {"sayings": "saying"}  # tables of texts: also compared with TF-IDF + LR on that column
 RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic", "diamonds", "ames", "attrition"}  # also compared with HistGradientBoosting on the raw columns
 
 
@@ -411,8 +423,9 @@ def sklearn_row(name: str, data: dict) -> float:
     return float(model.score(features(tx), ty))
 
 
-def tfidf_row(dataset: Path, source: Path) -> float:
-    """TF-IDF of words and word pairs + logistic regression on the raw documents of the same split."""
+def tfidf_row(dataset: Path, source: Path, column: str | None = None, label: str | None = None) -> float:
+    """TF-IDF of words and word pairs + logistic regression on the raw documents of the same split (the text files,
+    or a CSV's `column`)."""
     import pyarrow.dataset as pads
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -420,9 +433,13 @@ def tfidf_row(dataset: Path, source: Path) -> float:
 
     def documents(split):
         table = pads.dataset(str(dataset / split), format="parquet").to_table(columns=["key", "label"])
-        texts = [(source / key).read_text(encoding="utf-8-sig") for key in table.column("key").to_pylist()]
-        return texts, table.column("label").to_numpy()
+        keys = table.column("key").to_pylist()
+        if column is None:
+            return [(source / key).read_text(encoding="utf-8-sig") for key in keys], table.column("label").to_numpy()
+        part = frame.iloc[[int(k.rsplit(":", 1)[1]) - 1 for k in keys]]  # key file:row, rows from 1
+        return part[column].fillna("").tolist(), part[label].to_numpy()
 
+    frame = None if column is None else __import__("pandas").read_csv(source)
     (x, y), (tx, ty) = documents("train"), documents("test")
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(C=10, max_iter=5000))
     return float(model.fit(x, y).score(tx, ty))
@@ -532,6 +549,8 @@ def main() -> None:
             rows = {"sklearn logistic regression": [tfidf_row(dataset, source)]}
         elif ingest["reader"] == "csv":
             rows = {k: [v] for k, v in table_rows(data, regression).items()}
+            if name in TEXT_COLUMNS:
+                rows["TF-IDF + logistic regression"] = [tfidf_row(dataset, source, TEXT_COLUMNS[name], ingest["label"])]
             if name in RAW_TABLES:
                 rows["HistGradientBoosting, raw columns"] = [raw_boosting_row(source, dataset, ingest["label"], regression)]
         else:

@@ -247,6 +247,10 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
         lines += ["  reader: csv", f"  input: {_relative(str(path), base)}"]
         if path.is_file() and path.suffix.lower() == ".tsv":
             lines.append("  delimiter: \"\\t\"")
+        encoding = csv_encoding(path)
+        if encoding != "utf-8":
+            lines.append(f"  encoding: {encoding}   # the file is not UTF-8 " + (
+                "(its byte-order mark)" if encoding == "utf-16" else "(Windows exports are cp1252)"))
     else:
         lines += ["  reader: table", f"  format: {kind}", f"  input: {_relative(str(path), base)}"]
     lines += [f"  label: {_yaml_name(label)}   # {_label_reason(label)}",
@@ -263,6 +267,16 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
     return Guess(_aligned(lines), "csv" if kind == "csv" else "table", notes)
 
 
+def csv_encoding(path: Path) -> str:
+    """The encoding ingest reads a CSV file (or a folder's first) in where the config leaves it out."""
+    from dltool.readers.csv import HEAD_BYTES, sniff_encoding
+
+    if path.is_dir():
+        path = next((Path(path, f) for f in _listing(path)[0] if _kind_of(Path(f)) == "csv"), path)
+    with open(path, "rb") as handle:
+        return sniff_encoding(handle.read(HEAD_BYTES))
+
+
 def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
     """The column names and up to MAX_ROWS rows (as text) of a table file, or of the first file of a folder."""
     if path.is_dir():
@@ -274,7 +288,7 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
         from dltool.readers.csv import sniff_delimiter
 
         csv.field_size_limit(1 << 20)  # a value of at most 1 MiB, as ingest's max_chars_per_value
-        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        with open(path, newline="", encoding=csv_encoding(path), errors="replace") as handle:
             # the delimiter as ingest finds it where the config leaves it out (a `;` export, a tab file)
             delimiter = sniff_delimiter(handle.read(1 << 20), '"', {}) or ("\t" if path.suffix.lower() == ".tsv" else ",")
             handle.seek(0)
@@ -337,7 +351,7 @@ def _label_reason(label: str) -> str:
 def _yaml_name(column: str) -> str:
     """A column name as a YAML scalar: quoted when YAML would read it as something else."""
     return column if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .-]*", column) and column.lower() not in (
-        "y", "n", "yes", "no", "true", "false", "on", "off", "null") else json.dumps(column)  # fmt: skip
+        "y", "n", "yes", "no", "true", "false", "on", "off", "null") else json.dumps(column, ensure_ascii=False)  # fmt: skip
 
 
 # ---------------------------------------------------------------- common

@@ -34,7 +34,7 @@ class CsvReader(ColumnTableReader):
     def read_options(self) -> dict:
         cfg = self.config
         return {"header": str(cfg.header).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
-                "multiLine": str(bool(cfg.multiline)).lower(), "encoding": java_charset(cfg.encoding),
+                "multiLine": str(bool(cfg.multiline) or wide(cfg.encoding)).lower(), "encoding": java_charset(cfg.encoding),
                 "maxCharsPerColumn": str(cfg.max_chars_per_value)}  # fmt: skip
 
     def explain_failure(self, message: str) -> str | None:
@@ -102,9 +102,11 @@ class CsvReader(ColumnTableReader):
             first = open_location(path)
             with first.fs.open_input_stream(first.path, compression="detect") as f:
                 data = f.read(HEAD_BYTES)
-            head = data.decode(cfg.encoding, errors="replace")
         except (ConfigError, StorageError):
             return None
+        if "encoding" not in cfg.model_fields_set:  # left out: UTF-8, or what the head says where it is not UTF-8
+            self.config = cfg = cfg.model_copy(update={"encoding": sniff_encoding(data)})
+        head = data.decode(cfg.encoding, errors="replace")
         escape = {} if cfg.escape == cfg.quote else {"escapechar": cfg.escape, "doublequote": False}
         if "delimiter" not in cfg.model_fields_set:  # left out: the file's own, for this read and Spark's after it
             found = sniff_delimiter(head, cfg.quote, escape) or cfg.delimiter
@@ -144,6 +146,27 @@ def spans_lines(head: str, delimiter: str, quote: str, escape: dict, cut: bool =
     return any("\n" in value or "\r" in value for record in whole for value in record)
 
 
+def sniff_encoding(head: bytes) -> str:
+    """The encoding of a file that begins with `head`: UTF-16 after its byte-order mark (Excel's "Unicode text");
+    UTF-8 where `head` decodes as UTF-8 (ASCII does; a character cut at its end is allowed); else cp1252, the
+    encoding of Windows exports in Western Europe and the Americas, or latin-1, which decodes every byte (cp1252
+    leaves five undefined)."""
+    import codecs
+
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        head.decode("cp1252")
+        return "cp1252"
+    except UnicodeDecodeError:
+        return "latin-1"
+
+
 DELIMITERS = (",", ";", "\t", "|")  # what `sniff_delimiter` tries, in this order
 SNIFF_LINES = 20
 
@@ -171,6 +194,14 @@ def sniff_delimiter(head: str, quote: str, escape: dict) -> str | None:
             found[delimiter] = counts[0]
     # The most fields: `a, b` in every line of a headerless tab file splits it alike by commas too.
     return max(found, key=found.get) if found else None
+
+
+def wide(encoding: str) -> bool:
+    """Whether `encoding` writes a line break in more than one byte (UTF-16, UTF-32): Spark splits lines by bytes
+    unless it reads each file whole (multiLine)."""
+    import codecs
+
+    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
 
 
 def java_charset(encoding: str) -> str:

@@ -220,21 +220,27 @@ def test_a_table_whose_every_row_is_quarantined_says_why_in_one_line(spark, tmp_
 def test_a_windows_export_reads_in_its_encoding_and_a_repeated_column_is_numbered(spark, tmp_path, write_config):
     cities = ["Zürich", "Genève", "Bern"]
     rows = [f"{i / 10},{cities[i % 3]},{i % 7},{'pq'[i % 2]}" for i in range(40)]
-    (tmp_path / "data.csv").write_bytes(("x,city,x,label\r\n" + "\r\n".join(rows) + "\r\n").encode("cp1252"))
+    text = "x,city,x,label\r\n" + "\r\n".join(rows) + "\r\n"
+    (tmp_path / "data.csv").write_bytes(text.encode("cp1252"))
     config = {"name": "win", "dataset": {"path": str(tmp_path / "out")},
               "ingest": {"reader": "csv", "input": str(tmp_path / "data.csv"), "numeric": "auto", "categorical": "auto",
-                         "label": "label"}}  # fmt: skip
-    result, summary = ingest(write_config(config))  # read as UTF-8: the first bad row says what to set
+                         "label": "label", "encoding": "utf-8"}}  # fmt: skip
+    result, summary = ingest(write_config(config))  # read as UTF-8, as the config says: the first bad row says why
     assert result.exit_code == 3, result.output
     assert summary["message"].endswith("field city: bytes that are not valid utf-8 (a file in another encoding? set "
                                        "ingest.encoding, e.g. cp1252)"), summary["message"]  # fmt: skip
-    config["ingest"]["encoding"] = "cp1252"
-    result, summary = ingest(write_config(config), "--overwrite")
-    assert result.exit_code == 0 and summary["counts"]["quarantined"] == 0, result.output
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert manifest["columns"]["numeric"] == ["x", "x_2"] and manifest["columns"]["categorical"] == ["city"]
-    pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
-    assert pre["categorical"]["city"] == sorted(cities)
+    # Left out, the encoding is the file's: cp1252, then Excel's "Unicode text" (UTF-16 with its mark, tabs)
+    del config["ingest"]["encoding"]
+    (tmp_path / "unicode.csv").write_bytes(text.replace(",", "\t").encode("utf-16"))
+    for name in ("data.csv", "unicode.csv"):
+        config["ingest"]["input"] = str(tmp_path / name)
+        result, summary = ingest(write_config(config), "--overwrite")
+        assert result.exit_code == 0 and summary["counts"]["quarantined"] == 0, result.output
+        manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+        assert manifest["columns"]["numeric"] == ["x", "x_2"] and manifest["columns"]["categorical"] == ["city"]
+        pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
+        assert pre["categorical"]["city"] == sorted(cities)
+        assert sum(summary["splits"].values()) == 40, summary
 
 
 def test_a_label_of_many_numbers_is_a_regression_target_without_a_task(spark, tmp_path, write_config):

@@ -94,7 +94,11 @@ def test_a_semicolon_export_is_read_with_its_own_delimiter(tmp_path):
     (tmp_path / "kunden.csv").write_text("nr;region;umsatz;kündigt\n" + "\n".join(rows) + "\n")
     cfg, raw, said = _init(tmp_path / "kunden.csv", tmp_path)
     assert cfg.ingest.reader == "csv" and cfg.ingest.label == "kündigt" and cfg.ingest.task == "classification"
-    assert "delimiter" not in raw["ingest"]  # ingest finds it as init did
+    assert "delimiter" not in raw["ingest"] and "encoding" not in raw["ingest"]  # ingest finds them as init did
+    (tmp_path / "kunden.csv").write_bytes(("nr;region;umsatz;kündigt\n" + "\n".join(rows) + "\n").encode("cp1252"))
+    (tmp_path / "windows").mkdir()
+    cfg, raw, said = _init(tmp_path / "kunden.csv", tmp_path / "windows")  # a Windows export: said in the YAML
+    assert cfg.ingest.label == "kündigt" and raw["ingest"]["encoding"] == "cp1252"
 
 
 def test_what_init_cannot_guess_is_said(tmp_path):

@@ -362,3 +362,16 @@ def test_a_file_s_delimiter_is_the_first_that_splits_its_lines_alike():
         "1\ta, b\tp\n2\tc, d\tq\n3\te, f\tp\n",  # no header, a comma in every line: the tabs split more
     )]  # fmt: skip
     assert found == [";", "\t", "|", ",", None, None, ";", "\t"]
+
+
+def test_a_files_encoding_is_found_from_its_first_bytes():
+    from dltool.readers.csv import sniff_encoding, wide
+
+    text = "Kunde;Umsatz €;Straße\n"
+    assert [sniff_encoding(text.encode(e)) for e in ("utf-8", "utf-8-sig", "cp1252", "utf-16")] == \
+        ["utf-8", "utf-8", "cp1252", "utf-16"]  # fmt: skip
+    assert sniff_encoding("Straße".encode("latin-1")) == "cp1252"  # latin-1's letters are cp1252's
+    assert sniff_encoding(b"id,name\n1,plain ascii\n") == "utf-8"
+    assert sniff_encoding("a,é".encode()[:-1]) == "utf-8"  # a character cut where the head stops
+    assert sniff_encoding(b"a,\x81\x8d\n") == "latin-1"  # bytes cp1252 leaves undefined
+    assert wide("utf-16") and wide("UTF-32LE") and not wide("cp1252") and not wide("utf-8")
