@@ -7,6 +7,7 @@ MAX_ROWS table rows read) and explained twice: as a comment beside the line it w
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -285,12 +286,18 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
             raise ConfigError(f"{path}: found no {kind} file")
         path = first
     if kind == "csv":
-        from dltool.readers.csv import sniff_delimiter
+        from dltool.readers.csv import SNIFF_LINES, header_row, sniff_delimiter
 
         csv.field_size_limit(1 << 20)  # a value of at most 1 MiB, as ingest's max_chars_per_value
         with open(path, newline="", encoding=csv_encoding(path), errors="replace") as handle:
             # the delimiter as ingest finds it where the config leaves it out (a `;` export, a tab file)
             delimiter = sniff_delimiter(handle.read(1 << 20), '"', {}) or ("\t" if path.suffix.lower() == ".tsv" else ",")
+            handle.seek(0)
+            records = list(itertools.islice(csv.reader(handle, delimiter=delimiter), SNIFF_LINES))
+            at = header_row(records)
+            if at:
+                raise ConfigError(f"{path}: line 1 is no header ({delimiter.join(records[0])[:60]!r}); the header "
+                                  f"seems to be line {at + 1}: remove the {at} line(s) above it, then run init again")
             handle.seek(0)
             reader = csv.DictReader(handle, delimiter=delimiter)
             rows = [row for _, row in zip(range(MAX_ROWS), reader)]
@@ -332,7 +339,9 @@ def _label_column(columns: list[str], rows: list[dict]) -> str:
         if not gaps and not id_like(column) and column.lower() not in SPLIT_COLUMNS \
                 and (len(distinct) <= 50 or _all_numbers(distinct)):  # fmt: skip
             return column
-    return columns[-1]
+    # else the last named column with values (not the empty ones a spreadsheet's trailing commas make)
+    return next((c for c in reversed(columns) if c.strip() and any(row.get(c) not in (None, "") for row in rows)),
+                columns[-1])
 
 
 def _all_numbers(values) -> bool:

@@ -72,10 +72,19 @@ class CsvReader(ColumnTableReader):
     def _header(self, spark, path: str) -> list[str]:
         """The first row's fields, read with pyarrow's filesystems (a Spark job costs seconds in a fresh
         session); through Spark where pyarrow cannot open the path (s3a://)."""
+        import itertools
+
         head = self._head(path)
         if head is None:
             return spark.read.options(**self.read_options()).csv(path).columns
-        return next(head, [])
+        records = list(itertools.islice(head, SNIFF_LINES))
+        at = header_row(records)
+        if at:
+            shown = self.config.delimiter.join(records[at])
+            raise ConfigError(f"{path}: line 1 is no header ({self.config.delimiter.join(records[0])[:60]!r}: a title "
+                              f"above the table?); the header seems to be line {at + 1} ({shown[:80]!r}): remove the "
+                              f"{at} line(s) above it")  # fmt: skip
+        return records[0] if records else []
 
     def label_sample(self, spark, paths: list[str]) -> list | str:
         """The label of the rows in the first file's first MB (through Spark where pyarrow cannot open it)."""
@@ -202,6 +211,23 @@ def wide(encoding: str) -> bool:
     import codecs
 
     return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
+def header_row(records: list[list[str]]) -> int:
+    """Where the header is among a file's first records: 0, unless the first names at most half its fields (a
+    report's title, `Sales 2024,,,,`) and a later record looks like a header: more than half its fields named, none
+    of them a number, and a record of as many fields after it."""
+    def named(record):
+        return sum(bool(v.strip()) for v in record)
+
+    if not records or not records[0] or named(records[0]) * 2 > len(records[0]):
+        return 0
+    for at in range(1, len(records) - 1):
+        record = records[at]
+        if named(record) * 2 > len(record) and len(records[at + 1]) == len(record) and not any(
+                re.fullmatch(r"[-+]?[\d.,]+%?", v.strip()) for v in record):  # fmt: skip
+            return at
+    return 0
 
 
 def java_charset(encoding: str) -> str:

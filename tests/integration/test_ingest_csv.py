@@ -243,6 +243,17 @@ def test_a_windows_export_reads_in_its_encoding_and_a_repeated_column_is_numbere
         assert sum(summary["splits"].values()) == 40, summary
 
 
+def test_a_report_with_a_title_above_its_header_is_refused_naming_the_header(spark, tmp_path, write_config):
+    rows = "".join(f"{i},{i * 1.5},{'ab'[i % 2]}\n" for i in range(30))
+    (tmp_path / "report.csv").write_text("Sales report,,\n,,\nid,amount,label\n" + rows)
+    config = {"name": "report", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "csv", "input": str(tmp_path / "report.csv"), "numeric": "auto", "label": "label"}}
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 2 and not (tmp_path / "out").exists(), result.output
+    assert summary["message"].endswith("line 1 is no header ('Sales report,,': a title above the table?); the header "
+                                       "seems to be line 3 ('id,amount,label'): remove the 2 line(s) above it")
+
+
 def test_a_label_of_many_numbers_is_a_regression_target_without_a_task(spark, tmp_path, write_config):
     (tmp_path / "data.csv").write_text("x,price,grade\n" + "".join(f"{i},{3.5 * i + 0.25},{i % 5}\n" for i in range(60)))
     config = {"name": "price", "dataset": {"path": str(tmp_path / "out")},

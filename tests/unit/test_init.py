@@ -101,6 +101,15 @@ def test_a_semicolon_export_is_read_with_its_own_delimiter(tmp_path):
     assert cfg.ingest.label == "kündigt" and raw["ingest"]["encoding"] == "cp1252"
 
 
+def test_a_report_with_a_title_above_its_header_is_refused_naming_the_header(tmp_path):
+    rows = "".join(f"{i},{i * 1.5},{'ab'[i % 2]},,\n" for i in range(30))
+    (tmp_path / "report.csv").write_text("Sales report,,,,\nGenerated 2024-01-05,,,,\n\nid,amount,label,,\n" + rows)
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "report.csv"), "-o", str(tmp_path / "r.yaml")])
+    assert result.exit_code == 2 and not (tmp_path / "r.yaml").exists()
+    assert "line 1 is no header ('Sales report,,,,'); the header seems to be line 4: remove the 3 line(s) above it" \
+        in result.stderr, result.stderr  # fmt: skip
+
+
 def test_what_init_cannot_guess_is_said(tmp_path):
     runner = CliRunner()
     flat = tmp_path / "flat"

@@ -375,3 +375,13 @@ def test_a_files_encoding_is_found_from_its_first_bytes():
     assert sniff_encoding("a,é".encode()[:-1]) == "utf-8"  # a character cut where the head stops
     assert sniff_encoding(b"a,\x81\x8d\n") == "latin-1"  # bytes cp1252 leaves undefined
     assert wide("utf-16") and wide("UTF-32LE") and not wide("cp1252") and not wide("utf-8")
+
+
+def test_a_title_above_the_header_is_found():
+    from dltool.readers.csv import header_row
+
+    table = [["id", "amount", "label", ""], ["1", "2.5", "a", ""], ["2", "3.5", "b", ""]]
+    assert header_row(table) == 0
+    assert header_row([["Sales 2024", "", "", ""], ["", "", "", ""], *table]) == 2
+    assert header_row([["", "x", "y"], ["0", "1.5", "2"], ["1", "2.5", "3"]]) == 0  # pandas' unnamed index column
+    assert header_row([["Sales 2024", "", ""], ["1", "2.5", "3"], ["2", "3.5", "4"]]) == 0  # no later header: as is
