@@ -62,8 +62,9 @@ def guess_config(target: str, base: str | None = None, name: str | None = None) 
     if path.is_file():
         kind = _kind_of(path)
         if kind not in ("csv", "parquet", "orc", "json"):
+            workbook = ": a spreadsheet workbook; save it as CSV (UTF-8) first" if path.suffix.lower() in WORKBOOKS else ""
             raise ConfigError(f"{target}: dltool init takes a folder of images, audio or text, or a table file "
-                              "(CSV, Parquet, ORC, JSON lines)")  # fmt: skip
+                              f"(CSV, Parquet, ORC, JSON lines){workbook}")  # fmt: skip
         return _table(path, kind, base, name, [f"{path.name}: a {kind} table"])
     files, truncated = _listing(path)
     counts = Counter(kind for kind in (_kind_of(Path(f)) for f in files) if kind)
@@ -266,6 +267,9 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
     notes.append(f"label {label!r} ({task}: {why}); features: every other column, roles found at ingest")
     lines += _train_lines(name, classes=task == "classification")
     return Guess(_aligned(lines), "csv" if kind == "csv" else "table", notes)
+
+
+WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 
 
 def csv_encoding(path: Path) -> str:

@@ -113,6 +113,8 @@ class CsvReader(ColumnTableReader):
                 data = f.read(HEAD_BYTES)
         except (ConfigError, StorageError):
             return None
+        if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # ZIP (xlsx, ods) or OLE2 (xls)
+            raise ConfigError(f"{path}: not text but a ZIP or Office file (a spreadsheet workbook?): save it as CSV")
         if "encoding" not in cfg.model_fields_set:  # left out: UTF-8, or what the head says where it is not UTF-8
             self.config = cfg = cfg.model_copy(update={"encoding": sniff_encoding(data)})
         head = data.decode(cfg.encoding, errors="replace")

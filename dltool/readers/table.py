@@ -37,6 +37,7 @@ class ColumnTableReader(TableReader):
         self.left_out: dict[str, str] = {}  # columns `auto` did not use, with the reason
         self.task_reason: str | None = None  # why `task: auto` became what it is
         self._available: list[str] = []  # the source's columns, as read_raw found them
+        self.lists: list[str] = []  # columns that were lists of strings (tags), joined into one text (`flattened`)
         self.classes: tuple[str, ...] | None = None  # the fitted classes, when the preprocessing is given
 
     def grows(self) -> bool:
@@ -194,6 +195,8 @@ class ColumnTableReader(TableReader):
             present, distinct = row[f"present{i}"], row[f"distinct{i}"]
             if not present:
                 left_out[c] = "no values in the train split"
+            elif c in self.lists:  # tags: each word a slot, in any order
+                words.append(c)
             elif c in comma:  # 3,5 and 1.234,56: a decimal comma
                 numeric.append(c)
                 decimal_comma.append(c)
@@ -328,7 +331,8 @@ class TableSourceReader(ColumnTableReader):
         source = spark.read.format(cfg.format).options(**cfg.options)
         # No such table, unknown format, unreadable schema: Spark's AnalysisException, a config error.
         with map_errors(f"ingest.input: reading {cfg.input!r} as {cfg.format}"):
-            return spark.table(cfg.input) if cfg.format == "table" else source.load(paths)
+            frame, self.lists = flattened(spark.table(cfg.input) if cfg.format == "table" else source.load(paths))
+        return frame
 
     def read_raw(self, spark, paths: list[str], extra: list[str]):
         from pyspark.ml.functions import vector_to_array
@@ -358,8 +362,10 @@ class TableSourceReader(ColumnTableReader):
                     continue
                 if isinstance(kind, scalar):
                     used.append(c)
-                else:
+                elif isinstance(kind, (T.ArrayType, VectorUDT)):
                     self.left_out[c] = f"a {kind.simpleString()} column (list array columns in `vectors`)"
+                else:
+                    self.left_out[c] = f"a {kind.simpleString()} column: no feature dltool reads"
         self._available = list(dict.fromkeys(used))
         columns = []
         for c in dict.fromkeys(used):
@@ -374,6 +380,30 @@ class TableSourceReader(ColumnTableReader):
             else:
                 raise ConfigError(f"ingest.vectors: column {c} is {kind.simpleString()}, not an array of numbers or a vector")
         return frame.select(*columns)
+
+
+def flattened(frame):
+    """`frame` with each struct's fields as columns of their own, named by their path (`user.age`), and each array
+    of strings joined by spaces into one text (`tags`: `red sale`): JSON's nesting, in columns auto roles read."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from dltool.splits import column
+
+    lists = []
+
+    def columns(name: str, value, kind) -> list:
+        if isinstance(kind, T.StructType):
+            return [c for f in kind.fields for c in columns(f"{name}.{f.name}", value.getField(f.name), f.dataType)]
+        if isinstance(kind, T.ArrayType) and isinstance(kind.elementType, T.StringType):
+            lists.append(name)
+            return [F.concat_ws(" ", value).alias(name)]
+        return [value.alias(name)]
+
+    if not any(isinstance(f.dataType, T.StructType) or (isinstance(f.dataType, T.ArrayType) and isinstance(
+            f.dataType.elementType, T.StringType)) for f in frame.schema.fields):  # fmt: skip
+        return frame, []
+    return frame.select(*(c for f in frame.schema.fields for c in columns(f.name, column(f.name), f.dataType))), lists
 
 
 # Dates as people write them, found by `auto` in the train values (Java regexes, for Spark): day and month in

@@ -252,6 +252,10 @@ def test_a_report_with_a_title_above_its_header_is_refused_naming_the_header(spa
     assert result.exit_code == 2 and not (tmp_path / "out").exists(), result.output
     assert summary["message"].endswith("line 1 is no header ('Sales report,,': a title above the table?); the header "
                                        "seems to be line 3 ('id,amount,label'): remove the 2 line(s) above it")
+    (tmp_path / "report.csv").write_bytes(b"PK\x03\x04" + bytes(range(256)))  # a workbook, named .csv
+    result, summary = ingest(write_config(config))
+    assert result.exit_code == 2 and summary["message"].endswith("not text but a ZIP or Office file (a spreadsheet "
+                                                                 "workbook?): save it as CSV"), summary  # fmt: skip
 
 
 def test_a_label_of_many_numbers_is_a_regression_target_without_a_task(spark, tmp_path, write_config):

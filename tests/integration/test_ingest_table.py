@@ -96,6 +96,24 @@ def test_orc_and_json_lines_give_the_parquet_features(spark, tmp_path, fmt):
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-6)
 
 
+def test_nested_json_becomes_columns_by_path_and_a_list_of_tags_words(spark, tmp_path):
+    lines = [{"id": i, "user": {"age": 20 + i % 9, "home": {"country": "de" if i % 3 else None}},
+              "tags": [["sale"], ["new", "sale"], [], ["sale", "new"]][i % 4], "label": "ab"[i % 2]} for i in range(40)]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = {"name": "events", "dataset": {"path": str(tmp_path / "out")},
+              "ingest": {"reader": "table", "format": "json", "input": str(tmp_path / "events.jsonl"), "numeric": "auto",
+                         "categorical": "auto", "label": "label", "key_column": "id"}}  # fmt: skip
+    ingest(config)
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    names = manifest["features"]["names"]
+    assert names == ["user.age", "user.home.country=de", "user.home.country=<other>", "tags~new", "tags~sale"], names
+    assert manifest["columns"]["left_out"] == {}
+    rows = rows_by_key(tmp_path / "out")
+    np.testing.assert_array_equal(rows["1"][-2:], [1.0, 1.0])  # new and sale, in either order
+    np.testing.assert_array_equal(rows["2"][-2:], [0.0, 0.0])
+    assert rows["2"][0] == 22.0 and rows["3"][1:3].tolist() == [0.0, 1.0]  # row 3 has no country
+
+
 def test_a_catalog_table_by_name(spark, tmp_path):
     people(spark).createOrReplaceTempView("dltool_people")
     ingest(table_config(tmp_path, "dltool_people", "table"))

@@ -108,6 +108,9 @@ def test_a_report_with_a_title_above_its_header_is_refused_naming_the_header(tmp
     assert result.exit_code == 2 and not (tmp_path / "r.yaml").exists()
     assert "line 1 is no header ('Sales report,,,,'); the header seems to be line 4: remove the 3 line(s) above it" \
         in result.stderr, result.stderr  # fmt: skip
+    (tmp_path / "report.xlsx").write_bytes(b"PK\x03\x04")
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "report.xlsx"), "-o", str(tmp_path / "r.yaml")])
+    assert result.exit_code == 2 and "a spreadsheet workbook; save it as CSV (UTF-8) first" in result.stderr
 
 
 def test_what_init_cannot_guess_is_said(tmp_path):
