@@ -159,18 +159,20 @@ def spans_lines(head: str, delimiter: str, quote: str, escape: dict, cut: bool =
 
 def sniff_encoding(head: bytes) -> str:
     """The encoding of a file that begins with `head`: UTF-16 after its byte-order mark (Excel's "Unicode text");
-    UTF-8 where `head` decodes as UTF-8 (ASCII does; a character cut at its end is allowed); else cp1252, the
+    UTF-8 where `head` decodes as UTF-8 (ASCII does; a character cut at its end is allowed), or where it holds more
+    valid non-ASCII characters than bytes UTF-8 cannot decode; else cp1252, the
     encoding of Windows exports in Western Europe and the Americas, or latin-1, which decodes every byte (cp1252
     leaves five undefined)."""
     import codecs
 
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(head, final=False)
+    bad = text.count("\ufffd")
+    # A UTF-8 file with a stray bad byte stays UTF-8 (its row is quarantined, naming the encoding): read as cp1252,
+    # its every other accent would be garbled unseen. In a cp1252 file, valid UTF-8 sequences are rare.
+    if not bad or bad <= sum(ord(c) > 127 for c in text) - bad:
         return "utf-8"
-    except UnicodeDecodeError:
-        pass
     try:
         head.decode("cp1252")
         return "cp1252"
