@@ -297,7 +297,10 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
             # the delimiter as ingest finds it where the config leaves it out (a `;` export, a tab file)
             delimiter = sniff_delimiter(handle.read(1 << 20), '"', {}) or ("\t" if path.suffix.lower() == ".tsv" else ",")
             handle.seek(0)
-            records = list(itertools.islice(csv.reader(handle, delimiter=delimiter), SNIFF_LINES))
+            try:
+                records = list(itertools.islice(csv.reader(handle, delimiter=delimiter), SNIFF_LINES))
+            except csv.Error:  # a quote left open: the sample below says what it can
+                records = []
             at = header_row(records)
             if at:
                 raise ConfigError(f"{path}: line 1 is no header ({delimiter.join(records[0])[:60]!r}); the header "

@@ -72,19 +72,24 @@ class CsvReader(ColumnTableReader):
     def _header(self, spark, path: str) -> list[str]:
         """The first row's fields, read with pyarrow's filesystems (a Spark job costs seconds in a fresh
         session); through Spark where pyarrow cannot open the path (s3a://)."""
+        import csv
         import itertools
 
         head = self._head(path)
         if head is None:
             return spark.read.options(**self.read_options()).csv(path).columns
-        records = list(itertools.islice(head, SNIFF_LINES))
+        records = [next(head, [])]
+        try:
+            records += itertools.islice(head, SNIFF_LINES - 1)
+        except csv.Error:  # a value over the csv module's limit, a quote left open: its rows say so when read
+            pass
         at = header_row(records)
         if at:
             shown = self.config.delimiter.join(records[at])
             raise ConfigError(f"{path}: line 1 is no header ({self.config.delimiter.join(records[0])[:60]!r}: a title "
                               f"above the table?); the header seems to be line {at + 1} ({shown[:80]!r}): remove the "
                               f"{at} line(s) above it")  # fmt: skip
-        return records[0] if records else []
+        return records[0]
 
     def label_sample(self, spark, paths: list[str]) -> list | str:
         """The label of the rows in the first file's first MB (through Spark where pyarrow cannot open it)."""

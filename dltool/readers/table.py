@@ -384,7 +384,8 @@ class TableSourceReader(ColumnTableReader):
 
 def flattened(frame):
     """`frame` with each struct's fields as columns of their own, named by their path (`user.age`), and each array
-    of strings joined by spaces into one text (`tags`: `red sale`): JSON's nesting, in columns auto roles read."""
+    of strings joined by spaces into one text (`tags`: `red sale`): JSON's nesting, in columns auto roles read.
+    Returns that frame and the names of the joined lists (`auto` reads them as words)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
