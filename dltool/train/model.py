@@ -59,6 +59,8 @@ NO_TOP_DB = 1000.0
 # ENSEMBLE_WIDTH embedded values allow: 16 up to 256 values (any table of about 30 columns), 1 from 4,096 (a
 # 784-column table of pixels: 16 members trained at 436 examples/s and scored 0.983, one at 2,772 and 0.983).
 ENSEMBLE, ENSEMBLE_ROWS, ENSEMBLE_WIDTH = 16, 50_000, 4096
+TF_IDF_SCALE = 4.0  # a unit-length TF-IDF vector's entries are small (0.3 for 10 words): x 4, near the 0/1 slots'
+TF_IDF_WORDS = 5.0  # kept words per train row, on average, from which a free-text column also gets its TF-IDF
 
 
 class _BuiltinArgs(BaseModel):
@@ -100,6 +102,11 @@ class TabularArgs(_BuiltinArgs):
     # ENSEMBLE_ROWS train rows (each costs a pass through the MLP), one beyond, fewer on wide tables
     # (ENSEMBLE_WIDTH). 1: one MLP.
     ensemble: int | None = Field(None, ge=1)
+    # A free-text column's 0/1 word slots also as TF-IDF scaled to unit length (x TF_IDF_SCALE), as
+    # scikit-learn's TfidfVectorizer gives logistic regression: a short text's few words weigh as much as a
+    # long one's many, and a rare word more than a common one. Only for texts (TF_IDF_WORDS words a row or
+    # more): on names of 2-3 words (a car's) it measured worse.
+    tf_idf: bool = True
 
 
 class TextMlpArgs(_BuiltinArgs):
@@ -511,9 +518,12 @@ def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
             e = keras.layers.EinsumDense("bnk,nkd->bnd", output_shape=(leading, options.embedding), bias_axes="nd",
                                          name="numeric_embedding_mix")(e)  # fmt: skip
         features.insert(0, keras.layers.Flatten(name="numeric_embedded")(e))
-    h = features[0] if len(features) == 1 else keras.layers.Concatenate(name="embedded")(features)
-    members = options.ensemble or (min(ENSEMBLE, max(1, ENSEMBLE_WIDTH // h.shape[-1]))
+    members = options.ensemble or (min(ENSEMBLE, max(1, ENSEMBLE_WIDTH // sum(f.shape[-1] for f in features)))
                                    if manifest.rows("train") <= ENSEMBLE_ROWS else 1)  # fmt: skip
+    if options.tf_idf and (texts := _tf_idf(x, manifest)):
+        features += texts
+        x = keras.layers.Concatenate(name="with_tf_idf")([x, *texts])
+    h = features[0] if len(features) == 1 else keras.layers.Concatenate(name="embedded")(features)
     if members > 1:
         h = keras.layers.RepeatVector(members, name="members")(h)
         scale = keras.layers.EinsumDense("bmd,md->bmd", output_shape=(members, h.shape[-1]),
@@ -524,6 +534,41 @@ def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
             x = keras.layers.RepeatVector(members, name="members_linear")(x)
     h = _relu_layers(h, options.units, options.dropout, options.l2)
     return keras.layers.Concatenate(name="with_linear")([h, x]) if options.linear else h
+
+
+def _tf_idf(x, manifest: Manifest) -> list:
+    """Each free-text column's word slots (0/1, `column~word`) as TF-IDF of unit length, x TF_IDF_SCALE: the slot
+    times log(1 + N / (1 + df)), its document frequency df from the train split's stats (the slot's mean times N
+    rows), as `idf_weights` for the text reader. Columns of names (fewer than TF_IDF_WORDS kept words a row, the sum
+    of their slots' means) keep their 0/1 slots only."""
+    import keras
+    import numpy as np
+
+    from dltool.transforms.text import idf_weights
+
+    names, stats = manifest.feature_names or [], manifest.stats
+    width, rows = x.shape[1], manifest.rows("train")
+    if stats is None or len(names) != width or not rows:
+        return []
+    slots, texts = None, []
+    for i, column in enumerate((manifest.columns or {}).get("words", [])):
+        at = [j for j, n in enumerate(names) if n.startswith(f"{column}~")]
+        if not at:
+            continue
+        start, stop = at[0], at[-1] + 1
+        share = np.asarray(stats.mean[start:stop], np.float64)  # of the train rows holding each word
+        if share.sum() < TF_IDF_WORDS:
+            continue
+        frequency = np.rint(share * rows).astype(np.int64)
+        weight = idf_weights(frequency, rows)
+        slots = slots if slots is not None else keras.layers.Reshape((width, 1), name="tf_idf_slots")(x)
+        words = keras.layers.Reshape((stop - start,), name=f"words_{i}")(
+            keras.layers.Cropping1D((start, width - stop), name=f"word_slots_{i}")(slots))
+        weighted = keras.layers.Normalization(mean=[0.0] * len(weight), variance=(1 / weight**2).tolist(),
+                                              name=f"idf_{i}")(words)  # fmt: skip
+        unit = keras.layers.UnitNormalization(name=f"tf_idf_{i}")(weighted)
+        texts.append(keras.layers.Rescaling(TF_IDF_SCALE, name=f"tf_idf_scale_{i}")(unit))
+    return texts
 
 
 def _spread_breakpoints(embedding, rng) -> None:

@@ -143,6 +143,31 @@ def test_tabular_embeds_each_numeric_column_and_passes_other_slots_and_a_linear_
     assert not any(layer.name.startswith("member") for layer in pixels.layers)
 
 
+def test_tabular_reads_a_text_column_also_as_unit_length_tf_idf_and_a_name_column_as_words_only():
+    from dltool.storage.manifest import SplitEntry
+
+    # a 2-word name (train rows hold 1.5 of its words on average) and a note of 6 words in 8 (6.4 on average)
+    names = ("age", "name~ann", "name~bo", "name~cy", *(f"note~w{i}" for i in range(8)))
+    mean = [40.0, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.7, 0.7]
+    columns = {"numeric": ["age"], "categorical": [], "words": ["name", "note"], "left_out": {}}
+    m = manifest("csv", (12,), "float32", mean=mean, std=[10.0] + [0.5] * 11, feature_names=names, columns=columns,
+                 splits={"train": SplitEntry(100, (), {})})  # fmt: skip
+    model = build_model(train({"builtin": "tabular", "args": {"units": [7], "ensemble": 1}}), m)
+    assert not any(layer.name.endswith("_0") and "idf" in layer.name for layer in model.layers)  # the name: 0/1 only
+    x = np.zeros((2, 12), np.float32)
+    x[0, [4, 5]] = 1.0  # two common words (90 of 100 rows)
+    x[1, [4, 10]] = 1.0  # a common and a rarer one (70 of 100 rows): the rarer weighs more
+    tf_idf = layer_output(model, "tf_idf_scale_1", x)
+    assert tf_idf.shape == (2, 8)
+    np.testing.assert_allclose(np.linalg.norm(tf_idf, axis=1), 4.0, rtol=1e-5)  # unit length x TF_IDF_SCALE
+    np.testing.assert_allclose(tf_idf[0, :2], 4.0 / np.sqrt(2), rtol=1e-5)
+    idf = np.log1p(100 / np.array([1 + 90, 1 + 70]))
+    np.testing.assert_allclose(tf_idf[1, [0, 6]], 4.0 * idf / np.linalg.norm(idf), rtol=1e-5)
+    assert model.get_layer("with_linear").output.shape == (None, 7 + 12 + 8)  # the head sees them too
+    plain = build_model(train({"builtin": "tabular", "args": {"units": [7], "ensemble": 1, "tf_idf": False}}), m)
+    assert plain.get_layer("with_linear").output.shape == (None, 7 + 12)
+
+
 def test_mixed_precision_keeps_preprocessing_and_head_float32():
     m = manifest("csv", (3,), "float32", mean=[5e4, 0.0, 1.0], std=[2e4, 0.0, 1.0])
     keras.mixed_precision.set_global_policy("mixed_float16")
