@@ -30,16 +30,24 @@ _ANNOTATE_UP_TO = 20  # classes; beyond that the counts in the cells are unreada
 _TICKS_UP_TO = 60
 
 
-def start_loading_plots() -> None:
-    """Import matplotlib on a thread (0.7 s here) while a Spark job runs and the driver only waits for it."""
+PLOT_MODULES = ("matplotlib.backends.backend_agg", "matplotlib.figure")  # what Figure.savefig renders with
+
+
+def start_loading_plots(modules: tuple[str, ...] = PLOT_MODULES, agg: bool = False) -> None:
+    """Import `modules` on a thread (matplotlib: 0.7 s here) while Spark jobs run and the driver only waits; with
+    `agg`, matplotlib's Agg backend is chosen first (for pyplot, which the modules would otherwise set up with the
+    default backend)."""
+    import importlib
     import threading
 
     def load() -> None:
-        try:
-            import matplotlib.backends.backend_agg  # noqa: F401 - what Figure.savefig renders with
-            import matplotlib.figure  # noqa: F401
-        except Exception:  # noqa: BLE001 - the plot itself imports it again and reports the error
-            pass
+        for name in modules:
+            try:
+                importlib.import_module(name)
+                if agg and name == "matplotlib":
+                    importlib.import_module(name).use("Agg")
+            except Exception:  # noqa: BLE001 - the plot itself imports it again and reports the error
+                pass
 
     threading.Thread(target=load, name="dltool-load-plots", daemon=True).start()
 
