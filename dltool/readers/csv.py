@@ -25,6 +25,10 @@ class CsvReader(ColumnTableReader):
     spark_conf = {"spark.sql.csv.parser.columnPruning.enabled": "false", "spark.sql.legacy.javaCharsets": "true"}
     corrupt_column = CORRUPT
 
+    def __init__(self, config):
+        super().__init__(config)
+        self._first_bytes: dict[str, bytes | None] = {}  # path -> its first HEAD_BYTES (None: pyarrow cannot open it)
+
     def patterns(self) -> tuple[list[str], list[str]]:
         return FORMAT_PATTERNS["csv"], []
 
@@ -112,11 +116,15 @@ class CsvReader(ColumnTableReader):
         from dltool.storage.fs import open_location
 
         cfg = self.config
-        try:
-            first = open_location(path)
-            with first.fs.open_input_stream(first.path, compression="detect") as f:
-                data = f.read(HEAD_BYTES)
-        except (ConfigError, StorageError):
+        if path not in self._first_bytes:  # read once: the header, the label sample and the sniffing all use it
+            try:
+                first = open_location(path)
+                with first.fs.open_input_stream(first.path, compression="detect") as f:
+                    self._first_bytes[path] = f.read(HEAD_BYTES)
+            except (ConfigError, StorageError):
+                self._first_bytes[path] = None
+        data = self._first_bytes[path]
+        if data is None:
             return None
         if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # ZIP (xlsx, ods) or OLE2 (xls)
             raise ConfigError(f"{path}: not text but a ZIP or Office file (a spreadsheet workbook?): save it as CSV")
