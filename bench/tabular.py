@@ -49,7 +49,7 @@ def score(config, manifest, args: dict, seed: int, data: dict) -> float:
     import tensorflow as tf
 
     from dltool.train.metrics import per_example_loss_fn
-    from dltool.train.model import build_model, build_optimizer
+    from dltool.train.model import build_model, build_optimizer, training_view
     from dltool.train.sizing import sized
 
     (x, y), (vx, vy), (tx, ty) = data["train"], data["val"], data["test"]
@@ -62,12 +62,28 @@ def score(config, manifest, args: dict, seed: int, data: dict) -> float:
     model = build_model(train, manifest, scale)
     loss = per_example_loss_fn("mse" if regression else "sparse_categorical_crossentropy", manifest.label.classes or 0,
                                0.0)  # fmt: skip
-    model.compile(optimizer=build_optimizer(train, max(1, len(x) // batch)),
-                  loss=lambda labels, outputs: loss(tf.reshape(labels, [-1]), outputs))  # fmt: skip
-    best = keras.callbacks.EarlyStopping(monitor="val_loss", patience=train.early_stopping.patience,
-                                         restore_best_weights=True)  # fmt: skip
-    model.fit(x, y.astype(np.float32) if regression else y, batch_size=batch, epochs=train.epochs,
-              validation_data=(vx, vy), callbacks=[best], verbose=0)  # fmt: skip
+    view = training_view(model, manifest)  # each member trained on its own loss, as dltool's workers train them
+
+    def fit_loss(labels, outputs):
+        """The model's loss, or each member's own (outputs [batch, members, ...]) averaged."""
+        labels = tf.reshape(labels, [-1])
+        if view is None:
+            return loss(labels, outputs)
+        count = outputs.shape[1]
+        return tf.reduce_mean(loss(tf.repeat(labels, count), tf.reshape(outputs, [-1, *outputs.shape[2:]])))
+
+    fitted = model if view is None else keras.Model(view.inputs, view.outputs[1])
+    fitted.compile(optimizer=build_optimizer(train, max(1, len(x) // batch)), loss=fit_loss)
+    class PredictionLoss(keras.callbacks.Callback):
+        """The validation loss of the model's prediction (the members' mean), which dltool's workers stop on."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_prediction_loss"] = float(tf.reduce_mean(loss(vy, model(vx, training=False))))
+
+    best = keras.callbacks.EarlyStopping(monitor="val_prediction_loss", mode="min",
+                                         patience=train.early_stopping.patience, restore_best_weights=True)
+    fitted.fit(x, y.astype(np.float32) if regression else y, batch_size=batch, epochs=train.epochs,
+               callbacks=[PredictionLoss(), best], verbose=0)  # fmt: skip
     p = model.predict(tx, verbose=0, batch_size=512)
     if regression:
         return float(1 - ((ty - p.reshape(-1)) ** 2).sum() / ((ty - ty.mean()) ** 2).sum())

@@ -604,6 +604,25 @@ def _members_head(x, outputs: int, manifest: Manifest, target_scale: list[float]
     return keras.layers.Activation("softmax", dtype="float32", name="output")(y)
 
 
+def training_view(model, manifest: Manifest):
+    """For a model of ensemble members (`_members_head`): a model of the same layers giving [its prediction, each
+    member's own prediction (batch, members, outputs: class probabilities, or values at the labels' scale)], so each
+    member is trained on its own loss and the model predicts their mean, as TabM trains them. Trained on the loss of
+    the mean instead, the members fit as one wider network and lose the ensemble's variance reduction (measured:
+    docs/benchmarks.md). None: a model without members, trained on its prediction."""
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    if "member_heads" not in names or manifest.label.kind not in ("class", "regression"):
+        return None
+    if manifest.label.kind == "class":
+        members = keras.layers.Activation("softmax", dtype="float32", name="member_probabilities")(
+            model.get_layer("member_heads").output)
+    else:
+        members = model.get_layer("target_scale" if "target_scale" in names else "member_heads").output
+    return keras.Model(model.inputs, [model.outputs[0], members], name=f"{model.name}_members")
+
+
 def _mel_frontend(x, manifest: Manifest):
     """Waveforms [samples] or [samples, channels] to dB mel spectrograms [frames, mels, channels].
 

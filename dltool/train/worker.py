@@ -284,6 +284,8 @@ class Steps:
     def __init__(self, worker: Worker, strategy, model, optimizer, mixed: bool):
         import tensorflow as tf
 
+        from dltool.train.model import training_view
+
         job, manifest = worker.job, worker.job.manifest
         self.workers, self.strategy, self.model, self.optimizer = worker.workers, strategy, model, optimizer
         batch, global_batch = job.per_worker_batch, job.global_batch
@@ -293,11 +295,22 @@ class Steps:
         weights = tf.constant(job.class_weights, tf.float32) if job.class_weights else None
         x_spec = tf.TensorSpec([batch, *manifest.features.shape], manifest.features.dtype)
         y_spec = tf.TensorSpec([batch], tf.int32 if worker.kind == "class" else tf.float32)
+        view = training_view(model, manifest)
+
+        def forward(x, y):
+            """The model's outputs and the per-example loss: of each member's own prediction, averaged, for a
+            model of ensemble members (`training_view`); of its prediction otherwise."""
+            if view is None:
+                outputs = tf.cast(model(x, training=True), tf.float32)
+                return outputs, loss_fn(y, outputs)
+            outputs, members = (tf.cast(t, tf.float32) for t in view(x, training=True))
+            count = members.shape[1]
+            flat = tf.reshape(members, [-1, *members.shape[2:]])
+            return outputs, tf.reduce_mean(tf.reshape(loss_fn(tf.repeat(y, count), flat), [-1, count]), axis=1)
 
         def step_fn(x, y):
             with tf.GradientTape() as tape:
-                outputs = tf.cast(model(x, training=True), tf.float32)
-                per_example = loss_fn(y, outputs)
+                outputs, per_example = forward(x, y)
                 weighted = per_example * tf.gather(weights, y) if weights is not None else per_example
                 loss = tf.reduce_sum(weighted) / global_batch
                 if model.losses:

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, make_manifest
 
 keras = pytest.importorskip("keras")
 
-from dltool.train.model import build_model, build_optimizer, describe_model
+from dltool.train.model import build_model, build_optimizer, describe_model, training_view
 
 CLASSES = Label("class", ("a", "b", "c"))
 
@@ -141,6 +141,27 @@ def test_tabular_embeds_each_numeric_column_and_passes_other_slots_and_a_linear_
     assert wide.get_layer("member_scale").kernel.shape == (4096 // 800, 800)
     pixels = build_model(train({"builtin": "tabular"}), manifest("csv", (600,), "float32"))
     assert not any(layer.name.startswith("member") for layer in pixels.layers)
+
+
+def test_tabular_members_give_their_own_predictions_to_train_on_and_the_model_their_mean():
+    m = manifest("csv", (5,), "float32")
+    model = build_model(train({"builtin": "tabular", "args": {"units": [7]}}), m)
+    x = sample(m, 6)
+    prediction, members = (t.numpy() for t in training_view(model, m)(x))
+    assert members.shape == (6, 16, 3)
+    np.testing.assert_allclose(members.sum(axis=2), 1.0, rtol=1e-5)  # each member's own class probabilities
+    np.testing.assert_allclose(prediction, model(x).numpy(), rtol=1e-5)
+    # the model predicts the softmax of the members' mean logits, i.e. of their mean log-probabilities
+    mean = np.exp(np.log(members).mean(axis=1))
+    np.testing.assert_allclose(prediction, mean / mean.sum(axis=1, keepdims=True), rtol=1e-4)
+    r = manifest("csv", (5,), "float32", label=Label("regression", None))
+    regression = build_model(train({"builtin": "tabular", "args": {"units": [7]}}), r, target_scale=[100.0, 0.01])
+    prediction, members = (t.numpy() for t in training_view(regression, r)(x))
+    assert members.shape == (6, 16, 1)
+    np.testing.assert_allclose(prediction, members.mean(axis=1), rtol=1e-5)  # the mean of values at the labels' scale
+    assert np.all(np.abs(members - 100.0) < 1.0)  # around the labels' mean 100, std 0.01: not standardised
+    single = build_model(train({"builtin": "tabular", "args": {"ensemble": 1}}), m)
+    assert training_view(single, m) is None  # one MLP: trained on its prediction
 
 
 def test_tabular_reads_a_text_column_also_as_unit_length_tf_idf_and_a_name_column_as_words_only():
