@@ -48,7 +48,7 @@ def score(config, manifest, args: dict, seed: int, data: dict) -> float:
     import keras
     import tensorflow as tf
 
-    from dltool.train.metrics import per_example_loss_fn
+    from dltool.train.metrics import members_loss, per_example_loss_fn
     from dltool.train.model import build_model, build_optimizer, training_view
     from dltool.train.sizing import sized
 
@@ -67,10 +67,7 @@ def score(config, manifest, args: dict, seed: int, data: dict) -> float:
     def fit_loss(labels, outputs):
         """The model's loss, or each member's own (outputs [batch, members, ...]) averaged."""
         labels = tf.reshape(labels, [-1])
-        if view is None:
-            return loss(labels, outputs)
-        count = outputs.shape[1]
-        return tf.reduce_mean(loss(tf.repeat(labels, count), tf.reshape(outputs, [-1, *outputs.shape[2:]])))
+        return loss(labels, outputs) if view is None else tf.reduce_mean(members_loss(loss, labels, outputs))
 
     fitted = model if view is None else keras.Model(view.inputs, view.outputs[1])
     fitted.compile(optimizer=build_optimizer(train, max(1, len(x) // batch)), loss=fit_loss)

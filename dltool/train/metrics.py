@@ -80,6 +80,16 @@ def per_example_loss_fn(loss: str, classes: int, label_smoothing: float):
     return table[loss]
 
 
+def members_loss(loss_fn, labels, members):
+    """The per-example loss of each ensemble member's own prediction (`members`: [batch, members, ...]) under
+    `loss_fn` (labels, outputs), averaged over the members."""
+    import tensorflow as tf
+
+    count = members.shape[1]
+    flat = tf.reshape(members, [-1, *members.shape[2:]])
+    return tf.reduce_mean(tf.reshape(loss_fn(tf.repeat(labels, count), flat), [-1, count]), axis=1)
+
+
 def metric_sums_fn(metrics: list[str]):
     """A TF function (labels, outputs, per-example loss) -> vector of sums named by sum_names()."""
     import tensorflow as tf

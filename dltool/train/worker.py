@@ -41,6 +41,7 @@ from dltool.train.metrics import (
     best_epoch_entry,
     finish,
     loss_name,
+    members_loss,
     metric_sums_fn,
     per_example_loss_fn,
     resolve_metrics,
@@ -304,9 +305,7 @@ class Steps:
                 outputs = tf.cast(model(x, training=True), tf.float32)
                 return outputs, loss_fn(y, outputs)
             outputs, members = (tf.cast(t, tf.float32) for t in view(x, training=True))
-            count = members.shape[1]
-            flat = tf.reshape(members, [-1, *members.shape[2:]])
-            return outputs, tf.reduce_mean(tf.reshape(loss_fn(tf.repeat(y, count), flat), [-1, count]), axis=1)
+            return outputs, members_loss(loss_fn, y, members)
 
         def step_fn(x, y):
             with tf.GradientTape() as tape:

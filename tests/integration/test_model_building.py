@@ -17,6 +17,7 @@ from tests.conftest import ROOT, make_manifest
 
 keras = pytest.importorskip("keras")
 
+from dltool.train.metrics import members_loss, per_example_loss_fn
 from dltool.train.model import build_model, build_optimizer, describe_model, training_view
 
 CLASSES = Label("class", ("a", "b", "c"))
@@ -154,6 +155,10 @@ def test_tabular_members_give_their_own_predictions_to_train_on_and_the_model_th
     # the model predicts the softmax of the members' mean logits, i.e. of their mean log-probabilities
     mean = np.exp(np.log(members).mean(axis=1))
     np.testing.assert_allclose(prediction, mean / mean.sum(axis=1, keepdims=True), rtol=1e-4)
+    # the training loss: each member's own cross-entropy, averaged over the members
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    own = members_loss(per_example_loss_fn("sparse_categorical_crossentropy", 3, 0.0), labels, members).numpy()
+    np.testing.assert_allclose(own, -np.log(members[np.arange(6), :, labels]).mean(axis=1), rtol=1e-5)
     r = manifest("csv", (5,), "float32", label=Label("regression", None))
     regression = build_model(train({"builtin": "tabular", "args": {"units": [7]}}), r, target_scale=[100.0, 0.01])
     prediction, members = (t.numpy() for t in training_view(regression, r)(x))
