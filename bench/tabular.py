@@ -71,6 +71,7 @@ def score(config, manifest, args: dict, seed: int, data: dict) -> float:
 
     fitted = model if view is None else keras.Model(view.inputs, view.outputs[1])
     fitted.compile(optimizer=build_optimizer(train, max(1, len(x) // batch)), loss=fit_loss)
+
     class PredictionLoss(keras.callbacks.Callback):
         """The validation loss of the model's prediction (the members' mean), which dltool's workers stop on."""
 
