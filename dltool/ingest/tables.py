@@ -33,6 +33,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     import pickle
 
     from dltool.spark.progress import spark_progress
+    from dltool.splits import column
     from dltool.transforms.table import FitStats, Preprocess
 
     require_s3a(spark, source, staging)
@@ -49,9 +50,10 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
         cfg = reader.config
         rules = reader.rules()
         # Python UDFs resolve their input columns by name, so `a.b` would read as a field of `a`: the
-        # task gets positional names and puts the source's back on each batch.
-        names = rows.columns
-        plain = rows.toDF(*[f"_c{i}" for i in range(len(names))])
+        # task gets positional names and puts the source's back on each batch. Columns no rule reads stay in
+        # the JVM (a CSV's are still parsed there, each row's fields counted).
+        names = rules.inputs()
+        plain = rows.select(*[column(c).alias(f"_c{i}") for i, c in enumerate(names)])
         type_rows = _type_task(staging.uri, rules, reader.name, classify, names, prefix)
         typed = plain.mapInArrow(type_rows, TYPE_OUTPUT).collect()
         stats, quarantined, first_errors = FitStats(rules.numbers, rules.categorical, rules.vectors, rules.words), 0, []
@@ -106,14 +108,17 @@ def unseen_categories(stats, pre) -> list[str]:
     return said
 
 
-SMALL = 200_000  # typed rows the driver checks for duplicates itself: below this a Spark job costs more
+SMALL = 200_000  # train rows whose median or mode the driver finds itself: below this a Spark job costs more
+# Typed rows the driver checks for duplicates itself: it sorts their content hashes and splits (about 30 bytes a
+# row, 60 MB at this bound) where a Spark job costs 1-2 s (docs/benchmarks.md, "Tables").
+DRIVER_DUPLICATES = 2_000_000
 
 
 def typed_duplicates(spark, staging, policy: str, rows: int):
     """Identical typed rows in more than one split (from `_typed/`), and with `drop_from_eval` the
-    contents that val and test rows must not share with train. Up to SMALL rows the driver reads
-    the three columns it needs with pyarrow; above, Spark aggregates them."""
-    if rows <= SMALL:
+    contents that val and test rows must not share with train. Up to DRIVER_DUPLICATES rows the driver
+    reads the columns it needs with pyarrow; above, Spark aggregates them."""
+    if rows <= DRIVER_DUPLICATES:
         return _duplicates_here(staging, policy)
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -122,8 +127,9 @@ def typed_duplicates(spark, staging, policy: str, rows: int):
     from dltool.storage.manifest import Duplicates
 
     typed = spark.read.parquet(hadoop_uri(staging.child(TYPED))).select("_content", "split", "key")
-    spread = typed.groupBy("_content").agg(F.countDistinct("split").alias("splits"), F.count("*").alias("records"),
-                                           F.max(F.col("split") == "train").alias("in_train")).where("splits > 1")  # fmt: skip
+    spread = typed.groupBy("_content").agg(F.min("split").alias("low"), F.max("split").alias("high"),
+                                           F.count("*").alias("records"), F.max(F.col("split") == "train").alias("in_train"))
+    spread = spread.where("low != high")  # in more than one split
     totals = spread.agg(F.count("*").alias("contents"), F.sum("records").alias("records")).first()
     if not totals["contents"]:
         return None, set()
@@ -166,6 +172,8 @@ def _type_task(staging_uri, rules, reader_name, classify, names: list[str], pref
     to `_errors/<prefix>-NNNNN.parquet`, typed ones to `_typed/<prefix>-NNNNN.parquet`; one summary row."""
 
     content = [*rules.numbers, *rules.categorical, *rules.words, *rules.vectors, *(["_label"] if rules.label else [])]
+    # Dictionary pages for the columns of few values only: for numbers and keys they cost a third of the write.
+    coded = ["split", *rules.categorical, *(["_label"] if rules.label and not rules.regression else [])]
 
     def run(batches):
         import pickle
@@ -192,7 +200,8 @@ def _type_task(staging_uri, rules, reader_name, classify, names: list[str], pref
                 typed = typed.append_column("_content", content_hashes(typed, content))
                 if writer is None:
                     target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
-                    writer = pq.ParquetWriter(target.path, typed.schema, filesystem=target.fs, compression="lz4")
+                    writer = pq.ParquetWriter(target.path, typed.schema, filesystem=target.fs, compression="lz4",
+                                              use_dictionary=coded, write_statistics=False)  # fmt: skip
                 writer.write_table(typed)
         finally:
             if writer is not None:
@@ -259,18 +268,34 @@ def _fills_here(cfg, numbers: list[str], staging) -> dict[str, float]:
 
 
 def _duplicates_here(staging, policy: str):
+    """typed_duplicates on the driver: each typed row's content hash and split, sorted by content to find those
+    in more than one split; only those contents' rows are read whole and go through find_duplicates."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     from dltool.splits import find_duplicates
 
     typed = staging.child(TYPED)
-    table = pads.dataset(typed.path, filesystem=typed.fs, format="parquet").to_table(columns=["_content", "split", "key"])
-    contents, splits = table.column("_content").to_pylist(), table.column("split").to_pylist()
-    found = find_duplicates(zip(map(str, contents), splits, table.column("key").to_pylist()))
-    if found is None or policy != "drop_from_eval":
-        return found, set()
-    in_train = {c for c, s in zip(contents, splits) if s == "train"}
-    return found, {c for c, s in zip(contents, splits) if s != "train" and c in in_train}
+    dataset = pads.dataset(typed.path, filesystem=typed.fs, format="parquet")
+    table = dataset.to_table(columns=["_content", "split"])
+    order = np.argsort(table.column("_content").to_numpy(), kind="stable")
+    contents = table.column("_content").to_numpy()[order]
+    splits = pc.index_in(table.column("split"), value_set=pa.array(SPLITS)).to_numpy(zero_copy_only=False)[order]
+    del table, order
+    if not len(contents):
+        return None, set()
+    starts = np.flatnonzero(np.r_[True, contents[1:] != contents[:-1]])
+    low, high = np.minimum.reduceat(splits, starts), np.maximum.reduceat(splits, starts)
+    spread = contents[starts][low != high]  # contents in more than one split
+    if not len(spread):
+        return None, set()
+    rows = dataset.to_table(columns=["_content", "split", "key"], filter=pc.field("_content").isin(pa.array(spread)))
+    found = find_duplicates(zip(map(str, rows.column("_content").to_pylist()), rows.column("split").to_pylist(),
+                                rows.column("key").to_pylist()))  # fmt: skip
+    in_train = contents[starts][(low != high) & (low == SPLITS.index("train"))]
+    return found, set(in_train.tolist()) if policy == "drop_from_eval" else set()
 
 
 def _shard_task(staging_uri, pre, label_kind, passthrough, dataset, drop: set[int]):

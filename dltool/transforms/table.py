@@ -121,7 +121,7 @@ class RowRules:
             numbers.update(zip(date_features([c]), parts))
         targets = [self.label] if self.label and self.regression else []  # never imputed
         for c in (list(self.numeric) if self.non_finite == "quarantine" else []) + targets:
-            problems.add(~np.isfinite(numbers[c]) & ~np.isnan(numbers[c]) | _spells_nan(text[c]),
+            problems.add(~np.isfinite(numbers[c]) & ~np.isnan(numbers[c]) | _spells_nan(text[c], numbers[c]),
                          "NonFinite", lambda i, c=c: f"field {c}: '{text[c][i].as_py()}' is not a finite number")  # fmt: skip
         # A CSV file (the reader with a corrupt-record column) read as UTF-8 that is not: most likely cp1252 or latin-1.
         hint = " (a file in another encoding? set ingest.encoding, e.g. cp1252)" if self.corrupt and self.encoding == "utf-8" else ""
@@ -142,6 +142,11 @@ class RowRules:
         table = pa.table(typed).filter(pa.array(good))
         return table, problems.table(batch)
 
+    def inputs(self) -> list[str]:
+        """The raw columns `check` reads: the used ones, and those naming each row's place and split."""
+        named = [*self._text_columns(), *self.vectors, *self.passthrough, self.corrupt, self.split_column]
+        return list(dict.fromkeys([c for c in named if c] + ["_file", "_row", "key", "split"]))
+
     def _text_columns(self) -> list[str]:
         used = self.numeric + self.dates + self.categorical + self.words + tuple(c for c in (self.label, self.key_column) if c)
         return list(dict.fromkeys(used))
@@ -149,20 +154,50 @@ class RowRules:
 
 def content_hashes(typed, columns: list[str]):
     """A 64-bit hash per typed row over `columns` (values after trimming and parsing, vectors value by value):
-    rows that differ only in spacing or number spelling (`1.50`, ` 1.5`) hash alike."""
-    import pandas as pd
+    rows that differ only in spacing or number spelling (`1.50`, ` 1.5`) hash alike.
+
+    Numbers are hashed by their bits (-0.0 as 0.0, every NaN and missing value alike), text by its distinct
+    values only (dictionary-encoded, then pandas' hash of each word): no Python object per field."""
     import pyarrow as pa
 
-    frame = {}
+    hashes = np.full(typed.num_rows, 0x9E3779B97F4A7C15, np.uint64)
     for c in columns:
-        column = typed.column(c)
+        column = typed.column(c).combine_chunks()
         if pa.types.is_list(column.type):
-            values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(typed.num_rows, -1)
-            frame.update({f"{c}[{i}]": values[:, i] for i in range(values.shape[1])})
+            values = column.flatten().to_numpy(zero_copy_only=False).reshape(typed.num_rows, -1)
+            for i in range(values.shape[1]):
+                hashes = _mix(hashes + _number_bits(values[:, i]))
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            hashes = _mix(hashes + _text_hashes(column))
         else:
-            frame[c] = column.to_pandas()
-    hashes = pd.util.hash_pandas_object(pd.DataFrame(frame), index=False).to_numpy()
+            hashes = _mix(hashes + _number_bits(column.to_numpy(zero_copy_only=False)))
     return pa.array(hashes.view(np.int64))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: each bit of the input moves about half of the output's (uint64 wraps)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _number_bits(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, np.float64) + 0.0  # -0.0 + 0.0 is 0.0
+    return np.where(np.isnan(values), np.nan, values).view(np.uint64)
+
+
+def _text_hashes(column) -> np.ndarray:
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column)
+    words = pd.util.hash_array(encoded.dictionary.to_numpy(zero_copy_only=False)).astype(np.uint64)
+    at = encoded.indices.to_numpy(zero_copy_only=False)
+    if encoded.null_count:
+        return np.where(np.isnan(at), np.uint64(0x5851F42D4C957F2D), words[np.nan_to_num(at).astype(np.int64)])
+    return words[at]
 
 
 class _Problems:
@@ -200,6 +235,12 @@ def _parse_numbers(text, missing: np.ndarray, decimal_comma: bool = False,
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if not decimal_comma and not unit:  # most columns: every present field a plain number, in one cast
+        try:
+            present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
+            return pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(missing), bool)
+        except pa.ArrowInvalid:
+            pass
     lowered = pc.utf8_lower(text)  # true and false are 1 and 0
     text = pc.if_else(pc.equal(lowered, "true"), "1", pc.if_else(pc.equal(lowered, "false"), "0", text))
     present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
@@ -459,12 +500,17 @@ def _not_a_number(column: str, value: str, decimal_comma: bool, unit: str | None
     return f"field {column}: '{value[:60]}' is not a number{hint}"
 
 
-def _spells_nan(text) -> np.ndarray:
-    """Fields that spell NaN, even where `na_values` lists them (a parsed NaN looks like a missing value)."""
+def _spells_nan(text, values: np.ndarray) -> np.ndarray:
+    """Fields that spell NaN, even where `na_values` lists them (a parsed NaN looks like a missing value);
+    only the fields whose `values` are NaN are looked at (a missing field or a NaN parses to NaN)."""
     import pyarrow.compute as pc
 
-    spelled = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?nan$", ignore_case=True), False)
-    return np.asarray(spelled.to_numpy(zero_copy_only=False), bool)
+    spelled = np.zeros(len(values), bool)
+    at = np.flatnonzero(np.isnan(values))
+    if len(at):
+        found = pc.fill_null(pc.match_substring_regex(text.take(at), r"^[+-]?nan$", ignore_case=True), False)
+        spelled[at] = np.asarray(found.to_numpy(zero_copy_only=False), bool)
+    return spelled
 
 
 # Distinct values a named categorical column, or the label, may have in train: past it the column is an id

@@ -144,7 +144,7 @@ def test_a_file_copied_into_train_and_test_is_reported_refused_or_dropped(spark,
 def test_identical_table_rows_across_splits_are_found_after_normalising(spark, tmp_path, write_config, monkeypatch, where):
     from dltool.ingest import tables as table_ingest
 
-    monkeypatch.setattr(table_ingest, "SMALL", 1_000_000 if where == "driver" else 0)  # who counts: driver or Spark
+    monkeypatch.setattr(table_ingest, "DRIVER_DUPLICATES", 1_000_000 if where == "driver" else 0)  # who counts: driver or Spark
     rows = ["id,x,colour,fold,target"] + [f"r{i},{i},red,{'train' if i < 30 else 'test'},a" for i in range(40)]
     rows += ["dup1, 3.0 ,red ,test,a", "dup2,3,red,val,a"]  # the same typed row as r3 (train)
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")

@@ -135,10 +135,14 @@ def test_unseen_and_missing_categories_take_the_other_slot():
 def test_rows_that_differ_only_in_spelling_hash_alike():
     from dltool.transforms.table import content_hashes
 
-    raw = batch([GOOD | {"x": "1.50"}, GOOD | {"id": "h", "x": " 1.5", "colour": "red "}, GOOD | {"id": "o", "x": "2"}])
+    raw = batch([GOOD | {"x": "1.50"}, GOOD | {"id": "h", "x": " 1.5", "colour": "red "}, GOOD | {"id": "o", "x": "2"},
+                 GOOD | {"id": "z", "x": "-0.0", "y": "", "colour": ""}, GOOD | {"id": "p", "x": "0", "y": "NA", "colour": "NA"},
+                 GOOD | {"id": "q", "x": "0", "y": "NA", "colour": "red"}, GOOD | {"id": "s", "x": "2", "target": "b"}])  # fmt: skip
     typed, _ = rules().check(raw)
     hashes = content_hashes(typed, ["x", "y", "colour", "_label"]).to_pylist()
     assert hashes[0] == hashes[1] != hashes[2]
+    assert hashes[3] == hashes[4] != hashes[5]  # -0 and 0, missing and missing, alike; a missing colour is not red
+    assert len(set(hashes)) == 5 and hashes[6] != hashes[2]  # the label counts
 
 
 def test_a_categorical_column_or_label_past_the_distinct_cap_is_a_one_line_config_error(monkeypatch):
