@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from contextlib import contextmanager
 
 from dltool.errors import ConfigError
 from dltool.spark.paths import hadoop_uri, require_s3a, spark_path
+from dltool.spark.session import scoped_conf
 from dltool.shards.codec import TensorSpec
 from dltool.shards.sink import ERROR_FIELDS, FIRST_ERRORS, Moments, SplitShards, TaskResult, WrittenShards, on_write_complete, write_errors
 from dltool.shards.writer import shard_schema
@@ -41,7 +41,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     paths = [spark_path(source.uri, f.path) for f in files]
     relpaths = dict(zip(paths, (f.relpath for f in files), strict=True))
     with spark_progress(spark, f"ingest {config.name}: {len(files)} table file(s)", progress), \
-            _scoped_conf(spark, reader.spark_conf):  # fmt: skip
+            scoped_conf(spark, reader.spark_conf):  # fmt: skip
         fitted = None if preprocess is None else Preprocess.from_json(json.loads(open_location(preprocess).read_bytes()))
         reader = reader.with_task(spark, paths, fitted)
         classify = bool(reader.config.label) and reader.config.task == "classification"
@@ -149,22 +149,6 @@ def typed_duplicates(spark, staging, policy: str, rows: int):
 PREPROCESS = "_preprocess.json"
 TYPED = "_typed"  # the typed rows (or token lists) between the passes; removed before the commit
 TYPE_OUTPUT = "typed string, stats binary, errors long, first_errors string"
-
-
-@contextmanager
-def _scoped_conf(spark, conf: dict[str, str]):
-    """Spark SQL settings the reader needs, for the duration of the ingest only (the session may be the user's)."""
-    before = {k: spark.conf.get(k, None) for k in conf}
-    for k, v in conf.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
 
 
 def _type_task(staging_uri, rules, reader_name, classify, names: list[str], prefix: str):

@@ -648,10 +648,15 @@ def with_row_numbers(spark, raw, relpaths: dict[str, str]):
     """
     from pyspark.sql import functions as F
 
-    pieces = (
-        raw.groupBy("_file", (F.col("_mid") / (1 << 33)).cast("long").alias("_pid"))
-        .agg(F.min("_mid").alias("_first"), F.count("*").alias("_n")).collect()
-    )  # fmt: skip
+    from dltool.spark.session import scoped_conf
+
+    # Counting reads no field: a CSV parser that skips them all finds the same records (a line each, or each
+    # record of a multiLine file) in half the time, or less.
+    with scoped_conf(spark, {"spark.sql.csv.parser.columnPruning.enabled": "true"}):
+        pieces = (
+            raw.groupBy("_file", (F.col("_mid") / (1 << 33)).cast("long").alias("_pid"))
+            .agg(F.min("_mid").alias("_first"), F.count("*").alias("_n")).collect()
+        )  # fmt: skip
     offsets, seen = {}, {}
     for piece in sorted(pieces, key=lambda p: (p["_file"], p["_pid"], p["_first"])):
         start = seen.get(piece["_file"], 0)
