@@ -14,8 +14,8 @@ import json
 from collections import Counter
 
 from dltool.errors import ConfigError
+from dltool.readers.table import scoped_conf
 from dltool.spark.paths import hadoop_uri, require_s3a, spark_path
-from dltool.spark.session import scoped_conf
 from dltool.shards.codec import TensorSpec
 from dltool.shards.sink import ERROR_FIELDS, FIRST_ERRORS, Moments, SplitShards, TaskResult, WrittenShards, on_write_complete, write_errors
 from dltool.shards.writer import shard_schema

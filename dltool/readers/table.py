@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from dltool.config.readers import CORRUPT, RESERVED, ColumnRoles, TableReaderConfig, id_like, label_task  # noqa: F401  (re-exported)
@@ -648,8 +649,6 @@ def with_row_numbers(spark, raw, relpaths: dict[str, str]):
     """
     from pyspark.sql import functions as F
 
-    from dltool.spark.session import scoped_conf
-
     # Counting reads no field: a CSV parser that skips them all finds the same records (a line each, or each
     # record of a multiLine file) in half the time, or less.
     with scoped_conf(spark, {"spark.sql.csv.parser.columnPruning.enabled": "true"}):
@@ -668,6 +667,22 @@ def with_row_numbers(spark, raw, relpaths: dict[str, str]):
     raw = raw.withColumn("_row", F.col("_mid") + F.element_at(literal(offsets), piece) + 1)
     raw = raw.withColumn("_relpath", F.element_at(literal({f: _relpath(f, relpaths) for f in seen}), F.col("_file")))
     return raw, sum(seen.values())
+
+
+@contextmanager
+def scoped_conf(spark, conf: dict[str, str]):
+    """Spark SQL settings for the length of a block only: the session may be the user's."""
+    before = {k: spark.conf.get(k, None) for k in conf}
+    for k, v in conf.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
 
 
 def _relpath(file_uri: str, relpaths: dict[str, str]) -> str:

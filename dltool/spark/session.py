@@ -6,7 +6,6 @@ import os
 import shutil
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 from dltool.config.models import SparkSettings
@@ -274,19 +273,3 @@ def _keep_newest(folder: Path, keep: int) -> None:
 
 def default_parallelism(spark) -> int:
     return max(1, spark.sparkContext.defaultParallelism)
-
-
-@contextmanager
-def scoped_conf(spark, conf: dict[str, str]):
-    """Spark SQL settings for the length of a block only: the session may be the user's."""
-    before = {k: spark.conf.get(k, None) for k in conf}
-    for k, v in conf.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
