@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from collections import Counter
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -659,12 +660,22 @@ def with_row_numbers(spark, raw, relpaths: dict[str, str]):
     offsets, seen = {}, {}
     for piece in sorted(pieces, key=lambda p: (p["_file"], p["_pid"], p["_first"])):
         start = seen.get(piece["_file"], 0)
-        offsets[f"{piece['_file']}#{piece['_pid']}"] = start - piece["_first"]
+        offsets[(piece["_file"], piece["_pid"])] = start - piece["_first"]
         seen[piece["_file"]] = start + piece["_n"]
-    # Literal maps rather than a join: no broadcast job, and one entry per file piece is small.
+    # Literals rather than a join: no broadcast job. A partition that reads one file piece (a large file's)
+    # finds its offset by index; where a partition reads several files, by file in a map.
     literal = lambda mapping: F.create_map(*[F.lit(v) for pair in mapping.items() for v in pair])  # noqa: E731
-    piece = F.concat_ws("#", "_file", (F.col("_mid") / (1 << 33)).cast("long").cast("string"))
-    raw = raw.withColumn("_row", F.col("_mid") + F.element_at(literal(offsets), piece) + 1)
+    pid = (F.col("_mid") / (1 << 33)).cast("long")
+    files = Counter(p for _, p in offsets)
+    alone = {p: offset for (_, p), offset in offsets.items() if files[p] == 1}
+    shared = {f"{f}#{p}": offset for (f, p), offset in offsets.items() if files[p] > 1}
+    by_index = F.lit(None).cast("long")
+    if alone:
+        by_index = F.try_element_at(F.array(*[F.lit(alone.get(p)).cast("long") for p in range(max(alone) + 1)]),
+                                    (pid + 1).cast("int"))  # fmt: skip
+    offset = F.coalesce(by_index, F.element_at(literal(shared), F.concat_ws("#", "_file", pid.cast("string")))) \
+        if shared else by_index  # fmt: skip
+    raw = raw.withColumn("_row", F.col("_mid") + offset + 1)
     raw = raw.withColumn("_relpath", F.element_at(literal({f: _relpath(f, relpaths) for f in seen}), F.col("_file")))
     return raw, sum(seen.values())
 
