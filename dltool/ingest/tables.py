@@ -109,8 +109,8 @@ def unseen_categories(stats, pre) -> list[str]:
 
 
 SMALL = 200_000  # train rows whose median or mode the driver finds itself: below this a Spark job costs more
-# Typed rows the driver checks for duplicates itself: it sorts their content hashes and splits (about 30 bytes a
-# row, 60 MB at this bound) where a Spark job costs 1-2 s (docs/benchmarks.md, "Tables").
+# Typed rows the driver checks for duplicates itself: it sorts their content hashes (16 bytes a row at the peak;
+# about 30 where most rows repeat: 60 MB at this bound) where a Spark job costs 1-2 s (docs/benchmarks.md, "Tables").
 DRIVER_DUPLICATES = 2_000_000
 
 
@@ -252,33 +252,40 @@ def _fills_here(cfg, numbers: list[str], staging) -> dict[str, float]:
 
 
 def _duplicates_here(staging, policy: str):
-    """typed_duplicates on the driver: each typed row's content hash and split, sorted by content to find those
-    in more than one split; only those contents' rows are read whole and go through find_duplicates."""
+    """typed_duplicates on the driver, holding little more than 16 bytes per row at its peak: the content hashes are
+    sorted to find those met more than once (few, most often none); only those rows' splits are read, and the keys
+    of the first 20 contents found in more than one split, for the examples (as Spark's way: the smallest hashes)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     from dltool.splits import find_duplicates
+    from dltool.storage.manifest import Duplicates
 
     typed = staging.child(TYPED)
     dataset = pads.dataset(typed.path, filesystem=typed.fs, format="parquet")
-    table = dataset.to_table(columns=["_content", "split"])
+    ordered = np.sort(dataset.to_table(columns=["_content"]).column("_content").to_numpy())
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    del ordered
+    if not len(repeated):
+        return None, set()
+    table = dataset.to_table(columns=["_content", "split"], filter=pc.field("_content").isin(pa.array(repeated)))
     order = np.argsort(table.column("_content").to_numpy(), kind="stable")
     contents = table.column("_content").to_numpy()[order]
     splits = pc.index_in(table.column("split"), value_set=pa.array(SPLITS)).to_numpy(zero_copy_only=False)[order]
-    del table, order
-    if not len(contents):
-        return None, set()
     starts = np.flatnonzero(np.r_[True, contents[1:] != contents[:-1]])
     low, high = np.minimum.reduceat(splits, starts), np.maximum.reduceat(splits, starts)
-    spread = contents[starts][low != high]  # contents in more than one split
-    if not len(spread):
+    spread = low != high  # contents in more than one split
+    if not spread.any():
         return None, set()
-    rows = dataset.to_table(columns=["_content", "split", "key"], filter=pc.field("_content").isin(pa.array(spread)))
+    sizes = np.diff(np.r_[starts, len(contents)])
+    shown = contents[starts][spread][:20]
+    rows = dataset.to_table(columns=["_content", "split", "key"], filter=pc.field("_content").isin(pa.array(shown)))
     found = find_duplicates(zip(map(str, rows.column("_content").to_pylist()), rows.column("split").to_pylist(),
-                                rows.column("key").to_pylist()))  # fmt: skip
-    in_train = contents[starts][(low != high) & (low == SPLITS.index("train"))]
+                                rows.column("key").to_pylist())) or Duplicates(0, 0)  # fmt: skip
+    found = dataclasses.replace(found, records=int(sizes[spread].sum()), contents=int(spread.sum()))
+    in_train = contents[starts][spread & (low == SPLITS.index("train"))]
     return found, set(in_train.tolist()) if policy == "drop_from_eval" else set()
 
 
