@@ -539,8 +539,8 @@ class FitStats:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        for split, count in Counter(typed.column("split").to_pylist()).items():
-            self.rows[split] += count
+        for entry in pc.value_counts(typed.column("split")).to_pylist():  # no Python string per row
+            self.rows[entry["values"]] += entry["counts"]
         if classify:
             self.labels.update(v for v in pc.unique(typed.column("_label")).to_pylist())
         train = typed.filter(pc.equal(typed.column("split"), "train"))
