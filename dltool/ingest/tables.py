@@ -276,12 +276,12 @@ def _duplicates_here(staging, policy: str):
     spread = low != high  # contents in more than one split
     if not spread.any():
         return None, set()
-    sizes = np.diff(np.r_[starts, len(contents)])
-    rows = _typed_rows(staging, ["_content", "split", "key"], among(contents[starts][spread][:20]))
+    heads, sizes = contents[starts], np.diff(np.r_[starts, len(contents)])
+    rows = _typed_rows(staging, ["_content", "split", "key"], among(heads[spread][:20]))
     found = find_duplicates(zip(map(str, rows.column("_content").to_pylist()), rows.column("split").to_pylist(),
                                 rows.column("key").to_pylist())) or Duplicates(0, 0)  # fmt: skip
     found = dataclasses.replace(found, records=int(sizes[spread].sum()), contents=int(spread.sum()))
-    in_train = contents[starts][spread & (low == SPLITS.index("train"))]
+    in_train = heads[spread & (low == SPLITS.index("train"))]
     return found, set(in_train.tolist()) if policy == "drop_from_eval" else set()
 
 

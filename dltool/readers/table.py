@@ -666,9 +666,9 @@ def with_row_numbers(spark, raw, relpaths: dict[str, str]):
     # finds its offset by index; where a partition reads several files, by file in a map.
     literal = lambda mapping: F.create_map(*[F.lit(v) for pair in mapping.items() for v in pair])  # noqa: E731
     pid = (F.col("_mid") / (1 << 33)).cast("long")
-    files = Counter(p for _, p in offsets)
-    alone = {p: offset for (_, p), offset in offsets.items() if files[p] == 1}
-    shared = {f"{f}#{p}": offset for (f, p), offset in offsets.items() if files[p] > 1}
+    pieces_in = Counter(p for _, p in offsets)  # partition -> the file pieces it reads
+    alone = {p: offset for (_, p), offset in offsets.items() if pieces_in[p] == 1}
+    shared = {f"{f}#{p}": offset for (f, p), offset in offsets.items() if pieces_in[p] > 1}
     by_index = F.lit(None).cast("long")
     if alone:
         by_index = F.try_element_at(F.array(*[F.lit(alone.get(p)).cast("long") for p in range(max(alone) + 1)]),
