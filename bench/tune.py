@@ -88,7 +88,8 @@ def plain_optuna(config_path: Path, trials: list[dict], epochs: int, threads: in
     manifest = Manifest.read(open_location(str(dataset)))
 
     def split(name: str):
-        table = pads.dataset(str(dataset / name), format="parquet").to_table()
+        # The split's shards of the dataset's current version (a folder may still hold an earlier version's).
+        table = pads.dataset([str(dataset / f) for f in manifest.splits[name].files], format="parquet").to_table()
         return decode_tensors(table.column("features"), manifest.features), table.column("label").to_numpy().astype(np.int32)
 
     (x, y), (vx, vy) = split("train"), split("val")

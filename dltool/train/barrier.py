@@ -241,7 +241,7 @@ def run_worker_task(job: TrainJob) -> int:
         if len(infos) > 1:
             addresses = ctx.allGather(f"{host}:{_free_port(host)}")
             cluster = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}})
-        request = {"spec": spec_path, "scratch": scratch, "cluster": cluster}
+        request = {"spec": spec_path, "scratch": scratch, "cluster": cluster, "keep": keep}
         code, seen = process.run(request, lines, keep)
         failure = _worker_error(error_path) if code != 0 else None
     finally:

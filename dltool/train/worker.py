@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve() -> int:
-    """Run each run the barrier task sends, a JSON line {"spec", "scratch", "cluster"} on stdin, until stdin closes;
-    each run's output ends with RUN_DONE and its exit code. A failed run ends the process.
+    """Run each run the barrier task sends, a JSON line {"spec", "scratch", "cluster", "keep"} on stdin, until stdin
+    closes; each run's output ends with RUN_DONE and its exit code. A failed run ends the process. After a run the
+    process will be kept for (`keep`), Keras forgets it (0.4-0.5 s) once the task has its answer.
 
     A kept process waits here between runs as long as the Spark Python worker that started it lives (Spark stops
     an idle one after a minute): that worker holds the other end of stdin, and its death ends this process.
@@ -98,11 +99,13 @@ def serve() -> int:
         if not line.strip():
             return 0
         runs += 1
-        code = run_once(json.loads(line), runs)
-        _reset_keras()
+        request = json.loads(line)
+        code = run_once(request, runs)
         print(f"{RUN_DONE}{code}", flush=True)
         if code != 0:
             return code  # a process whose run failed is not trusted with another
+        if request.get("keep"):
+            _reset_keras()
 
 
 def run_once(request: dict, runs: int) -> int:

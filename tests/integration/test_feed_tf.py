@@ -26,6 +26,8 @@ def test_training_dataset_has_static_batches_and_the_stream_values(tmp_path, cac
     assert (y_spec.shape.as_list(), y_spec.dtype) == ([4], tf.int32)
     policy = data.options().experimental_distribute.auto_shard_policy
     assert policy == tf.data.experimental.AutoShardPolicy.OFF  # the share is already this worker's part
+    # No autotuning thread: deleting an iterator waited for its sleep (up to a minute) at every run's end.
+    assert data.options().autotune.enabled is False
     expected = itertools.islice(feed.stream(4, shuffle_buffer=3, start_batch=1), 6)
     for (x, y), (ex, ey) in zip(data.take(6), expected, strict=True):
         np.testing.assert_array_equal(x.numpy(), ex)
