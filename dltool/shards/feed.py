@@ -257,8 +257,7 @@ class ShardFeed:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         options.autotune.enabled = False
-        batch_bytes = (batch_size or 1) * max(1, int(np.prod(self.spec.shape))) * np.dtype(self.spec.dtype).itemsize
-        ahead = int(np.clip(PREFETCH_MB * 2**20 // batch_bytes, 2, 8))
+        ahead = int(np.clip(PREFETCH_MB * 2**20 // (batch_size * max(1, self.spec.nbytes)), 2, 8))
         data = tf.data.Dataset.from_generator(generator, output_signature=signature)
         return data.with_options(options).prefetch(ahead)
 
