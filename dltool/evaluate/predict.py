@@ -212,11 +212,11 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
                                                 "split": SplitSettings(train=0.0, val=0.0, test=1.0)})  # fmt: skip
     raw_config = config.model_copy(update={"ingest": ingest, "dataset": dataset})
-    from dltool.evaluate.tasks import SCORING_MODULES
+    from dltool.evaluate.tasks import PREDICT_MODULES
     from dltool.spark.session import spark_session
 
     # Scoring follows in this session: a worker imports TensorFlow while the inputs are ingested.
-    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *SCORING_MODULES), warm_tensorflow=1)
+    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *PREDICT_MODULES), warm_tensorflow=1)
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess, vocabulary=classes)
     return temp.uri
 
@@ -235,11 +235,11 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
     if reader.labels_from_paths():
         classes = set(trained_on.label.vocabulary or ())
         return all(reader.label_of(f.relpath) in classes for f in files)
-    from dltool.evaluate.tasks import SCORING_MODULES
+    from dltool.evaluate.tasks import PREDICT_MODULES
     from dltool.spark.session import spark_session
     from dltool.spark.paths import require_s3a, spark_path
 
-    spark = spark_session(config.spark, warm=SCORING_MODULES, warm_tensorflow=1)  # the session predict scores in
+    spark = spark_session(config.spark, warm=PREDICT_MODULES, warm_tensorflow=1)  # the session predict scores in
     require_s3a(spark, source)
     paths = [spark_path(source.uri, f.path) for f in files]
     return reader.label_column() in reader.source_columns(spark, paths)
@@ -280,7 +280,7 @@ def _training_preprocess(config: ExperimentConfig) -> str:
 
 def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, scorer: Scorer,
                       output: Location, progress: bool, keep: list[str], label_column: str | None) -> int:  # fmt: skip
-    from dltool.evaluate.tasks import SCORING_MODULES, scoring_tasks, tensorflow_tasks
+    from dltool.evaluate.tasks import PREDICT_MODULES, scoring_tasks, tensorflow_tasks
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
     from dltool.spark.session import spark_session
@@ -288,7 +288,7 @@ def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on:
 
     rows = manifest.splits[split].rows if split in manifest.splits else 0  # plan_shares says why 0
     tensorflow = scorer.runtime == "tensorflow"
-    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
+    spark = spark_session(config.spark, user_code=config_code(config), warm=PREDICT_MODULES,
                           warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0)  # fmt: skip
     tasks = scoring_tasks(spark, rows, tensorflow)
     shares = plan_shares(dataset.uri, manifest, split, tasks)

@@ -77,10 +77,9 @@ def decode_tensors(column: pa.Array | pa.ChunkedArray, spec: TensorSpec, field: 
         values = data.view(spec.dtype)
         lengths_ok = n == 0 or np.all(np.diff(offsets) == spec.nbytes)
     elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type):
-        values = column.flatten().to_numpy(zero_copy_only=False).astype(spec.dtype, copy=False)
+        values = numbers(column.flatten()).astype(spec.dtype, copy=False)
         lengths_ok = values.size == n * spec.size and (
-            pa.types.is_fixed_size_list(column.type)
-            or np.all(np.diff(column.offsets.to_numpy()) == spec.size)
+            pa.types.is_fixed_size_list(column.type) or np.all(np.diff(numbers(column.offsets)) == spec.size)
         )
     else:
         raise ValueError(f"{field}: column type {column.type} is not a dltool tensor encoding (binary or list<float>)")
@@ -89,3 +88,26 @@ def decode_tensors(column: pa.Array | pa.ChunkedArray, spec: TensorSpec, field: 
             f"{field}: expected {spec.size} values per row for shape {list(spec.shape)}, got {values.size} in {n} rows"
         )
     return values.reshape((n, *spec.shape))
+
+
+_NUMPY_NAMES = {"halffloat": "float16", "float": "float32", "double": "float64"}  # Arrow's names that numpy lacks
+
+
+def numpy_dtype(arrow_type: pa.DataType) -> np.dtype:
+    """The numpy dtype of an Arrow integer or floating-point type (`to_pandas_dtype` imports pandas)."""
+    return np.dtype(_NUMPY_NAMES.get(str(arrow_type), str(arrow_type)))
+
+
+def numbers(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A column of integers or floats as numpy: read from its buffers when it has no nulls (a view of a single
+    chunk, read-only), else through pyarrow's own conversion.
+
+    pyarrow's `to_numpy` imports pandas on its first call: 0.3-0.5 s of a fresh Python worker, which a
+    scoring task needs for nothing else.
+    """
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or column.null_count:
+        return column.to_numpy(zero_copy_only=False)
+    dtype = numpy_dtype(column.type)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [np.frombuffer(c.buffers()[1], dtype, count=c.offset + len(c))[c.offset :] for c in chunks if len(c)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, dtype)

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dltool.errors import ConfigError, DltoolError, InputNotFoundError
-from dltool.shards.codec import TensorSpec, decode_tensors
+from dltool.shards.codec import TensorSpec, decode_tensors, numbers, numpy_dtype
 from dltool.storage.fs import Location, open_dataset
 from dltool.storage.manifest import Manifest
 
@@ -342,7 +342,7 @@ class ShardFeed:
         with self._cache_lock:
             if self._cache is None:
                 x = np.empty((self.rows, *self.spec.shape), self.spec.dtype)
-                y = np.empty(self.rows, self.label_type.to_pandas_dtype()) if self.label_type else None
+                y = np.empty(self.rows, numpy_dtype(self.label_type)) if self.label_type else None
                 for (ux, uy), unit, lo in zip(self._read_ahead([(u, 0) for u in self.units]), self.units, self._starts):
                     x[lo : lo + unit.rows] = ux
                     if y is not None:
@@ -392,7 +392,7 @@ class ShardFeed:
             raise DltoolError(f"{where}: label: expected {self.label_type}, got {label.type}")
         if label.null_count:
             raise DltoolError(f"{where}: label: {label.null_count} null labels")
-        return x, label.to_numpy()
+        return x, numbers(label)
 
 
 def _is_encoding(column_type: pa.DataType, spec: TensorSpec) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -91,6 +92,32 @@ def test_without_labels_and_with_regression_labels(tmp_path):
     batch = next(ShardFeed(str(tmp_path / "u"), manifest, share, with_labels=False).stream(5))
     assert batch[1] is None and len(batch[0]) == 5
 
+
+
+def test_reading_shards_leaves_pandas_unimported(tmp_path):
+    """A scoring task reads shards without pyarrow's to_numpy, whose first call imports pandas (0.3-0.5 s of a
+    fresh Python worker): streamed and cached, list and binary features, class and regression labels."""
+    import subprocess
+    import sys
+
+    for name, spec, kind in (("f", None, "class"), ("u", TensorSpec((2, 3), "uint8"), "regression")):
+        manifest, _, _ = write_dataset(tmp_path / name, [(9, 4), (3, 3)], spec=spec, label_kind=kind)
+        (tmp_path / name / "_manifest.json").write_text(json.dumps(manifest.to_json()))
+    code = """if True:
+        import json, sys
+        from pathlib import Path
+        from dltool.shards.feed import ShardFeed, plan_shares
+        from dltool.storage.manifest import Manifest
+        rows = 0
+        for name in ("f", "u"):
+            root = Path(sys.argv[1]) / name
+            manifest = Manifest.from_json(json.loads((root / "_manifest.json").read_text()))
+            (share,) = plan_shares(str(root), manifest, "train", 1)
+            for cache_mb in (0, 64):
+                rows += sum(len(y) for _, y in ShardFeed(str(root), manifest, share, cache_mb=cache_mb).one_pass(5))
+        print(rows, "pandas" in sys.modules)"""
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["48", "False"]
 
 def take(feed, batches, batch_size=4, **kwargs):
     return list(itertools.islice(feed.stream(batch_size, **kwargs), batches))

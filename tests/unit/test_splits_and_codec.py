@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dltool.config.models import SplitSettings
-from dltool.shards.codec import TensorSpec, decode_tensors, encode_tensors
+from dltool.shards.codec import TensorSpec, decode_tensors, encode_tensors, numbers
 from dltool.shards.writer import ShardWriter, shard_schema
 from dltool.splits import split_of, split_point
 from dltool.storage.fs import open_location
@@ -43,6 +43,17 @@ def test_codec_round_trip(dtype, shape):
     np.testing.assert_array_equal(decode_tensors(column, spec), batch)
     np.testing.assert_array_equal(decode_tensors(column.slice(2, 3), spec), batch[2:5])
 
+
+
+@pytest.mark.parametrize("kind", [pa.int32(), pa.int64(), pa.uint8(), pa.float16(), pa.float32(), pa.float64()])
+def test_numbers_read_from_buffers_equal_pyarrows_conversion(kind):
+    column = pa.chunked_array([pa.array(np.arange(10) % 7, kind).slice(3, 5), pa.array([], kind), pa.array([4, 5], kind)])
+    for array in (column, column.chunk(0), pa.chunked_array([column.chunk(0)]), pa.chunked_array([], kind)):
+        got = numbers(array)
+        assert got.dtype == array.type.to_pandas_dtype()
+        np.testing.assert_array_equal(got, array.to_numpy())
+    with_nulls = pa.chunked_array([pa.array([1.5, None, 2.5], pa.float32())])
+    np.testing.assert_array_equal(numbers(with_nulls), [1.5, np.nan, 2.5])
 
 def test_codec_names_field_expected_and_actual():
     spec = TensorSpec((4,), "float32")
