@@ -307,7 +307,7 @@ def _score(config, dataset: Location, manifest: Manifest, split: str, models: li
 
     rows = split_rows(manifest, split)
     spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
-                          warm_tensorflow=tensorflow_tasks(rows))  # fmt: skip
+                          warm_tensorflow=tensorflow_tasks(rows), sql=False)  # fmt: skip
     class_names = [str(name) for name in manifest.label.vocabulary or ()]
     job = ScoreJob(dataset.uri, manifest, split, sums_spec(config.train, manifest.label.kind, class_names),
                    tuple(factory_modules(config)), tuple(models), 256, config.train.cache_mb)  # fmt: skip

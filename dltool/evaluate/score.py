@@ -151,7 +151,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     scorers = [scorer_for(t.model, task_gpus(config.spark)) for t in targets]
     tensorflow = any(scorer.runtime == "tensorflow" for scorer in scorers)
     spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
-                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0)  # fmt: skip
+                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
     job = ScoreJob(dataset.uri, manifest, split, sums, tuple(factory_modules(config)), tuple(s.uri for s in scorers),
                    SCORE_BATCH, train.cache_mb if len(targets) > 1 else 0)  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")

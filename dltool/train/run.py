@@ -416,7 +416,7 @@ def training_session(config: ExperimentConfig, code: Path | None):
     # A hung worker must fail the barrier stage rather than block it forever.
     conf = {"spark.barrier.sync.timeout": str(config.train.timeout_s), **config.spark.conf}
     return spark_session(config.spark.model_copy(update={"conf": conf}), user_code=code,
-                         warm=("dltool.train.barrier", "dltool.train.job"))  # fmt: skip
+                         warm=("dltool.train.barrier", "dltool.train.job"), sql=False)  # fmt: skip
 
 
 class ModelCheck:
@@ -471,7 +471,7 @@ def _attempts(spark, job: TrainJob, plan: Plan, run_dir: Location, resume_from, 
     from dltool.train.events import EventServer
 
     max_retries = job.train.max_retries
-    host = "127.0.0.1" if spark.sparkContext.master.startswith("local") else spark.conf.get("spark.driver.host")
+    host = "127.0.0.1" if spark.sparkContext.master.startswith("local") else spark.sparkContext.getConf().get("spark.driver.host")
     with EventServer(host) as server:
         attempt = 0
         while True:

@@ -14,8 +14,12 @@ import json, os, sys, time
 from dltool.config.models import SparkSettings
 from dltool.spark.session import WARM_UP_GROUP, spark_session
 
-spark = spark_session(SparkSettings(master="local[2]"), warm=("dltool.transforms.image", "cv2"))
+from pyspark.sql import SparkSession
+
+# A command of RDD jobs only (eval, train) starts the context without the SQL session ...
+spark = spark_session(SparkSettings(master="local[2]"), warm=("dltool.transforms.image", "cv2"), sql=False)
 sc = spark.sparkContext
+without_sql = SparkSession.getActiveSession() is None and type(spark).__name__ == "ContextOnly"
 tracker = sc.statusTracker()
 deadline = time.time() + 120
 while time.time() < deadline:  # the warm-up job runs on its own thread; wait for it to finish
@@ -35,8 +39,11 @@ def arrow(batches):
         yield pa.RecordBatch.from_pydict({"pid": [os.getpid()]})
 
 rdd = sc.parallelize(range(2), 2).mapPartitions(probe).collect()
+# ... and a later one that needs SQL builds the session on the same context and workers
+spark = spark_session(SparkSettings(master="local[2]"))
 sql = [r["pid"] for r in spark.range(2).repartition(2).mapInArrow(arrow, "pid long").collect()]
-print(json.dumps({"rdd": rdd, "sql": sql, "ui": sc.uiWebUrl, "warm_jobs": len(tracker.getJobIdsForGroup(WARM_UP_GROUP))}))
+print(json.dumps({"rdd": rdd, "sql": sql, "ui": sc.uiWebUrl, "warm_jobs": len(tracker.getJobIdsForGroup(WARM_UP_GROUP)),
+                  "without_sql": without_sql, "same_context": spark.sparkContext is sc}))
 """
 
 
@@ -47,9 +54,10 @@ def _run(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_a_local_session_starts_warm_workers_shared_by_rdd_and_sql_jobs():
+def test_a_local_session_starts_warm_workers_shared_by_rdd_and_sql_jobs_and_sql_only_when_asked():
     seen = _run(PROBE)
     assert seen["warm_jobs"] == 1 and seen["ui"] is None
+    assert seen["without_sql"] and seen["same_context"]
     pids = {pid for pid, _ in seen["rdd"]}
     assert all(warm for _, warm in seen["rdd"])  # the tasks ran in workers that had imported the reader's modules
     assert set(seen["sql"]) <= pids  # the SQL job reused those workers: one pool, one daemon
