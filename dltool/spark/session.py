@@ -66,13 +66,13 @@ def share_python_workers(sc) -> None:
 
 @dataclass(frozen=True)
 class ContextOnly:
-    """The SparkContext alone, for a command whose Spark jobs are all RDD jobs (eval's and export's scoring).
+    """The SparkContext alone, for a command whose Spark jobs are all RDD jobs (train, tune, eval, export).
 
     A new context's SQL session takes 1.5-2 s of the JVM's time to build (Spark ML's SQL functions are
     registered through Scala reflection), while the Python workers' warm-up waits for the same two
     cores: measured here, a scoring job finished 1.0-1.6 s sooner without it. Code that takes a
-    session for its context takes this too; a later command in the process that needs SQL builds the
-    session on the same context.
+    session for its context takes this too; a later step in the process that needs SQL (`dltool run`'s
+    ingest) builds the session on the same context.
     """
 
     sparkContext: Any
