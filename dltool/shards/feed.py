@@ -241,7 +241,7 @@ class ShardFeed:
         x_spec = tf.TensorSpec((batch, *self.spec.shape), tf.as_dtype(self.spec.dtype))
         signature = x_spec
         if self.label_type is not None:
-            signature = (x_spec, tf.TensorSpec((batch,), tf.as_dtype(self.label_type.to_pandas_dtype())))
+            signature = (x_spec, tf.TensorSpec((batch,), tf.as_dtype(numpy_dtype(self.label_type))))
 
         def generator():
             # TensorFlow patches malloc when it makes this dataset's iterator, before this body runs.

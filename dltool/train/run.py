@@ -471,7 +471,8 @@ def _attempts(spark, job: TrainJob, plan: Plan, run_dir: Location, resume_from, 
     from dltool.train.events import EventServer
 
     max_retries = job.train.max_retries
-    host = "127.0.0.1" if spark.sparkContext.master.startswith("local") else spark.sparkContext.getConf().get("spark.driver.host")
+    sc = spark.sparkContext
+    host = "127.0.0.1" if sc.master.startswith("local") else sc.getConf().get("spark.driver.host")
     with EventServer(host) as server:
         attempt = 0
         while True:

@@ -93,7 +93,6 @@ def test_without_labels_and_with_regression_labels(tmp_path):
     assert batch[1] is None and len(batch[0]) == 5
 
 
-
 def test_reading_shards_leaves_pandas_unimported(tmp_path):
     """A scoring task reads shards without pyarrow's to_numpy, whose first call imports pandas (0.3-0.5 s of a
     fresh Python worker): streamed and cached, list and binary features, class and regression labels."""
@@ -118,6 +117,7 @@ def test_reading_shards_leaves_pandas_unimported(tmp_path):
         print(rows, "pandas" in sys.modules)"""
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["48", "False"]
+
 
 def take(feed, batches, batch_size=4, **kwargs):
     return list(itertools.islice(feed.stream(batch_size, **kwargs), batches))

@@ -44,7 +44,6 @@ def test_codec_round_trip(dtype, shape):
     np.testing.assert_array_equal(decode_tensors(column.slice(2, 3), spec), batch[2:5])
 
 
-
 @pytest.mark.parametrize("kind", [pa.int32(), pa.int64(), pa.uint8(), pa.float16(), pa.float32(), pa.float64()])
 def test_numbers_read_from_buffers_equal_pyarrows_conversion(kind):
     column = pa.chunked_array([pa.array(np.arange(10) % 7, kind).slice(3, 5), pa.array([], kind), pa.array([4, 5], kind)])
@@ -54,6 +53,7 @@ def test_numbers_read_from_buffers_equal_pyarrows_conversion(kind):
         np.testing.assert_array_equal(got, array.to_numpy())
     with_nulls = pa.chunked_array([pa.array([1.5, None, 2.5], pa.float32())])
     np.testing.assert_array_equal(numbers(with_nulls), [1.5, np.nan, 2.5])
+
 
 def test_codec_names_field_expected_and_actual():
     spec = TensorSpec((4,), "float32")
