@@ -380,12 +380,12 @@ class _TableJob:
 
 def _content_hashes(tokens):
     """A 64-bit hash of each document's tokens: copies that differ only in case, punctuation or spacing hash alike."""
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    joined = pc.binary_join(tokens, " ").to_pandas()
-    return pa.array(pd.util.hash_pandas_object(joined, index=False).to_numpy().view(np.int64))
+    from dltool.transforms.table import string_hashes
+
+    return pa.array(string_hashes(pc.binary_join(tokens, " ")).view(np.int64))
 
 
 def _merge(summaries: list[dict]) -> dict:

@@ -77,6 +77,8 @@ def test_shard_writer_row_groups_and_metadata(tmp_path):
     parquet = pq.ParquetFile(target.path)
     assert parquet.num_row_groups == 4
     assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    # the tensors without a dictionary (it costs time and saves nothing on pixels), the labels with one
+    assert [parquet.metadata.row_group(0).column(i).has_dictionary_page for i in range(3)] == [False, True, True]
     meta = json.loads(parquet.schema_arrow.metadata[b"dltool.tensors"])
     assert meta == {"features": {"shape": [8, 8, 3], "dtype": "uint8", "encoding": "binary"}}
     table = parquet.read()

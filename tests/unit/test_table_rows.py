@@ -145,6 +145,21 @@ def test_rows_that_differ_only_in_spelling_hash_alike():
     assert len(set(hashes)) == 5 and hashes[6] != hashes[2]  # the label counts
 
 
+def test_string_hashes_read_the_bytes_in_place_alike_for_every_layout():
+    from dltool.transforms.table import MISSING_HASH, string_hashes
+
+    values = pa.array(["red", "", None, "blue", "red", "é", "a" * 1000, "red ", None], pa.string())
+    hashes = string_hashes(values)
+    assert hashes[0] == hashes[4] and hashes[2] == hashes[8] == MISSING_HASH
+    assert len(set(hashes.tolist())) == 7  # the rest differ: "" from a missing value, "red " from "red"
+    for same in (values.cast(pa.large_string()), pa.chunked_array([values]).combine_chunks()):
+        np.testing.assert_array_equal(string_hashes(same), hashes)
+    np.testing.assert_array_equal(string_hashes(values.slice(3)), hashes[3:])  # a slice: offsets not from 0
+    np.testing.assert_array_equal(string_hashes(values, chunk_bytes=2), hashes)  # a chunk at a time, or one value
+    keys = string_hashes(pa.array([f"C{i:08d}" for i in range(20_000)]))
+    assert len(np.unique(keys)) == 20_000
+
+
 def test_a_categorical_column_or_label_past_the_distinct_cap_is_a_one_line_config_error(monkeypatch):
     from dltool.errors import ConfigError
     from dltool.transforms import table
