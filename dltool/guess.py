@@ -301,11 +301,9 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
                 records = list(itertools.islice(csv.reader(handle, delimiter=delimiter), SNIFF_LINES))
             except csv.Error:  # a quote left open: the sample below says what it can
                 records = []
-            at = header_row(records)
-            if at:
-                raise ConfigError(f"{path}: line 1 is no header ({delimiter.join(records[0])[:60]!r}); the header "
-                                  f"seems to be line {at + 1}: remove the {at} line(s) above it, then run init again")
             handle.seek(0)
+            for _ in range(header_row(records)):  # a title above the header, which ingest skips too
+                next(csv.reader(handle, delimiter=delimiter), None)
             reader = csv.DictReader(handle, delimiter=delimiter)
             rows = [row for _, row in zip(range(MAX_ROWS), reader)]
             return list(reader.fieldnames or []), rows

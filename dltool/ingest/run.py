@@ -244,9 +244,10 @@ def _table_engine(name: str):
 
 
 def _manifest(config, reader, source, shards: WrittenShards, digest, fingerprint, left_out) -> Manifest:
-    """The manifest of the shards written, with the warnings about the splits and the copies across them."""
-    warnings = report({name: entry.per_class for name, entry in shards.splits.items()}, shards.label.vocabulary,
-                      config.dataset.split)  # fmt: skip
+    """The manifest of the shards written, with the warnings about the records read (a title skipped), the splits
+    and the copies across them."""
+    warnings = [*shards.warnings, *report({name: entry.per_class for name, entry in shards.splits.items()},
+                                          shards.label.vocabulary, config.dataset.split)]  # fmt: skip
     duplicates = shards.duplicates
     if duplicates is not None:
         if config.dataset.on_duplicates == "fail":

@@ -89,9 +89,10 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     written = on_write_complete(results, TensorSpec((pre.width,), "float32"), label, inputs, quarantined=quarantined,
                                 first_errors=first_errors, stats_axis=0, duplicates=duplicates,
                                 feature_names=tuple(pre.names), preprocess=PREPROCESS, columns=columns)  # fmt: skip
+    said = reader.skipped()
     if fitted is not None and prefix != "part":  # a later version of the dataset: say what its vocabulary lacks
-        written = dataclasses.replace(written, warnings=tuple(unseen_categories(stats, pre)))
-    return written
+        said += unseen_categories(stats, pre)
+    return dataclasses.replace(written, warnings=tuple(said)) if said else written
 
 
 def unseen_categories(stats, pre) -> list[str]:

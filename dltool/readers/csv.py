@@ -12,7 +12,7 @@ import re
 from dltool.config.readers import CsvReaderConfig  # noqa: F401  (re-exported)
 from dltool.errors import ConfigError
 from dltool.readers.base import register
-from dltool.readers.table import CORRUPT, FORMAT_PATTERNS, LABEL_SAMPLE, ColumnTableReader
+from dltool.readers.table import CORRUPT, FORMAT_PATTERNS, HEADER_WITHIN, LABEL_SAMPLE, ColumnTableReader
 
 
 @register
@@ -28,6 +28,8 @@ class CsvReader(ColumnTableReader):
     def __init__(self, config):
         super().__init__(config)
         self._first_bytes: dict[str, bytes | None] = {}  # path -> its first HEAD_BYTES (None: pyarrow cannot open it)
+        self._titles = 0  # the records above the first file's header (a report's title): each file's are skipped
+        self._header_fields: list[str] = []  # that header's fields as written, to find it in each file
 
     def patterns(self) -> tuple[list[str], list[str]]:
         return FORMAT_PATTERNS["csv"], []
@@ -37,7 +39,8 @@ class CsvReader(ColumnTableReader):
 
     def read_options(self) -> dict:
         cfg = self.config
-        return {"header": str(cfg.header).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
+        # Above a title Spark must read the first line as a record: `header_record` finds the header among them.
+        return {"header": str(cfg.header and not self._titles).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
                 "multiLine": str(bool(cfg.multiline) or wide(cfg.encoding)).lower(), "encoding": java_charset(cfg.encoding),
                 "maxCharsPerColumn": str(cfg.max_chars_per_value)}  # fmt: skip
 
@@ -87,19 +90,42 @@ class CsvReader(ColumnTableReader):
             records += itertools.islice(head, SNIFF_LINES - 1)
         except csv.Error:  # a value over the csv module's limit, a quote left open: its rows say so when read
             pass
-        at = header_row(records)
-        if at:
-            shown = self.config.delimiter.join(records[at])
-            raise ConfigError(f"{path}: line 1 is no header ({self.config.delimiter.join(records[0])[:60]!r}: a title "
-                              f"above the table?); the header seems to be line {at + 1} ({shown[:80]!r}): remove the "
-                              f"{at} line(s) above it")  # fmt: skip
-        return records[0]
+        self._titles = header_row(records)
+        self._header_fields = records[self._titles] if self._titles else []
+        return records[self._titles]
+
+    def header_record(self):
+        """Where the first file has a title above its header: a Spark condition true for a record that repeats the
+        header's fields, which each file's first SNIFF_LINES records are searched for (the rows up to it are
+        skipped); else None."""
+        from pyspark.sql import functions as F
+
+        from dltool.splits import column
+
+        if not self._titles:
+            return None
+        names = unique_names([n.lstrip("\ufeff").strip() for n in self._header_fields])  # as `columns` names them
+        found = F.lit(True)
+        for name, field in zip(names, self._header_fields, strict=True):
+            found = found & (F.coalesce(column(name), F.lit("")) == field if not field else column(name) == field)
+        return found
+
+    def skipped(self) -> list[str]:
+        """What the read leaves out of the source: the title above the header, where there is one."""
+        if not self._titles:
+            return []
+        header = self.config.delimiter.join(self._header_fields)
+        return [f"{self.config.input}: a title above the header ({header[:60]!r}, record {self._titles + 1} of the first "
+                "file): the records above each file's header are skipped"]
 
     def label_sample(self, spark, paths: list[str]) -> list | str:
         """The label of the rows in the first file's first MB (through Spark where pyarrow cannot open it)."""
         head = self._head(paths[0]) if self.config.header else None
         if head is None:
             return super().label_sample(spark, paths)
+        self._header(spark, paths[0])  # a title above the header: its records are no labels
+        for _ in range(self._titles):
+            next(head, None)
         names = unique_names([n.lstrip("\ufeff").strip() for n in next(head, [])])
         if self.config.label not in names:
             return super().label_sample(spark, paths)  # its message names the missing column
@@ -194,7 +220,7 @@ def sniff_encoding(head: bytes) -> str:
 
 
 DELIMITERS = (",", ";", "\t", "|")  # what `sniff_delimiter` tries, in this order
-SNIFF_LINES = 20
+SNIFF_LINES = HEADER_WITHIN  # the records the delimiter and the header are found among
 
 
 def sniff_delimiter(head: str, quote: str, escape: dict) -> str | None:

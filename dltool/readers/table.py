@@ -67,6 +67,14 @@ class ColumnTableReader(TableReader):
         resolved.config = cfg.model_copy(update={"task": task})
         return resolved
 
+    def header_record(self):
+        """A Spark condition true for a file's header where the source reads it as a row (csv: a title above it)."""
+        return None
+
+    def skipped(self) -> list[str]:
+        """What the read leaves out of the source, said as warnings (csv: a title above the header)."""
+        return []
+
     def label_sample(self, spark, paths: list[str]) -> list | str:
         """The label's first values as text (at most LABEL_SAMPLE), or the task where the source's type says it."""
         from dltool.splits import column
@@ -90,7 +98,7 @@ class ColumnTableReader(TableReader):
         extra = [c for c in (split_settings.column if split_settings.by == "column" else None, split_settings.group) if c]
         raw = self.read_raw(spark, paths, extra)
         raw = raw.withColumn("_file", F.input_file_name()).withColumn("_mid", F.monotonically_increasing_id())
-        raw, inputs = with_row_numbers(spark, raw, relpaths)
+        raw, inputs = with_row_numbers(spark, raw, relpaths, self.header_record())
         self._sizes = _vector_sizes(raw, cfg.vector_columns())
         self._split_column = {"column": split_settings.column, "path": "_relpath"}.get(split_settings.by)
         self._group = split_settings.group
@@ -641,27 +649,35 @@ def date_format(shape: str, first: int | None, second: int | None) -> str | None
             "by4": "%b %Y"}.get(shape)  # fmt: skip
 
 
-def with_row_numbers(spark, raw, relpaths: dict[str, str]):
+def with_row_numbers(spark, raw, relpaths: dict[str, str], header=None):
     """Add `_row` (1-based data row within its file) and `_relpath`; also return the row count.
 
     monotonically_increasing_id is (partition << 33) + index within the partition, and
     Spark keeps each file's splits in order, so offsets per (file, partition) give row
     numbers with one small aggregation instead of a sort of the whole table.
+
+    `header`: a condition true for a file's header record, read as a row (a title above it); in each file
+    the rows up to the first one among its first HEADER_WITHIN records are left out, and the rest numbered
+    from the one after it.
     """
     from pyspark.sql import functions as F
 
     # Counting reads no field: a CSV parser that skips them all finds the same records (a line each, or each
-    # record of a multiLine file) in half the time, or less.
+    # record of a multiLine file) in half the time, or less. (A header's condition reads the fields it names.)
+    found = [] if header is None else [F.min(F.when(header, F.col("_mid"))).alias("_header")]
     with scoped_conf(spark, {"spark.sql.csv.parser.columnPruning.enabled": "true"}):
         pieces = (
             raw.groupBy("_file", (F.col("_mid") / (1 << 33)).cast("long").alias("_pid"))
-            .agg(F.min("_mid").alias("_first"), F.count("*").alias("_n")).collect()
+            .agg(F.min("_mid").alias("_first"), F.count("*").alias("_n"), *found).collect()
         )  # fmt: skip
-    offsets, seen = {}, {}
+    offsets, seen, headers = {}, {}, {}
     for piece in sorted(pieces, key=lambda p: (p["_file"], p["_pid"], p["_first"])):
         start = seen.get(piece["_file"], 0)
         offsets[(piece["_file"], piece["_pid"])] = start - piece["_first"]
         seen[piece["_file"]] = start + piece["_n"]
+        at = None if header is None or piece["_header"] is None else piece["_header"] - piece["_first"] + start + 1
+        if at is not None and at <= HEADER_WITHIN and piece["_file"] not in headers:
+            headers[piece["_file"]] = at  # the header's record number in its file
     # Literals rather than a join: no broadcast job. A partition that reads one file piece (a large file's)
     # finds its offset by index; where a partition reads several files, by file in a map.
     literal = lambda mapping: F.create_map(*[F.lit(v) for pair in mapping.items() for v in pair])  # noqa: E731
@@ -676,8 +692,14 @@ def with_row_numbers(spark, raw, relpaths: dict[str, str]):
     offset = F.coalesce(by_index, F.element_at(literal(shared), F.concat_ws("#", "_file", pid.cast("string")))) \
         if shared else by_index  # fmt: skip
     raw = raw.withColumn("_row", F.col("_mid") + offset + 1)
+    if headers:
+        raw = raw.withColumn("_row", F.col("_row") - F.coalesce(F.element_at(literal(headers), F.col("_file")), F.lit(0)))
+        raw = raw.where(F.col("_row") > 0)
     raw = raw.withColumn("_relpath", F.element_at(literal({f: _relpath(f, relpaths) for f in seen}), F.col("_file")))
-    return raw, sum(seen.values())
+    return raw, sum(seen.values()) - sum(headers.values())
+
+
+HEADER_WITHIN = 20  # the records of a file searched for its header below a title (csv.SNIFF_LINES)
 
 
 @contextmanager

@@ -243,15 +243,22 @@ def test_a_windows_export_reads_in_its_encoding_and_a_repeated_column_is_numbere
         assert sum(summary["splits"].values()) == 40, summary
 
 
-def test_a_report_with_a_title_above_its_header_is_refused_naming_the_header(spark, tmp_path, write_config):
-    rows = "".join(f"{i},{i * 1.5},{'ab'[i % 2]}\n" for i in range(30))
-    (tmp_path / "report.csv").write_text("Sales report,,\n,,\nid,amount,label\n" + rows)
+def test_reports_with_a_title_above_their_header_are_read_from_each_files_header(spark, tmp_path, write_config):
+    rows = lambda n, bad: "".join(f"{i},{i * 1.5 if i != bad else 'oops'},{'ab'[i % 2]}\n" for i in range(n))  # noqa: E731
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("Sales report,,\n,,\nid,amount,label\n" + rows(30, 7))
+    (tmp_path / "in" / "b.csv").write_text("id,amount,label\n" + rows(20, 4))  # no title: its header is line 1
+    (tmp_path / "in" / "c.csv").write_text("Another title,,\nid,amount,label\n" + rows(10, -1))
+    (tmp_path / "in" / "d.csv").write_text(rows(5, -1))  # no header at all: every record is a row
     config = {"name": "report", "dataset": {"path": str(tmp_path / "out")},
-              "ingest": {"reader": "csv", "input": str(tmp_path / "report.csv"), "numeric": "auto", "label": "label"}}
+              "ingest": {"reader": "csv", "input": str(tmp_path / "in"), "numeric": ["amount"], "label": "label"}}
     result, summary = ingest(write_config(config))
-    assert result.exit_code == 2 and not (tmp_path / "out").exists(), result.output
-    assert summary["message"].endswith("line 1 is no header ('Sales report,,': a title above the table?); the header "
-                                       "seems to be line 3 ('id,amount,label'): remove the 2 line(s) above it")
+    assert result.exit_code == 0 and summary["counts"]["inputs"] == 65, result.output
+    assert sum(summary["splits"].values()) == 63 and summary["counts"]["quarantined"] == 2
+    assert sorted(e["key"] for e in summary["errors"]) == ["a.csv:8", "b.csv:5"]  # rows numbered from each header
+    assert any("a title above the header ('id,amount,label', record 3 of the first file)" in w
+               for w in summary["warnings"]), summary["warnings"]  # fmt: skip
+    config["ingest"]["input"] = str(tmp_path / "report.csv")
     (tmp_path / "report.csv").write_bytes(b"PK\x03\x04" + bytes(range(256)))  # a workbook, named .csv
     result, summary = ingest(write_config(config))
     assert result.exit_code == 2 and summary["message"].endswith("not text but a ZIP or Office file (a spreadsheet "
