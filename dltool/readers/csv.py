@@ -257,19 +257,25 @@ def wide(encoding: str) -> bool:
 
 
 def header_row(records: list[list[str]]) -> int:
-    """Where the header is among a file's first records: 0, unless the first names at most half its fields (a
-    report's title, `Sales 2024,,,,`) and a later record looks like a header: more than half its fields named, none
-    of them a number, and a record of as many fields after it."""
+    """Where the header is among a file's first records: 0, unless a later record looks like a header (two fields
+    or more, more than half of them named, none a number, and a record of as many fields after it) and every record
+    above it looks like a title: at most half its fields named (`Sales 2024,,,,`, a blank line), or one field where
+    the header has more and no other delimiter splits (`Sales 2024`, not the `x;city;label` of a `;` file read by
+    commas)."""
     def named(record):
         return sum(bool(v.strip()) for v in record)
 
-    if not records or not records[0] or named(records[0]) * 2 > len(records[0]):
+    def title(record, width: int) -> bool:
+        alone = len(record) == 1 and not any(d in record[0] for d in DELIMITERS)
+        return named(record) * 2 <= len(record) or (alone and len(record) < width)
+
+    if not records or not records[0]:
         return 0
     for at in range(1, len(records) - 1):
         record = records[at]
-        if named(record) * 2 > len(record) and len(records[at + 1]) == len(record) and not any(
+        if len(record) > 1 and named(record) * 2 > len(record) and len(records[at + 1]) == len(record) and not any(
                 re.fullmatch(r"[-+]?[\d.,]+%?", v.strip()) for v in record):  # fmt: skip
-            return at
+            return at if all(title(above, len(record)) for above in records[:at]) else 0
     return 0
 
 

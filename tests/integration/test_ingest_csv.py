@@ -248,7 +248,7 @@ def test_reports_with_a_title_above_their_header_are_read_from_each_files_header
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.csv").write_text("Sales report,,\n,,\nid,amount,label\n" + rows(30, 7))
     (tmp_path / "in" / "b.csv").write_text("id,amount,label\n" + rows(20, 4))  # no title: its header is line 1
-    (tmp_path / "in" / "c.csv").write_text("Another title,,\nid,amount,label\n" + rows(10, -1))
+    (tmp_path / "in" / "c.csv").write_text("Another title\nid,amount,label\n" + rows(10, -1))  # one field
     (tmp_path / "in" / "d.csv").write_text(rows(5, -1))  # no header at all: every record is a row
     config = {"name": "report", "dataset": {"path": str(tmp_path / "out")},
               "ingest": {"reader": "csv", "input": str(tmp_path / "in"), "numeric": ["amount"], "label": "label"}}

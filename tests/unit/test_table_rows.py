@@ -405,3 +405,7 @@ def test_a_title_above_the_header_is_found():
     assert header_row([["Sales 2024", "", "", ""], ["", "", "", ""], *table]) == 2
     assert header_row([["", "x", "y"], ["0", "1.5", "2"], ["1", "2.5", "3"]]) == 0  # pandas' unnamed index column
     assert header_row([["Sales 2024", "", ""], ["1", "2.5", "3"], ["2", "3.5", "4"]]) == 0  # no later header: as is
+    assert header_row([["Quarterly sales"], [], ["Generated 2024-05-01"], *table]) == 3  # one-field lines above
+    assert header_row([["text"], ["hello"], ["world"]]) == 0  # one column: its values are no header
+    assert header_row([["x;city;label"], ["0;a", " b;p"], ["1;a", " b;q"]]) == 0  # a `;` file split by commas
+    assert header_row([table[0], table[1], ["x", "y", "z", "w", "v"], ["p", "q", "r", "s", "t"]]) == 0  # wider rows
