@@ -40,9 +40,9 @@ class CsvReader(ColumnTableReader):
     def read_options(self) -> dict:
         cfg = self.config
         # Above a title Spark must read the first line as a record: `header_record` finds the header among them.
-        return {"header": str(cfg.header and not self._titles).lower(), "sep": cfg.delimiter, "quote": cfg.quote, "escape": cfg.escape,
-                "multiLine": str(bool(cfg.multiline) or wide(cfg.encoding)).lower(), "encoding": java_charset(cfg.encoding),
-                "maxCharsPerColumn": str(cfg.max_chars_per_value)}  # fmt: skip
+        return {"header": str(cfg.header and not self._titles).lower(), "sep": cfg.delimiter, "quote": cfg.quote,
+                "escape": cfg.escape, "multiLine": str(bool(cfg.multiline) or wide(cfg.encoding)).lower(),
+                "encoding": java_charset(cfg.encoding), "maxCharsPerColumn": str(cfg.max_chars_per_value)}  # fmt: skip
 
     def explain_failure(self, message: str) -> str | None:
         # The CSV parser overflows its value buffer (univocity: "Index N out of bounds for length N", or
@@ -96,7 +96,7 @@ class CsvReader(ColumnTableReader):
 
     def header_record(self):
         """Where the first file has a title above its header: a Spark condition true for a record that repeats the
-        header's fields, which each file's first SNIFF_LINES records are searched for (the rows up to it are
+        header's fields, which each file's first HEADER_WITHIN records are searched for (the rows up to it are
         skipped); else None."""
         from pyspark.sql import functions as F
 
