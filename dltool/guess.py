@@ -274,12 +274,12 @@ WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 
 def csv_encoding(path: Path) -> str:
     """The encoding ingest reads a CSV file (or a folder's first) in where the config leaves it out."""
-    from dltool.readers.csv import HEAD_BYTES, sniff_encoding
+    from dltool.readers.csv import HEAD_BYTES, encoding_sample, sniff_encoding
 
     if path.is_dir():
         path = next((Path(path, f) for f in _listing(path)[0] if _kind_of(Path(f)) == "csv"), path)
     with open(path, "rb") as handle:
-        return sniff_encoding(handle.read(HEAD_BYTES))
+        return sniff_encoding(encoding_sample(handle, handle.read(HEAD_BYTES)))
 
 
 def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:

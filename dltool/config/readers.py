@@ -265,8 +265,9 @@ class CsvReaderConfig(ColumnRoles):
     multiline: bool | None = Field(None, description="Allow quoted values that span lines. Left out: true where a "
                                    "quoted value in the first file's first MB spans lines.")
     encoding: str = Field("utf-8", description="Text encoding of the file (Python's or Java's name: utf-8, cp1252, "
-                          "latin-1, utf-16...). Left out: UTF-8, unless the first file's first MB is not UTF-8: then "
-                          "UTF-16 after its byte-order mark, else cp1252 (Windows exports), else latin-1.")
+                          "latin-1, utf-16...). Left out: UTF-8, unless the first file's first MB (or, after a first MB "
+                          "of ASCII, the MB from its first other byte) is not UTF-8: then UTF-16 after its byte-order "
+                          "mark, else cp1252 (Windows exports), else latin-1.")
     max_chars_per_value: int = Field(
         1 << 20, ge=1024, description="The longest value a field may hold (characters): it bounds the memory one "
         "row takes (an unclosed quote would otherwise read the rest of the file into one value).",

@@ -28,6 +28,7 @@ class CsvReader(ColumnTableReader):
     def __init__(self, config):
         super().__init__(config)
         self._first_bytes: dict[str, bytes | None] = {}  # path -> its first HEAD_BYTES (None: pyarrow cannot open it)
+        self._encoding_bytes: dict[str, bytes] = {}  # path -> what its encoding is told by (`encoding_sample`)
         self._titles = 0  # the records above the first file's header (a report's title): each file's are skipped
         self._header_fields: list[str] = []  # that header's fields as written, to find it in each file
 
@@ -147,6 +148,8 @@ class CsvReader(ColumnTableReader):
                 first = open_location(path)
                 with first.fs.open_input_stream(first.path, compression="detect") as f:
                     self._first_bytes[path] = f.read(HEAD_BYTES)
+                    if "encoding" not in cfg.model_fields_set:
+                        self._encoding_bytes[path] = encoding_sample(f, self._first_bytes[path])
             except (ConfigError, StorageError):
                 self._first_bytes[path] = None
         data = self._first_bytes[path]
@@ -155,7 +158,7 @@ class CsvReader(ColumnTableReader):
         if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # ZIP (xlsx, ods) or OLE2 (xls)
             raise ConfigError(f"{path}: not text but a ZIP or Office file (a spreadsheet workbook?): save it as CSV")
         if "encoding" not in cfg.model_fields_set:  # left out: UTF-8, or what the head says where it is not UTF-8
-            self.config = cfg = cfg.model_copy(update={"encoding": sniff_encoding(data)})
+            self.config = cfg = cfg.model_copy(update={"encoding": sniff_encoding(self._encoding_bytes.get(path, data))})
         head = data.decode(cfg.encoding, errors="replace")
         escape = {} if cfg.escape == cfg.quote else {"escapechar": cfg.escape, "doublequote": False}
         if "delimiter" not in cfg.model_fields_set:  # left out: the file's own, for this read and Spark's after it
@@ -180,6 +183,22 @@ class CsvReader(ColumnTableReader):
 
 
 HEAD_BYTES = 1 << 20  # what `_head` reads of the first file
+ENCODING_SCAN = 32 << 20  # how far into a file whose first MB is ASCII `encoding_sample` looks for another byte
+
+
+def encoding_sample(stream, head: bytes) -> bytes:
+    """The bytes to tell a file's encoding by, `head` being its first HEAD_BYTES read from `stream`: `head`, unless it
+    is all ASCII (which UTF-8 and cp1252 read alike) and the file goes on; then HEAD_BYTES from the first other byte
+    in the first ENCODING_SCAN bytes (a Windows export whose first accent comes late), else `head`."""
+    read = len(head)
+    if not head.isascii() or read < HEAD_BYTES:
+        return head
+    while read < ENCODING_SCAN and (chunk := stream.read(HEAD_BYTES)):
+        read += len(chunk)
+        if not chunk.isascii():
+            at = re.search(rb"[\x80-\xff]", chunk).start()
+            return chunk[at:] + stream.read(at)
+    return head
 
 
 def spans_lines(head: str, delimiter: str, quote: str, escape: dict, cut: bool = True) -> bool:

@@ -397,6 +397,22 @@ def test_a_files_encoding_is_found_from_its_first_bytes():
     assert wide("utf-16") and wide("UTF-32LE") and not wide("cp1252") and not wide("utf-8")
 
 
+def test_a_file_whose_first_mb_is_ascii_is_told_by_its_first_other_byte():
+    import io
+
+    from dltool.readers.csv import HEAD_BYTES, encoding_sample, sniff_encoding
+
+    plain = b"1,Bern,p\n" * (HEAD_BYTES // 9 + 100)  # more than the head, all ASCII
+    for expected in ("cp1252", "utf-8"):
+        stream = io.BytesIO(plain + "2,Genève,q\n".encode(expected))
+        sample = encoding_sample(stream, stream.read(HEAD_BYTES))
+        assert sample.startswith("ève".encode(expected)) and sniff_encoding(sample) == expected
+    stream = io.BytesIO(plain)
+    assert encoding_sample(stream, stream.read(HEAD_BYTES)) == plain[:HEAD_BYTES]  # none: the head
+    short = "a,Genève\n".encode("cp1252")
+    assert encoding_sample(io.BytesIO(b""), short) == short  # the head holds the whole file
+
+
 def test_a_title_above_the_header_is_found():
     from dltool.readers.csv import header_row
 
