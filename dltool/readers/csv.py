@@ -75,7 +75,7 @@ class CsvReader(ColumnTableReader):
         if not cfg.header:
             self._head(paths[0])  # finds the delimiter and multiline from the first lines, where left out
             return list(cfg.columns)
-        return unique_names([n.lstrip("\ufeff").strip() for n in self._header(spark, paths[0])])
+        return header_names(self._header(spark, paths[0]))
 
     def _header(self, spark, path: str) -> list[str]:
         """The first row's fields, read with pyarrow's filesystems (a Spark job costs seconds in a fresh
@@ -105,7 +105,7 @@ class CsvReader(ColumnTableReader):
 
         if not self._titles:
             return None
-        names = unique_names([n.lstrip("\ufeff").strip() for n in self._header_fields])  # as `columns` names them
+        names = header_names(self._header_fields)  # as `columns` names them
         found = F.lit(True)
         for name, field in zip(names, self._header_fields, strict=True):
             found = found & (F.coalesce(column(name), F.lit("")) == field if not field else column(name) == field)
@@ -127,7 +127,7 @@ class CsvReader(ColumnTableReader):
         self._header(spark, paths[0])  # a title above the header: its records are no labels
         for _ in range(self._titles):
             next(head, None)
-        names = unique_names([n.lstrip("\ufeff").strip() for n in next(head, [])])
+        names = header_names(next(head, []))
         if self.config.label not in names:
             return super().label_sample(spark, paths)  # its message names the missing column
         at = names.index(self.config.label)
@@ -307,6 +307,11 @@ def java_charset(encoding: str) -> str:
     if found := re.fullmatch(r"utf-(16|32)-(le|be)", name):
         return f"UTF-{found[1]}{found[2].upper()}"
     return {"iso8859-1": "ISO-8859-1", "utf-8-sig": "UTF-8"}.get(name, name)
+
+
+def header_names(fields: list[str]) -> list[str]:
+    """A header record's column names: trimmed, without a byte-order mark, unique (`unique_names`)."""
+    return unique_names([n.lstrip("\ufeff").strip() for n in fields])
 
 
 def unique_names(names: list[str]) -> list[str]:
