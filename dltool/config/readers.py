@@ -328,6 +328,11 @@ class TextReaderConfig(FileInput):
         None, ge=1, le=5, description="Tokens are all n-grams of 1 to this many words (or characters); default: 2 for "
         "a bag of words (tf_idf, count) of words, else 1.",
     )
+    char_ngrams: int | None = Field(
+        None, ge=0, le=6, description="A bag of words also counts each word's character n-grams of 2 to this many "
+        "characters (fastText's subwords: misspelt and inflected words share features), in half of max_tokens; 0: "
+        "off; default: 4 for a bag of words (tf_idf, count) of words, else 0 (token-id sequences have none).",
+    )
     max_tokens: int = Field(20000, ge=3, description="Vocabulary size, padding and out-of-vocabulary ids included.")
     min_count: int = Field(1, ge=1, description="Tokens seen fewer times in train stay out of the vocabulary.")
     output: Literal["auto", "sequence", "tf_idf", "count"] = Field(

@@ -41,6 +41,7 @@ def ingest_text(spark, config, reader, source, files, staging, parallelism, prog
     from dltool.spark.progress import spark_progress
     from dltool.ingest.tables import PREPROCESS, typed_duplicates
     from dltool.storage.fs import open_location
+    from dltool.transforms.text import Tokenizer
 
     cfg = reader.config
     fitted = None if preprocess is None else json.loads(open_location(preprocess).read_bytes())
@@ -49,14 +50,14 @@ def ingest_text(spark, config, reader, source, files, staging, parallelism, prog
 
     def pass_one(output: str):
         """Read and tokenise as `output` needs (as the fitted preprocessing did, when given)."""
-        ngrams = fitted["tokenizer"]["ngrams"] if fitted is not None else tokenizer_for(cfg, output).ngrams
+        tokenizer = Tokenizer(**fitted["tokenizer"]) if fitted is not None else tokenizer_for(cfg, output)
         tfidf = output == "tf_idf" and fitted is None
         if cfg.format in TABLE_FORMATS:
-            summaries, labelled = _read_table(reader, spark, config, source, files, staging, classes, tfidf, ngrams,
+            summaries, labelled = _read_table(reader, spark, config, source, files, staging, classes, tfidf, tokenizer,
                                               prefix, known)  # fmt: skip
         else:
             summaries, labelled = _read_files(reader, spark, config, source, files, staging, parallelism,
-                                              classes, tfidf, ngrams, prefix, known)  # fmt: skip
+                                              classes, tfidf, tokenizer, prefix, known)  # fmt: skip
         return summaries, labelled, _merge(summaries)
 
     with spark_progress(spark, f"ingest {config.name}: text, {len(files)} file(s)", progress):
@@ -98,8 +99,9 @@ def _fit(reader, totals: dict, labelled: bool, output: str) -> dict:
     cfg = reader.config
     if not totals["train_docs"]:
         raise ConfigError(f"{cfg.input}: no valid document falls in the train split; nothing to fit a vocabulary on")
-    tokens = fit_vocabulary(totals["tokens"], cfg.max_tokens, cfg.min_count)
-    fitted = {"reader": "text", "tokenizer": dataclasses.asdict(tokenizer_for(cfg, output)), "vocabulary": tokens,
+    tokenizer = tokenizer_for(cfg, output)
+    tokens = fit_vocabulary(totals["tokens"], cfg.max_tokens, cfg.min_count, CHAR_SHARE if tokenizer.char_ngrams else 0.0)
+    fitted = {"reader": "text", "tokenizer": dataclasses.asdict(tokenizer), "vocabulary": tokens,
               "labels": sorted(totals["labels"]) if labelled else None, "output": output,
               "sequence_length": cfg.sequence_length, "truncate": cfg.truncate, "idf": None}  # fmt: skip
     if output == "tf_idf":
@@ -109,7 +111,7 @@ def _fit(reader, totals: dict, labelled: bool, output: str) -> dict:
         fitted["idf"] = [oov, *idf]  # one weight per slot of Vocabulary.counts
     return fitted
 
-def _read_files(reader, spark, config, source, files, staging, parallelism, classes, tfidf, ngrams, prefix, known):
+def _read_files(reader, spark, config, source, files, staging, parallelism, classes, tfidf, tokenizer, prefix, known):
     """Pass one over files: labels and splits from the paths on the driver, reading and tokenising in tasks."""
     from dltool.shards.sink import error_row, write_errors
     from dltool.ingest.files import assign_files
@@ -132,14 +134,14 @@ def _read_files(reader, spark, config, source, files, staging, parallelism, clas
     summaries = []
     if items:
         tasks = min(len(items), max(1, 2 * parallelism))
-        job = _FileJob(cfg, source.uri, staging.uri, split if per_line else None, classes, tfidf, ngrams, prefix)
+        job = _FileJob(cfg, source.uri, staging.uri, split if per_line else None, classes, tfidf, tokenizer, prefix)
         summaries = spark.sparkContext.parallelize(items, tasks).mapPartitionsWithIndex(job.run).collect()
     summaries.append({"typed": None, "quarantined": len(unplaced), "inputs": len(unplaced),
                       "first_errors": driver_errors[:FIRST_ERRORS]})  # fmt: skip
     return summaries, labelled
 
 
-def _read_table(reader, spark, config, source, files, staging, classes, tfidf, ngrams, prefix, known):
+def _read_table(reader, spark, config, source, files, staging, classes, tfidf, tokenizer, prefix, known):
     """Pass one over a table: Spark reads, numbers and splits the rows; the tasks tokenise them."""
     from pyspark.sql import functions as F
 
@@ -176,7 +178,7 @@ def _read_table(reader, spark, config, source, files, staging, classes, tfidf, n
         where.alias("_where"),
         *[column(c).cast("string").alias(f"_p{i}") for i, c in enumerate(cfg.passthrough)],
     )  # fmt: skip
-    job = _TableJob(cfg, staging.uri, classes, tfidf, bool(cfg.label_column), ngrams, prefix)
+    job = _TableJob(cfg, staging.uri, classes, tfidf, bool(cfg.label_column), tokenizer, prefix)
     summaries = [json.loads(r["summary"]) for r in rows.mapInArrow(job.run, "summary string").collect()]
     return summaries, bool(cfg.label_column)  # counts as JSON objects: _merge adds them up as they are
 
@@ -191,10 +193,10 @@ class _TypedDocs:
 
     COLUMNS = ("key", "_text", "_label", "split", "_where")  # then _p0.. (passthrough)
 
-    def __init__(self, cfg, staging_uri: str, name: str, classes, tfidf: bool, labelled: bool, ngrams: int):
+    def __init__(self, cfg, staging_uri: str, name: str, classes, tfidf: bool, labelled: bool, tokenizer):
         self.cfg, self.staging_uri, self.name, self.classes, self.tfidf = cfg, staging_uri, name, classes, tfidf
         self.labelled = labelled
-        self.tokenizer = dataclasses.replace(tokenizer_for(cfg), ngrams=ngrams)
+        self.tokenizer = tokenizer
         self.tokens, self.documents_with, self.labels = Counter(), Counter(), Counter()
         self.lengths = Counter()  # train documents per length in tokens (auto output reads words: its median)
         self.errors, self.train_docs, self.inputs = [], 0, 0
@@ -307,6 +309,7 @@ class _TypedDocs:
         return tokens, Counter({t: self.documents_with[t] for t in tokens if t in self.documents_with})
 
 
+CHAR_SHARE = 0.5  # of the vocabulary, for words' character n-grams (the rest: words and word n-grams)
 TOKENS_PER_TASK = 10  # times max_tokens: the distinct tokens a task sends the driver at most
 MAX_LENGTH = 100_000  # document lengths (words) are counted up to this: a longer one counts as this long
 # output: auto picks a bag of words below this ratio of train documents to their median length in words: the
@@ -332,10 +335,10 @@ class _FileJob:
     """Pass one for files: each task reads its files from storage as the reader's `read` says (a document a
     file, or a line), and tokenises and counts them."""
 
-    def __init__(self, cfg, source_uri, staging_uri, line_split, classes, tfidf, ngrams, prefix):
+    def __init__(self, cfg, source_uri, staging_uri, line_split, classes, tfidf, tokenizer, prefix):
         self.cfg, self.source_uri, self.staging_uri = cfg, source_uri, staging_uri
         self.line_split, self.classes, self.tfidf = line_split, classes, tfidf  # line_split: SplitSettings, lines only
-        self.ngrams, self.prefix = ngrams, prefix
+        self.tokenizer, self.prefix = tokenizer, prefix
 
     def run(self, part: int, items):
         from dltool.readers.base import reader_for
@@ -347,7 +350,7 @@ class _FileJob:
         source = open_location(self.source_uri)
         by_hash = self.line_split is not None and self.line_split.by == "hash"  # each line its own split
         docs = _TypedDocs(cfg, self.staging_uri, f"{self.prefix}-{part:05d}", self.classes, self.tfidf,
-                          cfg.label.source != "none", self.ngrams)  # fmt: skip
+                          cfg.label.source != "none", self.tokenizer)  # fmt: skip
         for path, relpath, label, split, size in items:
             with source.fs.open_input_stream(path) as f:
                 for key, where, text in reader.read(f, relpath, path, size):
@@ -361,16 +364,16 @@ class _FileJob:
 class _TableJob:
     """Pass one for a table: the mapInArrow function that tokenises the rows Spark read and split."""
 
-    def __init__(self, cfg, staging_uri, classes, tfidf, labelled, ngrams, prefix):
+    def __init__(self, cfg, staging_uri, classes, tfidf, labelled, tokenizer, prefix):
         self.cfg, self.staging_uri, self.classes, self.tfidf, self.labelled = cfg, staging_uri, classes, tfidf, labelled
-        self.ngrams, self.prefix = ngrams, prefix
+        self.tokenizer, self.prefix = tokenizer, prefix
 
     def run(self, batches):
         import pyarrow as pa
         from pyspark import TaskContext
 
         docs = _TypedDocs(self.cfg, self.staging_uri, f"{self.prefix}-{TaskContext.get().partitionId():05d}",
-                          self.classes, self.tfidf, self.labelled, self.ngrams)  # fmt: skip
+                          self.classes, self.tfidf, self.labelled, self.tokenizer)  # fmt: skip
         for batch in batches:
             docs.add_batch(batch)
         summary = docs.close()

@@ -21,9 +21,11 @@ def tokenizer_for(cfg: TextReaderConfig, output: str | None = None):
     from dltool.transforms.text import Tokenizer
 
     output = output or cfg.output
-    ngrams = cfg.ngrams or (2 if output != "sequence" and cfg.split == "whitespace" else 1)
+    bag_of_words = output != "sequence" and cfg.split == "whitespace"
+    ngrams = cfg.ngrams or (2 if bag_of_words else 1)
+    chars = 0 if output == "sequence" else cfg.char_ngrams if cfg.char_ngrams is not None else 4 if bag_of_words else 0
     return Tokenizer(cfg.lowercase, cfg.strip_punctuation, None if cfg.normalize == "none" else cfg.normalize,
-                     cfg.split, ngrams)  # fmt: skip
+                     cfg.split, ngrams, chars)  # fmt: skip
 
 
 @register

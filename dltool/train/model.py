@@ -391,7 +391,7 @@ def _builtin_body(name: str, args: dict, x, manifest: Manifest, seed: int = 0):
     if name == "tabular":
         return _tabular(_builtin_args(TabularArgs, args, name), x, manifest, seed)
     if name == "text_mlp" and manifest.vocabulary is not None and len(x.shape) == 2 and x.dtype == "float32":
-        return _text_mlp(_builtin_args(TextMlpArgs, args, name), x)
+        return _text_mlp(_builtin_args(TextMlpArgs, args, name), x, manifest.vocabulary)
     if name in ("mlp", "text_mlp"):
         options = _builtin_args(MlpArgs, args, name)
         if len(x.shape) > 2:
@@ -456,20 +456,32 @@ def _text_cnn(options: TextCnnArgs, x, manifest: Manifest):
     return _dense_top(x, options.dense, options.dropout)
 
 
-def _text_mlp(options: TextMlpArgs, x):
+def _text_mlp(options: TextMlpArgs, x, vocabulary):
     """A bag of words (TF-IDF or counts, slot 0 the out-of-vocabulary tokens) -> unit length -> a wide ReLU layer.
 
     The OOV slot is left out: with a capped vocabulary of words and word pairs it holds a third of
     a short document's weight (measured), and would swamp the rest once each document is scaled to
-    unit length, as TF-IDF with logistic regression does (scikit-learn's TfidfVectorizer).
+    unit length, as TF-IDF with logistic regression does (scikit-learn's TfidfVectorizer). Words'
+    character n-grams (the vocabulary's last tokens, each starting with a space) are scaled to unit
+    length on their own: a document has many more of them than words, and scaled together they
+    would drown the words (measured: docs/benchmarks.md).
     """
     import keras
 
     width = x.shape[1]
+    subwords = sum(t.startswith(" ") for t in vocabulary) if width == len(vocabulary) + 1 else 0
+    subwords = subwords if 0 < subwords < width - 1 else 0
     if width > 1:
         slots = keras.layers.Reshape((width, 1), name="slots")(x)
-        x = keras.layers.Reshape((width - 1,), name="known")(keras.layers.Cropping1D((1, 0), name="without_oov")(slots))
+        words = width - 1 - subwords
+        known = keras.layers.Cropping1D((1, subwords), name="without_oov")(slots)
+        x = keras.layers.Reshape((words,), name="known")(known)
     x = keras.layers.UnitNormalization(name="unit_length")(x)
+    if subwords:
+        chars = keras.layers.Reshape((subwords,), name="subwords")(
+            keras.layers.Cropping1D((1 + words, 0), name="subword_slots")(slots))
+        chars = keras.layers.UnitNormalization(name="subwords_unit_length")(chars)
+        x = keras.layers.Concatenate(name="words_and_subwords")([x, chars])
     return _relu_layers(x, options.units, options.dropout)
 
 

@@ -3,10 +3,13 @@
     text -> TextStandardize (Unicode lower-case, ASCII punctuation) -> TextVectorization (split,
          n-grams, the dataset's vocabulary; ids or TF-IDF) -> [LastTokens] -> the trained model
 
+With character n-grams (`char_ngrams`), a `WordsAndSubwords` layer makes the tokens (words, word
+n-grams, each word's character n-grams) and TextVectorization only counts them.
+
 It gives the ids `dltool.transforms.text` wrote at ingest (a test holds the two to the same
 outputs). Unicode normalisation (`normalize: NFC/NFKC`) has no TensorFlow op outside
 tensorflow-text: with it set, pass normalised text to this model. Loading the `.keras` file
-needs `dltool.train.text_layers` imported (its two small layers); the SavedModel needs nothing.
+needs `dltool.train.text_layers` imported (its small layers); the SavedModel needs nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import keras
 import tensorflow as tf
 
-from dltool.transforms.text import PUNCTUATION
+from dltool.transforms.text import CHAR_MIN, CHAR_SPAN, PUNCTUATION
 
 RAW_MODEL_FILE = "text_model.keras"
 RAW_SAVED_MODEL = "text_saved_model"
@@ -63,6 +66,34 @@ class LastTokens(keras.layers.Layer):
         return {**super().get_config(), "length": self.length}
 
 
+@keras.saving.register_keras_serializable(package="dltool")
+class WordsAndSubwords(keras.layers.Layer):
+    """Each text's words, word n-grams up to `ngrams` and words' character n-grams up to `char_ngrams`, ragged: the
+    tokens `Tokenizer.tokens` gives for whitespace splits (the same multiset; the order differs)."""
+
+    def __init__(self, ngrams: int = 1, char_ngrams: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.ngrams, self.char_ngrams = ngrams, char_ngrams
+
+    def call(self, inputs):
+        words = tf.strings.split(inputs)
+        tokens = tf.strings.ngrams(words, tuple(range(1, self.ngrams + 1)), separator=" ") if self.ngrams > 1 else words
+        if not self.char_ngrams:
+            return tokens
+        marked = tf.ragged.map_flat_values(
+            lambda w: tf.strings.substr(tf.strings.join(["<", w, ">"]), 0, CHAR_SPAN, unit="UTF8_CHAR"), words)
+        grams = tf.strings.ngrams(tf.strings.unicode_split(marked, "UTF-8"), tuple(range(CHAR_MIN, self.char_ngrams + 1)),
+                                  separator="")  # fmt: skip
+        grams = tf.ragged.map_flat_values(lambda g: tf.strings.join([" ", g]), grams.merge_dims(1, 2))
+        return tf.concat([tokens, grams], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None)
+
+    def get_config(self):
+        return {**super().get_config(), "ngrams": self.ngrams, "char_ngrams": self.char_ngrams}
+
+
 def raw_text_model(model: keras.Model, fitted: dict) -> keras.Model:
     """`model` (token ids or TF-IDF in) behind the fitted tokenisation of `_preprocess.json` (strings in)."""
     tokenizer, length = fitted["tokenizer"], fitted["sequence_length"]
@@ -72,10 +103,12 @@ def raw_text_model(model: keras.Model, fitted: dict) -> keras.Model:
                "tf_idf": {"output_mode": "tf_idf", "idf_weights": (fitted["idf"] or [0.0])[1:]}}[fitted["output"]]
     if fitted["output"] == "sequence" and fitted["truncate"] == "start":
         options = {"output_mode": "int", "ragged": True}
-    vectorize = keras.layers.TextVectorization(
-        standardize=None, split=tokenizer["split"], ngrams=tokenizer["ngrams"] if tokenizer["ngrams"] > 1 else None,
-        vocabulary=list(fitted["vocabulary"]), name="vectorize", **options,
-    )  # fmt: skip
+    split, ngrams = tokenizer["split"], tokenizer["ngrams"] if tokenizer["ngrams"] > 1 else None
+    if tokenizer.get("char_ngrams") and split == "whitespace":  # datasets from before char_ngrams have none
+        x = WordsAndSubwords(tokenizer["ngrams"], tokenizer["char_ngrams"], name="tokens")(x)
+        split, ngrams = None, None
+    vectorize = keras.layers.TextVectorization(standardize=None, split=split, ngrams=ngrams,
+                                               vocabulary=list(fitted["vocabulary"]), name="vectorize", **options)  # fmt: skip
     x = vectorize(x)
     if options.get("ragged"):
         x = LastTokens(length, name="last_tokens")(x)

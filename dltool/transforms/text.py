@@ -5,7 +5,13 @@ vocabulary into that layer (`dltool.train.text_layers`) gives the ids ingest wro
 
     normalise (NFC/NFKC) -> lower-case (Unicode) -> strip ASCII punctuation
     -> split on ASCII whitespace (or into characters) -> n-grams 1..n joined by " "
+    [-> each word's character n-grams (`char_ngrams`), as " " + a slice of "<word>"]
     -> ids: 0 padding, 1 out-of-vocabulary, 2.. the vocabulary, most frequent train token first
+
+Character n-grams are fastText's subwords (Bojanowski et al. 2017): a short text's misspelt,
+inflected or compound words still share features with the words the model saw. Their tokens start
+with a space, which no word or word n-gram does, so the two kinds share one vocabulary and never
+collide; each kind gets its own share of it (`fit_vocabulary`).
 
 The ingest tasks work a batch at a time with Arrow compute kernels (`token_lists`,
 `Vocabulary.sequences`); `Tokenizer.tokens` is the same rule for one document, in Python
@@ -28,6 +34,8 @@ OOV_TOKEN = "[UNK]"  # TextVectorization's name for it
 # TextVectorization's DEFAULT_STRIP_REGEX (ASCII punctuation) and tf.strings.split's whitespace.
 PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
 WHITESPACE = re.compile(r"[ \t\n\x0b\x0c\r]+")
+CHAR_MIN = 2  # character n-grams are 2 to `char_ngrams` characters long
+CHAR_SPAN = 20  # characters of "<word>" they are taken from: a longer word (a URL, a hash) gives only its start's
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Tokenizer:
     normalize: str | None = None  # "NFC", "NFKC" or None
     split: str = "whitespace"  # or "character"
     ngrams: int = 1  # all n-grams from 1 to this
+    char_ngrams: int = 0  # and each word's character n-grams of CHAR_MIN to this many characters (0: none)
 
     def standardize(self, text: str) -> str:
         if self.normalize:
@@ -52,11 +61,13 @@ class Tokenizer:
     def tokens(self, text: str) -> list[str]:
         text = self.standardize(text)
         words = list(text) if self.split == "character" else [w for w in WHITESPACE.split(text) if w]
-        if self.ngrams == 1:
-            return words
         grams = list(words)
         for n in range(2, self.ngrams + 1):
             grams += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+        if self.char_ngrams and self.split == "whitespace":  # by length, then start, then word (the Arrow kernels' order)
+            marked = [f"<{word}>"[:CHAR_SPAN] for word in words]
+            grams += [" " + m[i : i + n] for n in range(CHAR_MIN, self.char_ngrams + 1) for i in range(CHAR_SPAN)
+                      for m in marked if i + n <= len(m)]  # fmt: skip
         return grams
 
 
@@ -79,7 +90,8 @@ class Tokenizer:
         counts = np.bincount(rows[keep.to_numpy(zero_copy_only=False)], minlength=len(parts))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
         words = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(keep))
-        return with_ngrams(words, self.ngrams)
+        tokens = with_ngrams(words, self.ngrams)
+        return with_char_ngrams(tokens, words, self.char_ngrams) if self.char_ngrams else tokens
 
 
 def with_ngrams(words: pa.ListArray, ngrams: int) -> pa.ListArray:
@@ -107,6 +119,27 @@ def with_ngrams(words: pa.ListArray, ngrams: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(order)))
 
 
+def with_char_ngrams(tokens: pa.ListArray, words: pa.ListArray, longest: int) -> pa.ListArray:
+    """Each list of `tokens` followed by the character n-grams of its `words` (`Tokenizer.tokens`' rule), with Arrow
+    kernels: one slice of every long enough "<word>" per n-gram length and start."""
+    flat = pc.list_flatten(words)
+    parents = pc.list_parent_indices(words).to_numpy(zero_copy_only=False)
+    marked = pc.utf8_slice_codeunits(pc.binary_join_element_wise("<", flat, ">", ""), 0, CHAR_SPAN)
+    lengths = pc.utf8_length(marked).to_numpy(zero_copy_only=False)
+    pieces, owners = [pc.list_flatten(tokens)], [pc.list_parent_indices(tokens).to_numpy(zero_copy_only=False)]
+    for n in range(CHAR_MIN, longest + 1):
+        for start in range(0, int(lengths.max(initial=0)) - n + 1):
+            long_enough = lengths >= start + n
+            grams = pc.utf8_slice_codeunits(marked.filter(pa.array(long_enough)), start, start + n)
+            pieces.append(pc.binary_join_element_wise(" ", grams, ""))
+            owners.append(parents[long_enough])
+    documents = np.concatenate(owners)
+    order = np.argsort(documents, kind="stable")  # per document: its tokens, then its words' n-grams
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(documents, minlength=len(tokens)))]).astype(np.int32)
+    values = pa.concat_arrays([p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in pieces])
+    return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(order)))
+
+
 def token_counts(lists: pa.ListArray, per_document: bool = False) -> dict[str, int]:
     """How often each token occurs in `lists` (per_document: in how many of the lists)."""
     flat = pc.list_flatten(lists)
@@ -117,11 +150,22 @@ def token_counts(lists: pa.ListArray, per_document: bool = False) -> dict[str, i
     return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()))
 
 
-def fit_vocabulary(counts: Counter, max_tokens: int, min_count: int = 1) -> list[str]:
+def fit_vocabulary(counts: Counter, max_tokens: int, min_count: int = 1, char_share: float = 0.0) -> list[str]:
     """The tokens that get ids 2..: the `max_tokens - 2` most frequent with at least `min_count`
-    occurrences, ties broken by the token (so a refit on the same data gives the same ids)."""
+    occurrences, ties broken by the token (so a refit on the same data gives the same ids).
+
+    `char_share`: the part of those slots kept for character n-grams (tokens starting with a space), the rest for
+    words and word n-grams, so that the many frequent short n-grams do not crowd out the words; a kind that needs
+    fewer slots leaves them to the other. The words come first, then the character n-grams (`text_mlp` scales
+    each block to unit length on its own)."""
     ranked = sorted((t for t, n in counts.items() if n >= min_count and t and t != OOV_TOKEN), key=lambda t: (-counts[t], t))
-    return ranked[: max(0, max_tokens - 2)]
+    slots = max(0, max_tokens - 2)
+    if not char_share:
+        return ranked[:slots]
+    chars = [t for t in ranked if t[0] == " "]
+    words = [t for t in ranked if t[0] != " "]
+    n_chars = min(len(chars), max(slots - len(words), int(slots * char_share)))
+    return words[: slots - n_chars] + chars[:n_chars]
 
 
 @dataclass(frozen=True)

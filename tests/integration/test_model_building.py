@@ -91,6 +91,19 @@ def test_text_cnn_embeds_every_id_and_refuses_other_features():
         build_model(train({"builtin": "text_cnn"}), manifest("csv", (6,), "float32"))
 
 
+def test_text_mlp_scales_words_and_subwords_to_unit_length_apart():
+    import keras
+
+    m = manifest("text", (6,), "float32", mean=[0.0] * 6, std=[1.0] * 6,
+                 vocabulary=("a", "b", " <a", " a>", " <a>"))  # slots: OOV, 2 words, 3 subwords
+    model = build_model(train({"builtin": "text_mlp"}), m)
+    scaled = keras.Model(model.input, model.get_layer("words_and_subwords").output)
+    out = scaled(np.array([[9, 3, 4, 1, 1, 1]], np.float32)).numpy()[0]  # the OOV slot (9) is left out
+    np.testing.assert_allclose(out, [0.6, 0.8, *([3**-0.5] * 3)], rtol=1e-5)
+    words_only = build_model(train({"builtin": "text_mlp"}), manifest("text", (3,), "float32", vocabulary=("a", "b")))
+    assert "words_and_subwords" not in [layer.name for layer in words_only.layers]
+
+
 def test_regression_head_is_one_linear_unit_and_mlp_flattens_images():
     m = manifest("image", (6, 6, 2), "uint8", label=Label("regression"))
     model = build_model(train({"builtin": "mlp", "args": {"units": [5], "dropout": 0}}), m)

@@ -35,13 +35,14 @@ def test_splits_on_ascii_whitespace_runs_like_tf_strings_split():
 
 @pytest.mark.parametrize("tokenizer", [Tokenizer(), Tokenizer(normalize="NFKC"), Tokenizer(normalize="NFC"),
                                        Tokenizer(lowercase=False, strip_punctuation=False), Tokenizer(ngrams=2),
-                                       Tokenizer(ngrams=3)])
+                                       Tokenizer(ngrams=3), Tokenizer(ngrams=2, char_ngrams=4),
+                                       Tokenizer(strip_punctuation=False, char_ngrams=3)])
 def test_arrow_kernels_tokenise_as_the_python_rule(tokenizer):
     import pyarrow as pa
 
     lists = tokenizer.token_lists(pa.array(HOSTILE))
     assert lists.to_pylist() == [tokenizer.tokens(t) for t in HOSTILE]
-    assert lists.to_pylist()[2] == ([] if tokenizer.strip_punctuation else ["!!!"])
+    assert lists.to_pylist()[2][:1] == ([] if tokenizer.strip_punctuation else ["!!!"])
 
 
 def test_token_counts_per_token_and_per_document():
@@ -56,6 +57,35 @@ def test_ngrams_and_characters():
     assert Tokenizer(ngrams=2).tokens("a b c") == ["a", "b", "c", "a b", "b c"]
     assert Tokenizer(ngrams=3).tokens("a b") == ["a", "b", "a b"]
     assert Tokenizer(split="character", ngrams=2).tokens("ab c") == ["a", "b", " ", "c", "a b", "b  ", "  c"]
+
+
+def test_character_ngrams_are_subwords_of_the_marked_word_apart_from_words():
+    tokens = Tokenizer(ngrams=2, char_ngrams=3).tokens("Cat, ox")
+    assert tokens[:3] == ["cat", "ox", "cat ox"]
+    assert tokens[3:] == [" <c", " <o", " ca", " ox", " at", " x>", " t>", " <ca", " <ox", " cat", " ox>", " at>"]
+    assert " ox" in tokens and "ox" in tokens  # the word and the subword are two tokens
+    long = Tokenizer(char_ngrams=2).tokens("a" * 40)
+    assert len(long) == 1 + 19 and long[-1] == " aa"  # the first 20 characters of "<aaa...>": no end marker
+    assert Tokenizer(split="character", ngrams=2, char_ngrams=4).tokens("ab") == ["a", "b", "a b"]  # words only
+
+
+def test_tokenizer_defaults_give_a_bag_of_words_subwords_and_sequences_none():
+    from dltool.readers.text import tokenizer_for
+
+    cfg = TextReaderConfig(reader="text", input="x")
+    assert (tokenizer_for(cfg, "tf_idf").ngrams, tokenizer_for(cfg, "tf_idf").char_ngrams) == (2, 4)
+    assert (tokenizer_for(cfg, "sequence").ngrams, tokenizer_for(cfg, "sequence").char_ngrams) == (1, 0)
+    assert tokenizer_for(cfg.model_copy(update={"char_ngrams": 0}), "count").char_ngrams == 0
+    assert tokenizer_for(cfg.model_copy(update={"char_ngrams": 5}), "sequence").char_ngrams == 0
+
+
+def test_subwords_get_their_share_of_the_vocabulary_and_leave_unused_slots_to_words():
+    counts = Counter({" ab": 50, " bc": 40, " cd": 30, " de": 20, "w1": 5, "w2": 4, "w3": 3, "w4": 2})
+    assert fit_vocabulary(counts, max_tokens=6, char_share=0.5) == ["w1", "w2", " ab", " bc"]  # words first
+    assert fit_vocabulary(counts, max_tokens=6) == [" ab", " bc", " cd", " de"]  # one ranking crowds out the words
+    few = Counter({" ab": 50, "w1": 5, "w2": 4, "w3": 3, "w4": 2})
+    assert fit_vocabulary(few, max_tokens=6, char_share=0.5) == ["w1", "w2", "w3", " ab"]
+    assert fit_vocabulary(Counter({" ab": 5, " bc": 4, "w1": 1}), max_tokens=6, char_share=0.5) == ["w1", " ab", " bc"]
 
 
 def test_vocabulary_is_the_most_frequent_tokens_ties_by_token():
@@ -141,7 +171,7 @@ def test_a_task_sends_the_driver_at_most_its_most_frequent_tokens(monkeypatch, t
     monkeypatch.setattr(text, "MIN_TOKENS_PER_TASK", 4)
     monkeypatch.setattr(text, "TOKENS_PER_TASK", 1)
     cfg = TextReaderConfig(reader="text", input=str(tmp_path), max_tokens=3, label={"source": "parent_dir"})
-    docs = text._TypedDocs(cfg, str(tmp_path), 0, None, tfidf=True, labelled=True, ngrams=1)
+    docs = text._TypedDocs(cfg, str(tmp_path), 0, None, tfidf=True, labelled=True, tokenizer=Tokenizer())
     docs.tokens = Counter({f"t{i}": 100 - i for i in range(50)})  # a task that saw 50 distinct tokens
     docs.documents_with = Counter({f"t{i}": 1 for i in range(50)})
     tokens, documents_with = docs._top_tokens()
