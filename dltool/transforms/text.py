@@ -111,10 +111,16 @@ def with_ngrams(words: pa.ListArray, ngrams: int) -> pa.ListArray:
             grams = pc.binary_join_element_wise(grams, flat.take(pa.array(first + k)), " ")
         pieces.append(grams)
         counts.append(per_doc)
-    # Per document: its words, then its 2-grams, ...: a stable sort by document keeps that order within each.
-    documents = np.concatenate([np.repeat(np.arange(len(lengths)), c) for c in counts])
-    order = np.argsort(documents, kind="stable")
-    offsets = np.concatenate([[0], np.cumsum(sum(counts))]).astype(np.int32)
+    # Per document: its words, then its 2-grams, ...
+    return _by_document(pieces, [np.repeat(np.arange(len(lengths)), c) for c in counts], len(lengths))
+
+
+def _by_document(pieces: list, owners: list[np.ndarray], documents: int) -> pa.ListArray:
+    """The values of `pieces` (arrays of tokens; `owners`: each value's document) as one list per document, in the
+    order of the pieces within each (a stable sort by document keeps it)."""
+    owner = np.concatenate(owners)
+    order = np.argsort(owner, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=documents))]).astype(np.int32)
     values = pa.concat_arrays([p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in pieces])
     return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(order)))
 
@@ -133,11 +139,7 @@ def with_char_ngrams(tokens: pa.ListArray, words: pa.ListArray, longest: int) ->
             grams = pc.utf8_slice_codeunits(marked.filter(pa.array(long_enough)), start, start + n)
             pieces.append(pc.binary_join_element_wise(" ", grams, ""))
             owners.append(parents[long_enough])
-    documents = np.concatenate(owners)
-    order = np.argsort(documents, kind="stable")  # per document: its tokens, then its words' n-grams
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(documents, minlength=len(tokens)))]).astype(np.int32)
-    values = pa.concat_arrays([p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in pieces])
-    return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(order)))
+    return _by_document(pieces, owners, len(tokens))  # per document: its tokens, then its words' n-grams
 
 
 def token_counts(lists: pa.ListArray, per_document: bool = False) -> dict[str, int]:
