@@ -245,6 +245,18 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
             lines.append("    stratify: true   # every class keeps these fractions")
         notes.append("a hashed 80/10/10 split of the rows")
     lines += ["ingest:"]
+    text = _text_column(path, kind, columns, rows, {label, key, split_column}) if task == "classification" else None
+    if text is not None:
+        column, words = text
+        lines += ["  reader: text", f"  format: {kind}", f"  input: {_relative(str(path), base)}",
+                  f"  text_column: {_yaml_name(column)}   # the one feature: free text, {words:.0f} words a row on average",
+                  f"  label: {_yaml_name(label)}   # {_label_reason(label)}"]  # fmt: skip
+        if key:
+            lines.append(f"  key_column: {_yaml_name(key)}   # unique in the rows read: names each row in errors and predictions")
+        lines.append("  output: auto   # TF-IDF of words, word pairs and subwords for short texts, word ids for long ones")
+        notes.append(f"label {label!r} ({why}); the text of {column!r} read as documents (reader: text)")
+        lines += _train_lines(name, classes=True)
+        return Guess(_aligned(lines), "text", notes)
     if kind == "csv":
         lines += ["  reader: csv", f"  input: {_relative(str(path), base)}"]
         if path.is_file() and path.suffix.lower() == ".tsv":
@@ -267,6 +279,33 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
     notes.append(f"label {label!r} ({task}: {why}); features: every other column, roles found at ingest")
     lines += _train_lines(name, classes=task == "classification")
     return Guess(_aligned(lines), "csv" if kind == "csv" else "table", notes)
+
+
+TEXT_WORDS = 3  # a lone feature of this many words a row on average (and mostly distinct) is text to classify
+
+
+def _text_column(path: Path, kind: str, columns: list[str], rows: list[dict], other: set) -> tuple[str, float] | None:
+    """The table's one feature column when it holds free text (tweets, tickets, titles), with its words a row.
+
+    Such a table is a text classification set, which the text reader serves better than a table's word slots
+    (docs/benchmarks.md). Only where the text reader reads the file as ingest's csv reader would: a CSV with
+    commas, in UTF-8, its header on the first line."""
+    features = [c for c in columns if c not in other and c.strip()]
+    if len(features) != 1 or not rows:
+        return None
+    if kind == "csv":
+        if path.is_dir() or csv_encoding(path) != "utf-8":
+            return None
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            first = next(csv.reader(handle), [])
+        if first != columns:  # another delimiter, or a title above the header
+            return None
+    values = [str(row.get(features[0]) or "") for row in rows]
+    filled = [v for v in values if v.strip()]
+    words = sum(len(v.split()) for v in filled) / max(len(filled), 1)
+    if words < TEXT_WORDS or len(set(filled)) < 0.5 * len(values):
+        return None
+    return features[0], words
 
 
 WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")

@@ -111,6 +111,27 @@ def test_a_report_with_a_title_above_its_header_is_read_from_its_header(tmp_path
     assert result.exit_code == 2 and "a spreadsheet workbook; save it as CSV (UTF-8) first" in result.stderr
 
 
+def test_a_table_of_texts_and_their_class_is_read_by_the_text_reader(tmp_path):
+    words = ["disk", "full", "printer", "jammed", "invoice", "late", "refund", "please", "login", "fails"]
+    rows = [f'{i},"{" ".join(words[(i * k) % 10] for k in range(1, 4 + i % 5))}, case {i}",{"ab"[i % 2]}'
+            for i in range(60)]  # fmt: skip
+    (tmp_path / "tickets.csv").write_text("id,body,queue\n" + "\n".join(rows) + "\n")
+    cfg, raw, said = _init(tmp_path / "tickets.csv", tmp_path)
+    assert cfg.ingest.reader == "text" and cfg.ingest.format == "csv"
+    assert (cfg.ingest.text_column, cfg.ingest.label_column, cfg.ingest.key_column) == ("body", "queue", "id")
+    assert "read as documents" in said
+    (tmp_path / "more.csv").write_text("body,region,queue\n" + "\n".join(
+        f'"{" ".join(words[: 3 + i % 5])} {i}",{"n" if i % 3 else "s"},{"ab"[i % 2]}' for i in range(60)) + "\n")
+    (tmp_path / "two").mkdir()
+    cfg, raw, said = _init(tmp_path / "more.csv", tmp_path / "two")  # two features: a table, its text as words
+    assert cfg.ingest.reader == "csv"
+    (tmp_path / "semi.csv").write_text("body;queue\n" + "\n".join(f"{' '.join(words[: 3 + i % 5])} {i};{'ab'[i % 2]}"
+                                                                    for i in range(60)) + "\n")  # fmt: skip
+    (tmp_path / "semi").mkdir()
+    cfg, raw, said = _init(tmp_path / "semi.csv", tmp_path / "semi")  # read as the csv reader reads it (its delimiter)
+    assert cfg.ingest.reader == "csv" and cfg.ingest.label == "queue"
+
+
 def test_what_init_cannot_guess_is_said(tmp_path):
     runner = CliRunner()
     flat = tmp_path / "flat"
