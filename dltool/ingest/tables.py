@@ -98,10 +98,14 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
 def unseen_categories(stats, pre) -> list[str]:
     """A warning per categorical column whose new train rows hold values outside the fitted vocabulary
     (encoded as `<other>` like a missing value), with the most frequent ones."""
+    from dltool.transforms.table import case_free
+
     said = []
     for column, counts in stats.categories.items():
-        known = set(pre.categorical.get(column, ()))
-        new = Counter({value: n for value, n in counts.items() if value is not None and value not in known})
+        vocab = pre.categorical.get(column, ())
+        key = str.lower if case_free(vocab) else str
+        known = {key(v) for v in vocab}
+        new = Counter({value: n for value, n in counts.items() if value is not None and key(value) not in known})
         if new:
             shown = ", ".join(f"{value!r} ({n} rows)" for value, n in new.most_common(3))
             said.append(f"column {column}: {len(new)} value(s) the dataset's categories lack, encoded as <other>: "

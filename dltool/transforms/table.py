@@ -16,7 +16,8 @@ Feature layout: numeric columns, then each date's parts `col:days` .. `col:hour`
 values filled), then a 0/1 slot `col=<missing>` for each of those whose gaps tell of the label
 (`informative_gap`), then each categorical column as one-hot slots `col=value` in alphabetical
 order plus `col=<other>` (missing or unseen), or as one slot holding the category index
-(`<other>` is the last index), then each free-text column's 0/1 word slots `col~word`
+(`<other>` is the last index); a category's spellings that differ only in case (`Basic`,
+`basic`, `BASIC`) are one category, named by its most common spelling; then each free-text column's 0/1 word slots `col~word`
 (alphabetical), then the vector columns' values. The numeric slots lead: the `tabular`
 model embeds them and takes the rest as they are.
 """
@@ -31,6 +32,22 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dltool.errors import ConfigError
+
+def category_names(counts: Counter) -> list[str]:
+    """A categorical column's vocabulary from its train value counts: one name per value up to case (its most
+    common spelling; ties: the first in sort order), sorted."""
+    spellings: dict[str, list[tuple[int, str]]] = {}
+    for value, n in counts.items():
+        if value is not None:
+            spellings.setdefault(value.lower(), []).append((-n, value))
+    return sorted(min(group)[1] for group in spellings.values())
+
+
+def case_free(vocab) -> bool:
+    """Whether values meet `vocab`'s names up to case: its names differ in more than case (one fitted before case
+    variants were merged may hold both `a` and `A`, each then matched as written)."""
+    return len({v.lower() for v in vocab}) == len(vocab)
+
 
 OTHER = "<other>"
 MISSING = "<missing>"  # the 0/1 slot `column=<missing>` of a numeric column whose gaps tell of the label
@@ -654,7 +671,7 @@ class FitStats:
         A free-text column keeps its `max_words` most frequent words that appear in at least 2 train rows (None:
         `default_words`)."""
         max_words = default_words(sum(self.rows.values())) if max_words is None else max_words
-        vocabularies = {c: sorted(v for v in self.categories.get(c, {}) if v is not None) for c in self.categorical}
+        vocabularies = {c: category_names(self.categories.get(c, Counter())) for c in self.categorical}
         labels = sorted(self.labels) if classify else None
         words = {}
         for c in self.words:
@@ -688,9 +705,14 @@ class FitStats:
             missing = rows - self.sums[c][0]
             parts.append([missing, missing])
         for c in self.categorical:
-            counts = self.categories.get(c, Counter())
             vocab = pre.categorical[c]
-            per_slot = [counts.get(v, 0) for v in vocab]
+            key = str.lower if case_free(vocab) else str
+            name = {key(v): v for v in vocab}
+            folded = Counter()
+            for value, n in self.categories.get(c, Counter()).items():
+                if value is not None:
+                    folded[name.get(key(value))] += n
+            per_slot = [folded.get(v, 0) for v in vocab]
             per_slot.append(rows - sum(per_slot))  # missing or unseen
             if pre.encoding == "onehot":
                 parts += [[k, k] for k in per_slot]
@@ -832,7 +854,10 @@ class Preprocess:
             out[:, at] = pc.is_null(typed.column(column)).to_numpy(zero_copy_only=False)
             at += 1
         for column, vocab in self.categorical.items():
-            index = pc.index_in(typed.column(column), value_set=pa.array(vocab, pa.string()))
+            values, names = typed.column(column), pa.array(vocab, pa.string())
+            if case_free(vocab):  # a vocabulary fitted before case variants were merged may hold both
+                values, names = pc.utf8_lower(values), pc.utf8_lower(names)
+            index = pc.index_in(values, value_set=names)
             index = pc.fill_null(index, len(vocab)).to_numpy(zero_copy_only=False)
             if self.encoding == "onehot":
                 out[np.arange(rows), at + index] = 1.0

@@ -90,7 +90,7 @@ def test_the_fit_and_its_scaling_come_from_totals_that_match_the_features(encodi
     rng = np.random.default_rng(0)
     # x is missing in every 7th row, and those rows are b's: its gaps tell of the label
     rows = [{"id": f"r{i}", "x": "" if i % 7 == 0 else f"{rng.normal(3, 2):.3f}", "y": f"{rng.normal():.3f}",
-             "colour": ["red", "blue", "", "green"][i % 4], "note": "", "target": "b" if i % 7 == 0 else "ab"[i % 2],
+             "colour": ["RED" if i % 24 == 0 else "red", "blue", "", "green"][i % 4], "note": "", "target": "b" if i % 7 == 0 else "ab"[i % 2],
              "split": "train" if i % 5 else "val"} for i in range(200)]  # fmt: skip
     check = rules(vectors={"emb": 3})
     vectors = pa.array([list(rng.normal(size=3)) for _ in rows], pa.list_(pa.float64()))
@@ -108,7 +108,7 @@ def test_the_fit_and_its_scaling_come_from_totals_that_match_the_features(encodi
     assert stats.means()["x"] == pytest.approx(np.mean(observed))
 
     raw_pre = stats.preprocess(stats.means(), encoding, classify=True, scale=False)
-    assert raw_pre.labels == ["a", "b"] and raw_pre.categorical == {"colour": ["blue", "green", "red"]}
+    assert raw_pre.labels == ["a", "b"] and raw_pre.categorical == {"colour": ["blue", "green", "red"]}  # RED is red
     # x's gaps get a 0/1 slot after the numbers; y has none
     assert raw_pre.gaps == ["x"] and raw_pre.names[:3] == ["x", "y", "x=<missing>"]
     assert len(raw_pre.names) == raw_pre.width == (3 + 4 + 3 if encoding == "onehot" else 3 + 1 + 3)
@@ -130,6 +130,20 @@ def test_unseen_and_missing_categories_take_the_other_slot():
     typed = pa.table({"x": pa.array([None, 2.0]), "colour": pa.array(["purple", None], pa.string())})
     assert pre.names == ["x", "colour=blue", "colour=red", "colour=<other>"]
     np.testing.assert_array_equal(pre.features(typed), [[0.5, 0, 0, 1], [2.0, 0, 0, 1]])
+
+
+def test_spellings_of_a_category_that_differ_in_case_are_one_category():
+    from collections import Counter
+
+    from dltool.transforms.table import category_names
+
+    assert category_names(Counter({"Basic": 5, "basic": 2, "BASIC": 1, "pro": 3, "Pro": 3, None: 4})) == ["Basic", "Pro"]
+    pre = Preprocess({}, {"plan": ["Basic", "Pro"]}, "onehot", {})
+    typed = pa.table({"plan": pa.array(["basic", "PRO", "Basic", "Gold"], pa.string())})
+    np.testing.assert_array_equal(pre.features(typed), [[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    before = Preprocess({}, {"plan": ["A", "a"]}, "onehot", {})  # fitted before variants were merged: as written
+    np.testing.assert_array_equal(before.features(pa.table({"plan": pa.array(["a", "A"], pa.string())})),
+                                  [[0, 1, 0], [1, 0, 0]])  # fmt: skip
 
 
 def test_rows_that_differ_only_in_spelling_hash_alike():
