@@ -193,6 +193,9 @@ class ColumnTableReader(TableReader):
         comma = _all_match(train, {c: (v["text"], v["present"]) for i, c in enumerate(candidates) if row[f"comma{i}"]
                                    and row[f"number{i}"] + row[f"comma{i}"] == row[f"present{i}"] for v in [values(c)]},
                            DECIMAL_COMMA_NUMBER)  # fmt: skip
+        # And euro amounts whose dots group thousands (1.037 €) beside whole numbers only: a decimal comma too.
+        comma |= {c for i, c in enumerate(candidates) if row[f"euro{i}"] and
+                  row[f"euro{i}"] + row[f"integer{i}"] == row[f"present{i}"] == row[f"number{i}"]}  # fmt: skip
         # And where numbers with a unit after them (12 kg) and plain numbers make up a column: its one unit.
         found_units = _units(train, {c: (v["text"], v["present"]) for i, c in enumerate(candidates) if c not in comma
                                      and row[f"unit{i}"] and row[f"unit{i}"] >= row[f"number{i}"] and
@@ -463,7 +466,7 @@ NAMED_DATE_ROWS = 10_000  # train rows a named date column's format is found fro
 # The distinct values' estimate (HyperLogLog++) within about 1%: Spark's default, 5%, counted 307 of an id column's
 # 327 values, under the 95% that tells an id.
 DISTINCT_RSD = 0.01
-COUNTS = ("present", "number", "comma", "unit", "integer", "time", "distinct", "datelike")
+COUNTS = ("present", "number", "comma", "euro", "unit", "integer", "time", "distinct", "datelike")
 WIDE_COLUMNS = 32  # past this many columns, `_value_counts` aggregates them unpivoted
 
 
@@ -508,12 +511,14 @@ def _aggregates(v: dict) -> dict:
     """The aggregates of `_value_counts` over the values `v` (`_values`), by name."""
     from pyspark.sql import functions as F
 
-    from dltool.transforms.table import DECIMAL_COMMA_NUMBER, UNIT_NUMBER
+    from dltool.transforms.table import DECIMAL_COMMA_NUMBER, EURO_THOUSANDS, UNIT_NUMBER
 
     text, present, number, numberish = v["text"], v["present"], v["number"], v["numberish"]
     return {
         "present": F.count(F.when(present, 1)), "number": F.count(F.when(present & numberish, 1)),
         "comma": F.count(F.when(present & ~numberish & text.rlike(DECIMAL_COMMA_NUMBER), 1)),
+        "euro": F.count(F.when(present & numberish & text.contains("€") & (number != F.floor(number))
+                               & text.rlike(EURO_THOUSANDS), 1)),
         "unit": F.count(F.when(present & ~numberish & text.rlike(UNIT_NUMBER), 1)),
         "integer": F.count(F.when(present & (number == F.floor(number)), 1)),
         "time": F.count(F.when(present & v["time"], 1)),

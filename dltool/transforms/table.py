@@ -481,6 +481,10 @@ NEGATIVE = r"^\("  # what is left of an accountant's parentheses once NUMBER_SIG
 # 1.234,56 €; 1 234,56 €).
 _COMMA_GROUPED = rf"\d{{1,3}}(?:(?:\.\d{{3}})+|(?:[{_SPACES}]\d{{3}})+)"
 _COMMA_AMOUNT = rf"[$€£¥₹]? ?(?:{_COMMA_GROUPED}|\d+)(?:,\d+)? ?[$€£¥₹%]?"
+# A euro amount whose dots group thousands (1.037 €, € 12.500): with no comma after them, the dot alone could be a
+# decimal point; `auto` takes a column whose values are all such amounts or whole numbers as written with a decimal
+# comma (1.037 € is 1037). Without the euro sign, 1.037 stays 1.037.
+EURO_THOUSANDS = r"^[+-]?(?:€ ?)?\d{1,3}(?:\.\d{3})+(?: ?€)?$"
 DECIMAL_COMMA_NUMBER = rf"^(?:[+-]?[$€£¥₹]? ?[+-]?(?:{_COMMA_GROUPED}|\d+)(?:,\d+)? ?[$€£¥₹%]?|\({_COMMA_AMOUNT}\))$"
 DECIMAL_COMMA_SIGNS = rf"[$€£¥₹%.{_SPACES})]"
 # A number followed by a unit of measure (12 kg, 3.5km, 90 min, 1,200 sq ft): the unit is the second group.

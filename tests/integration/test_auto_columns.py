@@ -135,17 +135,21 @@ def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_miss
 
 
 def test_auto_reads_numbers_written_with_a_decimal_comma(spark, tmp_path, write_config):
-    lines = ["gewicht;preis;stück;ziel"]  # a European export: semicolons, decimal commas, dots group thousands
+    lines = ["gewicht;preis;miete;km;stück;ziel"]  # a European export: semicolons, decimal commas, dots group thousands
     for i in range(60):
         price = f"{1000 + 37 * i:,}".replace(",", ".")
-        lines.append(f"{i // 4},{i % 4 * 25:02d};{price},50 €;{1000 + 137 * i:,};{'jn'[i % 2]}")
+        rent = f"{900 + i} €" if i % 3 == 0 else f"{price} €"  # 1.037 € alone: no comma anywhere in the column
+        lines.append(f"{i // 4},{i % 4 * 25:02d};{price},50 €;{rent};{1 + i / 1000:.3f};{1000 + 137 * i:,};{'jn'[i % 2]}")
     found = auto_ingest(tmp_path, write_config, lines, delimiter=";", label="ziel")
     columns, x, i = found.columns, found.by_name, found.i
-    # 1,137 alone could be either: a comma grouping thousands, as before. 1.037,50 € is a European price.
-    assert columns["numeric"] == ["gewicht", "preis", "stück"] and columns["decimal_comma"] == ["gewicht", "preis"]
-    assert found.preprocess["decimal_comma"] == ["gewicht", "preis"]
+    # 1,137 alone could be either: a comma grouping thousands, as before. 1.037,50 € is a European price, and so is
+    # 1.037 € (its dot groups thousands); 1.037 without the euro sign stays a decimal point (kilometres).
+    assert columns["numeric"] == ["gewicht", "preis", "miete", "km", "stück"]
+    assert columns["decimal_comma"] == found.preprocess["decimal_comma"] == ["gewicht", "preis", "miete"]
     np.testing.assert_allclose(x["gewicht"], i // 4 + i % 4 * 0.25)
     np.testing.assert_allclose(x["preis"], 1000.5 + 37 * i)
+    np.testing.assert_allclose(x["miete"], np.where(i % 3 == 0, 900 + i, 1000 + 37 * i))
+    np.testing.assert_allclose(x["km"], 1 + i / 1000, rtol=1e-6)
     np.testing.assert_allclose(x["stück"], 1000 + 137 * i)
 
 
