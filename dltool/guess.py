@@ -297,7 +297,10 @@ def _text_column(path: Path, kind: str, columns: list[str], rows: list[dict], ot
         if path.is_dir() or csv_encoding(path) != "utf-8":
             return None
         with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-            first = next(csv.reader(handle), [])
+            try:
+                first = next(csv.reader(handle), [])
+            except csv.Error:  # a quote left open, a field past the size limit: a table's sample said what it could
+                return None
         if first != columns:  # another delimiter, or a title above the header
             return None
     values = [str(row.get(features[0]) or "") for row in rows]
