@@ -98,12 +98,12 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
 def unseen_categories(stats, pre) -> list[str]:
     """A warning per categorical column whose new train rows hold values outside the fitted vocabulary
     (encoded as `<other>` like a missing value), with the most frequent ones."""
-    from dltool.transforms.table import case_free
+    from dltool.transforms.table import category_key
 
     said = []
     for column, counts in stats.categories.items():
         vocab = pre.categorical.get(column, ())
-        key = str.lower if case_free(vocab) else str
+        key = category_key(vocab)
         known = {key(v) for v in vocab}
         new = Counter({value: n for value, n in counts.items() if value is not None and key(value) not in known})
         if new:

@@ -16,9 +16,9 @@ Feature layout: numeric columns, then each date's parts `col:days` .. `col:hour`
 values filled), then a 0/1 slot `col=<missing>` for each of those whose gaps tell of the label
 (`informative_gap`), then each categorical column as one-hot slots `col=value` in alphabetical
 order plus `col=<other>` (missing or unseen), or as one slot holding the category index
-(`<other>` is the last index); a category's spellings that differ only in case (`Basic`,
-`basic`, `BASIC`) are one category, named by its most common spelling; then each free-text column's 0/1 word slots `col~word`
-(alphabetical), then the vector columns' values. The numeric slots lead: the `tabular`
+(`<other>` is the last index; spellings that differ only in case, `Basic` and `BASIC`, are
+one category, named by its most common spelling), then each free-text column's 0/1 word
+slots `col~word` (alphabetical), then the vector columns' values. The numeric slots lead: the `tabular`
 model embeds them and takes the rest as they are.
 """
 
@@ -32,6 +32,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dltool.errors import ConfigError
+
+OTHER = "<other>"
+MISSING = "<missing>"  # the 0/1 slot `column=<missing>` of a numeric column whose gaps tell of the label
+
 
 def category_names(counts: Counter) -> list[str]:
     """A categorical column's vocabulary from its train value counts: one name per value up to case (its most
@@ -49,8 +53,9 @@ def case_free(vocab) -> bool:
     return len({v.lower() for v in vocab}) == len(vocab)
 
 
-OTHER = "<other>"
-MISSING = "<missing>"  # the 0/1 slot `column=<missing>` of a numeric column whose gaps tell of the label
+def category_key(vocab):
+    """The function giving the name a value is matched to `vocab`'s under: lower-cased, or (`case_free` not) as it is."""
+    return str.lower if case_free(vocab) else str
 
 
 @dataclass(frozen=True)
@@ -710,7 +715,7 @@ class FitStats:
             parts.append([missing, missing])
         for c in self.categorical:
             vocab = pre.categorical[c]
-            key = str.lower if case_free(vocab) else str
+            key = category_key(vocab)
             name = {key(v): v for v in vocab}
             folded = Counter()
             for value, n in self.categories.get(c, Counter()).items():
