@@ -160,11 +160,14 @@ def _grow_dataset(config, reader, dataset, source, files, left_out, fingerprint,
 
 
 def ingest_session(config: ExperimentConfig):
-    """The Spark session of an ingest; a new local one starts its Python workers importing the reader's modules."""
+    """The Spark session of an ingest; a new local one starts its Python workers importing the reader's modules.
+
+    File readers (images, audio) run RDD jobs only: they get the context without a SQL session, whose start
+    would take the JVM 1.5-2 s of the same cores the workers' start-up and the driver's listing need."""
     from dltool.spark.session import spark_session
 
     reader = reader_for(config.ingest)
-    return spark_session(config.spark, warm=(*reader.task_modules, type(reader).__module__))
+    return spark_session(config.spark, warm=(*reader.task_modules, type(reader).__module__), sql=reader.kind != "file")
 
 
 def _fingerprint(files: list[InputFile]) -> str:
