@@ -215,8 +215,10 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     from dltool.evaluate.tasks import PREDICT_MODULES
     from dltool.spark.session import spark_session
 
-    # Scoring follows in this session: a worker imports TensorFlow while the inputs are ingested.
-    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *PREDICT_MODULES), warm_tensorflow=1)
+    # Scoring follows in this session: a worker imports TensorFlow while the inputs are ingested. Files (images,
+    # audio) are ingested and scored in RDD jobs only: no SQL session (`ingest_session` says why).
+    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *PREDICT_MODULES), warm_tensorflow=1,
+                  sql=reader.kind != "file")  # fmt: skip
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess, vocabulary=classes)
     return temp.uri
 
@@ -289,7 +291,7 @@ def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on:
     rows = manifest.splits[split].rows if split in manifest.splits else 0  # plan_shares says why 0
     tensorflow = scorer.runtime == "tensorflow"
     spark = spark_session(config.spark, user_code=config_code(config), warm=PREDICT_MODULES,
-                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0)  # fmt: skip
+                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
     tasks = scoring_tasks(spark, rows, tensorflow)
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
