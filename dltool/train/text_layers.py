@@ -19,7 +19,7 @@ import json
 import keras
 import tensorflow as tf
 
-from dltool.transforms.text import CHAR_MIN, CHAR_SPAN, PUNCTUATION
+from dltool.transforms.text import CHAR_MIN, CHAR_SPAN, CHAR_WORDS, PUNCTUATION
 
 RAW_MODEL_FILE = "text_model.keras"
 RAW_SAVED_MODEL = "text_saved_model"
@@ -81,7 +81,8 @@ class WordsAndSubwords(keras.layers.Layer):
         if not self.char_ngrams:
             return tokens
         marked = tf.ragged.map_flat_values(
-            lambda w: tf.strings.substr(tf.strings.join(["<", w, ">"]), 0, CHAR_SPAN, unit="UTF8_CHAR"), words)
+            lambda w: tf.strings.substr(tf.strings.join(["<", w, ">"]), 0, CHAR_SPAN, unit="UTF8_CHAR"),
+            words[:, :CHAR_WORDS])  # fmt: skip
         grams = tf.strings.ngrams(tf.strings.unicode_split(marked, "UTF-8"), tuple(range(CHAR_MIN, self.char_ngrams + 1)),
                                   separator="")  # fmt: skip
         grams = tf.ragged.map_flat_values(lambda g: tf.strings.join([" ", g]), grams.merge_dims(1, 2))

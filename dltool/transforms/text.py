@@ -36,6 +36,9 @@ PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
 WHITESPACE = re.compile(r"[ \t\n\x0b\x0c\r]+")
 CHAR_MIN = 2  # character n-grams are 2 to `char_ngrams` characters long
 CHAR_SPAN = 20  # characters of "<word>" they are taken from: a longer word (a URL, a hash) gives only its start's
+# Words of a document whose character n-grams are taken: its first ones. Subwords serve short texts, and this bounds
+# their tokens (up to 51 a word) whatever the document: 8,192 documents of 16 MB give at most 42M, not billions.
+CHAR_WORDS = 100
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Tokenizer:
         for n in range(2, self.ngrams + 1):
             grams += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
         if self.char_ngrams and self.split == "whitespace":  # by length, then start, then word (the Arrow kernels' order)
-            marked = [f"<{word}>"[:CHAR_SPAN] for word in words]
+            marked = [f"<{word}>"[:CHAR_SPAN] for word in words[:CHAR_WORDS]]
             grams += [" " + m[i : i + n] for n in range(CHAR_MIN, self.char_ngrams + 1) for i in range(CHAR_SPAN)
                       for m in marked if i + n <= len(m)]  # fmt: skip
         return grams
@@ -126,10 +129,12 @@ def _by_document(pieces: list, owners: list[np.ndarray], documents: int) -> pa.L
 
 
 def with_char_ngrams(tokens: pa.ListArray, words: pa.ListArray, longest: int) -> pa.ListArray:
-    """Each list of `tokens` followed by the character n-grams of its `words` (`Tokenizer.tokens`' rule), with Arrow
-    kernels: one slice of every long enough "<word>" per n-gram length and start."""
-    flat = pc.list_flatten(words)
+    """Each list of `tokens` followed by the character n-grams of its first CHAR_WORDS `words` (`Tokenizer.tokens`'
+    rule), with Arrow kernels: one slice of every long enough "<word>" per n-gram length and start."""
     parents = pc.list_parent_indices(words).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(parents, minlength=len(words)))[:-1]]).astype(np.int64)
+    first = np.arange(len(parents)) - starts[parents] < CHAR_WORDS  # each document's first CHAR_WORDS words
+    flat, parents = pc.list_flatten(words).filter(pa.array(first)), parents[first]
     marked = pc.utf8_slice_codeunits(pc.binary_join_element_wise("<", flat, ">", ""), 0, CHAR_SPAN)
     lengths = pc.utf8_length(marked).to_numpy(zero_copy_only=False)
     pieces, owners = [pc.list_flatten(tokens)], [pc.list_parent_indices(tokens).to_numpy(zero_copy_only=False)]

@@ -186,6 +186,20 @@ def test_the_raw_string_layers_give_the_ingested_features(spark, tmp_path, write
     np.testing.assert_allclose(computed, stored, rtol=1e-6, atol=1e-6)
 
 
+def test_the_subword_layer_makes_the_tokens_the_tokenizer_makes():
+    from collections import Counter
+
+    from dltool.train.text_layers import WordsAndSubwords
+    from dltool.transforms.text import Tokenizer
+
+    tokenizer = Tokenizer(ngrams=2, char_ngrams=4)
+    texts = ["école straße «stop»", "émoji 🙂 ok", "x", "", "supercalifragilisticexpialidocious end",
+             " ".join(f"w{i}" for i in range(150))]  # past CHAR_WORDS words: subwords of the first ones only
+    made = WordsAndSubwords(2, 4)(np.array([tokenizer.standardize(t) for t in texts], dtype=object)).to_list()
+    for text, tokens in zip(texts, made):
+        assert Counter(t.decode() for t in tokens) == Counter(tokenizer.tokens(text))
+
+
 @pytest.fixture(scope="module")
 def reviews(spark, tmp_path_factory):
     """configs/text.yaml ingested and trained (10 epochs, one worker) once for this module."""

@@ -9,10 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from dltool.readers.text import TextReaderConfig, _binary_lines, _decode
-from dltool.transforms.text import OOV, PAD, Tokenizer, Vocabulary, fit_vocabulary, idf_weights, token_counts
+from dltool.transforms.text import CHAR_WORDS, OOV, PAD, Tokenizer, Vocabulary, fit_vocabulary, idf_weights, token_counts
 
 HOSTILE = ["  Leading and trailing  ", "ÉCOLE, Straße! don't «stop»", "!!!", "tab\there\r\nnew\x0bline\x0cfeed",
-           "no\u00a0break\u2003space", "ﬁne Ｆｕｌｌ cafe\u0301", "émoji 🙂 ok", "a-b_c.d/e", "x", "МОСКВА Київ"]
+           "no\u00a0break\u2003space", "ﬁne Ｆｕｌｌ cafe\u0301", "émoji 🙂 ok", "a-b_c.d/e", "x", "МОСКВА Київ",
+           " ".join(f"w{i}" for i in range(150))]
 
 
 def test_standardize_lowercases_unicode_and_strips_ascii_punctuation_only():
@@ -67,6 +68,9 @@ def test_character_ngrams_are_subwords_of_the_marked_word_apart_from_words():
     long = Tokenizer(char_ngrams=2).tokens("a" * 40)
     assert len(long) == 1 + 19 and long[-1] == " aa"  # the first 20 characters of "<aaa...>": no end marker
     assert Tokenizer(split="character", ngrams=2, char_ngrams=4).tokens("ab") == ["a", "b", "a b"]  # words only
+    many = Tokenizer(char_ngrams=2).tokens(" ".join(f"w{i}" for i in range(CHAR_WORDS + 50)))
+    pairs = sum(len(f"<w{i}>") - 1 for i in range(CHAR_WORDS))  # 2-grams of the first CHAR_WORDS words only
+    assert len(many) == CHAR_WORDS + 50 + pairs
 
 
 def test_tokenizer_defaults_give_a_bag_of_words_subwords_and_sequences_none():
