@@ -7,6 +7,7 @@ vocabulary into that layer (`dltool.train.text_layers`) gives the ids ingest wro
     -> split on ASCII whitespace (or into characters) -> n-grams 1..n joined by " "
     [-> each word's character n-grams (`char_ngrams`), as " " + a slice of "<word>"]
     -> ids: 0 padding, 1 out-of-vocabulary, 2.. the vocabulary, most frequent train token first
+       (with subwords: the words', then the subwords')
 
 Character n-grams are fastText's subwords (Bojanowski et al. 2017): a short text's misspelt,
 inflected or compound words still share features with the words the model saw. Their tokens start
