@@ -134,6 +134,16 @@ def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_miss
     np.testing.assert_array_equal(found.by_name["size=<missing>"], varies)
 
 
+def test_a_table_whose_one_feature_is_text_says_the_text_reader_serves_it_better(spark, tmp_path, write_config):
+    words = ["disk", "full", "printer", "jammed", "invoice", "late", "refund", "please", "login", "fails"]
+    lines = ["body,queue"] + [f'"{" ".join(words[(i * k) % 10] for k in range(1, 4 + i % 5))} case {i}",{"ab"[i % 2]}'
+                              for i in range(80)]  # fmt: skip
+    found = auto_ingest(tmp_path, write_config, lines, label="queue")
+    assert found.columns["words"] == ["body"] and found.columns["numeric"] == found.columns["categorical"] == []
+    said = [w for w in found.manifest["warnings"] if "text reader" in w]
+    assert said and "reader: text, format: csv, text_column: body, label: queue" in said[0]
+
+
 def test_auto_reads_numbers_written_with_a_decimal_comma(spark, tmp_path, write_config):
     lines = ["gewicht;preis;miete;km;stück;ziel"]  # a European export: semicolons, decimal commas, dots group thousands
     for i in range(60):
