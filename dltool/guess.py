@@ -218,7 +218,7 @@ def _sample(items: list[str], count: int) -> list[str]:
 
 
 def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Guess:
-    columns, rows = _table_sample(path, kind)
+    columns, rows, dialect = _table_sample(path, kind)
     if not columns:
         raise ConfigError(f"{path}: found no columns (is the first line a header?)")
     label = _label_column(columns, rows)
@@ -245,14 +245,15 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
             lines.append("    stratify: true   # every class keeps these fractions")
         notes.append("a hashed 80/10/10 split of the rows")
     lines += ["ingest:"]
-    text = _text_column(path, kind, columns, rows, {label, key, split_column}) if task == "classification" else None
+    plain = kind != "csv" or (dialect == PLAIN_CSV and not path.is_dir())  # read by the text reader as by ingest's
+    text = _text_column(columns, rows, {label, key, split_column}) if task == "classification" and plain else None
     if text is not None:
         column, words = text
         lines += ["  reader: text", f"  format: {kind}", f"  input: {_relative(str(path), base)}",
                   f"  text_column: {_yaml_name(column)}   # the one feature: free text, {words:.0f} words a row on average",
                   f"  label: {_yaml_name(label)}   # {_label_reason(label)}"]  # fmt: skip
         if key:
-            lines.append(f"  key_column: {_yaml_name(key)}   # unique in the rows read: names each row in errors and predictions")
+            lines.append(_key_line(key))
         lines.append("  output: auto   # TF-IDF of words, word pairs and subwords for short texts, word ids for long ones")
         notes.append(f"label {label!r} ({why}); the text of {column!r} read as documents (reader: text)")
         lines += _train_lines(name, classes=True)
@@ -261,7 +262,7 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
         lines += ["  reader: csv", f"  input: {_relative(str(path), base)}"]
         if path.is_file() and path.suffix.lower() == ".tsv":
             lines.append("  delimiter: \"\\t\"")
-        encoding = csv_encoding(path)
+        encoding = dialect["encoding"]
         if encoding != "utf-8":
             lines.append(f"  encoding: {encoding}   # the file is not UTF-8 " + (
                 "(its byte-order mark)" if encoding == "utf-16" else "(Windows exports are cp1252)"))
@@ -272,7 +273,7 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
               "  numeric: auto   # numbers (ids left out); dates and free text are found too",
               "  categorical: auto   # text columns with at most 50 distinct values"]  # fmt: skip
     if key:
-        lines.append(f"  key_column: {_yaml_name(key)}   # unique in the rows read: names each row in errors and predictions")
+        lines.append(_key_line(key))
     excluded = [c for c in (split_column,) if c]
     if excluded:
         lines.append(f"  exclude: [{', '.join(_yaml_name(c) for c in excluded)}]   # the split column is no feature")
@@ -284,25 +285,14 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
 TEXT_WORDS = 3  # a lone feature of this many words a row on average (and mostly distinct) is text to classify
 
 
-def _text_column(path: Path, kind: str, columns: list[str], rows: list[dict], other: set) -> tuple[str, float] | None:
+def _text_column(columns: list[str], rows: list[dict], other: set) -> tuple[str, float] | None:
     """The table's one feature column when it holds free text (tweets, tickets, titles), with its words a row.
 
     Such a table is a text classification set, which the text reader serves better than a table's word slots
-    (docs/benchmarks.md). Only where the text reader reads the file as ingest's csv reader would: a CSV with
-    commas, in UTF-8, its header on the first line."""
+    (docs/benchmarks.md)."""
     features = [c for c in columns if c not in other and c.strip()]
     if len(features) != 1 or not rows:
         return None
-    if kind == "csv":
-        if path.is_dir() or csv_encoding(path) != "utf-8":
-            return None
-        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-            try:
-                first = next(csv.reader(handle), [])
-            except csv.Error:  # a quote left open, a field past the size limit: a table's sample said what it could
-                return None
-        if first != columns:  # another delimiter, or a title above the header
-            return None
     values = [str(row.get(features[0]) or "") for row in rows]
     filled = [v for v in values if v.strip()]
     words = sum(len(v.split()) for v in filled) / max(len(filled), 1)
@@ -324,8 +314,19 @@ def csv_encoding(path: Path) -> str:
         return sniff_encoding(encoding_sample(handle, handle.read(HEAD_BYTES)))
 
 
-def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
-    """The column names and up to MAX_ROWS rows (as text) of a table file, or of the first file of a folder."""
+def _key_line(key: str) -> str:
+    return f"  key_column: {_yaml_name(key)}   # unique in the rows read: names each row in errors and predictions"
+
+
+# a CSV the text reader reads as ingest's csv reader does: commas, UTF-8, its header on the first line
+PLAIN_CSV = {"encoding": "utf-8", "delimiter": ",", "title_lines": 0, "read": True}
+
+
+def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict], dict | None]:
+    """The column names and up to MAX_ROWS rows (as text) of a table file, or of the first file of a folder.
+
+    Third, for a CSV, how it was read (PLAIN_CSV's keys): its encoding, delimiter, lines above the header, and
+    whether the csv module read its first lines (not with a quote left open, a field past the size limit)."""
     if path.is_dir():
         first = next((Path(path, f) for f in _listing(path)[0] if _kind_of(Path(f)) == kind), None)
         if first is None:
@@ -335,7 +336,8 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
         from dltool.readers.csv import SNIFF_LINES, header_row, sniff_delimiter
 
         csv.field_size_limit(1 << 20)  # a value of at most 1 MiB, as ingest's max_chars_per_value
-        with open(path, newline="", encoding=csv_encoding(path), errors="replace") as handle:
+        encoding = csv_encoding(path)
+        with open(path, newline="", encoding=encoding, errors="replace") as handle:
             # the delimiter as ingest finds it where the config leaves it out (a `;` export, a tab file)
             delimiter = sniff_delimiter(handle.read(1 << 20), '"', {}) or ("\t" if path.suffix.lower() == ".tsv" else ",")
             handle.seek(0)
@@ -344,11 +346,13 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
             except csv.Error:  # a quote left open: the sample below says what it can
                 records = []
             handle.seek(0)
-            for _ in range(header_row(records)):  # a title above the header, which ingest skips too
+            title_lines = header_row(records)
+            for _ in range(title_lines):  # a title above the header, which ingest skips too
                 next(csv.reader(handle, delimiter=delimiter), None)
             reader = csv.DictReader(handle, delimiter=delimiter)
             rows = [row for _, row in zip(range(MAX_ROWS), reader)]
-            return list(reader.fieldnames or []), rows
+            dialect = {"encoding": encoding, "delimiter": delimiter, "title_lines": title_lines, "read": bool(records)}
+            return list(reader.fieldnames or []), rows, dialect
     if kind == "json":
         rows = []
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -359,7 +363,7 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
                     except json.JSONDecodeError as e:
                         raise ConfigError(f"{path}: not JSON lines (one object per line): {e}") from e
         columns = list(dict.fromkeys(k for row in rows if isinstance(row, dict) for k in row))
-        return columns, [row for row in rows if isinstance(row, dict)]
+        return columns, [row for row in rows if isinstance(row, dict)], None
     import pyarrow.orc as orc
     import pyarrow.parquet as pq
 
@@ -368,9 +372,9 @@ def _table_sample(path: Path, kind: str) -> tuple[list[str], list[dict]]:
     else:
         table = orc.ORCFile(path).read_stripe(0) if orc.ORCFile(path).nstripes else None
     if table is None:
-        return [], []
+        return [], [], None
     table = table.slice(0, MAX_ROWS)
-    return list(table.schema.names), table.to_pylist()
+    return list(table.schema.names), table.to_pylist(), None
 
 
 def _label_column(columns: list[str], rows: list[dict]) -> str:
