@@ -2,11 +2,12 @@
 
 Both score the same test split with the same trained model: (a) `model.predict` on the split
 held in memory as numpy (the ceiling; TensorFlow's default threads use both cores), (b)
-`run_eval`, which scores the split's shards in Spark tasks with the ONNX copy train wrote beside
-the model and reduces exact metric sums, (c) the same with the copy taken away (TensorFlow
-scores, as before the copy existed). (b) and (c) each run in a fresh process, as `dltool eval`
-would: the Spark session starts as eval starts it and is timed on its own; then each runs
-twice (cold: the first scoring job; warm: a rerun).
+`run_eval`, which scores the split's shards with the ONNX copy train wrote beside the model and
+reduces exact metric sums (on local[2]: in two threads of its own process, with no Spark
+session), (c) the same with the copy taken away (TensorFlow scores in Spark tasks, as before
+the copy existed). (b) and (c) each run in a fresh process, as `dltool eval` would: a Spark
+session, where eval needs one, starts as eval starts it and is timed on its own; then each
+runs twice (cold: the first scoring; warm: a rerun).
 
     .venv/bin/python bench/eval.py --images 20000
 """
@@ -114,7 +115,8 @@ def main() -> None:
         done = subprocess.run([sys.executable, "-c", FRESH, str(settings), str(rows)], capture_output=True, text=True,
                               check=True)  # fmt: skip
         times = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"fresh process: spark session {times['session']:.1f}s (not counted below)")
+        print(f"fresh process: spark session {times['session']:.1f}s (not counted below)" if "session" in times else
+              "fresh process: no Spark session (a local master: eval scores the ONNX copy in its own threads)")
         for label in ("cold", "warm"):
             seconds = times[label]
             print(f"({name}) dltool eval by {times['runtime']}, {label}: {rows / seconds:8.0f} examples/s  "
@@ -130,15 +132,16 @@ from dltool.config.models import ExperimentConfig
 from dltool.evaluate.score import run_eval
 from dltool.storage.fs import open_location
 from dltool.evaluate.tasks import SCORING_MODULES, tensorflow_tasks
-from dltool.spark.session import spark_session
+from dltool.spark.session import local_cores, spark_session
 config = ExperimentConfig.model_validate_json(Path(sys.argv[1]).read_text())
 times = {}
 t = time.perf_counter()
 rows = 15930 if len(sys.argv) < 3 else int(sys.argv[2])
 scorer = scorer_for(open_location(config.train.run_dir).child("model", "model.keras"))
 tensorflow = tensorflow_tasks(rows) if scorer.runtime == "tensorflow" else 0
-spark_session(config.spark, warm=SCORING_MODULES, warm_tensorflow=tensorflow, sql=False)  # as run_eval starts it
-times["session"] = time.perf_counter() - t
+if tensorflow or not local_cores(config.spark):  # else run_eval scores in its own threads, with no session
+    spark_session(config.spark, warm=SCORING_MODULES, warm_tensorflow=tensorflow, sql=False)  # as run_eval starts it
+    times["session"] = time.perf_counter() - t
 for label in ("cold", "warm"):
     t = time.perf_counter()
     result = run_eval(config, split="test", progress=False)

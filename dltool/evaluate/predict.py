@@ -285,14 +285,14 @@ def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on:
     from dltool.evaluate.tasks import PREDICT_MODULES, scoring_tasks, tensorflow_tasks
     from dltool.shards.feed import plan_shares
     from dltool.spark.progress import spark_progress
-    from dltool.spark.session import spark_session
+    from dltool.spark.session import default_parallelism, spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     rows = manifest.splits[split].rows if split in manifest.splits else 0  # plan_shares says why 0
     tensorflow = scorer.runtime == "tensorflow"
     spark = spark_session(config.spark, user_code=config_code(config), warm=PREDICT_MODULES,
                           warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
-    tasks = scoring_tasks(spark, rows, tensorflow)
+    tasks = scoring_tasks(default_parallelism(spark), rows, tensorflow)
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = PredictJob(dataset.uri, manifest, scorer.uri, output.uri, tuple(factory_modules(config)),

@@ -145,20 +145,28 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     targets = [*targets, parent] if parent is not None else targets
     digest = _checked_targets(targets, trained_on)
 
-    from dltool.spark.session import spark_session
+    from dltool.spark.session import default_parallelism, local_cores, spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     scorers = [scorer_for(t.model, task_gpus(config.spark)) for t in targets]
     tensorflow = any(scorer.runtime == "tensorflow" for scorer in scorers)
-    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
-                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
+    # ONNX copies on a local master: scored in this process's threads, with no Spark job (nor session) to wait for
+    threads = 0 if tensorflow else local_cores(config.spark)
+    if threads:
+        spark, cores = None, threads
+        scorers = [replace(s, note=f"{s.note}; in {scoring_tasks(threads, rows, False)} threads of this process "
+                                   "(a local master: no Spark tasks to start)") for s in scorers]  # fmt: skip
+    else:
+        spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
+                              warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
+        cores = default_parallelism(spark)
     job = ScoreJob(dataset.uri, manifest, split, sums, tuple(factory_modules(config)), tuple(s.uri for s in scorers),
                    SCORE_BATCH, train.cache_mb if len(targets) > 1 else 0)  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
     from dltool.evaluate.report import start_loading_plots
 
     start_loading_plots()
-    results, mistakes = score_checkpoints(spark, job, scoring_tasks(spark, rows, tensorflow), progress=progress,
+    results, mistakes = score_checkpoints(spark, job, scoring_tasks(cores, rows, tensorflow), progress=progress,
                                           description=title)  # fmt: skip
     parent_scores = None
     if parent is not None:  # scored in the same job, on the same rows: the reference of the relative gates
@@ -336,8 +344,9 @@ def apply_gates(gates: dict, result: dict) -> list[GateOutcome]:
 
 def score_checkpoints(spark, job: ScoreJob, tasks: int, progress: bool = True,
                       description: str = "eval") -> tuple[list[dict], list[list[dict]]]:  # fmt: skip
-    """Score every model of `job` on its split in one Spark job of `tasks` tasks: one compute() result per
-    model, and per model its most confidently wrong rows (classification; see `_worst`).
+    """Score every model of `job` on its split in one Spark job of `tasks` tasks (with `spark` None: in `tasks`
+    threads of this process): one compute() result per model, and per model its most confidently wrong rows
+    (classification; see `_worst`).
 
     `job` holds picklable values only (`ScoreJob`).
     """
@@ -347,9 +356,12 @@ def score_checkpoints(spark, job: ScoreJob, tasks: int, progress: bool = True,
 
     shares = plan_shares(job.dataset, job.manifest, job.split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
-    sc = spark.sparkContext
-    with map_errors("scoring"), spark_progress(spark, description, enabled=progress):
-        records = sc.parallelize(payload, len(payload)).mapPartitions(functools.partial(_score_task, job)).collect()
+    if spark is None:
+        records = _score_here(job, payload, progress, description)
+    else:
+        sc = spark.sparkContext
+        with map_errors("scoring"), spark_progress(spark, description, enabled=progress):
+            records = sc.parallelize(payload, len(payload)).mapPartitions(functools.partial(_score_task, job)).collect()
     failures = [ErrorRecord.from_json(record["error"]) for record in records if "error" in record]
     if failures:
         # A config mismatch (exit 2) explains a load failure (exit 1): it is the one to show.
@@ -364,6 +376,33 @@ def score_checkpoints(spark, job: ScoreJob, tasks: int, progress: bool = True,
     if any(sums is None for sums in merged):
         raise DltoolError("scoring returned no result for some models: the split's shares were all empty")
     return [sums.compute() for sums in merged], mistakes
+
+
+def _score_here(job: ScoreJob, payload: list, progress: bool, description: str) -> list[dict]:
+    """The records of `_score_task` for each share of `payload`, run in a thread each (onnxruntime, Arrow and
+    numpy release the GIL). Daemon threads: an interrupted command does not wait for them."""
+    import threading
+
+    from dltool.spark.progress import thread_progress
+
+    records: list[list[dict] | None] = [None] * len(payload)
+    finished = threading.Semaphore(0)
+
+    def share(index: int) -> None:
+        try:
+            records[index] = list(_score_task(job, iter([payload[index]])))
+        finally:
+            finished.release()
+
+    with thread_progress(description, len(payload), enabled=progress) as advance:
+        for index in range(len(payload)):
+            threading.Thread(target=share, args=(index,), name=f"dltool-score-{index}", daemon=True).start()
+        for _ in payload:
+            finished.acquire()
+            advance()
+    if any(part is None for part in records):  # only a BaseException escapes _score_task's records of errors
+        raise DltoolError("scoring failed: a scoring thread stopped without a result")
+    return [record for part in records for record in part]
 
 
 MISTAKES = 16  # the most confidently wrong rows kept per model for mistakes.png

@@ -19,18 +19,17 @@ ROWS_PER_SCORING_TASK = 10_000  # below this a second task costs more than it sa
 ROWS_PER_ONNX_TASK = 2_000  # the same for tasks scoring ONNX copies, which start no TensorFlow
 
 
-def scoring_tasks(spark, rows: int, tensorflow: bool = True) -> int:
-    """Tasks for scoring `rows` rows: one per core, but never fewer than ROWS_PER_SCORING_TASK rows each when
-    the tasks start TensorFlow (ROWS_PER_ONNX_TASK when they score ONNX copies).
+def scoring_tasks(cores: int, rows: int, tensorflow: bool = True) -> int:
+    """Tasks for scoring `rows` rows on `cores` cores (Spark's default parallelism, or a local master's threads):
+    one per core, but never fewer than ROWS_PER_SCORING_TASK rows each when the tasks start TensorFlow
+    (ROWS_PER_ONNX_TASK when they score ONNX copies).
 
     Every TensorFlow scoring task imports TensorFlow and loads the model (4-6 s here); two of them
     starting at once on two cores take longer than one, so a small split is scored by one task.
     onnxruntime loads in a tenth of a second.
     """
-    from dltool.spark.session import default_parallelism
-
     per_task = ROWS_PER_SCORING_TASK if tensorflow else ROWS_PER_ONNX_TASK
-    return min(default_parallelism(spark), max(1, math.ceil(rows / per_task)))
+    return min(max(1, cores), max(1, math.ceil(rows / per_task)))
 
 
 def tensorflow_tasks(rows: int) -> int:

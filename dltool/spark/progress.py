@@ -1,4 +1,4 @@
-"""A rich progress bar on stderr that follows the Spark tasks of one job group."""
+"""A rich progress bar on stderr that follows the Spark tasks of one job group, or tasks run in threads."""
 
 from __future__ import annotations
 
@@ -19,13 +19,7 @@ def spark_progress(spark, description: str, enabled: bool = True):
         finally:
             sc.setLocalProperty("spark.jobGroup.id", None)
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"),
-        TimeElapsedColumn(), console=Console(stderr=True), transient=False,
-    )  # fmt: skip
+    progress = _tasks_bar()
     bar = progress.add_task(description, total=None)
     stop = threading.Event()
 
@@ -56,3 +50,25 @@ def spark_progress(spark, description: str, enabled: bool = True):
             watcher.join()
             update()
             sc.setLocalProperty("spark.jobGroup.id", None)
+
+
+@contextmanager
+def thread_progress(description: str, total: int, enabled: bool = True):
+    """The same bar for `total` tasks run in this process's threads: yields the function that marks one done."""
+    if not enabled:
+        yield lambda: None
+        return
+    progress = _tasks_bar()
+    bar = progress.add_task(description, total=total)
+    with progress:
+        yield lambda: progress.advance(bar)
+
+
+def _tasks_bar():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+    )  # fmt: skip

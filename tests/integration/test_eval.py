@@ -78,6 +78,7 @@ def test_default_eval_scores_the_final_model_and_agrees_with_sklearn(trained, ch
     assert copy["runtime"] == "onnxruntime" and copy["rows_checked"] > 0 and copy["max_difference"] <= 1e-5
     assert (run / "model" / "model.onnx").stat().st_size > 0
     assert entry["runtime"] == "onnxruntime" and "model.onnx" in entry["runtime_note"]
+    assert "threads of this process (a local master" in entry["runtime_note"]  # no Spark tasks: see the next test
     assert "scored with onnxruntime" in result.stderr
     got = entry["metrics"]
     assert "accuracy" in result.stderr and "per class" in result.stderr  # the table
@@ -121,6 +122,27 @@ def test_default_eval_scores_the_final_model_and_agrees_with_sklearn(trained, ch
     assert [(m["key"], m["predicted"]) for m in summary["mistakes"]] == [(k, names[p]) for _, k, p in wrong[:16]]
     assert [m["probability"] for m in summary["mistakes"]] == pytest.approx([w[0] for w in wrong[:16]], abs=1e-5)
     assert (run / "eval" / "test" / "mistakes.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_scoring_in_threads_of_the_driver_equals_scoring_in_spark_tasks(spark, trained, churn_dataset, default_eval):
+    """On a local master an ONNX copy is scored in the driver's threads; Spark tasks give the same sums."""
+    from dltool.config.loader import load_config
+    from dltool.evaluate.score import SCORE_BATCH, score_checkpoints, sums_spec
+    from dltool.evaluate.tasks import ScoreJob
+    from dltool.storage.fs import open_dataset
+    from dltool.storage.manifest import Manifest
+
+    config, run = trained
+    train = load_config(config).train
+    manifest = Manifest.read(open_dataset(str(churn_dataset)))
+    job = ScoreJob(str(churn_dataset), manifest, "test", sums_spec(train, "class", list(manifest.label.vocabulary)),
+                   (), (str(run / "model" / "model.onnx"),), SCORE_BATCH, 0)  # fmt: skip
+    in_tasks, wrong_in_tasks = score_checkpoints(spark, job, 2, progress=False)
+    in_threads, wrong_in_threads = score_checkpoints(None, job, 2, progress=False)
+    assert in_threads == in_tasks and in_threads[0]["examples"] == manifest.splits["test"].rows
+    assert [(m["row"], m["predicted"]) for m in wrong_in_threads[0]] == [(m["row"], m["predicted"]) for m in wrong_in_tasks[0]]
+    _, summary = default_eval
+    assert rounded(summary["checkpoints"][0]["metrics"]) == rounded(in_tasks[0])
 
 
 def test_checkpoint_all_scores_every_checkpoint_and_marks_the_best(trained, default_eval):

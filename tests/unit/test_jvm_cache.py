@@ -1,4 +1,5 @@
-"""The JVM class-data-sharing archive: which options a session gets, and adopting archives other runs wrote."""
+"""The JVM class-data-sharing archive: which options a session gets, and adopting archives other runs wrote;
+a master URL's local cores."""
 
 from __future__ import annotations
 
@@ -76,3 +77,11 @@ def test_only_the_newest_archives_are_kept(tmp_path):
         os.utime(path, (1000 + i, 1000 + i))
     _keep_newest(tmp_path, KEEP_ARCHIVES)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"spark-4.0.0-{i}.jsa" for i in range(2, KEEP_ARCHIVES + 2)]
+
+
+def test_a_local_masters_cores_are_read_from_its_url():
+    from dltool.spark.session import master_cores
+
+    assert [master_cores(m) for m in ("local", "local[3]", "local[3, 2]", " local[1] ")] == [1, 3, 3, 1]
+    assert master_cores("local[*]") == master_cores("local[*,4]") == (os.cpu_count() or 1)
+    assert [master_cores(m) for m in ("local-cluster[2,1,1024]", "spark://h:7077", "yarn", "k8s://h", "locals")] == [0] * 5
