@@ -132,7 +132,8 @@ from dltool.config.models import ExperimentConfig
 from dltool.evaluate.score import run_eval
 from dltool.storage.fs import open_location
 from dltool.evaluate.tasks import SCORING_MODULES, tensorflow_tasks
-from dltool.spark.session import local_cores, spark_session
+from dltool.spark.local import local_cores
+from dltool.spark.session import spark_session
 config = ExperimentConfig.model_validate_json(Path(sys.argv[1]).read_text())
 times = {}
 t = time.perf_counter()

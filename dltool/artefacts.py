@@ -291,6 +291,11 @@ class Scorer:
     runtime: str  # "onnxruntime" or "tensorflow"
     note: str  # how the copy was checked, or why TensorFlow scores it
 
+    def in_threads(self, threads: int) -> Scorer:
+        """This scorer, its note saying it scores in this process's threads instead of Spark tasks (spark/local.py)."""
+        return Scorer(self.uri, self.runtime, f"{self.note}; in {threads} thread{'s' if threads > 1 else ''} of this "
+                                              "process (a local master: no Spark tasks to start)")  # fmt: skip
+
 
 def scorer_for(model: Location, gpus: bool = False) -> Scorer:
     """The ONNX copy train wrote beside a .keras model when it is there and of this very file, else the model."""

@@ -79,14 +79,15 @@ class _Request:
 
     def run(self, model_uri: str | None) -> dict:
         target = self._target(model_uri)
+        scorer = scorer_for(target.model, task_gpus(self.config.spark))
         self._clear_output()
         raw = not self.source.child(MANIFEST).exists()
-        dataset_uri, label_column = self._ingested() if raw else (self.source.uri, None)
+        dataset_uri, label_column = self._ingested(scorer) if raw else (self.source.uri, None)
         try:
             dataset = open_dataset(dataset_uri) if not raw else open_location(dataset_uri)
             manifest = Manifest.read(dataset)
             split = self._checked(dataset, manifest, raw)
-            return self._predicted(dataset, manifest, split, target, raw, label_column)
+            return self._predicted(dataset, manifest, split, target, scorer, raw, label_column)
         finally:
             if raw:
                 open_location(dataset_uri).delete()
@@ -112,20 +113,21 @@ class _Request:
                 raise ConfigError(f"{output.uri}: output exists; pass --overwrite to replace it")
             output.delete()
 
-    def _ingested(self) -> tuple[str, str | None]:
+    def _ingested(self, scorer: Scorer) -> tuple[str, str | None]:
         """Raw inputs as a temporary dataset beside the output, read as the experiment's reader reads them;
         and the table's label column when a table's rows carry the model's label."""
         from dltool.readers.base import reader_for
 
-        config, trained_on = self.config, self.trained_on
-        labelled = _raw_inputs_labelled(config, self.source, trained_on)
+        config, trained_on, tensorflow = self.config, self.trained_on, scorer.runtime == "tensorflow"
+        labelled = _raw_inputs_labelled(config, self.source, trained_on, tensorflow)
         reader = reader_for(config.ingest)
         files = reader.labels_from_paths()
         classes = list(trained_on.label.vocabulary) if labelled and trained_on.label.kind == "class" else None
         # A table's label goes through as it is: a row to predict may have none yet.
         label_column = reader.label_column() if labelled and not files else None
         dataset_uri = ingest_raw(config, self.source, self.output, self.progress, labelled=labelled and files,
-                                 classes=classes, keep=self.keep, carry_label=label_column is not None)  # fmt: skip
+                                 classes=classes, keep=self.keep, carry_label=label_column is not None,
+                                 tensorflow=tensorflow)  # fmt: skip
         return dataset_uri, label_column
 
     def _checked(self, dataset: Location, manifest: Manifest, raw: bool) -> str:
@@ -148,16 +150,15 @@ class _Request:
             )
         return split
 
-    def _predicted(self, dataset: Location, manifest: Manifest, split: str, target, raw: bool,
+    def _predicted(self, dataset: Location, manifest: Manifest, split: str, target, scorer: Scorer, raw: bool,
                    label_column: str | None) -> dict:  # fmt: skip
         """The predictions, staged and committed with their summary (`_predictions.json`) and the raw inputs' errors."""
         output = self.output
         with OutputLock(output), StagedFolder(output, staging=output.sibling(f".tmp-{uuid.uuid4().hex[:8]}"),
                                               kind="predictions") as staged:  # fmt: skip
             staging = staged.location
-            scorer = scorer_for(target.model, task_gpus(self.config.spark))
-            rows = _predict_on_spark(self.config, dataset, manifest, self.trained_on, split, scorer, staging,
-                                     self.progress, self.keep, label_column)  # fmt: skip
+            rows, scorer = _predict_rows(self.config, dataset, manifest, self.trained_on, split, scorer, staging,
+                                         self.progress, self.keep, label_column)  # fmt: skip
             if raw and dataset.child("_errors").exists():
                 staging.fs.move(dataset.child("_errors").path, staging.child("_errors").path)
             summary = {
@@ -175,13 +176,14 @@ class _Request:
 
 def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progress: bool,
                labelled: bool = False, classes: list[str] | None = None, keep: list[str] = (),
-               carry_label: bool = False) -> str:  # fmt: skip
+               carry_label: bool = False, tensorflow: bool = True) -> str:  # fmt: skip
     """Ingest raw inputs with the experiment's reader into a temporary dataset next to `near`.
 
     `labelled` keeps each input's label (eval --input), indexed by the training data's `classes`
     (a label outside them is quarantined); else the inputs are read unlabelled. `keep`: table
     columns carried into the shards as passthrough (predict --keep); `carry_label` carries a
     table's label column that way too, unchecked (predict: a row to score may have no label yet).
+    `tensorflow`: whether the scoring that follows needs TensorFlow (a model without its ONNX copy).
     """
     from dltool.ingest.run import run_ingest
 
@@ -212,18 +214,26 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
                                                 "split": SplitSettings(train=0.0, val=0.0, test=1.0)})  # fmt: skip
     raw_config = config.model_copy(update={"ingest": ingest, "dataset": dataset})
-    from dltool.evaluate.tasks import PREDICT_MODULES
     from dltool.spark.session import spark_session
 
-    # Scoring follows in this session: a worker imports TensorFlow while the inputs are ingested. Files (images,
-    # audio) are ingested and scored in RDD jobs only: no SQL session (`ingest_session` says why).
-    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *PREDICT_MODULES), warm_tensorflow=1,
-                  sql=reader.kind != "file")  # fmt: skip
+    # Scoring follows: its modules warm up in the workers while the inputs are ingested (`_scoring_modules`). Files
+    # (images, audio) are ingested and scored in RDD jobs only: no SQL session (`ingest_session` says why).
+    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *_scoring_modules(config, tensorflow)),
+                  warm_tensorflow=int(tensorflow), sql=reader.kind != "file")  # fmt: skip
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess, vocabulary=classes)
     return temp.uri
 
 
-def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on: Manifest) -> bool:
+def _scoring_modules(config: ExperimentConfig, tensorflow: bool) -> tuple[str, ...]:
+    """What a session's workers import for the scoring that follows: nothing where this process scores in its own
+    threads (an ONNX copy on a local master: `spark/local.py`)."""
+    from dltool.evaluate.tasks import PREDICT_MODULES
+    from dltool.spark.local import local_cores
+
+    return () if not tensorflow and local_cores(config.spark) else PREDICT_MODULES
+
+
+def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on: Manifest, tensorflow: bool) -> bool:
     """Whether raw inputs carry the label the model learned: every file's label is a known class
     (class folders), or the table has the label column."""
     from dltool.readers.base import reader_for
@@ -237,11 +247,11 @@ def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on:
     if reader.labels_from_paths():
         classes = set(trained_on.label.vocabulary or ())
         return all(reader.label_of(f.relpath) in classes for f in files)
-    from dltool.evaluate.tasks import PREDICT_MODULES
     from dltool.spark.session import spark_session
     from dltool.spark.paths import require_s3a, spark_path
 
-    spark = spark_session(config.spark, warm=PREDICT_MODULES, warm_tensorflow=1)  # the session predict scores in
+    # the session the inputs are ingested (and on a cluster scored) in
+    spark = spark_session(config.spark, warm=_scoring_modules(config, tensorflow), warm_tensorflow=int(tensorflow))
     require_s3a(spark, source)
     paths = [spark_path(source.uri, f.path) for f in files]
     return reader.label_column() in reader.source_columns(spark, paths)
@@ -280,33 +290,44 @@ def _training_preprocess(config: ExperimentConfig) -> str:
     return dataset.child(PREPROCESS).uri
 
 
-def _predict_on_spark(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, scorer: Scorer,
-                      output: Location, progress: bool, keep: list[str], label_column: str | None) -> int:  # fmt: skip
+def _predict_rows(config, dataset: Location, manifest: Manifest, trained_on: Manifest, split: str, scorer: Scorer,
+                  output: Location, progress: bool, keep: list[str], label_column: str | None) -> tuple[int, Scorer]:  # fmt: skip
+    """The split's rows predicted into parts of `output` in Spark tasks (on a local master with an ONNX copy: in
+    this process's threads); the rows and the scorer, its note saying where it ran."""
     from dltool.evaluate.tasks import PREDICT_MODULES, scoring_tasks, tensorflow_tasks
     from dltool.shards.feed import plan_shares
+    from dltool.spark.local import local_cores, map_in_threads
     from dltool.spark.progress import spark_progress
     from dltool.spark.session import default_parallelism, spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     rows = manifest.splits[split].rows if split in manifest.splits else 0  # plan_shares says why 0
     tensorflow = scorer.runtime == "tensorflow"
-    spark = spark_session(config.spark, user_code=config_code(config), warm=PREDICT_MODULES,
-                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
-    tasks = scoring_tasks(default_parallelism(spark), rows, tensorflow)
+    threads = 0 if tensorflow else local_cores(config.spark)
+    if threads:
+        spark, tasks = None, scoring_tasks(threads, rows, tensorflow)
+        scorer = scorer.in_threads(tasks)
+    else:
+        spark = spark_session(config.spark, user_code=config_code(config), warm=PREDICT_MODULES,
+                              warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
+        tasks = scoring_tasks(default_parallelism(spark), rows, tensorflow)
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = PredictJob(dataset.uri, manifest, scorer.uri, output.uri, tuple(factory_modules(config)),
                      trained_on.label.vocabulary, trained_on.label.kind, tuple(keep), label_column)  # fmt: skip
-    with map_errors("predict"), spark_progress(spark, "predict", enabled=progress):
-        records = (
-            spark.sparkContext.parallelize(payload, len(payload))
-            .mapPartitions(functools.partial(_predict_task, job))
-            .collect()
-        )
+    if spark is None:
+        records = map_in_threads(functools.partial(_predict_task, job), payload, progress, "predict")
+    else:
+        with map_errors("predict"), spark_progress(spark, "predict", enabled=progress):
+            records = (
+                spark.sparkContext.parallelize(payload, len(payload))
+                .mapPartitions(functools.partial(_predict_task, job))
+                .collect()
+            )
     failures = [ErrorRecord.from_json(r["error"]) for r in records if "error" in r]
     if failures:
         failures[0].raise_("predict failed")
-    return sum(r["rows"] for r in records)
+    return sum(r["rows"] for r in records), scorer
 
 
 def _predict_task(job: PredictJob, partition: Iterator[tuple[int, list]]) -> Iterator[dict]:

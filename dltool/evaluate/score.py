@@ -88,7 +88,9 @@ def run_eval(
         eval_name, split = f"input-{_name_of(source)}", "test"
         near = run_dir.child("eval", eval_name)
         classes = list(trained_on.label.vocabulary) if kind == "class" else None
-        temp = open_location(ingest_raw(config, source, near, progress, labelled=True, classes=classes))
+        tensorflow = any(scorer_for(t.model, task_gpus(config.spark)).runtime == "tensorflow" for t in targets)
+        temp = open_location(ingest_raw(config, source, near, progress, labelled=True, classes=classes,
+                                        tensorflow=tensorflow))  # fmt: skip
     try:
         return _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, fail_under, progress, started)
     finally:
@@ -145,7 +147,8 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     targets = [*targets, parent] if parent is not None else targets
     digest = _checked_targets(targets, trained_on)
 
-    from dltool.spark.session import default_parallelism, local_cores, spark_session
+    from dltool.spark.local import local_cores
+    from dltool.spark.session import default_parallelism, spark_session
     from dltool.spark.shipping import config_code, factory_modules
 
     scorers = [scorer_for(t.model, task_gpus(config.spark)) for t in targets]
@@ -154,8 +157,7 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     threads = 0 if tensorflow else local_cores(config.spark)
     if threads:
         spark, cores = None, threads
-        scorers = [replace(s, note=f"{s.note}; in {scoring_tasks(threads, rows, False)} threads of this process "
-                                   "(a local master: no Spark tasks to start)") for s in scorers]  # fmt: skip
+        scorers = [scorer.in_threads(scoring_tasks(threads, rows, False)) for scorer in scorers]
     else:
         spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
                               warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
@@ -352,12 +354,13 @@ def score_checkpoints(spark, job: ScoreJob, tasks: int, progress: bool = True,
     """
     from dltool.evaluate.metrics import from_json
     from dltool.shards.feed import plan_shares
+    from dltool.spark.local import map_in_threads
     from dltool.spark.progress import spark_progress
 
     shares = plan_shares(job.dataset, job.manifest, job.split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     if spark is None:
-        records = _score_here(job, payload, progress, description)
+        records = map_in_threads(functools.partial(_score_task, job), payload, progress, description)
     else:
         sc = spark.sparkContext
         with map_errors("scoring"), spark_progress(spark, description, enabled=progress):
@@ -376,33 +379,6 @@ def score_checkpoints(spark, job: ScoreJob, tasks: int, progress: bool = True,
     if any(sums is None for sums in merged):
         raise DltoolError("scoring returned no result for some models: the split's shares were all empty")
     return [sums.compute() for sums in merged], mistakes
-
-
-def _score_here(job: ScoreJob, payload: list, progress: bool, description: str) -> list[dict]:
-    """The records of `_score_task` for each share of `payload`, run in a thread each (onnxruntime, Arrow and
-    numpy release the GIL). Daemon threads: an interrupted command does not wait for them."""
-    import threading
-
-    from dltool.spark.progress import thread_progress
-
-    records: list[list[dict] | None] = [None] * len(payload)
-    finished = threading.Semaphore(0)
-
-    def share(index: int) -> None:
-        try:
-            records[index] = list(_score_task(job, iter([payload[index]])))
-        finally:
-            finished.release()
-
-    with thread_progress(description, len(payload), enabled=progress) as advance:
-        for index in range(len(payload)):
-            threading.Thread(target=share, args=(index,), name=f"dltool-score-{index}", daemon=True).start()
-        for _ in payload:
-            finished.acquire()
-            advance()
-    if any(part is None for part in records):  # only a BaseException escapes _score_task's records of errors
-        raise DltoolError("scoring failed: a scoring thread stopped without a result")
-    return [record for part in records for record in part]
 
 
 MISTAKES = 16  # the most confidently wrong rows kept per model for mistakes.png

@@ -294,26 +294,3 @@ def _keep_newest(folder: Path, keep: int) -> None:
 def default_parallelism(spark) -> int:
     return max(1, spark.sparkContext.defaultParallelism)
 
-
-def local_cores(settings: SparkSettings) -> int:
-    """The cores of the local master this process runs Spark on (the active context's, else `settings.master`'s);
-    0 on a cluster, or under spark-submit (its --master rules).
-
-    On a local master Spark's tasks are Python processes on this machine, and a command's first job waits for
-    them to start and import (1.3-2 s here, docs/benchmarks.md): work that needs nothing of Spark but the
-    threads (scoring an ONNX copy) can run in this process's threads instead, with no Spark at all."""
-    context = sys.modules["pyspark"].SparkContext._active_spark_context if "pyspark" in sys.modules else None
-    if context is None and "PYSPARK_GATEWAY_PORT" in os.environ:
-        return 0
-    return master_cores(context.master if context is not None else settings.master)
-
-
-def master_cores(master: str) -> int:
-    """A local master's cores (local, local[4], local[*], local[4,2]); 0 for any other master."""
-    import re
-
-    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
-    if local is None:  # local-cluster[...], spark://, yarn, k8s://
-        return 0
-    cores = local.group(1)  # None for "local": one core
-    return (os.cpu_count() or 1) if cores == "*" else int(cores or 1)

@@ -78,7 +78,7 @@ def test_default_eval_scores_the_final_model_and_agrees_with_sklearn(trained, ch
     assert copy["runtime"] == "onnxruntime" and copy["rows_checked"] > 0 and copy["max_difference"] <= 1e-5
     assert (run / "model" / "model.onnx").stat().st_size > 0
     assert entry["runtime"] == "onnxruntime" and "model.onnx" in entry["runtime_note"]
-    assert "threads of this process (a local master" in entry["runtime_note"]  # no Spark tasks: see the next test
+    assert "of this process (a local master" in entry["runtime_note"]  # no Spark tasks: see the next test
     assert "scored with onnxruntime" in result.stderr
     got = entry["metrics"]
     assert "accuracy" in result.stderr and "per class" in result.stderr  # the table

@@ -64,6 +64,7 @@ def test_predict_a_dataset_split_writes_one_row_per_example(trained, digits_data
     from dltool.shards.codec import TensorSpec, decode_tensors
 
     assert summary["runtime"] == "onnxruntime" and "model.onnx" in summary["runtime_note"]
+    assert "of this process (a local master" in summary["runtime_note"]  # scored in threads: no Spark tasks
     order = {key: i for i, key in enumerate(shards.column("key").to_pylist())}
     x = decode_tensors(shards.column("features"), TensorSpec.from_json(manifest["features"]))
     x = x[[order[key] for key in table.column("key").to_pylist()]]

@@ -80,7 +80,7 @@ def test_only_the_newest_archives_are_kept(tmp_path):
 
 
 def test_a_local_masters_cores_are_read_from_its_url():
-    from dltool.spark.session import master_cores
+    from dltool.spark.local import master_cores
 
     assert [master_cores(m) for m in ("local", "local[3]", "local[3, 2]", " local[1] ")] == [1, 3, 3, 1]
     assert master_cores("local[*]") == master_cores("local[*,4]") == (os.cpu_count() or 1)
