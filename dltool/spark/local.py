@@ -7,6 +7,7 @@ ONNX copy: onnxruntime, Arrow and numpy release the GIL) runs the same task func
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import sys
@@ -52,7 +53,9 @@ def map_in_threads(task: Callable[[Iterator], Iterator[dict]], payload: list, pr
 
     with thread_progress(description, len(payload), enabled=progress) as advance:
         for index in range(len(payload)):
-            threading.Thread(target=run, args=(index,), name=f"dltool-task-{index}", daemon=True).start()
+            # each in a copy of this thread's context: the verb's storage scope (endpoints, `storage:`) holds there too
+            threading.Thread(target=contextvars.copy_context().run, args=(run, index), name=f"dltool-task-{index}",
+                             daemon=True).start()  # fmt: skip
         for _ in payload:
             finished.acquire()
             advance()
