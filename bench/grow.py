@@ -136,13 +136,14 @@ def _steps(work: Path, ingest: dict, unit: str, add, add_one, churn, churn_name:
     """Time the steps of the module doc on one dataset, print their table and return the seconds."""
     from dltool.config.models import ExperimentConfig
     from dltool.ingest.run import ingest_session, run_ingest
+    from dltool.storage.fs import open_dataset, open_location
 
     config = ExperimentConfig.model_validate({
         "name": "grow", "spark": {"master": "local[2]"}, "ingest": ingest,
         "dataset": {"path": str(work / "ds"), "split": {"train": 0.7, "val": 0.15, "test": 0.15}},
     })  # fmt: skip
     start = time.perf_counter()
-    ingest_session(config)
+    ingest_session(config, open_location(config.ingest.input), open_dataset(config.dataset.path))  # as ingest does
     session = time.perf_counter() - start
 
     def timed(**kw) -> tuple[float, object]:

@@ -169,6 +169,7 @@ def dltool_ingest(folder: Path, out: Path) -> tuple[float, float, float, dict]:
     """Session start, first ingest and an --overwrite rerun, in seconds; and the result of the first."""
     from dltool.config.models import ExperimentConfig
     from dltool.ingest.run import ingest_session, run_ingest
+    from dltool.storage.fs import open_dataset, open_location
 
     config = ExperimentConfig.model_validate({
         "name": "real-images", "spark": {"master": "local[2]"},
@@ -176,7 +177,8 @@ def dltool_ingest(folder: Path, out: Path) -> tuple[float, float, float, dict]:
         "ingest": {"reader": "image", "input": str(folder), "size": [SIZE, SIZE], "channels": 3, "resize": "stretch"},
     })  # fmt: skip
     start = time.perf_counter()
-    ingest_session(config)  # as `dltool ingest` starts it: Python workers start importing the reader's modules
+    # as `dltool ingest` starts it: on local[2] with local folders no Spark (its tasks run in forked processes)
+    ingest_session(config, open_location(config.ingest.input), open_dataset(config.dataset.path))
     session = time.perf_counter() - start
     start = time.perf_counter()
     first = run_ingest(config, progress=False)

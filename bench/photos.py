@@ -87,6 +87,7 @@ def dltool_ingest(folder: Path, out: Path, reduced: bool) -> tuple[float, float,
 
     from dltool.config.models import ExperimentConfig
     from dltool.ingest.run import ingest_session, run_ingest
+    from dltool.storage.fs import open_dataset, open_location
     from dltool.shards.codec import TensorSpec, decode_tensors
 
     config = ExperimentConfig.model_validate({
@@ -95,7 +96,7 @@ def dltool_ingest(folder: Path, out: Path, reduced: bool) -> tuple[float, float,
         "ingest": {"reader": "image", "input": str(folder), "size": [SIZE, SIZE], "channels": 3, "resize": "stretch",
                    "reduced_decode": reduced},
     })  # fmt: skip
-    ingest_session(config)
+    ingest_session(config, open_location(config.ingest.input), open_dataset(config.dataset.path))  # as ingest does
     start = time.perf_counter()
     run_ingest(config, overwrite=True, progress=False)
     cold = time.perf_counter() - start

@@ -214,12 +214,15 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     dataset = config.dataset.model_copy(update={"path": temp.uri, "max_bad_fraction": 1.0,
                                                 "split": SplitSettings(train=0.0, val=0.0, test=1.0)})  # fmt: skip
     raw_config = config.model_copy(update={"ingest": ingest, "dataset": dataset})
+    from dltool.ingest.run import local_file_tasks
     from dltool.spark.session import spark_session
 
     # Scoring follows: its modules warm up in the workers while the inputs are ingested (`_scoring_modules`). Files
-    # (images, audio) are ingested and scored in RDD jobs only: no SQL session (`ingest_session` says why).
-    spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *_scoring_modules(config, tensorflow)),
-                  warm_tensorflow=int(tensorflow), sql=reader.kind != "file")  # fmt: skip
+    # (images, audio) are ingested and scored in RDD jobs only: no SQL session (`ingest_session` says why). On a
+    # local master, files in local folders and an ONNX copy need no session at all (forked processes, then threads).
+    if tensorflow or not local_file_tasks(raw_config, source, temp):
+        spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *_scoring_modules(config, tensorflow)),
+                      warm_tensorflow=int(tensorflow), sql=reader.kind != "file")  # fmt: skip
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess, vocabulary=classes)
     return temp.uri
 

@@ -115,8 +115,9 @@ def ingest_files(spark, config, reader, source, files, staging, parallelism, pro
 
 def write_file_shards(spark, config, reader, source, files, target, parallelism, progress, assigned, vocabulary,
                       unplaced, prefix: str = "part", min_files: int = 1) -> tuple[list[TaskResult], list[dict]]:  # fmt: skip
-    """Decode the assigned files in Spark tasks into `<split>/<prefix>-NNNNN.parquet` shards under `target`;
-    returns the tasks' results and the error rows of the files quarantined on the driver (`unplaced`).
+    """Decode the assigned files in Spark tasks (with `spark` None: in `parallelism` forked processes) into
+    `<split>/<prefix>-NNNNN.parquet` shards under `target`; returns the tasks' results and the error rows of the
+    files quarantined on the driver (`unplaced`).
     `min_files`: the fewest files a task gets (a version's few new files: a few shards, not one per core)."""
     spec = reader.tensor_spec()
     label_kind = "class" if vocabulary is not None else None
@@ -137,11 +138,16 @@ def write_file_shards(spark, config, reader, source, files, target, parallelism,
         write_errors(target.child("_errors", f"{prefix}-driver.parquet"), driver_errors)
     results: list[TaskResult] = []
     if tasks:
+        tasks.sort(key=lambda t: -sum(size for *_, size in t.files))  # tasks start in order: the largest first
+        description = f"ingest {config.name}: {len(files)} files"
+        if spark is None:  # a local master's, in processes forked from this one (ingest_session says when)
+            from dltool.spark.local import map_in_processes
+
+            return map_in_processes(_run_file_task, tasks, parallelism, progress, description), driver_errors
         from dltool.spark.progress import spark_progress
 
-        tasks.sort(key=lambda t: -sum(size for *_, size in t.files))  # Spark starts tasks in order: the largest first
         rdd = spark.sparkContext.parallelize(tasks, len(tasks))
-        with spark_progress(spark, f"ingest {config.name}: {len(files)} files", progress):
+        with spark_progress(spark, description, progress):
             results = rdd.map(_run_file_task).collect()
     return results, driver_errors
 

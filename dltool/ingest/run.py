@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from typing import Any
 
 from dltool.config.loader import config_hash
 from dltool.config.models import ExperimentConfig
@@ -85,11 +86,10 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
     """The Spark jobs and the commit of an ingest, holding the dataset's lock. `previous`: the manifest of the
     dataset a refit replaces (its records keep their splits, and its versions go on)."""
     from dltool.ingest.grow import known_splits
-    from dltool.spark.session import default_parallelism
 
     known = known_splits(dataset, previous, reader, config.dataset.split) if previous is not None else None
     version = previous.version + 1 if previous is not None else 1
-    spark = ingest_session(config)
+    spark, parallelism = ingest_session(config, source, dataset)
     for stale in stale_siblings(dataset, STALE_SIBLINGS):  # this command holds the lock: no other owns them
         stale.delete()
     with map_errors(f"ingest of {source.uri}"):
@@ -99,12 +99,12 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
             if reader.kind == "file":
                 from dltool.ingest.files import ingest_files
 
-                shards = ingest_files(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
-                                      vocabulary, known, version)  # fmt: skip
+                shards = ingest_files(spark, config, reader, source, files, staging, parallelism, progress, vocabulary,
+                                      known, version)  # fmt: skip
             else:
                 engine = _table_engine(reader.engine)
-                shards = engine(spark, config, reader, source, files, staging, default_parallelism(spark), progress,
-                                preprocess, known=known)  # fmt: skip
+                shards = engine(spark, config, reader, source, files, staging, parallelism, progress, preprocess,
+                                known=known)  # fmt: skip
             manifest = _manifest(config, reader, source, shards, digest, fingerprint, left_out)
             if reader.grows() and reader.kind != "file":  # a file reader's job wrote its record index
                 from dltool.ingest.grow import index_table
@@ -141,14 +141,12 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
 def _grow_dataset(config, reader, dataset, source, files, left_out, fingerprint, started, progress) -> IngestResult:
     """The next version of a dataset: only its new and changed input files read (ingest/grow.py)."""
     from dltool.ingest.grow import grow_files, grow_table
-    from dltool.spark.session import default_parallelism
 
     old = Manifest.read(dataset)
-    spark = ingest_session(config)
+    spark, parallelism = ingest_session(config, source, dataset)
     grow = grow_files if reader.kind == "file" else functools.partial(grow_table, engine=_table_engine(reader.engine))
     with map_errors(f"ingest of {source.uri}"):
-        grown = grow(spark, config, reader, source, dataset, old, files, default_parallelism(spark), progress,
-                     fingerprint, left_out)  # fmt: skip
+        grown = grow(spark, config, reader, source, dataset, old, files, parallelism, progress, fingerprint, left_out)
     manifest = grown.manifest
     return IngestResult(
         "updated", dataset.uri, manifest.counts, seconds=round(time.time() - started, 2),
@@ -159,15 +157,34 @@ def _grow_dataset(config, reader, dataset, source, files, left_out, fingerprint,
     )  # fmt: skip
 
 
-def ingest_session(config: ExperimentConfig):
-    """The Spark session of an ingest; a new local one starts its Python workers importing the reader's modules.
+def ingest_session(config: ExperimentConfig, *locations: Location) -> tuple[Any, int]:
+    """The Spark session of an ingest that reads and writes `locations`, and its parallelism; a new local one
+    starts its Python workers importing the reader's modules.
 
     File readers (images, audio) run RDD jobs only: they get the context without a SQL session, whose start
-    would take the JVM 1.5-2 s of the same cores the workers' start-up and the driver's listing need."""
-    from dltool.spark.session import spark_session
+    would take the JVM 1.5-2 s of the same cores the workers' start-up and the driver's listing need. On a
+    local master with local folders they need no Spark at all: (None, cores), and their tasks run in processes
+    forked from this one (`local_file_tasks`)."""
+    from dltool.spark.session import default_parallelism, spark_session
 
     reader = reader_for(config.ingest)
-    return spark_session(config.spark, warm=(*reader.task_modules, type(reader).__module__), sql=reader.kind != "file")
+    cores = local_file_tasks(config, *locations)
+    if cores:
+        return None, cores
+    spark = spark_session(config.spark, warm=(*reader.task_modules, type(reader).__module__), sql=reader.kind != "file")
+    return spark, default_parallelism(spark)
+
+
+def local_file_tasks(config: ExperimentConfig, *locations: Location) -> int:
+    """The processes a file reader's ingest forks instead of running Spark tasks: a local master's cores, where
+    every location is on a local disk; else 0. A forked child starts with the driver's imports (milliseconds,
+    against 1.3-2 s for a Spark worker's start and imports plus the JVM's own start: docs/benchmarks.md), and is
+    as isolated as a Spark worker. Object stores and HDFS keep Spark's tasks: their clients are not fork-safe."""
+    from dltool.spark.local import local_cores
+
+    if reader_for(config.ingest).kind != "file" or not locations:
+        return 0
+    return local_cores(config.spark) if all(location.fs.type_name == "local" for location in locations) else 0
 
 
 def _fingerprint(files: list[InputFile]) -> str:

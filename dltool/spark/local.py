@@ -1,8 +1,10 @@
-"""Work a local master would run in Spark tasks, run in this process's threads instead.
+"""Work a local master would run in Spark tasks, run in this process's threads or forked processes instead.
 
 On a local master Spark's tasks are Python processes on this machine, and a command's first job waits for them to
-start and import (1.3-2 s here, docs/benchmarks.md). Work that needs nothing of Spark but its cores (scoring an
-ONNX copy: onnxruntime, Arrow and numpy release the GIL) runs the same task function in threads, with no session.
+start and import (1.3-2 s here, docs/benchmarks.md), after the JVM's own start. Work that needs nothing of Spark but
+its cores runs the same task function with no session: scoring an ONNX copy in threads (onnxruntime, Arrow and numpy
+release the GIL), decoding local files in processes forked from this one (they start with its imports, in
+milliseconds, and a decoder that crashes takes down a child, not the command).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from dltool.config.models import SparkSettings
-from dltool.errors import DltoolError
+from dltool.errors import DltoolError, ErrorRecord
 
 
 def local_cores(settings: SparkSettings) -> int:
@@ -62,3 +65,48 @@ def map_in_threads(task: Callable[[Iterator], Iterator[dict]], payload: list, pr
     if any(part is None for part in records):  # only a BaseException escapes a task's records of errors
         raise DltoolError(f"{description} failed: a thread stopped without a result")
     return [record for part in records for record in part]
+
+
+def map_in_processes(task: Callable[[Any], Any], items: list, processes: int, progress: bool, description: str) -> list:
+    """`[task(item) for item in items]`, as `parallelize(items).map(task).collect()` gives it on a local master:
+    in `processes` processes forked from this one, items started in order. A task's error comes back as an
+    `ErrorRecord` and is raised here as the same dltool class, one line (a foreign one as a DltoolError naming it);
+    a child that dies (killed, out of memory, a crash in native code) fails the call with one line.
+
+    Forked before any thread of this call starts (the progress bar's): call it where no other thread holds a lock
+    the children need, with local files only (an object store's client is not fork-safe)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dltool.spark.progress import thread_progress
+
+    pool = ProcessPoolExecutor(max(1, min(processes, len(items))), mp_context=multiprocessing.get_context("fork"))
+    finished = False
+    try:
+        futures = [pool.submit(_guarded, task, item) for item in items]  # forks every child now, before the bar's thread
+        with thread_progress(description, len(items), enabled=progress) as advance:
+            for future in as_completed(futures):
+                done, value = future.result()
+                if not done:  # the first error, as soon as it happens
+                    value.raise_()
+                advance()
+        finished = True
+        return [future.result()[1] for future in futures]
+    except BrokenProcessPool as e:
+        raise DltoolError(f"{description}: a worker process died (killed, out of memory, or a crash in native code); "
+                          "rerun, and if it dies again on the same inputs run them on Spark (a cluster master)") from e
+    finally:
+        if not finished:  # no child goes on writing into what the caller is about to remove
+            for child in list((getattr(pool, "_processes", None) or {}).values()):
+                child.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _guarded(task: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:
+    """In the child: (True, the task's result), or (False, its error as an ErrorRecord), which pickles whatever the
+    error's class takes (an exception's own pickling loses arguments past the message)."""
+    try:
+        return True, task(item)
+    except Exception as e:  # noqa: BLE001 - every error crosses back as a record, as from a Spark task
+        return False, ErrorRecord.from_exception(e)
