@@ -1,4 +1,4 @@
-"""Image and audio ingest on a real local[2] Spark: shards, manifest, quarantine, reruns, exit codes."""
+"""Image and audio ingest on local[2], in forked processes (Spark tasks compared): shards, quarantine, reruns."""
 
 from __future__ import annotations
 
@@ -135,6 +135,39 @@ def test_hostile_images_are_quarantined_and_counted(spark, tmp_path, write_confi
     assert all(e["path"].endswith(e["key"]) and e["reader"] == "image" and e["error_class"] for e in errors)
     keys = [k for s in ("train", "val", "test") for k in read_split(tmp_path / "out", s).column("key").to_pylist()]
     assert len(keys) == 21 and "cat/wrong_extension.jpg" in keys  # decoded by content, not by name
+
+
+def test_spark_tasks_and_forked_processes_write_the_same_shards(spark, tmp_path, hostile_images):
+    """A file reader on a local master with local folders runs its tasks in forked processes, with no session; on
+    a cluster, in Spark tasks. Either way: the same shards, quarantined records, statistics and counts."""
+    from dataclasses import asdict
+
+    from dltool.config.models import ExperimentConfig
+    from dltool.ingest.files import ingest_files
+    from dltool.ingest.run import local_file_tasks
+    from dltool.readers.base import reader_for
+    from dltool.storage.fs import open_location
+
+    root, bad = hostile_images
+    config = ExperimentConfig.model_validate({
+        "name": "both", "spark": {"master": "local[2]"},
+        "dataset": {"path": str(tmp_path / "unused"), "max_bad_fraction": 0.5,
+                    "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        "ingest": {"reader": "image", "input": str(root), "size": [16, 16], "channels": 1, "max_pixels": 1_000_000},
+    })  # fmt: skip
+    reader, source = reader_for(config.ingest), open_location(str(root))
+    files, _ = reader.inputs()
+    assert local_file_tasks(config, source, open_location(str(tmp_path))) == 2  # what `dltool ingest` takes here
+    written = {}
+    for name, session in (("spark", spark), ("forked", None)):
+        target = open_location(str(tmp_path / name))
+        target.fs.create_dir(target.path)
+        written[name] = asdict(ingest_files(session, config, reader, source, files, target, 2, progress=False))
+    assert written["forked"] == written["spark"] and written["spark"]["quarantined"] == len(bad)
+    for folder in ("train", "val", "test", "_errors"):
+        tables = [pads.dataset(str(tmp_path / name / folder), format="parquet").to_table().sort_by("key")
+                  for name in ("spark", "forked")]  # fmt: skip
+        assert tables[0].num_rows > 0 and tables[0].equals(tables[1]), folder
 
 
 def test_linked_folders_and_files_are_read_once_and_broken_links_quarantined(spark, tmp_path, write_config,
