@@ -14,7 +14,8 @@ Rows, each on the same files with the page cache warm:
 - Petastorm 0.13.1 `materialize_dataset` (Spark local[2], `NdarrayCodec` for the 32x32x3 field,
   an untimed warm-up job first), from its own virtualenv (--peer-python; ../shared/NOTES.md says how to
   make it). Skipped with a note when that Python is missing.
-- dltool: `run_ingest` (local[2]) after `ingest_session`, as `dltool ingest` runs them: with
+- dltool: `run_ingest` (local[2]) after `ingest_session`, as `dltool ingest` runs them, in a fresh
+  Python (the bench's loops imported OpenCV, which forked children would inherit): with
   local folders on a local master there is no Spark session, and the tasks run in two processes
   forked from the bench's own (until 2026-12-07 a session started before the clock, its Python
   workers importing the reader's modules); the first ingest in the process and a rerun with
@@ -166,8 +167,16 @@ def petastorm(python: str, folder: Path, out: Path) -> float | None:
     return float(line.split()[2])
 
 
-def dltool_ingest(folder: Path, out: Path) -> tuple[float, float, float, dict]:
-    """Session start, first ingest and an --overwrite rerun, in seconds; and the result of the first."""
+def dltool_fresh(folder: Path, out: Path) -> tuple[float, float, float, float]:
+    """`dltool_ingest` in a fresh Python, as a command runs it: nothing imported yet that this bench's loops
+    imported (OpenCV), which forked children would otherwise inherit."""
+    done = subprocess.run([sys.executable, __file__, "--dltool-only", str(folder), str(out)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def dltool_ingest(folder: Path, out: Path) -> tuple[float, float, float, float]:
+    """Session start, first ingest and an --overwrite rerun, in seconds; the driver's peak RSS in MB."""
     from dltool.config.models import ExperimentConfig
     from dltool.ingest.run import ingest_session, run_ingest
     from dltool.storage.fs import open_dataset, open_location
@@ -187,7 +196,8 @@ def dltool_ingest(folder: Path, out: Path) -> tuple[float, float, float, dict]:
     start = time.perf_counter()
     run_ingest(config, overwrite=True, progress=False)
     warm = time.perf_counter() - start
-    return session, cold, warm, first.counts.__dict__ if hasattr(first.counts, "__dict__") else {}
+    assert first.counts.ok == first.counts.inputs, first.counts
+    return session, cold, warm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -196,7 +206,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "_data")
     parser.add_argument("--peer-python", default="/tmp/peer-venv/bin/python")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--dltool-only", nargs=2, type=Path, help=argparse.SUPPRESS)  # dltool_fresh's: folder, out
     args = parser.parse_args()
+    if args.dltool_only:
+        print(json.dumps(dltool_ingest(*args.dltool_only)))
+        return
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     folder = make_images(args.work, args.images)
@@ -215,7 +229,7 @@ def main() -> None:
             took = petastorm(args.peer_python, folder, work / "petastorm")
             if took is not None:
                 rows.append(("Petastorm 0.13.1 materialize (local[2], after a warm-up)", n / took))
-        session, cold, warm, _ = dltool_ingest(folder, work / "dltool")
+        session, cold, warm, peak = dltool_fresh(folder, work / "dltool")
         rows.append(("dltool ingest, first in the process (local[2], local folders: forked processes, no session)",
                      n / cold))
         rows.append(("dltool ingest, --overwrite rerun", n / warm))
@@ -229,8 +243,7 @@ def main() -> None:
     peer = next((rate for name, rate in rows if name.startswith("Petastorm")), None)
     if peer:
         print(f"\ndltool / Petastorm: first {n / cold / peer:.2f}x, rerun {n / warm / peer:.2f}x")
-    print(f"dltool session start (not counted in the first two): {session:.1f} s; driver peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")  # fmt: skip
+    print(f"dltool session start (not counted in the first two): {session:.1f} s; driver peak RSS {peak:.0f} MB")
     print(json.dumps({"images": n, "rates": dict(rows), "session_s": round(session, 2)}))
 
 

@@ -301,17 +301,15 @@ def _calibration_rows(dataset: Location, manifest: Manifest, count: int):
 def _score(config, dataset: Location, manifest: Manifest, split: str, models: list[str], progress: bool) -> list[dict]:
     """The eval job over every model at once: one result per model, same rows, same metric code."""
     from dltool.evaluate.score import split_rows, sums_spec, score_checkpoints
-    from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, scoring_tasks, tensorflow_tasks
-    from dltool.spark.session import default_parallelism, spark_session
-    from dltool.spark.shipping import config_code, factory_modules
+    from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, scoring_session, scoring_tasks
+    from dltool.spark.shipping import factory_modules
 
     rows = split_rows(manifest, split)
-    spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
-                          warm_tensorflow=tensorflow_tasks(rows), sql=False)  # fmt: skip
+    spark, cores = scoring_session(config, rows, True, SCORING_MODULES)  # Keras, SavedModel, TFLite: TensorFlow
     class_names = [str(name) for name in manifest.label.vocabulary or ()]
     job = ScoreJob(dataset.uri, manifest, split, sums_spec(config.train, manifest.label.kind, class_names),
                    tuple(factory_modules(config)), tuple(models), 256, config.train.cache_mb)  # fmt: skip
-    results, _ = score_checkpoints(spark, job, scoring_tasks(default_parallelism(spark), rows), progress=progress,
+    results, _ = score_checkpoints(spark, job, scoring_tasks(cores, rows), progress=progress,
                                    description=f"export: score {len(models)} models on {split} ({rows:,} rows)")  # fmt: skip
     return results
 

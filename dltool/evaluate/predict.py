@@ -230,10 +230,9 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
 def _scoring_modules(config: ExperimentConfig, tensorflow: bool) -> tuple[str, ...]:
     """What a session's workers import for the scoring that follows: nothing where this process scores in its own
     threads (an ONNX copy on a local master: `spark/local.py`)."""
-    from dltool.evaluate.tasks import PREDICT_MODULES
-    from dltool.spark.local import local_cores
+    from dltool.evaluate.tasks import PREDICT_MODULES, threads_here
 
-    return () if not tensorflow and local_cores(config.spark) else PREDICT_MODULES
+    return () if threads_here(config.spark, tensorflow) else PREDICT_MODULES
 
 
 def _raw_inputs_labelled(config: ExperimentConfig, source: Location, trained_on: Manifest, tensorflow: bool) -> bool:
@@ -297,23 +296,18 @@ def _predict_rows(config, dataset: Location, manifest: Manifest, trained_on: Man
                   output: Location, progress: bool, keep: list[str], label_column: str | None) -> tuple[int, Scorer]:  # fmt: skip
     """The split's rows predicted into parts of `output` in Spark tasks (on a local master with an ONNX copy: in
     this process's threads); the rows and the scorer, its note saying where it ran."""
-    from dltool.evaluate.tasks import PREDICT_MODULES, scoring_tasks, tensorflow_tasks
+    from dltool.evaluate.tasks import PREDICT_MODULES, scoring_session, scoring_tasks
     from dltool.shards.feed import plan_shares
-    from dltool.spark.local import local_cores, map_in_threads
+    from dltool.spark.local import map_in_threads
     from dltool.spark.progress import spark_progress
-    from dltool.spark.session import default_parallelism, spark_session
-    from dltool.spark.shipping import config_code, factory_modules
+    from dltool.spark.shipping import factory_modules
 
     rows = manifest.splits[split].rows if split in manifest.splits else 0  # plan_shares says why 0
     tensorflow = scorer.runtime == "tensorflow"
-    threads = 0 if tensorflow else local_cores(config.spark)
-    if threads:
-        spark, tasks = None, scoring_tasks(threads, rows, tensorflow)
+    spark, cores = scoring_session(config, rows, tensorflow, PREDICT_MODULES)
+    tasks = scoring_tasks(cores, rows, tensorflow)
+    if spark is None:
         scorer = scorer.in_threads(tasks)
-    else:
-        spark = spark_session(config.spark, user_code=config_code(config), warm=PREDICT_MODULES,
-                              warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
-        tasks = scoring_tasks(default_parallelism(spark), rows, tensorflow)
     shares = plan_shares(dataset.uri, manifest, split, tasks)
     payload = [(rank, [[u.file, u.row_group, u.start, u.stop] for u in share]) for rank, share in enumerate(shares)]
     job = PredictJob(dataset.uri, manifest, scorer.uri, output.uri, tuple(factory_modules(config)),

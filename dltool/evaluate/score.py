@@ -20,7 +20,7 @@ from dltool.errors import ConfigError, DltoolError, ErrorRecord, QualityGateErro
 from dltool.evaluate.metrics import headline, higher_is_better
 from dltool.evaluate.result import CheckpointScore, EvalResult, GateOutcome
 from dltool.artefacts import scorer_for
-from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, SumsSpec, scoring_tasks, task_gpus, tensorflow_tasks
+from dltool.evaluate.tasks import SCORING_MODULES, ScoreJob, SumsSpec, scoring_session, scoring_tasks, task_gpus
 from dltool.storage.fs import Location, open_dataset, open_location
 from dltool.storage.manifest import Manifest, manifest_hash
 from dltool.storage.stores import with_storage
@@ -147,29 +147,22 @@ def _score(config, train, trained_on, temp, run_dir, eval_name, targets, split, 
     targets = [*targets, parent] if parent is not None else targets
     digest = _checked_targets(targets, trained_on)
 
-    from dltool.spark.local import local_cores
-    from dltool.spark.session import default_parallelism, spark_session
-    from dltool.spark.shipping import config_code, factory_modules
+    from dltool.spark.shipping import factory_modules
 
     scorers = [scorer_for(t.model, task_gpus(config.spark)) for t in targets]
     tensorflow = any(scorer.runtime == "tensorflow" for scorer in scorers)
     # ONNX copies on a local master: scored in this process's threads, with no Spark job (nor session) to wait for
-    threads = 0 if tensorflow else local_cores(config.spark)
-    if threads:
-        spark, cores = None, threads
-        scorers = [scorer.in_threads(scoring_tasks(threads, rows, False)) for scorer in scorers]
-    else:
-        spark = spark_session(config.spark, user_code=config_code(config), warm=SCORING_MODULES,
-                              warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
-        cores = default_parallelism(spark)
+    spark, cores = scoring_session(config, rows, tensorflow, SCORING_MODULES)
+    tasks = scoring_tasks(cores, rows, tensorflow)
+    if spark is None:
+        scorers = [scorer.in_threads(tasks) for scorer in scorers]
     job = ScoreJob(dataset.uri, manifest, split, sums, tuple(factory_modules(config)), tuple(s.uri for s in scorers),
                    SCORE_BATCH, train.cache_mb if len(targets) > 1 else 0)  # fmt: skip
     title = f"eval {split} ({rows:,} rows" + (f", {len(targets)} checkpoints)" if len(targets) > 1 else ")")
     from dltool.evaluate.report import start_loading_plots
 
     start_loading_plots()
-    results, mistakes = score_checkpoints(spark, job, scoring_tasks(cores, rows, tensorflow), progress=progress,
-                                          description=title)  # fmt: skip
+    results, mistakes = score_checkpoints(spark, job, tasks, progress=progress, description=title)
     parent_scores = None
     if parent is not None:  # scored in the same job, on the same rows: the reference of the relative gates
         parent_scores = {"model": parent.model.uri, "metrics": headline(results[-1])}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dltool.storage.manifest import Manifest
@@ -30,6 +30,28 @@ def scoring_tasks(cores: int, rows: int, tensorflow: bool = True) -> int:
     """
     per_task = ROWS_PER_SCORING_TASK if tensorflow else ROWS_PER_ONNX_TASK
     return min(max(1, cores), max(1, math.ceil(rows / per_task)))
+
+
+def threads_here(settings, tensorflow: bool) -> int:
+    """The threads this process scores in, with no Spark session: a local master's cores for ONNX copies
+    (`spark/local.py`); 0 where Spark tasks score (TensorFlow, a cluster, spark-submit)."""
+    from dltool.spark.local import local_cores
+
+    return 0 if tensorflow else local_cores(settings)
+
+
+def scoring_session(config, rows: int, tensorflow: bool, warm: tuple[str, ...]) -> tuple[Any, int]:
+    """Where `rows` rows are scored: (None, threads) in this process (`threads_here`), else (the Spark session,
+    its default parallelism), its workers importing `warm` (and TensorFlow in as many as will score)."""
+    threads = threads_here(config.spark, tensorflow)
+    if threads:
+        return None, threads
+    from dltool.spark.session import default_parallelism, spark_session
+    from dltool.spark.shipping import config_code
+
+    spark = spark_session(config.spark, user_code=config_code(config), warm=warm,
+                          warm_tensorflow=tensorflow_tasks(rows) if tensorflow else 0, sql=False)  # fmt: skip
+    return spark, default_parallelism(spark)
 
 
 def tensorflow_tasks(rows: int) -> int:
