@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from dltool.config.models import ExperimentConfig
 from dltool.errors import NOT_RECORD_ERRORS, EnvironmentProblem, RecordError, StorageError
 from dltool.readers.base import FileReader, reader_for
-from dltool.shards.codec import TensorSpec
+from dltool.shards.codec import TensorSpec, plain_array
 from dltool.shards.sink import FIRST_ERRORS, Moments, SplitShards, TaskResult, WrittenShards, error_row, on_write_complete, write_errors
 from dltool.shards.writer import shard_schema
 from dltool.splits import Item, assign, find_duplicates, split_point
@@ -175,7 +175,7 @@ def write_records(location: Location, records: dict[str, tuple]) -> None:
     rows = [records[k] + (None,) * (width - len(records[k])) for k in keys]
     columns = [keys, *(list(c) for c in zip(*rows))] if rows else [[] for _ in RECORD_FIELDS]
     types = [pa.string(), pa.int64(), pa.int64(), pa.string(), pa.string(), pa.int64()]
-    table = pa.table([pa.array(c, t) for c, t in zip(columns, types)], names=list(RECORD_FIELDS))
+    table = pa.table([plain_array(c, t) for c, t in zip(columns, types)], names=list(RECORD_FIELDS))
     location.fs.create_dir(location.path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, location.path, filesystem=location.fs)
 
@@ -184,8 +184,11 @@ def split_counts(location: Location) -> Counter:
     """How many records of a record index each split holds (quarantined ones have none), from its one column."""
     import pyarrow.parquet as pq
 
-    counts = pq.read_table(location.path, columns=["split"], filesystem=location.fs).column("split").value_counts()
-    return Counter({c["values"]: c["counts"] for c in counts.to_pylist() if c["values"] is not None})
+    # pq.read_table imports pyarrow.dataset and pandas, value_counts pyarrow.compute: 0.2 s of a first ingest
+    with location.fs.open_input_file(location.path) as f:
+        counts = Counter(pq.ParquetFile(f).read(columns=["split"]).column("split").to_pylist())
+    counts.pop(None, None)
+    return counts
 
 
 def read_records(location: Location) -> dict[str, tuple]:

@@ -130,7 +130,8 @@ class FileReader(Reader):
     """Decodes one file's bytes into one or more fixed-shape examples."""
 
     kind = "file"
-    task_modules = ("dltool.ingest.files", "pyarrow.parquet", "pyarrow.compute", "pandas")
+    # neither pandas nor pyarrow.compute (0.2 s and 0.04 s): a file task builds its columns from their buffers
+    task_modules = ("dltool.ingest.files", "pyarrow.parquet")
 
     @abstractmethod
     def tensor_spec(self) -> TensorSpec:

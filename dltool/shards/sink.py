@@ -243,9 +243,9 @@ class SplitShards:
                 self._finish()
 
     def _open(self):
-        from dltool.shards.writer import ShardWriter
-
         if self.writer is None:
+            from dltool.shards.writer import ShardWriter
+
             suffix = "" if self.max_rows is None else f"-{len(self.done):03d}"
             self.name = f"{self.split}/{self.part}{suffix}.parquet"
             self.writer = ShardWriter(self.staging.child(*self.name.split("/")), self.schema, self.spec,
@@ -269,8 +269,10 @@ def write_errors(target: Location, rows: pa.Table | list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from dltool.shards.codec import plain_array
+
     if isinstance(rows, list):
-        rows = pa.table({name: pa.array([row[name] for row in rows], pa.string()) for name in ERROR_FIELDS})
+        rows = pa.table({name: plain_array([row[name] for row in rows], pa.string()) for name in ERROR_FIELDS})
     target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(rows.select(list(ERROR_FIELDS)), target.path, filesystem=target.fs, compression="zstd")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dltool.shards.codec import TensorSpec, encode_tensors
+from dltool.shards.codec import TensorSpec, encode_tensors, plain_array
 from dltool.storage.fs import Location
 
 TENSOR_METADATA_KEY = b"dltool.tensors"
@@ -43,6 +43,7 @@ class ShardWriter:
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._pending: dict[str, list] = {name: [] for name in schema.names}
+        self._extra = schema.names[schema.get_field_index("key") + 1 :]  # the passthrough columns
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -55,7 +56,7 @@ class ShardWriter:
         self._pending["key"].append(key)
         if "label" in self._pending:
             self._pending["label"].append(label)
-        for name in self.schema.names[self.schema.get_field_index("key") + 1 :]:
+        for name in self._extra:
             self._pending[name].append((extra or {}).get(name))
         if len(self._pending["key"]) >= self.row_group_rows:
             self._flush()
@@ -73,7 +74,7 @@ class ShardWriter:
             if field.name == "features":
                 columns.append(encode_tensors(np.stack(values), self.spec))
             else:
-                columns.append(pa.array(values, type=field.type))
+                columns.append(plain_array(values, field.type))
         self._write(pa.Table.from_arrays(columns, schema=self.schema))
         self._pending = {name: [] for name in self.schema.names}
 

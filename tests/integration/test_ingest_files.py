@@ -282,6 +282,32 @@ def test_a_decoder_library_that_fails_to_import_fails_the_run_instead_of_every_r
     assert "\n" not in message and not (tmp_path / "out").exists()
 
 
+def test_a_local_file_ingest_imports_neither_pandas_nor_pyarrow_compute(tmp_path):
+    """Neither in the command nor in the tasks it forks: pa.array imports pandas, a cast pyarrow.compute, which
+    cost a first ingest of 20k small images 0.25 s (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    seen = tmp_path / "imported.txt"
+    watch = f"""
+import sys
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("pandas", "pyarrow.compute"):
+            with open({str(seen)!r}, "a") as f:
+                f.write(name + "\\n")
+sys.meta_path.insert(0, Watch())
+from dltool.cli import main
+sys.argv = ["dltool", "ingest", {str(ROOT / "configs" / "images.yaml")!r}, "--data", {str(tmp_path / "out")!r},
+            "--json", "--master", "local[2]"]
+main()
+"""
+    done = subprocess.run([sys.executable, "-c", watch], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["counts"]["rows"] == 1072
+    assert not seen.exists(), seen.read_text()
+
+
 def test_a_second_ingest_of_the_same_dataset_fails_at_once(spark, tmp_path, write_config, hostile_images):
     from dltool.storage.fs import open_location
     from dltool.storage.ownership import OutputLock

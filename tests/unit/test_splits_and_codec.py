@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dltool.config.models import SplitSettings
-from dltool.shards.codec import TensorSpec, decode_tensors, encode_tensors, numbers
+from dltool.shards.codec import TensorSpec, decode_tensors, encode_tensors, numbers, plain_array
 from dltool.shards.writer import ShardWriter, shard_schema
 from dltool.splits import split_of, split_point
 from dltool.storage.fs import open_location
@@ -53,6 +53,23 @@ def test_numbers_read_from_buffers_equal_pyarrows_conversion(kind):
         np.testing.assert_array_equal(got, array.to_numpy())
     with_nulls = pa.chunked_array([pa.array([1.5, None, 2.5], pa.float32())])
     np.testing.assert_array_equal(numbers(with_nulls), [1.5, np.nan, 2.5])
+
+
+@pytest.mark.parametrize("values,kind", [
+    (["a", "bé", None, ""], pa.string()), ([], pa.string()), ([None, None], pa.string()), ([3, None, -1], pa.int32()),
+    ([2**40, 0], pa.int64()), ([1.5, None, 2], pa.float32()), ([1, 2.25], pa.float64()), ([7], pa.uint8()),
+    ([np.int64(3), 4], pa.int32()), ([[1], None], pa.list_(pa.int64())),  # not built from buffers: pa.array's
+])  # fmt: skip
+def test_plain_arrays_equal_pyarrows_own(values, kind):
+    array = plain_array(values, kind)
+    array.validate(full=True)
+    assert array.equals(pa.array(values, kind)) and array.null_count == sum(v is None for v in values)
+
+
+@pytest.mark.parametrize("values,kind", [([2**40], pa.int32()), ([-1], pa.uint8()), ([True], pa.int32()), ([1], pa.string())])
+def test_a_plain_array_of_values_that_do_not_fit_raises_as_pyarrow_does(values, kind):
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)):
+        plain_array(values, kind)
 
 
 def test_codec_names_field_expected_and_actual():
