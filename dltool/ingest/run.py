@@ -9,6 +9,7 @@ this module builds the manifest before the staged dataset is committed.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import json
 import time
@@ -29,7 +30,25 @@ from dltool.storage.manifest import FORMAT_VERSION, MANIFEST, SUCCESS, VERSIONS,
 from dltool.storage.stores import with_storage
 
 
+def _heap_frozen(verb):
+    """`verb` with the objects already alive frozen (`gc.freeze`) while it runs: the collections its many small
+    objects set off skip the imports' and the caller's objects, and so do those of the tasks it forks (the use
+    Python's docs give `gc.freeze`). A first ingest of 20k files spent 0.06-0.09 s of its driver's 0.3-0.4 s in
+    them. Nothing is kept: the objects go back to the oldest generation after."""
+
+    @functools.wraps(verb)
+    def run(*args, **kwargs):
+        gc.freeze()
+        try:
+            return verb(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+
+    return run
+
+
 @with_storage
+@_heap_frozen
 def run_ingest(config: ExperimentConfig, overwrite: bool = False, dry_run: bool = False, progress: bool = True,
                preprocess: str | None = None, vocabulary: list[str] | None = None,
                refit: bool = False) -> IngestResult | IngestPlan:  # fmt: skip
