@@ -344,8 +344,9 @@ def _predict_share(job: PredictJob, rank: int, units: list) -> int:
     import pyarrow.parquet as pq
 
     from dltool.artefacts import load_predictor, task_tensorflow_for
-    from dltool.tfenv import task_threads
+    from dltool.shards.codec import numpy_array, plain_array
     from dltool.shards.feed import FeedUnit, ShardFeed
+    from dltool.tfenv import task_threads
 
     tf = task_tensorflow_for([job.model])  # before keras, which imports TensorFlow loudly
     manifest = job.manifest
@@ -371,26 +372,26 @@ def _predict_share(job: PredictJob, rank: int, units: list) -> int:
     if job.kind == "class":
         predicted = values.argmax(axis=1).astype(np.int32)
         vocabulary = np.asarray(job.vocabulary, dtype=object)
-        columns["predicted"] = pa.array(predicted)
-        columns["predicted_name"] = pa.array(vocabulary[predicted].tolist(), pa.string())
-        offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32) * values.shape[1])
-        columns["probabilities"] = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+        columns["predicted"] = numpy_array(predicted)
+        columns["predicted_name"] = plain_array(vocabulary[predicted].tolist(), pa.string())
+        offsets = numpy_array(np.arange(len(values) + 1, dtype=np.int32) * np.int32(values.shape[1]))
+        columns["probabilities"] = pa.ListArray.from_arrays(offsets, numpy_array(values.reshape(-1)))
     else:
-        columns["value"] = pa.array(values.reshape(-1))
+        columns["value"] = numpy_array(values.reshape(-1))
     columns.update({c: kept.column(c).combine_chunks() for c in job.keep})
     if carried:  # a raw table's label, as it is: its class index, or null when blank or not a known class
         names = [None if v is None or not v.strip() else v.strip() for v in kept.column(carried[0]).to_pylist()]
         if job.kind == "class":
             index = {name: i for i, name in enumerate(job.vocabulary)}
-            columns["label"] = pa.array([index.get(n) for n in names], pa.int32())
-            columns["label_name"] = pa.array(names, pa.string())
+            columns["label"] = plain_array([index.get(n) for n in names], pa.int32())
+            columns["label_name"] = plain_array(names, pa.string())
         else:
-            columns["label"] = pa.array([_number(n) for n in names], pa.float32())
+            columns["label"] = plain_array([_number(n) for n in names], pa.float32())
     if labels:
         label = np.concatenate(labels)
-        columns["label"] = pa.array(label)
+        columns["label"] = numpy_array(label)
         if job.kind == "class":
-            columns["label_name"] = pa.array(np.asarray(job.vocabulary, dtype=object)[label].tolist(), pa.string())
+            columns["label_name"] = plain_array(np.asarray(job.vocabulary, dtype=object)[label].tolist(), pa.string())
     target = open_location(job.output).child(f"part-{rank:05d}.parquet")
     with target.fs.open_output_stream(target.path) as f:
         pq.write_table(pa.table(columns), f, compression="zstd")

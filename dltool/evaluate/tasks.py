@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 # They read shards without pyarrow's to_numpy (codec.numbers), which imports pandas: 0.3-0.5 s of a fresh worker.
 SCORING_MODULES = ("dltool.evaluate.score", "dltool.evaluate.metrics", "dltool.evaluate.targets", "dltool.shards.feed",
                    "dltool.artefacts", "dltool.tfenv", "onnxruntime")
-# Predict's tasks also build Arrow columns of their outputs: pyarrow imports pandas on its first pa.array()
-PREDICT_MODULES = (*SCORING_MODULES, "dltool.evaluate.predict", "pandas")
+# Predict's tasks also build Arrow columns of their outputs, from their buffers (pa.array imports pandas)
+PREDICT_MODULES = (*SCORING_MODULES, "dltool.evaluate.predict")
 ROWS_PER_SCORING_TASK = 10_000  # below this a second task costs more than it saves: each one starts TensorFlow
 ROWS_PER_ONNX_TASK = 2_000  # the same for tasks scoring ONNX copies, which start no TensorFlow
 

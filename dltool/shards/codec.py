@@ -134,6 +134,15 @@ def plain_array(values: list, arrow_type: pa.DataType) -> pa.Array:
     return pa.array(values, arrow_type)
 
 
+def numpy_array(values: np.ndarray) -> pa.Array:
+    """A 1-d numpy array of integers or floats as an Arrow array over the same memory (`pa.array` imports pandas:
+    `plain_array`)."""
+    values = np.ascontiguousarray(values)
+    if values.ndim != 1 or values.dtype.kind not in "iuf":
+        return pa.array(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
 def numbers(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A column of integers or floats as numpy: read from its buffers when it has no nulls (a view of a single
     chunk, read-only), else through pyarrow's own conversion.
