@@ -62,9 +62,8 @@ def encode_tensors(batch: np.ndarray, spec: TensorSpec) -> pa.Array:
         return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(flat)]).cast(
             pa.binary()
         )
-    offsets = pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(np.arange(n + 1, dtype=np.int32) * np.int32(spec.size))])
-    values = pa.Array.from_buffers(spec.arrow_type.value_type, flat.size, [None, pa.py_buffer(flat)])
-    return pa.ListArray.from_arrays(offsets, values)  # from buffers: pa.array imports pandas (plain_array)
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(spec.size)
+    return pa.ListArray.from_arrays(numpy_array(offsets), numpy_array(flat))
 
 
 def decode_tensors(column: pa.Array | pa.ChunkedArray, spec: TensorSpec, field: str = "features") -> np.ndarray:
@@ -128,9 +127,8 @@ def plain_array(values: list, arrow_type: pa.DataType) -> pa.Array:
         kinds = (int,) if dtype.kind in "iu" else (int, float)
         if all(v is None or type(v) in kinds for v in values):
             filled = [0 if v is None else v for v in values]
-            if dtype.kind == "f" or not filled or np.iinfo(dtype).min <= min(filled) and max(filled) <= np.iinfo(dtype).max:
-                array = np.array(filled, dtype)
-                return pa.Array.from_buffers(arrow_type, n, [validity, pa.py_buffer(array)], nulls)
+            if dtype.kind == "f" or not filled or np.iinfo(dtype).min <= min(filled) <= max(filled) <= np.iinfo(dtype).max:
+                return pa.Array.from_buffers(arrow_type, n, [validity, pa.py_buffer(np.array(filled, dtype))], nulls)
     return pa.array(values, arrow_type)
 
 

@@ -59,6 +59,7 @@ NO_TOP_DB = 1000.0
 # ENSEMBLE_WIDTH embedded values allow: 16 up to 256 values (any table of about 30 columns), 1 from 4,096 (a
 # 784-column table of pixels: 16 members trained at 436 examples/s and scored 0.983, one at 2,772 and 0.983).
 ENSEMBLE, ENSEMBLE_ROWS, ENSEMBLE_WIDTH = 16, 50_000, 4096
+TABLE_DROPOUT = ((1_000, 0.3), (10_000, 0.1))  # (train rows, tabular's dropout) at both ends of its range
 TF_IDF_SCALE = 4.0  # a unit-length TF-IDF vector's entries are small (0.3 for 10 words): x 4, near the 0/1 slots'
 TF_IDF_WORDS = 5.0  # kept words per train row, on average, from which a free-text column also gets its TF-IDF
 
@@ -94,7 +95,8 @@ class TabularArgs(_BuiltinArgs):
     frequencies: int = Field(32, ge=1)
     embedding: int = Field(8, ge=0)
     units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256, 256])
-    dropout: float = Field(0.1, ge=0, lt=1)
+    # None: by the train rows (`tabular_dropout`), 0.3 up to 1,000 rows, 0.1 from 10,000.
+    dropout: float | None = Field(None, ge=0, lt=1)
     linear: bool = True  # the head also sees the standardised features: a linear model is one step away
     l2: float = Field(0.0, ge=0)  # L2 penalty on the dense layers' kernels
     # Members sharing the MLP's weights, each with its own random +-1 scaling of the MLP's input and its own head
@@ -544,8 +546,20 @@ def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
         scale.kernel.assign(rng.choice([-1.0, 1.0], size=tuple(scale.kernel.shape)).astype("float32"))
         if options.linear:
             x = keras.layers.RepeatVector(members, name="members_linear")(x)
-    h = _relu_layers(h, options.units, options.dropout, options.l2)
+    dropout = tabular_dropout(manifest.rows("train")) if options.dropout is None else options.dropout
+    h = _relu_layers(h, options.units, dropout, options.l2)
     return keras.layers.Concatenate(name="with_linear")([h, x]) if options.linear else h
+
+
+def tabular_dropout(rows: int) -> float:
+    """`tabular`'s dropout for a table of `rows` train rows: TABLE_DROPOUT's most up to its first row count, its
+    least from its second, and log-linear between: a small table's MLP overfits in a few epochs (measured on the
+    quality bench's tables of 250-1,000 rows: docs/benchmarks.md) where a large one's needs little."""
+    import math
+
+    (few, most), (many, least) = TABLE_DROPOUT
+    share = (math.log10(max(rows, few)) - math.log10(few)) / (math.log10(many) - math.log10(few))
+    return round(most - (most - least) * min(1.0, share), 3)
 
 
 def _tf_idf(x, manifest: Manifest) -> list:

@@ -12,7 +12,7 @@ import pytest
 from dltool.config.models import TrainSettings
 from dltool.errors import ConfigError, InputNotFoundError
 from dltool.shards.codec import TensorSpec
-from dltool.storage.manifest import Label, Stats
+from dltool.storage.manifest import Label, SplitEntry, Stats
 from tests.conftest import ROOT, make_manifest
 
 keras = pytest.importorskip("keras")
@@ -157,6 +157,18 @@ def test_tabular_embeds_each_numeric_column_and_passes_other_slots_and_a_linear_
     assert not any(layer.name.startswith("member") for layer in pixels.layers)
 
 
+def test_tabular_dropout_follows_the_train_rows_unless_set():
+    def rates(rows: int, args=None) -> set[float]:
+        splits = {"train": SplitEntry(rows, ("train/part-00000.parquet",), {"all": rows})}
+        m = manifest("csv", (6,), "float32", splits=splits)
+        model = build_model(train({"builtin": "tabular", "args": {"units": [7, 7], **(args or {})}}), m)
+        return {round(layer.rate, 3) for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
+
+    assert rates(300) == {0.3} and rates(1_000) == {0.3}  # a small table overfits in a few epochs
+    assert 0.1 < min(rates(3_000)) < 0.3 and rates(10_000) == {0.1} and rates(200_000) == {0.1}
+    assert rates(300, {"dropout": 0.05}) == {0.05} and rates(300, {"dropout": 0}) == set()
+
+
 def test_tabular_members_give_their_own_predictions_to_train_on_and_the_model_their_mean():
     m = manifest("csv", (5,), "float32")
     model = build_model(train({"builtin": "tabular", "args": {"units": [7]}}), m)
@@ -183,8 +195,6 @@ def test_tabular_members_give_their_own_predictions_to_train_on_and_the_model_th
 
 
 def test_tabular_reads_a_text_column_also_as_unit_length_tf_idf_and_a_name_column_as_words_only():
-    from dltool.storage.manifest import SplitEntry
-
     # a 2-word name (train rows hold 1.5 of its words on average) and a note of 6 words in 8 (6.4 on average)
     names = ("age", "name~ann", "name~bo", "name~cy", *(f"note~w{i}" for i in range(8)))
     mean = [40.0, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.7, 0.7]
