@@ -221,7 +221,7 @@ def ingest_raw(config: ExperimentConfig, source: Location, near: Location, progr
     # (images, audio) are ingested and scored in RDD jobs only: no SQL session (`ingest_session` says why). On a
     # local master, files in local folders and an ONNX copy need no session at all (forked processes, then threads).
     if tensorflow or not local_file_tasks(raw_config, source, temp):
-        spark_session(config.spark, warm=(*reader_for(ingest).task_modules, *_scoring_modules(config, tensorflow)),
+        spark_session(config.spark, warm=(*reader_for(ingest).task_imports(), *_scoring_modules(config, tensorflow)),
                       warm_tensorflow=int(tensorflow), sql=reader.kind != "file")  # fmt: skip
     run_ingest(raw_config, overwrite=True, progress=progress, preprocess=preprocess, vocabulary=classes)
     return temp.uri

@@ -190,7 +190,7 @@ def ingest_session(config: ExperimentConfig, *locations: Location) -> tuple[Any,
     cores = local_file_tasks(config, *locations)
     if cores:
         return None, cores
-    spark = spark_session(config.spark, warm=(*reader.task_modules, type(reader).__module__), sql=reader.kind != "file")
+    spark = spark_session(config.spark, warm=reader.task_imports(), sql=reader.kind != "file")
     return spark, default_parallelism(spark)
 
 

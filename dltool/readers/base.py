@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar
 
 import numpy as np
@@ -79,13 +80,18 @@ class Reader(ABC):
     kind: ClassVar[str]  # "file" or "table"
     config_model: ClassVar[type[BaseModel]]  # the `ingest:` section, with `reader: Literal[name]`
     default_model: ClassVar[str]  # the builtin `train.model.builtin: auto` picks
-    # Modules its Spark tasks import (decoders, its own module): a new local session imports them in
-    # its Python workers while it starts (spark.session._warm_up). A plugin may list its own. pandas is
-    # on every list: pyarrow imports it (0.2-0.3 s) the first time it builds an array from Python values.
+    # Modules its Spark tasks import (decoders, the engine's task code): a new local session imports them in
+    # its Python workers while it starts (spark.session._warm_up), a forked local ingest in the driver before
+    # it forks. A plugin may list its own. Table readers list pandas (Spark's Arrow path needs it); file
+    # readers do not: their tasks build Arrow columns from buffers (shards.codec.plain_array).
     task_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config):
         self.config = config
+
+    def task_imports(self) -> tuple[str, ...]:
+        """Every module its tasks import: the declared ones and the reader's own (a plugin's lives elsewhere)."""
+        return (*self.task_modules, type(self).__module__)
 
     @classmethod
     def model_for(cls, features: TensorSpec) -> str:
@@ -139,6 +145,11 @@ class FileReader(Reader):
 
     def setup(self) -> None:
         """Per-task set-up on the executor (thread limits, lazy imports)."""
+
+    def forking(self) -> AbstractContextManager:
+        """Held on the driver while a local ingest forks its tasks from it (spark.local.map_in_processes): what a
+        decoder library needs to be usable in a forked child (none here)."""
+        return nullcontext()
 
     @abstractmethod
     def decode(self, data: bytes, relpath: str) -> list[tuple[str, np.ndarray]]:

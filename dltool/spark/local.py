@@ -75,8 +75,8 @@ def map_in_processes(task: Callable[[Any], Any], items: list, processes: int, pr
     `ErrorRecord` and is raised here as the same dltool class, one line (a foreign one as a DltoolError naming it);
     a child that dies (killed, out of memory, a crash in native code) fails the call with one line. `modules`:
     imported here first, as a session's warm-up imports them in its workers, so that every child starts with
-    them instead of importing them itself (pandas alone, which pyarrow imports on its first `pa.array`, took
-    each child 0.2-0.3 s).
+    them instead of importing them itself (a decoder such as cv2, or a table reader's pandas, takes each child
+    0.1-0.3 s).
 
     Forked before any thread of this call starts (the progress bar's): call it where no other thread holds a lock
     the children need, with local files only (an object store's client is not fork-safe)."""

@@ -308,6 +308,29 @@ main()
     assert not seen.exists(), seen.read_text()
 
 
+def test_a_python_caller_that_used_opencvs_threads_can_ingest(tmp_path):
+    """A forked task used to hang for good in `cv2.setNumThreads(1)` when its parent had OpenCV's thread pool idle
+    (ImageReader.forking takes it down for the fork). The caller's own thread count is set back after."""
+    import subprocess
+    import sys
+
+    caller = f"""
+import time
+import cv2
+import numpy as np
+import dltool
+cv2.setNumThreads(2)
+cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000))  # OpenCV's pool starts
+time.sleep(1)  # and its workers go to sleep on their condition variable
+result = dltool.ingest({str(ROOT / "configs" / "images.yaml")!r}, dataset__path={str(tmp_path / "out")!r},
+                       spark__master="local[2]")
+print(result.counts.rows, cv2.getNumThreads())
+"""
+    done = subprocess.run([sys.executable, "-c", caller], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1072", "2"]
+
+
 def test_a_second_ingest_of_the_same_dataset_fails_at_once(spark, tmp_path, write_config, hostile_images):
     from dltool.storage.fs import open_location
     from dltool.storage.ownership import OutputLock
