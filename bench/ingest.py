@@ -10,6 +10,10 @@ What it measures (see docs/benchmarks.md for results and DESIGN.md "Performance"
   both cores itself.
 - audio: N 1 s mono WAV clips at 22050 Hz -> 16 kHz waveforms. dltool against a loop of
   soundfile.read + soxr.resample (HQ); ceiling = 2 x the loop.
+- table: a 14-column CSV (numbers with gaps, a timestamp, strings, a label; 1M rows) through the
+  csv and table readers, against the hand-written PySpark ML pipeline (Imputer, StringIndexer,
+  OneHotEncoder, VectorAssembler, hash split, Parquet) in the same session; and from the shell,
+  `dltool ingest` against the same pipeline as a script of its own, each with its Spark start.
 - text: N short documents (a JSON-lines table: id, text, label; Zipf-distributed words) ->
   vocabulary fitted on train, 64 int32 ids per document. dltool's text reader against a
   single-process Python loop doing the same (json.loads, the same tokeniser, counts, vocabulary,
@@ -366,6 +370,36 @@ def small_csv_cli(work: Path, rows: int = 142) -> float:
     return took
 
 
+def table_from_the_shell(work: Path, path: Path, rows: int) -> tuple[float, float]:
+    """Seconds for `dltool ingest` of the table from a shell, and for the plain PySpark ML pipeline as a script of
+    its own (`--plain-table`, a default `SparkSession.builder` on local[2]): each with Python's and Spark's start."""
+    import subprocess
+    import sys
+
+    cfg = work / "configs" / f"table14-{rows}-shell.yaml"
+    cfg.parent.mkdir(exist_ok=True)
+    cfg.write_text(f"name: bench-table14-shell\nspark:\n  master: local[2]\n"
+                   f"dataset:\n  path: {work / 'out' / 'table14-shell'}\n" + TABLE_YAML.format(path))  # fmt: skip
+    took = []
+    for command in ([sys.executable, "-m", "dltool", "ingest", str(cfg), "--overwrite", "--json"],
+                    [sys.executable, __file__, "--plain-table", str(path), "--work", str(work)]):  # fmt: skip
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        took.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(f"{command[1:4]} failed: {done.stderr.strip()[-2000:]}")
+    return took[0], took[1]
+
+
+def plain_table_script(path: Path, work: Path) -> None:
+    """The plain pipeline as a user's script runs it: a default session, the pipeline, done."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.master("local[2]").appName("plain-pyspark-ml").getOrCreate()
+    plain_pyspark_ml(spark, path, work / "out" / "plain-pyspark-ml-shell")
+    spark.stop()
+
+
 TABLE_YAML = ("ingest:\n  reader: csv\n  input: {}\n  numeric: [" + ", ".join(TABLE_NUMERIC) + "]\n"
               "  categorical: [city, plan]\n  label: churn\n  key_column: customer_id\n")  # fmt: skip
 
@@ -381,8 +415,11 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=100_000)
     ap.add_argument("--only", choices=["image", "csv", "audio", "table", "text"])
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "_data")
+    ap.add_argument("--plain-table", type=Path, help=argparse.SUPPRESS)  # table_from_the_shell's plain side
     args = ap.parse_args()
     work = args.work.resolve()
+    if args.plain_table:
+        return plain_table_script(args.plain_table, work)
     sections = [args.only] if args.only else ["image", "csv", "audio", "table", "text"]
     work.mkdir(parents=True, exist_ok=True)
 
@@ -414,8 +451,12 @@ def main() -> None:
                      bare_text, f"{ceiling:,.0f}", f"{ratio:.2f}", f"{warm / ceiling:.2f}" if warm else "-",
                      f"{dl:.1f}", mb(peak)))  # fmt: skip
 
-    if "table" in sections:  # first: its small-CSV runs start their own Spark, before this process starts one
+    if "table" in sections:  # first: its runs from the shell start their own Spark, before this process starts one
         small = [small_csv_cli(work) for _ in range(3)]
+        shell = [table_from_the_shell(work, paths["table"], args.table_rows) for _ in range(2)]  # alternated
+        for dl, plain in shell:
+            print(f"  1M-row table from the shell: dltool ingest {dl:.1f} s, plain PySpark ML script {plain:.1f} s, "
+                  f"ratio {plain / dl:.2f}")  # fmt: skip
 
     t = time.perf_counter()
     spark = spark_session(SparkSettings(master="local[2]"))
@@ -461,7 +502,9 @@ def main() -> None:
         note = (f" (ceiling: the plain PySpark ML pipeline, best of {' and '.join(f'{t:.1f}' for t in times['plain'])} s; "
                 f"dltool best of {' and '.join(f'{t:.1f}' for t in times['csv'])} s; `reader: table` best of "
                 f"{' and '.join(f'{t:.1f}' for t in times['table'])} s, ratio {best['plain'] / best['table']:.2f}; "
-                f"142-row CSV from the shell incl. Spark start: {' then '.join(f'{t:.1f}' for t in small)} s)")  # fmt: skip
+                f"142-row CSV from the shell incl. Spark start: {' then '.join(f'{t:.1f}' for t in small)} s; "
+                f"from the shell, dltool {' and '.join(f'{d:.1f}' for d, _ in shell)} s against the plain script "
+                f"{' and '.join(f'{p:.1f}' for _, p in shell)} s, ratio {min(p for _, p in shell) / min(d for d, _ in shell):.2f})")  # fmt: skip
         report("table", n, "rows", [best["csv"]], None, ceiling, driver_peak_kib(), note)
 
     if "text" in sections:
