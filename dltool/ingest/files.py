@@ -144,9 +144,7 @@ def write_file_shards(spark, config, reader, source, files, target, parallelism,
             from dltool.spark.local import map_in_processes
 
             modules = reader.task_imports()  # what a Spark session's warm-up imports
-            with reader.forking():
-                results = map_in_processes(_run_file_task, tasks, parallelism, progress, description, modules)
-            return results, driver_errors
+            return map_in_processes(_run_file_task, tasks, parallelism, progress, description, modules), driver_errors
         from dltool.spark.progress import spark_progress
 
         rdd = spark.sparkContext.parallelize(tasks, len(tasks))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar
 
 import numpy as np
@@ -145,11 +144,6 @@ class FileReader(Reader):
 
     def setup(self) -> None:
         """Per-task set-up on the executor (thread limits, lazy imports)."""
-
-    def forking(self) -> AbstractContextManager:
-        """Held on the driver while a local ingest forks its tasks from it (spark.local.map_in_processes): what a
-        decoder library needs to be usable in a forked child (none here)."""
-        return nullcontext()
 
     @abstractmethod
     def decode(self, data: bytes, relpath: str) -> list[tuple[str, np.ndarray]]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -28,22 +25,6 @@ class ImageReader(FileReader):
         import cv2
 
         cv2.setNumThreads(1)  # one Spark task per core: OpenCV's own pool would oversubscribe
-
-    @contextmanager
-    def forking(self) -> Iterator[None]:
-        """OpenCV's thread pool, if this process used one (a caller of the Python API resizing images first), is
-        taken down for the fork and set back after: a forked child inherits its idle workers' wait on a condition
-        variable with no thread left to end it, and hangs for good in `setup`'s `setNumThreads(1)`."""
-        cv2 = sys.modules.get("cv2")  # not imported yet: no pool
-        if cv2 is None:
-            yield
-            return
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
-            yield
-        finally:
-            cv2.setNumThreads(threads)
 
     def decode(self, data: bytes, relpath: str) -> list[tuple[str, np.ndarray]]:
         from dltool.transforms.image import decode_image, resize_image

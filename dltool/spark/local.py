@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dltool.config.models import SparkSettings
@@ -79,7 +80,8 @@ def map_in_processes(task: Callable[[Any], Any], items: list, processes: int, pr
     0.1-0.3 s).
 
     Forked before any thread of this call starts (the progress bar's): call it where no other thread holds a lock
-    the children need, with local files only (an object store's client is not fork-safe)."""
+    the children need, with local files only (an object store's client is not fork-safe). A library thread pool
+    that a child cannot inherit is taken down for the fork (`_fork_safe`)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -94,7 +96,8 @@ def map_in_processes(task: Callable[[Any], Any], items: list, processes: int, pr
     pool = ProcessPoolExecutor(max(1, min(processes, len(items))), mp_context=multiprocessing.get_context("fork"))
     finished = False
     try:
-        futures = [pool.submit(_guarded, task, item) for item in items]  # forks every child now, before the bar's thread
+        with _fork_safe():  # every child is forked now, before the bar's thread starts
+            futures = [pool.submit(_guarded, task, item) for item in items]
         with thread_progress(description, len(items), enabled=progress) as advance:
             for future in as_completed(futures):
                 done, value = future.result()
@@ -111,6 +114,23 @@ def map_in_processes(task: Callable[[Any], Any], items: list, processes: int, pr
             for child in list((getattr(pool, "_processes", None) or {}).values()):
                 child.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _fork_safe() -> Iterator[None]:
+    """OpenCV's thread pool, where this process has used one (a caller of the Python API that resized images
+    first), taken down while the children are forked and set back after: a child inherits the idle workers' wait
+    on a condition variable with no thread left to end it, and hangs for good in its first call that touches
+    the pool (`cv2.setNumThreads`, a parallel resize)."""
+    cv2 = sys.modules.get("cv2")  # not imported: no pool
+    threads = cv2.getNumThreads() if cv2 is not None else 1
+    if threads > 1:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            cv2.setNumThreads(threads)
 
 
 def _guarded(task: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:

@@ -310,7 +310,7 @@ main()
 
 def test_a_python_caller_that_used_opencvs_threads_can_ingest(tmp_path):
     """A forked task used to hang for good in `cv2.setNumThreads(1)` when its parent had OpenCV's thread pool idle
-    (ImageReader.forking takes it down for the fork). The caller's own thread count is set back after."""
+    (spark.local._fork_safe takes it down for the fork). The caller's own thread count is set back after."""
     import subprocess
     import sys
 
