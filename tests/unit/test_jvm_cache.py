@@ -85,3 +85,21 @@ def test_a_local_masters_cores_are_read_from_its_url():
     assert [master_cores(m) for m in ("local", "local[3]", "local[3, 2]", " local[1] ")] == [1, 3, 3, 1]
     assert master_cores("local[*]") == master_cores("local[*,4]") == (os.cpu_count() or 1)
     assert [master_cores(m) for m in ("local-cluster[2,1,1024]", "spark://h:7077", "yarn", "k8s://h", "locals")] == [0] * 5
+
+
+def test_a_local_jvm_gets_the_parallel_collector_unless_one_is_named_elsewhere(monkeypatch):
+    from dltool.config.models import SparkSettings
+    from dltool.spark.session import java_command, throughput_collector
+
+    for name in ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    options = throughput_collector(SparkSettings())
+    assert options == ["-XX:+UseParallelGC"]
+    flags = subprocess.run([java_command(), *options, "-XX:+PrintFlagsFinal", "-version"], capture_output=True, text=True)
+    assert flags.returncode == 0 and any(line.split()[1:4] == ["UseParallelGC", "=", "true"]
+                                         for line in flags.stdout.splitlines() if "UseParallelGC" in line)  # fmt: skip
+    assert throughput_collector(SparkSettings(conf={"spark.driver.defaultJavaOptions": "-XX:+UseZGC -Xss4m"})) == []
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-XX:+UseG1GC")  # a second collector would stop the JVM at start
+    assert throughput_collector(SparkSettings()) == []
+    both = subprocess.run([java_command(), "-XX:+UseParallelGC", "-version"], capture_output=True, text=True)
+    assert both.returncode != 0 and "Multiple garbage collectors" in both.stderr + both.stdout
