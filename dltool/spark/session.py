@@ -150,7 +150,7 @@ def _session(settings: SparkSettings, warm: tuple[str, ...] = (), warm_tensorflo
         "spark.sql.maxPlanStringLength": str(1 << 20),
         "spark.driver.extraJavaOptions": " ".join([f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
                                                    *(class_data_sharing() if settings.jvm_cache else []),
-                                                   *(throughput_collector(settings) if local else [])]),
+                                                   *(local_jvm_options(settings) if local else [])]),
         # TensorFlow in Python workers (eval, predict) would print its CPU banner on stderr.
         "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "3",
     }
@@ -213,18 +213,25 @@ def _pass_on_stderr(read_fd: int) -> None:
                     return
 
 
-def throughput_collector(settings: SparkSettings) -> list[str]:
-    """The parallel garbage collector for a local master's JVM, where no setting or JVM option variable names one.
+def local_jvm_options(settings: SparkSettings) -> list[str]:
+    """JVM options for a local master's JVM, a batch job on the machine's few cores, each left out where the
+    user's own options (JVM option variables, `spark.driver.defaultJavaOptions`) name the same thing:
 
-    A local master's JVM runs every task on the machine's few cores, as a batch: the throughput
-    collector spends less of them than G1, the JVM's default, whose concurrent threads and write
-    barriers buy short pauses nobody waits on here. Measured here (2 cores), `dltool ingest` of the
-    1M-row table from the shell: 11.5-12.4 s against 12.9-13.8 s (docs/benchmarks.md). Two
-    collectors named at once stop the JVM at start, so one named anywhere else is left alone.
+    - the parallel garbage collector: G1, the JVM's default, spends cores on concurrent threads and
+      write barriers to keep pauses short, and nobody waits on them here. Two collectors named at
+      once stop the JVM at start.
+    - a first metaspace threshold of 256 MB (MetaspaceSize): Spark's classes pass the JVM's default
+      one (21 MB) and the next ones it sets, and each time the JVM collects the whole heap: three
+      full collections, 0.4 s, in a 1M-row table's ingest.
+
+    Measured here (2 cores), `dltool ingest` of that table from the shell, alternated: 1.0 s less with
+    the collector (8 pairs), 0.4 s less again with the threshold (4 pairs) (docs/benchmarks.md).
     """
-    named = [os.environ.get(v, "") for v in ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS")]
-    named += [str(settings.conf.get(k, "")) for k in ("spark.driver.defaultJavaOptions", "spark.driver.extraJavaOptions")]
-    return [] if any(re.search(r"-XX:[+]Use\w*GC\b", text) for text in named) else ["-XX:+UseParallelGC"]
+    named = " ".join([*(os.environ.get(v, "") for v in ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS")),
+                      *(str(settings.conf.get(k, "")) for k in ("spark.driver.defaultJavaOptions",
+                                                                "spark.driver.extraJavaOptions"))])  # fmt: skip
+    options = [] if re.search(r"-XX:[+]Use\w*GC\b", named) else ["-XX:+UseParallelGC"]
+    return options + ([] if "MetaspaceSize" in named else ["-XX:MetaspaceSize=256m"])
 
 
 def class_data_sharing() -> list[str]:

@@ -87,19 +87,20 @@ def test_a_local_masters_cores_are_read_from_its_url():
     assert [master_cores(m) for m in ("local-cluster[2,1,1024]", "spark://h:7077", "yarn", "k8s://h", "locals")] == [0] * 5
 
 
-def test_a_local_jvm_gets_the_parallel_collector_unless_one_is_named_elsewhere(monkeypatch):
+def test_a_local_jvm_gets_the_parallel_collector_and_a_metaspace_threshold_unless_named_elsewhere(monkeypatch):
     from dltool.config.models import SparkSettings
-    from dltool.spark.session import java_command, throughput_collector
+    from dltool.spark.session import java_command, local_jvm_options
 
     for name in ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"):
         monkeypatch.delenv(name, raising=False)
-    options = throughput_collector(SparkSettings())
-    assert options == ["-XX:+UseParallelGC"]
+    options = local_jvm_options(SparkSettings())
+    assert options == ["-XX:+UseParallelGC", "-XX:MetaspaceSize=256m"]
     flags = subprocess.run([java_command(), *options, "-XX:+PrintFlagsFinal", "-version"], capture_output=True, text=True)
-    assert flags.returncode == 0 and any(line.split()[1:4] == ["UseParallelGC", "=", "true"]
-                                         for line in flags.stdout.splitlines() if "UseParallelGC" in line)  # fmt: skip
-    assert throughput_collector(SparkSettings(conf={"spark.driver.defaultJavaOptions": "-XX:+UseZGC -Xss4m"})) == []
+    final = {line.split()[1]: line.split()[3] for line in flags.stdout.splitlines() if len(line.split()) >= 4}
+    assert flags.returncode == 0 and final["UseParallelGC"] == "true" and final["MetaspaceSize"] == str(256 << 20)
+    own = SparkSettings(conf={"spark.driver.defaultJavaOptions": "-XX:+UseZGC -XX:MetaspaceSize=64m"})
+    assert local_jvm_options(own) == []
     monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-XX:+UseG1GC")  # a second collector would stop the JVM at start
-    assert throughput_collector(SparkSettings()) == []
+    assert local_jvm_options(SparkSettings()) == ["-XX:MetaspaceSize=256m"]
     both = subprocess.run([java_command(), "-XX:+UseParallelGC", "-version"], capture_output=True, text=True)
     assert both.returncode != 0 and "Multiple garbage collectors" in both.stderr + both.stdout
