@@ -353,42 +353,39 @@ def plain_pyspark_ml(spark, path: Path, out: Path) -> float:
 
 def small_csv_cli(work: Path, rows: int = 142) -> float:
     """Seconds for `dltool ingest` of a small CSV from the shell, Spark's start included."""
-    import subprocess
-    import sys
-
-    path = make_table(work, rows)
-    cfg = work / "configs" / "table-small.yaml"
-    cfg.parent.mkdir(exist_ok=True)
-    cfg.write_text(f"name: bench-table-small\nspark:\n  master: local[2]\ndataset:\n  path: {work / 'out' / 'table-small'}\n"
-                   + TABLE_YAML.format(path))  # fmt: skip
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "dltool", "ingest", str(cfg), "--overwrite", "--json"],
-                          capture_output=True, text=True)  # fmt: skip
-    took = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"small CSV ingest failed: {done.stderr.strip()[-2000:]}")
-    return took
+    return _from_the_shell(_dltool_ingest_command(work, "table-small", make_table(work, rows)))
 
 
-def table_from_the_shell(work: Path, path: Path, rows: int) -> tuple[float, float]:
+def table_from_the_shell(work: Path, path: Path) -> tuple[float, float]:
     """Seconds for `dltool ingest` of the table from a shell, and for the plain PySpark ML pipeline as a script of
     its own (`--plain-table`, a default `SparkSession.builder` on local[2]): each with Python's and Spark's start."""
-    import subprocess
     import sys
 
-    cfg = work / "configs" / f"table14-{rows}-shell.yaml"
+    plain = [sys.executable, __file__, "--plain-table", str(path), "--work", str(work)]
+    return _from_the_shell(_dltool_ingest_command(work, "table14-shell", path)), _from_the_shell(plain)
+
+
+def _dltool_ingest_command(work: Path, name: str, path: Path) -> list[str]:
+    """`dltool ingest --overwrite` of the CSV at `path` (TABLE_YAML's columns) on local[2], its config written."""
+    import sys
+
+    cfg = work / "configs" / f"{name}.yaml"
     cfg.parent.mkdir(exist_ok=True)
-    cfg.write_text(f"name: bench-table14-shell\nspark:\n  master: local[2]\n"
-                   f"dataset:\n  path: {work / 'out' / 'table14-shell'}\n" + TABLE_YAML.format(path))  # fmt: skip
-    took = []
-    for command in ([sys.executable, "-m", "dltool", "ingest", str(cfg), "--overwrite", "--json"],
-                    [sys.executable, __file__, "--plain-table", str(path), "--work", str(work)]):  # fmt: skip
-        start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        took.append(time.perf_counter() - start)
-        if done.returncode != 0:
-            raise SystemExit(f"{command[1:4]} failed: {done.stderr.strip()[-2000:]}")
-    return took[0], took[1]
+    cfg.write_text(f"name: bench-{name}\nspark:\n  master: local[2]\ndataset:\n  path: {work / 'out' / name}\n"
+                   + TABLE_YAML.format(path))  # fmt: skip
+    return [sys.executable, "-m", "dltool", "ingest", str(cfg), "--overwrite", "--json"]
+
+
+def _from_the_shell(command: list[str]) -> float:
+    """Seconds `command` takes as a process of its own; its stderr's tail if it fails."""
+    import subprocess
+
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[1:4])} failed: {done.stderr.strip()[-2000:]}")
+    return took
 
 
 def plain_table_script(path: Path, work: Path) -> None:
@@ -453,9 +450,9 @@ def main() -> None:
 
     if "table" in sections:  # first: its runs from the shell start their own Spark, before this process starts one
         small = [small_csv_cli(work) for _ in range(3)]
-        shell = [table_from_the_shell(work, paths["table"], args.table_rows) for _ in range(2)]  # alternated
+        shell = [table_from_the_shell(work, paths["table"]) for _ in range(2)]  # alternated
         for dl, plain in shell:
-            print(f"  1M-row table from the shell: dltool ingest {dl:.1f} s, plain PySpark ML script {plain:.1f} s, "
+            print(f"  {args.table_rows:,}-row table from the shell: dltool ingest {dl:.1f} s, plain PySpark ML script {plain:.1f} s, "
                   f"ratio {plain / dl:.2f}")  # fmt: skip
 
     t = time.perf_counter()
