@@ -477,7 +477,7 @@ def raw_boosting_row(source: Path, dataset: Path, label: str, regression: bool) 
             if numbers.notna().sum() == frame[c].notna().sum():
                 frame[c] = numbers
                 continue
-            dates = pd.to_datetime(frame[c], errors="coerce", format="mixed")
+            dates = pd.to_datetime(frame[c], errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
             if dates.notna().all():
                 frame[c] = (dates - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
                 if (dates.dt.hour > 0).any():

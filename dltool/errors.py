@@ -17,6 +17,7 @@ boundary (training worker child, Spark task) as an `ErrorRecord` and is raised a
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -72,6 +73,14 @@ class DataQualityError(DltoolError):
     def __init__(self, message: str, summary=None):
         super().__init__(message)
         self.summary = summary
+
+    @classmethod
+    def quarantined(cls, counts, limit: float, where: str, unit: str = "inputs", summary=None) -> DataQualityError:
+        """An ingest that quarantined more than `dataset.max_bad_fraction` of its `counts` (a manifest's Counts);
+        `where` says where its `_errors` table is and what was kept."""
+        return cls(f"{counts.quarantined} of {counts.inputs} {unit} quarantined ({counts.bad_fraction:.1%} > "
+                   f"dataset.max_bad_fraction {limit:g}); see {where}; to go on without them, set "
+                   f"dataset.max_bad_fraction to {math.ceil(counts.bad_fraction * 100) / 100:.2f}", summary)  # fmt: skip
 
 
 class QualityGateError(DataQualityError):

@@ -82,10 +82,8 @@ def grow_files(spark, config, reader, source, dataset, old: Manifest, files, par
                     augmented=old.counts.augmented - sum(k.lost_augmented for k in kept.values()) + written.augmented,
                     rows=sum(e.rows for e in splits.values()), left_out_by_patterns=left_out)  # fmt: skip
     if counts.bad_fraction > config.dataset.max_bad_fraction:
-        raise DataQualityError(
-            f"{counts.quarantined} of {counts.inputs} inputs quarantined ({counts.bad_fraction:.1%} > max_bad_fraction "
-            f"{config.dataset.max_bad_fraction:g}); see {dataset.uri}/_errors (version {old.version} is kept)"
-        )
+        raise DataQualityError.quarantined(counts, config.dataset.max_bad_fraction,
+                                           f"{dataset.uri}/_errors (version {old.version} is kept)")
     entry = _entry(version, fingerprint, previous, fresh, changed, removed, splits)
     warnings = report({s: e.per_class for s, e in splits.items()}, vocabulary, config.dataset.split)
     if duplicates is not None:
@@ -148,10 +146,8 @@ def grow_table(spark, config, reader, source, dataset, old: Manifest, files, par
     counts = Counts(inputs=rows + quarantined, ok=rows, quarantined=quarantined, augmented=0, rows=rows,
                     left_out_by_patterns=left_out)  # fmt: skip
     if counts.bad_fraction > config.dataset.max_bad_fraction:
-        raise DataQualityError(
-            f"{counts.quarantined} of {counts.inputs} rows quarantined ({counts.bad_fraction:.1%} > max_bad_fraction "
-            f"{config.dataset.max_bad_fraction:g}); see {dataset.uri}/_errors (version {old.version} is kept)"
-        )
+        raise DataQualityError.quarantined(counts, config.dataset.max_bad_fraction,
+                                           f"{dataset.uri}/_errors (version {old.version} is kept)", "rows")
     entry = {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "input_fingerprint": fingerprint, "added": {s: e.rows for s, e in new.items() if e.rows}, "changed": {},
              "removed": {s: k.rows for s, k in kept.items() if k.rows},

@@ -143,16 +143,11 @@ def _write_dataset(config, reader, dataset, source, files, left_out, digest, fin
         left_out=(manifest.columns or {}).get("left_out", {}), version=manifest.version,
     )  # fmt: skip
     if manifest.status != "ok":
-        counts = manifest.counts
         kept = " (the previous complete dataset is kept)" if target is not dataset else " (not marked complete)"
         first = f"; the first, {shards.first_errors[0]['path']}: {shards.first_errors[0]['message']}" \
             if shards.first_errors else ""  # fmt: skip
-        raise DataQualityError(
-            f"{counts.quarantined} of {counts.inputs} inputs quarantined "
-            f"({counts.bad_fraction:.1%} > max_bad_fraction {config.dataset.max_bad_fraction:g}); "
-            f"see {target.uri}/_errors{kept}{first}",
-            summary,
-        )
+        raise DataQualityError.quarantined(manifest.counts, config.dataset.max_bad_fraction,
+                                           f"{target.uri}/_errors{kept}{first}", summary=summary)
     dataset.child(SUCCESS).write_bytes(b"")
     return summary
 

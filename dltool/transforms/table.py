@@ -216,8 +216,11 @@ def _text_hashes(column) -> np.ndarray:
     encoded = pc.dictionary_encode(column)
     words = string_hashes(encoded.dictionary)
     at = encoded.indices.to_numpy(zero_copy_only=False)
-    if encoded.null_count:
-        return np.where(np.isnan(at), MISSING_HASH, words[np.nan_to_num(at).astype(np.int64)])
+    if encoded.null_count:  # a batch may hold nothing but nulls: an empty dictionary, so index only the values
+        hashes = np.full(len(at), MISSING_HASH, np.uint64)
+        present = ~np.isnan(at)
+        hashes[present] = words[at[present].astype(np.int64)]
+        return hashes
     return words[at]
 
 

@@ -157,6 +157,10 @@ def test_rows_that_differ_only_in_spelling_hash_alike():
     assert hashes[0] == hashes[1] != hashes[2]
     assert hashes[3] == hashes[4] != hashes[5]  # -0 and 0, missing and missing, alike; a missing colour is not red
     assert len(set(hashes)) == 5 and hashes[6] != hashes[2]  # the label counts
+    # A batch whose text column is all missing (a sparse column, a batch of 10k rows) hashes as missing values do.
+    gaps = pa.table({"remark": pa.array([None, None], pa.string())})
+    missing = typed.slice(3, 2).select(["colour"]).rename_columns(["remark"])  # "" and "NA": missing colours
+    assert content_hashes(gaps, ["remark"]).to_pylist() == content_hashes(missing, ["remark"]).to_pylist()
 
 
 def test_string_hashes_read_the_bytes_in_place_alike_for_every_layout():
