@@ -281,8 +281,8 @@ class TrainSettings(Section):
         "uses every core: two workers on two cores trained 1.3-2.2x slower), the cluster's task slots otherwise."
     )
     epochs: int | None = Field(
-        None, ge=1, description="Epochs to train; default: sized to the train rows (at least 1,000 steps, 2,000 for "
-        "tabular with early stopping, 10 to 300 epochs) with early stopping on `monitor`.",
+        None, ge=1, description="Epochs to train; default: sized to the train rows (at least 1,000 steps, 2,000 and 80 "
+        "epochs up to 1.1M examples for tabular with early stopping, 10 to 300 epochs) with early stopping on `monitor`.",
     )
     global_batch_size: int | None = Field(
         None, ge=1, description="Examples per step over all workers (split evenly); or give per_worker_batch_size; "

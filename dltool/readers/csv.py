@@ -310,8 +310,9 @@ def java_charset(encoding: str) -> str:
 
 
 def header_names(fields: list[str]) -> list[str]:
-    """A header record's column names: trimmed, without a byte-order mark, unique (`unique_names`)."""
-    return unique_names([n.lstrip("\ufeff").strip() for n in fields])
+    """A header record's column names: trimmed, without a byte-order mark, unique (`unique_names`); an empty one
+    named by its position as Spark names it (`_c0`: the index column of a pandas `to_csv`, which has no name)."""
+    return unique_names([n.lstrip("\ufeff").strip() or f"_c{i}" for i, n in enumerate(fields)])
 
 
 def unique_names(names: list[str]) -> list[str]:

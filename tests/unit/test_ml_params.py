@@ -67,7 +67,7 @@ def test_rows_that_cannot_be_written_are_named_with_the_reason():
 
 def test_settings_left_unset_are_sized_to_the_train_rows():
     from dltool.config.models import TrainSettings
-    from dltool.train.sizing import MIN_STEPS, TABLE_MIN_STEPS, sized
+    from dltool.train.sizing import MIN_STEPS, TABLE_EPOCHS, TABLE_EXAMPLES, TABLE_MIN_STEPS, sized
 
     small = sized(TrainSettings(run_dir="r"), 135)  # iris's train rows
     assert small.global_batch_size == 8 and small.epochs * (135 // 8) >= MIN_STEPS
@@ -84,6 +84,11 @@ def test_settings_left_unset_are_sized_to_the_train_rows():
     assert sized(table, 410, val_rows=57).epochs == 80 and 80 * 25 >= TABLE_MIN_STEPS
     assert sized(table, 410, val_rows=12).epochs == 40 and sized(table, 410, val_rows=12).final == "last"
     assert sized(TrainSettings(run_dir="r", model={"builtin": "small_cnn"}), 410, val_rows=57).epochs == 40
+    # A table of thousands of rows gets TABLE_EPOCHS (its 2,000 steps are 10 epochs), as far as TABLE_EXAMPLES go.
+    assert sized(table, 13_649, val_rows=1953).epochs == TABLE_EPOCHS == 80
+    assert sized(table, 37_758, val_rows=5_394).epochs == TABLE_EXAMPLES // 37_758 == 29
+    assert sized(table, 1_000_000, val_rows=140_000).epochs == 10 == big.epochs
+    assert sized(TrainSettings(run_dir="r", model={"builtin": "small_cnn"}), 13_649, val_rows=1953).epochs == 10
     # A validation split too small to pick an epoch: all sized epochs, the last one kept, unless the config says.
     few = sized(TrainSettings(run_dir="r"), 135, val_rows=12)
     assert few.early_stopping is None and few.final == "last" and few.epochs == small.epochs

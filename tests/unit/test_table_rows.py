@@ -381,9 +381,11 @@ def test_auto_reads_day_and_month_order_from_the_train_values(shape, first, seco
 
 
 def test_a_repeated_header_name_is_numbered_and_encodings_take_java_s_names():
-    from dltool.readers.csv import java_charset, unique_names
+    from dltool.readers.csv import header_names, java_charset, unique_names
 
     assert unique_names(["x", "x", "x_2", "x", ""]) == ["x", "x_3", "x_2", "x_4", ""]
+    # A pandas index written without a name, and an empty field further on, are named by position as Spark does.
+    assert header_names(["\ufeff", "x", " x ", ""]) == ["_c0", "x", "x_2", "_c3"]
     assert [java_charset(e) for e in ("latin-1", "cp1252", "UTF8", "utf-16-le", "utf-8-sig")] == \
         ["ISO-8859-1", "cp1252", "utf-8", "UTF-16LE", "UTF-8"]  # fmt: skip
 
