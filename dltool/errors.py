@@ -78,9 +78,10 @@ class DataQualityError(DltoolError):
     def quarantined(cls, counts, limit: float, where: str, unit: str = "inputs", summary=None) -> DataQualityError:
         """An ingest that quarantined more than `dataset.max_bad_fraction` of its `counts` (a manifest's Counts);
         `where` says where its `_errors` table is and what was kept."""
+        enough = math.ceil(counts.bad_fraction * 100) / 100
         return cls(f"{counts.quarantined} of {counts.inputs} {unit} quarantined ({counts.bad_fraction:.1%} > "
-                   f"dataset.max_bad_fraction {limit:g}); see {where}; to go on without them, set "
-                   f"dataset.max_bad_fraction to {math.ceil(counts.bad_fraction * 100) / 100:.2f}", summary)  # fmt: skip
+                   f"dataset.max_bad_fraction {limit:g}: {enough:.2f} goes on without them); see {where}",
+                   summary)  # fmt: skip
 
 
 class QualityGateError(DataQualityError):

@@ -219,8 +219,8 @@ def test_a_table_whose_every_row_is_quarantined_says_why_in_one_line(spark, tmp_
 
 def test_a_windows_export_reads_in_its_encoding_and_a_repeated_column_is_numbered(spark, tmp_path, write_config):
     cities = ["Zürich", "Genève", "Bern"]
-    rows = [f"{i / 10},{cities[i % 3]},{i % 7},{'pq'[i % 2]}" for i in range(40)]
-    text = "x,city,x,label\r\n" + "\r\n".join(rows) + "\r\n"
+    rows = [f"{i},{i / 10},{cities[i % 3]},{i % 7},{'pq'[i % 2]}" for i in range(40)]
+    text = ",x,city,x,label\r\n" + "\r\n".join(rows) + "\r\n"  # pandas' index first: a column with no name
     (tmp_path / "data.csv").write_bytes(text.encode("cp1252"))
     config = {"name": "win", "dataset": {"path": str(tmp_path / "out")},
               "ingest": {"reader": "csv", "input": str(tmp_path / "data.csv"), "numeric": "auto", "categorical": "auto",
@@ -233,14 +233,15 @@ def test_a_windows_export_reads_in_its_encoding_and_a_repeated_column_is_numbere
     del config["ingest"]["encoding"]
     (tmp_path / "unicode.csv").write_bytes(text.replace(",", "\t").encode("utf-16"))
     # and a file whose first accent comes after a first MB of ASCII rows
-    plain = "".join(f"{i / 10},Bern,{i % 7},{'pq'[i % 2]}\r\n" for i in range(40, 80_000))  # 1.4 MB
-    (tmp_path / "late.csv").write_bytes(("x,city,x,label\r\n" + plain + "\r\n".join(rows) + "\r\n").encode("cp1252"))
+    plain = "".join(f"{i},{i / 10},Bern,{i % 7},{'pq'[i % 2]}\r\n" for i in range(40, 80_000))  # 1.9 MB
+    (tmp_path / "late.csv").write_bytes((",x,city,x,label\r\n" + plain + "\r\n".join(rows) + "\r\n").encode("cp1252"))
     for name in ("data.csv", "unicode.csv", "late.csv"):
         config["ingest"]["input"] = str(tmp_path / name)
         result, summary = ingest(write_config(config), "--overwrite")
         assert result.exit_code == 0 and summary["counts"]["quarantined"] == 0, result.output
         manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
         assert manifest["columns"]["numeric"] == ["x", "x_2"] and manifest["columns"]["categorical"] == ["city"]
+        assert manifest["columns"]["left_out"]["_c0"].startswith("an id: ")  # named as Spark names it, not a feature
         pre = json.loads((tmp_path / "out" / "_preprocess.json").read_text())
         assert pre["categorical"]["city"] == sorted(cities)
         assert sum(summary["splits"].values()) == (40 if name != "late.csv" else 80_000), summary
