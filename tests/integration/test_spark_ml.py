@@ -191,3 +191,28 @@ def test_rows_that_cannot_be_written_fail_the_write_with_the_count_and_the_first
     manifest = write_dataset(frame.where("id = 'a'"), str(tmp_path / "d"), features_col="x", label_col="y", key_col="id",
                              shape=[2], split=(1.0, 0.0, 0.0))  # fmt: skip
     assert manifest.counts.rows == 1 and manifest.label.vocabulary == ("0",) and manifest.stats.mean == (1.0, 2.0)
+
+
+def test_an_empty_frame_and_workers_without_numpy_fail_in_one_line(spark, synthetic, tmp_path):
+    import subprocess
+    import sys
+
+    from dltool.errors import ConfigError, EnvironmentProblem
+    from dltool.ml import KerasClassifier
+
+    estimator = KerasClassifier(featuresCol="x", labelCol="y", featuresShape=[8])
+    with pytest.raises(ConfigError, match="fit: the DataFrame has 0 row"):
+        estimator.fit(synthetic.limit(0))
+    # A session of the user's own starts its workers with `python3` on the PATH unless PYSPARK_PYTHON says: one
+    # without dltool's libraries fails before any dltool code runs in the task, and the error says what to set.
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    context = spark.sparkContext
+    mine, context.pythonExec = context.pythonExec, str(bare / "bin" / "python")
+    try:
+        with pytest.raises(EnvironmentProblem, match=r"ModuleNotFoundError: .* in Spark's Python workers \(.*bare"
+                           r"/bin/python\): set PYSPARK_PYTHON") as error:  # fmt: skip
+            estimator.fit(synthetic.limit(100))
+    finally:
+        context.pythonExec = mine
+    assert "\n" not in str(error.value)
