@@ -309,7 +309,8 @@ class TextReaderConfig(FileInput):
         "json, csv, parquet, orc: a text column of those files; table: a catalog table named by input.",
     )
     include: list[str] | None = Field(None, description="Glob patterns of files to read (default: *.txt, or the format's).")
-    encoding: str = Field("utf-8", description="Text encoding of files and lines (a UTF-8 or UTF-16 BOM is dropped).")
+    encoding: str = Field("utf-8", description="Text encoding of files and lines (a UTF-8 or UTF-16 BOM is dropped); "
+                          "left out, a file that is not UTF-8 is read as UTF-16 after its BOM, else cp1252 or latin-1.")
     decode_errors: Literal["quarantine", "replace"] = Field(
         "quarantine", description="Bytes invalid in the encoding: quarantine the document, or replace them with U+FFFD."
     )

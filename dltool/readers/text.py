@@ -130,11 +130,23 @@ def _decode(data: bytes, encoding: str, errors: str) -> str:
 
 
 def _decoded(data: bytes, cfg: TextReaderConfig) -> str | RecordError:
-    """The text of a document, or the RecordError that says why its bytes are not text."""
+    """The text of a document, or the RecordError that says why its bytes are not text.
+
+    With `encoding` left out, a file that is not UTF-8 is read in its own encoding, as the csv reader reads one
+    (`sniff_encoding`: UTF-16 after its byte-order mark, Notepad's "Unicode"; else cp1252 or latin-1): a folder of
+    texts saved over the years holds several. Not a line of a file, and not bytes with a NUL outside UTF-16: those
+    are binary, and stay quarantined."""
     try:
         return _decode(data, cfg.encoding, cfg.decode_errors)
     except RecordError as e:
-        return e
+        if "encoding" in cfg.model_fields_set or cfg.format == "lines":
+            return e
+        from dltool.readers.csv import sniff_encoding
+
+        found = sniff_encoding(data)
+        if found == "utf-8" or (found != "utf-16" and b"\x00" in data):
+            return e
+        return _decode(data, found, cfg.decode_errors)
 
 
 def _strip_bom(data: bytes, encoding: str) -> bytes:

@@ -49,7 +49,7 @@ def _errors(dataset) -> list[dict]:
     return pads.dataset(str(dataset / "_errors"), format="parquet").to_table().to_pylist()
 
 
-def test_class_folders_quarantine_latin1_empty_binary_and_oversized_files(spark, tmp_path, write_config):
+def test_class_folders_read_latin1_and_quarantine_empty_binary_and_oversized_files(spark, tmp_path, write_config):
     raw = tmp_path / "raw"
     _docs(raw)
     (raw / "good" / "latin1.txt").write_bytes("très bon café, great".encode("latin-1"))
@@ -62,18 +62,22 @@ def test_class_folders_quarantine_latin1_empty_binary_and_oversized_files(spark,
 
     result, summary = _ingest(config)
     assert result.exit_code == 0, result.output
-    assert summary["counts"]["inputs"] == 28 and summary["counts"]["quarantined"] == 4
+    assert summary["counts"]["inputs"] == 28 and summary["counts"]["quarantined"] == 3
     assert summary["counts"]["left_out_by_patterns"] == 1
     reasons = {e["key"].split("/")[-1]: e["message"] for e in _errors(tmp_path / "dataset")}
-    assert "not valid utf-8 at offset 2" in reasons["latin1.txt"]
     assert reasons["empty.txt"] == "empty document"
     assert "picture.txt" in reasons and reasons["picture.txt"].startswith(("bytes that are not valid", "binary data"))
     assert "over max_file_mb 1" in reasons["huge.txt"]
     assert summary["labels"] == ["bad", "good"]
+    assert "good/latin1.txt" in _rows(tmp_path / "dataset").column("key").to_pylist()  # the encoding left out: its own
 
-    # Replacing bad bytes keeps the Latin-1 review; the rest is as before.
-    config = _config(write_config, tmp_path, {"input": str(raw), "max_file_mb": 1, "decode_errors": "replace"},
-                     max_bad_fraction=0.5)  # fmt: skip
+    # Named, the encoding is every file's: the Latin-1 review is quarantined, or its bad bytes replaced.
+    named = {"input": str(raw), "max_file_mb": 1, "encoding": "utf-8"}
+    result, summary = _ingest(_config(write_config, tmp_path, named, max_bad_fraction=0.5), "--overwrite")
+    assert result.exit_code == 0 and summary["counts"]["quarantined"] == 4, result.output
+    reasons = {e["key"].split("/")[-1]: e["message"] for e in _errors(tmp_path / "dataset")}
+    assert "not valid utf-8 at offset 2" in reasons["latin1.txt"]
+    config = _config(write_config, tmp_path, {**named, "decode_errors": "replace"}, max_bad_fraction=0.5)
     result, summary = _ingest(config, "--overwrite")
     assert result.exit_code == 0, result.output
     assert summary["counts"]["quarantined"] == 3

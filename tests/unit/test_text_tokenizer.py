@@ -129,6 +129,21 @@ def test_decode_drops_a_bom_and_names_the_offset_of_bad_bytes():
     assert _decode("caf\xe9".encode("latin-1"), "latin-1", "quarantine") == "café"
 
 
+def test_a_document_in_another_encoding_is_read_in_its_own_where_the_config_names_none():
+    from dltool.errors import RecordError
+    from dltool.readers.text import _decoded
+
+    left_out = TextReaderConfig(reader="text", input="x")
+    named = TextReaderConfig(reader="text", input="x", encoding="utf-8")
+    lines = TextReaderConfig(reader="text", input="x", format="lines")
+    for text, encoding in (("café crème", "utf-8"), ("café, très bien\r\n", "utf-16"), ("déçu – 5 €", "cp1252")):
+        assert _decoded(text.encode(encoding), left_out) == text
+    assert isinstance(_decoded("déçu".encode("cp1252"), named), RecordError)  # named: that encoding, as before
+    assert isinstance(_decoded("déçu".encode("cp1252"), lines), RecordError)  # a line alone: too little to tell
+    binary = _decoded(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", left_out)  # NULs: not text
+    assert isinstance(binary, RecordError) and "not valid utf-8 at offset 0" in str(binary)
+
+
 def test_lines_are_read_a_chunk_at_a_time():
     import io
 
