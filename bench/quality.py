@@ -285,7 +285,7 @@ def make_diamonds(root: Path) -> tuple[Path, dict, dict]:
 def make_storms(root: Path) -> tuple[Path, dict, dict]:
     """19,537 six-hourly records of Atlantic storms 1975-2022 (R's dplyr): the storm's status (tropical depression,
     hurricane, extratropical, ...) from its name, time, place, wind and pressure, with gaps (the category is missing
-    below hurricane strength, the diameters before 2004). A mid-sized table: its 2,000 steps take 10 epochs."""
+    below hurricane strength, the diameters before 2004). A mid-sized table: its 2,000 steps fit in 10 epochs."""
     return _table(root, "storms", _rdataset(root, "dplyr", "storms"), "status")
 
 

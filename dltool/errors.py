@@ -183,8 +183,8 @@ def _from_spark(error: BaseException) -> DltoolError:
     if cause is None:  # no error line: a start-up or connection failure says what it is on its first line
         cause = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
     if cause.startswith("ModuleNotFoundError"):  # before any dltool code ran in the task: the workers' Python
-        return EnvironmentProblem(f"{cause} in Spark's Python workers ({_workers_python()}): set PYSPARK_PYTHON (or "
-                                  "spark.pyspark.python) to a Python that has dltool installed")  # fmt: skip
+        return EnvironmentProblem(f"{cause} in Spark's Python workers ({_workers_python()}): they need a Python that "
+                                  "imports it, which PYSPARK_PYTHON or spark.pyspark.python chooses")  # fmt: skip
     return DltoolError(cause)
 
 

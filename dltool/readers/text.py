@@ -146,7 +146,10 @@ def _decoded(data: bytes, cfg: TextReaderConfig) -> str | RecordError:
         found = sniff_encoding(data)
         if found == "utf-8" or (found != "utf-16" and b"\x00" in data):
             return e
-        return _decode(data, found, cfg.decode_errors)
+        try:
+            return _decode(data, found, cfg.decode_errors)
+        except RecordError:  # a UTF-16 mark before bytes that are not UTF-16: the first error says what to set
+            return e
 
 
 def _strip_bom(data: bytes, encoding: str) -> bytes:

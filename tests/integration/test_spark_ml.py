@@ -211,7 +211,7 @@ def test_an_empty_frame_and_workers_without_numpy_fail_in_one_line(spark, synthe
     mine, context.pythonExec = context.pythonExec, str(bare / "bin" / "python")
     try:
         with pytest.raises(EnvironmentProblem, match=r"ModuleNotFoundError: .* in Spark's Python workers \(.*bare"
-                           r"/bin/python\): set PYSPARK_PYTHON") as error:  # fmt: skip
+                           r"/bin/python\): they need a Python that imports it, which PYSPARK_PYTHON") as error:  # fmt: skip
             estimator.fit(synthetic.limit(100))
     finally:
         context.pythonExec = mine

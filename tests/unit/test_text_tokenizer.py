@@ -142,6 +142,8 @@ def test_a_document_in_another_encoding_is_read_in_its_own_where_the_config_name
     assert isinstance(_decoded("déçu".encode("cp1252"), lines), RecordError)  # a line alone: too little to tell
     binary = _decoded(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", left_out)  # NULs: not text
     assert isinstance(binary, RecordError) and "not valid utf-8 at offset 0" in str(binary)
+    odd = _decoded(b"\xff\xfeh\x00\xe9", left_out)  # a UTF-16 mark, then an odd byte: the first error, returned
+    assert isinstance(odd, RecordError) and "not valid utf-8 at offset 0" in str(odd)
 
 
 def test_lines_are_read_a_chunk_at_a_time():
