@@ -137,8 +137,6 @@ class _KerasEstimator(Estimator, _TrainParams, DefaultParamsReadable, DefaultPar
         manifest = write_dataset(dataset, f"{folder}/dataset", feature.name, label.name, self.task, self.getFeaturesShape(),
                                  split=(1 - held_out, held_out, 0.0), name=self.uid)  # fmt: skip
         try:
-            if not manifest.rows("train"):
-                raise ConfigError(f"fit: the DataFrame has {manifest.counts.rows} row(s), none in the train split")
             # Fits come in series (CrossValidator, a refit pipeline): each takes the worker process, TensorFlow
             # loaded, that the one before left (one CPU worker; see train.barrier).
             summary = run_training(config, progress=self.getOrDefault(self.verbose), quiet=not self.getOrDefault(self.verbose),

@@ -327,6 +327,9 @@ def _check_task(train: TrainSettings, manifest: Manifest) -> None:
     label = manifest.label
     if label.kind not in ("class", "regression"):
         raise ConfigError("the dataset has no labels (ingest label source 'none'): nothing to train on")
+    if not manifest.rows("train"):  # an empty DataFrame through Spark ML: before its classes, which it cannot count
+        raise ConfigError(f"the dataset has no rows in its train split ({manifest.counts.rows} in all): nothing to "
+                          "train on")  # fmt: skip
     if label.kind == "class" and label.classes < 2:
         raise ConfigError(f"the dataset has {label.classes} class(es); classification needs at least 2")
     metrics = resolve_metrics(train.metrics, label.kind, label.classes)

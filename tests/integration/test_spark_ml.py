@@ -201,7 +201,7 @@ def test_an_empty_frame_and_workers_without_numpy_fail_in_one_line(spark, synthe
     from dltool.ml import KerasClassifier
 
     estimator = KerasClassifier(featuresCol="x", labelCol="y", featuresShape=[8])
-    with pytest.raises(ConfigError, match="fit: the DataFrame has 0 row"):
+    with pytest.raises(ConfigError, match=r"the dataset has no rows in its train split \(0 in all\)"):
         estimator.fit(synthetic.limit(0))
     # A session of the user's own starts its workers with `python3` on the PATH unless PYSPARK_PYTHON says: one
     # without dltool's libraries fails before any dltool code runs in the task, and the error says what to set.
