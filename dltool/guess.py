@@ -285,12 +285,22 @@ def _table(path: Path, kind: str, base: str, name: str, notes: list[str]) -> Gue
 TEXT_WORDS = 3  # a lone feature of this many words a row on average (and mostly distinct) is text to classify
 
 
+CODE = re.compile(r"(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9_-]+")  # B000J0LSBG, SKU-1234, a hash: letters and digits
+
+
+def _codes(values: list) -> bool:
+    """Whether a column holds codes (an Amazon review's product ASIN, a SKU, a hash): letters and digits in one token,
+    nearly every row's its own. Its values share no words: beside a text column it is no second feature."""
+    filled = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    return bool(filled) and len(set(filled)) >= 0.9 * len(filled) and all(CODE.fullmatch(v) for v in filled)
+
+
 def _text_column(columns: list[str], rows: list[dict], other: set) -> tuple[str, float] | None:
     """The table's one feature column when it holds free text (tweets, tickets, titles), with its words a row.
 
     Such a table is a text classification set, which the text reader serves better than a table's word slots
     (docs/benchmarks.md)."""
-    features = [c for c in columns if c not in other and c.strip()]
+    features = [c for c in columns if c not in other and c.strip() and not _codes([row.get(c) for row in rows])]
     if len(features) != 1 or not rows:
         return None
     values = [str(row.get(features[0]) or "") for row in rows]

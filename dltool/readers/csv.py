@@ -226,7 +226,9 @@ def sniff_encoding(head: bytes) -> str:
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(head, final=False)
-    bad = text.count("\ufffd")
+    # Bytes UTF-8 cannot decode, each replaced by U+FFFD; a U+FFFD the file holds (text garbled before it was written:
+    # "R<U+FFFD>verie" in Amazon's reviews) is valid UTF-8, EF BF BD, and no sign of another encoding.
+    bad = text.count("\ufffd") - head.count("\ufffd".encode())
     # A UTF-8 file with a stray bad byte stays UTF-8 (its row is quarantined, naming the encoding): read as cp1252,
     # its every other accent would be garbled unseen. In a cp1252 file, valid UTF-8 sequences are rare.
     if not bad or bad <= sum(ord(c) > 127 for c in text) - bad:

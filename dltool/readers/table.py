@@ -468,7 +468,6 @@ NAMED_DATE_ROWS = 10_000  # train rows a named date column's format is found fro
 # 327 values, under the 95% that tells an id.
 DISTINCT_RSD = 0.01
 COUNTS = ("present", "number", "comma", "euro", "unit", "integer", "time", "distinct", "datelike")
-WIDE_COLUMNS = 32  # past this many columns, `_value_counts` aggregates them unpivoted
 
 
 def _value_counts(train, columns: list[str], na_values, missing_values: dict) -> dict:
@@ -476,10 +475,10 @@ def _value_counts(train, columns: list[str], na_values, missing_values: dict) ->
     numbers, numbers with a unit, integers, ISO times, distinct values, dates of the other forms, and its largest and
     smallest number (`max{i}`, `min{i}`).
 
-    One aggregation. Past WIDE_COLUMNS columns, of the values unpivoted into (column, value) rows and grouped by
-    column: its plan is the same for 40 columns or 785 (a query with each column's own expressions grows with the
-    columns, and a 785-column table's took minutes to plan and ran the driver out of memory). Below, each column's
-    own aggregates: 10-20% faster on a 300,000-row table than making 12 rows of each."""
+    One aggregation, of the values unpivoted into (column, value) rows and grouped by column: its plan is the same for
+    3 columns or 785. A query with each column's own expressions grows with the columns: a 785-column table's took
+    minutes to plan and ran the driver out of memory, and so did a 27-column table of 15,402 rows (R's hotel_rates);
+    on 1M rows of 13 columns it took 27-30 s where the unpivoted rows took 17-19 s (docs/benchmarks.md)."""
     from pyspark.sql import functions as F
 
     from dltool.splits import column
@@ -487,13 +486,6 @@ def _value_counts(train, columns: list[str], na_values, missing_values: dict) ->
     row = {f"{key}{i}": (None if key in ("max", "min") else 0) for i in range(len(columns)) for key in (*COUNTS, "max", "min")}
     if not columns:
         return row
-    if len(columns) <= WIDE_COLUMNS:  # each column's own aggregates in one query: no unpivoted rows to make
-        aggregates = []
-        for i, c in enumerate(columns):
-            text = F.trim(column(c).cast("string"))
-            v = _values(text, text.isNotNull() & ~text.isin([*na_values, *missing_values.get(c, [])]))
-            aggregates += [a.alias(f"{name}{i}") for name, a in _aggregates(v).items()]
-        return {**row, **train.agg(*aggregates).first().asDict()}
     names = [f"_v{i}" for i in range(len(columns))]
     wide = train.select(*(F.trim(column(c).cast("string")).alias(n) for c, n in zip(columns, names)))
     long = wide.unpivot([], names, "_column", "_text")
@@ -515,13 +507,15 @@ def _aggregates(v: dict) -> dict:
     from dltool.transforms.table import DECIMAL_COMMA_NUMBER, EURO_THOUSANDS, UNIT_NUMBER
 
     text, present, number, numberish = v["text"], v["present"], v["number"], v["numberish"]
+    # floor gives a long: past 2^63 (a title "1e19", "Infinity") it overflows and fails the query. Past 2^53 every
+    # double is whole; NaN and the infinities are not (null: neither whole nor not).
+    whole = F.when(F.abs(number) < 2.0**53, number == F.floor(number)).when(F.abs(number) < float("inf"), True)
     return {
         "present": F.count(F.when(present, 1)), "number": F.count(F.when(present & numberish, 1)),
         "comma": F.count(F.when(present & ~numberish & text.rlike(DECIMAL_COMMA_NUMBER), 1)),
-        "euro": F.count(F.when(present & numberish & text.contains("€") & (number != F.floor(number))
-                               & text.rlike(EURO_THOUSANDS), 1)),
+        "euro": F.count(F.when(present & numberish & text.contains("€") & ~whole & text.rlike(EURO_THOUSANDS), 1)),
         "unit": F.count(F.when(present & ~numberish & text.rlike(UNIT_NUMBER), 1)),
-        "integer": F.count(F.when(present & (number == F.floor(number)), 1)),
+        "integer": F.count(F.when(present & whole, 1)),
         "time": F.count(F.when(present & v["time"], 1)),
         "distinct": F.approx_count_distinct(F.when(present, text), rsd=DISTINCT_RSD),
         "datelike": F.count(F.when(present & v["datelike"], 1)),

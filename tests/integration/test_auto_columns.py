@@ -136,10 +136,14 @@ def test_a_measurement_with_a_few_words_stays_numeric_and_the_words_read_as_miss
 
 def test_a_table_whose_one_feature_is_text_says_the_text_reader_serves_it_better(spark, tmp_path, write_config):
     words = ["disk", "full", "printer", "jammed", "invoice", "late", "refund", "please", "login", "fails"]
-    lines = ["body,queue"] + [f'"{" ".join(words[(i * k) % 10] for k in range(1, 4 + i % 5))} case {i}",{"ab"[i % 2]}'
-                              for i in range(80)]  # fmt: skip
+    # A product code in every row, each once (an Amazon review's ASIN), keeps no word: it is no second feature.
+    lines = ["product,body,queue"] + [f'B{i * 7919 % 100003:08d}Q,"{" ".join(words[(i * k) % 10] for k in range(1, 4 + i % 5))} '
+                                      f'case {i}",{"ab"[i % 2]}' for i in range(80)]  # fmt: skip
+    # Titles that Spark reads as numbers no long holds (the film "Infinity"): the integer count overflowed.
+    lines[1:3] = ["B00000001Q,Infinity,a", "B00000002Q,1e19,b"]
     found = auto_ingest(tmp_path, write_config, lines, label="queue")
-    assert found.columns["words"] == ["body"] and found.columns["numeric"] == found.columns["categorical"] == []
+    assert found.columns["words"] == ["product", "body"] and found.columns["numeric"] == found.columns["categorical"] == []
+    assert list(found.preprocess["words"]["product"]) == []
     said = [w for w in found.manifest["warnings"] if "text reader" in w]
     assert said and "reader: text, format: csv, text_column: body, label: queue" in said[0]
 

@@ -125,6 +125,12 @@ def test_a_table_of_texts_and_their_class_is_read_by_the_text_reader(tmp_path):
     (tmp_path / "two").mkdir()
     cfg, raw, said = _init(tmp_path / "more.csv", tmp_path / "two")  # two features: a table, its text as words
     assert cfg.ingest.reader == "csv"
+    # Reviews beside their product's code (an ASIN): the code is no second feature.
+    (tmp_path / "reviews.csv").write_text("product,review,score\n" + "\n".join(
+        f'B{i * 7919 % 100003:07d}X,"{" ".join(words[: 3 + i % 5])} {i}",{"ab"[i % 2]}' for i in range(60)) + "\n")
+    (tmp_path / "reviews").mkdir()
+    cfg, raw, said = _init(tmp_path / "reviews.csv", tmp_path / "reviews")
+    assert (cfg.ingest.reader, cfg.ingest.text_column, cfg.ingest.label_column) == ("text", "review", "score")
     (tmp_path / "semi.csv").write_text("body;queue\n" + "\n".join(f"{' '.join(words[: 3 + i % 5])} {i};{'ab'[i % 2]}"
                                                                     for i in range(60)) + "\n")  # fmt: skip
     (tmp_path / "semi").mkdir()

@@ -414,6 +414,7 @@ def test_a_files_encoding_is_found_from_its_first_bytes():
     assert sniff_encoding("a,é".encode()[:-1]) == "utf-8"  # a character cut where the head stops
     assert sniff_encoding(b"a,\x81\x8d\n") == "latin-1"  # bytes cp1252 leaves undefined
     assert sniff_encoding("Zürich,München\n".encode() * 3 + b"Z\xfcrich\n") == "utf-8"  # UTF-8 with a stray byte
+    assert sniff_encoding("like Debussy's R\ufffdverie\n".encode()) == "utf-8"  # a U+FFFD in the text is UTF-8's
     assert wide("utf-16") and wide("UTF-32LE") and not wide("cp1252") and not wide("utf-8")
 
 
