@@ -270,11 +270,6 @@ class EarlyStoppingSettings(Section):
 
     patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
-    anneal: bool = Field(
-        False, description="With a cosine schedule: the first time `patience` runs out, jump to the schedule's last "
-        "`patience` epochs (the rate falls to its end) and stop after them, instead of stopping at a high rate; "
-        "set by dltool where it sizes the epochs.",
-    )
 
 
 class TrainSettings(Section):

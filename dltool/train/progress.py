@@ -101,7 +101,6 @@ class TrainProgress:
             logs = event["logs"]
             marks = " [green]best[/]" if event.get("best") else ""
             marks += "  [yellow]stopping early[/]" if event.get("stopped_early") else ""
-            marks += f"  [yellow]annealing to epoch {event['anneal_end']}[/]" if event.get("annealing") else ""
             wait = f"  input {logs['input_wait']:.0%}" if "input_wait" in logs else ""
             self.print(
                 f"epoch {event['epoch']}/{event['epochs']}  {format_logs(logs)}  "

@@ -271,12 +271,10 @@ class RunState:
     best: dict | None
     stale: int
     start_epoch: int
-    anneal_end: int | None = None  # the last epoch of a run whose schedule jumped to its tail (early_stopping.anneal)
 
     @classmethod
     def from_checkpoint(cls, meta: dict) -> RunState:
-        return cls(meta.get("history", []), meta.get("best"), meta.get("stale_epochs", 0), meta.get("epoch", 0) + 1,
-                   meta.get("anneal_end"))  # fmt: skip
+        return cls(meta.get("history", []), meta.get("best"), meta.get("stale_epochs", 0), meta.get("epoch", 0) + 1)
 
 
 class Steps:
@@ -637,11 +635,9 @@ class Worker:
         else:
             state.stale += 1
         stop = train.early_stopping is not None and state.stale >= train.early_stopping.patience
-        annealing = stop and self._anneal(epoch, state, optimizer)
-        stop = (stop and not annealing) or (state.anneal_end is not None and epoch >= state.anneal_end)
         if self.chief:
             meta = {"epoch": epoch, "logs": logs, "history": state.history, "best": state.best,
-                    "stale_epochs": state.stale, "anneal_end": state.anneal_end, "config_hash": self.job.config_hash,
+                    "stale_epochs": state.stale, "config_hash": self.job.config_hash,
                     "dataset_hash": self.job.dataset_hash,
                     "preprocessing_hash": preprocessing_hash(self.job.manifest)}  # fmt: skip
             saved = self._save_checkpoint(model, optimizer, epoch, meta)
@@ -650,28 +646,8 @@ class Worker:
             if self._tensorboard_copy is not None:
                 ckpt.upload_tree(*self._tensorboard_copy)
             self.events.send("epoch", epoch=epoch, epochs=train.epochs, logs=logs, best=is_best,
-                             checkpoint=saved, stopped_early=stop, annealing=annealing,
-                             anneal_end=state.anneal_end)  # fmt: skip
+                             checkpoint=saved, stopped_early=stop)  # fmt: skip
         return stop
-
-    def _anneal(self, epoch: int, state: RunState, optimizer) -> bool:
-        """Whether the run goes on to its schedule's last `patience` epochs where early stopping would end it.
-
-        A cosine run that stops early stops at a high rate: its best epoch is a noisy one (diamonds, docs/training.md
-        "Sizing"). With `early_stopping.anneal`, the first time patience runs out the optimizer's step count jumps to
-        the last `patience` epochs of the schedule, so the rate falls to its end over them, and the run ends there.
-        Every worker decides alike: the logs it decides on are all-reduced.
-        """
-        settings, patience = self.train.early_stopping, self.train.early_stopping.patience
-        if not settings.anneal or state.anneal_end is not None or self.train.schedule.kind != "cosine":
-            return False
-        iterations = getattr(optimizer, "inner_optimizer", optimizer).iterations  # the schedule's step count
-        tail = (self.train.epochs - patience) * self.job.steps_per_epoch
-        if int(iterations.numpy()) >= tail:
-            return False
-        iterations.assign(tail)
-        state.anneal_end, state.stale = epoch + patience, 0
-        return True
 
     def _finish(self, model, state: RunState, stop: bool, requested: bool, feed) -> None:
         """Keep the model `train.final` names (chief) and report this replica's weight digest."""
