@@ -125,6 +125,29 @@ def test_the_fit_and_its_scaling_come_from_totals_that_match_the_features(encodi
     assert Preprocess.from_json(scaled.to_json()) == scaled  # what _preprocess.json holds
 
 
+def test_a_long_tailed_column_is_read_as_a_logarithm_of_its_scale():
+    rng = np.random.default_rng(0)
+    counts = np.floor(rng.lognormal(2, 1.5, 300))  # most rows small, a few in the thousands
+    rows = [{"id": f"r{i}", "x": f"{counts[i]:.0f}", "y": f"{rng.normal(50, 5):.3f}", "colour": "red", "note": "",
+             "target": "ab"[i % 2], "split": "train"} for i in range(300)]  # fmt: skip
+    rows[0]["y"] = "0"  # y has no negative value but is not skewed
+    check = rules()
+    typed, _ = check.check(batch(rows))
+    stats = FitStats(check.numeric, check.categorical, check.vectors)
+    stats.add(typed, classify=True)
+    pre = stats.preprocess(stats.means(), "onehot", classify=True, scale=False)
+    scale = max(counts.min(), counts.mean() / 100)  # its least value, or a hundredth of its mean
+    assert pre.log == {"x": pytest.approx(scale)}
+    np.testing.assert_allclose(pre.features(typed)[:, 0], np.log1p(counts / scale), rtol=1e-6)
+    unseen = pa.table({"x": pa.array([-30.0]), "y": pa.array([1.0]), "colour": pa.array(["red"])})
+    assert pre.features(unseen)[0, 0] == pytest.approx(-np.log1p(30 / scale))  # its sign kept
+    assert Preprocess.from_json(pre.to_json()) == pre
+    assert stats.preprocess(stats.means(), "onehot", classify=True, scale=True).log == {}  # moments of raw values
+    flags = FitStats(("f",), (), {})
+    flags.add(pa.table({"f": pa.array([1.0] + [0.0] * 99), "split": pa.array(["train"] * 100)}), classify=False)
+    assert flags.preprocess({"f": 0.0}, "onehot", classify=False, scale=False).log == {}  # 0/1: skewed, not a tail
+
+
 def test_unseen_and_missing_categories_take_the_other_slot():
     pre = Preprocess({"x": 0.5}, {"colour": ["blue", "red"]}, "onehot", {})
     typed = pa.table({"x": pa.array([None, 2.0]), "colour": pa.array(["purple", None], pa.string())})
