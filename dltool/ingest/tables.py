@@ -85,7 +85,7 @@ def ingest_table(spark, config, reader, source, files, staging, parallelism, pro
     columns.update({"task": f"{cfg.task} ({reader.task_reason})"} if reader.task_reason else {})
     columns.update({key: getattr(cfg, key) for key in ("date_formats", "missing_values", "decimal_comma", "units")
                     if getattr(cfg, key)})
-    columns.update({"logarithms": sorted(pre.log)} if pre.log else {})  # long tails, read as log1p(x / s) (FitStats._long_tails)
+    columns.update({"logarithms": sorted(pre.log)} if pre.log else {})  # long tails (FitStats._long_tails)
     label = Label(label_kind, tuple(pre.labels) if label_kind == "class" else None)
     written = on_write_complete(results, TensorSpec((pre.width,), "float32"), label, inputs, quarantined=quarantined,
                                 first_errors=first_errors, stats_axis=0, duplicates=duplicates,
