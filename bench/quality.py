@@ -16,6 +16,8 @@ Real public data made on this machine with no internet at run time (PyPI package
   (regression) from carat, cut, colour, clarity and sizes; ames: 2,930 house sales (R's modeldata), the price from
   73 columns, 40 of them strings; attrition: 1,470 employees (modeldata), who left, from 30 columns; storms:
   19,537 records of Atlantic storms (R's dplyr), the status from name, time, place, wind and pressure (gaps);
+  hpc: 4,331 cluster jobs (modeldata), their class from counts with long tails; email: 3,921 emails (openintro),
+  spam from counts and the time sent; foods: 5,000 food reviews (modeldata) and their product's code, one CSV;
 * stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
   `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
   time, written `2010/01/01 13:00`;
@@ -289,6 +291,27 @@ def make_storms(root: Path) -> tuple[Path, dict, dict]:
     return _table(root, "storms", _rdataset(root, "dplyr", "storms"), "status")
 
 
+def make_hpc(root: Path) -> tuple[Path, dict, dict]:
+    """4,331 jobs on a compute cluster (R's modeldata): their class (very fast to long) from protocol, day, hour and
+    four counts with long tails (`num_pending` 0 to 5,605, mean 53)."""
+    return _table(root, "hpc", _rdataset(root, "modeldata", "hpc_data"), "class")
+
+
+def make_email(root: Path) -> tuple[Path, dict, dict]:
+    """3,921 emails (R's openintro): spam or not, from counts of characters, line breaks and exclamation marks (long
+    tails), flags and the time sent (`2012-01-01T06:16:41Z`)."""
+    return _table(root, "email", _rdataset(root, "openintro", "email"), "spam")
+
+
+def make_foods(root: Path) -> tuple[Path, dict, dict]:
+    """5,000 Amazon fine-food reviews (R's modeldata `training_data` and `testing_data`): great or other, from the
+    review's text beside the product's code, as one CSV: a text in a table, read by the csv reader."""
+    import pandas as pd
+
+    frame = pd.concat([_rdataset(root, "modeldata", "training_data"), _rdataset(root, "modeldata", "testing_data")])
+    return _table(root, "foods", frame, "score")
+
+
 def _vega_csv(name: str):
     """A CSV that ships in vega_datasets, as it is written there (its dates as text)."""
     import pandas as pd
@@ -339,10 +362,11 @@ SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "de
         "reviews": make_reviews, "fortunes": make_fortunes, "cars": make_cars, "mpg": make_mpg,
         "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps,
         "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic, "diamonds": make_diamonds,
-        "ames": make_ames, "attrition": make_attrition, "sayings": make_sayings, "storms": make_storms}  # fmt: skip
-TEXT_COLUMNS = {"sayings": "saying"}  # tables of texts: also compared with TF-IDF + LR on that column
+        "ames": make_ames, "attrition": make_attrition, "sayings": make_sayings, "storms": make_storms,
+        "hpc": make_hpc, "email": make_email, "foods": make_foods}  # fmt: skip
+TEXT_COLUMNS = {"sayings": "saying", "foods": "review"}  # tables of texts: also compared with TF-IDF + LR on that column
 RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic", "diamonds", "ames", "attrition",
-              "storms"}  # fmt: skip  # also compared with HistGradientBoosting on the raw columns
+              "storms", "hpc", "email"}  # fmt: skip  # also compared with HistGradientBoosting on the raw columns
 
 
 def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:
