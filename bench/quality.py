@@ -18,6 +18,8 @@ Real public data made on this machine with no internet at run time (PyPI package
   19,537 records of Atlantic storms (R's dplyr), the status from name, time, place, wind and pressure (gaps);
   hpc: 4,331 cluster jobs (modeldata), their class from counts with long tails; email: 3,921 emails (openintro),
   spam from counts and the time sent; foods: 5,000 food reviews (modeldata) and their product's code, one CSV;
+  tweets: 19,332 of Trump's tweets (dslabs), the phone or the web from the text, time and counts; cps: 534 workers
+  (AER), the wage; flights: 20,000 flights from New York (nycflights13), late from the schedule and the plane;
 * stocks: 5 stocks' monthly prices 2000-10 (vega_datasets): which stock from the date, written
   `Jan 1 2000`, and the price; temps: Seattle's hourly temperature in 2010 (regression) from the
   time, written `2010/01/01 13:00`;
@@ -312,6 +314,31 @@ def make_foods(root: Path) -> tuple[Path, dict, dict]:
     return _table(root, "foods", frame, "score")
 
 
+def make_tweets(root: Path) -> tuple[Path, dict, dict]:
+    """19,332 of Trump's tweets 2009-18 (R's dslabs): sent from Android, an iPhone or the web, from the text, the time
+    (`2013-01-04T16:41:33Z`) and the counts: short texts in a table, beside a date."""
+    frame = _rdataset(root, "dslabs", "trump_tweets")
+    frame = frame[frame.source.isin(["Twitter for Android", "Twitter for iPhone", "Twitter Web Client"])]
+    return _table(root, "tweets", frame, "source")
+
+
+def make_cps(root: Path) -> tuple[Path, dict, dict]:
+    """534 workers of the 1985 Current Population Survey (R's AER): the hourly wage (regression, a long tail) from
+    schooling, experience and 7 string columns: a small, noisy table (about 40 validation rows)."""
+    return _table(root, "cps", _rdataset(root, "AER", "CPS1985"), "wage", "regression")
+
+
+def make_flights(root: Path) -> tuple[Path, dict, dict]:
+    """20,000 of the flights from New York in 2013 (R's nycflights13, a fixed sample): late (15 minutes or more) from
+    the carrier, the places, the scheduled times, the plane's tail number (thousands of values) and the hour
+    (`2013-01-01T10:00:00Z`); what happened after the schedule is left out."""
+    frame = _rdataset(root, "nycflights13", "flights")
+    frame = frame[frame.arr_delay.notna()].sample(20_000, random_state=0)
+    frame["late"] = (frame.arr_delay > 15).map({True: "late", False: "on time"})
+    return _table(root, "flights", frame.drop(columns=["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"]),
+                  "late")  # fmt: skip
+
+
 def _vega_csv(name: str):
     """A CSV that ships in vega_datasets, as it is written there (its dates as text)."""
     import pandas as pd
@@ -363,10 +390,11 @@ SETS = {"digits": make_digits, "spoken": make_spoken, "cancer": make_cancer, "de
         "weather": make_weather, "penguins": make_penguins, "stocks": make_stocks, "temps": make_temps,
         "scans": make_scans, "pixels": make_pixels, "titanic": make_titanic, "diamonds": make_diamonds,
         "ames": make_ames, "attrition": make_attrition, "sayings": make_sayings, "storms": make_storms,
-        "hpc": make_hpc, "email": make_email, "foods": make_foods}  # fmt: skip
-TEXT_COLUMNS = {"sayings": "saying", "foods": "review"}  # tables of texts: also compared with TF-IDF + LR on that column
+        "hpc": make_hpc, "email": make_email, "foods": make_foods, "tweets": make_tweets, "cps": make_cps,
+        "flights": make_flights}  # fmt: skip
+TEXT_COLUMNS = {"sayings": "saying", "foods": "review", "tweets": "text"}  # tables of texts: also compared with TF-IDF + LR on that column
 RAW_TABLES = {"cars", "mpg", "weather", "penguins", "stocks", "temps", "titanic", "diamonds", "ames", "attrition",
-              "storms", "hpc", "email"}  # fmt: skip  # also compared with HistGradientBoosting on the raw columns
+              "storms", "hpc", "email", "tweets", "cps", "flights"}  # fmt: skip  # also compared with HistGradientBoosting on the raw columns
 
 
 def experiment(name: str, work: Path, ingest: dict, train: dict, workers: int, seed: int, shares: bool) -> dict:

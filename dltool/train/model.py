@@ -109,6 +109,14 @@ class TabularArgs(_BuiltinArgs):
     # long one's many, and a rare word more than a common one. Only for texts (TF_IDF_WORDS words a row or
     # more): on names of 2-3 words (a car's) it measured worse.
     tf_idf: bool = True
+    # A text's word slots (and their TF-IDF) reach the head by the linear path only, not through the MLP (wide and
+    # deep, Cheng et al. 2016). Through the MLP, thousands of sparse word slots let it tell each train row by its
+    # words within a few epochs and leave the other columns unlearnt: Trump's tweets (13,590 train rows; the phone or
+    # the web, from the text, the time and the counts) scored 0.897 so, 0.925 with the text left out, 0.933 with its
+    # words on the linear path (docs/benchmarks.md). Names (`text_spans`) stay in the MLP: a car's maker is in its
+    # name (0.950 on the linear path, 0.988 so); and so do texts with no number or category beside them (food
+    # reviews beside their product's code: 0.753 on the linear path, 0.777 so). Needs `linear`.
+    wide_words: bool = True
 
 
 class TextMlpArgs(_BuiltinArgs):
@@ -498,6 +506,8 @@ def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
     column at learnt thresholds as trees do (embeddings for numerical features, Gorishniy et al.
     2022), mixed down to `embedding` values per column. The breakpoints start spread over the
     standardised values (at normal quantiles, each unit facing up or down at random), not all at 0.
+    A text column's word slots and their TF-IDF skip the MLP where numbers or categories are beside
+    them: the head sees them on the linear path (`wide_words`).
 
     With `ensemble` members, the embedded features are repeated per member and scaled by the
     member's own random +-1 vector before the shared MLP; each member has its own head and the
@@ -513,17 +523,23 @@ def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
         x = keras.layers.Flatten(name="flatten")(x)
     width = x.shape[1]
     leading = numeric_slots(manifest)
+    texts = sorted(text_spans(manifest).values()) if options.wide_words and options.linear else []
+    words = tuple(f"{c}~" for c in (manifest.columns or {}).get("words", []))
+    if not leading and all(n.startswith(words) for n in manifest.feature_names or []):
+        texts = []  # texts and names alone: their words are what the MLP learns from
     features = [x]
-    if leading:
+    if leading or texts:
         column = keras.layers.Reshape((width, 1), name="slots")(x)
+        bounds = [leading, *(b for span in texts for b in span), width]  # the slots between the texts go to the MLP
+        spans = [(a, b) for a, b in zip(bounds[::2], bounds[1::2]) if b > a]
+        features = [keras.layers.Flatten(name=f"other{'_' * i}{i or ''}")(
+            keras.layers.Cropping1D((a, width - b), name=f"other_slots{'_' * i}{i or ''}")(column))
+            for i, (a, b) in enumerate(spans)]  # fmt: skip
+    if leading:
         numbers = x
         if leading < width:
             numbers = keras.layers.Reshape((leading,), name="numeric")(
                 keras.layers.Cropping1D((0, width - leading), name="numeric_slots")(column))
-            rest = keras.layers.Cropping1D((leading, 0), name="other_slots")(column)
-            features = [keras.layers.Flatten(name="other")(rest)]
-        else:
-            features = []
         embedding = keras.layers.EinsumDense("bn,nk->bnk", output_shape=(leading, options.frequencies),
                                              bias_axes="nk", name="numeric_embedding")  # fmt: skip
         e = keras.layers.ReLU(name="numeric_embedding_relu")(embedding(numbers))
@@ -534,9 +550,9 @@ def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
         features.insert(0, keras.layers.Flatten(name="numeric_embedded")(e))
     members = options.ensemble or (min(ENSEMBLE, max(1, ENSEMBLE_WIDTH // sum(f.shape[-1] for f in features)))
                                    if manifest.rows("train") <= ENSEMBLE_ROWS else 1)  # fmt: skip
-    if options.tf_idf and (texts := _tf_idf(x, manifest)):
-        features += texts
-        x = keras.layers.Concatenate(name="with_tf_idf")([x, *texts])
+    if options.tf_idf and (tf_idf := _tf_idf(x, manifest)):
+        features += [] if texts else tf_idf
+        x = keras.layers.Concatenate(name="with_tf_idf")([x, *tf_idf])
     h = features[0] if len(features) == 1 else keras.layers.Concatenate(name="embedded")(features)
     if members > 1:
         h = keras.layers.RepeatVector(members, name="members")(h)
@@ -562,29 +578,37 @@ def tabular_dropout(rows: int) -> float:
     return round(most - (most - least) * min(1.0, share), 3)
 
 
+def text_spans(manifest: Manifest) -> dict[int, tuple[int, int]]:
+    """The free-text columns of a table that hold texts, by their place among its `words` columns -> [start, stop) of
+    their word slots (`column~word`). Columns of names (fewer than TF_IDF_WORDS kept words a train row on average,
+    the sum of their slots' train means: a car's 2.2, a passenger's 2.8) are not texts."""
+    import numpy as np
+
+    names, stats, spans = manifest.feature_names or [], manifest.stats, {}
+    if stats is None or len(names) != len(stats.mean):
+        return spans
+    for i, column in enumerate((manifest.columns or {}).get("words", [])):
+        at = [j for j, n in enumerate(names) if n.startswith(f"{column}~")]
+        if at and np.asarray(stats.mean[at[0]:at[-1] + 1], np.float64).sum() >= TF_IDF_WORDS:
+            spans[i] = (at[0], at[-1] + 1)
+    return spans
+
+
 def _tf_idf(x, manifest: Manifest) -> list:
-    """Each free-text column's word slots (0/1, `column~word`) as TF-IDF of unit length, x TF_IDF_SCALE: the slot
-    times log(1 + N / (1 + df)), its document frequency df from the train split's stats (the slot's mean times N
-    rows), as `idf_weights` for the text reader. Columns of names (fewer than TF_IDF_WORDS kept words a row, the sum
-    of their slots' means) keep their 0/1 slots only."""
+    """Each text's word slots (0/1, `text_spans`) as TF-IDF of unit length, x TF_IDF_SCALE: the slot times
+    log(1 + N / (1 + df)), its document frequency df from the train split's stats (the slot's mean times N rows), as
+    `idf_weights` for the text reader. Columns of names keep their 0/1 slots only."""
     import keras
     import numpy as np
 
     from dltool.transforms.text import idf_weights
 
-    names, stats = manifest.feature_names or [], manifest.stats
     width, rows = x.shape[1], manifest.rows("train")
-    if stats is None or len(names) != width or not rows:
+    if not rows:
         return []
     slots, texts = None, []
-    for i, column in enumerate((manifest.columns or {}).get("words", [])):
-        at = [j for j, n in enumerate(names) if n.startswith(f"{column}~")]
-        if not at:
-            continue
-        start, stop = at[0], at[-1] + 1
-        share = np.asarray(stats.mean[start:stop], np.float64)  # of the train rows holding each word
-        if share.sum() < TF_IDF_WORDS:
-            continue
+    for i, (start, stop) in text_spans(manifest).items():
+        share = np.asarray(manifest.stats.mean[start:stop], np.float64)  # of the train rows holding each word
         frequency = np.rint(share * rows).astype(np.int64)
         weight = idf_weights(frequency, rows)
         slots = slots if slots is not None else keras.layers.Reshape((width, 1), name="tf_idf_slots")(x)

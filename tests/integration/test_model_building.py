@@ -212,7 +212,14 @@ def test_tabular_reads_a_text_column_also_as_unit_length_tf_idf_and_a_name_colum
     np.testing.assert_allclose(tf_idf[0, :2], 4.0 / np.sqrt(2), rtol=1e-5)
     idf = np.log1p(100 / np.array([1 + 90, 1 + 70]))
     np.testing.assert_allclose(tf_idf[1, [0, 6]], 4.0 * idf / np.linalg.norm(idf), rtol=1e-5)
-    assert model.get_layer("with_linear").output.shape == (None, 7 + 12 + 8)  # the head sees them too
+    assert model.get_layer("with_linear").output.shape == (None, 7 + 12 + 8)  # the head sees them all
+    assert model.get_layer("dense_0").input.shape == (None, 8 + 3)  # the MLP: the age's embedding and the name
+    deep = build_model(train({"builtin": "tabular", "args": {"units": [7], "ensemble": 1, "wide_words": False}}), m)
+    assert deep.get_layer("dense_0").input.shape == (None, 8 + 11 + 8)  # and the note's words and their TF-IDF
+    words = manifest("csv", (11,), "float32", mean=mean[1:], std=[0.5] * 11, feature_names=names[1:],
+                     columns={**columns, "numeric": []}, splits={"train": SplitEntry(100, (), {})})  # fmt: skip
+    only_words = build_model(train({"builtin": "tabular", "args": {"units": [7], "ensemble": 1}}), words)
+    assert only_words.get_layer("dense_0").input.shape == (None, 11 + 8)  # a name and a text alone: the MLP has them
     plain = build_model(train({"builtin": "tabular", "args": {"units": [7], "ensemble": 1, "tf_idf": False}}), m)
     assert plain.get_layer("with_linear").output.shape == (None, 7 + 12)
 

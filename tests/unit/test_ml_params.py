@@ -92,7 +92,8 @@ def test_settings_left_unset_are_sized_to_the_train_rows():
     # A validation split too small to pick an epoch: all sized epochs, the last one kept, unless the config says.
     few = sized(TrainSettings(run_dir="r"), 135, val_rows=12)
     assert few.early_stopping is None and few.final == "last" and few.epochs == small.epochs
-    enough = sized(TrainSettings(run_dir="r"), 135, val_rows=30)
+    assert sized(TrainSettings(run_dir="r"), 369, val_rows=42).final == "last"  # CPS1985: 42 rows chose by chance
+    enough = sized(TrainSettings(run_dir="r"), 135, val_rows=50)
     assert enough.early_stopping == small.early_stopping and enough.final == "best"
     assert sized(TrainSettings(run_dir="r", final="best"), 135, val_rows=12).final == "best"
     assert sized(TrainSettings(run_dir="r"), 135, val_rows=0).early_stopping == small.early_stopping  # no val split
