@@ -532,9 +532,9 @@ def _tabular(options: TabularArgs, x, manifest: Manifest, seed: int = 0):
         column = keras.layers.Reshape((width, 1), name="slots")(x)
         bounds = [leading, *(b for span in texts for b in span), width]  # the slots between the texts go to the MLP
         spans = [(a, b) for a, b in zip(bounds[::2], bounds[1::2]) if b > a]
-        features = [keras.layers.Flatten(name=f"other{'_' * i}{i or ''}")(
-            keras.layers.Cropping1D((a, width - b), name=f"other_slots{'_' * i}{i or ''}")(column))
-            for i, (a, b) in enumerate(spans)]  # fmt: skip
+        names = ["other", *(f"other_{i}" for i in range(1, len(spans)))]
+        features = [keras.layers.Flatten(name=name)(keras.layers.Cropping1D((a, width - b), name=f"{name}_slots")(
+            column)) for name, (a, b) in zip(names, spans)]  # fmt: skip
     if leading:
         numbers = x
         if leading < width:

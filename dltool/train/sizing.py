@@ -8,9 +8,10 @@ epochs where TABLE_EXAMPLES examples allow), and early stopping on `train.monito
 once it stops improving; `final: best` (the default) keeps the best epoch. What a user sets is kept.
 
 A validation split of fewer than MIN_VAL_ROWS rows (a 10% split of a 150-row table holds 2 to
-15, of a 500-row table about 40) cannot pick an epoch: its loss can rise from the first epoch while the model learns (iris,
-measured: seeds 1 and 2 stopped at epochs 12 and 11, keeping epochs 2 and 1, test accuracy
-0.784 and 0.804, where training through gave 0.941 for all three seeds). Such a run trains its
+15, of a 500-row table about 40) cannot pick an epoch: its loss can rise from the first epoch
+while the model learns (iris, measured: seeds 1 and 2 stopped at epochs 12 and 11, keeping
+epochs 2 and 1, test accuracy 0.784 and 0.804, where training through gave 0.941 for all three
+seeds). Such a run trains its
 sized epochs without early stopping and keeps the last one, unless the config says otherwise.
 """
 
